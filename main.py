@@ -1,0 +1,939 @@
+"""Cloud Build → Bitbucket Cloud commit statuses.
+
+A Cloud Function subscribed to the ``cloud-builds`` Pub/Sub topic. Each message
+carries the whole Build; the function finds the Bitbucket repository, commit
+and branch it was built from and posts the build's state to Bitbucket's
+commit-status API, so commits and pull requests show it and merge checks can
+count it.
+
+The module reads top to bottom as the data flows: configuration, decoding,
+translation (pure), credentials, the Bitbucket client, reporting, the entry
+points.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import fnmatch
+import hashlib
+import ipaddress
+import json
+import os
+import re
+import sys
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    import requests
+
+DEFAULT_API_URL = "https://api.bitbucket.org/2.0"
+DEFAULT_MAX_EVENT_AGE_SECONDS = 24 * 3600
+DEFAULT_RETRY_BACKOFF_SECONDS = 0.5
+HTTP_TIMEOUT = (3.05, 10)  # (connect, read) seconds, for every outbound call
+HTTP_RETRIES = 4
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+KEY_MAX = 40  # Bitbucket: "key: Ensure this value has at most 40 characters"
+NAME_MAX = 255
+DESCRIPTION_MAX = 255
+URL_MAX = 450
+BRANCH_MAX = 255
+DEFAULT_NAME = "Cloud Build"
+DEFAULT_KEY = "cloud-build"
+
+SHA_RE = re.compile(r"[0-9a-f]{40}", re.ASCII)
+# Workspace IDs and repository slugs: ASCII letters, digits, '-', '_' and '.'
+# (slugs only), never starting with '.', so no value can add a path segment.
+WORKSPACE_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,99}", re.ASCII)
+SLUG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}", re.ASCII)
+KEY_RE = re.compile(r"[A-Za-z0-9._-]{1,40}", re.ASCII)
+BITBUCKET_URL_RE = re.compile(
+    r"(?:https://|ssh://)?(?:[^@/]+@)?bitbucket\.org[:/]"
+    r"(?P<workspace>[^/]+)/(?P<slug>[^/]+?)(?:\.git)?/?",
+    re.IGNORECASE,
+)
+OTHER_HOSTS = ("github.com", "gitlab.com", "gitlab.")
+MIRROR_PREFIX = "bitbucket_"
+OTHER_MIRROR_PREFIXES = ("github_", "gitlab_")
+
+STATES = {
+    "PENDING": "INPROGRESS",
+    "QUEUED": "INPROGRESS",
+    "WORKING": "INPROGRESS",
+    "SUCCESS": "SUCCESSFUL",
+    "FAILURE": "FAILED",
+    "INTERNAL_ERROR": "FAILED",
+    "TIMEOUT": "FAILED",
+    "CANCELLED": "STOPPED",
+    "EXPIRED": "STOPPED",
+}
+FINAL_STATES = frozenset({"SUCCESSFUL", "FAILED", "STOPPED"})
+# The order in which a build moves through the in-progress descriptions; a
+# status is never moved back to an earlier one.
+IN_PROGRESS_DESCRIPTIONS = ("Awaiting approval", "Queued", "Running")
+
+
+# --- Errors ------------------------------------------------------------------
+
+
+class ConfigurationError(Exception):
+    """The deployment is misconfigured. Raised, so events wait for the fix."""
+
+
+class InvalidMessage(Exception):
+    """The message is not a Cloud Build notification. Logged and acknowledged."""
+
+
+class TransientError(Exception):
+    """Worth another try later. Raised, so Pub/Sub redelivers the event."""
+
+
+class Rejected(Exception):
+    """Bitbucket refused the request and retrying cannot mend it."""
+
+
+class RepositoryNotFound(Rejected):
+    """Bitbucket answered 404 for the repository."""
+
+
+# --- Configuration -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Config:
+    api_url: str = DEFAULT_API_URL
+    repositories: tuple[str, ...] = ()
+    max_event_age_seconds: float = DEFAULT_MAX_EVENT_AGE_SECONDS
+    retry_backoff_seconds: float = DEFAULT_RETRY_BACKOFF_SECONDS
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Config:
+        return cls(
+            api_url=validated_api_url(env.get("BITBUCKET_API_URL") or DEFAULT_API_URL),
+            repositories=tuple(
+                p.strip().lower() for p in env.get("BITBUCKET_REPOSITORIES", "").split(",") if p.strip()
+            ),
+            max_event_age_seconds=_number(env, "MAX_EVENT_AGE_SECONDS", DEFAULT_MAX_EVENT_AGE_SECONDS),
+            retry_backoff_seconds=_number(env, "HTTP_RETRY_BACKOFF_SECONDS", DEFAULT_RETRY_BACKOFF_SECONDS),
+        )
+
+    def allows(self, repository: Repository) -> bool:
+        name = repository.full_name.lower()
+        return not self.repositories or any(fnmatch.fnmatchcase(name, p) for p in self.repositories)
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "")
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number of seconds") from None
+    if value < 0:
+        raise ConfigurationError(f"{name} must not be negative")
+    return value
+
+
+def validated_api_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return url.rstrip("/")
+    if parts.scheme == "http" and _is_loopback(parts.hostname or ""):
+        return url.rstrip("/")
+    raise ConfigurationError("BITBUCKET_API_URL must be an https:// URL (plain http only for loopback)")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# --- Decoding ----------------------------------------------------------------
+
+
+def decode_build(data: Any) -> dict[str, Any]:
+    """base64 → JSON → Build, or InvalidMessage saying why not."""
+    if not data:
+        raise InvalidMessage("the message has no data")
+    if not isinstance(data, (str, bytes)):
+        raise InvalidMessage(f"the message data is a {type(data).__name__}, not base64 text")
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidMessage("the message data is not valid base64") from None
+    try:
+        build = json.loads(raw)
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidMessage("the message data is not JSON") from None
+    if not isinstance(build, dict):
+        raise InvalidMessage(f"the message data is a JSON {type(build).__name__}, not a Build object")
+    for name in ("id", "status"):
+        if not isinstance(build.get(name), str) or not build[name]:
+            raise InvalidMessage(f"the Build has no {name!r}")
+    return build
+
+
+def parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("z", "Z"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+# --- Translation: Build → what to post (pure) --------------------------------
+
+
+@dataclass(frozen=True)
+class Repository:
+    workspace: str
+    slug: str
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.workspace}/{self.slug}"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a build's status goes: the candidates are tried in order."""
+
+    candidates: tuple[Repository, ...]
+    commit: str
+    branch: str | None
+    origin: str  # how the repository was found, for the log
+    mirror: str | None = None  # the mirror's repoName when the split is ambiguous
+
+
+@dataclass(frozen=True)
+class CommitStatus:
+    """The body of a Bitbucket commit status (the `commitstatus` schema)."""
+
+    key: str
+    state: str
+    name: str
+    url: str
+    description: str
+    refname: str | None = None
+
+    def body(self) -> dict[str, str]:
+        body = {
+            "key": self.key,
+            "state": self.state,
+            "name": self.name,
+            "url": self.url,
+            "description": self.description,
+        }
+        if self.refname:
+            body["refname"] = self.refname
+        return body
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in FINAL_STATES
+
+
+@dataclass(frozen=True)
+class Update:
+    """One build's state, ready to post."""
+
+    build_id: str
+    target: Target
+    status: CommitStatus
+
+
+@dataclass(frozen=True)
+class Skip:
+    reason: str
+    severity: str = "INFO"
+
+
+def translate(build: Mapping[str, Any], config: Config) -> Update | Skip:
+    """Decide what a Build means for Bitbucket; no I/O."""
+    state = STATES.get(build.get("status"))
+    if state is None:
+        return Skip(f"build status {build.get('status')!r} has no Bitbucket state", "WARNING")
+    target = locate(build)
+    if isinstance(target, Skip):
+        return target
+    allowed = tuple(r for r in target.candidates if config.allows(r))
+    if not allowed:
+        names = ", ".join(r.full_name for r in target.candidates)
+        return Skip(f"repository {names} is not in BITBUCKET_REPOSITORIES")
+    target = Target(allowed, target.commit, target.branch, target.origin, target.mirror)
+    status = CommitStatus(
+        key=status_key(build),
+        state=state,
+        name=_clip(trigger_name(build) or DEFAULT_NAME, NAME_MAX),
+        url=build_url(build),
+        description=describe(build),
+        refname=target.branch,
+    )
+    return Update(build["id"], target, status)
+
+
+def _dict(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str:
+    return value.strip() if isinstance(value, str) else ""
+
+
+def substitutions(build: Mapping[str, Any]) -> Mapping[str, Any]:
+    return _dict(build.get("substitutions"))
+
+
+def trigger_name(build: Mapping[str, Any]) -> str:
+    return _text(substitutions(build).get("TRIGGER_NAME"))
+
+
+def locate(build: Mapping[str, Any]) -> Target | Skip:
+    """Find the Bitbucket repository, commit and branch, in the README's order."""
+    subs = substitutions(build)
+    source = _dict(build.get("source"))
+    provenance = _dict(build.get("sourceProvenance"))
+    commit_sha = _text(subs.get("COMMIT_SHA"))
+    branch_name = _text(subs.get("BRANCH_NAME"))
+
+    explicit = _text(subs.get("_BITBUCKET_REPO"))
+    if explicit:
+        workspace, _, slug = explicit.partition("/")
+        return _target(
+            [(workspace, slug)],
+            _text(subs.get("_BITBUCKET_COMMIT")) or commit_sha,
+            _text(subs.get("_BITBUCKET_BRANCH")) or branch_name,
+            "substitution _BITBUCKET_REPO",
+        )
+
+    git_source = _dict(source.get("gitSource"))
+    resolved_git = _dict(provenance.get("resolvedGitSource"))
+    git_url = _text(resolved_git.get("url")) or _text(git_source.get("url"))
+    if git_url:
+        match = BITBUCKET_URL_RE.fullmatch(git_url)
+        if not match:
+            return Skip(f"the build's git source {git_url[:200]!r} is not on bitbucket.org")
+        return _target(
+            [(match["workspace"], match["slug"])],
+            commit_sha or _text(resolved_git.get("revision")) or _text(git_source.get("revision")),
+            branch_name,
+            "gitSource",
+        )
+
+    repo_source = _dict(source.get("repoSource"))
+    resolved_repo = _dict(provenance.get("resolvedRepoSource"))
+    mirror = _text(resolved_repo.get("repoName")) or _text(repo_source.get("repoName"))
+    if mirror:
+        if not mirror.startswith(MIRROR_PREFIX):
+            return Skip(f"the build's mirror {mirror[:200]!r} is not a Bitbucket mirror")
+        return _target(
+            mirror_splits(mirror[len(MIRROR_PREFIX) :]),
+            _text(resolved_repo.get("commitSha")) or commit_sha,
+            _text(repo_source.get("branchName")) or branch_name,
+            "Cloud Source Repositories mirror",
+            mirror=mirror,
+        )
+
+    full_name = _text(subs.get("REPO_FULL_NAME"))
+    if "connectedRepository" in source and full_name:
+        if any(host in _text(subs.get("_HEAD_REPO_URL")).lower() for host in OTHER_HOSTS):
+            return Skip("the build's connected repository is not on Bitbucket")
+        workspace, _, slug = full_name.partition("/")
+        resolved = _dict(provenance.get("resolvedConnectedRepository"))
+        return _target(
+            [(workspace, slug)],
+            commit_sha or _text(resolved.get("revision")),
+            branch_name,
+            "Bitbucket Cloud connection",
+        )
+
+    if "storageSource" in source or "storageSourceManifest" in source:
+        return Skip("the build's source is a storage bucket and names no Bitbucket repository")
+    if "connectedRepository" in source:
+        return Skip("the build's connected repository has no REPO_FULL_NAME substitution")
+    return Skip("the build names no Bitbucket repository")
+
+
+def mirror_splits(name: str) -> list[tuple[str, str]]:
+    """Every way to split '<workspace>_<slug>', first '_' first."""
+    return [(name[:i], name[i + 1 :]) for i, char in enumerate(name) if char == "_"]
+
+
+def _target(
+    pairs: list[tuple[str, str]], commit: str, branch: str, origin: str, mirror: str | None = None
+) -> Target | Skip:
+    candidates = tuple(Repository(w, s) for w, s in pairs if WORKSPACE_RE.fullmatch(w) and SLUG_RE.fullmatch(s))
+    if not candidates:
+        shown = ", ".join(f"{w}/{s}"[:200] for w, s in pairs) or "(none)"
+        return Skip(f"{origin} gives no valid Bitbucket repository name: {shown!r}", "ERROR")
+    commit = commit.lower()
+    if not SHA_RE.fullmatch(commit):
+        return Skip(f"{origin} gives no full 40-hex commit SHA (got {commit[:80]!r})", "ERROR")
+    return Target(candidates, commit, refname(branch), origin, mirror if len(candidates) > 1 else None)
+
+
+def refname(branch: str) -> str | None:
+    """The bare branch name, or None when it cannot be one."""
+    branch = branch.removeprefix("refs/heads/")
+    if not branch or len(branch) > BRANCH_MAX or not branch.isprintable() or branch != branch.strip():
+        return None
+    return branch
+
+
+def status_key(build: Mapping[str, Any]) -> str:
+    """A key stable across runs of one trigger, so a re-run replaces its status."""
+    chosen = (
+        _text(substitutions(build).get("_BITBUCKET_KEY")) or _text(build.get("buildTriggerId")) or trigger_name(build)
+    )
+    if not chosen:
+        return DEFAULT_KEY
+    if KEY_RE.fullmatch(chosen):
+        return chosen
+    # Too long, or not plain: hash it (a truncated key could collide).
+    return hashlib.sha1(chosen.encode("utf-8", "surrogatepass"), usedforsecurity=False).hexdigest()
+
+
+def build_url(build: Mapping[str, Any]) -> str:
+    url = _text(build.get("logUrl"))
+    if url.startswith("https://") and len(url) <= URL_MAX and url.isprintable():
+        return url
+    project = _text(build.get("projectId"))
+    fallback = f"https://console.cloud.google.com/cloud-build/builds/{build['id']}"
+    if project:
+        fallback += f"?project={project}"
+    return fallback[:URL_MAX]
+
+
+def describe(build: Mapping[str, Any]) -> str:
+    """What a person reads next to the state."""
+    status = build["status"]
+    took = _duration(build)
+    detail = _text(_dict(build.get("failureInfo")).get("detail")) or _text(build.get("statusDetail"))
+    if status == "PENDING":
+        text = "Awaiting approval"
+    elif status == "QUEUED":
+        text = "Queued"
+    elif status == "WORKING":
+        text = "Running"
+    elif status == "SUCCESS":
+        text = f"Succeeded in {took}" if took else "Succeeded"
+    elif status == "FAILURE":
+        text = f"Failed after {took}" if took else "Failed"
+    elif status == "INTERNAL_ERROR":
+        text = f"Cloud Build internal error after {took}" if took else "Cloud Build internal error"
+    elif status == "TIMEOUT":
+        text = f"Timed out after {took}" if took else "Timed out"
+    elif status == "CANCELLED":
+        text = "Cancelled"
+    else:
+        text = "Expired in queue"
+    if detail and status in ("FAILURE", "INTERNAL_ERROR", "TIMEOUT"):
+        text = f"{text}: {' '.join(detail.split())}"
+    return _clip(text, DESCRIPTION_MAX)
+
+
+def _duration(build: Mapping[str, Any]) -> str:
+    start = parse_time(build.get("startTime"))
+    finish = parse_time(build.get("finishTime"))
+    if not start or not finish or finish < start:
+        return ""
+    return format_duration((finish - start).total_seconds())
+
+
+def format_duration(seconds: float) -> str:
+    total = round(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes}m" if minutes else f"{hours}h"
+    if minutes:
+        return f"{minutes}m {secs}s" if secs else f"{minutes}m"
+    return f"{secs}s"
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# --- Credentials -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What Bitbucket is signed in with. repr never shows the secret."""
+
+    scheme: str  # "Basic" or "Bearer"
+    secret: str = field(repr=False)
+
+    def authorization(self) -> str:
+        return f"{self.scheme} {self.secret}"
+
+
+def parse_credentials(raw: str | bytes, where: str) -> Credentials:
+    """Credentials from their JSON; errors name `where`, never the value."""
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, ValueError):
+        data = None
+    if isinstance(data, dict):
+        username, password, token = data.get("username"), data.get("password"), data.get("token")
+        if _all_text(username, password) and ":" not in username:
+            basic = base64.b64encode(f"{username}:{password}".encode()).decode()
+            return Credentials("Basic", basic)
+        if _all_text(token):
+            return Credentials("Bearer", token)
+    raise ConfigurationError(
+        f"{where} does not hold Bitbucket credentials: expected JSON "
+        '{"username": ..., "password": ...} or {"token": ...}'
+    )
+
+
+def _all_text(*values: Any) -> bool:
+    return all(isinstance(v, str) and v and v.isprintable() for v in values)
+
+
+class CredentialSource(Protocol):
+    name: str
+
+    def fetch(self) -> Credentials: ...
+
+
+@dataclass
+class EnvironmentCredentials:
+    """BITBUCKET_CREDENTIALS: the JSON itself (local runs, --set-secrets)."""
+
+    name: str = "BITBUCKET_CREDENTIALS"
+
+    def fetch(self) -> Credentials:
+        return parse_credentials(os.environ.get(self.name, ""), self.name)
+
+
+@dataclass
+class BucketCredentials:
+    """A KMS-encrypted object in a bucket: the original function's design."""
+
+    bucket: str
+    blob: str
+    key_id: str
+    kms_endpoint: str | None = None
+    name: str = "SECRETS_BUCKET/SECRETS_OBJECT"
+    _clients: tuple[Any, Any] | None = field(default=None, repr=False)
+
+    def fetch(self) -> Credentials:
+        storage_client, kms_client = self._get_clients()
+        where = f"gs://{self.bucket}/{self.blob}"
+        try:
+            ciphertext = storage_client.bucket(self.bucket).blob(self.blob).download_as_bytes()
+            plaintext = kms_client.decrypt(request={"name": self.key_id, "ciphertext": ciphertext}).plaintext
+        except Exception as error:  # google.api_core errors, imported lazily
+            raise _google_error(error, where) from None
+        return parse_credentials(plaintext, f"{where} (decrypted with KMS_CRYPTO_KEY_ID)")
+
+    def _get_clients(self) -> tuple[Any, Any]:
+        if self._clients is None:
+            from google.cloud import kms, storage
+
+            options = {"api_endpoint": self.kms_endpoint} if self.kms_endpoint else None
+            self._clients = (
+                storage.Client(),
+                kms.KeyManagementServiceClient(transport="rest", client_options=options),
+            )
+        return self._clients
+
+
+def _google_error(error: Exception, where: str) -> Exception:
+    code = getattr(error, "code", None)
+    summary = f"{type(error).__name__}" + (f" {code}" if code else "")
+    if code in (400, 403, 404):
+        return ConfigurationError(f"reading credentials from {where} failed: {summary}: {error}")
+    return TransientError(f"reading credentials from {where} failed: {summary}: {error}")
+
+
+def credential_source(env: Mapping[str, str]) -> CredentialSource:
+    """The one credential source the environment configures."""
+    bucket_vars = ("SECRETS_BUCKET", "SECRETS_OBJECT", "KMS_CRYPTO_KEY_ID")
+    found = [v for v in ("BITBUCKET_CREDENTIALS", *bucket_vars) if env.get(v)]
+    in_bucket = [v for v in bucket_vars if env.get(v)]
+    if "BITBUCKET_CREDENTIALS" in found and in_bucket:
+        raise ConfigurationError(f"configure one credential source, found {', '.join(found)}")
+    if "BITBUCKET_CREDENTIALS" in found:
+        return EnvironmentCredentials()
+    if len(in_bucket) == len(bucket_vars):
+        return BucketCredentials(
+            env["SECRETS_BUCKET"], env["SECRETS_OBJECT"], env["KMS_CRYPTO_KEY_ID"], env.get("KMS_API_ENDPOINT")
+        )
+    if in_bucket:
+        missing = ", ".join(v for v in bucket_vars if v not in in_bucket)
+        raise ConfigurationError(f"the bucket credential source also needs {missing}")
+    raise ConfigurationError(
+        "no Bitbucket credentials configured: set BITBUCKET_CREDENTIALS, "
+        "or SECRETS_BUCKET, SECRETS_OBJECT and KMS_CRYPTO_KEY_ID"
+    )
+
+
+class CachedCredentials:
+    """Fetches once per instance; fetches again when Bitbucket says 401."""
+
+    def __init__(self, source: CredentialSource) -> None:
+        self.source = source
+        self._current: Credentials | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> Credentials:
+        with self._lock:
+            if self._current is None:
+                self._current = self.source.fetch()
+            return self._current
+
+    def refresh(self, rejected: Credentials) -> Credentials:
+        with self._lock:
+            if self._current is rejected or self._current is None:
+                self._current = self.source.fetch()
+            return self._current
+
+
+# --- The Bitbucket client ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RemoteStatus:
+    """A status as Bitbucket shows it."""
+
+    state: str
+    url: str
+    description: str
+    updated_on: datetime | None
+
+
+def http_session(backoff_seconds: float) -> requests.Session:
+    """One keep-alive session; 429, 5xx and dropped connections retried."""
+    import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+
+    retry = Retry(
+        total=HTTP_RETRIES,
+        backoff_factor=backoff_seconds,
+        status_forcelist=RETRY_STATUSES,
+        allowed_methods=frozenset({"GET", "POST", "PUT"}),  # status writes are idempotent upserts
+        raise_on_status=False,
+    )
+    session = requests.Session()
+    session.mount("https://", HTTPAdapter(max_retries=retry))
+    session.mount("http://", HTTPAdapter(max_retries=retry))
+    return session
+
+
+class Bitbucket:
+    """The commit-status endpoints of one Bitbucket Cloud API."""
+
+    def __init__(self, api_url: str, credentials: CachedCredentials, session: requests.Session) -> None:
+        self.api_url = api_url
+        self.credentials = credentials
+        self.session = session
+
+    def read(self, repository: Repository, commit: str, key: str) -> RemoteStatus | None:
+        response = self._send("GET", f"{self._statuses(repository, commit)}/{key}")
+        if response.status_code == 404:
+            return None
+        body = _json(response)
+        return RemoteStatus(
+            state=_text(body.get("state")),
+            url=_text(body.get("url")),
+            description=_text(body.get("description")),
+            updated_on=parse_time(body.get("updated_on")),
+        )
+
+    def write(self, repository: Repository, commit: str, status: CommitStatus) -> None:
+        response = self._send("POST", self._statuses(repository, commit), status.body())
+        if response.status_code == 404:
+            raise RepositoryNotFound(f"Bitbucket answered 404: {bitbucket_error(response)}")
+
+    def _statuses(self, repository: Repository, commit: str) -> str:
+        return f"{self.api_url}/repositories/{repository.workspace}/{repository.slug}/commit/{commit}/statuses/build"
+
+    def _send(self, method: str, url: str, body: dict[str, str] | None = None) -> requests.Response:
+        credentials = self.credentials.get()
+        response = self._request(method, url, body, credentials)
+        if response.status_code == 401:
+            # The credential may have been rotated since this instance read it.
+            response = self._request(method, url, body, self.credentials.refresh(credentials))
+        if response.ok or response.status_code == 404:
+            return response
+        message = f"Bitbucket answered {response.status_code} to {method}: {bitbucket_error(response)}"
+        if response.status_code == 401:
+            raise TransientError(f"{message} (credentials refused after fetching them again)")
+        if response.status_code in RETRY_STATUSES or response.status_code >= 500:
+            raise TransientError(message)
+        raise Rejected(message)
+
+    def _request(
+        self, method: str, url: str, body: dict[str, str] | None, credentials: Credentials
+    ) -> requests.Response:
+        import requests
+
+        try:
+            return self.session.request(
+                method,
+                url,
+                json=body,
+                headers={"Authorization": credentials.authorization(), "Accept": "application/json"},
+                timeout=HTTP_TIMEOUT,
+                verify=True,
+            )
+        except requests.RequestException as error:
+            raise TransientError(f"{method} to Bitbucket failed: {type(error).__name__}") from None
+
+
+def _json(response: requests.Response) -> Mapping[str, Any]:
+    try:
+        return _dict(response.json())
+    except ValueError:
+        return {}
+
+
+def bitbucket_error(response: requests.Response) -> str:
+    """Bitbucket's own words from an error body, or the reason phrase."""
+    error = _dict(_json(response).get("error"))
+    message = _text(error.get("message")) or response.reason or "no error message"
+    fields = _dict(error.get("fields"))
+    if fields:
+        message += " (" + "; ".join(f"{k}: {v}" for k, v in fields.items()) + ")"
+    return _clip(message, 500)
+
+
+# --- Reporting: never backwards, once in effect -------------------------------
+
+
+@dataclass(frozen=True)
+class Known:
+    """What this instance last saw Bitbucket show under one status identity."""
+
+    build_id: str
+    state: str
+    description: str
+    written_here: bool
+
+
+class Reporter:
+    """Posts updates so a status never moves backwards and repeats cost nothing."""
+
+    MEMORY_SIZE = 2048
+
+    def __init__(self, bitbucket: Bitbucket) -> None:
+        self.bitbucket = bitbucket
+        self._known: OrderedDict[tuple[str, ...], Known] = OrderedDict()
+        self._mirrors: dict[str, Repository] = {}
+        self._locks = [threading.Lock() for _ in range(64)]
+        self._lock = threading.Lock()
+
+    def report(self, update: Update, published: datetime | None) -> str:
+        """Post the update unless it would be stale; say what happened."""
+        candidates = self._ordered(update.target)
+        for index, repository in enumerate(candidates):
+            try:
+                outcome = self._report_to(repository, update, published)
+            except RepositoryNotFound:
+                if index + 1 < len(candidates):
+                    continue
+                raise
+            if update.target.mirror:
+                self._mirrors[update.target.mirror] = repository
+            return outcome
+        raise AssertionError("a Target always has a candidate")
+
+    def _ordered(self, target: Target) -> tuple[Repository, ...]:
+        known = self._mirrors.get(target.mirror or "")
+        if known in target.candidates:
+            return (known, *(r for r in target.candidates if r != known))
+        return target.candidates
+
+    def _report_to(self, repository: Repository, update: Update, published: datetime | None) -> str:
+        status = update.status
+        identity = (repository.full_name, update.target.commit, status.key, status.refname or "")
+        with self._locks[hash(identity) % len(self._locks)]:
+            known = self._recall(identity)
+            if known and known.build_id == update.build_id and not _advances(known, status):
+                return "unchanged"
+            if not status.is_final and not (known and known.written_here and known.build_id == update.build_id):
+                remote = self.bitbucket.read(repository, update.target.commit, status.key)
+                if remote and not _should_replace(remote, update, published):
+                    shown = update.build_id if update.build_id in remote.url else ""
+                    self._remember(identity, Known(shown, remote.state, remote.description, False))
+                    return "kept newer"
+            try:
+                self.bitbucket.write(repository, update.target.commit, status)
+            except Exception:
+                self._forget(identity)
+                raise
+            self._remember(identity, Known(update.build_id, status.state, status.description, True))
+            return "posted"
+
+    def _recall(self, identity: tuple[str, ...]) -> Known | None:
+        with self._lock:
+            return self._known.get(identity)
+
+    def _remember(self, identity: tuple[str, ...], known: Known) -> None:
+        with self._lock:
+            self._known[identity] = known
+            self._known.move_to_end(identity)
+            while len(self._known) > self.MEMORY_SIZE:
+                self._known.popitem(last=False)
+
+    def _forget(self, identity: tuple[str, ...]) -> None:
+        with self._lock:
+            self._known.pop(identity, None)
+
+
+def _phase(state: str, description: str) -> int:
+    """How far along a build is: in-progress descriptions in order, then final."""
+    if state in FINAL_STATES:
+        return len(IN_PROGRESS_DESCRIPTIONS)
+    for index, text in enumerate(IN_PROGRESS_DESCRIPTIONS):
+        if description.startswith(text):
+            return index
+    return -1
+
+
+def _advances(known: Known, status: CommitStatus) -> bool:
+    """Whether the same build's new status is news over what is shown."""
+    if known.state in FINAL_STATES:
+        return False  # a build's final state is final
+    return _phase(status.state, status.description) > _phase(known.state, known.description)
+
+
+def _should_replace(remote: RemoteStatus, update: Update, published: datetime | None) -> bool:
+    """For an in-progress update: replace what Bitbucket shows?"""
+    if update.build_id in remote.url:
+        known = Known(update.build_id, remote.state, remote.description, False)
+        return _advances(known, update.status)
+    # Another build's status: a re-run replaces it, unless it was written
+    # after this message was published (this message is the stale one).
+    return not (published and remote.updated_on and remote.updated_on > published)
+
+
+# --- Logging -----------------------------------------------------------------
+
+
+def log(severity: str, message: str, **fields: Any) -> None:
+    """One structured log line for Cloud Logging."""
+    entry = {"severity": severity, "message": message}
+    entry.update({k: v for k, v in fields.items() if v is not None})
+    sys.stdout.write(json.dumps(entry, ensure_ascii=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def _log_fields(build: Mapping[str, Any], update: Update | None = None) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "build_id": _text(build.get("id"))[:100] or None,
+        "trigger": trigger_name(build)[:100] or _text(build.get("buildTriggerId"))[:100] or None,
+        "build_status": _text(build.get("status"))[:40] or None,
+    }
+    if update:
+        fields.update(
+            repository=update.target.candidates[0].full_name,
+            commit=update.target.commit,
+            state=update.status.state,
+            key=update.status.key,
+            refname=update.status.refname,
+        )
+    return fields
+
+
+# --- The instance: what one warm instance keeps ----------------------------------
+
+
+@dataclass
+class Instance:
+    config: Config
+    reporter: Reporter
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Instance:
+        config = Config.from_env(env)
+        credentials = CachedCredentials(credential_source(env))
+        bitbucket = Bitbucket(config.api_url, credentials, http_session(config.retry_backoff_seconds))
+        return cls(config, Reporter(bitbucket))
+
+
+_instance: Instance | None = None
+_instance_lock = threading.Lock()
+
+
+def instance() -> Instance:
+    """The instance's state, created on the first event that needs it."""
+    global _instance
+    with _instance_lock:
+        if _instance is None:
+            _instance = Instance.from_env(os.environ)
+        return _instance
+
+
+def handle(data: Any, published_at: Any) -> None:
+    """The path every message takes, whichever entry point received it."""
+    try:
+        build = decode_build(data)
+    except InvalidMessage as error:
+        log("WARNING", f"Ignored a message that is not a Cloud Build notification: {error}")
+        return
+    fields = _log_fields(build)
+    try:
+        current = instance()
+    except ConfigurationError as error:
+        log("ERROR", f"Configuration error: {error}", **fields)
+        raise
+    published = parse_time(published_at)
+    if published:
+        age = (datetime.now(UTC) - published).total_seconds()
+        if age > current.config.max_event_age_seconds:
+            log(
+                "WARNING",
+                f"Ignored an event published {format_duration(age)} ago (older than MAX_EVENT_AGE_SECONDS)",
+                **fields,
+            )
+            return
+    decision = translate(build, current.config)
+    if isinstance(decision, Skip):
+        log(decision.severity, f"Skipped: {decision.reason}", **fields)
+        return
+    fields = _log_fields(build, decision)
+    try:
+        outcome = current.reporter.report(decision, published)
+    except Rejected as error:
+        log("ERROR", f"Bitbucket refused the status: {error}", **fields)
+        return
+    except TransientError as error:
+        log("WARNING", f"Will retry: {error}", **fields)
+        raise
+    log("INFO", f"Bitbucket status {outcome}: {decision.status.state} {decision.status.description}", **fields)
+
+
+# --- Entry points ------------------------------------------------------------
+
+
+def build_status(event: Mapping[str, Any], context: Any) -> None:
+    """1st gen background function (--entry-point build_status)."""
+    data = event.get("data") if isinstance(event, dict) else None
+    handle(data, getattr(context, "timestamp", None))
+
+
+def build_status_cloudevent(cloud_event: Any) -> None:
+    """2nd gen CloudEvent function (--entry-point build_status_cloudevent)."""
+    message = _dict(_dict(getattr(cloud_event, "data", None)).get("message"))
+    published = message.get("publishTime") or cloud_event.get("time")
+    handle(message.get("data"), published)
