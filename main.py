@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 DEFAULT_API_URL = "https://api.bitbucket.org/2.0"
 DEFAULT_MAX_EVENT_AGE_SECONDS = 24 * 3600
 DEFAULT_RETRY_BACKOFF_SECONDS = 0.5
-HTTP_TIMEOUT = (3.05, 10)  # (connect, read) seconds, for every outbound call
+DEFAULT_HTTP_TIMEOUT_SECONDS = 10.0  # read timeout of every outbound call
+CONNECT_TIMEOUT_SECONDS = 3.05
 HTTP_RETRIES = 4
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
@@ -113,6 +114,7 @@ class Config:
     repositories: tuple[str, ...] = ()
     max_event_age_seconds: float = DEFAULT_MAX_EVENT_AGE_SECONDS
     retry_backoff_seconds: float = DEFAULT_RETRY_BACKOFF_SECONDS
+    http_timeout_seconds: float = DEFAULT_HTTP_TIMEOUT_SECONDS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
@@ -123,6 +125,7 @@ class Config:
             ),
             max_event_age_seconds=_number(env, "MAX_EVENT_AGE_SECONDS", DEFAULT_MAX_EVENT_AGE_SECONDS),
             retry_backoff_seconds=_number(env, "HTTP_RETRY_BACKOFF_SECONDS", DEFAULT_RETRY_BACKOFF_SECONDS),
+            http_timeout_seconds=_number(env, "HTTP_TIMEOUT_SECONDS", DEFAULT_HTTP_TIMEOUT_SECONDS),
         )
 
     def allows(self, repository: Repository) -> bool:
@@ -642,10 +645,13 @@ def http_session(backoff_seconds: float) -> requests.Session:
 class Bitbucket:
     """The commit-status endpoints of one Bitbucket Cloud API."""
 
-    def __init__(self, api_url: str, credentials: CachedCredentials, session: requests.Session) -> None:
+    def __init__(
+        self, api_url: str, credentials: CachedCredentials, session: requests.Session, timeout: float
+    ) -> None:
         self.api_url = api_url
         self.credentials = credentials
         self.session = session
+        self.timeout = (min(CONNECT_TIMEOUT_SECONDS, timeout), timeout)
 
     def read(self, repository: Repository, commit: str, key: str) -> RemoteStatus | None:
         response = self._send("GET", f"{self._statuses(repository, commit)}/{key}")
@@ -693,7 +699,7 @@ class Bitbucket:
                 url,
                 json=body,
                 headers={"Authorization": credentials.authorization(), "Accept": "application/json"},
-                timeout=HTTP_TIMEOUT,
+                timeout=self.timeout,
                 verify=True,
             )
         except requests.RequestException as error:
@@ -867,7 +873,8 @@ class Instance:
     def from_env(cls, env: Mapping[str, str]) -> Instance:
         config = Config.from_env(env)
         credentials = CachedCredentials(credential_source(env))
-        bitbucket = Bitbucket(config.api_url, credentials, http_session(config.retry_backoff_seconds))
+        session = http_session(config.retry_backoff_seconds)
+        bitbucket = Bitbucket(config.api_url, credentials, session, config.http_timeout_seconds)
         return cls(config, Reporter(bitbucket))
 
 

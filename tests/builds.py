@@ -1,0 +1,119 @@
+"""Synthetic Cloud Build messages, and the real samples, as the function receives them."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+SAMPLES = SHARED / "samples"
+COMMIT = "65ca6a99a2573f0f1ff5dc93f78a77966248ea2d"
+OTHER_COMMIT = "9e1180c77d205fbfa9052bcfd493928c430033f0"
+TRIGGER_ID = "2bceb582-3141-44bf-b444-5640cbcaecc5"
+
+
+def sample(name: str) -> dict[str, Any]:
+    return json.loads((SAMPLES / "cloud-build" / f"{name}.json").read_text())
+
+
+def build(
+    status: str = "WORKING",
+    build_id: str = "b-0001",
+    *,
+    repo: str = "acme/webapp",
+    commit: str = COMMIT,
+    branch: str | None = "feature/fish",
+    trigger_id: str | None = TRIGGER_ID,
+    trigger_name: str | None = "webapp-pr",
+    source: str = "connection",
+    **extra: Any,
+) -> dict[str, Any]:
+    """A Build as Cloud Build publishes it, from one of the four Bitbucket sources."""
+    subs: dict[str, str] = {"PROJECT_ID": "acme-ci", "BUILD_ID": build_id}
+    if trigger_name:
+        subs["TRIGGER_NAME"] = trigger_name
+    result: dict[str, Any] = {
+        "id": build_id,
+        "projectId": "acme-ci",
+        "status": status,
+        "createTime": "2026-11-27T09:00:00.000000000Z",
+        "logUrl": f"https://console.cloud.google.com/cloud-build/builds;region=global/{build_id}?project=1234",
+        "substitutions": subs,
+    }
+    if trigger_id:
+        result["buildTriggerId"] = trigger_id
+        result["tags"] = [f"trigger-{trigger_id}"]
+    if status != "QUEUED" and status != "PENDING":
+        result["startTime"] = "2026-11-27T09:00:05.250Z"
+    if status not in ("QUEUED", "PENDING", "WORKING"):
+        result["finishTime"] = "2026-11-27T09:03:17.300Z"
+    if source == "connection":
+        subs.update(REPO_FULL_NAME=repo, COMMIT_SHA=commit)
+        result["source"] = {
+            "connectedRepository": {
+                "repository": f"projects/acme-ci/locations/europe-west1/connections/bb/repositories/{repo[-40:]}",
+                "revision": branch or commit,
+            }
+        }
+    elif source == "git":
+        subs["COMMIT_SHA"] = commit
+        result["source"] = {"gitSource": {"url": f"https://bitbucket.org/{repo}.git", "revision": commit}}
+    elif source == "mirror":
+        mirror = "bitbucket_" + repo.replace("/", "_")
+        result["source"] = {"repoSource": {"projectId": "acme-ci", "repoName": mirror}}
+        if branch:
+            result["source"]["repoSource"]["branchName"] = branch
+        result["sourceProvenance"] = {
+            "resolvedRepoSource": {"projectId": "acme-ci", "repoName": mirror, "commitSha": commit}
+        }
+        branch = None
+    elif source == "webhook":
+        subs.update(_BITBUCKET_REPO=repo, _BITBUCKET_COMMIT=commit)
+        if branch:
+            subs["_BITBUCKET_BRANCH"] = branch
+        branch = None
+    if branch:
+        subs["BRANCH_NAME"] = branch
+    result.update(extra)
+    return result
+
+
+def with_status(original: dict[str, Any], status: str) -> dict[str, Any]:
+    changed = copy.deepcopy(original)
+    changed["status"] = status
+    return changed
+
+
+def encode(build_or_bytes: Any) -> str:
+    raw = build_or_bytes if isinstance(build_or_bytes, bytes) else json.dumps(build_or_bytes).encode()
+    return base64.b64encode(raw).decode()
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+class Context:
+    """What the 1st gen runtime passes as `context`."""
+
+    def __init__(self, timestamp: str | None = None, event_id: str = "1") -> None:
+        self.timestamp = timestamp or now()
+        self.event_id = event_id
+        self.event_type = "google.pubsub.topic.publish"
+        self.resource = {"service": "pubsub.googleapis.com", "name": "projects/acme-ci/topics/cloud-builds"}
+
+
+def background_event(build_or_bytes: Any) -> dict[str, Any]:
+    return {"data": encode(build_or_bytes), "attributes": {}}
+
+
+def push_body(build_or_bytes: Any, message_id: str = "1", publish_time: str | None = None) -> dict[str, Any]:
+    """What a Pub/Sub push subscription POSTs."""
+    return {
+        "message": {"data": encode(build_or_bytes), "messageId": message_id, "publishTime": publish_time or now()},
+        "subscription": "projects/acme-ci/subscriptions/bitbucket-build-status",
+    }

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import main
+from tests import builds
+from tests.standins.bitbucket import Bitbucket, Server
+from tests.standins.google import Google, GoogleServer, Storage
+
+CONFIG_VARIABLES = (
+    "BITBUCKET_API_URL",
+    "BITBUCKET_CREDENTIALS",
+    "BITBUCKET_REPOSITORIES",
+    "BITBUCKET_OAUTH_TOKEN_URL",
+    "CREDENTIALS_SECRET",
+    "SECRETS_BUCKET",
+    "SECRETS_OBJECT",
+    "KMS_CRYPTO_KEY_ID",
+    "KMS_API_ENDPOINT",
+    "SECRET_MANAGER_API_ENDPOINT",
+    "STORAGE_EMULATOR_HOST",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "MAX_EVENT_AGE_SECONDS",
+    "HTTP_RETRY_BACKOFF_SECONDS",
+    "HTTP_TIMEOUT_SECONDS",
+)
+TOKEN = "bb-access-token-7Qx2"  # the stand-in's only accepted credential unless a test adds more
+KMS_KEY = "projects/local-project/locations/global/keyRings/bitbucket/cryptoKeys/build-status"
+
+
+@pytest.fixture(autouse=True)
+def fresh_instance(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test is a new Cloud Functions instance with only the environment it sets."""
+    for name in CONFIG_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_RETRY_BACKOFF_SECONDS", "0.01")
+    monkeypatch.setattr(main, "_instance", None)
+
+
+@pytest.fixture
+def bitbucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
+    """The Bitbucket stand-in, with the function pointed at it and signed in with a token."""
+    app = Bitbucket()
+    app.accept_token(TOKEN)
+    server = app.serve()
+    monkeypatch.setenv("BITBUCKET_API_URL", server.api_url)
+    monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps({"token": TOKEN}))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def google(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GoogleServer]:
+    server = Google().serve()
+    server.sa_file = server.service_account_file(tmp_path_factory.mktemp("google"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def storage() -> Iterator[Storage]:
+    emulator = Storage()
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture
+def bucket_credentials(
+    monkeypatch: pytest.MonkeyPatch, google: GoogleServer, storage: Storage, bitbucket: Server
+) -> Any:
+    """Credentials stored as the original function stored them: KMS-encrypted, in a bucket."""
+
+    def store(credentials: dict[str, str], name: str = "bitbucket-credentials.json.enc") -> None:
+        storage.put("acme-secrets", name, google.app.encrypt(KMS_KEY, json.dumps(credentials).encode()))
+        monkeypatch.setenv("SECRETS_OBJECT", name)
+
+    monkeypatch.delenv("BITBUCKET_CREDENTIALS")
+    monkeypatch.setenv("SECRETS_BUCKET", "acme-secrets")
+    monkeypatch.setenv("KMS_CRYPTO_KEY_ID", KMS_KEY)
+    monkeypatch.setenv("KMS_API_ENDPOINT", google.endpoint)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", storage.host)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(google.sa_file))
+    store({"token": TOKEN})
+    return store
+
+
+def log_lines(output: str) -> list[dict[str, Any]]:
+    """The function's structured log lines; fails on any line that is not one."""
+    return [json.loads(line) for line in output.splitlines() if line.strip()]
+
+
+def deliver(build: dict[str, Any], published: str | None = None) -> None:
+    """Deliver one message as the 1st gen runtime does."""
+    main.build_status(builds.background_event(build), builds.Context(published))
+
+
+def shown(server: Server, repo: str = "acme/webapp", commit: str = builds.COMMIT) -> list[dict[str, Any]]:
+    return server.app.shown(*repo.split("/"), commit)

@@ -1,0 +1,353 @@
+"""A Bitbucket Cloud stand-in: the commit-status endpoints, on loopback.
+
+It behaves as Bitbucket does, not as the function would like: each request is
+validated against Atlassian's OpenAPI description, credentials are checked,
+keys over 40 characters get Bitbucket's 400, only a status's creator may
+overwrite it, and the same key with another refname is a second status. It can
+rate-limit and inject 5xx answers, timeouts and dropped connections.
+
+Run it alone with `python -m tests.standins.bitbucket --port 8929`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import functools
+import json
+import os
+import random
+import re
+import secrets
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from openapi_core import OpenAPI
+from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
+
+SPEC = Path(
+    os.environ.get("BITBUCKET_OPENAPI_SPEC")
+    or Path(__file__).resolve().parents[3] / "shared" / "specs" / "bitbucket-cloud-2.0.openapi.json"
+)
+STATUSES = re.compile(
+    r"/2\.0/repositories/(?P<workspace>[^/]+)/(?P<slug>[^/]+)/commit/(?P<commit>[^/]+)/statuses"
+    r"(?:/build(?:/(?P<key>[^/]+))?)?"
+)
+TOKEN_PATH = "/site/oauth2/access_token"
+FAULTS = ("500", "502", "503", "429", "timeout", "drop")
+
+
+@functools.cache
+def openapi() -> OpenAPI:
+    """Atlassian's spec, relaxing only the `type` every schema inherits."""
+    spec = json.loads(SPEC.read_text())
+    del spec["components"]["schemas"]["object"]["required"]
+    spec["servers"] = [{"url": "/2.0"}]
+    return OpenAPI.from_dict(spec)
+
+
+def error(status: int, message: str, fields: dict[str, list[str]] | None = None) -> Response:
+    body: dict[str, Any] = {"type": "error", "error": {"message": message}}
+    if fields:
+        body["error"]["fields"] = fields
+    return Response(json.dumps(body), status, content_type="application/json")
+
+
+@dataclass
+class Call:
+    method: str
+    path: str
+    status: int
+    body: dict[str, Any] | None = None
+    fault: str | None = None
+
+
+@dataclass
+class Bitbucket:
+    """State and behaviour; `serve()` puts it on a loopback port."""
+
+    repositories: set[str] = field(default_factory=set)  # "workspace/slug"; empty = any
+    basic: dict[str, str] = field(default_factory=dict)  # username → password
+    tokens: set[str] = field(default_factory=set)
+    consumers: dict[str, str] = field(default_factory=dict)  # client_id → secret
+    token_lifetime: int = 7200
+    fault_rate: float = 0.0
+    faults: tuple[str, ...] = FAULTS
+    fault_delay: float = 2.0  # how long a "timeout" fault keeps the client waiting
+    rate_limit: int | None = None  # requests per rate_window seconds, then 429
+    rate_window: float = 3600.0
+    seed: int = 0
+    statuses: dict[tuple[str, str, str, str], dict[str, Any]] = field(default_factory=dict)
+    history: list[tuple[tuple[str, str, str, str], dict[str, Any]]] = field(default_factory=list)
+    calls: list[Call] = field(default_factory=list)
+    scripted: deque[str] = field(default_factory=deque)  # faults for the next requests, in order
+    connections: int = 0
+    _oauth_tokens: dict[str, tuple[str, float]] = field(default_factory=dict)
+    _recent: deque[float] = field(default_factory=deque)
+    _lock: threading.RLock = field(default_factory=threading.RLock)
+    _random: random.Random | None = None
+
+    # --- what tests configure -------------------------------------------------
+
+    def accept_basic(self, username: str, password: str) -> None:
+        self.basic[username] = password
+
+    def accept_token(self, token: str) -> None:
+        self.tokens.add(token)
+
+    def accept_consumer(self, client_id: str, secret: str) -> None:
+        self.consumers[client_id] = secret
+
+    def revoke_all(self) -> None:
+        with self._lock:
+            self.basic.clear()
+            self.tokens.clear()
+            self.consumers.clear()
+            self._oauth_tokens.clear()
+
+    def fail_next(self, *faults: str) -> None:
+        self.scripted.extend(faults)
+
+    # --- what tests read ------------------------------------------------------
+
+    def shown(self, workspace: str, slug: str, commit: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [
+                dict(s) for (repo, c, _, _), s in self.statuses.items() if repo == f"{workspace}/{slug}" and c == commit
+            ]
+
+    def status_calls(self) -> list[Call]:
+        return [c for c in self.calls if c.path.startswith("/2.0/") and c.fault is None]
+
+    # --- the WSGI application ---------------------------------------------------
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        request = Request(environ)
+        fault = self._fault(request)
+        if fault == "drop":
+            self._record(request, 0, None, fault)
+            sock = environ.get("werkzeug.socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                sock.close()
+            return Response("", 500)(environ, start_response)
+        if fault == "timeout":
+            time.sleep(self.fault_delay)
+        if fault in ("500", "502", "503"):
+            response = error(int(fault), "Something went wrong")
+        elif fault == "429":
+            response = error(429, "Rate limit for this resource has been exceeded")
+        else:
+            response = self._handle(request)
+        self._record(request, response.status_code, request.get_json(silent=True), fault)
+        return response(environ, start_response)
+
+    def _fault(self, request: Request) -> str | None:
+        with self._lock:
+            if self.scripted:
+                return self.scripted.popleft()
+            if self.rate_limit is not None:
+                now = time.monotonic()
+                while self._recent and now - self._recent[0] > self.rate_window:
+                    self._recent.popleft()
+                if len(self._recent) >= self.rate_limit:
+                    return "429"
+                self._recent.append(now)
+            if self.fault_rate:
+                if self._random is None:
+                    self._random = random.Random(self.seed)
+                if self._random.random() < self.fault_rate:
+                    return self._random.choice(self.faults)
+        return None
+
+    def _record(self, request: Request, status: int, body: Any, fault: str | None) -> None:
+        with self._lock:
+            self.calls.append(Call(request.method, request.path, status, body, fault))
+
+    def _handle(self, request: Request) -> Response:
+        if request.path == TOKEN_PATH and request.method == "POST":
+            return self._token(request)
+        identity = self._identity(request)
+        if identity is None:
+            return error(401, "Access token expired or invalid credentials")
+        result = openapi().unmarshal_request(WerkzeugOpenAPIRequest(request))
+        if result.errors:
+            problems = "; ".join(_explain(e) for e in result.errors)
+            status = 404 if any(type(e).__name__.endswith("NotFound") for e in result.errors) else 400
+            return error(status, f"Bad request: {problems}")
+        match = STATUSES.fullmatch(request.path)
+        if not match:
+            return error(404, "Resource not found")
+        repository = f"{match['workspace']}/{match['slug']}"
+        if self.repositories and repository not in self.repositories:
+            return error(404, f"Repository {repository} not found")
+        commit = match["commit"]
+        if not re.fullmatch(r"[0-9a-f]{40}", commit):
+            return error(404, f"Commit {commit} not found")
+        with self._lock:
+            if request.method == "POST" and match["key"] is None and request.path.endswith("/build"):
+                return self._write(repository, commit, result.body, identity, create=True)
+            if request.method == "PUT" and match["key"]:
+                body = dict(result.body)
+                if body.get("key", match["key"]) != match["key"]:
+                    return error(400, "key: cannot be changed", {"key": ["cannot be changed"]})
+                body["key"] = match["key"]
+                return self._write(repository, commit, body, identity, create=False)
+            if request.method == "GET" and match["key"]:
+                found = self._latest(repository, commit, match["key"])
+                return _json(found) if found else error(404, "No such status")
+            if request.method == "GET" and request.path.endswith("/statuses"):
+                values = self.shown(*repository.split("/"), commit)
+                return _json({"values": values, "pagelen": len(values) or 10, "size": len(values), "page": 1})
+        return error(405, "Method not allowed")
+
+    def _write(self, repository: str, commit: str, body: dict[str, Any], identity: str, *, create: bool) -> Response:
+        key = body["key"]
+        if len(key) > 40:
+            return error(
+                400,
+                "key: Ensure this value has at most 40 characters",
+                {"key": ["Ensure this value has at most 40 characters"]},
+            )
+        if body.get("state") not in ("INPROGRESS", "SUCCESSFUL", "FAILED", "STOPPED"):
+            return error(400, "state: invalid", {"state": ["invalid"]})
+        identity_key = (repository, commit, key, body.get("refname") or "")
+        existing = self.statuses.get(identity_key)
+        if existing is None and not create:
+            return error(404, "No such status")
+        if existing is not None and existing["_creator"] != identity:
+            return error(403, "Only the creator of a build status can update it")
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        status = {
+            "type": "build",
+            "key": key,
+            "state": body["state"],
+            "name": body.get("name", ""),
+            "url": body.get("url", ""),
+            "description": body.get("description", ""),
+            "refname": body.get("refname"),
+            "created_on": existing["created_on"] if existing else now,
+            "updated_on": now,
+            "_creator": identity,
+        }
+        self.statuses[identity_key] = status
+        self.history.append((identity_key, dict(status)))
+        return _json(status, 201 if create and existing is None else 200)
+
+    def _latest(self, repository: str, commit: str, key: str) -> dict[str, Any] | None:
+        found = [s for (r, c, k, _), s in self.statuses.items() if (r, c, k) == (repository, commit, key)]
+        return max(found, key=lambda s: s["updated_on"]) if found else None
+
+    def _identity(self, request: Request) -> str | None:
+        header = request.headers.get("Authorization", "")
+        scheme, _, value = header.partition(" ")
+        with self._lock:
+            if scheme == "Basic":
+                username, _, password = _basic(value)
+                if username in self.basic and secrets.compare_digest(self.basic[username], password):
+                    return f"user:{username}"
+            if scheme == "Bearer":
+                if value in self.tokens:
+                    return f"token:{hash(value)}"
+                consumer = self._oauth_tokens.get(value)
+                if consumer and consumer[1] > time.monotonic():
+                    return f"consumer:{consumer[0]}"
+        return None
+
+    def _token(self, request: Request) -> Response:
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        client_id, _, secret = _basic(value) if scheme == "Basic" else ("", "", "")
+        with self._lock:
+            if request.form.get("grant_type") != "client_credentials":
+                return _json({"error": "unsupported_grant_type"}, 400)
+            if client_id not in self.consumers or not secrets.compare_digest(self.consumers[client_id], secret):
+                return _json({"error": "invalid_client", "error_description": "Invalid OAuth client credentials"}, 400)
+            token = secrets.token_urlsafe(24)
+            self._oauth_tokens[token] = (client_id, time.monotonic() + self.token_lifetime)
+        return _json(
+            {"access_token": token, "token_type": "bearer", "expires_in": self.token_lifetime, "scopes": "repository"}
+        )
+
+    # --- serving ----------------------------------------------------------------
+
+    def serve(self, port: int = 0, ssl_context: Any = None) -> Server:
+        return Server(self, port, ssl_context)
+
+
+class Server:
+    """The stand-in on a loopback port, in a thread, until `stop()`."""
+
+    def __init__(self, app: Bitbucket, port: int = 0, ssl_context: Any = None) -> None:
+        self.app = app
+        self._server = make_server("127.0.0.1", port, app, threaded=True, ssl_context=ssl_context)
+        self._server.daemon_threads = True
+        original = self._server.get_request
+
+        def counted() -> Any:
+            connection = original()
+            with app._lock:
+                app.connections += 1
+            return connection
+
+        self._server.get_request = counted
+        self.port = self._server.server_port
+        scheme = "https" if ssl_context else "http"
+        self.root = f"{scheme}://127.0.0.1:{self.port}"
+        self.api_url = f"{self.root}/2.0"
+        self.token_url = f"{self.root}{TOKEN_PATH}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _basic(value: str) -> tuple[str, str, str]:
+    try:
+        return base64.b64decode(value, validate=True).decode().partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return ("", "", "")
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    if isinstance(body, dict):
+        body = {k: v for k, v in body.items() if not k.startswith("_")}
+    return Response(json.dumps(body), status, content_type="application/json")
+
+
+def _explain(problem: Exception) -> str:
+    causes = getattr(problem, "__cause__", None)
+    details = getattr(causes, "schema_errors", None) or []
+    text = type(problem).__name__
+    if details:
+        text += ": " + ", ".join(getattr(d, "message", str(d)) for d in details)
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=8929)
+    parser.add_argument("--token", action="append", default=[], help="an access token to accept")
+    args = parser.parse_args()
+    app = Bitbucket()
+    for token in args.token:
+        app.accept_token(token)
+    server = app.serve(args.port)
+    print(f"Bitbucket stand-in on {server.api_url}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""Google stand-ins on loopback: an OAuth token endpoint, Cloud KMS and Secret Manager.
+
+The real client libraries talk to these over their REST transport: a
+service-account file whose `token_uri` points here gets a token, and KMS and
+Secret Manager requests must carry it. KMS encrypts for real (AES-GCM, one key
+per key name), so a ciphertext only decrypts with the key that made it.
+Cloud Storage is served by `gcp-storage-emulator` (see `storage()`).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import secrets
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
+
+KMS_ACTION = re.compile(r"/v1/(?P<name>projects/[^:]+/cryptoKeys/[^/:]+):(?P<action>encrypt|decrypt)")
+SECRET_ACCESS = re.compile(r"/v1/(?P<secret>projects/[^/]+/secrets/[^/]+)/versions/(?P<version>[^/:]+):access")
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(json.dumps(body), status, content_type="application/json")
+
+
+def _google_error(status: int, message: str, reason: str) -> Response:
+    return _json({"error": {"code": status, "message": message, "status": reason}}, status)
+
+
+@dataclass
+class Google:
+    """Token endpoint, KMS and Secret Manager; counts what is asked of each."""
+
+    keys: dict[str, bytes] = field(default_factory=dict)
+    secrets: dict[str, list[bytes]] = field(default_factory=dict)  # secret name → versions, oldest first
+    counts: Counter[str] = field(default_factory=Counter)
+    _tokens: set[str] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def encrypt(self, key_name: str, plaintext: bytes) -> bytes:
+        key = self.keys.setdefault(key_name, AESGCM.generate_key(bit_length=256))
+        nonce = os.urandom(12)
+        return nonce + AESGCM(key).encrypt(nonce, plaintext, key_name.encode())
+
+    def add_secret_version(self, secret: str, payload: bytes) -> str:
+        with self._lock:
+            versions = self.secrets.setdefault(secret, [])
+            versions.append(payload)
+            return f"{secret}/versions/{len(versions)}"
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        return self._handle(Request(environ))(environ, start_response)
+
+    def _handle(self, request: Request) -> Response:
+        if request.path == "/token" and request.method == "POST":
+            return self._token(request)
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme != "Bearer" or token not in self._tokens:
+            return _google_error(401, "Request had invalid authentication credentials.", "UNAUTHENTICATED")
+        if (match := KMS_ACTION.fullmatch(request.path)) and request.method == "POST":
+            return self._kms(match["name"], match["action"], request.get_json(silent=True) or {})
+        if (match := SECRET_ACCESS.fullmatch(request.path)) and request.method == "GET":
+            return self._access(match["secret"], match["version"])
+        return _google_error(404, f"{request.path} not found", "NOT_FOUND")
+
+    def _token(self, request: Request) -> Response:
+        if request.form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer":
+            return _json({"error": "unsupported_grant_type"}, 400)
+        if len(request.form.get("assertion", "").split(".")) != 3:
+            return _json({"error": "invalid_grant"}, 400)
+        token = secrets.token_urlsafe(24)
+        with self._lock:
+            self._tokens.add(token)
+            self.counts["token"] += 1
+        return _json({"access_token": token, "token_type": "Bearer", "expires_in": 3600})
+
+    def _kms(self, name: str, action: str, body: dict[str, Any]) -> Response:
+        with self._lock:
+            self.counts[f"kms.{action}"] += 1
+        try:
+            data = base64.b64decode(body.get("plaintext" if action == "encrypt" else "ciphertext", ""), validate=True)
+        except ValueError:
+            return _google_error(400, "Invalid base64", "INVALID_ARGUMENT")
+        if action == "encrypt":
+            return _json({"name": name, "ciphertext": base64.b64encode(self.encrypt(name, data)).decode()})
+        key = self.keys.get(name)
+        if key is None:
+            return _google_error(404, f"{name} not found", "NOT_FOUND")
+        try:
+            plaintext = AESGCM(key).decrypt(data[:12], data[12:], name.encode())
+        except Exception:
+            return _google_error(400, "Decryption failed: the ciphertext is invalid.", "INVALID_ARGUMENT")
+        return _json({"plaintext": base64.b64encode(plaintext).decode()})
+
+    def _access(self, secret: str, version: str) -> Response:
+        with self._lock:
+            self.counts["secretmanager.access"] += 1
+            versions = self.secrets.get(secret)
+            if not versions:
+                return _google_error(404, f"Secret [{secret}] not found or has no versions.", "NOT_FOUND")
+            number = len(versions) if version == "latest" else int(version) if version.isdigit() else 0
+            if not 1 <= number <= len(versions):
+                return _google_error(404, f"Secret Version [{secret}/versions/{version}] not found.", "NOT_FOUND")
+            payload = versions[number - 1]
+        return _json({"name": f"{secret}/versions/{number}", "payload": {"data": base64.b64encode(payload).decode()}})
+
+    def serve(self) -> GoogleServer:
+        return GoogleServer(self)
+
+
+class GoogleServer:
+    def __init__(self, app: Google) -> None:
+        self.app = app
+        self._server = make_server("127.0.0.1", 0, app, threaded=True)
+        self._server.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self._server.server_port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def service_account_file(self, directory: Path) -> Path:
+        """A service-account key whose token endpoint is this server."""
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
+        path = directory / "service-account.json"
+        path.write_text(
+            json.dumps(
+                {
+                    "type": "service_account",
+                    "project_id": "local-project",
+                    "private_key_id": "local",
+                    "private_key": pem,
+                    "client_email": "bitbucket-build-status@local-project.iam.gserviceaccount.com",
+                    "client_id": "1",
+                    "token_uri": f"{self.endpoint}/token",
+                }
+            )
+        )
+        return path
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class Storage:
+    """gcp-storage-emulator on a loopback port; counts object downloads."""
+
+    def __init__(self) -> None:
+        from gcp_storage_emulator.server import create_server
+
+        self._server = create_server("127.0.0.1", 0, in_memory=True)
+        self._server.start()
+        self.host = f"http://127.0.0.1:{self._server._api._httpd.server_port}"
+        self.downloads = 0
+        storage = self._server._storage
+        read = storage.get_file
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.downloads += 1
+            return read(*args, **kwargs)
+
+        storage.get_file = counted
+
+    def put(self, bucket: str, name: str, data: bytes) -> None:
+        """Upload with the real client library, as `gcloud storage cp` would."""
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
+
+        client = storage.Client(
+            project="local-project", credentials=AnonymousCredentials(), client_options={"api_endpoint": self.host}
+        )
+        target = client.bucket(bucket)
+        if not target.exists():
+            client.create_bucket(bucket)
+        target.blob(name).upload_from_string(data)
+
+    def stop(self) -> None:
+        self._server.stop()

@@ -1,0 +1,238 @@
+"""From a Build to the status to post: plain functions, no I/O, no mocks."""
+
+from __future__ import annotations
+
+import pytest
+
+import main
+from tests.builds import COMMIT, TRIGGER_ID, build, sample
+
+CONFIG = main.Config()
+
+
+def update_for(b: dict) -> main.Update:
+    result = main.translate(b, CONFIG)
+    assert isinstance(result, main.Update), result
+    return result
+
+
+def skip_for(b: dict, config: main.Config = CONFIG) -> main.Skip:
+    result = main.translate(b, config)
+    assert isinstance(result, main.Skip), result
+    return result
+
+
+# --- the real samples -------------------------------------------------------
+
+
+def test_mirror_sample_reports_success_on_the_mirrored_repository_commit_and_branch():
+    update = update_for(sample("bitbucket-mirror-branch"))
+    assert update.target.candidates == (main.Repository("garman", "webapp"),)
+    assert update.target.commit == "65ca6a99a2573f0f1ff5dc93f78a77966248ea2d"
+    assert update.status.body() == {
+        "key": "2bceb582-3141-44bf-b444-5640cbcaecc5",
+        "state": "SUCCESSFUL",
+        "name": "Cloud Build",
+        "url": "https://console.cloud.google.com/gcr/builds/aeccd2ef-f51a-4a44-8e2e-0de2609ce367?project=292927648743",
+        "description": "Succeeded in 32s",
+        "refname": "feature/fish",
+    }
+
+
+def test_github_app_sample_is_skipped_because_its_source_is_a_bucket():
+    skip = skip_for(sample("github-app-storage-source"))
+    assert skip.severity == "INFO"
+    assert "storage bucket" in skip.reason
+
+
+def test_trigger_sample_without_repository_evidence_is_skipped():
+    skip = skip_for(sample("trigger-substitutions-partial"))
+    assert skip.reason == "the build names no Bitbucket repository"
+
+
+# --- where the repository, commit and branch come from ---------------------------
+
+
+@pytest.mark.parametrize("source", ["connection", "git", "mirror", "webhook"])
+def test_every_bitbucket_source_gives_repository_commit_and_branch(source):
+    update = update_for(build("WORKING", source=source))
+    assert update.target.candidates == (main.Repository("acme", "webapp"),)
+    assert update.target.commit == COMMIT
+    assert update.status.refname == "feature/fish"
+
+
+def test_substitutions_win_over_every_other_source():
+    b = build("SUCCESS", source="git", repo="acme/from-git")
+    b["substitutions"].update(
+        _BITBUCKET_REPO="acme/chosen", _BITBUCKET_COMMIT="a" * 40, _BITBUCKET_BRANCH="release/1.0"
+    )
+    update = update_for(b)
+    assert update.target.candidates == (main.Repository("acme", "chosen"),)
+    assert (update.target.commit, update.status.refname) == ("a" * 40, "release/1.0")
+
+
+def test_git_source_falls_back_to_the_resolved_revision_and_accepts_ssh_urls():
+    b = build("SUCCESS", source="git")
+    del b["substitutions"]["COMMIT_SHA"]
+    b["source"]["gitSource"] = {"url": "git@bitbucket.org:acme/webapp.git", "revision": "main"}
+    b["sourceProvenance"] = {"resolvedGitSource": {"revision": COMMIT}}
+    update = update_for(b)
+    assert update.target.candidates == (main.Repository("acme", "webapp"),)
+    assert update.target.commit == COMMIT
+
+
+def test_mirror_name_with_underscores_tries_every_split_first_underscore_first():
+    update = update_for(build("WORKING", source="mirror", repo="my_team/web_app"))
+    assert update.target.candidates == (
+        main.Repository("my", "team_web_app"),
+        main.Repository("my_team", "web_app"),
+        main.Repository("my_team_web", "app"),
+    )
+    assert update.target.mirror == "bitbucket_my_team_web_app"
+
+
+def test_connection_build_falls_back_to_the_resolved_connected_revision():
+    b = build("WORKING", source="connection")
+    del b["substitutions"]["COMMIT_SHA"]
+    b["sourceProvenance"] = {"resolvedConnectedRepository": {"revision": COMMIT.upper()}}
+    assert update_for(b).target.commit == COMMIT
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"source": {"repoSource": {"repoName": "github_acme_webapp"}}}, "is not a Bitbucket mirror"),
+        ({"source": {"gitSource": {"url": "https://github.com/acme/webapp.git"}}}, "is not on bitbucket.org"),
+        ({"source": {"gitSource": {"url": "https://gitlab.com/acme/webapp.git"}}}, "is not on bitbucket.org"),
+        ({"source": {"storageSource": {"bucket": "b", "object": "o.tgz"}}}, "storage bucket"),
+    ],
+)
+def test_builds_from_elsewhere_are_skipped_with_the_reason(change, reason):
+    b = build("SUCCESS", source="none")
+    b.update(change)
+    skip = skip_for(b)
+    assert skip.severity == "INFO"
+    assert reason in skip.reason
+
+
+def test_connected_github_repository_is_skipped():
+    b = build("SUCCESS", source="connection")
+    b["substitutions"]["_HEAD_REPO_URL"] = "https://github.com/acme/webapp"
+    assert "not on Bitbucket" in skip_for(b).reason
+
+
+@pytest.mark.parametrize("commit", ["65ca6a9", "z" * 40, "", COMMIT + "0"])
+def test_a_commit_that_is_not_a_full_sha_is_rejected(commit):
+    skip = skip_for(build("SUCCESS", source="webhook", commit=commit))
+    assert skip.severity == "ERROR"
+    assert "40-hex" in skip.reason
+
+
+@pytest.mark.parametrize(
+    "repo", ["acme/../admin", "acme/web app", "acme/web%2Fapp", "../x", "acme", "acme/webapp?x=1", "ａｃｍｅ/webapp"]
+)
+def test_a_repository_name_that_could_change_the_request_path_is_rejected(repo):
+    skip = skip_for(build("SUCCESS", source="webhook", repo=repo))
+    assert skip.severity == "ERROR"
+    assert "no valid Bitbucket repository name" in skip.reason
+
+
+def test_allowlist_limits_what_is_reported():
+    config = main.Config(repositories=("acme/*", "other/one"))
+    assert isinstance(main.translate(build("SUCCESS", repo="acme/webapp"), config), main.Update)
+    assert isinstance(main.translate(build("SUCCESS", repo="Other/One"), config), main.Update)
+    assert "BITBUCKET_REPOSITORIES" in skip_for(build("SUCCESS", repo="evil/webapp"), config).reason
+
+
+def test_allowlist_narrows_the_mirror_splits():
+    config = main.Config(repositories=("my_team/*",))
+    update = main.translate(build("SUCCESS", source="mirror", repo="my_team/web_app"), config)
+    assert update.target.candidates == (main.Repository("my_team", "web_app"),)
+
+
+# --- what is posted ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "state", "description"),
+    [
+        ("PENDING", "INPROGRESS", "Awaiting approval"),
+        ("QUEUED", "INPROGRESS", "Queued"),
+        ("WORKING", "INPROGRESS", "Running"),
+        ("SUCCESS", "SUCCESSFUL", "Succeeded in 3m 12s"),
+        ("FAILURE", "FAILED", "Failed after 3m 12s"),
+        ("INTERNAL_ERROR", "FAILED", "Cloud Build internal error after 3m 12s"),
+        ("TIMEOUT", "FAILED", "Timed out after 3m 12s"),
+        ("CANCELLED", "STOPPED", "Cancelled"),
+        ("EXPIRED", "STOPPED", "Expired in queue"),
+    ],
+)
+def test_every_build_status_maps_to_a_bitbucket_state_and_a_description(status, state, description):
+    update = update_for(build(status))
+    assert (update.status.state, update.status.description) == (state, description)
+
+
+@pytest.mark.parametrize("status", ["STATUS_UNKNOWN", "PAUSED", "success"])
+def test_unknown_status_posts_nothing_and_warns(status):
+    skip = skip_for(build(status))
+    assert skip.severity == "WARNING"
+    assert repr(status) in skip.reason
+
+
+def test_failure_description_carries_cloud_builds_reason():
+    b = build("FAILURE", failureInfo={"type": "USER_BUILD_STEP", "detail": 'Build step 2 "go test" failed'})
+    b["startTime"], b["finishTime"] = "2026-11-27T09:00:00Z", "2026-11-27T09:01:05Z"
+    assert update_for(b).status.description == 'Failed after 1m 5s: Build step 2 "go test" failed'
+    b = build("TIMEOUT", statusDetail="build timed out")
+    b["startTime"], b["finishTime"] = "2026-11-27T09:00:00Z", "2026-11-27T09:10:00.2Z"
+    assert update_for(b).status.description == "Timed out after 10m: build timed out"
+
+
+def test_description_never_exceeds_255_characters():
+    update = update_for(build("FAILURE", failureInfo={"detail": "x" * 5000}))
+    assert len(update.status.description) == 255
+    assert update.status.description.startswith("Failed after 3m 12s: xxx")
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(0, "0s"), (59.4, "59s"), (60, "1m"), (65, "1m 5s"), (3600, "1h"), (3725, "1h 2m")]
+)
+def test_durations_read_as_a_person_writes_them(seconds, text):
+    assert main.format_duration(seconds) == text
+
+
+def test_key_is_the_trigger_id_so_statuses_of_the_original_function_are_updated():
+    assert update_for(build("SUCCESS")).status.key == TRIGGER_ID
+
+
+def test_key_without_trigger_id_is_stable_per_trigger_name_and_at_most_40_characters():
+    long_a = "nightly-integration-tests-for-the-payments-service-a"
+    long_b = "nightly-integration-tests-for-the-payments-service-b"
+    key_a = update_for(build("SUCCESS", trigger_id=None, trigger_name=long_a)).status.key
+    again = update_for(build("SUCCESS", "b-0002", trigger_id=None, trigger_name=long_a)).status.key
+    key_b = update_for(build("SUCCESS", trigger_id=None, trigger_name=long_b)).status.key
+    assert key_a == again
+    assert key_a != key_b
+    assert len(key_a) <= 40
+    assert update_for(build("SUCCESS", trigger_id=None, trigger_name="short")).status.key == "short"
+    assert update_for(build("SUCCESS", trigger_id=None, trigger_name=None)).status.key == "cloud-build"
+
+
+def test_name_is_the_trigger_name_or_cloud_build():
+    assert update_for(build("SUCCESS", trigger_name="webapp-pr")).status.name == "webapp-pr"
+    assert update_for(build("SUCCESS", trigger_name=None)).status.name == "Cloud Build"
+
+
+def test_url_is_the_build_log_and_falls_back_to_the_console_link():
+    b = build("SUCCESS")
+    assert update_for(b).status.url == b["logUrl"]
+    del b["logUrl"]
+    assert update_for(b).status.url == "https://console.cloud.google.com/cloud-build/builds/b-0001?project=acme-ci"
+
+
+@pytest.mark.parametrize(
+    ("branch", "refname"),
+    [("feature/x", "feature/x"), ("refs/heads/feature/x", "feature/x"), ("", None), ("bad\nname", None)],
+)
+def test_refname_is_the_bare_branch_name(branch, refname):
+    assert update_for(build("SUCCESS", source="webhook", branch=branch)).status.refname == refname
