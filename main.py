@@ -900,33 +900,34 @@ def handle(data: Any, published_at: Any) -> None:
         return
     fields = _log_fields(build)
     try:
-        current = instance()
+        apply(build, parse_time(published_at), fields)
     except ConfigurationError as error:
         log("ERROR", f"Configuration error: {error}", **fields)
         raise
-    published = parse_time(published_at)
+    except TransientError as error:
+        log("WARNING", f"Will retry: {error}", **fields)
+        raise
+
+
+def apply(build: Mapping[str, Any], published: datetime | None, fields: dict[str, Any]) -> None:
+    """Translate one decoded Build and report it; logs the outcome."""
+    current = instance()
     if published:
         age = (datetime.now(UTC) - published).total_seconds()
         if age > current.config.max_event_age_seconds:
-            log(
-                "WARNING",
-                f"Ignored an event published {format_duration(age)} ago (older than MAX_EVENT_AGE_SECONDS)",
-                **fields,
-            )
+            message = f"Ignored an event published {format_duration(age)} ago (older than MAX_EVENT_AGE_SECONDS)"
+            log("WARNING", message, **fields)
             return
     decision = translate(build, current.config)
     if isinstance(decision, Skip):
         log(decision.severity, f"Skipped: {decision.reason}", **fields)
         return
-    fields = _log_fields(build, decision)
+    fields.update(_log_fields(build, decision))
     try:
         outcome = current.reporter.report(decision, published)
     except Rejected as error:
         log("ERROR", f"Bitbucket refused the status: {error}", **fields)
         return
-    except TransientError as error:
-        log("WARNING", f"Will retry: {error}", **fields)
-        raise
     log("INFO", f"Bitbucket status {outcome}: {decision.status.state} {decision.status.description}", **fields)
 
 

@@ -141,10 +141,10 @@ class Bitbucket:
             return Response("", 500)(environ, start_response)
         if fault == "timeout":
             time.sleep(self.fault_delay)
-        if fault in ("500", "502", "503"):
-            response = error(int(fault), "Something went wrong")
-        elif fault == "429":
+        if fault == "429":
             response = error(429, "Rate limit for this resource has been exceeded")
+        elif fault and fault.isdigit():
+            response = error(int(fault), "Something went wrong" if fault >= "500" else "Bad request")
         else:
             response = self._handle(request)
         self._record(request, response.status_code, request.get_json(silent=True), fault)

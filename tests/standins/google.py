@@ -45,6 +45,7 @@ class Google:
     keys: dict[str, bytes] = field(default_factory=dict)
     secrets: dict[str, list[bytes]] = field(default_factory=dict)  # secret name → versions, oldest first
     counts: Counter[str] = field(default_factory=Counter)
+    trusted_keys: list[str] = field(default_factory=list)  # service-account public keys (PEM)
     _tokens: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -66,13 +67,29 @@ class Google:
         if request.path == "/token" and request.method == "POST":
             return self._token(request)
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme != "Bearer" or token not in self._tokens:
+        if scheme != "Bearer" or not self._authentic(token):
             return _google_error(401, "Request had invalid authentication credentials.", "UNAUTHENTICATED")
         if (match := KMS_ACTION.fullmatch(request.path)) and request.method == "POST":
             return self._kms(match["name"], match["action"], request.get_json(silent=True) or {})
         if (match := SECRET_ACCESS.fullmatch(request.path)) and request.method == "GET":
             return self._access(match["secret"], match["version"])
         return _google_error(404, f"{request.path} not found", "NOT_FOUND")
+
+    def _authentic(self, token: str) -> bool:
+        """A token this server issued, or a JWT self-signed by a known service account."""
+        if token in self._tokens:
+            return True
+        from google.auth import jwt
+
+        for pem in self.trusted_keys:
+            try:
+                jwt.decode(token, certs=pem, verify=True)
+            except ValueError:
+                continue
+            with self._lock:
+                self.counts["self-signed-jwt"] += 1
+            return True
+        return False
 
     def _token(self, request: Request) -> Response:
         if request.form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer":
@@ -134,6 +151,11 @@ class GoogleServer:
         pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         ).decode()
+        self.app.trusted_keys.append(
+            key.public_key()
+            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            .decode()
+        )
         path = directory / "service-account.json"
         path.write_text(
             json.dumps(

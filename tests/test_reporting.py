@@ -1,0 +1,199 @@
+"""What Bitbucket ends up showing, through the function and the Bitbucket stand-in."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+import main
+from tests.builds import COMMIT, build, with_status
+from tests.conftest import TOKEN, deliver, log_lines, shown
+
+
+def states(server) -> list[tuple[str, str]]:
+    return [(s["state"], s["description"]) for _, s in server.app.history]
+
+
+def test_a_normal_lifecycle_ends_successful_in_four_bitbucket_calls(bitbucket):
+    for status in ("QUEUED", "WORKING", "SUCCESS"):
+        deliver(build(status))
+    assert states(bitbucket) == [
+        ("INPROGRESS", "Queued"),
+        ("INPROGRESS", "Running"),
+        ("SUCCESSFUL", "Succeeded in 3m 12s"),
+    ]
+    assert len(bitbucket.app.status_calls()) == 4
+    [status] = shown(bitbucket)
+    assert status["refname"] == "feature/fish"
+    assert status["url"] == build("SUCCESS")["logUrl"]
+
+
+def test_a_late_working_message_never_sets_a_final_status_back(bitbucket):
+    b = build("SUCCESS")
+    deliver(b)
+    main._instance = None  # the late message reaches another instance
+    deliver(with_status(b, "WORKING"))
+    deliver(with_status(b, "QUEUED"))
+    assert [s["state"] for s in shown(bitbucket)] == ["SUCCESSFUL"]
+    assert states(bitbucket) == [("SUCCESSFUL", "Succeeded in 3m 12s")]
+
+
+def test_a_late_queued_message_does_not_undo_running(bitbucket):
+    b = build("WORKING")
+    deliver(b)
+    main._instance = None
+    deliver(with_status(b, "QUEUED"))
+    assert states(bitbucket) == [("INPROGRESS", "Running")]
+
+
+def test_duplicates_on_a_warm_instance_cost_no_bitbucket_call(bitbucket):
+    for status in ("QUEUED", "QUEUED", "WORKING", "WORKING", "SUCCESS", "SUCCESS", "WORKING"):
+        deliver(build(status))
+    assert len(bitbucket.app.status_calls()) == 4
+    assert [s["state"] for s in shown(bitbucket)] == ["SUCCESSFUL"]
+
+
+def test_a_rerun_of_the_same_trigger_replaces_the_old_builds_status(bitbucket):
+    deliver(build("FAILURE", "run-1"))
+    deliver(build("QUEUED", "run-2"))
+    assert [(s["state"], s["description"]) for s in shown(bitbucket)] == [("INPROGRESS", "Queued")]
+    deliver(build("SUCCESS", "run-2"))
+    [status] = shown(bitbucket)
+    assert status["state"] == "SUCCESSFUL"
+    assert "run-2" in status["url"]
+
+
+def test_a_stale_message_of_an_older_run_does_not_replace_a_newer_runs_status(bitbucket):
+    published_long_ago = (datetime.now(UTC) - timedelta(minutes=30)).isoformat()
+    deliver(build("SUCCESS", "run-2"))
+    main._instance = None
+    deliver(build("WORKING", "run-1"), published=published_long_ago)
+    [status] = shown(bitbucket)
+    assert (status["state"], "run-2" in status["url"]) == ("SUCCESSFUL", True)
+
+
+def test_each_branch_gets_its_own_status_on_the_commit(bitbucket):
+    deliver(build("SUCCESS", "b-1", branch="main"))
+    deliver(build("FAILURE", "b-2", branch="feature/x"))
+    assert sorted((s["refname"], s["state"]) for s in shown(bitbucket)) == [
+        ("feature/x", "FAILED"),
+        ("main", "SUCCESSFUL"),
+    ]
+
+
+def test_mirror_split_is_found_by_trying_the_next_split_and_remembered(bitbucket):
+    bitbucket.app.repositories = {"my_team/web_app"}
+    b = build("QUEUED", source="mirror", repo="my_team/web_app")
+    deliver(b)
+    assert [s["state"] for s in shown(bitbucket, "my_team/web_app")] == ["INPROGRESS"]
+    tried = len(bitbucket.app.status_calls())
+    deliver(with_status(b, "SUCCESS"))
+    assert [s["state"] for s in shown(bitbucket, "my_team/web_app")] == ["SUCCESSFUL"]
+    assert len(bitbucket.app.status_calls()) == tried + 1
+
+
+def test_a_repository_bitbucket_does_not_know_is_logged_with_bitbucket_words_and_acknowledged(bitbucket, capsys):
+    bitbucket.app.repositories = {"acme/other"}
+    deliver(build("SUCCESS"))
+    [line] = [line for line in log_lines(capsys.readouterr().out) if line["severity"] == "ERROR"]
+    assert "Repository acme/webapp not found" in line["message"]
+    assert line["repository"] == "acme/webapp"
+    assert line["commit"] == COMMIT
+
+
+def test_a_status_created_by_someone_else_is_reported_as_forbidden(bitbucket, capsys, monkeypatch):
+    bitbucket.app.accept_token("someone-else")
+    monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps({"token": "someone-else"}))
+    deliver(build("SUCCESS"))
+    main._instance = None
+    monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps({"token": TOKEN}))
+    deliver(build("FAILURE", "b-2"))
+    errors = [line for line in log_lines(capsys.readouterr().out) if line["severity"] == "ERROR"]
+    assert len(errors) == 1
+    assert "403" in errors[0]["message"]
+    assert "Only the creator" in errors[0]["message"]
+    assert [s["state"] for s in shown(bitbucket)] == ["SUCCESSFUL"]
+
+
+def test_a_bad_request_answer_is_logged_and_acknowledged(bitbucket, capsys):
+    bitbucket.app.fail_next("400")
+    deliver(build("SUCCESS"))  # does not raise: retrying cannot mend a 400
+    [error] = [line for line in log_lines(capsys.readouterr().out) if line["severity"] == "ERROR"]
+    assert "400" in error["message"]
+    assert "Bad request" in error["message"]
+
+
+@pytest.mark.parametrize("fault", ["500", "502", "503", "429", "drop"])
+def test_transient_failures_are_retried_inside_the_call(bitbucket, fault):
+    bitbucket.app.fail_next(fault, fault)
+    deliver(build("SUCCESS"))
+    assert [s["state"] for s in shown(bitbucket)] == ["SUCCESSFUL"]
+
+
+def test_a_slow_answer_times_out_and_is_retried(bitbucket, monkeypatch):
+    monkeypatch.setenv("HTTP_TIMEOUT_SECONDS", "0.3")
+    bitbucket.app.fault_delay = 1.0
+    bitbucket.app.fail_next("timeout")
+    deliver(build("SUCCESS"))
+    assert [s["state"] for s in shown(bitbucket)] == ["SUCCESSFUL"]
+
+
+def test_an_outage_raises_so_pubsub_redelivers_and_the_redelivery_lands(bitbucket, capsys):
+    bitbucket.app.fail_next(*["503"] * (main.HTTP_RETRIES + 1))
+    with pytest.raises(main.TransientError, match="503"):
+        deliver(build("SUCCESS"))
+    assert shown(bitbucket) == []
+    deliver(build("SUCCESS"))  # the redelivery
+    assert [s["state"] for s in shown(bitbucket)] == ["SUCCESSFUL"]
+    warnings = [line for line in log_lines(capsys.readouterr().out) if line["severity"] == "WARNING"]
+    assert "Will retry" in warnings[0]["message"]
+
+
+def test_events_older_than_the_configured_age_are_acknowledged_without_a_call(bitbucket, capsys, monkeypatch):
+    monkeypatch.setenv("MAX_EVENT_AGE_SECONDS", "3600")
+    two_hours_ago = (datetime.now(UTC) - timedelta(hours=2)).isoformat()
+    deliver(build("SUCCESS"), published=two_hours_ago)
+    assert bitbucket.app.calls == []
+    [line] = log_lines(capsys.readouterr().out)
+    assert line["severity"] == "WARNING"
+    assert "older than MAX_EVENT_AGE_SECONDS" in line["message"]
+
+
+def test_an_old_build_published_now_is_still_reported(bitbucket):
+    b = build("SUCCESS")
+    b["createTime"], b["startTime"], b["finishTime"] = (
+        "2020-01-01T00:00:00Z",
+        "2020-01-01T00:00:01Z",
+        "2020-01-01T00:01:01Z",
+    )
+    deliver(b)
+    assert [s["description"] for s in shown(bitbucket)] == ["Succeeded in 1m"]
+
+
+def test_every_log_line_is_structured_with_the_build_and_its_target(bitbucket, capsys):
+    deliver(build("SUCCESS"))
+    [line] = log_lines(capsys.readouterr().out)
+    assert line == {
+        "severity": "INFO",
+        "message": "Bitbucket status posted: SUCCESSFUL Succeeded in 3m 12s",
+        "build_id": "b-0001",
+        "trigger": "webapp-pr",
+        "build_status": "SUCCESS",
+        "repository": "acme/webapp",
+        "commit": COMMIT,
+        "state": "SUCCESSFUL",
+        "key": "2bceb582-3141-44bf-b444-5640cbcaecc5",
+        "refname": "feature/fish",
+    }
+
+
+def test_a_skipped_build_leaves_one_info_line_and_sends_nothing(bitbucket, capsys):
+    b = build("SUCCESS", source="none")
+    b["source"] = {"gitSource": {"url": "https://github.com/acme/webapp"}}
+    deliver(b)
+    [line] = log_lines(capsys.readouterr().out)
+    assert line["severity"] == "INFO"
+    assert line["message"].startswith("Skipped: the build's git source")
+    assert bitbucket.app.calls == []
