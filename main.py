@@ -645,9 +645,7 @@ def http_session(backoff_seconds: float) -> requests.Session:
 class Bitbucket:
     """The commit-status endpoints of one Bitbucket Cloud API."""
 
-    def __init__(
-        self, api_url: str, credentials: CachedCredentials, session: requests.Session, timeout: float
-    ) -> None:
+    def __init__(self, api_url: str, credentials: CachedCredentials, session: requests.Session, timeout: float) -> None:
         self.api_url = api_url
         self.credentials = credentials
         self.session = session

@@ -303,7 +303,7 @@ class Server:
         self.root = f"{scheme}://127.0.0.1:{self.port}"
         self.api_url = f"{self.root}/2.0"
         self.token_url = f"{self.root}{TOKEN_PATH}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
 
     def stop(self) -> None:

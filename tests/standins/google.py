@@ -142,7 +142,7 @@ class GoogleServer:
         self._server = make_server("127.0.0.1", 0, app, threaded=True)
         self._server.daemon_threads = True
         self.endpoint = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
 
     def service_account_file(self, directory: Path) -> Path:

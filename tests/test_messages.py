@@ -1,0 +1,133 @@
+"""What reaches the function: the two entry points, bad input, and an import that stays light."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cloudevents.http import CloudEvent
+
+import main
+from tests.builds import SAMPLES, Context, background_event, build, encode, now, push_body
+from tests.conftest import log_lines, shown
+
+ROOT = Path(__file__).resolve().parents[1]
+GOOGLE_MODULES = ("google.cloud", "grpc", "google.protobuf", "google.api_core")
+
+
+def cloud_event(data: dict) -> CloudEvent:
+    attributes = {
+        "type": "google.cloud.pubsub.topic.v1.messagePublished",
+        "source": "//pubsub.googleapis.com/projects/acme-ci/topics/cloud-builds",
+        "time": now(),
+    }
+    return CloudEvent(attributes, data)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (None, "the message has no data"),
+        ("", "the message has no data"),
+        ("%%% not base64 %%%", "not valid base64"),
+        (base64.b64encode(b"\xff\xfe not utf-8").decode(), "not JSON"),
+        (encode(b"{not json"), "not JSON"),
+        (encode(b"[1, 2]"), "a JSON list, not a Build object"),
+        (encode(b'"text"'), "a JSON str, not a Build object"),
+        (encode({"status": "SUCCESS"}), "the Build has no 'id'"),
+        (encode({"id": "b-1"}), "the Build has no 'status'"),
+        (encode({"id": 7, "status": "SUCCESS"}), "the Build has no 'id'"),
+        (12345, "the message data is a int, not base64 text"),
+    ],
+)
+def test_input_that_is_not_a_build_is_logged_with_the_reason_and_acknowledged(bitbucket, capsys, data, reason):
+    main.build_status({"data": data}, Context())
+    main.build_status_cloudevent(cloud_event({"message": {"data": data}}))
+    lines = log_lines(capsys.readouterr().out)
+    assert len(lines) == 2
+    for line in lines:
+        assert line["severity"] == "WARNING"
+        assert reason in line["message"]
+    assert bitbucket.app.calls == []
+
+
+def test_events_without_a_message_are_acknowledged(bitbucket, capsys):
+    main.build_status("not a dict", Context())
+    main.build_status_cloudevent(cloud_event({"subscription": "s"}))
+    assert [line["severity"] for line in log_lines(capsys.readouterr().out)] == ["WARNING", "WARNING"]
+    assert bitbucket.app.calls == []
+
+
+def test_both_entry_points_post_the_same_status(bitbucket):
+    main.build_status(background_event(build("SUCCESS", "b-1")), Context())
+    main.build_status_cloudevent(cloud_event(push_body(build("SUCCESS", "b-2", commit="a" * 40))))
+    assert shown(bitbucket)[0]["description"] == shown(bitbucket, commit="a" * 40)[0]["description"]
+
+
+@pytest.mark.parametrize(
+    ("envelope", "signature"),
+    [
+        ("background-event", "event"),
+        ("pubsub-push", "event"),
+        ("background-event", "cloudevent"),
+        ("pubsub-push", "cloudevent"),
+        ("cloudevent-structured", "cloudevent"),  # a structured CloudEvent only reaches cloudevent functions
+    ],
+)
+def test_the_functions_framework_delivers_each_envelope_to_the_function(bitbucket, monkeypatch, envelope, signature):
+    """The published envelopes as they are, through the same framework the runtime uses."""
+    from functions_framework import create_app
+
+    monkeypatch.setenv("MAX_EVENT_AGE_SECONDS", str(10 * 365 * 24 * 3600))  # the envelopes were published in 2019
+    bitbucket.app.repositories = {"garman/webapp"}
+    target = "build_status" if signature == "event" else "build_status_cloudevent"
+    client = create_app(target, str(ROOT / "main.py"), signature).test_client()
+    body = (SAMPLES / "envelopes" / f"{envelope}.json").read_bytes()
+    content_type = "application/cloudevents+json" if envelope == "cloudevent-structured" else "application/json"
+    response = client.post("/", data=body, content_type=content_type)
+    assert response.status_code == 200
+    [status] = bitbucket.app.shown("garman", "webapp", "65ca6a99a2573f0f1ff5dc93f78a77966248ea2d")
+    assert (status["state"], status["description"], status["refname"]) == ("INPROGRESS", "Running", "feature/fish")
+
+
+def test_the_envelopes_published_in_2019_are_too_old_to_apply_by_default(bitbucket, capsys):
+    envelope = json.loads((SAMPLES / "envelopes" / "background-event.json").read_text())
+    main.build_status(envelope["data"], Context(envelope["context"]["timestamp"]))
+    [line] = log_lines(capsys.readouterr().out)
+    assert "older than MAX_EVENT_AGE_SECONDS" in line["message"]
+    assert line["build_id"] == "aeccd2ef-f51a-4a44-8e2e-0de2609ce367"
+    assert bitbucket.app.calls == []
+
+
+def _loaded_by(code: str, env: dict[str, str]) -> list[str]:
+    """Modules a fresh interpreter has after `code` that it did not have at start-up."""
+    script = (
+        f"import sys, json\nat_start = set(sys.modules)\n{code}\nprint(json.dumps(sorted(set(sys.modules) - at_start)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    ).stdout
+    return json.loads(out.splitlines()[-1])
+
+
+def test_importing_main_loads_no_google_client(tmp_path):
+    modules = _loaded_by("import main", {"PATH": "/usr/bin:/bin"})
+    assert [m for m in modules if m.startswith(GOOGLE_MODULES)] == []
+
+
+def test_a_skipped_event_loads_no_google_client_even_with_the_bucket_source(tmp_path):
+    skipped = encode({"id": "b-1", "status": "SUCCESS", "source": {"storageSource": {}}})
+    code = f"import main\nmain.build_status({{'data': {skipped!r}}}, None)"
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "SECRETS_BUCKET": "b",
+        "SECRETS_OBJECT": "o",
+        "KMS_CRYPTO_KEY_ID": "projects/p/locations/l/keyRings/r/cryptoKeys/k",
+    }
+    modules = _loaded_by(code, env)
+    assert "main" in modules
+    assert [m for m in modules if m.startswith(GOOGLE_MODULES)] == []
