@@ -140,7 +140,11 @@ class Bitbucket:
                 sock.close()
             return Response("", 500)(environ, start_response)
         if fault == "timeout":
+            # The request is applied, and its answer comes too late for the client.
+            response = self._handle(request)
+            self._record(request, response.status_code, request.get_json(silent=True), fault)
             time.sleep(self.fault_delay)
+            return response(environ, start_response)
         if fault == "429":
             response = error(429, "Rate limit for this resource has been exceeded")
         elif fault and fault.isdigit():

@@ -1,0 +1,183 @@
+"""The real components the end-to-end tests and the demo run: the Pub/Sub
+emulator from the Google Cloud CLI, and `functions-framework` serving main.py.
+
+Each is a child process on a free loopback port, stopped with its whole process
+group, so nothing outlives the test or the demo.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(check: Any, timeout: float, what: str, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+class Process:
+    """A child process in its own process group, output to a file."""
+
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+        self.log = log
+        self._out = log.open("wb")
+        self.popen = subprocess.Popen(
+            args, stdout=self._out, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True
+        )
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait()
+        self._out.close()
+
+
+class PubSubEmulator:
+    """`gcloud beta emulators pubsub start` on loopback, driven through its REST API."""
+
+    def __init__(self, workdir: Path, project: str = "local-project") -> None:
+        gcloud = shutil.which("gcloud")
+        if gcloud is None:
+            raise FileNotFoundError("gcloud is not installed")
+        self.project = project
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        data_dir = workdir / "pubsub-data"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.process = Process(
+            [
+                gcloud, "beta", "emulators", "pubsub", "start",
+                f"--host-port=127.0.0.1:{self.port}", f"--project={project}", f"--data-dir={data_dir}",
+                "--quiet",
+            ],
+            workdir / "pubsub-emulator.log",
+        )  # fmt: skip
+        self.session = requests.Session()
+        try:
+            wait_until(self._ready, 60, "the Pub/Sub emulator")
+        except TimeoutError:
+            self.stop()
+            raise
+
+    def _ready(self) -> bool:
+        if self.process.popen.poll() is not None:
+            raise RuntimeError(f"the Pub/Sub emulator exited:\n{self.process.output()[-2000:]}")
+        try:
+            return self.session.get(f"{self.url}/projects/{self.project}/topics", timeout=1).ok
+        except requests.RequestException:
+            return False
+
+    def create_topic(self, topic: str) -> str:
+        name = f"projects/{self.project}/topics/{topic}"
+        response = self.session.put(f"{self.url}/{name}", json={}, timeout=10)
+        if response.status_code != 409:
+            response.raise_for_status()
+        return name
+
+    def create_push_subscription(self, topic: str, subscription: str, endpoint: str) -> str:
+        name = f"projects/{self.project}/subscriptions/{subscription}"
+        body = {
+            "topic": f"projects/{self.project}/topics/{topic}",
+            "pushConfig": {"pushEndpoint": endpoint},
+            "ackDeadlineSeconds": 10,
+            "retryPolicy": {"minimumBackoff": "1s", "maximumBackoff": "2s"},
+        }
+        self.session.put(f"{self.url}/{name}", json=body, timeout=10).raise_for_status()
+        return name
+
+    def delete_subscription(self, name: str) -> None:
+        self.session.delete(f"{self.url}/{name}", timeout=10)
+
+    def publish(self, topic: str, build: dict[str, Any]) -> str:
+        """Publish a Build as Cloud Build does: JSON in data, buildId and status as attributes."""
+        message = {
+            "data": base64.b64encode(json.dumps(build).encode()).decode(),
+            "attributes": {"buildId": str(build.get("id")), "status": str(build.get("status"))},
+        }
+        response = self.session.post(
+            f"{self.url}/projects/{self.project}/topics/{topic}:publish", json={"messages": [message]}, timeout=10
+        )
+        response.raise_for_status()
+        return response.json()["messageIds"][0]
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+class FunctionServer:
+    """`functions-framework` serving main.py, as the Cloud Functions runtime does."""
+
+    def __init__(self, target: str, signature: str, env: dict[str, str], log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        framework = Path(sys.executable).with_name("functions-framework")
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("BITBUCKET_", "SECRETS_", "KMS_"))}
+        full_env.update(env)
+        full_env["PYTHONUNBUFFERED"] = "1"
+        self.process = Process(
+            [
+                str(framework), f"--target={target}", f"--signature-type={signature}",
+                f"--source={ROOT / 'main.py'}", "--host=127.0.0.1", f"--port={self.port}",
+            ],
+            log,
+            full_env,
+        )  # fmt: skip
+        try:
+            wait_until(self._ready, 30, f"functions-framework ({target})")
+        except TimeoutError:
+            self.stop()
+            raise
+
+    def _ready(self) -> bool:
+        if self.process.popen.poll() is not None:
+            raise RuntimeError(f"functions-framework exited:\n{self.process.output()[-2000:]}")
+        with socket.socket() as sock:
+            sock.settimeout(0.5)
+            return sock.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        """The function's structured log lines (the framework's own lines are left out)."""
+        lines = []
+        for line in self.process.output().splitlines():
+            if line.startswith("{"):
+                try:
+                    lines.append(json.loads(line))
+                except ValueError:
+                    continue
+        return lines
+
+    def stop(self) -> None:
+        self.process.stop()

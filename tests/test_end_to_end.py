@@ -1,0 +1,133 @@
+"""End to end, through the components production uses: Cloud Build's messages are
+published to the Pub/Sub emulator's `cloud-builds` topic, a push subscription
+delivers them to functions-framework serving main.py, which reads its
+credentials from the storage emulator and a local KMS and posts to the
+Bitbucket stand-in."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from tests.builds import build
+from tests.conftest import KMS_KEY, TOKEN, assert_never_backwards, shown
+from tests.standins.bitbucket import Server
+from tests.standins.processes import FunctionServer, PubSubEmulator, wait_until
+
+pytestmark = pytest.mark.emulator
+SIGNATURES = {"event": "build_status", "cloudevent": "build_status_cloudevent"}
+TOPIC = "cloud-builds"
+
+
+@pytest.fixture(scope="session")
+def pubsub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PubSubEmulator]:
+    if shutil.which("gcloud") is None:
+        if os.environ.get("CI"):
+            pytest.fail("gcloud is not installed: CI must run the end-to-end tests with the Pub/Sub emulator")
+        pytest.skip("gcloud is not installed: the Pub/Sub emulator comes with the Google Cloud CLI")
+    emulator = PubSubEmulator(tmp_path_factory.mktemp("pubsub"))
+    emulator.create_topic(TOPIC)
+    yield emulator
+    emulator.stop()
+
+
+@dataclass
+class Deployment:
+    pubsub: PubSubEmulator
+    function: FunctionServer
+    bitbucket: Server
+
+    def publish(self, *builds: dict[str, Any]) -> None:
+        for b in builds:
+            self.pubsub.publish(TOPIC, b)
+
+    def wait_for(self, expected: list[tuple[str, str]], repo: str = "acme/webapp", timeout: float = 60) -> None:
+        def arrived() -> bool:
+            return sorted((s["state"], s["description"]) for s in shown(self.bitbucket, repo)) == sorted(expected)
+
+        try:
+            wait_until(arrived, timeout, f"Bitbucket to show {expected}")
+        except TimeoutError:
+            log = self.function.process.output()[-3000:]
+            raise AssertionError(f"Bitbucket shows {shown(self.bitbucket, repo)}; function log:\n{log}") from None
+
+
+@pytest.fixture(params=sorted(SIGNATURES))
+def deployed(request, pubsub, bitbucket, google, storage, tmp_path) -> Iterator[Deployment]:
+    """The function deployed with one signature, its credentials KMS-encrypted in a bucket."""
+    signature = request.param
+    storage.put("e2e-secrets", "credentials.enc", google.app.encrypt(KMS_KEY, json.dumps({"token": TOKEN}).encode()))
+    env = {
+        "BITBUCKET_API_URL": bitbucket.api_url,
+        "SECRETS_BUCKET": "e2e-secrets",
+        "SECRETS_OBJECT": "credentials.enc",
+        "KMS_CRYPTO_KEY_ID": KMS_KEY,
+        "KMS_API_ENDPOINT": google.endpoint,
+        "STORAGE_EMULATOR_HOST": storage.host,
+        "GOOGLE_APPLICATION_CREDENTIALS": str(google.sa_file),
+        "HTTP_RETRY_BACKOFF_SECONDS": "0.01",
+        "HTTP_TIMEOUT_SECONDS": "1",
+    }
+    function = FunctionServer(SIGNATURES[signature], signature, env, tmp_path / "function.log")
+    subscription = pubsub.create_push_subscription(TOPIC, f"bitbucket-build-status-{signature}", function.url)
+    yield Deployment(pubsub, function, bitbucket)
+    pubsub.delete_subscription(subscription)
+    function.stop()
+
+
+def test_a_lifecycle_published_by_cloud_build_ends_as_the_builds_result(deployed):
+    deployed.publish(build("QUEUED"), build("WORKING"), build("SUCCESS"))
+    deployed.wait_for([("SUCCESSFUL", "Succeeded in 3m 12s")])
+    transitions = [s["state"] for _, s in deployed.bitbucket.app.history]
+    assert transitions[-1] == "SUCCESSFUL"
+    assert "SUCCESSFUL" not in transitions[:-1]
+
+
+def test_out_of_order_and_duplicated_messages_never_move_a_status_backwards(deployed):
+    deployed.publish(build("FAILURE", "b-1"), build("WORKING", "b-1"), build("QUEUED", "b-1"), build("FAILURE", "b-1"))
+    deployed.publish(build("QUEUED", "b-1"), build("WORKING", "b-1"))
+    deployed.wait_for([("FAILED", "Failed after 3m 12s")])
+    deliveries = lambda: sum(  # noqa: E731
+        1 for line in deployed.function.log_lines() if line.get("build_id") == "b-1"
+    )
+    wait_until(lambda: deliveries() >= 6, 30, "all six messages to be handled")
+    assert_never_backwards(deployed.bitbucket.app)
+
+
+def test_a_failing_bitbucket_is_outlasted_by_redelivery(deployed):
+    # Every attempt of the first delivery fails: the function raises, the
+    # framework answers 500 and the emulator pushes the message again.
+    deployed.bitbucket.app.fail_next(*["503"] * 5)
+    deployed.publish(build("SUCCESS", "b-1"))
+    deployed.wait_for([("SUCCESSFUL", "Succeeded in 3m 12s")])
+    retried = [line for line in deployed.function.log_lines() if line["message"].startswith("Will retry")]
+    assert len(retried) >= 1
+
+
+def test_a_share_of_failing_calls_still_ends_in_the_right_states(deployed):
+    deployed.bitbucket.app.fault_rate = 0.4
+    deployed.bitbucket.app.fault_delay = 1.5
+    for n, final in enumerate(["SUCCESS", "FAILURE", "CANCELLED", "SUCCESS"]):
+        commit = f"{n:040x}"
+        deployed.publish(*(build(s, f"b-{n}", commit=commit) for s in ("QUEUED", "WORKING", final)))
+    expected = {0: "SUCCESSFUL", 1: "FAILED", 2: "STOPPED", 3: "SUCCESSFUL"}
+
+    def all_final() -> bool:
+        return all(
+            [s["state"] for s in deployed.bitbucket.app.shown("acme", "webapp", f"{n:040x}")] == [state]
+            for n, state in expected.items()
+        )
+
+    try:
+        wait_until(all_final, 90, "every build's final state")
+    except TimeoutError:
+        shown_now = {n: deployed.bitbucket.app.shown("acme", "webapp", f"{n:040x}") for n in expected}
+        b0 = [line for line in deployed.function.process.output().splitlines() if "b-0" in line or "Traceback" in line]
+        raise AssertionError(f"{shown_now}\n" + "\n".join(b0)) from None
+    assert_never_backwards(deployed.bitbucket.app)
