@@ -18,6 +18,9 @@ lint: $(BIN)/.installed
 test: lint
 	$(BIN)/python -m pytest
 
+demo: $(BIN)/.installed
+	$(BIN)/python -m demo
+
 format: $(BIN)/.installed
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .

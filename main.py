@@ -734,6 +734,11 @@ class Known:
     written_here: bool
 
 
+POSTED = "posted"
+ALREADY_SHOWN = "Bitbucket already shows this or a later state of the build"
+STALE = "Bitbucket shows a later state, so this message is stale"
+
+
 class Reporter:
     """Posts updates so a status never moves backwards and repeats cost nothing."""
 
@@ -773,20 +778,20 @@ class Reporter:
         with self._locks[hash(identity) % len(self._locks)]:
             known = self._recall(identity)
             if known and known.build_id == update.build_id and not _advances(known, status):
-                return "unchanged"
+                return ALREADY_SHOWN
             if not status.is_final and not (known and known.written_here and known.build_id == update.build_id):
                 remote = self.bitbucket.read(repository, update.target.commit, status.key)
                 if remote and not _should_replace(remote, update, published):
                     shown = update.build_id if update.build_id in remote.url else ""
                     self._remember(identity, Known(shown, remote.state, remote.description, False))
-                    return "kept newer"
+                    return STALE
             try:
                 self.bitbucket.write(repository, update.target.commit, status)
             except Exception:
                 self._forget(identity)
                 raise
             self._remember(identity, Known(update.build_id, status.state, status.description, True))
-            return "posted"
+            return POSTED
 
     def _recall(self, identity: tuple[str, ...]) -> Known | None:
         with self._lock:
@@ -926,7 +931,11 @@ def apply(build: Mapping[str, Any], published: datetime | None, fields: dict[str
     except Rejected as error:
         log("ERROR", f"Bitbucket refused the status: {error}", **fields)
         return
-    log("INFO", f"Bitbucket status {outcome}: {decision.status.state} {decision.status.description}", **fields)
+    shown = f"{decision.status.state} ({decision.status.description})"
+    if outcome == POSTED:
+        log("INFO", f"Posted {shown}", **fields)
+    else:
+        log("INFO", f"Did not post {shown}: {outcome}", **fields)
 
 
 # --- Entry points ------------------------------------------------------------

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +20,7 @@ import pytest
 from tests.builds import build
 from tests.conftest import KMS_KEY, TOKEN, assert_never_backwards, shown
 from tests.standins.bitbucket import Server
-from tests.standins.processes import FunctionServer, PubSubEmulator, wait_until
+from tests.standins.processes import ROOT, FunctionServer, PubSubEmulator, wait_until
 
 pytestmark = pytest.mark.emulator
 SIGNATURES = {"event": "build_status", "cloudevent": "build_status_cloudevent"}
@@ -131,3 +133,17 @@ def test_a_share_of_failing_calls_still_ends_in_the_right_states(deployed):
         b0 = [line for line in deployed.function.process.output().splitlines() if "b-0" in line or "Traceback" in line]
         raise AssertionError(f"{shown_now}\n" + "\n".join(b0)) from None
     assert_never_backwards(deployed.bitbucket.app)
+
+
+def test_the_demo_runs_to_the_end_and_shows_every_kind_of_transition():
+    result = subprocess.run(
+        [sys.executable, "-m", "demo"], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    assert "Pub/Sub emulator" in out
+    assert "INPROGRESS (Queued) → INPROGRESS (Running) → FAILED (Failed after 2m 6s" in out
+    assert "INPROGRESS (Running) → SUCCESSFUL (Succeeded in 3m 12s)" in out
+    assert "FAILED (Timed out after 10m) → INPROGRESS (Queued) → INPROGRESS (Running) → SUCCESSFUL" in out
+    assert "Skipped: the build's git source 'https://github.com/acme/website.git' is not on bitbucket.org" in out
+    assert "Did not post INPROGRESS (Running): Bitbucket already shows this or a later state" in out

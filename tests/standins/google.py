@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import re
 import secrets
@@ -141,6 +142,7 @@ class GoogleServer:
         self.app = app
         self._server = make_server("127.0.0.1", 0, app, threaded=True)
         self._server.daemon_threads = True
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request is noise here
         self.endpoint = f"http://127.0.0.1:{self._server.server_port}"
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()

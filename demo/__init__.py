@@ -1,0 +1,1 @@
+"""`make demo`: a morning of Cloud Build builds, reported to a local Bitbucket."""

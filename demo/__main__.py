@@ -1,0 +1,166 @@
+"""A morning of builds, end to end on loopback, with no Google or Atlassian account.
+
+Starts the Bitbucket stand-in, the storage emulator with the credentials
+KMS-encrypted in a bucket, a local KMS, the Pub/Sub emulator (when `gcloud` is
+installed) and functions-framework serving main.py; publishes the morning's
+Cloud Build messages; prints what Bitbucket shows and what the function logged;
+stops everything.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from tests.builds import build, push_body
+from tests.standins.bitbucket import Bitbucket
+from tests.standins.google import Google, Storage
+from tests.standins.processes import FunctionServer, PubSubEmulator, wait_until
+
+TOKEN = "demo-repository-access-token"
+KMS_KEY = "projects/demo/locations/global/keyRings/bitbucket-build-status/cryptoKeys/credentials"
+START = datetime.now(UTC).replace(hour=8, minute=0, second=0, microsecond=0)
+
+
+def at(minutes: float) -> str:
+    return (START + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
+
+
+def lifecycle(final: str, build_id: str, minute: float, took: float, **kwargs: Any) -> list[dict[str, Any]]:
+    """QUEUED, WORKING and the final message of one build, as Cloud Build publishes them."""
+    messages = []
+    for status in ("QUEUED", "WORKING", final):
+        b = build(status, build_id, **kwargs)
+        b["createTime"] = at(minute)
+        if status != "QUEUED":
+            b["startTime"] = at(minute + 0.2)
+        if status == final:
+            b["finishTime"] = at(minute + 0.2 + took)
+        messages.append(b)
+    return messages
+
+
+def morning() -> list[tuple[str, list[dict[str, Any]]]]:
+    login = dict(
+        repo="acme/webapp", branch="feature/login", source="connection",
+        trigger_id="0b6a9f3e-77d2-4c55-9e61-webapp000pr1", trigger_name="webapp-pull-request",
+    )  # fmt: skip
+    failed = lifecycle("FAILURE", "7d1c9a52-login-1", 0, 2.1, commit="1" * 40, **login)
+    failed[-1]["failureInfo"] = {"type": "USER_BUILD_STEP", "detail": 'Build step 2 "go test ./..." failed'}
+    fixed = lifecycle("SUCCESS", "7d1c9a52-login-2", 14, 3.2, commit="2" * 40, **login)
+    # The old mirror setup: workspace and slug both hold '_', so the first split 404s.
+    legacy = dict(
+        repo="acme_ops/legacy_app", branch="main", commit="3" * 40, source="mirror",
+        trigger_id="5e0f2a61-9b7c-4d1e-8a3f-legacy000main", trigger_name="legacy-app-main",
+    )  # fmt: skip
+    flaky = lifecycle("TIMEOUT", "c0ffee00-main-1", 30, 10, **legacy)
+    rerun = lifecycle("SUCCESS", "c0ffee00-main-2", 45, 4.5, **legacy)
+    webhook = lifecycle(
+        "SUCCESS", "wh-5150", 52, 1.1, repo="acme/infra", commit="4" * 40, branch="main",
+        trigger_id=None, trigger_name="infra-webhook", source="webhook",
+    )  # fmt: skip
+    github = build("SUCCESS", "gh-0042", source="none", trigger_name="github-app")
+    github["source"] = {"gitSource": {"url": "https://github.com/acme/website.git", "revision": "main"}}
+    late = dict(fixed[1])  # a WORKING message that Pub/Sub delivers again, after the result
+    return [
+        ("08:00 a pull request's build fails", failed),
+        ("08:14 the fix is pushed, and the build passes", fixed),
+        ("08:30 main times out on the old mirror setup", flaky),
+        ("08:45 a re-run of the same trigger passes", rerun),
+        ("08:52 a webhook-triggered build of another repository", webhook),
+        ("08:55 a GitHub build reaches the same topic", [github]),
+        ("08:56 Pub/Sub delivers an old WORKING message again", [late]),
+    ]
+
+
+def main() -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="bitbucket-build-status-demo-"))
+    stack: list[Any] = []
+    try:
+        bitbucket_app = Bitbucket(repositories={"acme/webapp", "acme_ops/legacy_app", "acme/infra"})
+        bitbucket_app.accept_token(TOKEN)
+        bitbucket = bitbucket_app.serve()
+        stack.append(bitbucket)
+        google = Google().serve()
+        stack.append(google)
+        storage = Storage()
+        stack.append(storage)
+        storage.put(
+            "demo-secrets", "bitbucket.json.enc", google.app.encrypt(KMS_KEY, json.dumps({"token": TOKEN}).encode())
+        )
+        env = {
+            "BITBUCKET_API_URL": bitbucket.api_url,
+            "SECRETS_BUCKET": "demo-secrets",
+            "SECRETS_OBJECT": "bitbucket.json.enc",
+            "KMS_CRYPTO_KEY_ID": KMS_KEY,
+            "KMS_API_ENDPOINT": google.endpoint,
+            "STORAGE_EMULATOR_HOST": storage.host,
+            "GOOGLE_APPLICATION_CREDENTIALS": str(google.service_account_file(workdir)),
+        }
+        function = FunctionServer("build_status_cloudevent", "cloudevent", env, workdir / "function.log")
+        stack.append(function)
+        print(f"Bitbucket stand-in  {bitbucket.api_url}")
+        print(f"storage emulator    {storage.host}   local KMS {google.endpoint}")
+        print(f"function            {function.url} (functions-framework, build_status_cloudevent)")
+
+        pubsub = None
+        if shutil.which("gcloud"):
+            pubsub = PubSubEmulator(workdir)
+            stack.append(pubsub)
+            pubsub.create_topic("cloud-builds")
+            pubsub.create_push_subscription("cloud-builds", "bitbucket-build-status", function.url)
+            print(f"Pub/Sub emulator    {pubsub.url} (topic cloud-builds, push subscription to the function)")
+        else:
+            print("gcloud is not installed: posting the push messages to the function directly, as Pub/Sub would")
+
+        sent = 0
+        for title, messages in morning():
+            print(f"\n{title}")
+            for message in messages:
+                print(f"  publish {message['status']:<8} build {message['id']}")
+                if pubsub:
+                    pubsub.publish("cloud-builds", message)
+                else:
+                    requests.post(function.url, json=push_body(message, str(sent)), timeout=30)
+                sent += 1
+                time.sleep(0.3)  # Cloud Build publishes one state change at a time
+        wait_until(lambda: len(function.log_lines()) >= sent, 60, "the function to handle every message")
+        show(bitbucket_app)
+        print("\nThe function's log (one JSON object per line in Cloud Logging; shown here shortened):")
+        for line in function.log_lines():
+            print(f"  {line['severity']:<8} {line.get('build_id', ''):<18} {line['message']}")
+        return 0
+    finally:
+        for part in reversed(stack):
+            part.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def show(bitbucket: Bitbucket) -> None:
+    print("\nWhat Bitbucket shows, per commit:")
+    by_commit: dict[tuple[str, str], list[tuple[str, dict[str, Any]]]] = {}
+    for (repo, commit, key, _refname), status in bitbucket.history:
+        by_commit.setdefault((repo, commit), []).append((key, status))
+    for (repo, commit), changes in by_commit.items():
+        current = bitbucket.shown(*repo.split("/"), commit)
+        for status in current:
+            print(f"\n  {repo} @ {commit[:12]}  (branch {status['refname'] or '-'})")
+            print(f"    key          {status['key']}")
+            print(f"    name         {status['name']}")
+            print(f"    state        {status['state']}")
+            print(f"    description  {status['description']}")
+            print(f"    url          {status['url']}")
+            path = " → ".join(f"{s['state']} ({s['description']})" for k, s in changes if k == status["key"])
+            print(f"    history      {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""The Bitbucket stand-in refuses what Bitbucket refuses, so the other tests mean something."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from tests.builds import COMMIT
+from tests.standins.bitbucket import Bitbucket, Server
+
+BEARER = {"Authorization": "Bearer good-token"}
+
+
+@pytest.fixture
+def standin() -> Iterator[Server]:
+    app = Bitbucket(repositories={"acme/webapp"})
+    app.accept_token("good-token")
+    app.accept_basic("dev@acme.example", "api-token")
+    server = app.serve()
+    yield server
+    server.stop()
+
+
+def statuses(server: Server, repo: str = "acme/webapp", commit: str = COMMIT) -> str:
+    return f"{server.api_url}/repositories/{repo}/commit/{commit}/statuses/build"
+
+
+def post(server: Server, body: dict, headers: dict | None = None, **kwargs) -> requests.Response:
+    return requests.post(statuses(server, **kwargs), json=body, headers=headers or BEARER, timeout=5)
+
+
+def test_a_valid_status_is_created_read_and_listed(standin):
+    body = {"key": "k1", "state": "SUCCESSFUL", "url": "https://example.com/b/1", "refname": "main"}
+    assert post(standin, body).status_code == 201
+    read = requests.get(f"{statuses(standin)}/k1", headers=BEARER, timeout=5).json()
+    assert (read["state"], read["refname"], read["type"]) == ("SUCCESSFUL", "main", "build")
+    listed = requests.get(statuses(standin).removesuffix("/build"), headers=BEARER, timeout=5).json()
+    assert [s["key"] for s in listed["values"]] == ["k1"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"state": "SUCCESSFUL"},  # no key
+        {"key": "k"},  # no state
+        {"key": "k", "state": "PASSED"},  # not a Bitbucket state
+        {"key": 7, "state": "FAILED"},  # wrong type
+        {"key": "k", "state": "FAILED", "url": ["https://x"]},
+    ],
+)
+def test_a_body_that_breaks_the_openapi_schema_is_refused(standin, body):
+    response = post(standin, body)
+    assert response.status_code == 400
+    assert response.json()["type"] == "error"
+
+
+def test_a_key_over_40_characters_gets_bitbuckets_own_error(standin):
+    response = post(standin, {"key": "k" * 41, "state": "FAILED"})
+    assert response.status_code == 400
+    assert response.json() == {
+        "type": "error",
+        "error": {
+            "message": "key: Ensure this value has at most 40 characters",
+            "fields": {"key": ["Ensure this value has at most 40 characters"]},
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic ZGV2QGFjbWUuZXhhbXBsZTp3cm9uZw=="}],
+)
+def test_missing_or_wrong_credentials_get_401(standin, headers):
+    response = requests.post(statuses(standin), json={"key": "k", "state": "FAILED"}, headers=headers, timeout=5)
+    assert response.status_code == 401
+
+
+def test_basic_with_the_right_api_token_is_accepted(standin):
+    response = requests.post(
+        statuses(standin), json={"key": "k", "state": "FAILED"}, auth=("dev@acme.example", "api-token"), timeout=5
+    )
+    assert response.status_code == 201
+
+
+def test_only_the_creator_of_a_status_may_overwrite_it(standin):
+    assert post(standin, {"key": "k", "state": "INPROGRESS"}).status_code == 201
+    response = requests.post(
+        statuses(standin), json={"key": "k", "state": "FAILED"}, auth=("dev@acme.example", "api-token"), timeout=5
+    )
+    assert response.status_code == 403
+    assert post(standin, {"key": "k", "state": "FAILED"}).status_code == 200
+
+
+def test_the_same_key_with_another_refname_is_a_second_status(standin):
+    post(standin, {"key": "k", "state": "FAILED", "refname": "main"})
+    post(standin, {"key": "k", "state": "SUCCESSFUL", "refname": "feature/x"})
+    assert sorted(s["refname"] for s in standin.app.shown("acme", "webapp", COMMIT)) == ["feature/x", "main"]
+
+
+def test_unknown_repositories_and_short_commits_are_404(standin):
+    assert post(standin, {"key": "k", "state": "FAILED"}, repo="acme/other").status_code == 404
+    assert post(standin, {"key": "k", "state": "FAILED"}, commit="65ca6a9").status_code == 404
+
+
+def test_put_updates_an_existing_status_and_refuses_a_missing_one(standin):
+    url = f"{statuses(standin)}/k"
+    assert requests.put(url, json={"key": "k", "state": "FAILED"}, headers=BEARER, timeout=5).status_code == 404
+    post(standin, {"key": "k", "state": "INPROGRESS"})
+    assert requests.put(url, json={"key": "k", "state": "FAILED"}, headers=BEARER, timeout=5).status_code == 200
+    assert standin.app.shown("acme", "webapp", COMMIT)[0]["state"] == "FAILED"
+
+
+def test_oauth_client_credentials_give_a_bearer_token(standin):
+    standin.app.accept_consumer("client-id", "client-secret")
+    token = requests.post(
+        standin.token_url, data={"grant_type": "client_credentials"}, auth=("client-id", "client-secret"), timeout=5
+    ).json()
+    assert token["expires_in"] == 7200
+    headers = {"Authorization": f"Bearer {token['access_token']}"}
+    assert post(standin, {"key": "k", "state": "FAILED"}, headers=headers).status_code == 201
+    refused = requests.post(
+        standin.token_url, data={"grant_type": "client_credentials"}, auth=("client-id", "wrong"), timeout=5
+    )
+    assert refused.status_code == 400
+
+
+def test_requests_past_the_rate_limit_get_429(standin):
+    standin.app.rate_limit = 3
+    codes = [post(standin, {"key": "k", "state": "FAILED"}).status_code for _ in range(5)]
+    assert codes == [201, 200, 200, 429, 429]
+
+
+def test_injected_faults_come_at_the_configured_rate(standin):
+    standin.app.fault_rate = 0.5
+    standin.app.faults = ("500", "502", "503", "429")
+    codes = [post(standin, {"key": "k", "state": "FAILED"}).status_code for _ in range(200)]
+    failed = sum(code >= 429 for code in codes)
+    assert 70 <= failed <= 130
+    assert {500, 502, 503, 429} <= set(codes)
+
+
+def test_a_dropped_connection_gives_no_answer(standin):
+    standin.app.fail_next("drop")
+    with pytest.raises(requests.ConnectionError):
+        post(standin, {"key": "k", "state": "FAILED"})
