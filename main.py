@@ -23,6 +23,7 @@ import os
 import re
 import sys
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     import requests
 
 DEFAULT_API_URL = "https://api.bitbucket.org/2.0"
+DEFAULT_OAUTH_TOKEN_URL = "https://bitbucket.org/site/oauth2/access_token"  # noqa: S105 (a URL)
 DEFAULT_MAX_EVENT_AGE_SECONDS = 24 * 3600
 DEFAULT_RETRY_BACKOFF_SECONDS = 0.5
 DEFAULT_HTTP_TIMEOUT_SECONDS = 10.0  # read timeout of every outbound call
@@ -111,6 +113,7 @@ class RepositoryNotFound(Rejected):
 @dataclass(frozen=True)
 class Config:
     api_url: str = DEFAULT_API_URL
+    oauth_token_url: str = DEFAULT_OAUTH_TOKEN_URL
     repositories: tuple[str, ...] = ()
     max_event_age_seconds: float = DEFAULT_MAX_EVENT_AGE_SECONDS
     retry_backoff_seconds: float = DEFAULT_RETRY_BACKOFF_SECONDS
@@ -119,7 +122,8 @@ class Config:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
         return cls(
-            api_url=validated_api_url(env.get("BITBUCKET_API_URL") or DEFAULT_API_URL),
+            api_url=validated_url(env, "BITBUCKET_API_URL", DEFAULT_API_URL),
+            oauth_token_url=validated_url(env, "BITBUCKET_OAUTH_TOKEN_URL", DEFAULT_OAUTH_TOKEN_URL),
             repositories=tuple(
                 p.strip().lower() for p in env.get("BITBUCKET_REPOSITORIES", "").split(",") if p.strip()
             ),
@@ -146,13 +150,14 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
-def validated_api_url(url: str) -> str:
+def validated_url(env: Mapping[str, str], name: str, default: str) -> str:
+    url = env.get(name) or default
     parts = urlsplit(url)
     if parts.scheme == "https" and parts.hostname:
         return url.rstrip("/")
     if parts.scheme == "http" and _is_loopback(parts.hostname or ""):
         return url.rstrip("/")
-    raise ConfigurationError("BITBUCKET_API_URL must be an https:// URL (plain http only for loopback)")
+    raise ConfigurationError(f"{name} must be an https:// URL (plain http only for loopback)")
 
 
 def _is_loopback(host: str) -> bool:
@@ -478,13 +483,17 @@ def _clip(text: str, limit: int) -> str:
 
 @dataclass(frozen=True)
 class Credentials:
-    """What Bitbucket is signed in with. repr never shows the secret."""
+    """What is stored for Bitbucket. repr never shows the secret."""
 
-    scheme: str  # "Basic" or "Bearer"
+    scheme: str  # "Basic", "Bearer", or CONSUMER (exchanged for a Bearer token)
     secret: str = field(repr=False)
 
     def authorization(self) -> str:
-        return f"{self.scheme} {self.secret}"
+        scheme = "Basic" if self.scheme == CONSUMER else self.scheme
+        return f"{scheme} {self.secret}"
+
+
+CONSUMER = "OAuth consumer"
 
 
 def parse_credentials(raw: str | bytes, where: str) -> Credentials:
@@ -494,15 +503,17 @@ def parse_credentials(raw: str | bytes, where: str) -> Credentials:
     except (UnicodeDecodeError, ValueError):
         data = None
     if isinstance(data, dict):
-        username, password, token = data.get("username"), data.get("password"), data.get("token")
-        if _all_text(username, password) and ":" not in username:
-            basic = base64.b64encode(f"{username}:{password}".encode()).decode()
-            return Credentials("Basic", basic)
-        if _all_text(token):
-            return Credentials("Bearer", token)
+        for scheme, (user, password) in (
+            ("Basic", ("username", "password")),
+            (CONSUMER, ("client_id", "client_secret")),
+        ):
+            if _all_text(data.get(user), data.get(password)) and ":" not in data[user]:
+                return Credentials(scheme, base64.b64encode(f"{data[user]}:{data[password]}".encode()).decode())
+        if _all_text(data.get("token")):
+            return Credentials("Bearer", data["token"])
     raise ConfigurationError(
         f"{where} does not hold Bitbucket credentials: expected JSON "
-        '{"username": ..., "password": ...} or {"token": ...}'
+        '{"username": ..., "password": ...}, {"token": ...} or {"client_id": ..., "client_secret": ...}'
     )
 
 
@@ -511,8 +522,6 @@ def _all_text(*values: Any) -> bool:
 
 
 class CredentialSource(Protocol):
-    name: str
-
     def fetch(self) -> Credentials: ...
 
 
@@ -520,10 +529,30 @@ class CredentialSource(Protocol):
 class EnvironmentCredentials:
     """BITBUCKET_CREDENTIALS: the JSON itself (local runs, --set-secrets)."""
 
-    name: str = "BITBUCKET_CREDENTIALS"
+    def fetch(self) -> Credentials:
+        return parse_credentials(os.environ.get("BITBUCKET_CREDENTIALS", ""), "BITBUCKET_CREDENTIALS")
+
+
+@dataclass
+class SecretManagerCredentials:
+    """CREDENTIALS_SECRET: a Secret Manager secret, its latest version unless one is named."""
+
+    secret: str
+    endpoint: str | None = None
+    _client: Any = field(default=None, repr=False)
 
     def fetch(self) -> Credentials:
-        return parse_credentials(os.environ.get(self.name, ""), self.name)
+        if self._client is None:
+            from google.cloud import secretmanager
+
+            options = {"api_endpoint": self.endpoint} if self.endpoint else None
+            self._client = secretmanager.SecretManagerServiceClient(transport="rest", client_options=options)
+        version = self.secret if "/versions/" in self.secret else f"{self.secret}/versions/latest"
+        try:
+            payload = self._client.access_secret_version(name=version).payload.data
+        except Exception as error:  # google.api_core errors, imported lazily
+            raise _google_error(error, version) from None
+        return parse_credentials(payload, f"{version} (CREDENTIALS_SECRET)")
 
 
 @dataclass
@@ -534,7 +563,6 @@ class BucketCredentials:
     blob: str
     key_id: str
     kms_endpoint: str | None = None
-    name: str = "SECRETS_BUCKET/SECRETS_OBJECT"
     _clients: tuple[Any, Any] | None = field(default=None, repr=False)
 
     def fetch(self) -> Credentials:
@@ -567,47 +595,33 @@ def _google_error(error: Exception, where: str) -> Exception:
     return TransientError(f"reading credentials from {where} failed: {summary}: {error}")
 
 
+BUCKET_VARIABLES = ("SECRETS_BUCKET", "SECRETS_OBJECT", "KMS_CRYPTO_KEY_ID")
+SECRET_RE = re.compile(r"projects/[^/]+/secrets/[^/]+(?:/versions/[^/]+)?", re.ASCII)
+
+
 def credential_source(env: Mapping[str, str]) -> CredentialSource:
     """The one credential source the environment configures."""
-    bucket_vars = ("SECRETS_BUCKET", "SECRETS_OBJECT", "KMS_CRYPTO_KEY_ID")
-    found = [v for v in ("BITBUCKET_CREDENTIALS", *bucket_vars) if env.get(v)]
-    in_bucket = [v for v in bucket_vars if env.get(v)]
-    if "BITBUCKET_CREDENTIALS" in found and in_bucket:
-        raise ConfigurationError(f"configure one credential source, found {', '.join(found)}")
-    if "BITBUCKET_CREDENTIALS" in found:
+    found = [v for v in ("BITBUCKET_CREDENTIALS", "CREDENTIALS_SECRET", *BUCKET_VARIABLES) if env.get(v)]
+    sources = {"BUCKET" if v in BUCKET_VARIABLES else v for v in found}
+    if len(sources) > 1:
+        raise ConfigurationError(f"configure exactly one credential source, found {', '.join(found)}")
+    if "BITBUCKET_CREDENTIALS" in sources:
         return EnvironmentCredentials()
-    if len(in_bucket) == len(bucket_vars):
-        return BucketCredentials(
-            env["SECRETS_BUCKET"], env["SECRETS_OBJECT"], env["KMS_CRYPTO_KEY_ID"], env.get("KMS_API_ENDPOINT")
-        )
-    if in_bucket:
-        missing = ", ".join(v for v in bucket_vars if v not in in_bucket)
-        raise ConfigurationError(f"the bucket credential source also needs {missing}")
+    if "CREDENTIALS_SECRET" in sources:
+        if not SECRET_RE.fullmatch(env["CREDENTIALS_SECRET"]):
+            raise ConfigurationError(
+                "CREDENTIALS_SECRET must be projects/PROJECT/secrets/SECRET, optionally with /versions/VERSION"
+            )
+        return SecretManagerCredentials(env["CREDENTIALS_SECRET"], env.get("SECRET_MANAGER_API_ENDPOINT"))
+    if sources:
+        missing = [v for v in BUCKET_VARIABLES if v not in found]
+        if missing:
+            raise ConfigurationError(f"the bucket credential source also needs {', '.join(missing)}")
+        return BucketCredentials(*(env[v] for v in BUCKET_VARIABLES), env.get("KMS_API_ENDPOINT"))
     raise ConfigurationError(
-        "no Bitbucket credentials configured: set BITBUCKET_CREDENTIALS, "
-        "or SECRETS_BUCKET, SECRETS_OBJECT and KMS_CRYPTO_KEY_ID"
+        "no Bitbucket credentials configured: set one of BITBUCKET_CREDENTIALS, CREDENTIALS_SECRET, "
+        "or SECRETS_BUCKET with SECRETS_OBJECT and KMS_CRYPTO_KEY_ID"
     )
-
-
-class CachedCredentials:
-    """Fetches once per instance; fetches again when Bitbucket says 401."""
-
-    def __init__(self, source: CredentialSource) -> None:
-        self.source = source
-        self._current: Credentials | None = None
-        self._lock = threading.Lock()
-
-    def get(self) -> Credentials:
-        with self._lock:
-            if self._current is None:
-                self._current = self.source.fetch()
-            return self._current
-
-    def refresh(self, rejected: Credentials) -> Credentials:
-        with self._lock:
-            if self._current is rejected or self._current is None:
-                self._current = self.source.fetch()
-            return self._current
 
 
 # --- The Bitbucket client ----------------------------------------------------
@@ -642,14 +656,80 @@ def http_session(backoff_seconds: float) -> requests.Session:
     return session
 
 
+def send(session: requests.Session, method: str, url: str, **kwargs: Any) -> requests.Response:
+    """One request with TLS verified; a network failure becomes a TransientError."""
+    import requests
+
+    try:
+        return session.request(method, url, verify=True, **kwargs)
+    except requests.RequestException as error:
+        raise TransientError(f"{method} to Bitbucket failed: {type(error).__name__}") from None
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    authorization: str = field(repr=False)
+    renew_at: float  # time.monotonic() value
+
+
+class SignIn:
+    """The Authorization header for Bitbucket: credentials fetched once per
+    instance, fetched again when Bitbucket says 401; an OAuth consumer's token
+    kept until shortly before it expires."""
+
+    def __init__(self, source: CredentialSource, session: requests.Session, token_url: str, timeout: Any) -> None:
+        self.source = source
+        self.session = session
+        self.token_url = token_url
+        self.timeout = timeout
+        self._stored: Credentials | None = None
+        self._token: AccessToken | None = None
+        self._lock = threading.RLock()
+
+    def header(self) -> str:
+        with self._lock:
+            if self._stored is None:
+                self._stored = self.source.fetch()
+            if self._stored.scheme != CONSUMER:
+                return self._stored.authorization()
+            if self._token is None or time.monotonic() >= self._token.renew_at:
+                self._token = self._exchange(self._stored)
+            return self._token.authorization
+
+    def rejected(self, header: str) -> str:
+        """Bitbucket refused `header`: fetch the credentials again, unless another thread already did."""
+        with self._lock:
+            if self._stored is not None and self.header() == header:
+                self._stored, self._token = None, None
+            return self.header()
+
+    def _exchange(self, consumer: Credentials) -> AccessToken:
+        """The client-credentials grant: one token serves every event until it nearly expires."""
+        response = send(
+            self.session,
+            "POST",
+            self.token_url,
+            data={"grant_type": "client_credentials"},
+            headers={"Authorization": consumer.authorization()},
+            timeout=self.timeout,
+        )
+        body = _json(response)
+        token, lifetime = body.get("access_token"), body.get("expires_in")
+        if response.status_code != 200 or not _all_text(token):
+            reason = _text(body.get("error_description")) or _text(body.get("error")) or response.reason
+            raise TransientError(f"Bitbucket refused the OAuth consumer: {response.status_code} {_clip(reason, 200)}")
+        lifetime = float(lifetime) if isinstance(lifetime, (int, float)) and lifetime > 0 else 3600.0
+        return AccessToken(f"Bearer {token}", time.monotonic() + lifetime - min(60.0, lifetime / 2))
+
+
 class Bitbucket:
     """The commit-status endpoints of one Bitbucket Cloud API."""
 
-    def __init__(self, api_url: str, credentials: CachedCredentials, session: requests.Session, timeout: float) -> None:
+    def __init__(self, api_url: str, sign_in: SignIn, session: requests.Session, timeout: Any) -> None:
         self.api_url = api_url
-        self.credentials = credentials
+        self.sign_in = sign_in
         self.session = session
-        self.timeout = (min(CONNECT_TIMEOUT_SECONDS, timeout), timeout)
+        self.timeout = timeout
 
     def read(self, repository: Repository, commit: str, key: str) -> RemoteStatus | None:
         response = self._send("GET", f"{self._statuses(repository, commit)}/{key}")
@@ -672,11 +752,11 @@ class Bitbucket:
         return f"{self.api_url}/repositories/{repository.workspace}/{repository.slug}/commit/{commit}/statuses/build"
 
     def _send(self, method: str, url: str, body: dict[str, str] | None = None) -> requests.Response:
-        credentials = self.credentials.get()
-        response = self._request(method, url, body, credentials)
+        header = self.sign_in.header()
+        response = self._request(method, url, body, header)
         if response.status_code == 401:
             # The credential may have been rotated since this instance read it.
-            response = self._request(method, url, body, self.credentials.refresh(credentials))
+            response = self._request(method, url, body, self.sign_in.rejected(header))
         if response.ok or response.status_code == 404:
             return response
         message = f"Bitbucket answered {response.status_code} to {method}: {bitbucket_error(response)}"
@@ -686,22 +766,9 @@ class Bitbucket:
             raise TransientError(message)
         raise Rejected(message)
 
-    def _request(
-        self, method: str, url: str, body: dict[str, str] | None, credentials: Credentials
-    ) -> requests.Response:
-        import requests
-
-        try:
-            return self.session.request(
-                method,
-                url,
-                json=body,
-                headers={"Authorization": credentials.authorization(), "Accept": "application/json"},
-                timeout=self.timeout,
-                verify=True,
-            )
-        except requests.RequestException as error:
-            raise TransientError(f"{method} to Bitbucket failed: {type(error).__name__}") from None
+    def _request(self, method: str, url: str, body: dict[str, str] | None, header: str) -> requests.Response:
+        headers = {"Authorization": header, "Accept": "application/json"}
+        return send(self.session, method, url, json=body, headers=headers, timeout=self.timeout)
 
 
 def _json(response: requests.Response) -> Mapping[str, Any]:
@@ -875,10 +942,10 @@ class Instance:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Instance:
         config = Config.from_env(env)
-        credentials = CachedCredentials(credential_source(env))
         session = http_session(config.retry_backoff_seconds)
-        bitbucket = Bitbucket(config.api_url, credentials, session, config.http_timeout_seconds)
-        return cls(config, Reporter(bitbucket))
+        timeout = (min(CONNECT_TIMEOUT_SECONDS, config.http_timeout_seconds), config.http_timeout_seconds)
+        sign_in = SignIn(credential_source(env), session, config.oauth_token_url, timeout)
+        return cls(config, Reporter(Bitbucket(config.api_url, sign_in, session, timeout)))
 
 
 _instance: Instance | None = None

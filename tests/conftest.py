@@ -88,6 +88,36 @@ def bucket_credentials(
     return store
 
 
+@pytest.fixture
+def secret_credentials(monkeypatch: pytest.MonkeyPatch, google: GoogleServer, bitbucket: Server) -> Any:
+    """Credentials in Secret Manager; each call adds a version."""
+    secret = f"projects/local-project/secrets/bitbucket-{len(google.app.secrets)}"
+
+    def store(credentials: dict[str, str]) -> None:
+        google.app.add_secret_version(secret, json.dumps(credentials).encode())
+
+    monkeypatch.delenv("BITBUCKET_CREDENTIALS")
+    monkeypatch.setenv("CREDENTIALS_SECRET", secret)
+    monkeypatch.setenv("SECRET_MANAGER_API_ENDPOINT", google.endpoint)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(google.sa_file))
+    store({"token": TOKEN})
+    return store
+
+
+@pytest.fixture
+def environment_credentials(monkeypatch: pytest.MonkeyPatch, bitbucket: Server) -> Any:
+    def store(credentials: dict[str, str]) -> None:
+        monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps(credentials))
+
+    return store
+
+
+@pytest.fixture(params=["environment", "secret", "bucket"])
+def credential_store(request: pytest.FixtureRequest) -> Any:
+    """Each credential source in turn: a function that stores credentials JSON in it."""
+    return request.getfixturevalue(f"{request.param}_credentials")
+
+
 def log_lines(output: str) -> list[dict[str, Any]]:
     """The function's structured log lines; fails on any line that is not one."""
     return [json.loads(line) for line in output.splitlines() if line.strip()]

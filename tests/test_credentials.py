@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import time
 
 import pytest
 
@@ -46,7 +48,7 @@ def test_malformed_credentials_are_a_configuration_error_naming_the_variable_not
 
 
 def test_no_credentials_at_all_names_every_way_to_configure_them(monkeypatch):
-    with pytest.raises(main.ConfigurationError, match="BITBUCKET_CREDENTIALS, or SECRETS_BUCKET"):
+    with pytest.raises(main.ConfigurationError, match="BITBUCKET_CREDENTIALS, CREDENTIALS_SECRET, or SECRETS_BUCKET"):
         deliver(build("SUCCESS"))
 
 
@@ -128,3 +130,134 @@ def test_an_error_answer_from_bitbucket_is_reported(bucket_credentials, bitbucke
     deliver(build("SUCCESS"))
     errors = [line for line in log_lines(capsys.readouterr().out) if line["severity"] == "ERROR"]
     assert "404" in errors[0]["message"]
+
+
+# --- every source with every shape; OAuth consumers; Secret Manager; rotation ---
+
+SHAPES = {
+    "api token": {"username": "ci@acme.example", "password": "ATATT3x-api-token"},
+    "access token": {"token": "repository-access-token"},
+    "oauth consumer": {"client_id": "consumer-key", "client_secret": "consumer-secret"},
+}
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_every_source_works_with_every_credential_shape(bitbucket, credential_store, monkeypatch, shape):
+    bitbucket.app.revoke_all()
+    bitbucket.app.accept_basic("ci@acme.example", "ATATT3x-api-token")
+    bitbucket.app.accept_token("repository-access-token")
+    bitbucket.app.accept_consumer("consumer-key", "consumer-secret")
+    monkeypatch.setenv("BITBUCKET_OAUTH_TOKEN_URL", bitbucket.token_url)
+    credential_store(SHAPES[shape])
+    deliver(build("WORKING"))
+    deliver(build("SUCCESS"))
+    assert [s["state"] for s in shown(bitbucket)] == ["SUCCESSFUL"]
+
+
+def oauth(bitbucket, monkeypatch, store) -> None:
+    bitbucket.app.accept_consumer("consumer-key", "consumer-secret")
+    monkeypatch.setenv("BITBUCKET_OAUTH_TOKEN_URL", bitbucket.token_url)
+    store(SHAPES["oauth consumer"])
+
+
+def token_requests(bitbucket) -> int:
+    return sum(1 for call in bitbucket.app.calls if call.path == "/site/oauth2/access_token")
+
+
+def test_one_oauth_token_serves_many_events(bitbucket, environment_credentials, monkeypatch):
+    oauth(bitbucket, monkeypatch, environment_credentials)
+    for n in range(5):
+        deliver(build("SUCCESS", f"b-{n}", commit=f"{n:040x}"))
+    assert token_requests(bitbucket) == 1
+    assert all(shown(bitbucket, commit=f"{n:040x}") for n in range(5))
+
+
+def test_an_oauth_token_is_renewed_shortly_before_it_expires(bitbucket, environment_credentials, monkeypatch):
+    bitbucket.app.token_lifetime = 2  # renewed once less than a second is left
+    oauth(bitbucket, monkeypatch, environment_credentials)
+    deliver(build("WORKING"))
+    time.sleep(1.1)
+    deliver(build("SUCCESS"))
+    assert token_requests(bitbucket) == 2
+    assert [c.status for c in bitbucket.app.calls if c.status == 401] == []
+
+
+def test_an_oauth_token_bitbucket_no_longer_accepts_is_replaced(bitbucket, environment_credentials, monkeypatch):
+    oauth(bitbucket, monkeypatch, environment_credentials)
+    deliver(build("WORKING"))
+    bitbucket.app._oauth_tokens.clear()  # Bitbucket revokes the token early
+    deliver(build("SUCCESS"))
+    assert token_requests(bitbucket) == 2
+    assert [s["state"] for s in shown(bitbucket)] == ["SUCCESSFUL"]
+
+
+def test_a_refused_oauth_consumer_raises_without_showing_its_secret(bitbucket, environment_credentials, monkeypatch):
+    monkeypatch.setenv("BITBUCKET_OAUTH_TOKEN_URL", bitbucket.token_url)
+    environment_credentials(SHAPES["oauth consumer"])
+    with pytest.raises(main.TransientError, match="Bitbucket refused the OAuth consumer: 400 Invalid OAuth") as raised:
+        deliver(build("SUCCESS"))
+    assert "consumer-secret" not in str(raised.value)
+
+
+def test_secret_manager_is_read_once_per_instance(bitbucket, secret_credentials, google):
+    reads = google.app.counts["secretmanager.access"]
+    for n in range(3):
+        deliver(build("SUCCESS", f"b-{n}", commit=f"{n:040x}"))
+    assert google.app.counts["secretmanager.access"] - reads == 1
+
+
+def test_a_pinned_secret_version_is_read_as_named(bitbucket, secret_credentials, google, monkeypatch):
+    secret = os.environ["CREDENTIALS_SECRET"]
+    secret_credentials({"token": "a-newer-token-bitbucket-does-not-know"})
+    monkeypatch.setenv("CREDENTIALS_SECRET", f"{secret}/versions/1")
+    deliver(build("SUCCESS"))
+    assert [s["state"] for s in shown(bitbucket)] == ["SUCCESSFUL"]
+
+
+@pytest.mark.parametrize("value", ["my-secret", "projects/p/secrets/s/extra", "projects/p/secrets/s/versions/1/x"])
+def test_a_malformed_secret_name_is_a_configuration_error(monkeypatch, value):
+    monkeypatch.setenv("CREDENTIALS_SECRET", value)
+    with pytest.raises(main.ConfigurationError, match="CREDENTIALS_SECRET must be projects/PROJECT/secrets/SECRET"):
+        deliver(build("SUCCESS"))
+
+
+def test_a_missing_secret_is_a_configuration_error_naming_it(bitbucket, secret_credentials, monkeypatch):
+    monkeypatch.setenv("CREDENTIALS_SECRET", "projects/local-project/secrets/absent")
+    with pytest.raises(main.ConfigurationError, match="projects/local-project/secrets/absent/versions/latest"):
+        deliver(build("SUCCESS"))
+
+
+def test_secret_and_environment_together_are_a_configuration_error(monkeypatch):
+    monkeypatch.setenv("BITBUCKET_CREDENTIALS", "{}")
+    monkeypatch.setenv("CREDENTIALS_SECRET", "projects/p/secrets/s")
+    with pytest.raises(main.ConfigurationError, match="found BITBUCKET_CREDENTIALS, CREDENTIALS_SECRET"):
+        deliver(build("SUCCESS"))
+
+
+@pytest.mark.parametrize("source", ["secret", "bucket", "oauth"])
+def test_rotation_reaches_a_warm_instance_with_one_refetch_and_no_event_lost(
+    request, bitbucket, google, storage, monkeypatch, source
+):
+    store = request.getfixturevalue("bucket_credentials" if source == "bucket" else "secret_credentials")
+    if source == "oauth":
+        old, new = SHAPES["oauth consumer"], {"client_id": "consumer-key", "client_secret": "rotated-secret"}
+        monkeypatch.setenv("BITBUCKET_OAUTH_TOKEN_URL", bitbucket.token_url)
+        bitbucket.app.accept_consumer("consumer-key", "consumer-secret")
+    else:
+        old, new = SHAPES["api token"], {"username": "ci@acme.example", "password": "rotated-api-token"}
+        bitbucket.app.accept_basic("ci@acme.example", "ATATT3x-api-token")
+    store(old)
+    fetches = lambda: google.app.counts["secretmanager.access"] + google.app.counts["kms.decrypt"]  # noqa: E731
+    deliver(build("WORKING"))
+    before = fetches()
+
+    bitbucket.app.revoke_all()  # Bitbucket revokes the old credential ...
+    if source == "oauth":
+        bitbucket.app.accept_consumer("consumer-key", "rotated-secret")
+    else:
+        bitbucket.app.accept_basic("ci@acme.example", "rotated-api-token")
+    store(new)  # ... and the stored one is replaced
+    deliver(build("SUCCESS"))
+
+    assert fetches() - before == 1
+    assert [s["state"] for s in shown(bitbucket)] == ["SUCCESSFUL"]
