@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: test lint format demo clean
+.PHONY: test lint format demo deploy credentials clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,14 @@ test: lint
 
 demo: $(BIN)/.installed
 	$(BIN)/python -m demo
+
+# make deploy PROJECT=my-project REGION=europe-west1 [SOURCE=secret|bucket] [DRY_RUN=1]
+deploy:
+	PROJECT="$(PROJECT)" REGION="$(REGION)" SOURCE="$(SOURCE)" DRY_RUN="$(DRY_RUN)" deploy/deploy.sh deploy
+
+# make credentials PROJECT=my-project [SOURCE=secret|bucket] < credentials.json
+credentials:
+	PROJECT="$(PROJECT)" SOURCE="$(SOURCE)" DRY_RUN="$(DRY_RUN)" deploy/deploy.sh credentials
 
 format: $(BIN)/.installed
 	$(BIN)/ruff format .

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Deploy bitbucket-build-status to Google Cloud, or store its Bitbucket credentials.
+#
+#   deploy/deploy.sh deploy        enable APIs, create what is missing, grant, deploy (idempotent)
+#   deploy/deploy.sh credentials   read the credentials JSON from standard input and store it
+#
+# Settings (environment): PROJECT and REGION (required); SOURCE=secret (Secret
+# Manager, the default) or bucket (KMS-encrypted object, the original design);
+# DRY_RUN=1 prints every command, one per line, instead of running it.
+set -euo pipefail
+
+: "${PROJECT:?set PROJECT, e.g. make deploy PROJECT=my-project REGION=europe-west1}"
+SOURCE=${SOURCE:-secret}
+DRY_RUN=${DRY_RUN:-}
+FUNCTION=${FUNCTION:-bitbucket-build-status}
+TOPIC=${TOPIC:-cloud-builds}
+SA_NAME=${SA_NAME:-bitbucket-build-status}
+SA="$SA_NAME@$PROJECT.iam.gserviceaccount.com"
+SECRET=${SECRET:-bitbucket-build-status-credentials}
+BUCKET=${BUCKET:-$PROJECT-bitbucket-build-status}
+OBJECT=${OBJECT:-bitbucket-credentials.json.enc}
+KEYRING=${KEYRING:-bitbucket-build-status}
+KEY=${KEY:-credentials}
+KMS_LOCATION=${KMS_LOCATION:-global}
+KEY_ID="projects/$PROJECT/locations/$KMS_LOCATION/keyRings/$KEYRING/cryptoKeys/$KEY"
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+
+case "$SOURCE" in
+  secret | bucket) ;;
+  *) echo "SOURCE must be secret or bucket, not '$SOURCE'" >&2; exit 2 ;;
+esac
+
+# Run a command, or print it (shell-quoted, one line) when DRY_RUN is set.
+run() {
+  if [ -n "$DRY_RUN" ]; then
+    printf '%q ' "$@" | sed 's/ $//'
+    echo
+  else
+    "$@"
+  fi
+}
+
+# Create something only when `describe` says it is missing (idempotent re-runs).
+ensure() {
+  local describe=$1; shift
+  if [ -z "$DRY_RUN" ] && eval "$describe" >/dev/null 2>&1; then
+    return 0
+  fi
+  run "$@"
+}
+
+deploy() {
+  : "${REGION:?set REGION, e.g. make deploy PROJECT=my-project REGION=europe-west1}"
+  local apis=(cloudfunctions.googleapis.com run.googleapis.com eventarc.googleapis.com
+    cloudbuild.googleapis.com pubsub.googleapis.com artifactregistry.googleapis.com)
+  if [ "$SOURCE" = secret ]; then
+    apis+=(secretmanager.googleapis.com)
+  else
+    apis+=(cloudkms.googleapis.com storage.googleapis.com)
+  fi
+  run gcloud services enable "${apis[@]}" --project="$PROJECT"
+  ensure "gcloud pubsub topics describe $TOPIC --project=$PROJECT" \
+    gcloud pubsub topics create "$TOPIC" --project="$PROJECT"
+  ensure "gcloud iam service-accounts describe $SA --project=$PROJECT" \
+    gcloud iam service-accounts create "$SA_NAME" --display-name="Bitbucket build status" --project="$PROJECT"
+
+  local env_vars
+  if [ "$SOURCE" = secret ]; then
+    ensure "gcloud secrets describe $SECRET --project=$PROJECT" \
+      gcloud secrets create "$SECRET" --replication-policy=automatic --project="$PROJECT"
+    run gcloud secrets add-iam-policy-binding "$SECRET" --member="serviceAccount:$SA" \
+      --role=roles/secretmanager.secretAccessor --project="$PROJECT"
+    env_vars="CREDENTIALS_SECRET=projects/$PROJECT/secrets/$SECRET"
+  else
+    ensure "gcloud kms keyrings describe $KEYRING --location=$KMS_LOCATION --project=$PROJECT" \
+      gcloud kms keyrings create "$KEYRING" --location="$KMS_LOCATION" --project="$PROJECT"
+    ensure "gcloud kms keys describe $KEY --keyring=$KEYRING --location=$KMS_LOCATION --project=$PROJECT" \
+      gcloud kms keys create "$KEY" --keyring="$KEYRING" --location="$KMS_LOCATION" --purpose=encryption \
+      --project="$PROJECT"
+    ensure "gcloud storage buckets describe gs://$BUCKET --project=$PROJECT" \
+      gcloud storage buckets create "gs://$BUCKET" --location="$REGION" --uniform-bucket-level-access \
+      --public-access-prevention --project="$PROJECT"
+    run gcloud storage buckets add-iam-policy-binding "gs://$BUCKET" --member="serviceAccount:$SA" \
+      --role=roles/storage.objectViewer \
+      --condition="expression=resource.name == \"projects/_/buckets/$BUCKET/objects/$OBJECT\",title=bitbucket-credentials-object-only" \
+      --project="$PROJECT"
+    run gcloud kms keys add-iam-policy-binding "$KEY" --keyring="$KEYRING" --location="$KMS_LOCATION" \
+      --member="serviceAccount:$SA" --role=roles/cloudkms.cryptoKeyDecrypter --project="$PROJECT"
+    env_vars="SECRETS_BUCKET=$BUCKET,SECRETS_OBJECT=$OBJECT,KMS_CRYPTO_KEY_ID=$KEY_ID"
+  fi
+
+  run gcloud functions deploy "$FUNCTION" --gen2 --project="$PROJECT" --region="$REGION" \
+    --runtime=python313 --source="$ROOT" --entry-point=build_status_cloudevent \
+    --trigger-topic="$TOPIC" --retry --service-account="$SA" --trigger-service-account="$SA" \
+    --set-env-vars="$env_vars"
+  # The Pub/Sub trigger calls the function as the same service account.
+  run gcloud functions add-invoker-policy-binding "$FUNCTION" --region="$REGION" \
+    --member="serviceAccount:$SA" --project="$PROJECT"
+}
+
+credentials() {
+  if [ -n "$DRY_RUN" ]; then
+    :  # nothing is read: the commands below would read the JSON from standard input
+  else
+    if [ -t 0 ]; then
+      echo "Paste the credentials JSON, then Ctrl-D (it is not echoed to any log):" >&2
+    fi
+    local json
+    json=$(cat)
+    printf '%s' "$json" | python3 -c '
+import json, sys
+data = json.load(sys.stdin)
+shapes = ({"username", "password"}, {"token"}, {"client_id", "client_secret"})
+if not isinstance(data, dict) or not any(s <= data.keys() for s in shapes):
+    sys.exit("expected {\"username\", \"password\"}, {\"token\"} or {\"client_id\", \"client_secret\"}")
+' || { echo "standard input is not credentials JSON; nothing was stored" >&2; exit 2; }
+    exec 3<<<"$json"
+    exec 0<&3
+  fi
+  if [ "$SOURCE" = secret ]; then
+    run gcloud secrets versions add "$SECRET" --data-file=- --project="$PROJECT"
+  elif [ -n "$DRY_RUN" ]; then
+    printf '%s | %s\n' \
+      "$(run gcloud kms encrypt --key="$KEY_ID" --plaintext-file=- --ciphertext-file=-)" \
+      "$(run gcloud storage cp - "gs://$BUCKET/$OBJECT" --project="$PROJECT")"
+  else
+    gcloud kms encrypt --key="$KEY_ID" --plaintext-file=- --ciphertext-file=- \
+      | gcloud storage cp - "gs://$BUCKET/$OBJECT" --project="$PROJECT"
+  fi
+}
+
+case "${1:-}" in
+  deploy) deploy ;;
+  credentials) credentials ;;
+  *) echo "usage: $0 deploy|credentials" >&2; exit 2 ;;
+esac
