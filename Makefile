@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: test lint format demo deploy credentials clean
+.PHONY: test lint format demo soak fuzz bench deploy credentials clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ lint: $(BIN)/.installed
 
 test: lint
 	$(BIN)/python -m pytest
+
+soak: $(BIN)/.installed
+	$(BIN)/python -m tests.soak --builds 250
 
 demo: $(BIN)/.installed
 	$(BIN)/python -m demo

@@ -89,9 +89,12 @@ deploy() {
     env_vars="SECRETS_BUCKET=$BUCKET,SECRETS_OBJECT=$OBJECT,KMS_CRYPTO_KEY_ID=$KEY_ID"
   fi
 
+  # One instance handling events concurrently: its per-status locks and memory
+  # serialize every status, so two instances cannot race between read and write.
   run gcloud functions deploy "$FUNCTION" --gen2 --project="$PROJECT" --region="$REGION" \
     --runtime=python313 --source="$ROOT" --entry-point=build_status_cloudevent \
     --trigger-topic="$TOPIC" --retry --service-account="$SA" --trigger-service-account="$SA" \
+    --max-instances=1 --concurrency=80 --cpu=1 --memory=512Mi \
     --set-env-vars="$env_vars"
   # The Pub/Sub trigger calls the function as the same service account.
   run gcloud functions add-invoker-policy-binding "$FUNCTION" --region="$REGION" \

@@ -8,6 +8,7 @@ import pytest
 
 import main
 from tests import builds
+from tests.standins import LOGS, SEEN_SECRETS, remember_basic, remember_secret
 from tests.standins.bitbucket import Bitbucket, Server
 from tests.standins.google import Google, GoogleServer, Storage
 
@@ -29,6 +30,43 @@ CONFIG_VARIABLES = (
     "HTTP_TIMEOUT_SECONDS",
 )
 TOKEN = "bb-access-token-7Qx2"  # the stand-in's only accepted credential unless a test adds more
+SECRET_FIELDS = ("password", "token", "client_secret")
+
+
+def remember_stored(credentials: dict[str, str]) -> None:
+    """Every secret a test stores is one that must never be printed."""
+    for name in SECRET_FIELDS:
+        remember_secret(credentials.get(name, ""))
+    if "password" in credentials:
+        remember_basic(credentials.get("username", ""), credentials["password"])
+    if "client_secret" in credentials:
+        remember_basic(credentials.get("client_id", ""), credentials["client_secret"])
+
+
+# --- no secret in any output of the whole session --------------------------------
+
+_OUTPUTS: list[tuple[str, str]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Keep everything a test wrote to stdout and stderr, and every failure text."""
+    for name, text in report.sections:
+        _OUTPUTS.append((f"{report.nodeid} ({name})", text))
+    if report.failed:
+        _OUTPUTS.append((f"{report.nodeid} (failure)", report.longreprtext))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the session if any credential used by any test appears in any output."""
+    outputs = _OUTPUTS + [("functions-framework log", log) for log in LOGS]
+    leaks = sorted({where for where, text in outputs for secret in SEEN_SECRETS if secret in text})
+    if leaks:
+        session.config.get_terminal_writer().line(
+            "A credential appeared in the output of: " + "; ".join(leaks), red=True
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 KMS_KEY = "projects/local-project/locations/global/keyRings/bitbucket/cryptoKeys/build-status"
 
 
@@ -75,6 +113,7 @@ def bucket_credentials(
     """Credentials stored as the original function stored them: KMS-encrypted, in a bucket."""
 
     def store(credentials: dict[str, str], name: str = "bitbucket-credentials.json.enc") -> None:
+        remember_stored(credentials)
         storage.put("acme-secrets", name, google.app.encrypt(KMS_KEY, json.dumps(credentials).encode()))
         monkeypatch.setenv("SECRETS_OBJECT", name)
 
@@ -94,6 +133,7 @@ def secret_credentials(monkeypatch: pytest.MonkeyPatch, google: GoogleServer, bi
     secret = f"projects/local-project/secrets/bitbucket-{len(google.app.secrets)}"
 
     def store(credentials: dict[str, str]) -> None:
+        remember_stored(credentials)
         google.app.add_secret_version(secret, json.dumps(credentials).encode())
 
     monkeypatch.delenv("BITBUCKET_CREDENTIALS")
@@ -107,6 +147,7 @@ def secret_credentials(monkeypatch: pytest.MonkeyPatch, google: GoogleServer, bi
 @pytest.fixture
 def environment_credentials(monkeypatch: pytest.MonkeyPatch, bitbucket: Server) -> Any:
     def store(credentials: dict[str, str]) -> None:
+        remember_stored(credentials)
         monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps(credentials))
 
     return store

@@ -102,6 +102,7 @@ def test_the_function_is_deployed_as_2nd_gen_python313_on_cloud_builds_with_retr
     for flag in (
         "--gen2", "--runtime=python313", "--entry-point=build_status_cloudevent", "--trigger-topic=cloud-builds",
         "--retry", "--service-account=bitbucket-build-status@x.iam.gserviceaccount.com",
+        "--max-instances=1", "--concurrency=80",
     ):  # fmt: skip
         assert flag in deploy
     env = next(arg for arg in deploy if arg.startswith("--set-env-vars="))

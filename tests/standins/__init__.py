@@ -1,0 +1,22 @@
+"""Local stand-ins for the services the function talks to.
+
+Every secret a stand-in accepts or issues is remembered in SEEN_SECRETS, so the
+test session can prove that none of them was ever printed (tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import base64
+
+SEEN_SECRETS: set[str] = set()
+LOGS: list[str] = []  # output of child processes (functions-framework), scanned like test output
+
+
+def remember_secret(*values: str) -> None:
+    for value in values:
+        if value and len(value) >= 8:
+            SEEN_SECRETS.add(value)
+
+
+def remember_basic(user: str, password: str) -> None:
+    remember_secret(password, base64.b64encode(f"{user}:{password}".encode()).decode())

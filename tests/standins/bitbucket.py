@@ -35,6 +35,8 @@ from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
+from tests.standins import remember_basic, remember_secret
+
 SPEC = Path(
     os.environ.get("BITBUCKET_OPENAPI_SPEC")
     or Path(__file__).resolve().parents[3] / "shared" / "specs" / "bitbucket-cloud-2.0.openapi.json"
@@ -72,6 +74,7 @@ class Call:
     method: str
     path: str
     status: int
+    raw_uri: str = ""
     body: dict[str, Any] | None = None
     fault: str | None = None
 
@@ -104,12 +107,15 @@ class Bitbucket:
     # --- what tests configure -------------------------------------------------
 
     def accept_basic(self, username: str, password: str) -> None:
+        remember_basic(username, password)
         self.basic[username] = password
 
     def accept_token(self, token: str) -> None:
+        remember_secret(token)
         self.tokens.add(token)
 
     def accept_consumer(self, client_id: str, secret: str) -> None:
+        remember_basic(client_id, secret)
         self.consumers[client_id] = secret
 
     def revoke_all(self) -> None:
@@ -179,7 +185,8 @@ class Bitbucket:
 
     def _record(self, request: Request, status: int, body: Any, fault: str | None) -> None:
         with self._lock:
-            self.calls.append(Call(request.method, request.path, status, body, fault))
+            raw_uri = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI", "")
+            self.calls.append(Call(request.method, request.path, status, raw_uri, body, fault))
 
     def _handle(self, request: Request) -> Response:
         if request.path == TOKEN_PATH and request.method == "POST":
@@ -280,6 +287,7 @@ class Bitbucket:
             if client_id not in self.consumers or not secrets.compare_digest(self.consumers[client_id], secret):
                 return _json({"error": "invalid_client", "error_description": "Invalid OAuth client credentials"}, 400)
             token = secrets.token_urlsafe(24)
+            remember_secret(token)
             self._oauth_tokens[token] = (client_id, time.monotonic() + self.token_lifetime)
         return _json(
             {"access_token": token, "token_type": "bearer", "expires_in": self.token_lifetime, "scopes": "repository"}
@@ -296,6 +304,7 @@ class Server:
 
     def __init__(self, app: Bitbucket, port: int = 0, ssl_context: Any = None) -> None:
         self.app = app
+        openapi()  # loaded before the first request, which would otherwise wait a second for it
         self._server = make_server("127.0.0.1", port, app, threaded=True, ssl_context=ssl_context)
         self._server.daemon_threads = True
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request is noise here

@@ -27,6 +27,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
+from tests.standins import remember_secret
+
 KMS_ACTION = re.compile(r"/v1/(?P<name>projects/[^:]+/cryptoKeys/[^/:]+):(?P<action>encrypt|decrypt)")
 SECRET_ACCESS = re.compile(r"/v1/(?P<secret>projects/[^/]+/secrets/[^/]+)/versions/(?P<version>[^/:]+):access")
 
@@ -98,6 +100,7 @@ class Google:
         if len(request.form.get("assertion", "").split(".")) != 3:
             return _json({"error": "invalid_grant"}, 400)
         token = secrets.token_urlsafe(24)
+        remember_secret(token)
         with self._lock:
             self._tokens.add(token)
             self.counts["token"] += 1

@@ -21,6 +21,8 @@ from typing import Any
 
 import requests
 
+from tests.standins import LOGS
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -55,6 +57,10 @@ class Process:
         return self.log.read_text(errors="replace")
 
     def stop(self) -> None:
+        self._stop()
+        LOGS.append(self.output())
+
+    def _stop(self) -> None:
         if self.popen.poll() is None:
             os.killpg(self.popen.pid, signal.SIGTERM)
             try:
