@@ -21,6 +21,9 @@ test: lint
 soak: $(BIN)/.installed
 	$(BIN)/python -m tests.soak --builds 250
 
+fuzz: $(BIN)/.installed
+	FUZZ_EXAMPLES=100000 $(BIN)/python -m pytest tests/test_fuzz.py -q -s -p no:cacheprovider --hypothesis-show-statistics
+
 demo: $(BIN)/.installed
 	$(BIN)/python -m demo
 

@@ -307,6 +307,7 @@ class Server:
         openapi()  # loaded before the first request, which would otherwise wait a second for it
         self._server = make_server("127.0.0.1", port, app, threaded=True, ssl_context=ssl_context)
         self._server.daemon_threads = True
+        self._server.block_on_close = False  # a stalled answer must not hold up stop()
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request is noise here
         original = self._server.get_request
 

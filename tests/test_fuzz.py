@@ -1,0 +1,136 @@
+"""Fuzzing the function with Pub/Sub messages: real samples mutated field by
+field, random JSON, wrong types, huge strings, unicode, missing and null fields,
+invalid base64. `make fuzz` runs 100,000 examples; `make test` a short run.
+
+Whatever arrives: nothing escapes but a request for redelivery (and against a
+healthy Bitbucket, not even that); every message leaves exactly one log line
+with a reason; a message that is not reported sends no request; and every
+request that does leave goes to a commit-status endpoint of a validly named
+repository and a 40-hex commit.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import os
+import re
+from typing import Any
+
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+import main
+from tests.builds import Context, build, encode, sample
+
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
+ALLOWED_PATH = re.compile(
+    r"/2\.0/repositories/[A-Za-z0-9_][A-Za-z0-9_-]*/[A-Za-z0-9_][A-Za-z0-9._-]*"
+    r"/commit/[0-9a-f]{40}/statuses/build(?:/[A-Za-z0-9._-]{1,40})?"
+)
+SEEDS = [
+    sample("bitbucket-mirror-branch"),
+    sample("github-app-storage-source"),
+    sample("trigger-substitutions-partial"),
+    *(build(status, source=source) for source in ("connection", "git", "mirror", "webhook")
+      for status in ("QUEUED", "WORKING", "SUCCESS", "FAILURE")),
+]  # fmt: skip
+FIELDS = (
+    "status", "id", "logUrl", "startTime", "finishTime", "buildTriggerId", "statusDetail",
+    "substitutions._BITBUCKET_REPO", "substitutions._BITBUCKET_COMMIT", "substitutions._BITBUCKET_BRANCH",
+    "substitutions._BITBUCKET_KEY", "substitutions.COMMIT_SHA", "substitutions.BRANCH_NAME",
+    "substitutions.TRIGGER_NAME", "substitutions.REPO_FULL_NAME", "substitutions",
+    "source.repoSource.repoName", "source.repoSource.branchName", "source.gitSource.url", "source",
+    "sourceProvenance.resolvedRepoSource.commitSha", "sourceProvenance", "failureInfo.detail", "failureInfo",
+)  # fmt: skip
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=50),
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5),
+    max_leaves=20,
+)
+nasty_strings = st.one_of(
+    st.text(),
+    st.text(alphabet=st.characters(codec="utf-8"), min_size=1),
+    st.sampled_from(["", " ", "../..", "a/b", "%2F", "\x00", "\u202e", "ａｃｍｅ/webapp", "acme/web app", "x" * 5000]),
+    st.builds(lambda n: "y" * n, st.integers(255, 100_000)),
+)
+
+
+def mutate(document: dict[str, Any], path: str, value: Any, delete: bool) -> dict[str, Any]:
+    document = json.loads(json.dumps(document))
+    *parents, last = path.split(".")
+    node = document
+    for name in parents:
+        if not isinstance(node.get(name), dict):
+            node[name] = {}
+        node = node[name]
+    if delete:
+        node.pop(last, None)
+    else:
+        node[last] = value
+    return document
+
+
+mutated_builds = st.builds(
+    mutate,
+    st.sampled_from(SEEDS),
+    st.sampled_from(FIELDS),
+    st.one_of(st.none(), json_values, nasty_strings),
+    st.booleans(),
+)
+raw_data = st.one_of(
+    st.builds(encode, mutated_builds),
+    st.builds(lambda b: encode(json.dumps(b).encode()), json_values),  # random JSON
+    st.builds(lambda b: base64.b64encode(b).decode(), st.binary(max_size=200)),  # not JSON
+    st.text(max_size=200),  # mostly not base64
+    st.none(),
+    json_values,  # not even a string
+)
+
+
+FUZZ_SETTINGS = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+@FUZZ_SETTINGS
+@given(data=raw_data)
+def test_any_message_leaves_one_reasoned_log_line_and_sends_only_valid_requests(bitbucket, data):
+    before = len(bitbucket.app.calls)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        main.build_status({"data": data}, Context())
+    calls = bitbucket.app.calls[before:]
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert len(lines) == 1, lines
+    [line] = lines
+    assert line["severity"] in ("INFO", "WARNING", "ERROR")
+    assert len(line["message"]) > 10
+    event(line["message"].split(":")[0][:60])
+    if not line["message"].startswith(("Posted", "Did not post")):
+        assert calls == [], (line, calls)
+    for call in calls:
+        assert ALLOWED_PATH.fullmatch(call.raw_uri), call.raw_uri
+        assert call.status in (200, 201) or (call.method, call.status) == ("GET", 404), (call, line)
+
+
+@settings(FUZZ_SETTINGS, max_examples=max(100, EXAMPLES // 20))  # each example waits on injected faults
+@given(data=raw_data)
+def test_only_a_transient_bitbucket_failure_asks_for_redelivery(bitbucket, monkeypatch, data):
+    monkeypatch.setenv("HTTP_TIMEOUT_SECONDS", "0.1")
+    bitbucket.app.fault_rate = 0.8
+    bitbucket.app.fault_delay = 0.2
+    before = len(bitbucket.app.calls)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            main.build_status({"data": data}, Context())
+    except main.TransientError:
+        faults = [call.fault for call in bitbucket.app.calls[before:]]
+        assert faults, "a redelivery was asked for without any failed call"
+        assert faults[-1] is not None

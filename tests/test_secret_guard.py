@@ -1,0 +1,28 @@
+"""The session-wide guard of tests/conftest.py fails a run that prints a credential."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LEAKY = """
+from tests.standins import remember_secret
+
+def test_prints_a_credential():
+    remember_secret("leaked-token-0123456789")
+    print("Authorization: Bearer leaked-token-0123456789")
+"""
+
+
+def test_a_session_that_prints_a_credential_fails_naming_where_not_what(tmp_path):
+    (tmp_path / "test_leaky.py").write_text(LEAKY)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "tests.conftest", "--rootdir", str(tmp_path), str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout
+    assert "1 passed" in result.stdout
+    assert "A credential appeared in the output of: test_leaky.py::test_prints_a_credential" in result.stdout
+    assert "leaked-token-0123456789" not in result.stdout.split("A credential appeared")[1]

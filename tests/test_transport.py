@@ -1,0 +1,78 @@
+"""Every outbound call verifies TLS and has a timeout: shown against a real server, not read off the code."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+import main
+from tests.builds import build
+from tests.conftest import TOKEN, deliver, shown
+from tests.standins.bitbucket import Bitbucket
+from tests.standins.tls import self_signed
+
+
+@pytest.fixture
+def tls_bitbucket(tmp_path, monkeypatch):
+    cert, context = self_signed(tmp_path)
+    app = Bitbucket()
+    app.accept_token(TOKEN)
+    app.accept_consumer("consumer-key", "consumer-secret-1")
+    server = app.serve(ssl_context=context)
+    monkeypatch.setenv("BITBUCKET_API_URL", server.api_url)
+    monkeypatch.setenv("BITBUCKET_OAUTH_TOKEN_URL", server.token_url)
+    monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps({"token": TOKEN}))
+    yield server, cert
+    server.stop()
+
+
+def test_a_certificate_nobody_trusts_is_refused_and_nothing_is_sent(tls_bitbucket, monkeypatch):
+    server, _ = tls_bitbucket
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    with pytest.raises(main.TransientError, match="SSLError"):
+        deliver(build("SUCCESS"))
+    assert server.app.calls == []
+
+
+def test_the_same_server_is_used_once_its_certificate_is_trusted(tls_bitbucket, monkeypatch):
+    server, cert = tls_bitbucket
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
+    deliver(build("SUCCESS"))
+    assert [s["state"] for s in shown(server)] == ["SUCCESSFUL"]
+
+
+def test_the_oauth_token_request_verifies_tls_too(tls_bitbucket, monkeypatch):
+    server, _ = tls_bitbucket
+    monkeypatch.setenv(
+        "BITBUCKET_CREDENTIALS", json.dumps({"client_id": "consumer-key", "client_secret": "consumer-secret-1"})
+    )
+    with pytest.raises(main.TransientError, match="SSLError"):
+        deliver(build("SUCCESS"))
+    assert server.app.calls == []
+
+
+@pytest.mark.parametrize(
+    ("status", "credentials", "first_call"),
+    [
+        ("SUCCESS", {"token": TOKEN}, "POST"),
+        ("WORKING", {"token": TOKEN}, "GET"),
+        ("SUCCESS", {"client_id": "consumer-key", "client_secret": "consumer-secret-2"}, "POST /site/oauth2"),
+    ],
+)
+def test_a_server_that_never_answers_cannot_hold_the_function(bitbucket, monkeypatch, status, credentials, first_call):
+    """Bitbucket holds every answer for a minute; the call gives up after its timeout and its retries."""
+    bitbucket.app.accept_consumer("consumer-key", "consumer-secret-2")
+    monkeypatch.setenv("BITBUCKET_OAUTH_TOKEN_URL", bitbucket.token_url)
+    monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps(credentials))
+    monkeypatch.setenv("HTTP_TIMEOUT_SECONDS", "0.3")
+    bitbucket.app.fault_delay = 60
+    bitbucket.app.fail_next(*["timeout"] * (main.HTTP_RETRIES + 1))
+    started = time.monotonic()
+    with pytest.raises(main.TransientError):
+        deliver(build(status))
+    assert time.monotonic() - started < 30  # without a timeout this would wait 60 s per attempt
+    attempts = [f"{c.method} {c.path}" for c in bitbucket.app.calls if c.fault == "timeout"]
+    assert len(attempts) == main.HTTP_RETRIES + 1
+    assert all(a.startswith(first_call) for a in attempts)
