@@ -24,6 +24,9 @@ soak: $(BIN)/.installed
 fuzz: $(BIN)/.installed
 	FUZZ_EXAMPLES=100000 $(BIN)/python -m pytest tests/test_fuzz.py -q -s -p no:cacheprovider --hypothesis-show-statistics
 
+bench: $(BIN)/.installed
+	$(BIN)/python -m bench
+
 demo: $(BIN)/.installed
 	$(BIN)/python -m demo
 

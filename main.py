@@ -27,7 +27,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
@@ -525,7 +525,6 @@ class CredentialSource(Protocol):
     def fetch(self) -> Credentials: ...
 
 
-@dataclass
 class EnvironmentCredentials:
     """BITBUCKET_CREDENTIALS: the JSON itself (local runs, --set-secrets)."""
 
@@ -533,13 +532,13 @@ class EnvironmentCredentials:
         return parse_credentials(os.environ.get("BITBUCKET_CREDENTIALS", ""), "BITBUCKET_CREDENTIALS")
 
 
-@dataclass
 class SecretManagerCredentials:
     """CREDENTIALS_SECRET: a Secret Manager secret, its latest version unless one is named."""
 
-    secret: str
-    endpoint: str | None = None
-    _client: Any = field(default=None, repr=False)
+    def __init__(self, secret: str, endpoint: str | None = None) -> None:
+        self.secret = secret
+        self.endpoint = endpoint
+        self._client: Any = None
 
     def fetch(self) -> Credentials:
         if self._client is None:
@@ -555,15 +554,15 @@ class SecretManagerCredentials:
         return parse_credentials(payload, f"{version} (CREDENTIALS_SECRET)")
 
 
-@dataclass
 class BucketCredentials:
     """A KMS-encrypted object in a bucket: the original function's design."""
 
-    bucket: str
-    blob: str
-    key_id: str
-    kms_endpoint: str | None = None
-    _clients: tuple[Any, Any] | None = field(default=None, repr=False)
+    def __init__(self, bucket: str, blob: str, key_id: str, kms_endpoint: str | None = None) -> None:
+        self.bucket = bucket
+        self.blob = blob
+        self.key_id = key_id
+        self.kms_endpoint = kms_endpoint
+        self._clients: tuple[Any, Any] | None = None
 
     def fetch(self) -> Credentials:
         storage_client, kms_client = self._get_clients()
@@ -627,8 +626,7 @@ def credential_source(env: Mapping[str, str]) -> CredentialSource:
 # --- The Bitbucket client ----------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RemoteStatus:
+class RemoteStatus(NamedTuple):
     """A status as Bitbucket shows it."""
 
     state: str
@@ -666,12 +664,6 @@ def send(session: requests.Session, method: str, url: str, **kwargs: Any) -> req
         raise TransientError(f"{method} to Bitbucket failed: {type(error).__name__}") from None
 
 
-@dataclass(frozen=True)
-class AccessToken:
-    authorization: str = field(repr=False)
-    renew_at: float  # time.monotonic() value
-
-
 class SignIn:
     """The Authorization header for Bitbucket: credentials fetched once per
     instance, fetched again when Bitbucket says 401; an OAuth consumer's token
@@ -683,7 +675,7 @@ class SignIn:
         self.token_url = token_url
         self.timeout = timeout
         self._stored: Credentials | None = None
-        self._token: AccessToken | None = None
+        self._token: tuple[str, float] | None = None  # (Authorization header, time.monotonic() to renew at)
         self._lock = threading.RLock()
 
     def header(self) -> str:
@@ -692,9 +684,9 @@ class SignIn:
                 self._stored = self.source.fetch()
             if self._stored.scheme != CONSUMER:
                 return self._stored.authorization()
-            if self._token is None or time.monotonic() >= self._token.renew_at:
+            if self._token is None or time.monotonic() >= self._token[1]:
                 self._token = self._exchange(self._stored)
-            return self._token.authorization
+            return self._token[0]
 
     def rejected(self, header: str) -> str:
         """Bitbucket refused `header`: fetch the credentials again, unless another thread already did."""
@@ -703,7 +695,7 @@ class SignIn:
                 self._stored, self._token = None, None
             return self.header()
 
-    def _exchange(self, consumer: Credentials) -> AccessToken:
+    def _exchange(self, consumer: Credentials) -> tuple[str, float]:
         """The client-credentials grant: one token serves every event until it nearly expires."""
         response = send(
             self.session,
@@ -719,7 +711,7 @@ class SignIn:
             reason = _text(body.get("error_description")) or _text(body.get("error")) or response.reason
             raise TransientError(f"Bitbucket refused the OAuth consumer: {response.status_code} {_clip(reason, 200)}")
         lifetime = float(lifetime) if isinstance(lifetime, (int, float)) and lifetime > 0 else 3600.0
-        return AccessToken(f"Bearer {token}", time.monotonic() + lifetime - min(60.0, lifetime / 2))
+        return f"Bearer {token}", time.monotonic() + lifetime - min(60.0, lifetime / 2)
 
 
 class Bitbucket:
@@ -791,8 +783,7 @@ def bitbucket_error(response: requests.Response) -> str:
 # --- Reporting: never backwards, once in effect -------------------------------
 
 
-@dataclass(frozen=True)
-class Known:
+class Known(NamedTuple):
     """What this instance last saw Bitbucket show under one status identity."""
 
     build_id: str
@@ -910,7 +901,8 @@ def log(severity: str, message: str, **fields: Any) -> None:
     """One structured log line for Cloud Logging."""
     entry = {"severity": severity, "message": message}
     entry.update({k: v for k, v in fields.items() if v is not None})
-    sys.stdout.write(json.dumps(entry, ensure_ascii=False, default=str) + "\n")
+    # ASCII only: no raw line separator (U+2028, NEL) from a build can split the entry.
+    sys.stdout.write(json.dumps(entry, default=str) + "\n")
     sys.stdout.flush()
 
 
@@ -934,10 +926,12 @@ def _log_fields(build: Mapping[str, Any], update: Update | None = None) -> dict[
 # --- The instance: what one warm instance keeps ----------------------------------
 
 
-@dataclass
 class Instance:
-    config: Config
-    reporter: Reporter
+    """What one warm instance keeps between events."""
+
+    def __init__(self, config: Config, reporter: Reporter) -> None:
+        self.config = config
+        self.reporter = reporter
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Instance:

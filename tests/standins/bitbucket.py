@@ -21,6 +21,7 @@ import random
 import re
 import secrets
 import socket
+import ssl
 import threading
 import time
 import warnings
@@ -46,6 +47,7 @@ STATUSES = re.compile(
     r"(?:/build(?:/(?P<key>[^/]+))?)?"
 )
 TOKEN_PATH = "/site/oauth2/access_token"
+STATS_PATH = "/_standin/stats"  # the stand-in's own counters, for the benchmark
 FAULTS = ("500", "502", "503", "429", "timeout", "drop")
 
 
@@ -94,11 +96,12 @@ class Bitbucket:
     rate_limit: int | None = None  # requests per rate_window seconds, then 429
     rate_window: float = 3600.0
     seed: int = 0
+    validate: bool = True  # against the OpenAPI description; the benchmark turns it off to measure the function
     statuses: dict[tuple[str, str, str, str], dict[str, Any]] = field(default_factory=dict)
     history: list[tuple[tuple[str, str, str, str], dict[str, Any]]] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
     scripted: deque[str] = field(default_factory=deque)  # faults for the next requests, in order
-    connections: int = 0
+    peers: set[tuple[str, str]] = field(default_factory=set)  # client (address, port): one per connection
     _oauth_tokens: dict[str, tuple[str, float]] = field(default_factory=dict)
     _recent: deque[float] = field(default_factory=deque)
     _lock: threading.RLock = field(default_factory=threading.RLock)
@@ -143,6 +146,8 @@ class Bitbucket:
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         request = Request(environ)
+        with self._lock:
+            self.peers.add((environ.get("REMOTE_ADDR", ""), environ.get("REMOTE_PORT", "")))
         fault = self._fault(request)
         if fault == "drop":
             self._record(request, 0, None, fault)
@@ -191,14 +196,20 @@ class Bitbucket:
     def _handle(self, request: Request) -> Response:
         if request.path == TOKEN_PATH and request.method == "POST":
             return self._token(request)
+        if request.path == STATS_PATH:
+            return _json({"connections": len(self.peers), "calls": len(self.calls)})
         identity = self._identity(request)
         if identity is None:
             return error(401, "Access token expired or invalid credentials")
-        result = openapi().unmarshal_request(WerkzeugOpenAPIRequest(request))
-        if result.errors:
-            problems = "; ".join(_explain(e) for e in result.errors)
-            status = 404 if any(type(e).__name__.endswith("NotFound") for e in result.errors) else 400
-            return error(status, f"Bad request: {problems}")
+        if self.validate:
+            result = openapi().unmarshal_request(WerkzeugOpenAPIRequest(request))
+            if result.errors:
+                problems = "; ".join(_explain(e) for e in result.errors)
+                status = 404 if any(type(e).__name__.endswith("NotFound") for e in result.errors) else 400
+                return error(status, f"Bad request: {problems}")
+            body = result.body
+        else:
+            body = request.get_json(silent=True)
         match = STATUSES.fullmatch(request.path)
         if not match:
             return error(404, "Resource not found")
@@ -210,9 +221,9 @@ class Bitbucket:
             return error(404, f"Commit {commit} not found")
         with self._lock:
             if request.method == "POST" and match["key"] is None and request.path.endswith("/build"):
-                return self._write(repository, commit, result.body, identity, create=True)
+                return self._write(repository, commit, body, identity, create=True)
             if request.method == "PUT" and match["key"]:
-                body = dict(result.body)
+                body = dict(body)
                 if body.get("key", match["key"]) != match["key"]:
                     return error(400, "key: cannot be changed", {"key": ["cannot be changed"]})
                 body["key"] = match["key"]
@@ -304,20 +315,12 @@ class Server:
 
     def __init__(self, app: Bitbucket, port: int = 0, ssl_context: Any = None) -> None:
         self.app = app
-        openapi()  # loaded before the first request, which would otherwise wait a second for it
+        if app.validate:
+            openapi()  # loaded before the first request, which would otherwise wait a second for it
         self._server = make_server("127.0.0.1", port, app, threaded=True, ssl_context=ssl_context)
         self._server.daemon_threads = True
         self._server.block_on_close = False  # a stalled answer must not hold up stop()
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request is noise here
-        original = self._server.get_request
-
-        def counted() -> Any:
-            connection = original()
-            with app._lock:
-                app.connections += 1
-            return connection
-
-        self._server.get_request = counted
         self.port = self._server.server_port
         scheme = "https" if ssl_context else "http"
         self.root = f"{scheme}://127.0.0.1:{self.port}"
@@ -353,15 +356,30 @@ def _explain(problem: Exception) -> str:
     return text
 
 
+def keep_alive_app() -> Bitbucket:
+    """For a server that keeps connections open (gunicorn; Werkzeug's closes each one):
+    `gunicorn 'tests.standins.bitbucket:keep_alive_app()'` with STANDIN_TOKEN set."""
+    app = Bitbucket(validate=False)
+    app.accept_token(os.environ["STANDIN_TOKEN"])
+    return app
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8929)
     parser.add_argument("--token", action="append", default=[], help="an access token to accept")
+    parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM) ...")
+    parser.add_argument("--tls-key", help="... and this key")
+    parser.add_argument("--no-validate", action="store_true", help="skip the OpenAPI validation (benchmarks)")
     args = parser.parse_args()
-    app = Bitbucket()
+    app = Bitbucket(validate=not args.no_validate)
     for token in args.token:
         app.accept_token(token)
-    server = app.serve(args.port)
+    context = None
+    if args.tls_cert:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+    server = app.serve(args.port, context)
     print(f"Bitbucket stand-in on {server.api_url}", flush=True)
     try:
         threading.Event().wait()

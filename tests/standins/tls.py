@@ -14,7 +14,7 @@ from cryptography.x509.oid import NameOID
 
 
 def self_signed(directory: Path) -> tuple[Path, ssl.SSLContext]:
-    """(the certificate file a client can trust, the server's SSL context)."""
+    """(the certificate file a client can trust, the server's SSL context); the key is beside the certificate."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = datetime.now(UTC)
