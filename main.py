@@ -57,7 +57,7 @@ SHA_RE = re.compile(r"[0-9a-f]{40}", re.ASCII)
 # (slugs only), never starting with '.', so no value can add a path segment.
 WORKSPACE_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,99}", re.ASCII)
 SLUG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}", re.ASCII)
-KEY_RE = re.compile(r"[A-Za-z0-9._-]{1,40}", re.ASCII)
+KEY_RE = re.compile(rf"[A-Za-z0-9._-]{{1,{KEY_MAX}}}", re.ASCII)
 BITBUCKET_URL_RE = re.compile(
     r"(?:https://|ssh://)?(?:[^@/]+@)?bitbucket\.org[:/]"
     r"(?P<workspace>[^/]+)/(?P<slug>[^/]+?)(?:\.git)?/?",
@@ -65,7 +65,6 @@ BITBUCKET_URL_RE = re.compile(
 )
 OTHER_HOSTS = ("github.com", "gitlab.com", "gitlab.")
 MIRROR_PREFIX = "bitbucket_"
-OTHER_MIRROR_PREFIXES = ("github_", "gitlab_")
 
 STATES = {
     "PENDING": "INPROGRESS",
@@ -198,7 +197,7 @@ def parse_time(value: Any) -> datetime | None:
     if not isinstance(value, str) or not value:
         return None
     try:
-        parsed = datetime.fromisoformat(value.replace("z", "Z"))
+        parsed = datetime.fromisoformat(value)
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
@@ -840,7 +839,7 @@ class Reporter:
             if not status.is_final and not (known and known.written_here and known.build_id == update.build_id):
                 remote = self.bitbucket.read(repository, update.target.commit, status.key)
                 if remote and not _should_replace(remote, update, published):
-                    shown = update.build_id if update.build_id in remote.url else ""
+                    shown = update.build_id if _shows_build(remote, update.build_id) else ""
                     self._remember(identity, Known(shown, remote.state, remote.description, False))
                     return STALE
             try:
@@ -884,9 +883,14 @@ def _advances(known: Known, status: CommitStatus) -> bool:
     return _phase(status.state, status.description) > _phase(known.state, known.description)
 
 
+def _shows_build(remote: RemoteStatus, build_id: str) -> bool:
+    """Whether the status links to this build: both log URL shapes end in /<build id>."""
+    return urlsplit(remote.url).path.rsplit("/", 1)[-1] == build_id
+
+
 def _should_replace(remote: RemoteStatus, update: Update, published: datetime | None) -> bool:
     """For an in-progress update: replace what Bitbucket shows?"""
-    if update.build_id in remote.url:
+    if _shows_build(remote, update.build_id):
         known = Known(update.build_id, remote.state, remote.description, False)
         return _advances(known, update.status)
     # Another build's status: a re-run replaces it, unless it was written
