@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import main
-from tests.builds import Context, build, encode, sample
+from tests.builds import COMMIT, Context, build, encode, sample
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
 ALLOWED_PATH = re.compile(
@@ -38,12 +38,13 @@ SEEDS = [
       for status in ("QUEUED", "WORKING", "SUCCESS", "FAILURE")),
 ]  # fmt: skip
 FIELDS = (
-    "status", "id", "logUrl", "startTime", "finishTime", "buildTriggerId", "statusDetail",
+    "logUrl", "startTime", "finishTime", "buildTriggerId", "statusDetail",
     "substitutions._BITBUCKET_REPO", "substitutions._BITBUCKET_COMMIT", "substitutions._BITBUCKET_BRANCH",
     "substitutions._BITBUCKET_KEY", "substitutions.COMMIT_SHA", "substitutions.BRANCH_NAME",
     "substitutions.TRIGGER_NAME", "substitutions.REPO_FULL_NAME", "substitutions",
     "source.repoSource.repoName", "source.repoSource.branchName", "source.gitSource.url", "source",
     "sourceProvenance.resolvedRepoSource.commitSha", "sourceProvenance", "failureInfo.detail", "failureInfo",
+    "status", "id",
 )  # fmt: skip
 
 json_values = st.recursive(
@@ -74,22 +75,32 @@ def mutate(document: dict[str, Any], path: str, value: Any, delete: bool) -> dic
     return document
 
 
-mutated_builds = st.builds(
+def renamed(document: dict[str, Any], build_id: str, commit: str) -> dict[str, Any]:
+    """A seed as another build of another commit, so that it is news to a warm instance."""
+    document = json.loads(json.dumps(document).replace(COMMIT, commit))
+    document["id"] = build_id
+    if isinstance(document.get("substitutions"), dict):
+        document["substitutions"]["COMMIT_SHA"] = commit
+    return document
+
+
+mutation = (st.sampled_from(FIELDS), st.one_of(st.none(), json_values, nasty_strings), st.booleans())
+mutated_builds = st.builds(mutate, st.sampled_from(SEEDS), *mutation)
+fresh_builds = st.builds(
     mutate,
-    st.sampled_from(SEEDS),
-    st.sampled_from(FIELDS),
-    st.one_of(st.none(), json_values, nasty_strings),
-    st.booleans(),
+    st.builds(renamed, st.sampled_from(SEEDS), st.uuids().map(str), st.from_regex(r"[0-9a-f]{40}", fullmatch=True)),
+    *mutation,
 )
-raw_data = st.one_of(
-    st.builds(encode, mutated_builds),
+valid_messages = st.one_of(st.builds(encode, fresh_builds), st.builds(encode, mutated_builds))
+invalid_messages = st.one_of(
     st.builds(lambda b: encode(json.dumps(b).encode()), json_values),  # random JSON
     st.builds(lambda b: base64.b64encode(b).decode(), st.binary(max_size=200)),  # not JSON
     st.text(max_size=200),  # mostly not base64
     st.none(),
     json_values,  # not even a string
 )
-
+# Most examples are Cloud Build messages with one field changed; the rest are not messages at all.
+raw_data = st.one_of(valid_messages, valid_messages, valid_messages, invalid_messages)
 
 FUZZ_SETTINGS = settings(
     max_examples=EXAMPLES,
