@@ -34,7 +34,7 @@ import main
 from tests.builds import Context, background_event, build
 from tests.standins import bitbucket as standin
 from tests.standins.google import Google, Storage
-from tests.standins.processes import ROOT, Process, free_port, wait_until
+from tests.standins.processes import ROOT, Process, environment, free_port, wait_until
 from tests.standins.tls import self_signed
 
 TOKEN = "bench-access-token-5b21"
@@ -173,20 +173,6 @@ def _reachable(port: int) -> bool:
 
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-@contextlib.contextmanager
-def environment(values: dict[str, str]) -> Any:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 # --- 3. calls per build -------------------------------------------------------------

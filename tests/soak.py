@@ -25,6 +25,7 @@ import main
 from tests.builds import Context, background_event, build, now
 from tests.standins import remember_secret
 from tests.standins.bitbucket import FAULTS, Bitbucket
+from tests.standins.processes import environment
 
 FINALS = {"SUCCESS": "SUCCESSFUL", "FAILURE": "FAILED", "TIMEOUT": "FAILED", "INTERNAL_ERROR": "FAILED",
           "CANCELLED": "STOPPED", "EXPIRED": "STOPPED"}  # fmt: skip
@@ -80,20 +81,6 @@ def publish_order(builds: int, rng: random.Random) -> tuple[list[dict[str, Any]]
             messages.insert(min(len(messages), i + rng.randint(1, 6)), messages[i])
             duplicates += 1
     return messages, truth, duplicates, swaps
-
-
-@contextlib.contextmanager
-def environment(values: dict[str, str]) -> Any:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def run(builds: int, fault_rate: float = 0.35, seed: int = 7, workers: int = 4, deadline: float = 600) -> Figures:

@@ -47,21 +47,20 @@ def test_malformed_credentials_are_a_configuration_error_naming_the_variable_not
     assert bitbucket.app.calls == []
 
 
-def test_no_credentials_at_all_names_every_way_to_configure_them(monkeypatch):
-    with pytest.raises(main.ConfigurationError, match="BITBUCKET_CREDENTIALS, CREDENTIALS_SECRET, or SECRETS_BUCKET"):
-        deliver(build("SUCCESS"))
-
-
-def test_two_credential_sources_are_a_configuration_error(bitbucket, monkeypatch):
-    monkeypatch.setenv("SECRETS_BUCKET", "acme-secrets")
-    with pytest.raises(main.ConfigurationError, match="found BITBUCKET_CREDENTIALS, SECRETS_BUCKET"):
-        deliver(build("SUCCESS"))
-
-
-def test_half_a_bucket_configuration_says_what_is_missing(monkeypatch):
-    monkeypatch.setenv("SECRETS_BUCKET", "acme-secrets")
-    monkeypatch.setenv("SECRETS_OBJECT", "creds.enc")
-    with pytest.raises(main.ConfigurationError, match="needs KMS_CRYPTO_KEY_ID"):
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({}, "set one of BITBUCKET_CREDENTIALS, CREDENTIALS_SECRET, or SECRETS_BUCKET with SECRETS_OBJECT"),
+        ({"BITBUCKET_CREDENTIALS": "{}", "SECRETS_BUCKET": "b"}, "found BITBUCKET_CREDENTIALS, SECRETS_BUCKET"),
+        ({"BITBUCKET_CREDENTIALS": "{}", "CREDENTIALS_SECRET": "projects/p/secrets/s"},
+         "found BITBUCKET_CREDENTIALS, CREDENTIALS_SECRET"),
+        ({"SECRETS_BUCKET": "b", "SECRETS_OBJECT": "o"}, "the bucket credential source also needs KMS_CRYPTO_KEY_ID"),
+    ],
+)  # fmt: skip
+def test_none_two_or_half_a_credential_source_is_a_configuration_error_naming_the_variables(monkeypatch, env, message):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(main.ConfigurationError, match=re.escape(message)):
         deliver(build("SUCCESS"))
 
 
@@ -224,13 +223,6 @@ def test_a_malformed_secret_name_is_a_configuration_error(monkeypatch, value):
 def test_a_missing_secret_is_a_configuration_error_naming_it(bitbucket, secret_credentials, monkeypatch):
     monkeypatch.setenv("CREDENTIALS_SECRET", "projects/local-project/secrets/absent")
     with pytest.raises(main.ConfigurationError, match="projects/local-project/secrets/absent/versions/latest"):
-        deliver(build("SUCCESS"))
-
-
-def test_secret_and_environment_together_are_a_configuration_error(monkeypatch):
-    monkeypatch.setenv("BITBUCKET_CREDENTIALS", "{}")
-    monkeypatch.setenv("CREDENTIALS_SECRET", "projects/p/secrets/s")
-    with pytest.raises(main.ConfigurationError, match="found BITBUCKET_CREDENTIALS, CREDENTIALS_SECRET"):
         deliver(build("SUCCESS"))
 
 
