@@ -103,6 +103,7 @@ class Bitbucket:
     scripted: deque[str] = field(default_factory=deque)  # faults for the next requests, in order
     peers: set[tuple[str, str]] = field(default_factory=set)  # client (address, port): one per connection
     _oauth_tokens: dict[str, tuple[str, float]] = field(default_factory=dict)
+    _latest_by_key: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
     _recent: deque[float] = field(default_factory=deque)
     _lock: threading.RLock = field(default_factory=threading.RLock)
     _random: random.Random | None = None
@@ -266,12 +267,12 @@ class Bitbucket:
             "_creator": identity,
         }
         self.statuses[identity_key] = status
+        self._latest_by_key[identity_key[:3]] = status  # what GET .../statuses/build/{key} answers
         self.history.append((identity_key, dict(status)))
         return _json(status, 201 if create and existing is None else 200)
 
     def _latest(self, repository: str, commit: str, key: str) -> dict[str, Any] | None:
-        found = [s for (r, c, k, _), s in self.statuses.items() if (r, c, k) == (repository, commit, key)]
-        return max(found, key=lambda s: s["updated_on"]) if found else None
+        return self._latest_by_key.get((repository, commit, key))
 
     def _identity(self, request: Request) -> str | None:
         header = request.headers.get("Authorization", "")
