@@ -480,6 +480,9 @@ def _clip(text: str, limit: int) -> str:
 # --- Credentials -------------------------------------------------------------
 
 
+CONSUMER = "OAuth consumer"
+
+
 @dataclass(frozen=True)
 class Credentials:
     """What is stored for Bitbucket. repr never shows the secret."""
@@ -490,9 +493,6 @@ class Credentials:
     def authorization(self) -> str:
         scheme = "Basic" if self.scheme == CONSUMER else self.scheme
         return f"{scheme} {self.secret}"
-
-
-CONSUMER = "OAuth consumer"
 
 
 def parse_credentials(raw: str | bytes, where: str) -> Credentials:
