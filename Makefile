@@ -3,13 +3,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: test lint format demo soak fuzz bench deploy credentials clean
+.PHONY: venv test lint format demo soak fuzz bench deploy credentials clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $@
+
+venv: $(BIN)/.installed
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
