@@ -810,18 +810,13 @@ class Reporter:
 
     def report(self, update: Update, published: datetime | None) -> str:
         """Post the update unless it would be stale; say what happened."""
-        candidates = self._ordered(update.target)
-        for index, repository in enumerate(candidates):
+        *others, last = self._ordered(update.target)
+        for repository in others:  # a mirror's other splits, tried while Bitbucket answers 404
             try:
-                outcome = self._report_to(repository, update, published)
+                return self._report_to(repository, update, published)
             except RepositoryNotFound:
-                if index + 1 < len(candidates):
-                    continue
-                raise
-            if update.target.mirror:
-                self._mirrors[update.target.mirror] = repository
-            return outcome
-        raise AssertionError("a Target always has a candidate")
+                continue
+        return self._report_to(last, update, published)
 
     def _ordered(self, target: Target) -> tuple[Repository, ...]:
         known = self._mirrors.get(target.mirror or "")
@@ -830,6 +825,12 @@ class Reporter:
         return target.candidates
 
     def _report_to(self, repository: Repository, update: Update, published: datetime | None) -> str:
+        outcome = self._post_unless_stale(repository, update, published)
+        if update.target.mirror:
+            self._mirrors[update.target.mirror] = repository  # the split that worked
+        return outcome
+
+    def _post_unless_stale(self, repository: Repository, update: Update, published: datetime | None) -> str:
         status = update.status
         identity = (repository.full_name, update.target.commit, status.key, status.refname or "")
         with self._locks[hash(identity) % len(self._locks)]:

@@ -40,13 +40,9 @@ run() {
   fi
 }
 
-# Create something only when `describe` says it is missing (idempotent re-runs).
-ensure() {
-  local describe=$1; shift
-  if [ -z "$DRY_RUN" ] && eval "$describe" >/dev/null 2>&1; then
-    return 0
-  fi
-  run "$@"
+# Whether a resource exists (`describe` succeeds); in a dry run nothing exists yet.
+exists() {
+  [ -z "$DRY_RUN" ] && "$@" >/dev/null 2>&1
 }
 
 deploy() {
@@ -59,27 +55,27 @@ deploy() {
     apis+=(cloudkms.googleapis.com storage.googleapis.com)
   fi
   run gcloud services enable "${apis[@]}" --project="$PROJECT"
-  ensure "gcloud pubsub topics describe $TOPIC --project=$PROJECT" \
-    gcloud pubsub topics create "$TOPIC" --project="$PROJECT"
-  ensure "gcloud iam service-accounts describe $SA --project=$PROJECT" \
-    gcloud iam service-accounts create "$SA_NAME" --display-name="Bitbucket build status" --project="$PROJECT"
+  exists gcloud pubsub topics describe "$TOPIC" --project="$PROJECT" ||
+    run gcloud pubsub topics create "$TOPIC" --project="$PROJECT"
+  exists gcloud iam service-accounts describe "$SA" --project="$PROJECT" ||
+    run gcloud iam service-accounts create "$SA_NAME" --display-name="Bitbucket build status" --project="$PROJECT"
 
   local env_vars
   if [ "$SOURCE" = secret ]; then
-    ensure "gcloud secrets describe $SECRET --project=$PROJECT" \
-      gcloud secrets create "$SECRET" --replication-policy=automatic --project="$PROJECT"
+    exists gcloud secrets describe "$SECRET" --project="$PROJECT" ||
+      run gcloud secrets create "$SECRET" --replication-policy=automatic --project="$PROJECT"
     run gcloud secrets add-iam-policy-binding "$SECRET" --member="serviceAccount:$SA" \
       --role=roles/secretmanager.secretAccessor --project="$PROJECT"
     env_vars="CREDENTIALS_SECRET=projects/$PROJECT/secrets/$SECRET"
   else
-    ensure "gcloud kms keyrings describe $KEYRING --location=$KMS_LOCATION --project=$PROJECT" \
-      gcloud kms keyrings create "$KEYRING" --location="$KMS_LOCATION" --project="$PROJECT"
-    ensure "gcloud kms keys describe $KEY --keyring=$KEYRING --location=$KMS_LOCATION --project=$PROJECT" \
-      gcloud kms keys create "$KEY" --keyring="$KEYRING" --location="$KMS_LOCATION" --purpose=encryption \
-      --project="$PROJECT"
-    ensure "gcloud storage buckets describe gs://$BUCKET --project=$PROJECT" \
-      gcloud storage buckets create "gs://$BUCKET" --location="$REGION" --uniform-bucket-level-access \
-      --public-access-prevention --project="$PROJECT"
+    exists gcloud kms keyrings describe "$KEYRING" --location="$KMS_LOCATION" --project="$PROJECT" ||
+      run gcloud kms keyrings create "$KEYRING" --location="$KMS_LOCATION" --project="$PROJECT"
+    exists gcloud kms keys describe "$KEY" --keyring="$KEYRING" --location="$KMS_LOCATION" --project="$PROJECT" ||
+      run gcloud kms keys create "$KEY" --keyring="$KEYRING" --location="$KMS_LOCATION" --purpose=encryption \
+        --project="$PROJECT"
+    exists gcloud storage buckets describe "gs://$BUCKET" --project="$PROJECT" ||
+      run gcloud storage buckets create "gs://$BUCKET" --location="$REGION" --uniform-bucket-level-access \
+        --public-access-prevention --project="$PROJECT"
     run gcloud storage buckets add-iam-policy-binding "gs://$BUCKET" --member="serviceAccount:$SA" \
       --role=roles/storage.objectViewer \
       --condition="expression=resource.name == \"projects/_/buckets/$BUCKET/objects/$OBJECT\",title=bitbucket-credentials-object-only" \
