@@ -98,6 +98,10 @@ class TransientError(Exception):
     """Worth another try later. Raised, so Pub/Sub redelivers the event."""
 
 
+class ConsumerRefused(TransientError):
+    """Bitbucket's token endpoint refused the OAuth consumer's credentials."""
+
+
 class Rejected(Exception):
     """Bitbucket refused the request and retrying cannot mend it."""
 
@@ -679,20 +683,29 @@ class SignIn:
 
     def header(self) -> str:
         with self._lock:
-            if self._stored is None:
-                self._stored = self.source.fetch()
-            if self._stored.scheme != CONSUMER:
-                return self._stored.authorization()
-            if self._token is None or time.monotonic() >= self._token[1]:
-                self._token = self._exchange(self._stored)
-            return self._token[0]
+            try:
+                return self._header()
+            except ConsumerRefused:
+                # The consumer's secret may have been rotated since this instance read it.
+                self._stored, self._token = None, None
+                return self._header()
 
     def rejected(self, header: str) -> str:
         """Bitbucket refused `header`: fetch the credentials again, unless another thread already did."""
         with self._lock:
-            if self._stored is not None and self.header() == header:
+            current = self._token[0] if self._token else self._stored.authorization() if self._stored else None
+            if current == header:
                 self._stored, self._token = None, None
             return self.header()
+
+    def _header(self) -> str:
+        if self._stored is None:
+            self._stored = self.source.fetch()
+        if self._stored.scheme != CONSUMER:
+            return self._stored.authorization()
+        if self._token is None or time.monotonic() >= self._token[1]:
+            self._token = self._exchange(self._stored)
+        return self._token[0]
 
     def _exchange(self, consumer: Credentials) -> tuple[str, float]:
         """The client-credentials grant: one token serves every event until it nearly expires."""
@@ -708,7 +721,8 @@ class SignIn:
         token, lifetime = body.get("access_token"), body.get("expires_in")
         if response.status_code != 200 or not _all_text(token):
             reason = _text(body.get("error_description")) or _text(body.get("error")) or response.reason
-            raise TransientError(f"Bitbucket refused the OAuth consumer: {response.status_code} {_clip(reason, 200)}")
+            refused = ConsumerRefused if response.status_code in (400, 401) else TransientError
+            raise refused(f"Bitbucket refused the OAuth consumer: {response.status_code} {_clip(reason, 200)}")
         lifetime = float(lifetime) if isinstance(lifetime, (int, float)) and lifetime > 0 else 3600.0
         return f"Bearer {token}", time.monotonic() + lifetime - min(60.0, lifetime / 2)
 

@@ -190,6 +190,21 @@ def test_an_oauth_token_bitbucket_no_longer_accepts_is_replaced(bitbucket, envir
     assert [s["state"] for s in shown(bitbucket)] == ["SUCCESSFUL"]
 
 
+def test_an_oauth_consumer_rotated_while_its_token_expired_is_fetched_again(
+    bitbucket, secret_credentials, google, monkeypatch
+):
+    bitbucket.app.token_lifetime = 2  # renewed once less than a second is left
+    oauth(bitbucket, monkeypatch, secret_credentials)
+    deliver(build("WORKING"))
+    reads = google.app.counts["secretmanager.access"]
+    bitbucket.app.accept_consumer("consumer-key", "rotated-secret")  # the consumer's secret is regenerated
+    secret_credentials({"client_id": "consumer-key", "client_secret": "rotated-secret"})
+    time.sleep(1.1)  # the token runs out: the next event exchanges the consumer again
+    deliver(build("SUCCESS"))
+    assert google.app.counts["secretmanager.access"] - reads == 1
+    assert [s["state"] for s in shown(bitbucket)] == ["SUCCESSFUL"]
+
+
 def test_a_refused_oauth_consumer_raises_without_showing_its_secret(bitbucket, environment_credentials, monkeypatch):
     monkeypatch.setenv("BITBUCKET_OAUTH_TOKEN_URL", bitbucket.token_url)
     environment_credentials(SHAPES["oauth consumer"])
