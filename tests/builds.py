@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import copy
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,7 +11,6 @@ from typing import Any
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SAMPLES = SHARED / "samples"
 COMMIT = "65ca6a99a2573f0f1ff5dc93f78a77966248ea2d"
-OTHER_COMMIT = "9e1180c77d205fbfa9052bcfd493928c430033f0"
 TRIGGER_ID = "2bceb582-3141-44bf-b444-5640cbcaecc5"
 
 
@@ -80,12 +78,6 @@ def build(
         subs["BRANCH_NAME"] = branch
     result.update(extra)
     return result
-
-
-def with_status(original: dict[str, Any], status: str) -> dict[str, Any]:
-    changed = copy.deepcopy(original)
-    changed["status"] = status
-    return changed
 
 
 def encode(build_or_bytes: Any) -> str:

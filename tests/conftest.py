@@ -171,13 +171,3 @@ def deliver(build: dict[str, Any], published: str | None = None) -> None:
 
 def shown(server: Server, repo: str = "acme/webapp", commit: str = builds.COMMIT) -> list[dict[str, Any]]:
     return server.app.shown(*repo.split("/"), commit)
-
-
-def assert_never_backwards(bitbucket: Bitbucket) -> None:
-    """No status went from a build's final state back to in progress for that same build."""
-    final: dict[tuple[str, ...], set[str]] = {}
-    for identity, status in bitbucket.history:
-        done = final.setdefault(identity, set())
-        assert not (status["state"] == "INPROGRESS" and status["url"] in done), (identity, status)
-        if status["state"] != "INPROGRESS":
-            done.add(status["url"])

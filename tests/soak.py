@@ -166,12 +166,8 @@ def verify(bitbucket: Bitbucket, truth: dict[str, str], pending: int, deadline: 
         if shown != [state]:
             wrong[commit] = (shown, state)
     assert not wrong, f"{len(wrong)} builds end in the wrong state, e.g. {list(wrong.items())[:3]}"
-    final_urls: dict[tuple[str, ...], set[str]] = {}
-    for identity, status in bitbucket.history:
-        finals = final_urls.setdefault(identity, set())
-        assert not (status["state"] == "INPROGRESS" and status["url"] in finals), ("went backwards", identity, status)
-        if status["state"] != "INPROGRESS":
-            finals.add(status["url"])
+    backwards = bitbucket.went_backwards()
+    assert not backwards, f"{len(backwards)} statuses went back to in progress, e.g. {backwards[:2]}"
 
 
 def main_cli() -> None:

@@ -145,3 +145,13 @@ def test_a_dropped_connection_gives_no_answer(standin):
     standin.app.fail_next("drop")
     with pytest.raises(requests.ConnectionError):
         post(standin, {"key": "k", "state": "FAILED"})
+
+
+def test_went_backwards_names_a_build_that_went_from_final_back_to_in_progress(standin):
+    build_1, build_2 = "https://example.com/builds/1", "https://example.com/builds/2"
+    post(standin, {"key": "k", "state": "INPROGRESS", "url": build_1})
+    post(standin, {"key": "k", "state": "FAILED", "url": build_1})
+    post(standin, {"key": "k", "state": "INPROGRESS", "url": build_2})  # a re-run: not backwards
+    assert standin.app.went_backwards() == []
+    post(standin, {"key": "k", "state": "INPROGRESS", "url": build_1})
+    assert [s["url"] for s in standin.app.went_backwards()] == [build_1]

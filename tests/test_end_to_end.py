@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.builds import build
-from tests.conftest import KMS_KEY, TOKEN, assert_never_backwards, shown
+from tests.conftest import KMS_KEY, TOKEN, shown
 from tests.standins.bitbucket import Server
 from tests.standins.processes import ROOT, FunctionServer, PubSubEmulator, wait_until
 
@@ -99,7 +99,7 @@ def test_out_of_order_and_duplicated_messages_never_move_a_status_backwards(depl
         1 for line in deployed.function.log_lines() if line.get("build_id") == "b-1"
     )
     wait_until(lambda: deliveries() >= 6, 30, "all six messages to be handled")
-    assert_never_backwards(deployed.bitbucket.app)
+    assert deployed.bitbucket.app.went_backwards() == []
 
 
 def test_a_failing_bitbucket_is_outlasted_by_redelivery(deployed):
@@ -132,7 +132,7 @@ def test_a_share_of_failing_calls_still_ends_in_the_right_states(deployed):
         shown_now = {n: deployed.bitbucket.app.shown("acme", "webapp", f"{n:040x}") for n in expected}
         b0 = [line for line in deployed.function.process.output().splitlines() if "b-0" in line or "Traceback" in line]
         raise AssertionError(f"{shown_now}\n" + "\n".join(b0)) from None
-    assert_never_backwards(deployed.bitbucket.app)
+    assert deployed.bitbucket.app.went_backwards() == []
 
 
 def test_the_demo_runs_to_the_end_and_shows_every_kind_of_transition():

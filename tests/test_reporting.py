@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 import main
-from tests.builds import COMMIT, build, with_status
+from tests.builds import COMMIT, build
 from tests.conftest import TOKEN, deliver, log_lines, shown
 
 
@@ -31,20 +31,18 @@ def test_a_normal_lifecycle_ends_successful_in_four_bitbucket_calls(bitbucket):
 
 
 def test_a_late_working_message_never_sets_a_final_status_back(bitbucket):
-    b = build("SUCCESS")
-    deliver(b)
+    deliver(build("SUCCESS"))
     main._instance = None  # the late message reaches another instance
-    deliver(with_status(b, "WORKING"))
-    deliver(with_status(b, "QUEUED"))
+    deliver(build("WORKING"))
+    deliver(build("QUEUED"))
     assert [s["state"] for s in shown(bitbucket)] == ["SUCCESSFUL"]
     assert states(bitbucket) == [("SUCCESSFUL", "Succeeded in 3m 12s")]
 
 
 def test_a_late_queued_message_does_not_undo_running(bitbucket):
-    b = build("WORKING")
-    deliver(b)
+    deliver(build("WORKING"))
     main._instance = None
-    deliver(with_status(b, "QUEUED"))
+    deliver(build("QUEUED"))
     assert states(bitbucket) == [("INPROGRESS", "Running")]
 
 
@@ -85,11 +83,10 @@ def test_each_branch_gets_its_own_status_on_the_commit(bitbucket):
 
 def test_mirror_split_is_found_by_trying_the_next_split_and_remembered(bitbucket):
     bitbucket.app.repositories = {"my_team/web_app"}
-    b = build("QUEUED", source="mirror", repo="my_team/web_app")
-    deliver(b)
+    deliver(build("QUEUED", source="mirror", repo="my_team/web_app"))
     assert [s["state"] for s in shown(bitbucket, "my_team/web_app")] == ["INPROGRESS"]
     tried = len(bitbucket.app.status_calls())
-    deliver(with_status(b, "SUCCESS"))
+    deliver(build("SUCCESS", source="mirror", repo="my_team/web_app"))
     assert [s["state"] for s in shown(bitbucket, "my_team/web_app")] == ["SUCCESSFUL"]
     assert len(bitbucket.app.status_calls()) == tried + 1
 

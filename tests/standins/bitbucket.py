@@ -140,6 +140,18 @@ class Bitbucket:
                 dict(s) for (repo, c, _, _), s in self.statuses.items() if repo == f"{workspace}/{slug}" and c == commit
             ]
 
+    def went_backwards(self) -> list[dict[str, Any]]:
+        """Statuses that went from a build's final state back to in progress for that same build."""
+        finals: dict[tuple[str, ...], set[str]] = {}
+        backwards = []
+        for identity, status in self.history:
+            done = finals.setdefault(identity, set())
+            if status["state"] == "INPROGRESS" and status["url"] in done:
+                backwards.append(status)
+            elif status["state"] != "INPROGRESS":
+                done.add(status["url"])
+        return backwards
+
     def status_calls(self) -> list[Call]:
         return [c for c in self.calls if c.path.startswith("/2.0/") and c.fault is None]
 
