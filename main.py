@@ -822,8 +822,8 @@ class Reporter:
         self._locks = [threading.Lock() for _ in range(64)]
         self._lock = threading.Lock()
 
-    def report(self, update: Update, published: datetime | None) -> str:
-        """Post the update unless it would be stale; say what happened."""
+    def report(self, update: Update, published: datetime | None) -> tuple[str, Repository]:
+        """Post the update unless it would be stale; say what happened, and to which repository."""
         *others, last = self._ordered(update.target)
         for repository in others:  # a mirror's other splits, tried while Bitbucket answers 404
             try:
@@ -838,18 +838,18 @@ class Reporter:
             return (known, *(r for r in target.candidates if r != known))
         return target.candidates
 
-    def _report_to(self, repository: Repository, update: Update, published: datetime | None) -> str:
+    def _report_to(self, repository: Repository, update: Update, published: datetime | None) -> tuple[str, Repository]:
         outcome = self._post_unless_stale(repository, update, published)
         if update.target.mirror:
             self._mirrors[update.target.mirror] = repository  # the split that worked
-        return outcome
+        return outcome, repository
 
     def _post_unless_stale(self, repository: Repository, update: Update, published: datetime | None) -> str:
         status = update.status
         identity = (repository.full_name, update.target.commit, status.key, status.refname or "")
         with self._locks[hash(identity) % len(self._locks)]:
             known = self._recall(identity)
-            if known and known.build_id == update.build_id and not _advances(known, status):
+            if known and known.build_id == update.build_id and not _advances(known.state, known.description, status):
                 return ALREADY_SHOWN
             if not status.is_final and not (known and known.written_here and known.build_id == update.build_id):
                 remote = self.bitbucket.read(repository, update.target.commit, status.key)
@@ -891,11 +891,11 @@ def _phase(state: str, description: str) -> int:
     return -1
 
 
-def _advances(known: Known, status: CommitStatus) -> bool:
+def _advances(shown_state: str, shown_description: str, status: CommitStatus) -> bool:
     """Whether the same build's new status is news over what is shown."""
-    if known.state in FINAL_STATES:
+    if shown_state in FINAL_STATES:
         return False  # a build's final state is final
-    return _phase(status.state, status.description) > _phase(known.state, known.description)
+    return _phase(status.state, status.description) > _phase(shown_state, shown_description)
 
 
 def _shows_build(remote: RemoteStatus, build_id: str) -> bool:
@@ -906,8 +906,7 @@ def _shows_build(remote: RemoteStatus, build_id: str) -> bool:
 def _should_replace(remote: RemoteStatus, update: Update, published: datetime | None) -> bool:
     """For an in-progress update: replace what Bitbucket shows?"""
     if _shows_build(remote, update.build_id):
-        known = Known(update.build_id, remote.state, remote.description, False)
-        return _advances(known, update.status)
+        return _advances(remote.state, remote.description, update.status)
     # Another build's status: a re-run replaces it, unless it was written
     # after this message was published (this message is the stale one).
     return not (published and remote.updated_on and remote.updated_on > published)
@@ -1007,10 +1006,11 @@ def apply(build: Mapping[str, Any], published: datetime | None, fields: dict[str
         return
     fields.update(_log_fields(build, decision))
     try:
-        outcome = current.reporter.report(decision, published)
+        outcome, repository = current.reporter.report(decision, published)
     except Rejected as error:
         log("ERROR", f"Bitbucket refused the status: {error}", **fields)
         return
+    fields["repository"] = repository.full_name  # a mirror's split that Bitbucket knew
     shown = f"{decision.status.state} ({decision.status.description})"
     if outcome == POSTED:
         log("INFO", f"Posted {shown}", **fields)

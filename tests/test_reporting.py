@@ -81,10 +81,12 @@ def test_each_branch_gets_its_own_status_on_the_commit(bitbucket):
     ]
 
 
-def test_mirror_split_is_found_by_trying_the_next_split_and_remembered(bitbucket):
+def test_mirror_split_is_found_by_trying_the_next_split_and_remembered(bitbucket, capsys):
     bitbucket.app.repositories = {"my_team/web_app"}
     deliver(build("QUEUED", source="mirror", repo="my_team/web_app"))
     assert [s["state"] for s in shown(bitbucket, "my_team/web_app")] == ["INPROGRESS"]
+    [line] = log_lines(capsys.readouterr().out)
+    assert line["repository"] == "my_team/web_app"  # the split Bitbucket knew, not the first one tried
     tried = len(bitbucket.app.status_calls())
     deliver(build("SUCCESS", source="mirror", repo="my_team/web_app"))
     assert [s["state"] for s in shown(bitbucket, "my_team/web_app")] == ["SUCCESSFUL"]
