@@ -24,7 +24,7 @@ soak: $(BIN)/.installed
 	$(BIN)/python -m tests.soak --builds 250
 
 fuzz: $(BIN)/.installed
-	FUZZ_EXAMPLES=100000 $(BIN)/python -m pytest tests/test_fuzz.py -q -s -p no:cacheprovider --hypothesis-show-statistics
+	FUZZ_EXAMPLES=100000 $(BIN)/python -m pytest tests/test_fuzz.py -q -p no:cacheprovider --hypothesis-show-statistics
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m bench

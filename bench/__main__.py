@@ -31,11 +31,11 @@ from typing import Any
 import requests
 
 import main
-from tests.builds import Context, background_event, build
-from tests.standins import bitbucket as standin
-from tests.standins.google import Google, Storage
-from tests.standins.processes import ROOT, Process, environment, free_port, wait_until
-from tests.standins.tls import self_signed
+from standins import bitbucket as standin
+from standins.builds import Context, background_event, build
+from standins.google import Google, Storage
+from standins.processes import ROOT, Process, environment, free_port, wait_until
+from standins.tls import self_signed
 
 TOKEN = "bench-access-token-5b21"
 KMS_KEY = "projects/bench/locations/global/keyRings/r/cryptoKeys/k"
@@ -156,7 +156,7 @@ def keep_alive_standin(port: int, log: Path, cert: Path | None = None) -> Proces
     if cert:
         args += ["--certfile", str(cert), "--keyfile", str(cert.with_name("standin-key.pem"))]
     env = {**os.environ, "STANDIN_TOKEN": TOKEN}
-    return Process([*args, "tests.standins.bitbucket:keep_alive_app()"], log, env)
+    return Process([*args, "standins.bitbucket:keep_alive_app()"], log, env)
 
 
 def run_function(events_in: list[Any], start: int, stop: int) -> float:

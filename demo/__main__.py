@@ -20,10 +20,10 @@ from typing import Any
 
 import requests
 
-from tests.builds import build, push_body
-from tests.standins.bitbucket import Bitbucket
-from tests.standins.google import Google, Storage
-from tests.standins.processes import FunctionServer, PubSubEmulator, wait_until
+from standins.bitbucket import Bitbucket
+from standins.builds import build, push_body
+from standins.google import Google, Storage
+from standins.processes import FunctionServer, PubSubEmulator, wait_until
 
 TOKEN = "demo-repository-access-token"
 KMS_KEY = "projects/demo/locations/global/keyRings/bitbucket-build-status/cryptoKeys/credentials"

@@ -7,10 +7,9 @@ from typing import Any
 import pytest
 
 import main
-from tests import builds
-from tests.standins import LOGS, SEEN_SECRETS, remember_basic, remember_secret
-from tests.standins.bitbucket import Bitbucket, Server
-from tests.standins.google import Google, GoogleServer, Storage
+from standins import LOGS, SEEN_SECRETS, builds, remember_basic, remember_secret
+from standins.bitbucket import Bitbucket, Server
+from standins.google import Google, GoogleServer, Storage
 
 CONFIG_VARIABLES = (
     "BITBUCKET_API_URL",

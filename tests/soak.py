@@ -22,10 +22,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import main
-from tests.builds import Context, background_event, build, now
-from tests.standins import remember_secret
-from tests.standins.bitbucket import FAULTS, Bitbucket
-from tests.standins.processes import environment
+from standins import remember_secret
+from standins.bitbucket import FAULTS, Bitbucket
+from standins.builds import Context, background_event, build, now
+from standins.processes import environment
 
 FINALS = {"SUCCESS": "SUCCESSFUL", "FAILURE": "FAILED", "TIMEOUT": "FAILED", "INTERNAL_ERROR": "FAILED",
           "CANCELLED": "STOPPED", "EXPIRED": "STOPPED"}  # fmt: skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.standins.processes import ROOT
+from standins.processes import ROOT
 
 
 def test_the_quick_benchmark_prints_every_row_and_the_counts_hold():

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.builds import COMMIT
-from tests.standins.bitbucket import Bitbucket, Server
+from standins.bitbucket import Bitbucket, Server
+from standins.builds import COMMIT
 
 BEARER = {"Authorization": "Bearer good-token"}
 

@@ -10,7 +10,7 @@ import time
 import pytest
 
 import main
-from tests.builds import build
+from standins.builds import build
 from tests.conftest import TOKEN, deliver, log_lines, shown
 
 

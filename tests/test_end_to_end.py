@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from tests.builds import build
+from standins.bitbucket import Server
+from standins.builds import build
+from standins.processes import ROOT, FunctionServer, PubSubEmulator, wait_until
 from tests.conftest import KMS_KEY, TOKEN, shown
-from tests.standins.bitbucket import Server
-from tests.standins.processes import ROOT, FunctionServer, PubSubEmulator, wait_until
 
 pytestmark = pytest.mark.emulator
 SIGNATURES = {"event": "build_status", "cloudevent": "build_status_cloudevent"}

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import main
-from tests.builds import COMMIT, Context, build, encode, sample
+from standins.builds import COMMIT, Context, build, encode, sample
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
 ALLOWED_PATH = re.compile(

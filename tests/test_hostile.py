@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.builds import COMMIT, build
+from standins.builds import COMMIT, build
 from tests.conftest import deliver
 from tests.test_fuzz import ALLOWED_PATH
 

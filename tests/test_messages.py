@@ -12,7 +12,7 @@ import pytest
 from cloudevents.http import CloudEvent
 
 import main
-from tests.builds import SAMPLES, Context, background_event, build, encode, now, push_body
+from standins.builds import SAMPLES, Context, background_event, build, encode, now, push_body
 from tests.conftest import log_lines, shown
 
 ROOT = Path(__file__).resolve().parents[1]

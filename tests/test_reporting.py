@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 import main
-from tests.builds import COMMIT, build
+from standins.builds import COMMIT, build
 from tests.conftest import TOKEN, deliver, log_lines, shown
 
 

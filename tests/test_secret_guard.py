@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LEAKY = """
-from tests.standins import remember_secret
+from standins import remember_secret
 
 def test_prints_a_credential():
     remember_secret("leaked-token-0123456789")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import main
-from tests.builds import COMMIT, TRIGGER_ID, build, sample
+from standins.builds import COMMIT, TRIGGER_ID, build, sample
 
 CONFIG = main.Config()
 

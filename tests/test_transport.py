@@ -8,10 +8,10 @@ import time
 import pytest
 
 import main
-from tests.builds import build
+from standins.bitbucket import Bitbucket
+from standins.builds import build
+from standins.tls import self_signed
 from tests.conftest import TOKEN, deliver, shown
-from tests.standins.bitbucket import Bitbucket
-from tests.standins.tls import self_signed
 
 
 @pytest.fixture

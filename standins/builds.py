@@ -8,8 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-SAMPLES = SHARED / "samples"
+SAMPLES = Path(__file__).resolve().parent / "data" / "samples"
 COMMIT = "65ca6a99a2573f0f1ff5dc93f78a77966248ea2d"
 TRIGGER_ID = "2bceb582-3141-44bf-b444-5640cbcaecc5"
 

@@ -6,7 +6,7 @@ keys over 40 characters get Bitbucket's 400, only a status's creator may
 overwrite it, and the same key with another refname is a second status. It can
 rate-limit and inject 5xx answers, timeouts and dropped connections.
 
-Run it alone with `python -m tests.standins.bitbucket --port 8929`.
+Run it alone with `python -m standins.bitbucket --port 8929`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import base64
 import functools
+import gzip
 import json
 import logging
 import os
@@ -36,12 +37,9 @@ from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from tests.standins import remember_basic, remember_secret
+from standins import remember_basic, remember_secret
 
-SPEC = Path(
-    os.environ.get("BITBUCKET_OPENAPI_SPEC")
-    or Path(__file__).resolve().parents[3] / "shared" / "specs" / "bitbucket-cloud-2.0.openapi.json"
-)
+SPEC = Path(__file__).resolve().parent / "data" / "specs" / "bitbucket-cloud-2.0.openapi.json.gz"
 STATUSES = re.compile(
     r"/2\.0/repositories/(?P<workspace>[^/]+)/(?P<slug>[^/]+)/commit/(?P<commit>[^/]+)/statuses"
     r"(?:/build(?:/(?P<key>[^/]+))?)?"
@@ -58,7 +56,7 @@ warnings.filterwarnings("ignore", "Unsupported scheme type")
 @functools.cache
 def openapi() -> OpenAPI:
     """Atlassian's spec, relaxing only the `type` every schema inherits."""
-    spec = json.loads(SPEC.read_text())
+    spec = json.loads(gzip.decompress(SPEC.read_bytes()))
     del spec["components"]["schemas"]["object"]["required"]
     spec["servers"] = [{"url": "/2.0"}]
     return OpenAPI.from_dict(spec)
@@ -371,7 +369,7 @@ def _explain(problem: Exception) -> str:
 
 def keep_alive_app() -> Bitbucket:
     """For a server that keeps connections open (gunicorn; Werkzeug's closes each one):
-    `gunicorn 'tests.standins.bitbucket:keep_alive_app()'` with STANDIN_TOKEN set."""
+    `gunicorn 'standins.bitbucket:keep_alive_app()'` with STANDIN_TOKEN set."""
     app = Bitbucket(validate=False)
     app.accept_token(os.environ["STANDIN_TOKEN"])
     return app

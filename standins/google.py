@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from tests.standins import remember_secret
+from standins import remember_secret
 
 KMS_ACTION = re.compile(r"/v1/(?P<name>projects/[^:]+/cryptoKeys/[^/:]+):(?P<action>encrypt|decrypt)")
 SECRET_ACCESS = re.compile(r"/v1/(?P<secret>projects/[^/]+/secrets/[^/]+)/versions/(?P<version>[^/:]+):access")

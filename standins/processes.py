@@ -23,9 +23,9 @@ from typing import Any
 
 import requests
 
-from tests.standins import LOGS
+from standins import LOGS
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @contextlib.contextmanager
