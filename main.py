@@ -15,16 +15,20 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextvars
 import fnmatch
 import hashlib
 import ipaddress
 import json
+import math
 import os
 import re
 import sys
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
@@ -40,6 +44,7 @@ DEFAULT_OAUTH_TOKEN_URL = "https://bitbucket.org/site/oauth2/access_token"  # no
 DEFAULT_MAX_EVENT_AGE_SECONDS = 24 * 3600
 DEFAULT_RETRY_BACKOFF_SECONDS = 0.5
 DEFAULT_HTTP_TIMEOUT_SECONDS = 10.0  # read timeout of every outbound call
+DEFAULT_EVENT_DEADLINE_SECONDS = 120.0  # the deployment's --timeout leaves room beyond it
 CONNECT_TIMEOUT_SECONDS = 3.05
 HTTP_RETRIES = 4
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -121,6 +126,7 @@ class Config:
     max_event_age_seconds: float = DEFAULT_MAX_EVENT_AGE_SECONDS
     retry_backoff_seconds: float = DEFAULT_RETRY_BACKOFF_SECONDS
     http_timeout_seconds: float = DEFAULT_HTTP_TIMEOUT_SECONDS
+    event_deadline_seconds: float = DEFAULT_EVENT_DEADLINE_SECONDS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
@@ -133,7 +139,13 @@ class Config:
             max_event_age_seconds=_number(env, "MAX_EVENT_AGE_SECONDS", DEFAULT_MAX_EVENT_AGE_SECONDS),
             retry_backoff_seconds=_number(env, "HTTP_RETRY_BACKOFF_SECONDS", DEFAULT_RETRY_BACKOFF_SECONDS),
             http_timeout_seconds=_number(env, "HTTP_TIMEOUT_SECONDS", DEFAULT_HTTP_TIMEOUT_SECONDS),
+            event_deadline_seconds=_number(env, "EVENT_DEADLINE_SECONDS", DEFAULT_EVENT_DEADLINE_SECONDS),
         )
+
+    @property
+    def timeout(self) -> tuple[float, float]:
+        """(connect, read) timeouts of one attempt of an outbound call."""
+        return (min(CONNECT_TIMEOUT_SECONDS, self.http_timeout_seconds), self.http_timeout_seconds)
 
     def allows(self, repository: Repository) -> bool:
         name = repository.full_name.lower()
@@ -172,6 +184,35 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+# --- The event's deadline ------------------------------------------------------
+
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("deadline", default=None)
+
+
+@contextmanager
+def event_deadline(seconds: float) -> Iterator[None]:
+    """Every call made for one event, retries included, ends within `seconds`."""
+    token = _deadline.set(time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def time_left() -> float:
+    """Seconds until the current event's deadline (infinite outside an event)."""
+    deadline = _deadline.get()
+    return math.inf if deadline is None else deadline - time.monotonic()
+
+
+def google_timeout() -> float | None:
+    """The timeout for a Google client call: what is left of the event, or the library's default."""
+    left = time_left()
+    if left <= 0:
+        raise TransientError("the event's deadline (EVENT_DEADLINE_SECONDS) passed before reading the credentials")
+    return None if math.isinf(left) else left
+
+
 # --- Decoding ----------------------------------------------------------------
 
 
@@ -198,10 +239,11 @@ def decode_build(data: Any) -> dict[str, Any]:
 
 
 def parse_time(value: Any) -> datetime | None:
+    """An RFC 3339 time as Cloud Build and Pub/Sub write it ('Z' or 'z', up to 9 fraction digits), else None."""
     if not isinstance(value, str) or not value:
         return None
     try:
-        parsed = datetime.fromisoformat(value)
+        parsed = datetime.fromisoformat(value.strip().upper())
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
@@ -513,6 +555,8 @@ def parse_credentials(raw: str | bytes, where: str) -> Credentials:
             if _all_text(data.get(user), data.get(password)) and ":" not in data[user]:
                 return Credentials(scheme, base64.b64encode(f"{data[user]}:{data[password]}".encode()).decode())
         if _all_text(data.get("token")):
+            if not data["token"].isascii():  # an HTTP header cannot carry it (e.g. a pasted '…')
+                raise ConfigurationError(f"{where} holds a token with a character outside ASCII")
             return Credentials("Bearer", data["token"])
     raise ConfigurationError(
         f"{where} does not hold Bitbucket credentials: expected JSON "
@@ -551,7 +595,7 @@ class SecretManagerCredentials:
             self._client = secretmanager.SecretManagerServiceClient(transport="rest", client_options=options)
         version = self.secret if "/versions/" in self.secret else f"{self.secret}/versions/latest"
         try:
-            payload = self._client.access_secret_version(name=version).payload.data
+            payload = self._client.access_secret_version(name=version, timeout=google_timeout()).payload.data
         except Exception as error:  # google.api_core errors, imported lazily
             raise _google_error(error, version) from None
         return parse_credentials(payload, f"{version} (CREDENTIALS_SECRET)")
@@ -571,8 +615,10 @@ class BucketCredentials:
         storage_client, kms_client = self._get_clients()
         where = f"gs://{self.bucket}/{self.blob}"
         try:
-            ciphertext = storage_client.bucket(self.bucket).blob(self.blob).download_as_bytes()
-            plaintext = kms_client.decrypt(request={"name": self.key_id, "ciphertext": ciphertext}).plaintext
+            blob = storage_client.bucket(self.bucket).blob(self.blob)
+            ciphertext = blob.download_as_bytes(timeout=google_timeout() or 60)
+            request = {"name": self.key_id, "ciphertext": ciphertext}
+            plaintext = kms_client.decrypt(request=request, timeout=google_timeout()).plaintext
         except Exception as error:  # google.api_core errors, imported lazily
             raise _google_error(error, where) from None
         return parse_credentials(plaintext, f"{where} (decrypted with KMS_CRYPTO_KEY_ID)")
@@ -638,13 +684,32 @@ class RemoteStatus(NamedTuple):
     updated_on: datetime | None
 
 
-def http_session(backoff_seconds: float) -> requests.Session:
-    """One keep-alive session; 429, 5xx and dropped connections retried."""
+def http_session(backoff_seconds: float, attempt_seconds: float) -> requests.Session:
+    """One keep-alive session; 429, 5xx and dropped connections retried within the event's deadline."""
     import requests
     from requests.adapters import HTTPAdapter
+    from urllib3.exceptions import MaxRetryError, ResponseError
     from urllib3.util.retry import Retry
 
-    retry = Retry(
+    class DeadlineRetry(Retry):
+        """urllib3's Retry, except that no wait and no attempt may end past the event's deadline."""
+
+        def increment(
+            self,
+            method: str | None = None,
+            url: str | None = None,
+            response: Any = None,
+            error: Exception | None = None,
+            _pool: Any = None,
+            _stacktrace: Any = None,
+        ) -> Retry:
+            retry = super().increment(method, url, response, error, _pool, _stacktrace)
+            wait = (response is not None and retry.get_retry_after(response)) or retry.get_backoff_time()
+            if wait + attempt_seconds > time_left():
+                raise MaxRetryError(_pool, url, error or ResponseError("no time left before the event's deadline"))
+            return retry
+
+    retry = DeadlineRetry(
         total=HTTP_RETRIES,
         backoff_factor=backoff_seconds,
         status_forcelist=RETRY_STATUSES,
@@ -657,12 +722,19 @@ def http_session(backoff_seconds: float) -> requests.Session:
     return session
 
 
-def send(session: requests.Session, method: str, url: str, **kwargs: Any) -> requests.Response:
-    """One request with TLS verified; a network failure becomes a TransientError."""
+def send(
+    session: requests.Session, method: str, url: str, timeout: tuple[float, float], **kwargs: Any
+) -> requests.Response:
+    """One request with TLS verified, ending by the event's deadline; a network failure becomes a TransientError."""
     import requests
+    from urllib3.util import Timeout
 
+    left = time_left()
+    if left <= 0:
+        raise TransientError(f"{method} not sent: the event's deadline (EVENT_DEADLINE_SECONDS) has passed")
+    limit = Timeout(connect=min(timeout[0], left), read=min(timeout[1], left), total=min(sum(timeout), left))
     try:
-        return session.request(method, url, verify=True, **kwargs)
+        return session.request(method, url, verify=True, timeout=limit, **kwargs)
     except requests.RequestException as error:
         raise TransientError(f"{method} to Bitbucket failed: {type(error).__name__}") from None
 
@@ -867,7 +939,10 @@ class Reporter:
 
     def _recall(self, identity: tuple[str, ...]) -> Known | None:
         with self._lock:
-            return self._known.get(identity)
+            known = self._known.get(identity)
+            if known:
+                self._known.move_to_end(identity)  # least recently used goes first
+            return known
 
     def _remember(self, identity: tuple[str, ...], known: Known) -> None:
         with self._lock:
@@ -954,10 +1029,9 @@ class Instance:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Instance:
         config = Config.from_env(env)
-        session = http_session(config.retry_backoff_seconds)
-        timeout = (min(CONNECT_TIMEOUT_SECONDS, config.http_timeout_seconds), config.http_timeout_seconds)
-        sign_in = SignIn(credential_source(env), session, config.oauth_token_url, timeout)
-        return cls(config, Reporter(Bitbucket(config.api_url, sign_in, session, timeout)))
+        session = http_session(config.retry_backoff_seconds, sum(config.timeout))
+        sign_in = SignIn(credential_source(env), session, config.oauth_token_url, config.timeout)
+        return cls(config, Reporter(Bitbucket(config.api_url, sign_in, session, config.timeout)))
 
 
 _instance: Instance | None = None
@@ -982,7 +1056,7 @@ def handle(data: Any, published_at: Any) -> None:
         return
     fields = _log_fields(build)
     try:
-        apply(build, parse_time(published_at), fields)
+        apply(build, published_at, fields)
     except ConfigurationError as error:
         log("ERROR", f"Configuration error: {error}", **fields)
         raise
@@ -991,9 +1065,18 @@ def handle(data: Any, published_at: Any) -> None:
         raise
 
 
-def apply(build: Mapping[str, Any], published: datetime | None, fields: dict[str, Any]) -> None:
-    """Translate one decoded Build and report it; logs the outcome."""
+def apply(build: Mapping[str, Any], published_at: Any, fields: dict[str, Any]) -> None:
+    """Translate one decoded Build and report it within the event's deadline; logs the outcome."""
     current = instance()
+    with event_deadline(current.config.event_deadline_seconds):
+        _apply(current, build, published_at, fields)
+
+
+def _apply(current: Instance, build: Mapping[str, Any], published_at: Any, fields: dict[str, Any]) -> None:
+    published = parse_time(published_at)
+    if published_at and not published:
+        shown = _clip(str(published_at), 60)
+        log("WARNING", f"The publish time {shown!r} does not parse: no age cutoff or stale-message rule", **fields)
     if published:
         age = (datetime.now(UTC) - published).total_seconds()
         if age > current.config.max_event_age_seconds:

@@ -93,6 +93,7 @@ class Bitbucket:
     fault_delay: float = 2.0  # how long a "timeout" fault keeps the client waiting
     rate_limit: int | None = None  # requests per rate_window seconds, then 429
     rate_window: float = 3600.0
+    retry_after: int | None = None  # seconds a 429 asks the client to wait (Bitbucket Cloud sends none)
     seed: int = 0
     validate: bool = True  # against the OpenAPI description; the benchmark turns it off to measure the function
     statuses: dict[tuple[str, str, str, str], dict[str, Any]] = field(default_factory=dict)
@@ -174,6 +175,8 @@ class Bitbucket:
             return response(environ, start_response)
         if fault == "429":
             response = error(429, "Rate limit for this resource has been exceeded")
+            if self.retry_after is not None:
+                response.headers["Retry-After"] = str(self.retry_after)
         elif fault and fault.isdigit():
             response = error(int(fault), "Something went wrong" if fault >= "500" else "Bad request")
         else:

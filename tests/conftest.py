@@ -27,6 +27,7 @@ CONFIG_VARIABLES = (
     "MAX_EVENT_AGE_SECONDS",
     "HTTP_RETRY_BACKOFF_SECONDS",
     "HTTP_TIMEOUT_SECONDS",
+    "EVENT_DEADLINE_SECONDS",
 )
 TOKEN = "bb-access-token-7Qx2"  # the stand-in's only accepted credential unless a test adds more
 SECRET_FIELDS = ("password", "token", "client_secret")
@@ -57,6 +58,12 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Fail the session if any credential used by any test appears in any output."""
+    if session.config.getoption("capture") == "no":
+        session.config.get_terminal_writer().line(
+            "The secret guard cannot see output that is not captured (-s): run without -s", red=True
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        return
     outputs = _OUTPUTS + [("functions-framework log", log) for log in LOGS]
     leaks = sorted({where for where, text in outputs for secret in SEEN_SECRETS if secret in text})
     if leaks:

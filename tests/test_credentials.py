@@ -268,3 +268,16 @@ def test_rotation_reaches_a_warm_instance_with_one_refetch_and_no_event_lost(
 
     assert fetches() - before == 1
     assert [s["state"] for s in shown(bitbucket)] == ["SUCCESSFUL"]
+
+
+def test_a_token_with_a_character_outside_ascii_is_a_configuration_error_naming_the_source(
+    bitbucket, monkeypatch, capsys
+):
+    monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps({"token": "pasted-token-with…"}))
+    with pytest.raises(main.ConfigurationError, match="BITBUCKET_CREDENTIALS holds a token with a character outside"):
+        deliver(build("SUCCESS"))
+    out = capsys.readouterr().out
+    assert log_lines(out)[-1]["severity"] == "ERROR"
+    assert "BITBUCKET_CREDENTIALS" in log_lines(out)[-1]["message"]
+    assert "pasted-token" not in out
+    assert bitbucket.app.calls == []

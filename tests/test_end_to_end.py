@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import requests
 
 from standins.bitbucket import Server
-from standins.builds import build
+from standins.builds import build, now, push_body
 from standins.processes import ROOT, FunctionServer, PubSubEmulator, wait_until
 from tests.conftest import KMS_KEY, TOKEN, shown
 
@@ -147,3 +148,37 @@ def test_the_demo_runs_to_the_end_and_shows_every_kind_of_transition():
     assert "FAILED (Timed out after 10m) → INPROGRESS (Queued) → INPROGRESS (Running) → SUCCESSFUL" in out
     assert "Skipped: the build's git source 'https://github.com/acme/website.git' is not on bitbucket.org" in out
     assert "Did not post INPROGRESS (Running): Bitbucket already shows this or a later state" in out
+
+
+def test_a_binary_mode_cloudevent_from_eventarc_lands_with_credentials_from_secret_manager(
+    bitbucket, google, tmp_path
+):
+    """What 2nd gen delivers: ce-* headers, the Pub/Sub push body as the HTTP body; credentials
+    read from Secret Manager by the real client library."""
+    secret = "projects/local-project/secrets/e2e-binary"
+    google.app.add_secret_version(secret, json.dumps({"token": TOKEN}).encode())
+    env = {
+        "BITBUCKET_API_URL": bitbucket.api_url,
+        "CREDENTIALS_SECRET": secret,
+        "SECRET_MANAGER_API_ENDPOINT": google.endpoint,
+        "GOOGLE_APPLICATION_CREDENTIALS": str(google.sa_file),
+        "HTTP_RETRY_BACKOFF_SECONDS": "0.01",
+    }
+    reads = google.app.counts["secretmanager.access"]
+    function = FunctionServer("build_status_cloudevent", "cloudevent", env, tmp_path / "function.log")
+    try:
+        for n, status in enumerate(("QUEUED", "WORKING", "SUCCESS")):
+            headers = {
+                "ce-id": f"e2e-{n}",
+                "ce-specversion": "1.0",
+                "ce-type": "google.cloud.pubsub.topic.v1.messagePublished",
+                "ce-source": "//pubsub.googleapis.com/projects/local-project/topics/cloud-builds",
+                "ce-time": now(),
+                "Content-Type": "application/json",
+            }
+            response = requests.post(function.url, json=push_body(build(status), str(n)), headers=headers, timeout=30)
+            assert response.status_code == 200, function.process.output()[-2000:]
+    finally:
+        function.stop()
+    assert [(s["state"], s["description"]) for s in shown(bitbucket)] == [("SUCCESSFUL", "Succeeded in 3m 12s")]
+    assert google.app.counts["secretmanager.access"] - reads == 1  # once for the instance, not once per event

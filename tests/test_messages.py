@@ -6,6 +6,7 @@ import base64
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,56 @@ def test_a_skipped_event_loads_no_google_client_even_with_the_bucket_source(tmp_
     modules = _loaded_by(code, env)
     assert "main" in modules
     assert [m for m in modules if m.startswith(GOOGLE_MODULES)] == []
+
+
+# --- publish times: as Cloud Build and Pub/Sub write them, through both entry points ---
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["2026-11-27T09:00:05Z", "2026-11-27T09:00:05z", "2026-11-27t09:00:05.123456789z", "2026-11-27T09:00:05.1+00:00"],
+)
+def test_rfc3339_times_with_z_or_nine_fraction_digits_parse(text):
+    parsed = main.parse_time(text)
+    assert (parsed.year, parsed.second, parsed.utcoffset().total_seconds()) == (2026, 5, 0)
+
+
+def two_hours_ago(suffix: str = "Z") -> str:
+    return (datetime.now(UTC) - timedelta(hours=2)).isoformat(timespec="microseconds").replace("+00:00", suffix)
+
+
+def deliver_2nd_gen(b: dict, publish_time: str) -> None:
+    main.build_status_cloudevent(cloud_event(push_body(b, publish_time=publish_time)))
+
+
+@pytest.mark.parametrize("signature", ["1st gen", "2nd gen"])
+@pytest.mark.parametrize("suffix", ["Z", "z", "789z"])  # "789z": nine fraction digits
+def test_the_age_cutoff_applies_to_either_entry_point_and_any_publish_time_format(
+    bitbucket, monkeypatch, capsys, signature, suffix
+):
+    monkeypatch.setenv("MAX_EVENT_AGE_SECONDS", "3600")
+    published = two_hours_ago(suffix)
+    if signature == "1st gen":
+        main.build_status(background_event(build("SUCCESS")), Context(published))
+    else:
+        deliver_2nd_gen(build("SUCCESS"), published)
+    assert bitbucket.app.calls == []
+    [line] = log_lines(capsys.readouterr().out)
+    assert "older than MAX_EVENT_AGE_SECONDS" in line["message"]
+
+
+def test_the_stale_message_rule_applies_to_the_2nd_gen_entry_point(bitbucket):
+    deliver_2nd_gen(build("SUCCESS", "run-2"), now())
+    main._instance = None  # the late message of an older run reaches another instance
+    deliver_2nd_gen(build("WORKING", "run-1"), (datetime.now(UTC) - timedelta(minutes=30)).isoformat())
+    [status] = shown(bitbucket)
+    assert (status["state"], "run-2" in status["url"]) == ("SUCCESSFUL", True)
+
+
+def test_a_publish_time_that_does_not_parse_is_logged_not_silently_ignored(bitbucket, capsys):
+    deliver_2nd_gen(build("SUCCESS"), "yesterday at noon")
+    warning, posted = log_lines(capsys.readouterr().out)
+    assert warning["severity"] == "WARNING"
+    assert "'yesterday at noon' does not parse" in warning["message"]
+    assert "age cutoff" in warning["message"]
+    assert posted["message"].startswith("Posted SUCCESSFUL")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -196,3 +197,61 @@ def test_a_skipped_build_leaves_one_info_line_and_sends_nothing(bitbucket, capsy
     assert line["severity"] == "INFO"
     assert line["message"].startswith("Skipped: the build's git source")
     assert bitbucket.app.calls == []
+
+
+# --- the instance's memory of statuses: bounded, least recently used first ---------
+
+
+def test_the_memory_of_statuses_forgets_the_least_recently_used_first(bitbucket, monkeypatch):
+    monkeypatch.setattr(main.Reporter, "MEMORY_SIZE", 4)
+    commits = [f"{n:040x}" for n in range(5)]
+    for commit in commits[:4]:
+        deliver(build("WORKING", commit=commit))  # read + post: each is remembered
+    calls = len(bitbucket.app.status_calls())
+    deliver(build("WORKING", commit=commits[0]))  # a duplicate: recalled, and so used most recently
+    assert len(bitbucket.app.status_calls()) == calls
+    deliver(build("WORKING", commit=commits[4]))  # a fifth status: the least recently used one goes
+    calls = len(bitbucket.app.status_calls())
+    deliver(build("WORKING", commit=commits[0]))
+    assert len(bitbucket.app.status_calls()) == calls  # still remembered
+    deliver(build("WORKING", commit=commits[1]))
+    assert [c.method for c in bitbucket.app.status_calls()[calls:]] == ["GET"]  # forgotten: read again
+
+
+# --- one event never outlives its deadline -------------------------------------------
+
+
+def test_retries_stop_at_the_events_deadline_and_the_event_is_redelivered(bitbucket, monkeypatch):
+    monkeypatch.setenv("EVENT_DEADLINE_SECONDS", "1")
+    monkeypatch.setenv("HTTP_TIMEOUT_SECONDS", "0.4")
+    bitbucket.app.fault_delay = 30
+    bitbucket.app.fail_next(*["timeout"] * (main.HTTP_RETRIES + 1))
+    started = time.monotonic()
+    with pytest.raises(main.TransientError):
+        deliver(build("WORKING"))
+    assert time.monotonic() - started < 1 + 0.4 + 1  # the deadline, one attempt's timeout, and slack
+    assert 1 <= len(bitbucket.app.calls) < main.HTTP_RETRIES + 1
+
+
+def test_a_retry_after_longer_than_the_deadline_is_not_waited_for(bitbucket, monkeypatch):
+    monkeypatch.setenv("EVENT_DEADLINE_SECONDS", "2")
+    bitbucket.app.retry_after = 60
+    bitbucket.app.fail_next("429")
+    started = time.monotonic()
+    with pytest.raises(main.TransientError, match="429"):
+        deliver(build("SUCCESS"))
+    assert time.monotonic() - started < 2
+    assert len(bitbucket.app.calls) == 1
+    deliver(build("SUCCESS"))  # the redelivery
+    assert [s["state"] for s in shown(bitbucket)] == ["SUCCESSFUL"]
+
+
+def test_a_retry_after_within_the_deadline_is_honoured(bitbucket, monkeypatch):
+    monkeypatch.setenv("EVENT_DEADLINE_SECONDS", "10")
+    monkeypatch.setenv("HTTP_TIMEOUT_SECONDS", "2")  # an attempt takes at most 2 + 2 s: 1 + 4 s fit in 10
+    bitbucket.app.retry_after = 1
+    bitbucket.app.fail_next("429")
+    started = time.monotonic()
+    deliver(build("SUCCESS"))
+    assert time.monotonic() - started >= 1
+    assert [s["state"] for s in shown(bitbucket)] == ["SUCCESSFUL"]

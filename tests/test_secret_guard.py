@@ -26,3 +26,13 @@ def test_a_session_that_prints_a_credential_fails_naming_where_not_what(tmp_path
     assert "1 passed" in result.stdout
     assert "A credential appeared in the output of: test_leaky.py::test_prints_a_credential" in result.stdout
     assert "leaked-token-0123456789" not in result.stdout.split("A credential appeared")[1]
+
+
+def test_a_session_with_capture_off_fails_loudly_instead_of_going_blind(tmp_path):
+    (tmp_path / "test_leaky.py").write_text(LEAKY)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-s", "-p", "tests.conftest", "--rootdir", str(tmp_path), str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout
+    assert "The secret guard cannot see output that is not captured (-s)" in result.stdout
