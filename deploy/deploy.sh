@@ -16,6 +16,10 @@ FUNCTION=${FUNCTION:-bitbucket-build-status}
 TOPIC=${TOPIC:-cloud-builds}
 SA_NAME=${SA_NAME:-bitbucket-build-status}
 SA="$SA_NAME@$PROJECT.iam.gserviceaccount.com"
+BUILD_SA_NAME=${BUILD_SA_NAME:-bitbucket-build-status-build}
+BUILD_SA="$BUILD_SA_NAME@$PROJECT.iam.gserviceaccount.com"
+# The function's --timeout: main.py's event deadline (EVENT_DEADLINE_SECONDS, 120 s) and 30 s to spare.
+TIMEOUT=${TIMEOUT:-150s}
 SECRET=${SECRET:-bitbucket-build-status-credentials}
 BUCKET=${BUCKET:-$PROJECT-bitbucket-build-status}
 OBJECT=${OBJECT:-bitbucket-credentials.json.enc}
@@ -24,6 +28,7 @@ KEY=${KEY:-credentials}
 KMS_LOCATION=${KMS_LOCATION:-global}
 KEY_ID="projects/$PROJECT/locations/$KMS_LOCATION/keyRings/$KEYRING/cryptoKeys/$KEY"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"  # `--source=.` uploads what .gcloudignore lets through: main.py and requirements.txt
 
 case "$SOURCE" in
   secret | bucket) ;;
@@ -45,10 +50,19 @@ exists() {
   [ -z "$DRY_RUN" ] && "$@" >/dev/null 2>&1
 }
 
+# The project's number, which names its Google-managed service agents.
+project_number() {
+  if [ -n "$DRY_RUN" ]; then
+    echo PROJECT_NUMBER
+  else
+    gcloud projects describe "$PROJECT" --format='value(projectNumber)'
+  fi
+}
+
 deploy() {
   : "${REGION:?set REGION, e.g. make deploy PROJECT=my-project REGION=europe-west1}"
   local apis=(cloudfunctions.googleapis.com run.googleapis.com eventarc.googleapis.com
-    cloudbuild.googleapis.com pubsub.googleapis.com artifactregistry.googleapis.com)
+    cloudbuild.googleapis.com pubsub.googleapis.com artifactregistry.googleapis.com iam.googleapis.com)
   if [ "$SOURCE" = secret ]; then
     apis+=(secretmanager.googleapis.com)
   else
@@ -59,6 +73,23 @@ deploy() {
     run gcloud pubsub topics create "$TOPIC" --project="$PROJECT"
   exists gcloud iam service-accounts describe "$SA" --project="$PROJECT" ||
     run gcloud iam service-accounts create "$SA_NAME" --display-name="Bitbucket build status" --project="$PROJECT"
+
+  # New projects no longer let the default compute account build functions: a build
+  # account of our own, with the roles Google documents for building a function.
+  exists gcloud iam service-accounts describe "$BUILD_SA" --project="$PROJECT" ||
+    run gcloud iam service-accounts create "$BUILD_SA_NAME" --display-name="Bitbucket build status (builds)" \
+      --project="$PROJECT"
+  local role
+  for role in roles/logging.logWriter roles/artifactregistry.writer roles/storage.objectAdmin; do
+    run gcloud projects add-iam-policy-binding "$PROJECT" --member="serviceAccount:$BUILD_SA" --role="$role" \
+      --condition=None
+  done
+
+  # Pub/Sub service agents created on or before 2021-04-08 (the original function's
+  # projects) must be able to mint tokens for the trigger's account; harmless elsewhere.
+  run gcloud iam service-accounts add-iam-policy-binding "$SA" \
+    --member="serviceAccount:service-$(project_number)@gcp-sa-pubsub.iam.gserviceaccount.com" \
+    --role=roles/iam.serviceAccountTokenCreator --project="$PROJECT"
 
   local env_vars
   if [ "$SOURCE" = secret ]; then
@@ -88,8 +119,9 @@ deploy() {
   # One instance handling events concurrently: its per-status locks and memory
   # serialize every status, so two instances cannot race between read and write.
   run gcloud functions deploy "$FUNCTION" --gen2 --project="$PROJECT" --region="$REGION" \
-    --runtime=python313 --source="$ROOT" --entry-point=build_status_cloudevent \
+    --runtime=python313 --source=. --entry-point=build_status_cloudevent \
     --trigger-topic="$TOPIC" --retry --service-account="$SA" --trigger-service-account="$SA" \
+    --build-service-account="projects/$PROJECT/serviceAccounts/$BUILD_SA" --timeout="$TIMEOUT" \
     --max-instances=1 --concurrency=80 --cpu=1 --memory=512Mi \
     --set-env-vars="$env_vars"
   # The Pub/Sub trigger calls the function as the same service account.
@@ -106,13 +138,15 @@ credentials() {
     fi
     local json
     json=$(cat)
-    printf '%s' "$json" | python3 -c '
-import json, sys
-data = json.load(sys.stdin)
-shapes = ({"username", "password"}, {"token"}, {"client_id", "client_secret"})
-if not isinstance(data, dict) or not any(s <= data.keys() for s in shapes):
-    sys.exit("expected {\"username\", \"password\"}, {\"token\"} or {\"client_id\", \"client_secret\"}")
-' || { echo "standard input is not credentials JSON; nothing was stored" >&2; exit 2; }
+    # Checked by the function's own parser (standard library only), so what is stored is what it accepts.
+    printf '%s' "$json" | PYTHONPATH="$ROOT" python3 -c '
+import sys
+import main
+try:
+    main.parse_credentials(sys.stdin.read(), "standard input")
+except main.ConfigurationError as error:
+    sys.exit(str(error))
+' || { echo "standard input is not credentials JSON the function accepts; nothing was stored" >&2; exit 2; }
     exec 3<<<"$json"
     exec 0<&3
   fi

@@ -21,7 +21,18 @@ SA = "serviceAccount:bitbucket-build-status@x.iam.gserviceaccount.com"
 NO_ACCOUNT = "You do not currently have an active account selected"
 USAGE_ERRORS = ("unrecognized arguments", "Invalid choice", "argument", "expected one argument", "Invalid value")
 
-needs_gcloud = pytest.mark.skipif(shutil.which("gcloud") is None, reason="gcloud is not installed")
+BUILD_SA = "serviceAccount:bitbucket-build-status-build@x.iam.gserviceaccount.com"
+PUBSUB_AGENT = "serviceAccount:service-PROJECT_NUMBER@gcp-sa-pubsub.iam.gserviceaccount.com"
+
+
+@pytest.fixture(scope="module")
+def gcloud() -> str:
+    found = shutil.which("gcloud")
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("gcloud is not installed: CI must check the deployment commands with the Google Cloud CLI")
+        pytest.skip("gcloud is not installed")
+    return found
 
 
 def dry_run(target: str, source: str) -> list[list[str]]:
@@ -52,8 +63,7 @@ def commands() -> dict[str, list[list[str]]]:
     return {source: dry_run("deploy", source) + dry_run("credentials", source) for source in ("secret", "bucket")}
 
 
-@needs_gcloud
-def test_every_printed_command_parses_with_the_installed_gcloud(commands, tmp_path):
+def test_every_printed_command_parses_with_the_installed_gcloud(gcloud, commands, tmp_path):
     unique = {tuple(c) for cs in commands.values() for c in cs}
     control = ("gcloud", "pubsub", "topics", "create", "cloud-builds", "--no-such-flag")
     with ThreadPoolExecutor(4) as pool:
@@ -77,8 +87,17 @@ def grants(commands: list[list[str]]) -> list[tuple[str, ...]]:
     return found
 
 
+BUILD_GRANTS = [
+    ("projects", "x", BUILD_SA, role, "None")
+    for role in ("roles/logging.logWriter", "roles/artifactregistry.writer", "roles/storage.objectAdmin")
+]
+TOKEN_CREATOR = [("iam", SA.removeprefix("serviceAccount:"), PUBSUB_AGENT, "roles/iam.serviceAccountTokenCreator", "")]
+
+
 def test_secret_source_grants_only_access_to_its_one_secret(commands):
     assert grants(commands["secret"]) == [
+        *BUILD_GRANTS,
+        *TOKEN_CREATOR,
         ("secrets", "bitbucket-build-status-credentials", SA, "roles/secretmanager.secretAccessor", ""),
         ("functions", "bitbucket-build-status", SA, "invoker", ""),
     ]
@@ -87,6 +106,8 @@ def test_secret_source_grants_only_access_to_its_one_secret(commands):
 def test_bucket_source_grants_only_reading_its_one_object_and_decrypting_with_its_one_key(commands):
     obj = "projects/_/buckets/x-bitbucket-build-status/objects/bitbucket-credentials.json.enc"
     assert grants(commands["bucket"]) == [
+        *BUILD_GRANTS,
+        *TOKEN_CREATOR,
         ("storage", "gs://x-bitbucket-build-status", SA, "roles/storage.objectViewer",
          f'expression=resource.name == "{obj}",title=bitbucket-credentials-object-only'),
         ("kms", "credentials", SA, "roles/cloudkms.cryptoKeyDecrypter", ""),
@@ -102,7 +123,8 @@ def test_the_function_is_deployed_as_2nd_gen_python313_on_cloud_builds_with_retr
     for flag in (
         "--gen2", "--runtime=python313", "--entry-point=build_status_cloudevent", "--trigger-topic=cloud-builds",
         "--retry", "--service-account=bitbucket-build-status@x.iam.gserviceaccount.com",
-        "--max-instances=1", "--concurrency=80",
+        "--max-instances=1", "--concurrency=80", "--timeout=150s",
+        "--build-service-account=projects/x/serviceAccounts/bitbucket-build-status-build@x.iam.gserviceaccount.com",
     ):  # fmt: skip
         assert flag in deploy
     env = next(arg for arg in deploy if arg.startswith("--set-env-vars="))
@@ -115,10 +137,20 @@ def test_the_function_is_deployed_as_2nd_gen_python313_on_cloud_builds_with_retr
         assert env == "--set-env-vars=CREDENTIALS_SECRET=projects/x/secrets/bitbucket-build-status-credentials"
 
 
-def test_nothing_uses_gsutil_or_grants_on_the_whole_project(commands):
+def test_the_timeout_leaves_room_beyond_the_functions_own_deadline(commands):
+    import main
+
+    [deploy] = [c for c in commands["secret"] if c[1:3] == ["functions", "deploy"]]
+    timeout = next(arg for arg in deploy if arg.startswith("--timeout=")).removeprefix("--timeout=")
+    assert timeout.endswith("s")
+    assert float(timeout[:-1]) >= main.DEFAULT_EVENT_DEADLINE_SECONDS + 15
+
+
+def test_only_the_build_account_gets_project_roles_and_nothing_uses_gsutil(commands):
     for command in (c for cs in commands.values() for c in cs):
         assert command[0] == "gcloud"
-        assert command[1:3] != ["projects", "add-iam-policy-binding"]
+        if command[1:3] == ["projects", "add-iam-policy-binding"]:
+            assert f"--member={BUILD_SA}" in command
     assert "gsutil" not in (ROOT / "deploy" / "deploy.sh").read_text()
 
 
@@ -128,11 +160,86 @@ def test_the_bucket_is_private_with_uniform_access(commands):
     assert "--public-access-prevention" in create
 
 
-def test_credentials_that_are_not_json_are_refused_before_anything_runs():
+# --- the script itself, run against a stand-in gcloud -----------------------------
+
+FAKE_GCLOUD = """#!/usr/bin/env bash
+# A stand-in for gcloud: records each call; `describe` answers as $FAKE_EXISTING says.
+printf '%s\\n' "$*" >> "$FAKE_GCLOUD_LOG"
+case " $* " in
+  *" projects describe "*) echo 123456789012 ;;
+  *" describe "*) [ "$FAKE_EXISTING" = all ] || exit 1 ;;
+  *" secrets versions add "*|*" storage cp "*) cat > /dev/null ;;
+  *" kms encrypt "*) cat ;;
+esac
+"""
+
+
+def run_script(
+    tmp_path: Path, *args: str, existing: str = "none", source: str = "secret", stdin: str = ""
+) -> list[str]:
+    """Run deploy/deploy.sh for real against the stand-in gcloud; the gcloud commands it ran."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "gcloud").write_text(FAKE_GCLOUD)
+    (bin_dir / "gcloud").chmod(0o755)
+    log = tmp_path / f"gcloud-{existing}.log"
+    env = {
+        **os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_GCLOUD_LOG": str(log),
+        "FAKE_EXISTING": existing, "PROJECT": "x", "REGION": "europe-west1", "SOURCE": source, "DRY_RUN": "",
+    }  # fmt: skip
     result = subprocess.run(
-        ["deploy/deploy.sh", "credentials"], cwd=ROOT, input="my-password-on-its-own", capture_output=True, text=True,
-        env={**os.environ, "PROJECT": "x", "PATH": "/nonexistent:" + os.environ["PATH"]}, check=False,
+        ["deploy/deploy.sh", *args], cwd=ROOT, env=env, input=stdin, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return log.read_text().splitlines() if log.exists() else []
+
+
+@pytest.mark.parametrize("source", ["secret", "bucket"])
+def test_a_new_project_gets_every_resource_created(tmp_path, source):
+    ran = run_script(tmp_path, "deploy", existing="none", source=source)
+    created = [line.split(" --")[0] for line in ran if " create " in line]
+    expected = ["pubsub topics create cloud-builds", "iam service-accounts create bitbucket-build-status",
+                "iam service-accounts create bitbucket-build-status-build"]  # fmt: skip
+    if source == "secret":
+        expected.append("secrets create bitbucket-build-status-credentials")
+    else:
+        expected += ["kms keyrings create bitbucket-build-status", "kms keys create credentials",
+                     "storage buckets create gs://x-bitbucket-build-status"]  # fmt: skip
+    assert created == expected
+    assert any(line.startswith("functions deploy bitbucket-build-status ") for line in ran)
+    assert any("service-123456789012@gcp-sa-pubsub.iam.gserviceaccount.com" in line for line in ran)
+
+
+@pytest.mark.parametrize("source", ["secret", "bucket"])
+def test_running_it_again_creates_nothing_and_grants_and_deploys_again(tmp_path, source):
+    first = run_script(tmp_path, "deploy", existing="none", source=source)
+    again = run_script(tmp_path, "deploy", existing="all", source=source)
+    assert [line for line in again if " create " in line] == []
+    redone = [line for line in first if " create " not in line and " describe " not in line]
+    assert [line for line in again if " describe " not in line] == redone  # grants and deploy are idempotent
+
+
+@pytest.mark.parametrize(
+    "stored",
+    ['{"token": 5}', '{"username": "a:b", "password": "p"}', '{"token": "pasted…"}', "my-password-on-its-own"],
+)
+def test_credentials_the_function_would_refuse_are_refused_before_anything_runs(tmp_path, stored):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "gcloud").write_text("#!/bin/sh\necho called >> " + str(tmp_path / "called") + "\n")
+    (bin_dir / "gcloud").chmod(0o755)
+    result = subprocess.run(
+        ["deploy/deploy.sh", "credentials"], cwd=ROOT, input=stored, capture_output=True, text=True,
+        env={**os.environ, "PROJECT": "x", "DRY_RUN": "", "PATH": f"{bin_dir}:{os.environ['PATH']}"}, check=False,
     )  # fmt: skip
     assert result.returncode == 2
     assert "nothing was stored" in result.stderr
-    assert "my-password-on-its-own" not in result.stdout + result.stderr
+    assert "standard input does not hold Bitbucket credentials" in result.stderr or "outside ASCII" in result.stderr
+    for part in ("a:b", "pasted", "my-password"):
+        assert part not in result.stdout + result.stderr
+    assert not (tmp_path / "called").exists()
+
+
+def test_credentials_the_function_accepts_are_stored(tmp_path):
+    ran = run_script(tmp_path, "credentials", stdin='{"token": "a-repository-access-token"}')
+    assert ran == ["secrets versions add bitbucket-build-status-credentials --data-file=- --project=x"]

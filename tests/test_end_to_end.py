@@ -150,9 +150,7 @@ def test_the_demo_runs_to_the_end_and_shows_every_kind_of_transition():
     assert "Did not post INPROGRESS (Running): Bitbucket already shows this or a later state" in out
 
 
-def test_a_binary_mode_cloudevent_from_eventarc_lands_with_credentials_from_secret_manager(
-    bitbucket, google, tmp_path
-):
+def test_a_binary_mode_cloudevent_from_eventarc_lands_with_credentials_from_secret_manager(bitbucket, google, tmp_path):
     """What 2nd gen delivers: ce-* headers, the Pub/Sub push body as the HTTP body; credentials
     read from Secret Manager by the real client library."""
     secret = "projects/local-project/secrets/e2e-binary"
