@@ -572,6 +572,25 @@ class CredentialSource(Protocol):
     def fetch(self) -> Credentials: ...
 
 
+class FileCredentials:
+    """BITBUCKET_CREDENTIALS_FILE: a file, such as a secret Cloud Run mounts, which it reads from
+    Secret Manager each time the file is read: a new version reaches warm instances, no client needed."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def fetch(self) -> Credentials:
+        where = f"BITBUCKET_CREDENTIALS_FILE ({self.path})"
+        try:
+            with open(self.path, "rb") as file:
+                raw = file.read()
+        except (FileNotFoundError, IsADirectoryError, PermissionError, NotADirectoryError) as error:
+            raise ConfigurationError(f"{where} cannot be read: {error.strerror}") from None
+        except OSError as error:  # a mounted secret that Secret Manager could not serve this time
+            raise TransientError(f"{where} cannot be read: {error.strerror or type(error).__name__}") from None
+        return parse_credentials(raw, where)
+
+
 class EnvironmentCredentials:
     """BITBUCKET_CREDENTIALS: the JSON itself (local runs, --set-secrets)."""
 
@@ -643,16 +662,19 @@ def _google_error(error: Exception, where: str) -> Exception:
     return TransientError(f"reading credentials from {where} failed: {summary}: {error}")
 
 
+SINGLE_VARIABLES = ("BITBUCKET_CREDENTIALS_FILE", "BITBUCKET_CREDENTIALS", "CREDENTIALS_SECRET")
 BUCKET_VARIABLES = ("SECRETS_BUCKET", "SECRETS_OBJECT", "KMS_CRYPTO_KEY_ID")
 SECRET_RE = re.compile(r"projects/[^/]+/secrets/[^/]+(?:/versions/[^/]+)?", re.ASCII)
 
 
 def credential_source(env: Mapping[str, str]) -> CredentialSource:
     """The one credential source the environment configures."""
-    found = [v for v in ("BITBUCKET_CREDENTIALS", "CREDENTIALS_SECRET", *BUCKET_VARIABLES) if env.get(v)]
+    found = [v for v in (*SINGLE_VARIABLES, *BUCKET_VARIABLES) if env.get(v)]
     sources = {"BUCKET" if v in BUCKET_VARIABLES else v for v in found}
     if len(sources) > 1:
         raise ConfigurationError(f"configure exactly one credential source, found {', '.join(found)}")
+    if "BITBUCKET_CREDENTIALS_FILE" in sources:
+        return FileCredentials(env["BITBUCKET_CREDENTIALS_FILE"])
     if "BITBUCKET_CREDENTIALS" in sources:
         return EnvironmentCredentials()
     if "CREDENTIALS_SECRET" in sources:
@@ -667,8 +689,8 @@ def credential_source(env: Mapping[str, str]) -> CredentialSource:
             raise ConfigurationError(f"the bucket credential source also needs {', '.join(missing)}")
         return BucketCredentials(*(env[v] for v in BUCKET_VARIABLES), env.get("KMS_API_ENDPOINT"))
     raise ConfigurationError(
-        "no Bitbucket credentials configured: set one of BITBUCKET_CREDENTIALS, CREDENTIALS_SECRET, "
-        "or SECRETS_BUCKET with SECRETS_OBJECT and KMS_CRYPTO_KEY_ID"
+        "no Bitbucket credentials configured: set one of BITBUCKET_CREDENTIALS_FILE, BITBUCKET_CREDENTIALS, "
+        "CREDENTIALS_SECRET, or SECRETS_BUCKET with SECRETS_OBJECT and KMS_CRYPTO_KEY_ID"
     )
 
 

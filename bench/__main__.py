@@ -98,7 +98,10 @@ class Stack:
             "KMS_API_ENDPOINT": self.google.endpoint, "STORAGE_EMULATOR_HOST": self.storage.host,
         }  # fmt: skip
         secret = {"CREDENTIALS_SECRET": "projects/bench/secrets/s", "SECRET_MANAGER_API_ENDPOINT": self.google.endpoint}
+        mounted = workdir / "bitbucket-credentials.json"  # as Cloud Run mounts a secret
+        mounted.write_text(json.dumps({"token": TOKEN}))
         self.sources: dict[str, dict[str, str]] = {
+            "a mounted file": {"BITBUCKET_CREDENTIALS_FILE": str(mounted)},
             "environment variable": {"BITBUCKET_CREDENTIALS": json.dumps({"token": TOKEN})},
             "Secret Manager": secret,
             "bucket + KMS": bucket,
@@ -159,11 +162,11 @@ def bench_cold(stack: Stack, runs: int, margin: float) -> None:
     original = statistics.median(times["original"])
     for name in stack.sources:
         ours = statistics.median(times[name])
-        target = 3.0 if name == "environment variable" else None
+        target = 3.0 if name == "a mounted file" else None
         row(f"cold first event, credentials from {name} (fresh process: import, fetch, POST)", f"{ours:.0f} ms",
             f"{original:.0f} ms original (eager kms+storage+requests, bucket, POST)", f"{original / ours:.1f}x as fast",
             ">= 3x" if target else "-", None if target is None else original / ours >= target / margin)  # fmt: skip
-        if name == "environment variable":
+        if name == "a mounted file":
             loaded = [m for m in modules[name] if m.startswith(GOOGLE_PREFIXES)]
             row("Google client modules loaded by that first event", str(len(loaded)), "-", "-", "0", not loaded)
 

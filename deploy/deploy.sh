@@ -4,13 +4,14 @@
 #   deploy/deploy.sh deploy        enable APIs, create what is missing, grant, deploy (idempotent)
 #   deploy/deploy.sh credentials   read the credentials JSON from standard input and store it
 #
-# Settings (environment): PROJECT and REGION (required); SOURCE=secret (Secret
-# Manager, the default) or bucket (KMS-encrypted object, the original design);
+# Settings (environment): PROJECT and REGION (required); SOURCE=file (a Secret
+# Manager secret mounted as a file, the default), secret (the same secret read with
+# the client library) or bucket (a KMS-encrypted object, the original design);
 # DRY_RUN=1 prints every command, one per line, instead of running it.
 set -euo pipefail
 
 : "${PROJECT:?set PROJECT, e.g. make deploy PROJECT=my-project REGION=europe-west1}"
-SOURCE=${SOURCE:-secret}
+SOURCE=${SOURCE:-file}
 DRY_RUN=${DRY_RUN:-}
 FUNCTION=${FUNCTION:-bitbucket-build-status}
 TOPIC=${TOPIC:-cloud-builds}
@@ -21,6 +22,8 @@ BUILD_SA="$BUILD_SA_NAME@$PROJECT.iam.gserviceaccount.com"
 # The function's --timeout: main.py's event deadline (EVENT_DEADLINE_SECONDS, 120 s) and 30 s to spare.
 TIMEOUT=${TIMEOUT:-150s}
 SECRET=${SECRET:-bitbucket-build-status-credentials}
+# Where the file source mounts the secret; Cloud Run shadows the whole directory.
+CREDENTIALS_FILE=${CREDENTIALS_FILE:-/etc/secrets/bitbucket-credentials.json}
 BUCKET=${BUCKET:-$PROJECT-bitbucket-build-status}
 OBJECT=${OBJECT:-bitbucket-credentials.json.enc}
 KEYRING=${KEYRING:-bitbucket-build-status}
@@ -31,8 +34,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"  # `--source=.` uploads what .gcloudignore lets through: main.py and requirements.txt
 
 case "$SOURCE" in
-  secret | bucket) ;;
-  *) echo "SOURCE must be secret or bucket, not '$SOURCE'" >&2; exit 2 ;;
+  file | secret | bucket) ;;
+  *) echo "SOURCE must be file, secret or bucket, not '$SOURCE'" >&2; exit 2 ;;
 esac
 
 # Run a command, or print it (shell-quoted, one line) when DRY_RUN is set.
@@ -59,11 +62,17 @@ project_number() {
   fi
 }
 
+# The secret both secret sources read (created empty: `make credentials` adds its versions).
+create_secret() {
+  exists gcloud secrets describe "$SECRET" --project="$PROJECT" ||
+    run gcloud secrets create "$SECRET" --replication-policy=automatic --project="$PROJECT"
+}
+
 deploy() {
   : "${REGION:?set REGION, e.g. make deploy PROJECT=my-project REGION=europe-west1}"
   local apis=(cloudfunctions.googleapis.com run.googleapis.com eventarc.googleapis.com
     cloudbuild.googleapis.com pubsub.googleapis.com artifactregistry.googleapis.com iam.googleapis.com)
-  if [ "$SOURCE" = secret ]; then
+  if [ "$SOURCE" != bucket ]; then
     apis+=(secretmanager.googleapis.com)
   else
     apis+=(cloudkms.googleapis.com storage.googleapis.com)
@@ -91,12 +100,23 @@ deploy() {
     --member="serviceAccount:service-$(project_number)@gcp-sa-pubsub.iam.gserviceaccount.com" \
     --role=roles/iam.serviceAccountTokenCreator --project="$PROJECT"
 
-  local env_vars
-  if [ "$SOURCE" = secret ]; then
-    exists gcloud secrets describe "$SECRET" --project="$PROJECT" ||
-      run gcloud secrets create "$SECRET" --replication-policy=automatic --project="$PROJECT"
+  local env_vars secrets=()
+  if [ "$SOURCE" != bucket ]; then
+    create_secret
     run gcloud secrets add-iam-policy-binding "$SECRET" --member="serviceAccount:$SA" \
       --role=roles/secretmanager.secretAccessor --project="$PROJECT"
+  fi
+  if [ "$SOURCE" = file ]; then
+    # Cloud Run reads the latest version each time the file is read; a mount needs a version to exist.
+    if [ -z "$DRY_RUN" ] && ! gcloud secrets versions describe latest --secret="$SECRET" --project="$PROJECT" \
+      >/dev/null 2>&1; then
+      echo "The secret $SECRET has no version yet: store the credentials first (make credentials PROJECT=$PROJECT" \
+        "< credentials.json), then run make deploy again." >&2
+      exit 2
+    fi
+    secrets=(--set-secrets="$CREDENTIALS_FILE=$SECRET:latest")
+    env_vars="BITBUCKET_CREDENTIALS_FILE=$CREDENTIALS_FILE"
+  elif [ "$SOURCE" = secret ]; then
     env_vars="CREDENTIALS_SECRET=projects/$PROJECT/secrets/$SECRET"
   else
     exists gcloud kms keyrings describe "$KEYRING" --location="$KMS_LOCATION" --project="$PROJECT" ||
@@ -123,7 +143,7 @@ deploy() {
     --trigger-topic="$TOPIC" --retry --service-account="$SA" --trigger-service-account="$SA" \
     --build-service-account="projects/$PROJECT/serviceAccounts/$BUILD_SA" --timeout="$TIMEOUT" \
     --max-instances=1 --concurrency=80 --cpu=1 --memory=512Mi \
-    --set-env-vars="$env_vars"
+    --set-env-vars="$env_vars" "${secrets[@]}"
   # The Pub/Sub trigger calls the function as the same service account.
   run gcloud functions add-invoker-policy-binding "$FUNCTION" --region="$REGION" \
     --member="serviceAccount:$SA" --project="$PROJECT"
@@ -150,7 +170,9 @@ except main.ConfigurationError as error:
     exec 3<<<"$json"
     exec 0<&3
   fi
-  if [ "$SOURCE" = secret ]; then
+  if [ "$SOURCE" != bucket ]; then
+    run gcloud services enable secretmanager.googleapis.com --project="$PROJECT"
+    create_secret
     run gcloud secrets versions add "$SECRET" --data-file=- --project="$PROJECT"
   elif [ -n "$DRY_RUN" ]; then
     printf '%s | %s\n' \

@@ -14,6 +14,7 @@ from standins.google import Google, GoogleServer, Storage
 CONFIG_VARIABLES = (
     "BITBUCKET_API_URL",
     "BITBUCKET_CREDENTIALS",
+    "BITBUCKET_CREDENTIALS_FILE",
     "BITBUCKET_REPOSITORIES",
     "BITBUCKET_OAUTH_TOKEN_URL",
     "CREDENTIALS_SECRET",
@@ -159,7 +160,27 @@ def environment_credentials(monkeypatch: pytest.MonkeyPatch, bitbucket: Server) 
     return store
 
 
-@pytest.fixture(params=["environment", "secret", "bucket"])
+@pytest.fixture
+def file_credentials(monkeypatch: pytest.MonkeyPatch, bitbucket: Server, tmp_path: Any) -> Any:
+    """Credentials in a file, as Cloud Run mounts a secret; each call rewrites it."""
+    path = tmp_path / "secrets" / "bitbucket-credentials.json"
+    path.parent.mkdir()
+
+    def store(credentials: Any) -> None:
+        if isinstance(credentials, (dict, list)):
+            for entry in credentials if isinstance(credentials, list) else [credentials]:
+                remember_stored(entry)
+            credentials = json.dumps(credentials)
+        path.write_text(credentials)
+
+    monkeypatch.delenv("BITBUCKET_CREDENTIALS")
+    monkeypatch.setenv("BITBUCKET_CREDENTIALS_FILE", str(path))
+    store({"token": TOKEN})
+    store.path = path  # type: ignore[attr-defined]
+    return store
+
+
+@pytest.fixture(params=["file", "environment", "secret", "bucket"])
 def credential_store(request: pytest.FixtureRequest) -> Any:
     """Each credential source in turn: a function that stores credentials JSON in it."""
     return request.getfixturevalue(f"{request.param}_credentials")

@@ -50,7 +50,9 @@ def test_malformed_credentials_are_a_configuration_error_naming_the_variable_not
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({}, "set one of BITBUCKET_CREDENTIALS, CREDENTIALS_SECRET, or SECRETS_BUCKET with SECRETS_OBJECT"),
+        ({}, "set one of BITBUCKET_CREDENTIALS_FILE, BITBUCKET_CREDENTIALS, CREDENTIALS_SECRET, or SECRETS_BUCKET"),
+        ({"BITBUCKET_CREDENTIALS_FILE": "/x", "CREDENTIALS_SECRET": "projects/p/secrets/s"},
+         "found BITBUCKET_CREDENTIALS_FILE, CREDENTIALS_SECRET"),
         ({"BITBUCKET_CREDENTIALS": "{}", "SECRETS_BUCKET": "b"}, "found BITBUCKET_CREDENTIALS, SECRETS_BUCKET"),
         ({"BITBUCKET_CREDENTIALS": "{}", "CREDENTIALS_SECRET": "projects/p/secrets/s"},
          "found BITBUCKET_CREDENTIALS, CREDENTIALS_SECRET"),
@@ -280,4 +282,54 @@ def test_a_token_with_a_character_outside_ascii_is_a_configuration_error_naming_
     assert log_lines(out)[-1]["severity"] == "ERROR"
     assert "BITBUCKET_CREDENTIALS" in log_lines(out)[-1]["message"]
     assert "pasted-token" not in out
+    assert bitbucket.app.calls == []
+
+
+# --- a file: a secret Cloud Run mounts, read again when Bitbucket says 401 ---------
+
+
+def test_a_credentials_file_is_read_once_and_again_when_its_token_is_refused(bitbucket, file_credentials):
+    deliver(build("WORKING"))
+    file_credentials("this is not read while the token works")
+    deliver(build("WORKING", "b-2", commit="a" * 40))  # the instance keeps what it read
+    assert len(shown(bitbucket, commit="a" * 40)) == 1
+    bitbucket.app.revoke_all()  # the old token is revoked: the next 401 reads the file again
+    with pytest.raises(main.ConfigurationError, match="BITBUCKET_CREDENTIALS_FILE"):
+        deliver(build("SUCCESS"))
+
+
+def test_a_rewritten_credentials_file_rotates_a_warm_instance_with_nothing_lost(bitbucket, file_credentials):
+    bitbucket.app.accept_basic("ci@acme.example", "old-api-token")
+    file_credentials({"username": "ci@acme.example", "password": "old-api-token"})
+    deliver(build("QUEUED"))
+    bitbucket.app.revoke_all()  # Bitbucket revokes the old token; a new secret version is mounted
+    bitbucket.app.accept_basic("ci@acme.example", "new-api-token")
+    file_credentials({"username": "ci@acme.example", "password": "new-api-token"})
+    deliver(build("WORKING"))
+    deliver(build("SUCCESS"))
+    assert [(s["state"], s["description"]) for _, s in bitbucket.app.history] == [
+        ("INPROGRESS", "Queued"),
+        ("INPROGRESS", "Running"),
+        ("SUCCESSFUL", "Succeeded in 3m 12s"),
+    ]
+
+
+@pytest.mark.parametrize("problem", ["missing", "a directory", "not json", "empty"])
+def test_a_bad_credentials_file_is_a_configuration_error_naming_the_variable_and_path_not_the_content(
+    bitbucket, file_credentials, capsys, problem
+):
+    path = file_credentials.path
+    if problem == "missing":
+        path.unlink()
+    elif problem == "a directory":
+        path.unlink()
+        path.mkdir()
+    else:
+        file_credentials("{token: secret-looking-text" if problem == "not json" else "")
+    with pytest.raises(main.ConfigurationError) as raised:
+        deliver(build("SUCCESS"))
+    assert f"BITBUCKET_CREDENTIALS_FILE ({path})" in str(raised.value)
+    out = capsys.readouterr().out
+    assert "secret-looking-text" not in out + str(raised.value)
+    assert log_lines(out)[-1]["severity"] == "ERROR"
     assert bitbucket.app.calls == []

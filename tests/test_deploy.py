@@ -21,6 +21,7 @@ SA = "serviceAccount:bitbucket-build-status@x.iam.gserviceaccount.com"
 NO_ACCOUNT = "You do not currently have an active account selected"
 USAGE_ERRORS = ("unrecognized arguments", "Invalid choice", "argument", "expected one argument", "Invalid value")
 
+SOURCES = ("file", "secret", "bucket")
 BUILD_SA = "serviceAccount:bitbucket-build-status-build@x.iam.gserviceaccount.com"
 PUBSUB_AGENT = "serviceAccount:service-PROJECT_NUMBER@gcp-sa-pubsub.iam.gserviceaccount.com"
 
@@ -60,7 +61,7 @@ def gcloud_verdict(command: list[str], config_dir: Path) -> str:
 
 @pytest.fixture(scope="module")
 def commands() -> dict[str, list[list[str]]]:
-    return {source: dry_run("deploy", source) + dry_run("credentials", source) for source in ("secret", "bucket")}
+    return {source: dry_run("deploy", source) + dry_run("credentials", source) for source in SOURCES}
 
 
 def test_every_printed_command_parses_with_the_installed_gcloud(gcloud, commands, tmp_path):
@@ -94,8 +95,9 @@ BUILD_GRANTS = [
 TOKEN_CREATOR = [("iam", SA.removeprefix("serviceAccount:"), PUBSUB_AGENT, "roles/iam.serviceAccountTokenCreator", "")]
 
 
-def test_secret_source_grants_only_access_to_its_one_secret(commands):
-    assert grants(commands["secret"]) == [
+@pytest.mark.parametrize("source", ["file", "secret"])
+def test_secret_sources_grant_only_access_to_their_one_secret(commands, source):
+    assert grants(commands[source]) == [
         *BUILD_GRANTS,
         *TOKEN_CREATOR,
         ("secrets", "bitbucket-build-status-credentials", SA, "roles/secretmanager.secretAccessor", ""),
@@ -117,7 +119,7 @@ def test_bucket_source_grants_only_reading_its_one_object_and_decrypting_with_it
     assert {"--keyring=bitbucket-build-status", "--location=global"} <= set(key_grant)
 
 
-@pytest.mark.parametrize("source", ["secret", "bucket"])
+@pytest.mark.parametrize("source", SOURCES)
 def test_the_function_is_deployed_as_2nd_gen_python313_on_cloud_builds_with_retry(commands, source):
     [deploy] = [c for c in commands[source] if c[1:3] == ["functions", "deploy"]]
     for flag in (
@@ -133,14 +135,27 @@ def test_the_function_is_deployed_as_2nd_gen_python313_on_cloud_builds_with_retr
             "KMS_CRYPTO_KEY_ID=projects/x/locations/global/keyRings/bitbucket-build-status/cryptoKeys/credentials"
             in env
         )
-    else:
+    elif source == "secret":
         assert env == "--set-env-vars=CREDENTIALS_SECRET=projects/x/secrets/bitbucket-build-status-credentials"
+    else:
+        assert env == "--set-env-vars=BITBUCKET_CREDENTIALS_FILE=/etc/secrets/bitbucket-credentials.json"
+        assert (
+            "--set-secrets=/etc/secrets/bitbucket-credentials.json=bitbucket-build-status-credentials:latest" in deploy
+        )
+
+
+def test_the_default_deployment_mounts_the_secret_as_a_file(commands):
+    out = subprocess.run(
+        ["make", "--no-print-directory", "deploy", "DRY_RUN=1", "PROJECT=x", "REGION=europe-west1"],
+        cwd=ROOT, capture_output=True, text=True, check=True, stdin=subprocess.DEVNULL,
+    ).stdout  # fmt: skip
+    assert [shlex.split(line) for line in out.splitlines() if line.startswith("gcloud ")] == dry_run("deploy", "file")
 
 
 def test_the_timeout_leaves_room_beyond_the_functions_own_deadline(commands):
     import main
 
-    [deploy] = [c for c in commands["secret"] if c[1:3] == ["functions", "deploy"]]
+    [deploy] = [c for c in commands["file"] if c[1:3] == ["functions", "deploy"]]
     timeout = next(arg for arg in deploy if arg.startswith("--timeout=")).removeprefix("--timeout=")
     assert timeout.endswith("s")
     assert float(timeout[:-1]) >= main.DEFAULT_EVENT_DEADLINE_SECONDS + 15
@@ -167,6 +182,7 @@ FAKE_GCLOUD = """#!/usr/bin/env bash
 printf '%s\\n' "$*" >> "$FAKE_GCLOUD_LOG"
 case " $* " in
   *" projects describe "*) echo 123456789012 ;;
+  *" versions describe "*) [ "$FAKE_VERSION" = yes ] || exit 1 ;;
   *" describe "*) [ "$FAKE_EXISTING" = all ] || exit 1 ;;
   *" secrets versions add "*|*" storage cp "*) cat > /dev/null ;;
   *" kms encrypt "*) cat ;;
@@ -175,7 +191,7 @@ esac
 
 
 def run_script(
-    tmp_path: Path, *args: str, existing: str = "none", source: str = "secret", stdin: str = ""
+    tmp_path: Path, *args: str, existing: str = "none", source: str = "file", stdin: str = "", version: str = "yes"
 ) -> list[str]:
     """Run deploy/deploy.sh for real against the stand-in gcloud; the gcloud commands it ran."""
     bin_dir = tmp_path / "bin"
@@ -185,7 +201,8 @@ def run_script(
     log = tmp_path / f"gcloud-{existing}.log"
     env = {
         **os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_GCLOUD_LOG": str(log),
-        "FAKE_EXISTING": existing, "PROJECT": "x", "REGION": "europe-west1", "SOURCE": source, "DRY_RUN": "",
+        "FAKE_EXISTING": existing, "FAKE_VERSION": version, "PROJECT": "x", "REGION": "europe-west1",
+        "SOURCE": source, "DRY_RUN": "",
     }  # fmt: skip
     result = subprocess.run(
         ["deploy/deploy.sh", *args], cwd=ROOT, env=env, input=stdin, capture_output=True, text=True, check=False
@@ -194,13 +211,13 @@ def run_script(
     return log.read_text().splitlines() if log.exists() else []
 
 
-@pytest.mark.parametrize("source", ["secret", "bucket"])
+@pytest.mark.parametrize("source", SOURCES)
 def test_a_new_project_gets_every_resource_created(tmp_path, source):
     ran = run_script(tmp_path, "deploy", existing="none", source=source)
     created = [line.split(" --")[0] for line in ran if " create " in line]
     expected = ["pubsub topics create cloud-builds", "iam service-accounts create bitbucket-build-status",
                 "iam service-accounts create bitbucket-build-status-build"]  # fmt: skip
-    if source == "secret":
+    if source != "bucket":
         expected.append("secrets create bitbucket-build-status-credentials")
     else:
         expected += ["kms keyrings create bitbucket-build-status", "kms keys create credentials",
@@ -210,7 +227,7 @@ def test_a_new_project_gets_every_resource_created(tmp_path, source):
     assert any("service-123456789012@gcp-sa-pubsub.iam.gserviceaccount.com" in line for line in ran)
 
 
-@pytest.mark.parametrize("source", ["secret", "bucket"])
+@pytest.mark.parametrize("source", SOURCES)
 def test_running_it_again_creates_nothing_and_grants_and_deploys_again(tmp_path, source):
     first = run_script(tmp_path, "deploy", existing="none", source=source)
     again = run_script(tmp_path, "deploy", existing="all", source=source)
@@ -240,6 +257,18 @@ def test_credentials_the_function_would_refuse_are_refused_before_anything_runs(
     assert not (tmp_path / "called").exists()
 
 
-def test_credentials_the_function_accepts_are_stored(tmp_path):
-    ran = run_script(tmp_path, "credentials", stdin='{"token": "a-repository-access-token"}')
-    assert ran == ["secrets versions add bitbucket-build-status-credentials --data-file=- --project=x"]
+@pytest.mark.parametrize("existing", ["none", "all"])
+def test_credentials_the_function_accepts_are_stored_in_a_secret_created_when_missing(tmp_path, existing):
+    ran = run_script(tmp_path, "credentials", existing=existing, stdin='{"token": "a-repository-access-token"}')
+    assert [line.split(" --")[0] for line in ran if " describe " not in line] == [
+        "services enable secretmanager.googleapis.com",
+        *(["secrets create bitbucket-build-status-credentials"] if existing == "none" else []),
+        "secrets versions add bitbucket-build-status-credentials",
+    ]
+
+
+def test_the_file_source_asks_for_the_credentials_before_it_deploys(tmp_path):
+    with pytest.raises(AssertionError, match="store the credentials first"):
+        run_script(tmp_path, "deploy", version="no")
+    ran = (tmp_path / "gcloud-none.log").read_text()
+    assert "functions deploy" not in ran

@@ -180,3 +180,32 @@ def test_a_binary_mode_cloudevent_from_eventarc_lands_with_credentials_from_secr
         function.stop()
     assert [(s["state"], s["description"]) for s in shown(bitbucket)] == [("SUCCESSFUL", "Succeeded in 3m 12s")]
     assert google.app.counts["secretmanager.access"] - reads == 1  # once for the instance, not once per event
+
+
+def test_credentials_from_a_mounted_file_rotate_on_the_running_function(pubsub, bitbucket, tmp_path):
+    """The default deployment: the secret mounted as a file. A new version replaces the file's content;
+    the old token is revoked; the same instance posts the next events with the new one."""
+    credentials = tmp_path / "secrets" / "bitbucket-credentials.json"
+    credentials.parent.mkdir()
+    credentials.write_text(json.dumps({"token": TOKEN}))
+    env = {
+        "BITBUCKET_API_URL": bitbucket.api_url,
+        "BITBUCKET_CREDENTIALS_FILE": str(credentials),
+        "HTTP_RETRY_BACKOFF_SECONDS": "0.01",
+    }
+    function = FunctionServer("build_status_cloudevent", "cloudevent", env, tmp_path / "function.log")
+    subscription = pubsub.create_push_subscription(TOPIC, "bitbucket-build-status-file", function.url)
+    deployment = Deployment(pubsub, function, bitbucket)
+    try:
+        deployment.publish(build("QUEUED", "b-1"), build("WORKING", "b-1"), build("SUCCESS", "b-1"))
+        deployment.wait_for([("SUCCESSFUL", "Succeeded in 3m 12s")])
+        bitbucket.app.revoke_all()
+        bitbucket.app.accept_token("rotated-repository-access-token")
+        credentials.write_text(json.dumps({"token": "rotated-repository-access-token"}))
+        deployment.publish(build("QUEUED", "b-2", commit="b" * 40), build("FAILURE", "b-2", commit="b" * 40))
+        wait_until(lambda: [s["state"] for s in shown(bitbucket, commit="b" * 40)] == ["FAILED"], 60, "build b-2")
+        assert function.process.popen.poll() is None  # one instance throughout
+        assert [s["state"] for s in shown(bitbucket)] == ["SUCCESSFUL"]
+    finally:
+        pubsub.delete_subscription(subscription)
+        function.stop()

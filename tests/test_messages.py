@@ -14,7 +14,7 @@ from cloudevents.http import CloudEvent
 
 import main
 from standins.builds import SAMPLES, Context, background_event, build, encode, now, push_body
-from tests.conftest import log_lines, shown
+from tests.conftest import TOKEN, log_lines, shown
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOGLE_MODULES = ("google.cloud", "grpc", "google.protobuf", "google.api_core")
@@ -185,3 +185,18 @@ def test_a_publish_time_that_does_not_parse_is_logged_not_silently_ignored(bitbu
     assert "'yesterday at noon' does not parse" in warning["message"]
     assert "age cutoff" in warning["message"]
     assert posted["message"].startswith("Posted SUCCESSFUL")
+
+
+def test_the_first_event_with_a_credentials_file_loads_no_google_client(bitbucket, tmp_path):
+    credentials = tmp_path / "credentials.json"
+    credentials.write_text(json.dumps({"token": TOKEN}))
+    event = background_event(build("SUCCESS"))
+    code = f"import main\nmain.build_status({event!r}, None)"
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "BITBUCKET_CREDENTIALS_FILE": str(credentials),
+        "BITBUCKET_API_URL": bitbucket.api_url,
+    }
+    modules = _loaded_by(code, {**env, "PYTHONPATH": str(ROOT)})
+    assert [s["state"] for s in shown(bitbucket)] == ["SUCCESSFUL"]  # the event was handled, the status posted
+    assert [m for m in modules if m.startswith(GOOGLE_MODULES)] == []
