@@ -41,8 +41,11 @@ esac
 # Run a command, or print it (shell-quoted, one line) when DRY_RUN is set.
 run() {
   if [ -n "$DRY_RUN" ]; then
-    printf '%q ' "$@" | sed 's/ $//'
-    echo
+    local words=() word
+    for word in "$@"; do
+      if [[ $word =~ ^[A-Za-z0-9_./:=@,+%-]+$ ]]; then words+=("$word"); else words+=("${word@Q}"); fi
+    done
+    echo "${words[*]}"
   else
     "$@"
   fi

@@ -272,3 +272,15 @@ def test_the_file_source_asks_for_the_credentials_before_it_deploys(tmp_path):
         run_script(tmp_path, "deploy", version="no")
     ran = (tmp_path / "gcloud-none.log").read_text()
     assert "functions deploy" not in ran
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_the_readme_by_hand_commands_are_exactly_what_the_script_runs(source):
+    readme = (ROOT / "README.md").read_text().splitlines()
+    for target in ("deploy", "credentials"):
+        out = subprocess.run(
+            ["make", "-s", target, "DRY_RUN=1", "PROJECT=my-project", "REGION=europe-west1", f"SOURCE={source}"],
+            cwd=ROOT, capture_output=True, text=True, check=True, stdin=subprocess.DEVNULL,
+        ).stdout  # fmt: skip
+        for line in out.splitlines():
+            assert line in readme, line
