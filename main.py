@@ -29,7 +29,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from urllib.parse import urlsplit
@@ -45,6 +45,7 @@ DEFAULT_MAX_EVENT_AGE_SECONDS = 24 * 3600
 DEFAULT_RETRY_BACKOFF_SECONDS = 0.5
 DEFAULT_HTTP_TIMEOUT_SECONDS = 10.0  # read timeout of every outbound call
 DEFAULT_EVENT_DEADLINE_SECONDS = 120.0  # the deployment's --timeout leaves room beyond it
+DEFAULT_RATE_LIMIT_COOLDOWN_SECONDS = 600.0
 CONNECT_TIMEOUT_SECONDS = 3.05
 HTTP_RETRIES = 4
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -115,6 +116,10 @@ class RepositoryNotFound(Rejected):
     """Bitbucket answered 404 for the repository."""
 
 
+class RateLimited(TransientError):
+    """Bitbucket answered 429 after the retries inside the call: the credential's hourly budget is spent."""
+
+
 # --- Configuration -----------------------------------------------------------
 
 
@@ -127,6 +132,7 @@ class Config:
     retry_backoff_seconds: float = DEFAULT_RETRY_BACKOFF_SECONDS
     http_timeout_seconds: float = DEFAULT_HTTP_TIMEOUT_SECONDS
     event_deadline_seconds: float = DEFAULT_EVENT_DEADLINE_SECONDS
+    rate_limit_cooldown_seconds: float = DEFAULT_RATE_LIMIT_COOLDOWN_SECONDS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
@@ -140,6 +146,9 @@ class Config:
             retry_backoff_seconds=_number(env, "HTTP_RETRY_BACKOFF_SECONDS", DEFAULT_RETRY_BACKOFF_SECONDS),
             http_timeout_seconds=_number(env, "HTTP_TIMEOUT_SECONDS", DEFAULT_HTTP_TIMEOUT_SECONDS),
             event_deadline_seconds=_number(env, "EVENT_DEADLINE_SECONDS", DEFAULT_EVENT_DEADLINE_SECONDS),
+            rate_limit_cooldown_seconds=_number(
+                env, "RATE_LIMIT_COOLDOWN_SECONDS", DEFAULT_RATE_LIMIT_COOLDOWN_SECONDS
+            ),
         )
 
     @property
@@ -527,41 +536,85 @@ def _clip(text: str, limit: int) -> str:
 
 
 CONSUMER = "OAuth consumer"
+SHAPES = (("Basic", ("username", "password")), (CONSUMER, ("client_id", "client_secret")), ("Bearer", ("token",)))
+ENTRY_FIELDS = frozenset({"username", "password", "client_id", "client_secret", "token", "repositories"})
+FIELD_NAME_RE = re.compile(r"[a-z_]{1,40}", re.ASCII)  # an unknown field is named only if it looks like a name
+PATTERN_RE = re.compile(r"[!-~]+/[!-~]+", re.ASCII)
 
 
 @dataclass(frozen=True)
-class Credentials:
-    """What is stored for Bitbucket. repr never shows the secret."""
+class Credential:
+    """One entry of the credentials document: a credential and the repositories it serves.
+    repr never shows the secret."""
 
+    position: int  # 1-based, how log lines and errors name the entry
     scheme: str  # "Basic", "Bearer", or CONSUMER (exchanged for a Bearer token)
     secret: str = field(repr=False)
+    repositories: tuple[str, ...] = ()  # lower-case shell-style patterns of workspace/repo_slug; () = every one
+
+    def serves(self, repository: Repository) -> bool:
+        name = repository.full_name.lower()
+        return not self.repositories or any(fnmatch.fnmatchcase(name, p) for p in self.repositories)
 
     def authorization(self) -> str:
         scheme = "Basic" if self.scheme == CONSUMER else self.scheme
         return f"{scheme} {self.secret}"
 
 
-def parse_credentials(raw: str | bytes, where: str) -> Credentials:
-    """Credentials from their JSON; errors name `where`, never the value."""
+def parse_credentials(raw: str | bytes, where: str) -> tuple[Credential, ...]:
+    """The credentials document: one credential object, or a JSON array of entries.
+    Errors name `where` and the entry's position, never a value."""
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, ValueError):
         data = None
     if isinstance(data, dict):
-        for scheme, (user, password) in (
-            ("Basic", ("username", "password")),
-            (CONSUMER, ("client_id", "client_secret")),
-        ):
-            if _all_text(data.get(user), data.get(password)) and ":" not in data[user]:
-                return Credentials(scheme, base64.b64encode(f"{data[user]}:{data[password]}".encode()).decode())
-        if _all_text(data.get("token")):
-            if not data["token"].isascii():  # an HTTP header cannot carry it (e.g. a pasted '…')
-                raise ConfigurationError(f"{where} holds a token with a character outside ASCII")
-            return Credentials("Bearer", data["token"])
+        return (_entry(data, 1, where),)
+    if isinstance(data, list) and data:
+        return tuple(_entry(item, n, f"entry {n} of {where}") for n, item in enumerate(data, 1))
     raise ConfigurationError(
         f"{where} does not hold Bitbucket credentials: expected JSON "
-        '{"username": ..., "password": ...}, {"token": ...} or {"client_id": ..., "client_secret": ...}'
+        '{"username": ..., "password": ...}, {"token": ...} or {"client_id": ..., "client_secret": ...}, '
+        "or a non-empty array of such objects"
     )
+
+
+def _entry(data: Any, position: int, where: str) -> Credential:
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"{where} is not a JSON object")
+    unknown = sorted(set(data) - ENTRY_FIELDS)
+    if unknown:
+        shown = [repr(name) if FIELD_NAME_RE.fullmatch(name) else "(a field that is not a name)" for name in unknown]
+        raise ConfigurationError(f"{where} has an unknown field: {', '.join(shown)}")
+    shapes = [(scheme, names) for scheme, names in SHAPES if any(name in data for name in names)]
+    if len(shapes) != 1 or not _all_text(*(data.get(name) for name in shapes[0][1])):
+        raise ConfigurationError(
+            f"{where} does not hold Bitbucket credentials: expected exactly one of "
+            '{"username": ..., "password": ...}, {"token": ...} or {"client_id": ..., "client_secret": ...}'
+        )
+    scheme, names = shapes[0]
+    if scheme == "Bearer":
+        secret = data["token"]
+        if not secret.isascii():  # an HTTP header cannot carry it (e.g. a pasted '…')
+            raise ConfigurationError(f"{where} holds a token with a character outside ASCII")
+    else:
+        user, password = (data[name] for name in names)
+        if ":" in user:
+            raise ConfigurationError(f"{where} holds a {names[0]} with a ':', which HTTP Basic cannot carry")
+        secret = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return Credential(position, scheme, secret, _patterns(data.get("repositories"), where))
+
+
+def _patterns(value: Any, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(p, str) and PATTERN_RE.fullmatch(p) for p in value)
+    ):
+        raise ConfigurationError(f'{where} has "repositories" that are not a list of "workspace/repo_slug" patterns')
+    return tuple(p.lower() for p in value)
 
 
 def _all_text(*values: Any) -> bool:
@@ -569,7 +622,7 @@ def _all_text(*values: Any) -> bool:
 
 
 class CredentialSource(Protocol):
-    def fetch(self) -> Credentials: ...
+    def fetch(self) -> tuple[Credential, ...]: ...
 
 
 class FileCredentials:
@@ -579,7 +632,7 @@ class FileCredentials:
     def __init__(self, path: str) -> None:
         self.path = path
 
-    def fetch(self) -> Credentials:
+    def fetch(self) -> tuple[Credential, ...]:
         where = f"BITBUCKET_CREDENTIALS_FILE ({self.path})"
         try:
             with open(self.path, "rb") as file:
@@ -594,7 +647,7 @@ class FileCredentials:
 class EnvironmentCredentials:
     """BITBUCKET_CREDENTIALS: the JSON itself (local runs, --set-secrets)."""
 
-    def fetch(self) -> Credentials:
+    def fetch(self) -> tuple[Credential, ...]:
         return parse_credentials(os.environ.get("BITBUCKET_CREDENTIALS", ""), "BITBUCKET_CREDENTIALS")
 
 
@@ -606,7 +659,7 @@ class SecretManagerCredentials:
         self.endpoint = endpoint
         self._client: Any = None
 
-    def fetch(self) -> Credentials:
+    def fetch(self) -> tuple[Credential, ...]:
         if self._client is None:
             from google.cloud import secretmanager
 
@@ -630,7 +683,7 @@ class BucketCredentials:
         self.kms_endpoint = kms_endpoint
         self._clients: tuple[Any, Any] | None = None
 
-    def fetch(self) -> Credentials:
+    def fetch(self) -> tuple[Credential, ...]:
         storage_client, kms_client = self._get_clients()
         where = f"gs://{self.bucket}/{self.blob}"
         try:
@@ -761,47 +814,84 @@ def send(
         raise TransientError(f"{method} to Bitbucket failed: {type(error).__name__}") from None
 
 
-class SignIn:
-    """The Authorization header for Bitbucket: credentials fetched once per
-    instance, fetched again when Bitbucket says 401; an OAuth consumer's token
-    kept until shortly before it expires."""
+class Keyring:
+    """The credentials document, read from its source on the first event that needs it and again,
+    once, when Bitbucket refuses one of its credentials (so a rotated entry reaches warm instances);
+    one OAuth token per consumer entry, kept until shortly before it expires; and each entry's
+    hourly budget: after Bitbucket says it is nearly spent, only final states are posted with it."""
 
-    def __init__(self, source: CredentialSource, session: requests.Session, token_url: str, timeout: Any) -> None:
+    def __init__(
+        self, source: CredentialSource, session: requests.Session, token_url: str, timeout: Any, cooldown: float
+    ) -> None:
         self.source = source
         self.session = session
         self.token_url = token_url
         self.timeout = timeout
-        self._stored: Credentials | None = None
-        self._token: tuple[str, float] | None = None  # (Authorization header, time.monotonic() to renew at)
+        self.cooldown = cooldown
+        self._entries: tuple[Credential, ...] | None = None
+        self._tokens: dict[str, tuple[str, float]] = {}  # consumer secret → (header, time.monotonic() to renew at)
+        self._spent_until: dict[str, float] = {}  # credential secret → end of its cooldown (time.monotonic())
         self._lock = threading.RLock()
 
-    def header(self) -> str:
+    def entry_for(self, repository: Repository) -> Credential | None:
+        """The first entry that serves the repository; reads the document on first use."""
         with self._lock:
+            if self._entries is None:
+                self._entries = self.source.fetch()
+            return next((entry for entry in self._entries if entry.serves(repository)), None)
+
+    def sign(self, repository: Repository, refused: str | None = None) -> tuple[Credential, str]:
+        """The entry serving the repository and its Authorization header. With `refused`, the header
+        Bitbucket answered 401 to: the document is read again, unless another thread already did."""
+        with self._lock:
+            if refused is not None and refused in (self._cached_header(repository), *self._token_headers()):
+                self._entries = None
+                self._tokens = {k: v for k, v in self._tokens.items() if v[0] != refused}
             try:
-                return self._header()
-            except ConsumerRefused:
-                # The consumer's secret may have been rotated since this instance read it.
-                self._stored, self._token = None, None
-                return self._header()
+                return self._sign(repository)
+            except ConsumerRefused:  # the consumer's secret may have been rotated since it was read
+                self._entries = None
+                return self._sign(repository)
 
-    def rejected(self, header: str) -> str:
-        """Bitbucket refused `header`: fetch the credentials again, unless another thread already did."""
+    def budget_nearly_spent(self, repository: Repository) -> bool:
+        entry = self.entry_for(repository)
+        return entry is not None and self._spent_until.get(entry.secret, 0.0) > time.monotonic()
+
+    def note_budget(self, entry: Credential, headers: Mapping[str, str]) -> None:
+        """Bitbucket's X-RateLimit-* headers of a response to `entry`'s credential."""
+        if headers.get("X-RateLimit-NearLimit", "").lower() != "true":
+            return
         with self._lock:
-            current = self._token[0] if self._token else self._stored.authorization() if self._stored else None
-            if current == header:
-                self._stored, self._token = None, None
-            return self.header()
+            if self._spent_until.get(entry.secret, 0.0) > time.monotonic():
+                return
+            self._spent_until[entry.secret] = time.monotonic() + self.cooldown
+        limit = _clip(headers.get("X-RateLimit-Limit", "not given"), 20)
+        log(
+            "WARNING",
+            f"Bitbucket says the hourly budget of credential entry {entry.position} is nearly spent "
+            f"(X-RateLimit-Limit {limit}): only final states are posted with it for {self.cooldown:.0f} s",
+            credential=entry.position,
+        )
 
-    def _header(self) -> str:
-        if self._stored is None:
-            self._stored = self.source.fetch()
-        if self._stored.scheme != CONSUMER:
-            return self._stored.authorization()
-        if self._token is None or time.monotonic() >= self._token[1]:
-            self._token = self._exchange(self._stored)
-        return self._token[0]
+    def _sign(self, repository: Repository) -> tuple[Credential, str]:
+        entry = self.entry_for(repository)
+        if entry is None:
+            raise ConfigurationError(f"no entry of the credentials serves {repository.full_name} any more")
+        if entry.scheme != CONSUMER:
+            return entry, entry.authorization()
+        token = self._tokens.get(entry.secret)
+        if token is None or time.monotonic() >= token[1]:
+            token = self._tokens[entry.secret] = self._exchange(entry)
+        return entry, token[0]
 
-    def _exchange(self, consumer: Credentials) -> tuple[str, float]:
+    def _cached_header(self, repository: Repository) -> str | None:
+        entry = next((e for e in self._entries or () if e.serves(repository)), None)
+        return entry.authorization() if entry else None
+
+    def _token_headers(self) -> list[str]:
+        return [header for header, _ in self._tokens.values()]
+
+    def _exchange(self, consumer: Credential) -> tuple[str, float]:
         """The client-credentials grant: one token serves every event until it nearly expires."""
         response = send(
             self.session,
@@ -816,22 +906,57 @@ class SignIn:
         if response.status_code != 200 or not _all_text(token):
             reason = _text(body.get("error_description")) or _text(body.get("error")) or response.reason
             refused = ConsumerRefused if response.status_code in (400, 401) else TransientError
-            raise refused(f"Bitbucket refused the OAuth consumer: {response.status_code} {_clip(reason, 200)}")
+            raise refused(
+                f"Bitbucket refused the OAuth consumer of credential entry {consumer.position}: "
+                f"{response.status_code} {_clip(reason, 200)}"
+            )
         lifetime = float(lifetime) if isinstance(lifetime, (int, float)) and lifetime > 0 else 3600.0
         return f"Bearer {token}", time.monotonic() + lifetime - min(60.0, lifetime / 2)
 
 
-class Bitbucket:
-    """The commit-status endpoints of one Bitbucket Cloud API."""
+class Client:
+    """Calls to Bitbucket signed with the credential that serves the repository: one 401 reads the
+    credentials again and repeats the call; what is left of a failure after urllib3's retries is
+    raised as TransientError (RateLimited for 429) or Rejected."""
 
-    def __init__(self, api_url: str, sign_in: SignIn, session: requests.Session, timeout: Any) -> None:
-        self.api_url = api_url
-        self.sign_in = sign_in
+    def __init__(self, keyring: Keyring, session: requests.Session, timeout: Any) -> None:
+        self.keyring = keyring
         self.session = session
         self.timeout = timeout
 
+    def call(self, repository: Repository, method: str, url: str, body: Any = None) -> requests.Response:
+        entry, header = self.keyring.sign(repository)
+        response = self._request(method, url, body, header)
+        if response.status_code == 401:
+            # The credential may have been rotated since this instance read it.
+            entry, header = self.keyring.sign(repository, refused=header)
+            response = self._request(method, url, body, header)
+        self.keyring.note_budget(entry, response.headers)
+        if response.ok or response.status_code == 404:
+            return response
+        message = f"Bitbucket answered {response.status_code} to {method}: {bitbucket_error(response)}"
+        if response.status_code == 401:
+            raise TransientError(f"{message} (credentials refused after fetching them again)")
+        if response.status_code == 429:
+            raise RateLimited(f"{message} (credential entry {entry.position})")
+        if response.status_code in RETRY_STATUSES or response.status_code >= 500:
+            raise TransientError(message)
+        raise Rejected(message)
+
+    def _request(self, method: str, url: str, body: Any, header: str) -> requests.Response:
+        headers = {"Authorization": header, "Accept": "application/json"}
+        return send(self.session, method, url, json=body, headers=headers, timeout=self.timeout)
+
+
+class BitbucketCloud:
+    """The commit-status endpoints of Bitbucket Cloud: its paths, its body and its answers."""
+
+    def __init__(self, api_url: str, client: Client) -> None:
+        self.api_url = api_url
+        self.client = client
+
     def read(self, repository: Repository, commit: str, key: str) -> RemoteStatus | None:
-        response = self._send("GET", f"{self._statuses(repository, commit)}/{key}")
+        response = self.client.call(repository, "GET", f"{self._statuses(repository, commit)}/{key}")
         if response.status_code == 404:
             return None
         body = _json(response)
@@ -843,31 +968,12 @@ class Bitbucket:
         )
 
     def write(self, repository: Repository, commit: str, status: CommitStatus) -> None:
-        response = self._send("POST", self._statuses(repository, commit), status.body())
+        response = self.client.call(repository, "POST", self._statuses(repository, commit), status.body())
         if response.status_code == 404:
             raise RepositoryNotFound(f"Bitbucket answered 404: {bitbucket_error(response)}")
 
     def _statuses(self, repository: Repository, commit: str) -> str:
         return f"{self.api_url}/repositories/{repository.workspace}/{repository.slug}/commit/{commit}/statuses/build"
-
-    def _send(self, method: str, url: str, body: dict[str, str] | None = None) -> requests.Response:
-        header = self.sign_in.header()
-        response = self._request(method, url, body, header)
-        if response.status_code == 401:
-            # The credential may have been rotated since this instance read it.
-            response = self._request(method, url, body, self.sign_in.rejected(header))
-        if response.ok or response.status_code == 404:
-            return response
-        message = f"Bitbucket answered {response.status_code} to {method}: {bitbucket_error(response)}"
-        if response.status_code == 401:
-            raise TransientError(f"{message} (credentials refused after fetching them again)")
-        if response.status_code in RETRY_STATUSES or response.status_code >= 500:
-            raise TransientError(message)
-        raise Rejected(message)
-
-    def _request(self, method: str, url: str, body: dict[str, str] | None, header: str) -> requests.Response:
-        headers = {"Authorization": header, "Accept": "application/json"}
-        return send(self.session, method, url, json=body, headers=headers, timeout=self.timeout)
 
 
 def _json(response: requests.Response) -> Mapping[str, Any]:
@@ -902,6 +1008,7 @@ class Known(NamedTuple):
 POSTED = "posted"
 ALREADY_SHOWN = "Bitbucket already shows this or a later state of the build"
 STALE = "Bitbucket shows a later state, so this message is stale"
+BUDGET_SPENT = "the hourly budget of its credential is nearly spent: only final states are posted with it for now"
 
 
 class Reporter:
@@ -909,8 +1016,9 @@ class Reporter:
 
     MEMORY_SIZE = 2048
 
-    def __init__(self, bitbucket: Bitbucket) -> None:
+    def __init__(self, bitbucket: BitbucketCloud, keyring: Keyring) -> None:
         self.bitbucket = bitbucket
+        self.keyring = keyring
         self._known: OrderedDict[tuple[str, ...], Known] = OrderedDict()
         self._mirrors: dict[str, Repository] = {}
         self._locks = [threading.Lock() for _ in range(64)]
@@ -945,6 +1053,8 @@ class Reporter:
             known = self._recall(identity)
             if known and known.build_id == update.build_id and not _advances(known.state, known.description, status):
                 return ALREADY_SHOWN
+            if not status.is_final and self.keyring.budget_nearly_spent(repository):
+                return BUDGET_SPENT
             if not status.is_final and not (known and known.written_here and known.build_id == update.build_id):
                 remote = self.bitbucket.read(repository, update.target.commit, status.key)
                 if remote and not _should_replace(remote, update, published):
@@ -1044,16 +1154,19 @@ def _log_fields(build: Mapping[str, Any], update: Update | None = None) -> dict[
 class Instance:
     """What one warm instance keeps between events."""
 
-    def __init__(self, config: Config, reporter: Reporter) -> None:
+    def __init__(self, config: Config, keyring: Keyring, reporter: Reporter) -> None:
         self.config = config
+        self.keyring = keyring
         self.reporter = reporter
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Instance:
         config = Config.from_env(env)
         session = http_session(config.retry_backoff_seconds, sum(config.timeout))
-        sign_in = SignIn(credential_source(env), session, config.oauth_token_url, config.timeout)
-        return cls(config, Reporter(Bitbucket(config.api_url, sign_in, session, config.timeout)))
+        source = credential_source(env)
+        keyring = Keyring(source, session, config.oauth_token_url, config.timeout, config.rate_limit_cooldown_seconds)
+        cloud = BitbucketCloud(config.api_url, Client(keyring, session, config.timeout))
+        return cls(config, keyring, Reporter(cloud, keyring))
 
 
 _instance: Instance | None = None
@@ -1094,6 +1207,15 @@ def apply(build: Mapping[str, Any], published_at: Any, fields: dict[str, Any]) -
         _apply(current, build, published_at, fields)
 
 
+def served(update: Update, keyring: Keyring) -> Update | Skip:
+    """The update with only the repositories an entry of the credentials serves, or why none is."""
+    candidates = tuple(r for r in update.target.candidates if keyring.entry_for(r))
+    if not candidates:
+        names = ", ".join(r.full_name for r in update.target.candidates)
+        return Skip(f"no entry of the credentials serves repository {names}, so nothing is sent")
+    return replace(update, target=replace(update.target, candidates=candidates))
+
+
 def _apply(current: Instance, build: Mapping[str, Any], published_at: Any, fields: dict[str, Any]) -> None:
     published = parse_time(published_at)
     if published_at and not published:
@@ -1109,14 +1231,24 @@ def _apply(current: Instance, build: Mapping[str, Any], published_at: Any, field
     if isinstance(decision, Skip):
         log(decision.severity, f"Skipped: {decision.reason}", **fields)
         return
+    decision = served(decision, current.keyring)
+    if isinstance(decision, Skip):
+        log(decision.severity, f"Skipped: {decision.reason}", **fields)
+        return
     fields.update(_log_fields(build, decision))
+    shown = f"{decision.status.state} ({decision.status.description})"
     try:
         outcome, repository = current.reporter.report(decision, published)
     except Rejected as error:
         log("ERROR", f"Bitbucket refused the status: {error}", **fields)
         return
-    fields["repository"] = repository.full_name  # a mirror's split that Bitbucket knew
-    shown = f"{decision.status.state} ({decision.status.description})"
+    except RateLimited as error:
+        if decision.status.is_final:
+            raise  # redelivered until the budget allows it
+        log("WARNING", f"Did not post {shown}: {error}; a later state of the build supersedes it", **fields)
+        return
+    entry = current.keyring.entry_for(repository)
+    fields.update(repository=repository.full_name, credential=entry.position if entry else None)
     if outcome == POSTED:
         log("INFO", f"Posted {shown}", **fields)
     else:

@@ -67,7 +67,7 @@ def test_none_two_or_half_a_credential_source_is_a_configuration_error_naming_th
 
 
 def test_credentials_never_show_in_their_repr():
-    credentials = main.parse_credentials(json.dumps({"token": TOKEN}), "test")
+    [credentials] = main.parse_credentials(json.dumps({"token": TOKEN}), "test")
     assert TOKEN not in repr(credentials)
     assert TOKEN not in str(credentials)
 
@@ -210,7 +210,7 @@ def test_an_oauth_consumer_rotated_while_its_token_expired_is_fetched_again(
 def test_a_refused_oauth_consumer_raises_without_showing_its_secret(bitbucket, environment_credentials, monkeypatch):
     monkeypatch.setenv("BITBUCKET_OAUTH_TOKEN_URL", bitbucket.token_url)
     environment_credentials(SHAPES["oauth consumer"])
-    with pytest.raises(main.TransientError, match="Bitbucket refused the OAuth consumer: 400 Invalid OAuth") as raised:
+    with pytest.raises(main.TransientError, match="Bitbucket refused the OAuth consumer of credential entry 1: 400 Invalid OAuth") as raised:
         deliver(build("SUCCESS"))
     assert "consumer-secret" not in str(raised.value)
 

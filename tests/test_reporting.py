@@ -186,6 +186,7 @@ def test_every_log_line_is_structured_with_the_build_and_its_target(bitbucket, c
         "state": "SUCCESSFUL",
         "key": "2bceb582-3141-44bf-b444-5640cbcaecc5",
         "refname": "feature/fish",
+        "credential": 1,  # the position of the entry of the credentials document that signed it
     }
 
 
