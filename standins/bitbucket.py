@@ -3,8 +3,12 @@
 It behaves as Bitbucket does, not as the function would like: each request is
 validated against Atlassian's OpenAPI description, credentials are checked,
 keys over 40 characters get Bitbucket's 400, only a status's creator may
-overwrite it, and the same key with another refname is a second status. It can
-rate-limit and inject 5xx answers, timeouts and dropped connections.
+overwrite it, and the same key with another refname is a second status. A
+repository access token reaches only its repositories (403 elsewhere: an
+assumption, Atlassian does not document the answer); each credential has a
+budget of calls per window, answered with 429 beyond it, and access tokens get
+the X-RateLimit-* headers. It can inject 5xx answers, timeouts and dropped
+connections.
 
 Run it alone with `python -m standins.bitbucket --port 8929`.
 """
@@ -15,6 +19,7 @@ import argparse
 import base64
 import functools
 import gzip
+import hashlib
 import json
 import logging
 import os
@@ -91,8 +96,9 @@ class Bitbucket:
     fault_rate: float = 0.0
     faults: tuple[str, ...] = FAULTS
     fault_delay: float = 2.0  # how long a "timeout" fault keeps the client waiting
-    rate_limit: int | None = None  # requests per rate_window seconds, then 429
-    rate_window: float = 3600.0
+    budget: int | None = None  # calls each credential may make per budget_window seconds, then 429
+    budget_window: float = 3600.0
+    near_limit_share: float = 0.8  # X-RateLimit-NearLimit turns true once this share of the budget is used
     retry_after: int | None = None  # seconds a 429 asks the client to wait (Bitbucket Cloud sends none)
     seed: int = 0
     validate: bool = True  # against the OpenAPI description; the benchmark turns it off to measure the function
@@ -103,7 +109,8 @@ class Bitbucket:
     peers: set[tuple[str, str]] = field(default_factory=set)  # client (address, port): one per connection
     _oauth_tokens: dict[str, tuple[str, float]] = field(default_factory=dict)
     _latest_by_key: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
-    _recent: deque[float] = field(default_factory=deque)
+    _spent: dict[str, deque[float]] = field(default_factory=dict)  # identity → times of its accepted calls
+    _reach: dict[str, set[str]] = field(default_factory=dict)  # a repository access token → its repositories
     _lock: threading.RLock = field(default_factory=threading.RLock)
     _random: random.Random | None = None
 
@@ -113,9 +120,12 @@ class Bitbucket:
         remember_basic(username, password)
         self.basic[username] = password
 
-    def accept_token(self, token: str) -> None:
+    def accept_token(self, token: str, repositories: set[str] | None = None) -> None:
+        """An access token; with `repositories`, a repository access token that reaches only those."""
         remember_secret(token)
         self.tokens.add(token)
+        if repositories is not None:
+            self._reach[token_identity(token)] = set(repositories)
 
     def accept_consumer(self, client_id: str, secret: str) -> None:
         remember_basic(client_id, secret)
@@ -126,6 +136,7 @@ class Bitbucket:
             self.basic.clear()
             self.tokens.clear()
             self.consumers.clear()
+            self._reach.clear()
             self._oauth_tokens.clear()
 
     def fail_next(self, *faults: str) -> None:
@@ -180,21 +191,45 @@ class Bitbucket:
         elif fault and fault.isdigit():
             response = error(int(fault), "Something went wrong" if fault >= "500" else "Bad request")
         else:
-            response = self._handle(request)
+            response = self._over_budget(request) or self._handle(request)
+        self._rate_headers(request, response)
         self._record(request, response.status_code, request.get_json(silent=True), fault)
         return response(environ, start_response)
+
+    def _over_budget(self, request: Request) -> Response | None:
+        """429 once a credential has made `budget` calls in the window; otherwise the call is counted."""
+        identity = self._identity(request)
+        if self.budget is None or identity is None:
+            return None
+        with self._lock:
+            spent = self._spent_by(identity)
+            if len(spent) >= self.budget:
+                return error(429, "Rate limit for this resource has been exceeded")
+            spent.append(time.monotonic())
+        return None
+
+    def _spent_by(self, identity: str) -> deque[float]:
+        spent = self._spent.setdefault(identity, deque())
+        while spent and time.monotonic() - spent[0] > self.budget_window:
+            spent.popleft()
+        return spent
+
+    def _rate_headers(self, request: Request, response: Response) -> None:
+        """Access tokens (not API tokens, not OAuth consumers) get Bitbucket's three X-RateLimit-* headers."""
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme != "Bearer" or token not in self.tokens or not request.path.startswith("/2.0/"):
+            return
+        limit = self.budget or 1000
+        with self._lock:
+            used = len(self._spent_by(token_identity(token)))
+        response.headers["X-RateLimit-Limit"] = str(limit)
+        response.headers["X-RateLimit-Resource"] = "api/repositories"
+        response.headers["X-RateLimit-NearLimit"] = "true" if used >= self.near_limit_share * limit else "false"
 
     def _fault(self, request: Request) -> str | None:
         with self._lock:
             if self.scripted:
                 return self.scripted.popleft()
-            if self.rate_limit is not None:
-                now = time.monotonic()
-                while self._recent and now - self._recent[0] > self.rate_window:
-                    self._recent.popleft()
-                if len(self._recent) >= self.rate_limit:
-                    return "429"
-                self._recent.append(now)
             if self.fault_rate:
                 if self._random is None:
                     self._random = random.Random(self.seed)
@@ -230,6 +265,8 @@ class Bitbucket:
         repository = f"{match['workspace']}/{match['slug']}"
         if self.repositories and repository not in self.repositories:
             return error(404, f"Repository {repository} not found")
+        if identity in self._reach and repository not in self._reach[identity]:
+            return error(403, f"This access token does not grant access to {repository}")
         commit = match["commit"]
         if not re.fullmatch(r"[0-9a-f]{40}", commit):
             return error(404, f"Commit {commit} not found")
@@ -297,7 +334,7 @@ class Bitbucket:
                     return f"user:{username}"
             if scheme == "Bearer":
                 if value in self.tokens:
-                    return f"token:{hash(value)}"
+                    return token_identity(value)
                 consumer = self._oauth_tokens.get(value)
                 if consumer and consumer[1] > time.monotonic():
                     return f"consumer:{consumer[0]}"
@@ -346,6 +383,11 @@ class Server:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def token_identity(token: str) -> str:
+    """Who an access token acts as (its own bot user), as the stand-in records a status's creator."""
+    return "token:" + hashlib.sha256(token.encode()).hexdigest()[:12]
 
 
 def _basic(value: str) -> tuple[str, str, str]:

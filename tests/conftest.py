@@ -34,8 +34,12 @@ TOKEN = "bb-access-token-7Qx2"  # the stand-in's only accepted credential unless
 SECRET_FIELDS = ("password", "token", "client_secret")
 
 
-def remember_stored(credentials: dict[str, str]) -> None:
-    """Every secret a test stores is one that must never be printed."""
+def remember_stored(credentials: Any) -> None:
+    """Every secret a test stores is one that must never be printed (one entry, or a list of them)."""
+    if isinstance(credentials, list):
+        for entry in credentials:
+            remember_stored(entry)
+        return
     for name in SECRET_FIELDS:
         remember_secret(credentials.get(name, ""))
     if "password" in credentials:
@@ -168,8 +172,7 @@ def file_credentials(monkeypatch: pytest.MonkeyPatch, bitbucket: Server, tmp_pat
 
     def store(credentials: Any) -> None:
         if isinstance(credentials, (dict, list)):
-            for entry in credentials if isinstance(credentials, list) else [credentials]:
-                remember_stored(entry)
+            remember_stored(credentials)
             credentials = json.dumps(credentials)
         path.write_text(credentials)
 

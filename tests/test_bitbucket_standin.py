@@ -126,10 +126,25 @@ def test_oauth_client_credentials_give_a_bearer_token(standin):
     assert refused.status_code == 400
 
 
-def test_requests_past_the_rate_limit_get_429(standin):
-    standin.app.rate_limit = 3
-    codes = [post(standin, {"key": "k", "state": "FAILED"}).status_code for _ in range(5)]
-    assert codes == [201, 200, 200, 429, 429]
+def test_each_credential_has_its_own_budget_and_access_tokens_see_it_in_headers(standin):
+    standin.app.budget = 5
+    answers = [post(standin, {"key": "k", "state": "FAILED"}) for _ in range(6)]
+    assert [a.status_code for a in answers] == [201, 200, 200, 200, 200, 429]
+    assert [a.headers["X-RateLimit-NearLimit"] for a in answers[:5]] == ["false"] * 3 + ["true"] * 2
+    assert answers[0].headers["X-RateLimit-Limit"] == "5"
+    basic = requests.post(
+        statuses(standin), json={"key": "b", "state": "FAILED"}, auth=("dev@acme.example", "api-token"), timeout=5
+    )
+    assert basic.status_code == 201  # another credential, another budget
+    assert "X-RateLimit-Limit" not in basic.headers  # API tokens get no rate-limit headers
+
+
+def test_a_repository_access_token_reaches_only_its_repository(standin):
+    standin.app.repositories.add("acme/other")
+    standin.app.accept_token("repo-token-webapp", {"acme/webapp"})
+    headers = {"Authorization": "Bearer repo-token-webapp"}
+    assert post(standin, {"key": "k", "state": "FAILED"}, headers=headers).status_code == 201
+    assert post(standin, {"key": "k", "state": "FAILED"}, headers=headers, repo="acme/other").status_code == 403
 
 
 def test_injected_faults_come_at_the_configured_rate(standin):

@@ -210,7 +210,9 @@ def test_an_oauth_consumer_rotated_while_its_token_expired_is_fetched_again(
 def test_a_refused_oauth_consumer_raises_without_showing_its_secret(bitbucket, environment_credentials, monkeypatch):
     monkeypatch.setenv("BITBUCKET_OAUTH_TOKEN_URL", bitbucket.token_url)
     environment_credentials(SHAPES["oauth consumer"])
-    with pytest.raises(main.TransientError, match="Bitbucket refused the OAuth consumer of credential entry 1: 400 Invalid OAuth") as raised:
+    with pytest.raises(
+        main.TransientError, match="Bitbucket refused the OAuth consumer of credential entry 1: 400 Invalid OAuth"
+    ) as raised:
         deliver(build("SUCCESS"))
     assert "consumer-secret" not in str(raised.value)
 

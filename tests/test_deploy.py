@@ -284,3 +284,19 @@ def test_the_readme_by_hand_commands_are_exactly_what_the_script_runs(source):
         ).stdout  # fmt: skip
         for line in out.splitlines():
             assert line in readme, line
+
+
+def test_make_credentials_accepts_a_document_of_several_entries(tmp_path):
+    document = '[{"token": "repo-token-one", "repositories": ["acme/webapp"]}, {"token": "repo-token-two"}]'
+    ran = run_script(tmp_path, "credentials", existing="all", stdin=document)
+    assert ran[-1] == "secrets versions add bitbucket-build-status-credentials --data-file=- --project=x"
+
+
+def test_make_credentials_refuses_a_document_with_a_misspelt_field(tmp_path):
+    result = subprocess.run(
+        ["deploy/deploy.sh", "credentials"], cwd=ROOT, input='[{"token": "t-0123456789", "repos": ["a/b"]}]',
+        capture_output=True, text=True, env={**os.environ, "PROJECT": "x", "DRY_RUN": ""}, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "entry 1 of standard input has an unknown field: 'repos'" in result.stderr
+    assert "t-0123456789" not in result.stderr

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import requests
 
-from standins.bitbucket import Server
+from standins.bitbucket import Server, token_identity
 from standins.builds import build, now, push_body
 from standins.processes import ROOT, FunctionServer, PubSubEmulator, wait_until
 from tests.conftest import KMS_KEY, TOKEN, shown
@@ -209,3 +209,34 @@ def test_credentials_from_a_mounted_file_rotate_on_the_running_function(pubsub, 
     finally:
         pubsub.delete_subscription(subscription)
         function.stop()
+
+
+def test_a_document_of_two_tokens_routes_each_repository_to_its_own_through_pubsub(pubsub, bitbucket, tmp_path):
+    """Two repository access tokens, each reaching only its repository (a Standard plan's setup)."""
+    bitbucket.app.revoke_all()
+    bitbucket.app.accept_token("webapp-access-token-e2e", {"acme/webapp"})
+    bitbucket.app.accept_token("infra-access-token-e2e", {"acme/infra"})
+    credentials = tmp_path / "bitbucket-credentials.json"
+    document = [
+        {"token": "webapp-access-token-e2e", "repositories": ["acme/webapp"]},
+        {"token": "infra-access-token-e2e", "repositories": ["acme/infra"]},
+    ]
+    credentials.write_text(json.dumps(document))
+    env = {"BITBUCKET_API_URL": bitbucket.api_url, "BITBUCKET_CREDENTIALS_FILE": str(credentials)}
+    function = FunctionServer("build_status", "event", env, tmp_path / "function.log")
+    subscription = pubsub.create_push_subscription(TOPIC, "bitbucket-build-status-two-tokens", function.url)
+    deployment = Deployment(pubsub, function, bitbucket)
+    try:
+        for repo in ("acme/webapp", "acme/infra", "acme/unknown"):
+            deployment.publish(*(build(s, f"b-{repo}", repo=repo) for s in ("QUEUED", "WORKING", "SUCCESS")))
+        deployment.wait_for([("SUCCESSFUL", "Succeeded in 3m 12s")], repo="acme/webapp")
+        deployment.wait_for([("SUCCESSFUL", "Succeeded in 3m 12s")], repo="acme/infra")
+        wait_until(lambda: len(function.log_lines()) >= 9, 30, "every message to be handled")
+    finally:
+        pubsub.delete_subscription(subscription)
+        function.stop()
+    assert shown(bitbucket, "acme/webapp")[0]["_creator"] == token_identity("webapp-access-token-e2e")
+    assert shown(bitbucket, "acme/infra")[0]["_creator"] == token_identity("infra-access-token-e2e")
+    assert not [c for c in bitbucket.app.calls if "/acme/unknown/" in c.path]
+    unknown = [line["message"] for line in function.log_lines() if line.get("build_id") == "b-acme/unknown"]
+    assert unknown == ["Skipped: no entry of the credentials serves repository acme/unknown, so nothing is sent"] * 3
