@@ -48,7 +48,9 @@ DEFAULT_EVENT_DEADLINE_SECONDS = 120.0  # the deployment's --timeout leaves room
 DEFAULT_RATE_LIMIT_COOLDOWN_SECONDS = 600.0
 CONNECT_TIMEOUT_SECONDS = 3.05
 HTTP_RETRIES = 4
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Retried inside the call. A 429 is retried only when it carries Retry-After (urllib3 honours it): Bitbucket
+# Cloud sends none, and retrying at once spends the hourly budget the next states need.
+RETRY_STATUSES = frozenset({500, 502, 503, 504})
 
 KEY_MAX = 40  # Bitbucket: "key: Ensure this value has at most 40 characters"
 NAME_MAX = 255
@@ -939,7 +941,7 @@ class Client:
             raise TransientError(f"{message} (credentials refused after fetching them again)")
         if response.status_code == 429:
             raise RateLimited(f"{message} (credential entry {entry.position})")
-        if response.status_code in RETRY_STATUSES or response.status_code >= 500:
+        if response.status_code >= 500:
             raise TransientError(message)
         raise Rejected(message)
 

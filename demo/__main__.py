@@ -1,10 +1,11 @@
 """A morning of builds, end to end on loopback, with no Google or Atlassian account.
 
-Starts the Bitbucket stand-in, the storage emulator with the credentials
-KMS-encrypted in a bucket, a local KMS, the Pub/Sub emulator (when `gcloud` is
-installed) and functions-framework serving main.py; publishes the morning's
-Cloud Build messages; prints what Bitbucket shows and what the function logged;
-stops everything.
+Starts the Bitbucket stand-in, the storage emulator with the credentials (two
+repository access tokens, each serving its own repositories) KMS-encrypted in a
+bucket, a local KMS, the Pub/Sub emulator (when `gcloud` is installed) and
+functions-framework serving main.py; publishes the morning's Cloud Build
+messages; prints what Bitbucket shows and what the function logged; stops
+everything.
 """
 
 from __future__ import annotations
@@ -20,12 +21,18 @@ from typing import Any
 
 import requests
 
-from standins.bitbucket import Bitbucket
+from standins.bitbucket import Bitbucket, token_identity
 from standins.builds import build, push_body
 from standins.google import Google, Storage
 from standins.processes import FunctionServer, PubSubEmulator, wait_until
 
-TOKEN = "demo-repository-access-token"
+# Two repository access tokens, as a team on a Standard plan has: each reaches only its repositories.
+WEBAPP_TOKEN = "demo-webapp-repository-access-token"
+OPS_TOKEN = "demo-ops-repository-access-token"
+CREDENTIALS = [
+    {"token": WEBAPP_TOKEN, "repositories": ["acme/webapp"]},
+    {"token": OPS_TOKEN, "repositories": ["acme_ops/*", "acme/infra"]},
+]
 KMS_KEY = "projects/demo/locations/global/keyRings/bitbucket-build-status/cryptoKeys/credentials"
 START = datetime.now(UTC).replace(hour=8, minute=0, second=0, microsecond=0)
 
@@ -86,16 +93,15 @@ def main() -> int:
     stack: list[Any] = []
     try:
         bitbucket_app = Bitbucket(repositories={"acme/webapp", "acme_ops/legacy_app", "acme/infra"})
-        bitbucket_app.accept_token(TOKEN)
+        bitbucket_app.accept_token(WEBAPP_TOKEN, {"acme/webapp"})
+        bitbucket_app.accept_token(OPS_TOKEN, {"acme_ops/legacy_app", "acme/infra"})
         bitbucket = bitbucket_app.serve()
         stack.append(bitbucket)
         google = Google().serve()
         stack.append(google)
         storage = Storage()
         stack.append(storage)
-        storage.put(
-            "demo-secrets", "bitbucket.json.enc", google.app.encrypt(KMS_KEY, json.dumps({"token": TOKEN}).encode())
-        )
+        storage.put("demo-secrets", "bitbucket.json.enc", google.app.encrypt(KMS_KEY, json.dumps(CREDENTIALS).encode()))
         env = {
             "BITBUCKET_API_URL": bitbucket.api_url,
             "SECRETS_BUCKET": "demo-secrets",
@@ -136,12 +142,19 @@ def main() -> int:
         show(bitbucket_app)
         print("\nThe function's log (one JSON object per line in Cloud Logging; shown here shortened):")
         for line in function.log_lines():
-            print(f"  {line['severity']:<8} {line.get('build_id', ''):<18} {line['message']}")
+            signer = f"entry {line['credential']}" if "credential" in line else ""
+            print(f"  {line['severity']:<8} {line.get('build_id', ''):<18} {signer:<8} {line['message']}")
         return 0
     finally:
         for part in reversed(stack):
             part.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+SIGNERS = {
+    token_identity(WEBAPP_TOKEN): "credential entry 1 (the webapp repository's access token)",
+    token_identity(OPS_TOKEN): "credential entry 2 (the ops repositories' access token)",
+}
 
 
 def show(bitbucket: Bitbucket) -> None:
@@ -158,6 +171,7 @@ def show(bitbucket: Bitbucket) -> None:
             print(f"    state        {status['state']}")
             print(f"    description  {status['description']}")
             print(f"    url          {status['url']}")
+            print(f"    written by   {SIGNERS.get(status['_creator'], status['_creator'])}")
             path = " → ".join(f"{s['state']} ({s['description']})" for k, s in changes if k == status["key"])
             print(f"    history      {path}")
 

@@ -1,8 +1,13 @@
-"""Fault soak: whole build lifecycles through a Bitbucket that fails a third of
-its calls, delivered as Pub/Sub delivers them — mostly in order, with local
-swaps and duplicates — and every raise redelivered later.
+"""Soaks: whole build lifecycles delivered as Pub/Sub delivers them — mostly in
+order, with local swaps and duplicates, every raise redelivered later — to one
+instance that is replaced now and then.
 
-`make soak` runs it at full size; tests/test_soak.py runs a short one in `make test`.
+- the fault soak: a Bitbucket that fails a third of its calls;
+- the budget soak: a Bitbucket that grants each credential B calls per window of
+  W seconds and answers 429 beyond it; 300 builds over 10 repositories, once
+  with one credential for all, once with one repository access token each.
+
+`make soak` runs both at full size; tests/test_soak.py runs short ones in `make test`.
     python -m tests.soak --builds 250 --fault-rate 0.35
 """
 
@@ -17,8 +22,7 @@ import platform
 import random
 import threading
 import time
-from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import main
@@ -44,32 +48,49 @@ class Figures:
     new_instances: int = 0
     bitbucket_calls: int = 0
     failed_calls: int = 0
+    in_progress_dropped: int = 0  # acknowledged without a write: a 429, or the budget nearly spent
     seconds: float = 0.0
+    credentials: int = 1
+    budget: str = ""
 
     def lines(self) -> list[str]:
         share = self.failed_calls / self.bitbucket_calls if self.bitbucket_calls else 0
-        return [
+        lines = [
             f"builds {self.builds}, messages published {self.messages} "
             f"({self.duplicates} duplicates = {self.duplicates / self.messages:.0%}, {self.swaps} local swaps)",
             f"deliveries {self.deliveries} (redeliveries after a raise {self.redeliveries}), "
             f"new instances {self.new_instances}",
-            f"Bitbucket calls {self.bitbucket_calls}, failed by the stand-in {self.failed_calls} ({share:.0%})",
+            f"Bitbucket calls {self.bitbucket_calls} ({self.bitbucket_calls / self.builds:.2f} per build), "
+            f"failed or refused by the stand-in {self.failed_calls} ({share:.0%})",
             f"time {self.seconds:.1f} s on {platform.machine()}, {os.cpu_count()} cores, "
             f"Python {platform.python_version()}",
         ]
+        if self.budget:
+            lines.insert(3, f"{self.credentials} credential(s), {self.budget}; "
+                            f"in-progress states dropped {self.in_progress_dropped}")  # fmt: skip
+        return lines
 
 
-def publish_order(builds: int, rng: random.Random) -> tuple[list[dict[str, Any]], dict[str, str], int, int]:
+@dataclass(order=True)
+class Delivery:
+    ready_at: float
+    event: dict[str, Any] = field(compare=False)
+    published: str = field(compare=False)
+
+
+def publish_order(
+    builds: int, rng: random.Random, repositories: list[str]
+) -> tuple[list[dict[str, Any]], dict[tuple[str, str], str], int, int]:
     """The messages in the order Pub/Sub hands them out, and each commit's true final state."""
     messages, truth = [], {}
     for n in range(builds):
         final = rng.choices(list(FINAL_WEIGHTS), weights=list(FINAL_WEIGHTS.values()))[0]
-        commit = f"{n:040x}"
+        commit, repo = f"{n:040x}", repositories[n % len(repositories)]
         statuses = ["QUEUED", final] if final == "EXPIRED" else ["QUEUED", "WORKING", final]
         if rng.random() < 0.1:
             statuses.insert(0, "PENDING")
-        messages.extend(build(s, f"soak-{n}", commit=commit) for s in statuses)
-        truth[commit] = FINALS[final]
+        messages.extend(build(s, f"soak-{n}", commit=commit, repo=repo) for s in statuses)
+        truth[(repo, commit)] = FINALS[final]
     swaps = 0
     for i in range(len(messages) - 1):  # local swaps: neighbours trade places
         if rng.random() < 0.15:
@@ -83,66 +104,89 @@ def publish_order(builds: int, rng: random.Random) -> tuple[list[dict[str, Any]]
     return messages, truth, duplicates, swaps
 
 
-def run(builds: int, fault_rate: float = 0.35, seed: int = 7, workers: int = 4, deadline: float = 600) -> Figures:
+def run(
+    builds: int,
+    fault_rate: float = 0.35,
+    seed: int = 7,
+    workers: int = 4,
+    deadline: float = 600,
+    *,
+    repositories: int = 1,
+    credentials: int = 1,
+    budget: int | None = None,
+    window: float = 5.0,
+) -> Figures:
+    """Deliver every message until each is acknowledged; assert every build ends in its true state."""
     rng = random.Random(seed)
-    messages, truth, duplicates, swaps = publish_order(builds, rng)
-    figures = Figures(builds, len(messages), duplicates, swaps)
-    bitbucket = Bitbucket(fault_rate=fault_rate, faults=FAULTS, fault_delay=0.3, seed=seed)
-    bitbucket.accept_token(TOKEN)
+    repos = ["acme/webapp"] if repositories == 1 else [f"acme/service-{n}" for n in range(repositories)]
+    messages, truth, duplicates, swaps = publish_order(builds, rng, repos)
+    figures = Figures(builds, len(messages), duplicates, swaps, credentials=credentials)
+    bitbucket = Bitbucket(fault_rate=fault_rate, faults=FAULTS, fault_delay=0.3, seed=seed, budget=budget)
+    bitbucket.budget_window = window
+    document: list[dict[str, Any]] = []
+    for n in range(credentials):
+        token = f"{TOKEN}-{n}"
+        served = repos[n::credentials]  # one token for all, or one per repository
+        bitbucket.accept_token(token, set(served) if credentials > 1 else None)
+        document.append({"token": token} if credentials == 1 else {"token": token, "repositories": served})
+        remember_secret(token)
+    if budget:
+        figures.budget = f"budget {budget} calls per {window:g} s each"
     server = bitbucket.serve()
-    queue: deque[tuple[dict[str, Any], dict[str, Any], str]] = deque((background_event(m), m, now()) for m in messages)
+    queue = [Delivery(0.0, background_event(m), now()) for m in messages]
     lock = threading.Lock()
     pending = [len(queue)]
     env = {
         "BITBUCKET_API_URL": server.api_url,
-        "BITBUCKET_CREDENTIALS": json.dumps({"token": TOKEN}),
+        "BITBUCKET_CREDENTIALS": json.dumps(document),
         "HTTP_TIMEOUT_SECONDS": "0.15",
         "HTTP_RETRY_BACKOFF_SECONDS": "0.005",
+        "RATE_LIMIT_COOLDOWN_SECONDS": str(window),
     }
-    remember_secret(TOKEN)
     started = time.monotonic()
-
     in_flight = [0]
     replacing = [False]
 
-    def take() -> tuple[dict[str, Any], dict[str, Any], str] | None:
-        """The next delivery; now and then the instance is replaced, once it has drained."""
+    def take() -> Delivery | None:
+        """The next delivery that is due; now and then the instance is replaced, once it has drained."""
         with lock:
             if replacing[0] and in_flight[0] == 0:
                 main._instance = None  # a new instance: cold, with no memory of earlier events
                 figures.new_instances += 1
                 replacing[0] = False
-            if replacing[0] or not queue:
+            due = next((i for i, d in enumerate(queue) if d.ready_at <= time.monotonic()), None)
+            if replacing[0] or due is None:
                 return None
             figures.deliveries += 1
             in_flight[0] += 1
             if rng.random() < 0.02:
                 replacing[0] = True
-            return queue.popleft()
+            return queue.pop(due)
 
     def worker() -> None:
         while time.monotonic() - started < deadline:
-            item = take()
-            if item is None:
+            delivery = take()
+            if delivery is None:
                 with lock:
                     if pending[0] == 0:
                         return
                 time.sleep(0.002)
                 continue
-            event, _, published = item
             try:
-                main.build_status(event, Context(published))
+                main.build_status(delivery.event, Context(delivery.published))
             except main.TransientError:
                 with lock:  # Pub/Sub redelivers it later, with its original publish time
                     figures.redeliveries += 1
-                    queue.insert(min(len(queue), rng.randint(3, 30)), item)
+                    delivery.ready_at = time.monotonic() + (rng.uniform(0.2, 1.0) * window if budget else 0)
+                    queue.insert(min(len(queue), rng.randint(3, 30)), delivery)
                     in_flight[0] -= 1
                 continue
             with lock:
                 pending[0] -= 1
                 in_flight[0] -= 1
 
-    with environment(env), contextlib.redirect_stdout(io.StringIO()):
+    log = io.StringIO()
+    with environment(env), contextlib.redirect_stdout(log):
         main._instance = None
         threads = [threading.Thread(target=worker) for _ in range(workers)]
         for thread in threads:
@@ -152,35 +196,53 @@ def run(builds: int, fault_rate: float = 0.35, seed: int = 7, workers: int = 4, 
         main._instance = None
     server.stop()
     figures.seconds = time.monotonic() - started
-    figures.bitbucket_calls = sum(1 for c in bitbucket.calls if c.path.startswith("/2.0/"))
-    figures.failed_calls = sum(1 for c in bitbucket.calls if c.path.startswith("/2.0/") and c.fault)
+    status_calls = [c for c in bitbucket.calls if c.path.startswith("/2.0/")]
+    figures.bitbucket_calls = len(status_calls)
+    figures.failed_calls = sum(1 for c in status_calls if c.fault or c.status == 429)
+    figures.in_progress_dropped = sum(
+        1
+        for line in log.getvalue().splitlines()
+        if json.loads(line)["message"].startswith("Did not post INPROGRESS")
+        and ("429" in line or main.BUDGET_SPENT in line)
+    )
     verify(bitbucket, truth, pending[0], deadline)
     return figures
 
 
-def verify(bitbucket: Bitbucket, truth: dict[str, str], pending: int, deadline: float) -> None:
+def verify(bitbucket: Bitbucket, truth: dict[tuple[str, str], str], pending: int, deadline: float) -> None:
     assert pending == 0, f"{pending} messages were still undelivered after {deadline:.0f} s"
     wrong = {}
-    for commit, state in truth.items():
-        shown = [s["state"] for s in bitbucket.shown("acme", "webapp", commit)]
+    for (repo, commit), state in truth.items():
+        shown = [s["state"] for s in bitbucket.shown(*repo.split("/"), commit)]
         if shown != [state]:
-            wrong[commit] = (shown, state)
+            wrong[(repo, commit)] = (shown, state)
     assert not wrong, f"{len(wrong)} builds end in the wrong state, e.g. {list(wrong.items())[:3]}"
     backwards = bitbucket.went_backwards()
     assert not backwards, f"{len(backwards)} statuses went back to in progress, e.g. {backwards[:2]}"
 
 
 def main_cli() -> None:
-    parser = argparse.ArgumentParser(description="Fault soak of the function against the Bitbucket stand-in")
+    parser = argparse.ArgumentParser(description="Fault and budget soaks of the function against the stand-in")
     parser.add_argument("--builds", type=int, default=250)
     parser.add_argument("--fault-rate", type=float, default=0.35)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--budget-builds", type=int, default=300)
+    parser.add_argument("--budget", type=int, default=100, help="calls per credential per window")
+    parser.add_argument("--window", type=float, default=5.0, help="seconds")
     args = parser.parse_args()
     figures = run(args.builds, args.fault_rate, args.seed)
-    print("Soak passed: every build ends in its true final state; no status ever went back to in progress.")
+    print("Fault soak passed: every build ends in its true final state; no status ever went back to in progress.")
     for line in figures.lines():
         print("  " + line)
     print(json.dumps(asdict(figures)))
+    for credentials in (1, 10):
+        figures = run(args.budget_builds, 0.0, args.seed, repositories=10, credentials=credentials,
+                      budget=args.budget, window=args.window)  # fmt: skip
+        print(f"Budget soak passed with {credentials} credential(s): every build ends in its true final state; "
+              "no status ever went back to in progress.")  # fmt: skip
+        for line in figures.lines():
+            print("  " + line)
+        print(json.dumps(asdict(figures)))
 
 
 if __name__ == "__main__":

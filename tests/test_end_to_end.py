@@ -148,6 +148,8 @@ def test_the_demo_runs_to_the_end_and_shows_every_kind_of_transition():
     assert "FAILED (Timed out after 10m) → INPROGRESS (Queued) → INPROGRESS (Running) → SUCCESSFUL" in out
     assert "Skipped: the build's git source 'https://github.com/acme/website.git' is not on bitbucket.org" in out
     assert "Did not post INPROGRESS (Running): Bitbucket already shows this or a later state" in out
+    assert "written by   credential entry 1 (the webapp repository's access token)" in out
+    assert "written by   credential entry 2 (the ops repositories' access token)" in out
 
 
 def test_a_binary_mode_cloudevent_from_eventarc_lands_with_credentials_from_secret_manager(bitbucket, google, tmp_path):

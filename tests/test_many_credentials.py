@@ -134,7 +134,7 @@ def test_a_bad_document_is_a_configuration_error_naming_the_source_and_position_
 
 
 def test_an_in_progress_state_refused_with_429_is_acknowledged_with_a_warning(bitbucket, capsys):
-    bitbucket.app.fail_next(*["429"] * (main.HTTP_RETRIES + 1))
+    bitbucket.app.fail_next("429")
     deliver(build("WORKING"))  # does not raise: a later state supersedes it
     [line] = log_lines(capsys.readouterr().out)
     assert line["severity"] == "WARNING"
@@ -143,7 +143,7 @@ def test_an_in_progress_state_refused_with_429_is_acknowledged_with_a_warning(bi
 
 
 def test_a_final_state_refused_with_429_is_redelivered_and_lands(bitbucket):
-    bitbucket.app.fail_next(*["429"] * (main.HTTP_RETRIES + 1))
+    bitbucket.app.fail_next("429")
     with pytest.raises(main.RateLimited):
         deliver(build("SUCCESS"))
     deliver(build("SUCCESS"))  # the redelivery

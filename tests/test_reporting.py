@@ -125,7 +125,16 @@ def test_a_bad_request_answer_is_logged_and_acknowledged(bitbucket, capsys):
     assert "Bad request" in error["message"]
 
 
-@pytest.mark.parametrize("fault", ["500", "502", "503", "429", "drop"])
+def test_a_429_without_retry_after_is_not_retried_inside_the_call_so_the_budget_is_not_spent_on_it(bitbucket):
+    bitbucket.app.fail_next("429")
+    with pytest.raises(main.RateLimited):
+        deliver(build("SUCCESS"))
+    assert len(bitbucket.app.calls) == 1
+    deliver(build("SUCCESS"))  # the redelivery
+    assert [s["state"] for s in shown(bitbucket)] == ["SUCCESSFUL"]
+
+
+@pytest.mark.parametrize("fault", ["500", "502", "503", "drop"])
 def test_transient_failures_are_retried_inside_the_call(bitbucket, fault):
     bitbucket.app.fail_next(fault, fault)
     deliver(build("SUCCESS"))

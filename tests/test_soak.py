@@ -1,4 +1,4 @@
-"""A short fault soak inside `make test`; `make soak` runs the full one (tests/soak.py)."""
+"""Short soaks inside `make test`; `make soak` runs the full ones (tests/soak.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,14 @@ def test_builds_end_in_their_true_state_through_faults_duplicates_and_swaps(caps
     assert figures.duplicates >= 0.2 * (figures.messages - figures.duplicates)
     assert figures.failed_calls >= 0.3 * figures.bitbucket_calls
     assert figures.deliveries >= figures.messages
-    assert figures.seconds < 240
     with capsys.disabled():
         print("\nshort soak: " + "; ".join(figures.lines()))
+
+
+def test_with_one_credential_over_budget_every_final_state_still_lands_and_in_progress_ones_give_way(capsys):
+    figures = soak.run(builds=60, fault_rate=0.0, seed=5, deadline=240, repositories=4, budget=25, window=1.0)
+    # soak.run asserts every final state and that no status ever went back to in progress
+    assert figures.failed_calls > 0  # the budget was overrun: 429s happened
+    assert figures.in_progress_dropped > 0  # and in-progress states gave way to final ones
+    with capsys.disabled():
+        print("\nshort budget soak: " + "; ".join(figures.lines()))
