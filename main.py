@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 DEFAULT_API_URL = "https://api.bitbucket.org/2.0"
 DEFAULT_OAUTH_TOKEN_URL = "https://bitbucket.org/site/oauth2/access_token"  # noqa: S105 (a URL)
+DEFAULT_CLOUD_BUILD_API_URL = "https://cloudbuild.googleapis.com"
 DEFAULT_MAX_EVENT_AGE_SECONDS = 24 * 3600
 DEFAULT_RETRY_BACKOFF_SECONDS = 0.5
 DEFAULT_HTTP_TIMEOUT_SECONDS = 10.0  # read timeout of every outbound call
@@ -52,7 +53,8 @@ HTTP_RETRIES = 4
 # Cloud sends none, and retrying at once spends the hourly budget the next states need.
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
 
-KEY_MAX = 40  # Bitbucket: "key: Ensure this value has at most 40 characters"
+KEY_MAX = 40  # Bitbucket Cloud: "key: Ensure this value has at most 40 characters"
+SERVER_KEY_MAX = 255  # Bitbucket Data Center
 NAME_MAX = 255
 DESCRIPTION_MAX = 255
 URL_MAX = 450
@@ -65,11 +67,24 @@ SHA_RE = re.compile(r"[0-9a-f]{40}", re.ASCII)
 # (slugs only), never starting with '.', so no value can add a path segment.
 WORKSPACE_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,99}", re.ASCII)
 SLUG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}", re.ASCII)
-KEY_RE = re.compile(rf"[A-Za-z0-9._-]{{1,{KEY_MAX}}}", re.ASCII)
+# Data Center project keys (upper case in the API), or ~user for a personal repository.
+PROJECT_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,127}|~[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}", re.ASCII)
+KEY_CHARACTERS = "[A-Za-z0-9._-]"
 BITBUCKET_URL_RE = re.compile(
     r"(?:https://|ssh://)?(?:[^@/]+@)?bitbucket\.org[:/]"
     r"(?P<workspace>[^/]+)/(?P<slug>[^/]+?)(?:\.git)?/?",
     re.IGNORECASE,
+)
+# Data Center clone URLs: https://host[/context]/scm/PROJECT/slug.git and ssh://git@host[:port]/PROJECT/slug.git
+SERVER_HTTPS_URL_RE = re.compile(
+    r"(?P<server>https?://[^/?#@]+(?:/[^?#@]*?)?)/scm/(?P<project>[^/]+)/(?P<slug>[^/]+?)(?:\.git)?/?"
+)
+SERVER_SSH_URL_RE = re.compile(
+    r"ssh://(?:[^@/]+@)?(?P<host>[^/:@]+)(?::\d+)?/(?P<project>[^/]+)/(?P<slug>[^/]+?)(?:\.git)?/?"
+)
+CONNECTED_RE = re.compile(
+    r"projects/[A-Za-z0-9._-]+/locations/[A-Za-z0-9-]+/connections/[A-Za-z0-9._-]+/repositories/[A-Za-z0-9._-]+",
+    re.ASCII,
 )
 OTHER_HOSTS = ("github.com", "gitlab.com", "gitlab.")
 MIRROR_PREFIX = "bitbucket_"
@@ -86,6 +101,7 @@ STATES = {
     "EXPIRED": "STOPPED",
 }
 FINAL_STATES = frozenset({"SUCCESSFUL", "FAILED", "STOPPED"})
+SERVER_STATES = {"INPROGRESS": "INPROGRESS", "SUCCESSFUL": "SUCCESSFUL", "FAILED": "FAILED", "STOPPED": "CANCELLED"}
 # The order in which a build moves through the in-progress descriptions; a
 # status is never moved back to an earlier one.
 IN_PROGRESS_DESCRIPTIONS = ("Awaiting approval", "Queued", "Running")
@@ -118,6 +134,10 @@ class RepositoryNotFound(Rejected):
     """Bitbucket answered 404 for the repository."""
 
 
+class UntrustedCertificate(TransientError):
+    """A server's TLS certificate is not trusted: nothing was sent. Logged as an ERROR, redelivered."""
+
+
 class RateLimited(TransientError):
     """Bitbucket answered 429 after the retries inside the call: the credential's hourly budget is spent."""
 
@@ -129,6 +149,7 @@ class RateLimited(TransientError):
 class Config:
     api_url: str = DEFAULT_API_URL
     oauth_token_url: str = DEFAULT_OAUTH_TOKEN_URL
+    cloud_build_api_url: str = DEFAULT_CLOUD_BUILD_API_URL
     repositories: tuple[str, ...] = ()
     max_event_age_seconds: float = DEFAULT_MAX_EVENT_AGE_SECONDS
     retry_backoff_seconds: float = DEFAULT_RETRY_BACKOFF_SECONDS
@@ -141,6 +162,7 @@ class Config:
         return cls(
             api_url=validated_url(env, "BITBUCKET_API_URL", DEFAULT_API_URL),
             oauth_token_url=validated_url(env, "BITBUCKET_OAUTH_TOKEN_URL", DEFAULT_OAUTH_TOKEN_URL),
+            cloud_build_api_url=validated_url(env, "CLOUD_BUILD_API_ENDPOINT", DEFAULT_CLOUD_BUILD_API_URL),
             repositories=tuple(
                 p.strip().lower() for p in env.get("BITBUCKET_REPOSITORIES", "").split(",") if p.strip()
             ),
@@ -265,8 +287,13 @@ def parse_time(value: Any) -> datetime | None:
 
 @dataclass(frozen=True)
 class Repository:
+    """A repository on Bitbucket Cloud (server None) or on a Data Center server, where `workspace`
+    is the project key. Before it is matched with the credentials, an SSH clone URL names only the
+    server's host: server "ssh://host"."""
+
     workspace: str
     slug: str
+    server: str | None = None
 
     @property
     def full_name(self) -> str:
@@ -282,18 +309,25 @@ class Target:
     branch: str | None
     origin: str  # how the repository was found, for the log
     mirror: str | None = None  # the mirror's repoName when the split is ambiguous
+    tag: str | None = None  # the tag of a tag build
+    connected: str | None = None  # a Cloud Build repository resource: Cloud Build's API says where it is
 
 
 @dataclass(frozen=True)
 class CommitStatus:
-    """The body of a Bitbucket commit status (the `commitstatus` schema)."""
+    """A build's status: `body()` is Bitbucket Cloud's `commitstatus`; a Data Center server's
+    body is made from the same fields (see BitbucketDataCenter)."""
 
-    key: str
-    state: str
+    key: str  # at most 40 characters (Cloud)
+    state: str  # Cloud's name: INPROGRESS, SUCCESSFUL, FAILED or STOPPED
     name: str
     url: str
     description: str
-    refname: str | None = None
+    refname: str | None = None  # the bare branch name
+    server_key: str = ""  # the same key, at most 255 characters (Data Center)
+    tag: str | None = None
+    parent: str = ""  # the trigger's name, else the key: what a Required builds merge check names
+    duration_ms: int | None = None  # of a finished build
 
     def body(self) -> dict[str, str]:
         body = {
@@ -335,20 +369,33 @@ def translate(build: Mapping[str, Any], config: Config) -> Update | Skip:
     target = locate(build)
     if isinstance(target, Skip):
         return target
-    allowed = tuple(r for r in target.candidates if config.allows(r))
-    if not allowed:
-        names = ", ".join(r.full_name for r in target.candidates)
-        return Skip(f"repository {names} is not in BITBUCKET_REPOSITORIES")
-    target = Target(allowed, target.commit, target.branch, target.origin, target.mirror)
+    if not target.connected:  # a connected repository is checked once Cloud Build's API has said which it is
+        target = allowed(target, config)
+        if isinstance(target, Skip):
+            return target
+    final = state in FINAL_STATES
     status = CommitStatus(
-        key=status_key(build),
+        key=status_key(build, KEY_MAX),
         state=state,
         name=_clip(trigger_name(build) or DEFAULT_NAME, NAME_MAX),
         url=build_url(build),
         description=describe(build),
         refname=target.branch,
+        server_key=status_key(build, SERVER_KEY_MAX),
+        tag=target.tag,
+        parent=_clip(trigger_name(build), 1024) or status_key(build, SERVER_KEY_MAX),
+        duration_ms=_duration_ms(build) if final else None,
     )
     return Update(build["id"], target, status)
+
+
+def allowed(target: Target, config: Config) -> Target | Skip:
+    """The target's repositories that BITBUCKET_REPOSITORIES allows, or why none is."""
+    kept = tuple(r for r in target.candidates if config.allows(r))
+    if not kept:
+        names = ", ".join(r.full_name for r in target.candidates)
+        return Skip(f"repository {names} is not in BITBUCKET_REPOSITORIES")
+    return replace(target, candidates=kept)
 
 
 def _dict(value: Any) -> Mapping[str, Any]:
@@ -375,28 +422,38 @@ def locate(build: Mapping[str, Any]) -> Target | Skip:
     commit_sha = _text(subs.get("COMMIT_SHA"))
     branch_name = _text(subs.get("BRANCH_NAME"))
 
+    tag = _text(subs.get("TAG_NAME"))
+
     explicit = _text(subs.get("_BITBUCKET_REPO"))
     if explicit:
         workspace, _, slug = explicit.partition("/")
+        server = _text(subs.get("_BITBUCKET_SERVER"))
+        if server and not normalized_server(server):
+            return Skip(f"_BITBUCKET_SERVER {server[:200]!r} is not an https:// URL", "ERROR")
         return _target(
             [(workspace, slug)],
             _text(subs.get("_BITBUCKET_COMMIT")) or commit_sha,
             _text(subs.get("_BITBUCKET_BRANCH")) or branch_name,
             "substitution _BITBUCKET_REPO",
+            server=normalized_server(server) if server else None,
+            tag=tag,
         )
 
     git_source = _dict(source.get("gitSource"))
     resolved_git = _dict(provenance.get("resolvedGitSource"))
     git_url = _text(resolved_git.get("url")) or _text(git_source.get("url"))
     if git_url:
-        match = BITBUCKET_URL_RE.fullmatch(git_url)
-        if not match:
-            return Skip(f"the build's git source {git_url[:200]!r} is not on bitbucket.org")
+        found = repository_at(git_url)
+        if found is None:
+            return Skip(f"the build's git source {git_url[:200]!r} is not on bitbucket.org or a Bitbucket server")
+        (workspace, slug), server = found
         return _target(
-            [(match["workspace"], match["slug"])],
+            [(workspace, slug)],
             commit_sha or _text(resolved_git.get("revision")) or _text(git_source.get("revision")),
             branch_name,
             "gitSource",
+            server=server,
+            tag=tag,
         )
 
     repo_source = _dict(source.get("repoSource"))
@@ -413,24 +470,61 @@ def locate(build: Mapping[str, Any]) -> Target | Skip:
             mirror=mirror,
         )
 
-    full_name = _text(subs.get("REPO_FULL_NAME"))
-    if "connectedRepository" in source and full_name:
+    connected = _dict(source.get("connectedRepository"))
+    if connected:
+        name = _text(connected.get("repository"))
+        if not CONNECTED_RE.fullmatch(name):
+            return Skip(f"the build's connected repository {name[:200]!r} is not a repository resource name", "ERROR")
         if any(host in _text(subs.get("_HEAD_REPO_URL")).lower() for host in OTHER_HOSTS):
             return Skip("the build's connected repository is not on Bitbucket")
-        workspace, _, slug = full_name.partition("/")
+        # REPO_FULL_NAME is only the fallback for Bitbucket Cloud when Cloud Build's API cannot be asked.
+        workspace, _, slug = _text(subs.get("REPO_FULL_NAME")).partition("/")
         resolved = _dict(provenance.get("resolvedConnectedRepository"))
         return _target(
-            [(workspace, slug)],
+            [(workspace, slug)] if workspace else [],
             commit_sha or _text(resolved.get("revision")),
             branch_name,
-            "Bitbucket Cloud connection",
+            "Cloud Build connection",
+            tag=tag,
+            connected=name,
         )
 
     if "storageSource" in source or "storageSourceManifest" in source:
         return Skip("the build's source is a storage bucket and names no Bitbucket repository")
-    if "connectedRepository" in source:
-        return Skip("the build's connected repository has no REPO_FULL_NAME substitution")
     return Skip("the build names no Bitbucket repository")
+
+
+def repository_at(url: str) -> tuple[tuple[str, str], str | None] | None:
+    """((workspace or project, slug), server) of a clone URL on bitbucket.org (server None) or in the
+    shape of a Data Center server's; None for any other URL. Names are checked later, by _target."""
+    if match := BITBUCKET_URL_RE.fullmatch(url):
+        return (match["workspace"], match["slug"]), None
+    if (match := SERVER_HTTPS_URL_RE.fullmatch(url)) and (server := normalized_server(match["server"])):
+        return (match["project"], match["slug"]), server
+    if match := SERVER_SSH_URL_RE.fullmatch(url):
+        return (match["project"], match["slug"]), f"ssh://{match['host'].lower()}"
+    return None
+
+
+def normalized_server(url: str) -> str | None:
+    """A Data Center server's base URL as entries and builds are compared: https (http only on
+    loopback), host in lower case, no user, query or fragment, no trailing '/'; else None."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    host = (parts.hostname or "").lower()
+    secure = parts.scheme == "https" or (parts.scheme == "http" and _is_loopback(host))
+    if not secure or not host or parts.username or parts.query or parts.fragment or "@" in parts.netloc:
+        return None
+    if not re.fullmatch(r"[a-z0-9.-]+|\[[0-9a-f:.]+\]", host if ":" not in host else f"[{host}]"):
+        return None
+    path = parts.path.rstrip("/")
+    if not re.fullmatch(r"(/[A-Za-z0-9._~-]+)*", path):
+        return None
+    netloc = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{netloc}{f':{port}' if port else ''}{path}"
 
 
 def mirror_splits(name: str) -> list[tuple[str, str]]:
@@ -439,16 +533,38 @@ def mirror_splits(name: str) -> list[tuple[str, str]]:
 
 
 def _target(
-    pairs: list[tuple[str, str]], commit: str, branch: str, origin: str, mirror: str | None = None
+    pairs: list[tuple[str, str]],
+    commit: str,
+    branch: str,
+    origin: str,
+    *,
+    mirror: str | None = None,
+    server: str | None = None,
+    tag: str = "",
+    connected: str | None = None,
 ) -> Target | Skip:
-    candidates = tuple(Repository(w, s) for w, s in pairs if WORKSPACE_RE.fullmatch(w) and SLUG_RE.fullmatch(s))
-    if not candidates:
+    candidates = tuple(repository for w, s in pairs if (repository := _repository(w, s, server)))
+    if not candidates and not connected:
         shown = ", ".join(f"{w}/{s}"[:200] for w, s in pairs) or "(none)"
         return Skip(f"{origin} gives no valid Bitbucket repository name: {shown!r}", "ERROR")
     commit = commit.lower()
     if not SHA_RE.fullmatch(commit):
         return Skip(f"{origin} gives no full 40-hex commit SHA (got {commit[:80]!r})", "ERROR")
-    return Target(candidates, commit, refname(branch), origin, mirror if len(candidates) > 1 else None)
+    ambiguous = mirror if len(candidates) > 1 else None
+    branch_ref = refname(branch)
+    return Target(candidates, commit, branch_ref, origin, ambiguous, None if branch_ref else refname(tag), connected)
+
+
+def _repository(workspace: str, slug: str, server: str | None) -> Repository | None:
+    """A repository whose names cannot change the shape of a request path, or None."""
+    if not SLUG_RE.fullmatch(slug):
+        return None
+    if server is None:
+        return Repository(workspace, slug) if WORKSPACE_RE.fullmatch(workspace) else None
+    if not PROJECT_RE.fullmatch(workspace):
+        return None
+    # Project keys are upper case in the API and matched without case in clone URLs.
+    return Repository(workspace if workspace.startswith("~") else workspace.upper(), slug, server)
 
 
 def refname(branch: str) -> str | None:
@@ -459,14 +575,14 @@ def refname(branch: str) -> str | None:
     return branch
 
 
-def status_key(build: Mapping[str, Any]) -> str:
+def status_key(build: Mapping[str, Any], limit: int = KEY_MAX) -> str:
     """A key stable across runs of one trigger, so a re-run replaces its status."""
     chosen = (
         _text(substitutions(build).get("_BITBUCKET_KEY")) or _text(build.get("buildTriggerId")) or trigger_name(build)
     )
     if not chosen:
         return DEFAULT_KEY
-    if KEY_RE.fullmatch(chosen):
+    if re.fullmatch(f"{KEY_CHARACTERS}{{1,{limit}}}", chosen, re.ASCII):
         return chosen
     # Too long, or not plain: hash it (a truncated key could collide).
     return hashlib.sha1(chosen.encode("utf-8", "surrogatepass"), usedforsecurity=False).hexdigest()
@@ -511,6 +627,13 @@ def describe(build: Mapping[str, Any]) -> str:
     return _clip(text, DESCRIPTION_MAX)
 
 
+def _duration_ms(build: Mapping[str, Any]) -> int | None:
+    start, finish = parse_time(build.get("startTime")), parse_time(build.get("finishTime"))
+    if not start or not finish or finish < start:
+        return None
+    return round((finish - start).total_seconds() * 1000)
+
+
 def _duration(build: Mapping[str, Any]) -> str:
     start = parse_time(build.get("startTime"))
     finish = parse_time(build.get("finishTime"))
@@ -539,9 +662,11 @@ def _clip(text: str, limit: int) -> str:
 
 CONSUMER = "OAuth consumer"
 SHAPES = (("Basic", ("username", "password")), (CONSUMER, ("client_id", "client_secret")), ("Bearer", ("token",)))
-ENTRY_FIELDS = frozenset({"username", "password", "client_id", "client_secret", "token", "repositories"})
+ENTRY_FIELDS = frozenset(
+    {"username", "password", "client_id", "client_secret", "token", "repositories", "server", "ca_certificate"}
+)
 FIELD_NAME_RE = re.compile(r"[a-z_]{1,40}", re.ASCII)  # an unknown field is named only if it looks like a name
-PATTERN_RE = re.compile(r"[!-~]+/[!-~]+", re.ASCII)
+PATTERN_RE = re.compile(r"[!-~]+/[!-~]+", re.ASCII)  # workspace/repo_slug, or PROJECT/repo_slug on a server
 
 
 @dataclass(frozen=True)
@@ -553,10 +678,22 @@ class Credential:
     scheme: str  # "Basic", "Bearer", or CONSUMER (exchanged for a Bearer token)
     secret: str = field(repr=False)
     repositories: tuple[str, ...] = ()  # lower-case shell-style patterns of workspace/repo_slug; () = every one
+    server: str | None = None  # a Data Center server's base URL; None: Bitbucket Cloud
+    ca_certificate: str | None = None  # PEM of the CA that signed the server's certificate
 
     def serves(self, repository: Repository) -> bool:
+        if not self.on_site_of(repository):
+            return False
         name = repository.full_name.lower()
         return not self.repositories or any(fnmatch.fnmatchcase(name, p) for p in self.repositories)
+
+    def on_site_of(self, repository: Repository) -> bool:
+        """Whether this entry's site is the repository's (an SSH clone URL names only the host)."""
+        if self.server is None or repository.server is None:
+            return self.server == repository.server
+        if repository.server.startswith("ssh://"):
+            return urlsplit(self.server).hostname == repository.server.removeprefix("ssh://")
+        return self.server == repository.server
 
     def authorization(self) -> str:
         scheme = "Basic" if self.scheme == CONSUMER else self.scheme
@@ -595,6 +732,7 @@ def _entry(data: Any, position: int, where: str) -> Credential:
             '{"username": ..., "password": ...}, {"token": ...} or {"client_id": ..., "client_secret": ...}'
         )
     scheme, names = shapes[0]
+    server, ca_certificate = _site(data, scheme, where)
     if scheme == "Bearer":
         secret = data["token"]
         if not secret.isascii():  # an HTTP header cannot carry it (e.g. a pasted '…')
@@ -604,7 +742,36 @@ def _entry(data: Any, position: int, where: str) -> Credential:
         if ":" in user:
             raise ConfigurationError(f"{where} holds a {names[0]} with a ':', which HTTP Basic cannot carry")
         secret = base64.b64encode(f"{user}:{password}".encode()).decode()
-    return Credential(position, scheme, secret, _patterns(data.get("repositories"), where))
+    return Credential(position, scheme, secret, _patterns(data.get("repositories"), where), server, ca_certificate)
+
+
+def _site(data: Mapping[str, Any], scheme: str, where: str) -> tuple[str | None, str | None]:
+    """A Data Center entry's server and CA certificate, checked; (None, None) for Bitbucket Cloud."""
+    server, ca = data.get("server"), data.get("ca_certificate")
+    if server is None:
+        if ca is not None:
+            raise ConfigurationError(f'{where} has a "ca_certificate" but no "server"')
+        return None, None
+    normalized = normalized_server(server) if isinstance(server, str) else None
+    if normalized is None:
+        raise ConfigurationError(f'{where} has a "server" that is not an https:// URL (plain http only on loopback)')
+    if scheme == CONSUMER:
+        raise ConfigurationError(f"{where} is an OAuth consumer, which only Bitbucket Cloud has, with a server")
+    if ca is not None and not _is_certificate(ca):
+        raise ConfigurationError(f'{where} has a "ca_certificate" that is not a PEM certificate')
+    return normalized, ca
+
+
+def _is_certificate(pem: Any) -> bool:
+    import ssl
+
+    if not isinstance(pem, str) or "-----BEGIN CERTIFICATE-----" not in pem:
+        return False
+    try:
+        ssl.create_default_context(cadata=pem)
+    except (ssl.SSLError, ValueError):
+        return False
+    return True
 
 
 def _patterns(value: Any, where: str) -> tuple[str, ...]:
@@ -800,18 +967,31 @@ def http_session(backoff_seconds: float, attempt_seconds: float) -> requests.Ses
 
 
 def send(
-    session: requests.Session, method: str, url: str, timeout: tuple[float, float], **kwargs: Any
+    session: requests.Session,
+    method: str,
+    url: str,
+    timeout: tuple[float, float],
+    verify: str | bool = True,
+    **kwargs: Any,
 ) -> requests.Response:
-    """One request with TLS verified, ending by the event's deadline; a network failure becomes a TransientError."""
+    """One request with TLS verified (against the CA file `verify` names, or the system's), ending by
+    the event's deadline; a network failure becomes a TransientError."""
     import requests
-    from urllib3.util import Timeout
 
     left = time_left()
     if left <= 0:
         raise TransientError(f"{method} not sent: the event's deadline (EVENT_DEADLINE_SECONDS) has passed")
+    from urllib3.util import Timeout
+
     limit = Timeout(connect=min(timeout[0], left), read=min(timeout[1], left), total=min(sum(timeout), left))
     try:
-        return session.request(method, url, verify=True, timeout=limit, **kwargs)
+        return session.request(method, url, verify=verify, timeout=limit, **kwargs)
+    except requests.exceptions.SSLError:
+        origin = "{0.scheme}://{0.netloc}".format(urlsplit(url))
+        raise UntrustedCertificate(
+            f"the TLS certificate of {origin} is not trusted, so nothing was sent; for a Bitbucket Data Center "
+            'server, set "ca_certificate" in its entry of the credentials to the PEM of the CA that signed it'
+        ) from None
     except requests.RequestException as error:
         raise TransientError(f"{method} to Bitbucket failed: {type(error).__name__}") from None
 
@@ -833,6 +1013,7 @@ class Keyring:
         self._entries: tuple[Credential, ...] | None = None
         self._tokens: dict[str, tuple[str, float]] = {}  # consumer secret → (header, time.monotonic() to renew at)
         self._spent_until: dict[str, float] = {}  # credential secret → end of its cooldown (time.monotonic())
+        self._ca_files: dict[str, str] = {}  # CA certificate (PEM) → the file requests verifies against
         self._lock = threading.RLock()
 
     def entry_for(self, repository: Repository) -> Credential | None:
@@ -854,6 +1035,19 @@ class Keyring:
             except ConsumerRefused:  # the consumer's secret may have been rotated since it was read
                 self._entries = None
                 return self._sign(repository)
+
+    def verify(self, entry: Credential) -> str | bool:
+        """What TLS verification trusts for the entry's site: its own CA only, or the system's."""
+        if entry.ca_certificate is None:
+            return True
+        with self._lock:
+            if entry.ca_certificate not in self._ca_files:
+                import tempfile
+
+                with tempfile.NamedTemporaryFile("w", suffix=".pem", prefix="bitbucket-ca-", delete=False) as file:
+                    file.write(entry.ca_certificate)  # a public certificate, not a secret
+                self._ca_files[entry.ca_certificate] = file.name
+            return self._ca_files[entry.ca_certificate]
 
     def budget_nearly_spent(self, repository: Repository) -> bool:
         entry = self.entry_for(repository)
@@ -926,13 +1120,15 @@ class Client:
         self.session = session
         self.timeout = timeout
 
-    def call(self, repository: Repository, method: str, url: str, body: Any = None) -> requests.Response:
+    def call(
+        self, repository: Repository, method: str, url: str, body: Any = None, params: Any = None
+    ) -> requests.Response:
         entry, header = self.keyring.sign(repository)
-        response = self._request(method, url, body, header)
+        response = self._request(entry, method, url, body, params, header)
         if response.status_code == 401:
             # The credential may have been rotated since this instance read it.
             entry, header = self.keyring.sign(repository, refused=header)
-            response = self._request(method, url, body, header)
+            response = self._request(entry, method, url, body, params, header)
         self.keyring.note_budget(entry, response.headers)
         if response.ok or response.status_code == 404:
             return response
@@ -945,20 +1141,29 @@ class Client:
             raise TransientError(message)
         raise Rejected(message)
 
-    def _request(self, method: str, url: str, body: Any, header: str) -> requests.Response:
+    def _request(
+        self, entry: Credential, method: str, url: str, body: Any, params: Any, header: str
+    ) -> requests.Response:
         headers = {"Authorization": header, "Accept": "application/json"}
-        return send(self.session, method, url, json=body, headers=headers, timeout=self.timeout)
+        verify = self.keyring.verify(entry)
+        return send(self.session, method, url, self.timeout, verify, json=body, params=params, headers=headers)
+
+
+# Each site knows its paths, its body and its answers; signing, retries and never-backwards are shared.
 
 
 class BitbucketCloud:
-    """The commit-status endpoints of Bitbucket Cloud: its paths, its body and its answers."""
+    """The commit-status endpoints of Bitbucket Cloud."""
 
     def __init__(self, api_url: str, client: Client) -> None:
         self.api_url = api_url
         self.client = client
 
-    def read(self, repository: Repository, commit: str, key: str) -> RemoteStatus | None:
-        response = self.client.call(repository, "GET", f"{self._statuses(repository, commit)}/{key}")
+    def key(self, status: CommitStatus) -> str:
+        return status.key
+
+    def read(self, repository: Repository, commit: str, status: CommitStatus) -> RemoteStatus | None:
+        response = self.client.call(repository, "GET", f"{self._statuses(repository, commit)}/{status.key}")
         if response.status_code == 404:
             return None
         body = _json(response)
@@ -978,6 +1183,105 @@ class BitbucketCloud:
         return f"{self.api_url}/repositories/{repository.workspace}/{repository.slug}/commit/{commit}/statuses/build"
 
 
+class BitbucketDataCenter:
+    """The build-status endpoints of a Bitbucket Data Center server (the repository names it)."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def key(self, status: CommitStatus) -> str:
+        return status.server_key
+
+    def read(self, repository: Repository, commit: str, status: CommitStatus) -> RemoteStatus | None:
+        params = {"key": status.server_key}
+        response = self.client.call(repository, "GET", self._builds(repository, commit), params=params)
+        if response.status_code == 404:
+            return None
+        body = _json(response)
+        state = _text(body.get("state"))
+        updated = body.get("updatedDate")
+        return RemoteStatus(
+            state="STOPPED" if state == "CANCELLED" else state,
+            url=_text(body.get("url")),
+            description=_text(body.get("description")),
+            updated_on=datetime.fromtimestamp(updated / 1000, UTC) if isinstance(updated, int) else None,
+        )
+
+    def write(self, repository: Repository, commit: str, status: CommitStatus) -> None:
+        body: dict[str, Any] = {
+            "key": status.server_key,
+            "state": SERVER_STATES[status.state],
+            "name": status.name,
+            "url": status.url,
+            "description": status.description,
+            "parent": status.parent,
+        }
+        if status.refname or status.tag:
+            body["ref"] = f"refs/heads/{status.refname}" if status.refname else f"refs/tags/{status.tag}"
+        if status.duration_ms is not None:
+            body["duration"] = status.duration_ms
+        response = self.client.call(repository, "POST", self._builds(repository, commit), body)
+        if response.status_code == 404:
+            raise RepositoryNotFound(f"Bitbucket answered 404: {bitbucket_error(response)}")
+
+    def _builds(self, repository: Repository, commit: str) -> str:
+        project, slug = repository.workspace, repository.slug
+        return f"{repository.server}/rest/api/latest/projects/{project}/repos/{slug}/commits/{commit}/builds"
+
+
+class Connections:
+    """Where a repository of a Cloud Build connection lives, as Cloud Build's own API says:
+    GET {CLOUD_BUILD_API_ENDPOINT}/v2/{repository} with the function's Google credentials, once per
+    repository per instance. None when the API may not be asked (403, 404): REPO_FULL_NAME then."""
+
+    SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+
+    def __init__(self, api_url: str, timeout: tuple[float, float]) -> None:
+        self.api_url = api_url
+        self.timeout = timeout
+        self._session: Any = None
+        self._remotes: dict[str, str | None] = {}
+        self._warned = False
+        self._lock = threading.Lock()
+
+    def remote_uri(self, repository: str) -> str | None:
+        with self._lock:
+            if repository not in self._remotes:
+                self._remotes[repository] = self._look_up(repository)
+            return self._remotes[repository]
+
+    def _look_up(self, repository: str) -> str | None:
+        if self._session is None:
+            import google.auth
+            from google.auth.exceptions import DefaultCredentialsError
+            from google.auth.transport.requests import AuthorizedSession
+
+            try:
+                credentials, _ = google.auth.default(scopes=[self.SCOPE])
+            except DefaultCredentialsError:
+                self._fall_back(repository, "the function has no Google credentials")
+                return None
+            self._session = AuthorizedSession(credentials)
+        response = send(self._session, "GET", f"{self.api_url}/v2/{repository}", self.timeout)
+        if response.status_code == 429 or response.status_code >= 500:
+            raise TransientError(f"Cloud Build's API answered {response.status_code} for {repository}")
+        if not response.ok:
+            self._fall_back(repository, f"answered {response.status_code}")
+            return None
+        return _text(_json(response).get("remoteUri")) or None
+
+    def _fall_back(self, repository: str, why: str) -> None:
+        if self._warned:
+            return
+        self._warned = True
+        log(
+            "WARNING",
+            f"Cloud Build's API could not say where {repository} is ({why}): give the function's service account "
+            "cloudbuild.repositories.get (roles/cloudbuild.connectionViewer on the connection). Until then a "
+            "connected repository is taken to be the Bitbucket Cloud repository REPO_FULL_NAME names",
+        )
+
+
 def _json(response: requests.Response) -> Mapping[str, Any]:
     try:
         return _dict(response.json())
@@ -986,8 +1290,10 @@ def _json(response: requests.Response) -> Mapping[str, Any]:
 
 
 def bitbucket_error(response: requests.Response) -> str:
-    """Bitbucket's own words from an error body, or the reason phrase."""
-    error = _dict(_json(response).get("error"))
+    """Bitbucket's own words from an error body (Cloud's `error`, Data Center's `errors`), or the reason phrase."""
+    body = _json(response)
+    errors = body.get("errors")
+    error = _dict(body.get("error")) or (_dict(errors[0]) if isinstance(errors, list) and errors else {})
     message = _text(error.get("message")) or response.reason or "no error message"
     fields = _dict(error.get("fields"))
     if fields:
@@ -1018,8 +1324,9 @@ class Reporter:
 
     MEMORY_SIZE = 2048
 
-    def __init__(self, bitbucket: BitbucketCloud, keyring: Keyring) -> None:
-        self.bitbucket = bitbucket
+    def __init__(self, cloud: BitbucketCloud, data_center: BitbucketDataCenter, keyring: Keyring) -> None:
+        self.cloud = cloud
+        self.data_center = data_center
         self.keyring = keyring
         self._known: OrderedDict[tuple[str, ...], Known] = OrderedDict()
         self._mirrors: dict[str, Repository] = {}
@@ -1050,7 +1357,14 @@ class Reporter:
 
     def _post_unless_stale(self, repository: Repository, update: Update, published: datetime | None) -> str:
         status = update.status
-        identity = (repository.full_name, update.target.commit, status.key, status.refname or "")
+        site = self.cloud if repository.server is None else self.data_center
+        identity = (
+            repository.server or "",
+            repository.full_name,
+            update.target.commit,
+            site.key(status),
+            status.refname or "",
+        )
         with self._locks[hash(identity) % len(self._locks)]:
             known = self._recall(identity)
             if known and known.build_id == update.build_id and not _advances(known.state, known.description, status):
@@ -1058,13 +1372,13 @@ class Reporter:
             if not status.is_final and self.keyring.budget_nearly_spent(repository):
                 return BUDGET_SPENT
             if not status.is_final and not (known and known.written_here and known.build_id == update.build_id):
-                remote = self.bitbucket.read(repository, update.target.commit, status.key)
+                remote = site.read(repository, update.target.commit, status)
                 if remote and not _should_replace(remote, update, published):
                     shown = update.build_id if _shows_build(remote, update.build_id) else ""
                     self._remember(identity, Known(shown, remote.state, remote.description, False))
                     return STALE
             try:
-                self.bitbucket.write(repository, update.target.commit, status)
+                site.write(repository, update.target.commit, status)
             except Exception:
                 self._forget(identity)
                 raise
@@ -1156,9 +1470,10 @@ def _log_fields(build: Mapping[str, Any], update: Update | None = None) -> dict[
 class Instance:
     """What one warm instance keeps between events."""
 
-    def __init__(self, config: Config, keyring: Keyring, reporter: Reporter) -> None:
+    def __init__(self, config: Config, keyring: Keyring, connections: Connections, reporter: Reporter) -> None:
         self.config = config
         self.keyring = keyring
+        self.connections = connections
         self.reporter = reporter
 
     @classmethod
@@ -1167,8 +1482,10 @@ class Instance:
         session = http_session(config.retry_backoff_seconds, sum(config.timeout))
         source = credential_source(env)
         keyring = Keyring(source, session, config.oauth_token_url, config.timeout, config.rate_limit_cooldown_seconds)
-        cloud = BitbucketCloud(config.api_url, Client(keyring, session, config.timeout))
-        return cls(config, keyring, Reporter(cloud, keyring))
+        client = Client(keyring, session, config.timeout)
+        reporter = Reporter(BitbucketCloud(config.api_url, client), BitbucketDataCenter(client), keyring)
+        connections = Connections(config.cloud_build_api_url, config.timeout)
+        return cls(config, keyring, connections, reporter)
 
 
 _instance: Instance | None = None
@@ -1197,6 +1514,9 @@ def handle(data: Any, published_at: Any) -> None:
     except ConfigurationError as error:
         log("ERROR", f"Configuration error: {error}", **fields)
         raise
+    except UntrustedCertificate as error:
+        log("ERROR", f"Will retry: {error}", **fields)
+        raise
     except TransientError as error:
         log("WARNING", f"Will retry: {error}", **fields)
         raise
@@ -1209,13 +1529,37 @@ def apply(build: Mapping[str, Any], published_at: Any, fields: dict[str, Any]) -
         _apply(current, build, published_at, fields)
 
 
-def served(update: Update, keyring: Keyring) -> Update | Skip:
-    """The update with only the repositories an entry of the credentials serves, or why none is."""
-    candidates = tuple(r for r in update.target.candidates if keyring.entry_for(r))
-    if not candidates:
-        names = ", ".join(r.full_name for r in update.target.candidates)
+def resolve(update: Update, current: Instance) -> Update | Skip:
+    """Where the update goes: a connected repository looked up with Cloud Build's API, then only the
+    repositories an entry of the credentials serves, each on its entry's site; or why nowhere."""
+    target = update.target
+    if target.connected:
+        remote = current.connections.remote_uri(target.connected)
+        if remote is not None:
+            found = repository_at(remote)
+            repository = _repository(*found[0], found[1]) if found else None
+            if repository is None:
+                return Skip(f"the build's connected repository {_clip(remote, 200)!r} is not on Bitbucket")
+            target = replace(target, candidates=(repository,))
+        elif not target.candidates:
+            return Skip("the build's connected repository has no REPO_FULL_NAME substitution to fall back on")
+        target = allowed(target, current.config)
+        if isinstance(target, Skip):
+            return target
+    served = []
+    for repository in target.candidates:
+        entry = current.keyring.entry_for(repository)
+        if entry:
+            served.append(replace(repository, server=entry.server))  # an SSH URL's host becomes the entry's URL
+    if not served:
+        names = ", ".join(_shown(r) for r in target.candidates)
         return Skip(f"no entry of the credentials serves repository {names}, so nothing is sent")
-    return replace(update, target=replace(update.target, candidates=candidates))
+    return replace(update, target=replace(target, candidates=tuple(served)))
+
+
+def _shown(repository: Repository) -> str:
+    where = repository.server.removeprefix("ssh://") + " " if repository.server else ""
+    return f"{where}{repository.full_name}"
 
 
 def _apply(current: Instance, build: Mapping[str, Any], published_at: Any, fields: dict[str, Any]) -> None:
@@ -1233,7 +1577,7 @@ def _apply(current: Instance, build: Mapping[str, Any], published_at: Any, field
     if isinstance(decision, Skip):
         log(decision.severity, f"Skipped: {decision.reason}", **fields)
         return
-    decision = served(decision, current.keyring)
+    decision = resolve(decision, current)
     if isinstance(decision, Skip):
         log(decision.severity, f"Skipped: {decision.reason}", **fields)
         return
@@ -1250,7 +1594,9 @@ def _apply(current: Instance, build: Mapping[str, Any], published_at: Any, field
         log("WARNING", f"Did not post {shown}: {error}; a later state of the build supersedes it", **fields)
         return
     entry = current.keyring.entry_for(repository)
-    fields.update(repository=repository.full_name, credential=entry.position if entry else None)
+    fields.update(
+        repository=repository.full_name, server=repository.server, credential=entry.position if entry else None
+    )
     if outcome == POSTED:
         log("INFO", f"Posted {shown}", **fields)
     else:

@@ -1,8 +1,10 @@
 """A morning of builds, end to end on loopback, with no Google or Atlassian account.
 
-Starts the Bitbucket stand-in, the storage emulator with the credentials (two
-repository access tokens, each serving its own repositories) KMS-encrypted in a
-bucket, a local KMS, the Pub/Sub emulator (when `gcloud` is installed) and
+Starts the Bitbucket stand-in, a Bitbucket Data Center stand-in (TLS from a private
+CA, under a context path), the storage emulator with the credentials (two
+repository access tokens, each serving its own repositories, and the server's
+token with its CA) KMS-encrypted in a bucket, Cloud Build's API for the connected
+repositories, a local KMS, the Pub/Sub emulator (when `gcloud` is installed) and
 functions-framework serving main.py; publishes the morning's Cloud Build
 messages; prints what Bitbucket shows and what the function logged; stops
 everything.
@@ -22,17 +24,27 @@ from typing import Any
 import requests
 
 from standins.bitbucket import Bitbucket, token_identity
-from standins.builds import build, push_body
+from standins.builds import build, connected_repository, push_body
+from standins.datacenter import DataCenter
 from standins.google import Google, Storage
 from standins.processes import FunctionServer, PubSubEmulator, wait_until
+from standins.tls import certificate_authority, signed_by
 
-# Two repository access tokens, as a team on a Standard plan has: each reaches only its repositories.
+# Two repository access tokens, as a team on a Standard plan has: each reaches only its repositories;
+# and an HTTP access token of the company's own Bitbucket Data Center, whose certificate a private CA signed.
 WEBAPP_TOKEN = "demo-webapp-repository-access-token"
 OPS_TOKEN = "demo-ops-repository-access-token"
-CREDENTIALS = [
-    {"token": WEBAPP_TOKEN, "repositories": ["acme/webapp"]},
-    {"token": OPS_TOKEN, "repositories": ["acme_ops/*", "acme/infra"]},
-]
+SERVER_TOKEN = "demo-data-center-http-access-token"
+
+
+def credentials(server: str, ca: str) -> list[dict[str, Any]]:
+    return [
+        {"token": WEBAPP_TOKEN, "repositories": ["acme/webapp"]},
+        {"token": OPS_TOKEN, "repositories": ["acme_ops/*", "acme/infra"]},
+        {"server": server, "token": SERVER_TOKEN, "ca_certificate": ca},
+    ]
+
+
 KMS_KEY = "projects/demo/locations/global/keyRings/bitbucket-build-status/cryptoKeys/credentials"
 START = datetime.now(UTC).replace(hour=8, minute=0, second=0, microsecond=0)
 
@@ -77,6 +89,10 @@ def morning() -> list[tuple[str, list[dict[str, Any]]]]:
     github = build("SUCCESS", "gh-0042", source="none", trigger_name="github-app")
     github["source"] = {"gitSource": {"url": "https://github.com/acme/website.git", "revision": "main"}}
     late = dict(fixed[1])  # a WORKING message that Pub/Sub delivers again, after the result
+    payments = lifecycle(
+        "SUCCESS", "9a0b1c2d-payments-7", 58, 6.4, repo="PLAT/payments", commit="5" * 40, branch="release/2.4",
+        trigger_id="77e1d0c4-8f2a-4b6e-9c3d-payments0rel", trigger_name="payments-release", source="connection",
+    )  # fmt: skip
     return [
         ("08:00 a pull request's build fails", failed),
         ("08:14 the fix is pushed, and the build passes", fixed),
@@ -85,6 +101,7 @@ def morning() -> list[tuple[str, list[dict[str, Any]]]]:
         ("08:52 a webhook-triggered build of another repository", webhook),
         ("08:55 a GitHub build reaches the same topic", [github]),
         ("08:56 Pub/Sub delivers an old WORKING message again", [late]),
+        ("08:58 the payments service builds from the company's own Bitbucket Data Center", payments),
     ]
 
 
@@ -97,11 +114,21 @@ def main() -> int:
         bitbucket_app.accept_token(OPS_TOKEN, {"acme_ops/legacy_app", "acme/infra"})
         bitbucket = bitbucket_app.serve()
         stack.append(bitbucket)
+        private_ca = certificate_authority(workdir, "Acme Internal CA")
+        server_app = DataCenter(repositories={"PLAT/payments"})
+        server_app.accept_token(SERVER_TOKEN)
+        server = server_app.serve(ssl_context=signed_by(private_ca, workdir))
+        stack.append(server)
+        server_url = DataCenter.url(server)
         google = Google().serve()
         stack.append(google)
+        # What Cloud Build's API says of the two connected repositories (2nd-gen connections).
+        google.app.repositories[connected_repository("acme/webapp")] = "https://bitbucket.org/acme/webapp.git"
+        google.app.repositories[connected_repository("PLAT/payments")] = f"{server_url}/scm/plat/payments.git"
         storage = Storage()
         stack.append(storage)
-        storage.put("demo-secrets", "bitbucket.json.enc", google.app.encrypt(KMS_KEY, json.dumps(CREDENTIALS).encode()))
+        document = json.dumps(credentials(server_url, private_ca[0])).encode()
+        storage.put("demo-secrets", "bitbucket.json.enc", google.app.encrypt(KMS_KEY, document))
         env = {
             "BITBUCKET_API_URL": bitbucket.api_url,
             "SECRETS_BUCKET": "demo-secrets",
@@ -110,10 +137,12 @@ def main() -> int:
             "KMS_API_ENDPOINT": google.endpoint,
             "STORAGE_EMULATOR_HOST": storage.host,
             "GOOGLE_APPLICATION_CREDENTIALS": str(google.service_account_file(workdir)),
+            "CLOUD_BUILD_API_ENDPOINT": google.endpoint,
         }
         function = FunctionServer("build_status_cloudevent", "cloudevent", env, workdir / "function.log")
         stack.append(function)
         print(f"Bitbucket stand-in  {bitbucket.api_url}")
+        print(f"Data Center         {server_url} (TLS, certificate of a private CA)")
         print(f"storage emulator    {storage.host}   local KMS {google.endpoint}")
         print(f"function            {function.url} (functions-framework, build_status_cloudevent)")
 
@@ -140,10 +169,11 @@ def main() -> int:
                 time.sleep(0.3)  # Cloud Build publishes one state change at a time
         wait_until(lambda: len(function.log_lines()) >= sent, 60, "the function to handle every message")
         show(bitbucket_app)
+        show_server(server_app, server_url)
         print("\nThe function's log (one JSON object per line in Cloud Logging; shown here shortened):")
         for line in function.log_lines():
             signer = f"entry {line['credential']}" if "credential" in line else ""
-            print(f"  {line['severity']:<8} {line.get('build_id', ''):<18} {signer:<8} {line['message']}")
+            print(f"  {line['severity']:<8} {line.get('build_id', ''):<20} {signer:<8} {line['message']}")
         return 0
     finally:
         for part in reversed(stack):
@@ -155,6 +185,16 @@ SIGNERS = {
     token_identity(WEBAPP_TOKEN): "credential entry 1 (the webapp repository's access token)",
     token_identity(OPS_TOKEN): "credential entry 2 (the ops repositories' access token)",
 }
+
+
+def show_server(server: DataCenter, url: str) -> None:
+    print(f"\nWhat the Data Center server {url} shows, per commit:")
+    for (repo, commit, key), status in server.statuses.items():
+        print(f"\n  {repo} @ {commit[:12]}  ({status.get('ref', 'no ref')})")
+        for name in ("key", "name", "parent", "state", "description", "url", "duration"):
+            print(f"    {name:<12} {status.get(name, '-')}")
+        path = " → ".join(f"{s['state']} ({s['description']})" for i, s in server.history if i == (repo, commit, key))
+        print(f"    history      {path}")
 
 
 def show(bitbucket: Bitbucket) -> None:

@@ -107,6 +107,7 @@ class Bitbucket:
     calls: list[Call] = field(default_factory=list)
     scripted: deque[str] = field(default_factory=deque)  # faults for the next requests, in order
     peers: set[tuple[str, str]] = field(default_factory=set)  # client (address, port): one per connection
+    authorizations: list[str] = field(default_factory=list)  # every Authorization header received
     _oauth_tokens: dict[str, tuple[str, float]] = field(default_factory=dict)
     _latest_by_key: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
     _spent: dict[str, deque[float]] = field(default_factory=dict)  # identity → times of its accepted calls
@@ -171,6 +172,7 @@ class Bitbucket:
         request = Request(environ)
         with self._lock:
             self.peers.add((environ.get("REMOTE_ADDR", ""), environ.get("REMOTE_PORT", "")))
+            self.authorizations.append(request.headers.get("Authorization", ""))
         fault = self._fault(request)
         if fault == "drop":
             self._record(request, 0, None, fault)
@@ -357,6 +359,9 @@ class Bitbucket:
 
     # --- serving ----------------------------------------------------------------
 
+    def spec(self) -> OpenAPI:
+        return openapi()
+
     def serve(self, port: int = 0, ssl_context: Any = None) -> Server:
         return Server(self, port, ssl_context)
 
@@ -364,10 +369,10 @@ class Bitbucket:
 class Server:
     """The stand-in on a loopback port, in a thread, until `stop()`."""
 
-    def __init__(self, app: Bitbucket, port: int = 0, ssl_context: Any = None) -> None:
+    def __init__(self, app: Any, port: int = 0, ssl_context: Any = None) -> None:
         self.app = app
         if app.validate:
-            openapi()  # loaded before the first request, which would otherwise wait a second for it
+            app.spec()  # loaded before the first request, which would otherwise wait a second for it
         self._server = make_server("127.0.0.1", port, app, threaded=True, ssl_context=ssl_context)
         self._server.daemon_threads = True
         self._server.block_on_close = False  # a stalled answer must not hold up stop()

@@ -26,10 +26,11 @@ def build(
     branch: str | None = "feature/fish",
     trigger_id: str | None = TRIGGER_ID,
     trigger_name: str | None = "webapp-pr",
-    source: str = "connection",
+    source: str = "git",
     **extra: Any,
 ) -> dict[str, Any]:
-    """A Build as Cloud Build publishes it, from one of the four Bitbucket sources."""
+    """A Build as Cloud Build publishes it, from one of the Bitbucket sources: git (a gitSource URL),
+    connection (a connected repository), mirror (Cloud Source Repositories), webhook (substitutions)."""
     subs: dict[str, str] = {"PROJECT_ID": "acme-ci", "BUILD_ID": build_id}
     if trigger_name:
         subs["TRIGGER_NAME"] = trigger_name
@@ -52,7 +53,7 @@ def build(
         subs.update(REPO_FULL_NAME=repo, COMMIT_SHA=commit)
         result["source"] = {
             "connectedRepository": {
-                "repository": f"projects/acme-ci/locations/europe-west1/connections/bb/repositories/{repo[-40:]}",
+                "repository": connected_repository(repo),
                 "revision": branch or commit,
             }
         }
@@ -77,6 +78,12 @@ def build(
         subs["BRANCH_NAME"] = branch
     result.update(extra)
     return result
+
+
+def connected_repository(repo: str) -> str:
+    """The Cloud Build resource name of a repository of the connection `bb`, as `gcloud builds repositories
+    create` names it (the repository's name, not its path)."""
+    return f"projects/acme-ci/locations/europe-west1/connections/bb/repositories/{repo.replace('/', '-')[-60:]}"
 
 
 def encode(build_or_bytes: Any) -> str:

@@ -1,4 +1,5 @@
-"""Google stand-ins on loopback: an OAuth token endpoint, Cloud KMS and Secret Manager.
+"""Google stand-ins on loopback: an OAuth token endpoint, Cloud KMS, Secret Manager, and the
+repositories of Cloud Build's API v2 (GET /v2/projects/P/locations/L/connections/C/repositories/R).
 
 The real client libraries talk to these over their REST transport: a
 service-account file whose `token_uri` points here gets a token, and KMS and
@@ -30,6 +31,9 @@ from werkzeug.wrappers import Request, Response
 from standins import remember_secret
 
 KMS_ACTION = re.compile(r"/v1/(?P<name>projects/[^:]+/cryptoKeys/[^/:]+):(?P<action>encrypt|decrypt)")
+CLOUD_BUILD_REPOSITORY = re.compile(
+    r"/v2/(?P<name>projects/[^/]+/locations/[^/]+/connections/[^/]+/repositories/[^/]+)"
+)
 SECRET_ACCESS = re.compile(r"/v1/(?P<secret>projects/[^/]+/secrets/[^/]+)/versions/(?P<version>[^/:]+):access")
 
 
@@ -49,6 +53,8 @@ class Google:
     secrets: dict[str, list[bytes]] = field(default_factory=dict)  # secret name → versions, oldest first
     counts: Counter[str] = field(default_factory=Counter)
     trusted_keys: list[str] = field(default_factory=list)  # service-account public keys (PEM)
+    repositories: dict[str, str] = field(default_factory=dict)  # Cloud Build repository name → its remoteUri
+    forbidden: bool = False  # Cloud Build's API answers 403: the caller lacks cloudbuild.repositories.get
     _tokens: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -76,6 +82,8 @@ class Google:
             return self._kms(match["name"], match["action"], request.get_json(silent=True) or {})
         if (match := SECRET_ACCESS.fullmatch(request.path)) and request.method == "GET":
             return self._access(match["secret"], match["version"])
+        if (match := CLOUD_BUILD_REPOSITORY.fullmatch(request.path)) and request.method == "GET":
+            return self._repository(match["name"])
         return _google_error(404, f"{request.path} not found", "NOT_FOUND")
 
     def _authentic(self, token: str) -> bool:
@@ -135,6 +143,17 @@ class Google:
                 return _google_error(404, f"Secret Version [{secret}/versions/{version}] not found.", "NOT_FOUND")
             payload = versions[number - 1]
         return _json({"name": f"{secret}/versions/{number}", "payload": {"data": base64.b64encode(payload).decode()}})
+
+    def _repository(self, name: str) -> Response:
+        with self._lock:
+            self.counts["cloudbuild.repositories.get"] += 1
+        if self.forbidden:
+            return _google_error(
+                403, f"Permission 'cloudbuild.repositories.get' denied on '{name}'", "PERMISSION_DENIED"
+            )
+        if name not in self.repositories:
+            return _google_error(404, f"Repository {name} not found", "NOT_FOUND")
+        return _json({"name": name, "remoteUri": self.repositories[name], "createTime": "2026-01-01T00:00:00Z"})
 
     def serve(self) -> GoogleServer:
         return GoogleServer(self)

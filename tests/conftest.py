@@ -26,6 +26,8 @@ CONFIG_VARIABLES = (
     "STORAGE_EMULATOR_HOST",
     "GOOGLE_APPLICATION_CREDENTIALS",
     "MAX_EVENT_AGE_SECONDS",
+    "CLOUD_BUILD_API_ENDPOINT",
+    "RATE_LIMIT_COOLDOWN_SECONDS",
     "HTTP_RETRY_BACKOFF_SECONDS",
     "HTTP_TIMEOUT_SECONDS",
     "EVENT_DEADLINE_SECONDS",
@@ -91,13 +93,18 @@ def fresh_instance(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def bitbucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
-    """The Bitbucket stand-in, with the function pointed at it and signed in with a token."""
+def bitbucket(monkeypatch: pytest.MonkeyPatch, google: GoogleServer) -> Iterator[Server]:
+    """The Bitbucket stand-in, with the function pointed at it and signed in with a token; Cloud Build's
+    API (the Google stand-in) knows that the connected repository acme-webapp is acme/webapp."""
     app = Bitbucket()
     app.accept_token(TOKEN)
     server = app.serve()
     monkeypatch.setenv("BITBUCKET_API_URL", server.api_url)
     monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps({"token": TOKEN}))
+    monkeypatch.setenv("CLOUD_BUILD_API_ENDPOINT", google.endpoint)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(google.sa_file))
+    google.app.forbidden = False
+    google.app.repositories[builds.connected_repository("acme/webapp")] = "https://bitbucket.org/acme/webapp.git"
     yield server
     server.stop()
 

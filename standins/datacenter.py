@@ -1,0 +1,194 @@
+"""A Bitbucket Data Center stand-in: the build-status endpoints of a server under a context path, on loopback.
+
+Like the Cloud stand-in it behaves as the server does: every request is validated against
+Atlassian's OpenAPI description of Data Center 9.2 (openapi-core), HTTP access tokens are accepted
+as Bearer and personal tokens or passwords as Basic, a status is identified by repository, commit
+and key, a POST answers 204, a GET ?key=K answers the status or 404, and errors come as
+{"errors": [{"message": ...}]}. It remembers every Authorization header it was sent, so a test can
+prove a credential never reached it. Serve it over TLS with a certificate of a private CA
+(standins.tls), as enterprises do.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import gzip
+import json
+import re
+import secrets
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from openapi_core import OpenAPI
+from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest
+from werkzeug.wrappers import Request, Response
+
+from standins import remember_basic, remember_secret
+from standins.bitbucket import Call, Server
+
+SPEC = Path(__file__).resolve().parent / "data" / "specs" / "bitbucket-datacenter-9.2.openapi.json.gz"
+BUILDS = "/api/latest/projects/{projectKey}/repos/{repositorySlug}/commits/{commitId}/builds"
+CONTEXT = "/bitbucket"
+PATH = re.compile(
+    rf"{CONTEXT}/rest/api/latest/projects/(?P<project>[^/]+)/repos/(?P<slug>[^/]+)/commits/(?P<commit>[^/]+)/builds"
+)
+
+
+@functools.cache
+def openapi() -> OpenAPI:
+    """Atlassian's description of the one path the function uses, served under the context path.
+    Relaxed in one respect: it lists the request body as */*, which openapi-core cannot parse; the
+    server takes JSON."""
+    spec = json.loads(gzip.decompress(SPEC.read_bytes()))
+    spec["paths"] = {BUILDS: spec["paths"][BUILDS]}
+    content = spec["paths"][BUILDS]["post"]["requestBody"]["content"]
+    content["application/json"] = content.pop("*/*")
+    spec["servers"] = [{"url": f"{CONTEXT}/rest"}]
+    return OpenAPI.from_dict(spec)
+
+
+def errors(status: int, message: str) -> Response:
+    return Response(json.dumps({"errors": [{"message": message}]}), status, content_type="application/json")
+
+
+@dataclass
+class DataCenter:
+    """State and behaviour; `serve()` puts it on a loopback port; `url(server)` is its base URL."""
+
+    repositories: set[str] = field(default_factory=set)  # "PROJECT/slug"; empty = any
+    tokens: set[str] = field(default_factory=set)
+    basic: dict[str, str] = field(default_factory=dict)
+    retry_after: int | None = None  # seconds a scripted 429 asks the client to wait
+    validate: bool = True
+    statuses: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    history: list[tuple[tuple[str, str, str], dict[str, Any]]] = field(default_factory=list)
+    calls: list[Call] = field(default_factory=list)
+    authorizations: list[str] = field(default_factory=list)  # every Authorization header received
+    scripted: deque[str] = field(default_factory=deque)
+    _lock: threading.RLock = field(default_factory=threading.RLock)
+
+    def accept_token(self, token: str) -> None:
+        remember_secret(token)
+        self.tokens.add(token)
+
+    def accept_basic(self, username: str, password: str) -> None:
+        remember_basic(username, password)
+        self.basic[username] = password
+
+    def fail_next(self, *faults: str) -> None:
+        self.scripted.extend(faults)
+
+    def spec(self) -> OpenAPI:
+        return openapi()
+
+    def serve(self, port: int = 0, ssl_context: Any = None) -> Server:
+        return Server(self, port, ssl_context)
+
+    @staticmethod
+    def url(server: Server) -> str:
+        return f"{server.root}{CONTEXT}"
+
+    # --- what tests read ------------------------------------------------------
+
+    def shown(self, project: str, slug: str, commit: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(s) for (repo, c, _), s in self.statuses.items() if repo == f"{project}/{slug}" and c == commit]
+
+    def went_backwards(self) -> list[dict[str, Any]]:
+        """Statuses that went from a build's final state back to in progress for that same build."""
+        finals: dict[tuple[str, ...], set[str]] = {}
+        backwards = []
+        for identity, status in self.history:
+            done = finals.setdefault(identity, set())
+            if status["state"] == "INPROGRESS" and status["url"] in done:
+                backwards.append(status)
+            elif status["state"] != "INPROGRESS":
+                done.add(status["url"])
+        return backwards
+
+    # --- the WSGI application ---------------------------------------------------
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        request = Request(environ)
+        with self._lock:
+            self.authorizations.append(request.headers.get("Authorization", ""))
+            fault = self.scripted.popleft() if self.scripted else None
+        if fault == "429":
+            response = errors(429, "Rate limit exceeded")
+            if self.retry_after is not None:
+                response.headers["Retry-After"] = str(self.retry_after)
+        elif fault:
+            response = errors(int(fault), "Something went wrong")
+        else:
+            response = self._handle(request)
+        with self._lock:
+            raw_uri = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI", "")
+            self.calls.append(Call(request.method, request.path, response.status_code, raw_uri,
+                                   request.get_json(silent=True), fault))  # fmt: skip
+        return response(environ, start_response)
+
+    def _handle(self, request: Request) -> Response:
+        identity = self._identity(request)
+        if identity is None:
+            return errors(401, "Authentication failed. Please check your credentials and try again.")
+        match = PATH.fullmatch(request.path)
+        if not match:
+            return errors(404, "Not found")
+        if self.validate:
+            result = openapi().unmarshal_request(WerkzeugOpenAPIRequest(request))
+            if result.errors:
+                return errors(400, "; ".join(_explain(e) for e in result.errors))
+        repository = f"{match['project']}/{match['slug']}"
+        if self.repositories and repository not in self.repositories:
+            return errors(404, f"Repository {match['slug']} of project {match['project']} does not exist.")
+        if not re.fullmatch(r"[0-9a-f]{40}", match["commit"]):
+            return errors(400, "The commit is not valid")
+        with self._lock:
+            if request.method == "GET":
+                status = self.statuses.get((repository, match["commit"], request.args.get("key", "")))
+                return (
+                    Response(json.dumps(status), 200, content_type="application/json")
+                    if status
+                    else errors(404, "No build status with that key")
+                )
+            if request.method == "POST":
+                return self._write(repository, match["commit"], request.get_json(silent=True) or {})
+        return errors(405, "Method not allowed")
+
+    def _write(self, repository: str, commit: str, body: dict[str, Any]) -> Response:
+        for name, limit in (("key", 255), ("url", 450), ("name", 255), ("parent", 1024), ("ref", 1024)):
+            if len(str(body.get(name, ""))) > limit:
+                return errors(400, f"{name} must be at most {limit} characters")
+        identity = (repository, commit, body["key"])
+        now = int(time.time() * 1000)
+        existing = self.statuses.get(identity)
+        status = {**body, "createdDate": existing["createdDate"] if existing else now, "updatedDate": now}
+        self.statuses[identity] = status
+        self.history.append((identity, dict(status)))
+        return Response(status=204)
+
+    def _identity(self, request: Request) -> str | None:
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        with self._lock:
+            if scheme == "Bearer" and value in self.tokens:
+                return "token"
+            if scheme == "Basic":
+                try:
+                    user, _, password = base64.b64decode(value, validate=True).decode().partition(":")
+                except (ValueError, UnicodeDecodeError):
+                    return None
+                if user in self.basic and secrets.compare_digest(self.basic[user], password):
+                    return f"user:{user}"
+        return None
+
+
+def _explain(problem: Exception) -> str:
+    details = getattr(getattr(problem, "__cause__", None), "schema_errors", None) or []
+    return type(problem).__name__ + (
+        ": " + ", ".join(getattr(d, "message", str(d)) for d in details) if details else ""
+    )
