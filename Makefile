@@ -32,11 +32,13 @@ bench: $(BIN)/.installed
 demo: $(BIN)/.installed
 	$(BIN)/python -m demo
 
-# make deploy PROJECT=my-project REGION=europe-west1 [SOURCE=secret|bucket] [DRY_RUN=1]
+# make deploy PROJECT=my-project REGION=europe-west1 [SOURCE=file|secret|bucket] [DRY_RUN=1]
+#             [CONNECTIONS="cloud-build-connection ..."] [VPC_CONNECTOR=name | NETWORK=name SUBNET=name]
 deploy:
-	PROJECT="$(PROJECT)" REGION="$(REGION)" SOURCE="$(SOURCE)" DRY_RUN="$(DRY_RUN)" deploy/deploy.sh deploy
+	PROJECT="$(PROJECT)" REGION="$(REGION)" SOURCE="$(SOURCE)" DRY_RUN="$(DRY_RUN)" CONNECTIONS="$(CONNECTIONS)" \
+	  VPC_CONNECTOR="$(VPC_CONNECTOR)" NETWORK="$(NETWORK)" SUBNET="$(SUBNET)" deploy/deploy.sh deploy
 
-# make credentials PROJECT=my-project [SOURCE=secret|bucket] < credentials.json
+# make credentials PROJECT=my-project [SOURCE=file|secret|bucket] < credentials.json
 credentials:
 	PROJECT="$(PROJECT)" SOURCE="$(SOURCE)" DRY_RUN="$(DRY_RUN)" deploy/deploy.sh credentials
 

@@ -8,6 +8,10 @@
 # Manager secret mounted as a file, the default), secret (the same secret read with
 # the client library) or bucket (a KMS-encrypted object, the original design);
 # DRY_RUN=1 prints every command, one per line, instead of running it.
+# For Bitbucket Data Center: CONNECTIONS="name ..." lets the function read the
+# repositories of those Cloud Build connections (in REGION); VPC_CONNECTOR=name,
+# or NETWORK=name with SUBNET=name (Direct VPC egress), reach a private server
+# (private ranges only).
 set -euo pipefail
 
 : "${PROJECT:?set PROJECT, e.g. make deploy PROJECT=my-project REGION=europe-west1}"
@@ -32,6 +36,17 @@ KMS_LOCATION=${KMS_LOCATION:-global}
 KEY_ID="projects/$PROJECT/locations/$KMS_LOCATION/keyRings/$KEYRING/cryptoKeys/$KEY"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"  # `--source=.` uploads what .gcloudignore lets through: main.py and requirements.txt
+
+CONNECTIONS=${CONNECTIONS:-}
+VPC_CONNECTOR=${VPC_CONNECTOR:-}
+NETWORK=${NETWORK:-}
+SUBNET=${SUBNET:-}
+if [ -n "$VPC_CONNECTOR" ] && [ -n "$NETWORK$SUBNET" ]; then
+  echo "VPC_CONNECTOR and NETWORK/SUBNET both reach a network: choose one" >&2; exit 2
+fi
+if [ -n "$NETWORK$SUBNET" ] && { [ -z "$NETWORK" ] || [ -z "$SUBNET" ]; }; then
+  echo "Direct VPC egress needs both NETWORK and SUBNET" >&2; exit 2
+fi
 
 case "$SOURCE" in
   file | secret | bucket) ;;
@@ -103,7 +118,18 @@ deploy() {
     --member="serviceAccount:service-$(project_number)@gcp-sa-pubsub.iam.gserviceaccount.com" \
     --role=roles/iam.serviceAccountTokenCreator --project="$PROJECT"
 
-  local env_vars secrets=()
+  # Connected repositories: Cloud Build's API says where each lives (cloudbuild.repositories.get);
+  # granted only on the connections named, with the smallest role that holds it.
+  local connection
+  for connection in $CONNECTIONS; do
+    run gcloud builds connections add-iam-policy-binding "$connection" --region="$REGION" \
+      --member="serviceAccount:$SA" --role=roles/cloudbuild.connectionViewer --project="$PROJECT"
+  done
+
+  local env_vars secrets=() network=()
+  if [ -n "$VPC_CONNECTOR" ]; then
+    network=(--vpc-connector="$VPC_CONNECTOR" --egress-settings=private-ranges-only)
+  fi
   if [ "$SOURCE" != bucket ]; then
     create_secret
     run gcloud secrets add-iam-policy-binding "$SECRET" --member="serviceAccount:$SA" \
@@ -146,7 +172,12 @@ deploy() {
     --trigger-topic="$TOPIC" --retry --service-account="$SA" --trigger-service-account="$SA" \
     --build-service-account="projects/$PROJECT/serviceAccounts/$BUILD_SA" --timeout="$TIMEOUT" \
     --max-instances=1 --concurrency=80 --cpu=1 --memory=512Mi \
-    --set-env-vars="$env_vars" "${secrets[@]}"
+    --set-env-vars="$env_vars" "${secrets[@]}" "${network[@]}"
+  if [ -n "$NETWORK" ]; then
+    # Direct VPC egress is set on the Cloud Run service that runs the function.
+    run gcloud run services update "$FUNCTION" --region="$REGION" --network="$NETWORK" --subnet="$SUBNET" \
+      --vpc-egress=private-ranges-only --project="$PROJECT"
+  fi
   # The Pub/Sub trigger calls the function as the same service account.
   run gcloud functions add-invoker-policy-binding "$FUNCTION" --region="$REGION" \
     --member="serviceAccount:$SA" --project="$PROJECT"

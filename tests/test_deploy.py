@@ -36,10 +36,11 @@ def gcloud() -> str:
     return found
 
 
-def dry_run(target: str, source: str) -> list[list[str]]:
+def dry_run(target: str, source: str, *options: str) -> list[list[str]]:
     """The commands `make TARGET DRY_RUN=1` prints, each pipeline split into its commands."""
     out = subprocess.run(
-        ["make", "--no-print-directory", target, "DRY_RUN=1", "PROJECT=x", "REGION=europe-west1", f"SOURCE={source}"],
+        ["make", "--no-print-directory", target, "DRY_RUN=1", "PROJECT=x", "REGION=europe-west1", f"SOURCE={source}",
+         *options],
         cwd=ROOT, capture_output=True, text=True, check=True, stdin=subprocess.DEVNULL,
     ).stdout  # fmt: skip
     lines = [line for line in out.splitlines() if line.startswith("gcloud ")]
@@ -61,7 +62,10 @@ def gcloud_verdict(command: list[str], config_dir: Path) -> str:
 
 @pytest.fixture(scope="module")
 def commands() -> dict[str, list[list[str]]]:
-    return {source: dry_run("deploy", source) + dry_run("credentials", source) for source in SOURCES}
+    found = {source: dry_run("deploy", source) + dry_run("credentials", source) for source in SOURCES}
+    found["connector"] = dry_run("deploy", "file", "CONNECTIONS=bb-dc bb-cloud", "VPC_CONNECTOR=corp-connector")
+    found["direct"] = dry_run("deploy", "file", "NETWORK=corp", "SUBNET=corp-europe-west1")
+    return found
 
 
 def test_every_printed_command_parses_with_the_installed_gcloud(gcloud, commands, tmp_path):
@@ -300,3 +304,17 @@ def test_make_credentials_refuses_a_document_with_a_misspelt_field(tmp_path):
     assert result.returncode == 2
     assert "entry 1 of standard input has an unknown field: 'repos'" in result.stderr
     assert "t-0123456789" not in result.stderr
+
+
+def test_connections_get_the_viewer_role_only_when_named_and_only_on_themselves(commands):
+    assert not [g for g in grants(commands["file"]) if g[0] == "builds"]
+    assert [g for g in grants(commands["connector"]) if g[0] == "builds"] == [
+        ("builds", name, SA, "roles/cloudbuild.connectionViewer", "") for name in ("bb-dc", "bb-cloud")
+    ]
+
+
+def test_a_private_server_is_reached_through_a_connector_or_direct_vpc_egress_on_private_ranges_only(commands):
+    [deploy] = [c for c in commands["connector"] if c[1:3] == ["functions", "deploy"]]
+    assert {"--vpc-connector=corp-connector", "--egress-settings=private-ranges-only"} <= set(deploy)
+    [update] = [c for c in commands["direct"] if c[1:3] == ["run", "services"]]
+    assert {"--network=corp", "--subnet=corp-europe-west1", "--vpc-egress=private-ranges-only"} <= set(update)

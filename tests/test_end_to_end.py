@@ -19,8 +19,10 @@ import pytest
 import requests
 
 from standins.bitbucket import Server, token_identity
-from standins.builds import build, now, push_body
+from standins.builds import build, connected_repository, now, push_body
+from standins.datacenter import DataCenter
 from standins.processes import ROOT, FunctionServer, PubSubEmulator, wait_until
+from standins.tls import certificate_authority, signed_by
 from tests.conftest import KMS_KEY, TOKEN, shown
 
 pytestmark = pytest.mark.emulator
@@ -244,3 +246,51 @@ def test_a_document_of_two_tokens_routes_each_repository_to_its_own_through_pubs
     assert not [c for c in bitbucket.app.calls if "/acme/unknown/" in c.path]
     unknown = [line["message"] for line in function.log_lines() if line.get("build_id") == "b-acme/unknown"]
     assert unknown == ["Skipped: no entry of the credentials serves repository acme/unknown, so nothing is sent"] * 3
+
+
+def test_data_center_and_cloud_builds_land_on_their_sites_through_pubsub(pubsub, bitbucket, google, tmp_path):
+    """A server behind a private CA under a context path, a clone URL build and a connected repository
+    of a Data Center connection beside a Bitbucket Cloud one, through the emulator and functions-framework."""
+    ca = certificate_authority(tmp_path, "Acme Internal CA")
+    server_app = DataCenter()
+    server_app.accept_token("dc-e2e-http-access-token")
+    server = server_app.serve(ssl_context=signed_by(ca, tmp_path))
+    url = DataCenter.url(server)
+    google.app.repositories[connected_repository("PLAT/payments")] = f"{url}/scm/plat/payments.git"
+    credentials = tmp_path / "bitbucket-credentials.json"
+    credentials.write_text(
+        json.dumps([{"token": TOKEN}, {"server": url, "token": "dc-e2e-http-access-token", "ca_certificate": ca[0]}])
+    )
+    env = {
+        "BITBUCKET_API_URL": bitbucket.api_url,
+        "BITBUCKET_CREDENTIALS_FILE": str(credentials),
+        "CLOUD_BUILD_API_ENDPOINT": google.endpoint,
+        "GOOGLE_APPLICATION_CREDENTIALS": str(google.sa_file),
+    }
+    function = FunctionServer("build_status_cloudevent", "cloudevent", env, tmp_path / "function.log")
+    subscription = pubsub.create_push_subscription(TOPIC, "bitbucket-build-status-dc", function.url)
+    cloned = [build(s, "dc-1", source="git") for s in ("QUEUED", "WORKING", "SUCCESS")]
+    for b in cloned:
+        b["source"]["gitSource"]["url"] = f"{url}/scm/plat/api.git"
+    connected = [build(s, "dc-2", source="connection", repo="PLAT/payments") for s in ("QUEUED", "WORKING", "FAILURE")]
+    cloud = [build(s, "cloud-1", source="connection") for s in ("QUEUED", "WORKING", "SUCCESS")]
+    try:
+        for b in (*cloned, *connected, *cloud):
+            pubsub.publish(TOPIC, b)
+
+        def landed() -> bool:
+            return (
+                [s["state"] for s in server_app.shown("PLAT", "api", builds_commit)] == ["SUCCESSFUL"]
+                and [s["state"] for s in server_app.shown("PLAT", "payments", builds_commit)] == ["FAILED"]
+                and [s["state"] for s in shown(bitbucket)] == ["SUCCESSFUL"]
+            )
+
+        builds_commit = cloned[0]["substitutions"]["COMMIT_SHA"]
+        wait_until(landed, 60, "every build on its site")
+    finally:
+        pubsub.delete_subscription(subscription)
+        function.stop()
+        server.stop()
+    assert server_app.shown("PLAT", "api", builds_commit)[0]["ref"] == "refs/heads/feature/fish"
+    assert server_app.went_backwards() == []
+    assert all(TOKEN not in header for header in server_app.authorizations)
