@@ -15,6 +15,7 @@ import base64
 import functools
 import gzip
 import json
+import random
 import re
 import secrets
 import threading
@@ -64,6 +65,8 @@ class DataCenter:
     tokens: set[str] = field(default_factory=set)
     basic: dict[str, str] = field(default_factory=dict)
     retry_after: int | None = None  # seconds a scripted 429 asks the client to wait
+    fault_rate: float = 0.0  # share of calls answered 500, 502 or 503
+    seed: int = 0
     validate: bool = True
     statuses: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
     history: list[tuple[tuple[str, str, str], dict[str, Any]]] = field(default_factory=list)
@@ -71,6 +74,7 @@ class DataCenter:
     authorizations: list[str] = field(default_factory=list)  # every Authorization header received
     scripted: deque[str] = field(default_factory=deque)
     _lock: threading.RLock = field(default_factory=threading.RLock)
+    _random: random.Random | None = None
 
     def accept_token(self, token: str) -> None:
         remember_secret(token)
@@ -118,6 +122,10 @@ class DataCenter:
         with self._lock:
             self.authorizations.append(request.headers.get("Authorization", ""))
             fault = self.scripted.popleft() if self.scripted else None
+            if fault is None and self.fault_rate:
+                self._random = self._random or random.Random(self.seed)
+                if self._random.random() < self.fault_rate:
+                    fault = self._random.choice(("500", "502", "503"))
         if fault == "429":
             response = errors(429, "Rate limit exceeded")
             if self.retry_after is not None:

@@ -2,7 +2,8 @@
 order, with local swaps and duplicates, every raise redelivered later — to one
 instance that is replaced now and then.
 
-- the fault soak: a Bitbucket that fails a third of its calls;
+- the fault soak: a Bitbucket Cloud and a Bitbucket Data Center server (a quarter
+  of the builds) that fail a third of their calls;
 - the budget soak: a Bitbucket that grants each credential B calls per window of
   W seconds and answers 429 beyond it; 300 builds over 10 repositories, once
   with one credential for all, once with one repository access token each.
@@ -29,12 +30,15 @@ import main
 from standins import remember_secret
 from standins.bitbucket import FAULTS, Bitbucket
 from standins.builds import Context, background_event, build, now
+from standins.datacenter import DataCenter
 from standins.processes import environment
 
 FINALS = {"SUCCESS": "SUCCESSFUL", "FAILURE": "FAILED", "TIMEOUT": "FAILED", "INTERNAL_ERROR": "FAILED",
           "CANCELLED": "STOPPED", "EXPIRED": "STOPPED"}  # fmt: skip
 FINAL_WEIGHTS = {"SUCCESS": 60, "FAILURE": 20, "TIMEOUT": 5, "INTERNAL_ERROR": 3, "CANCELLED": 8, "EXPIRED": 4}
 TOKEN = "soak-access-token-4f9a"
+SERVER_TOKEN = "soak-data-center-token-c3d8"
+SERVER_STATES = {"CANCELLED": "STOPPED"}  # what Data Center calls Cloud's STOPPED
 
 
 @dataclass
@@ -50,13 +54,15 @@ class Figures:
     failed_calls: int = 0
     in_progress_dropped: int = 0  # acknowledged without a write: a 429, or the budget nearly spent
     seconds: float = 0.0
+    server_builds: int = 0  # of them on a Bitbucket Data Center server
     credentials: int = 1
     budget: str = ""
 
     def lines(self) -> list[str]:
         share = self.failed_calls / self.bitbucket_calls if self.bitbucket_calls else 0
         lines = [
-            f"builds {self.builds}, messages published {self.messages} "
+            f"builds {self.builds}{f' ({self.server_builds} on a Data Center server)' if self.server_builds else ''}, "
+            f"messages published {self.messages} "
             f"({self.duplicates} duplicates = {self.duplicates / self.messages:.0%}, {self.swaps} local swaps)",
             f"deliveries {self.deliveries} (redeliveries after a raise {self.redeliveries}), "
             f"new instances {self.new_instances}",
@@ -78,10 +84,14 @@ class Delivery:
     published: str = field(compare=False)
 
 
+SERVER_REPOSITORY = "PLAT/service"
+
+
 def publish_order(
-    builds: int, rng: random.Random, repositories: list[str]
+    builds: int, rng: random.Random, repositories: list[str], server: str | None = None
 ) -> tuple[list[dict[str, Any]], dict[tuple[str, str], str], int, int]:
-    """The messages in the order Pub/Sub hands them out, and each commit's true final state."""
+    """The messages in the order Pub/Sub hands them out, and each commit's true final state;
+    with a server, every fourth build is of a repository on it."""
     messages, truth = [], {}
     for n in range(builds):
         final = rng.choices(list(FINAL_WEIGHTS), weights=list(FINAL_WEIGHTS.values()))[0]
@@ -89,8 +99,13 @@ def publish_order(
         statuses = ["QUEUED", final] if final == "EXPIRED" else ["QUEUED", "WORKING", final]
         if rng.random() < 0.1:
             statuses.insert(0, "PENDING")
-        messages.extend(build(s, f"soak-{n}", commit=commit, repo=repo) for s in statuses)
-        truth[(repo, commit)] = FINALS[final]
+        on_server = server is not None and n % 4 == 3
+        for status in statuses:
+            message = build(status, f"soak-{n}", commit=commit, repo=repo)
+            if on_server:
+                message["source"]["gitSource"]["url"] = f"{server}/scm/plat/service.git"
+            messages.append(message)
+        truth[(SERVER_REPOSITORY if on_server else repo, commit)] = FINALS[final]
     swaps = 0
     for i in range(len(messages) - 1):  # local swaps: neighbours trade places
         if rng.random() < 0.15:
@@ -115,11 +130,16 @@ def run(
     credentials: int = 1,
     budget: int | None = None,
     window: float = 5.0,
+    data_center: bool = False,
 ) -> Figures:
     """Deliver every message until each is acknowledged; assert every build ends in its true state."""
     rng = random.Random(seed)
     repos = ["acme/webapp"] if repositories == 1 else [f"acme/service-{n}" for n in range(repositories)]
-    messages, truth, duplicates, swaps = publish_order(builds, rng, repos)
+    server_app = DataCenter(fault_rate=fault_rate, seed=seed)
+    server_app.accept_token(SERVER_TOKEN)
+    server = server_app.serve()
+    server_url = DataCenter.url(server) if data_center else None
+    messages, truth, duplicates, swaps = publish_order(builds, rng, repos, server_url)
     figures = Figures(builds, len(messages), duplicates, swaps, credentials=credentials)
     bitbucket = Bitbucket(fault_rate=fault_rate, faults=FAULTS, fault_delay=0.3, seed=seed, budget=budget)
     bitbucket.budget_window = window
@@ -130,6 +150,8 @@ def run(
         bitbucket.accept_token(token, set(served) if credentials > 1 else None)
         document.append({"token": token} if credentials == 1 else {"token": token, "repositories": served})
         remember_secret(token)
+    if data_center:
+        document.append({"server": server_url, "token": SERVER_TOKEN})
     if budget:
         figures.budget = f"budget {budget} calls per {window:g} s each"
     server = bitbucket.serve()
@@ -196,7 +218,7 @@ def run(
         main._instance = None
     server.stop()
     figures.seconds = time.monotonic() - started
-    status_calls = [c for c in bitbucket.calls if c.path.startswith("/2.0/")]
+    status_calls = [c for c in bitbucket.calls if c.path.startswith("/2.0/")] + server_app.calls
     figures.bitbucket_calls = len(status_calls)
     figures.failed_calls = sum(1 for c in status_calls if c.fault or c.status == 429)
     figures.in_progress_dropped = sum(
@@ -205,19 +227,23 @@ def run(
         if json.loads(line)["message"].startswith("Did not post INPROGRESS")
         and ("429" in line or main.BUDGET_SPENT in line)
     )
-    verify(bitbucket, truth, pending[0], deadline)
+    figures.server_builds = sum(1 for repo, _ in truth if repo == SERVER_REPOSITORY)
+    verify(bitbucket, server_app, truth, pending[0], deadline)
     return figures
 
 
-def verify(bitbucket: Bitbucket, truth: dict[tuple[str, str], str], pending: int, deadline: float) -> None:
+def verify(
+    bitbucket: Bitbucket, server: DataCenter, truth: dict[tuple[str, str], str], pending: int, deadline: float
+) -> None:
     assert pending == 0, f"{pending} messages were still undelivered after {deadline:.0f} s"
     wrong = {}
     for (repo, commit), state in truth.items():
-        shown = [s["state"] for s in bitbucket.shown(*repo.split("/"), commit)]
+        site = server if repo == SERVER_REPOSITORY else bitbucket
+        shown = [SERVER_STATES.get(s["state"], s["state"]) for s in site.shown(*repo.split("/"), commit)]
         if shown != [state]:
             wrong[(repo, commit)] = (shown, state)
     assert not wrong, f"{len(wrong)} builds end in the wrong state, e.g. {list(wrong.items())[:3]}"
-    backwards = bitbucket.went_backwards()
+    backwards = bitbucket.went_backwards() + server.went_backwards()
     assert not backwards, f"{len(backwards)} statuses went back to in progress, e.g. {backwards[:2]}"
 
 
@@ -230,7 +256,7 @@ def main_cli() -> None:
     parser.add_argument("--budget", type=int, default=100, help="calls per credential per window")
     parser.add_argument("--window", type=float, default=5.0, help="seconds")
     args = parser.parse_args()
-    figures = run(args.builds, args.fault_rate, args.seed)
+    figures = run(args.builds, args.fault_rate, args.seed, data_center=True)
     print("Fault soak passed: every build ends in its true final state; no status ever went back to in progress.")
     for line in figures.lines():
         print("  " + line)
