@@ -1,14 +1,16 @@
-"""Cloud Build → Bitbucket Cloud commit statuses.
+"""Cloud Build → Bitbucket commit statuses, on Bitbucket Cloud and on Bitbucket Data Center servers.
 
 A Cloud Function subscribed to the ``cloud-builds`` Pub/Sub topic. Each message
-carries the whole Build; the function finds the Bitbucket repository, commit
-and branch it was built from and posts the build's state to Bitbucket's
-commit-status API, so commits and pull requests show it and merge checks can
+carries the whole Build; the function finds the Bitbucket site, repository,
+commit and branch it was built from and posts the build's state to that site's
+build-status API, so commits and pull requests show it and merge checks can
 count it.
 
-The module reads top to bottom as the data flows: configuration, decoding,
-translation (pure), credentials, the Bitbucket client, reporting, the entry
-points.
+The module reads top to bottom as the data flows: configuration, the event's
+deadline, decoding, translation (pure), credentials, the Bitbucket client (one
+class per site, side by side, over one signing client), Cloud Build's API for
+connected repositories, reporting (never backwards), logging, the instance and
+the path of one event, the entry points.
 """
 
 from __future__ import annotations
