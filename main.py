@@ -1531,6 +1531,45 @@ def apply(build: Mapping[str, Any], published_at: Any, fields: dict[str, Any]) -
         _apply(current, build, published_at, fields)
 
 
+def _apply(current: Instance, build: Mapping[str, Any], published_at: Any, fields: dict[str, Any]) -> None:
+    published = parse_time(published_at)
+    if published_at and not published:
+        shown = _clip(str(published_at), 60)
+        log("WARNING", f"The publish time {shown!r} does not parse: no age cutoff or stale-message rule", **fields)
+    if published:
+        age = (datetime.now(UTC) - published).total_seconds()
+        if age > current.config.max_event_age_seconds:
+            message = f"Ignored an event published {format_duration(age)} ago (older than MAX_EVENT_AGE_SECONDS)"
+            log("WARNING", message, **fields)
+            return
+    decision = translate(build, current.config)
+    if not isinstance(decision, Skip):
+        decision = resolve(decision, current)
+    if isinstance(decision, Skip):
+        log(decision.severity, f"Skipped: {decision.reason}", **fields)
+        return
+    fields.update(_log_fields(build, decision))
+    shown = f"{decision.status.state} ({decision.status.description})"
+    try:
+        outcome, repository = current.reporter.report(decision, published)
+    except Rejected as error:
+        log("ERROR", f"Bitbucket refused the status: {error}", **fields)
+        return
+    except RateLimited as error:
+        if decision.status.is_final:
+            raise  # redelivered until the budget allows it
+        log("WARNING", f"Did not post {shown}: {error}; a later state of the build supersedes it", **fields)
+        return
+    entry = current.keyring.entry_for(repository)
+    fields.update(
+        repository=repository.full_name, server=repository.server, credential=entry.position if entry else None
+    )
+    if outcome == POSTED:
+        log("INFO", f"Posted {shown}", **fields)
+    else:
+        log("INFO", f"Did not post {shown}: {outcome}", **fields)
+
+
 def resolve(update: Update, current: Instance) -> Update | Skip:
     """Where the update goes: a connected repository looked up with Cloud Build's API, then only the
     repositories an entry of the credentials serves, each on its entry's site; or why nowhere."""
@@ -1562,47 +1601,6 @@ def resolve(update: Update, current: Instance) -> Update | Skip:
 def _shown(repository: Repository) -> str:
     where = repository.server.removeprefix("ssh://") + " " if repository.server else ""
     return f"{where}{repository.full_name}"
-
-
-def _apply(current: Instance, build: Mapping[str, Any], published_at: Any, fields: dict[str, Any]) -> None:
-    published = parse_time(published_at)
-    if published_at and not published:
-        shown = _clip(str(published_at), 60)
-        log("WARNING", f"The publish time {shown!r} does not parse: no age cutoff or stale-message rule", **fields)
-    if published:
-        age = (datetime.now(UTC) - published).total_seconds()
-        if age > current.config.max_event_age_seconds:
-            message = f"Ignored an event published {format_duration(age)} ago (older than MAX_EVENT_AGE_SECONDS)"
-            log("WARNING", message, **fields)
-            return
-    decision = translate(build, current.config)
-    if isinstance(decision, Skip):
-        log(decision.severity, f"Skipped: {decision.reason}", **fields)
-        return
-    decision = resolve(decision, current)
-    if isinstance(decision, Skip):
-        log(decision.severity, f"Skipped: {decision.reason}", **fields)
-        return
-    fields.update(_log_fields(build, decision))
-    shown = f"{decision.status.state} ({decision.status.description})"
-    try:
-        outcome, repository = current.reporter.report(decision, published)
-    except Rejected as error:
-        log("ERROR", f"Bitbucket refused the status: {error}", **fields)
-        return
-    except RateLimited as error:
-        if decision.status.is_final:
-            raise  # redelivered until the budget allows it
-        log("WARNING", f"Did not post {shown}: {error}; a later state of the build supersedes it", **fields)
-        return
-    entry = current.keyring.entry_for(repository)
-    fields.update(
-        repository=repository.full_name, server=repository.server, credential=entry.position if entry else None
-    )
-    if outcome == POSTED:
-        log("INFO", f"Posted {shown}", **fields)
-    else:
-        log("INFO", f"Did not post {shown}: {outcome}", **fields)
 
 
 # --- Entry points ------------------------------------------------------------

@@ -152,16 +152,7 @@ class Bitbucket:
             ]
 
     def went_backwards(self) -> list[dict[str, Any]]:
-        """Statuses that went from a build's final state back to in progress for that same build."""
-        finals: dict[tuple[str, ...], set[str]] = {}
-        backwards = []
-        for identity, status in self.history:
-            done = finals.setdefault(identity, set())
-            if status["state"] == "INPROGRESS" and status["url"] in done:
-                backwards.append(status)
-            elif status["state"] != "INPROGRESS":
-                done.add(status["url"])
-        return backwards
+        return went_backwards(self.history)
 
     def status_calls(self) -> list[Call]:
         return [c for c in self.calls if c.path.startswith("/2.0/") and c.fault is None]
@@ -388,6 +379,20 @@ class Server:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def went_backwards(history: list[tuple[Any, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Statuses of a history that went from a build's final state back to in progress for that same build
+    (a build is known by its url: both log URL shapes end in the build id)."""
+    finals: dict[Any, set[str]] = {}
+    backwards = []
+    for identity, status in history:
+        done = finals.setdefault(identity, set())
+        if status["state"] == "INPROGRESS" and status["url"] in done:
+            backwards.append(status)
+        elif status["state"] != "INPROGRESS":
+            done.add(status["url"])
+    return backwards
 
 
 def token_identity(token: str) -> str:

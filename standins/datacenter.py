@@ -30,7 +30,7 @@ from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest
 from werkzeug.wrappers import Request, Response
 
 from standins import remember_basic, remember_secret
-from standins.bitbucket import Call, Server
+from standins.bitbucket import Call, Server, went_backwards
 
 SPEC = Path(__file__).resolve().parent / "data" / "specs" / "bitbucket-datacenter-9.2.openapi.json.gz"
 BUILDS = "/api/latest/projects/{projectKey}/repos/{repositorySlug}/commits/{commitId}/builds"
@@ -104,16 +104,7 @@ class DataCenter:
             return [dict(s) for (repo, c, _), s in self.statuses.items() if repo == f"{project}/{slug}" and c == commit]
 
     def went_backwards(self) -> list[dict[str, Any]]:
-        """Statuses that went from a build's final state back to in progress for that same build."""
-        finals: dict[tuple[str, ...], set[str]] = {}
-        backwards = []
-        for identity, status in self.history:
-            done = finals.setdefault(identity, set())
-            if status["state"] == "INPROGRESS" and status["url"] in done:
-                backwards.append(status)
-            elif status["state"] != "INPROGRESS":
-                done.add(status["url"])
-        return backwards
+        return went_backwards(self.history)
 
     # --- the WSGI application ---------------------------------------------------
 
