@@ -61,6 +61,8 @@ def certificate_authority(directory: Path, name: str = "Test CA") -> tuple[str, 
         .add_extension(
             x509.KeyUsage(False, False, False, False, False, True, True, False, False), True
         )  # key_cert_sign, crl_sign
+        # Python 3.13 verifies strictly (VERIFY_X509_STRICT): key identifiers are required, as real CAs set them.
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
         .sign(key, hashes.SHA256())
     )
     return cert.public_bytes(serialization.Encoding.PEM).decode(), key, cert
@@ -82,6 +84,8 @@ def signed_by(ca: tuple[str, Any, Any], directory: Path) -> ssl.SSLContext:
         .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
         .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False)
         .sign(ca_key, hashes.SHA256())
     )
     cert_file, key_file = directory / "server-cert.pem", directory / "server-key.pem"
