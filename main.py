@@ -71,7 +71,7 @@ WORKSPACE_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,99}", re.ASCII)
 SLUG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}", re.ASCII)
 # Data Center project keys (upper case in the API), or ~user for a personal repository.
 PROJECT_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,127}|~[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}", re.ASCII)
-KEY_CHARACTERS = "[A-Za-z0-9._-]"
+KEY_RE = re.compile(r"[A-Za-z0-9._-]+", re.ASCII)
 BITBUCKET_URL_RE = re.compile(
     r"(?:https://|ssh://)?(?:[^@/]+@)?bitbucket\.org[:/]"
     r"(?P<workspace>[^/]+)/(?P<slug>[^/]+?)(?:\.git)?/?",
@@ -376,6 +376,7 @@ def translate(build: Mapping[str, Any], config: Config) -> Update | Skip:
         if isinstance(target, Skip):
             return target
     final = state in FINAL_STATES
+    server_key = status_key(build, SERVER_KEY_MAX)
     status = CommitStatus(
         key=status_key(build, KEY_MAX),
         state=state,
@@ -383,9 +384,9 @@ def translate(build: Mapping[str, Any], config: Config) -> Update | Skip:
         url=build_url(build),
         description=describe(build),
         refname=target.branch,
-        server_key=status_key(build, SERVER_KEY_MAX),
+        server_key=server_key,
         tag=target.tag,
-        parent=_clip(trigger_name(build), 1024) or status_key(build, SERVER_KEY_MAX),
+        parent=_clip(trigger_name(build), 1024) or server_key,
         duration_ms=_duration_ms(build) if final else None,
     )
     return Update(build["id"], target, status)
@@ -393,6 +394,8 @@ def translate(build: Mapping[str, Any], config: Config) -> Update | Skip:
 
 def allowed(target: Target, config: Config) -> Target | Skip:
     """The target's repositories that BITBUCKET_REPOSITORIES allows, or why none is."""
+    if not config.repositories:
+        return target
     kept = tuple(r for r in target.candidates if config.allows(r))
     if not kept:
         names = ", ".join(r.full_name for r in target.candidates)
@@ -584,7 +587,7 @@ def status_key(build: Mapping[str, Any], limit: int = KEY_MAX) -> str:
     )
     if not chosen:
         return DEFAULT_KEY
-    if re.fullmatch(f"{KEY_CHARACTERS}{{1,{limit}}}", chosen, re.ASCII):
+    if len(chosen) <= limit and KEY_RE.fullmatch(chosen):
         return chosen
     # Too long, or not plain: hash it (a truncated key could collide).
     return hashlib.sha1(chosen.encode("utf-8", "surrogatepass"), usedforsecurity=False).hexdigest()
