@@ -274,8 +274,11 @@ def bench_warm(events: int, rounds: int, workdir: Path, margin: float) -> None:
     row("warm final-state event incl. its log line, TLS on loopback", f"{a:.2f} ms",
         f"{f:.2f} ms bare keep-alive POST (floor)", f"{a / f:.2f}x the floor", "<= 1.15x",
         a / f <= 1.15 * margin)  # fmt: skip
-    row("warm final-state event vs a new connection per event", f"{a:.2f} ms", f"{b:.2f} ms new TLS connection",
-        f"{b / a:.2f}x faster", ">= 3x", b / a >= 3 / margin)  # fmt: skip
+    # On loopback a new connection costs only its TLS handshake, and with the baseline warmed up the bare
+    # keep-alive POST itself is only about 3x faster than it: the target is set below that ceiling.
+    row("warm final-state event vs a new connection per event", f"{a:.2f} ms",
+        f"{b:.2f} ms new TLS connection (the floor: {b / f:.2f}x faster than it)", f"{b / a:.2f}x faster",
+        ">= 2.5x", b / a >= 2.5 / margin)  # fmt: skip
     row(f"new connections for {events * rounds} warm events (after the first)", str(ours_connections),
         f"{events * rounds} (one per event)", "-", "0 (one connection)", ours_connections == 0)  # fmt: skip
 
