@@ -1325,7 +1325,7 @@ BUDGET_SPENT = "the hourly budget of its credential is nearly spent: only final 
 
 
 class Reporter:
-    """Posts updates so a status never moves backwards and repeats cost nothing."""
+    """Posts updates to their site so a status never moves backwards and repeats cost nothing."""
 
     MEMORY_SIZE = 2048
 
