@@ -640,11 +640,8 @@ def _duration_ms(build: Mapping[str, Any]) -> int | None:
 
 
 def _duration(build: Mapping[str, Any]) -> str:
-    start = parse_time(build.get("startTime"))
-    finish = parse_time(build.get("finishTime"))
-    if not start or not finish or finish < start:
-        return ""
-    return format_duration((finish - start).total_seconds())
+    milliseconds = _duration_ms(build)
+    return "" if milliseconds is None else format_duration(milliseconds / 1000)
 
 
 def format_duration(seconds: float) -> str:
