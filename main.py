@@ -84,6 +84,8 @@ SERVER_HTTPS_URL_RE = re.compile(
 SERVER_SSH_URL_RE = re.compile(
     r"ssh://(?:[^@/]+@)?(?P<host>[^/:@]+)(?::\d+)?/(?P<project>[^/]+)/(?P<slug>[^/]+?)(?:\.git)?/?"
 )
+SERVER_HOST_RE = re.compile(r"[a-z0-9.-]+|\[[0-9a-f:.]+\]", re.ASCII)
+SERVER_PATH_RE = re.compile(r"(/[A-Za-z0-9._~-]+)*", re.ASCII)  # a context path, or none
 CONNECTED_RE = re.compile(
     r"projects/[A-Za-z0-9._-]+/locations/[A-Za-z0-9-]+/connections/[A-Za-z0-9._-]+/repositories/[A-Za-z0-9._-]+",
     re.ASCII,
@@ -104,6 +106,7 @@ STATES = {
 }
 FINAL_STATES = frozenset({"SUCCESSFUL", "FAILED", "STOPPED"})
 SERVER_STATES = {"INPROGRESS": "INPROGRESS", "SUCCESSFUL": "SUCCESSFUL", "FAILED": "FAILED", "STOPPED": "CANCELLED"}
+STATES_FROM_SERVER = {server: cloud for cloud, server in SERVER_STATES.items()}
 # The order in which a build moves through the in-progress descriptions; a
 # status is never moved back to an earlier one.
 IN_PROGRESS_DESCRIPTIONS = ("Awaiting approval", "Queued", "Running")
@@ -240,12 +243,13 @@ def time_left() -> float:
     return math.inf if deadline is None else deadline - time.monotonic()
 
 
-def google_timeout() -> float | None:
-    """The timeout for a Google client call: what is left of the event, or the library's default."""
+def google_timeout() -> float:
+    """The timeout for a Google client call: what is left of the event (60 s, the clients' own default,
+    outside one)."""
     left = time_left()
     if left <= 0:
         raise TransientError("the event's deadline (EVENT_DEADLINE_SECONDS) passed before reading the credentials")
-    return None if math.isinf(left) else left
+    return 60.0 if math.isinf(left) else left
 
 
 # --- Decoding ----------------------------------------------------------------
@@ -451,7 +455,7 @@ def locate(build: Mapping[str, Any]) -> Target | Skip:
         found = repository_at(git_url)
         if found is None:
             return Skip(f"the build's git source {git_url[:200]!r} is not on bitbucket.org or a Bitbucket server")
-        (workspace, slug), server = found
+        workspace, slug, server = found
         return _target(
             [(workspace, slug)],
             commit_sha or _text(resolved_git.get("revision")) or _text(git_source.get("revision")),
@@ -499,15 +503,15 @@ def locate(build: Mapping[str, Any]) -> Target | Skip:
     return Skip("the build names no Bitbucket repository")
 
 
-def repository_at(url: str) -> tuple[tuple[str, str], str | None] | None:
-    """((workspace or project, slug), server) of a clone URL on bitbucket.org (server None) or in the
-    shape of a Data Center server's; None for any other URL. Names are checked later, by _target."""
+def repository_at(url: str) -> tuple[str, str, str | None] | None:
+    """(workspace or project, slug, server) of a clone URL on bitbucket.org (server None) or in the
+    shape of a Data Center server's; None for any other URL. Names are checked later (_repository)."""
     if match := BITBUCKET_URL_RE.fullmatch(url):
-        return (match["workspace"], match["slug"]), None
+        return match["workspace"], match["slug"], None
     if (match := SERVER_HTTPS_URL_RE.fullmatch(url)) and (server := normalized_server(match["server"])):
-        return (match["project"], match["slug"]), server
+        return match["project"], match["slug"], server
     if match := SERVER_SSH_URL_RE.fullmatch(url):
-        return (match["project"], match["slug"]), f"ssh://{match['host'].lower()}"
+        return match["project"], match["slug"], f"ssh://{match['host'].lower()}"
     return None
 
 
@@ -521,14 +525,12 @@ def normalized_server(url: str) -> str | None:
         return None
     host = (parts.hostname or "").lower()
     secure = parts.scheme == "https" or (parts.scheme == "http" and _is_loopback(host))
-    if not secure or not host or parts.username or parts.query or parts.fragment or "@" in parts.netloc:
-        return None
-    if not re.fullmatch(r"[a-z0-9.-]+|\[[0-9a-f:.]+\]", host if ":" not in host else f"[{host}]"):
-        return None
+    netloc = f"[{host}]" if ":" in host else host  # an IPv6 address keeps its brackets
     path = parts.path.rstrip("/")
-    if not re.fullmatch(r"(/[A-Za-z0-9._~-]+)*", path):
+    if not secure or parts.username or parts.query or parts.fragment or "@" in parts.netloc:
         return None
-    netloc = f"[{host}]" if ":" in host else host
+    if not SERVER_HOST_RE.fullmatch(netloc) or not SERVER_PATH_RE.fullmatch(path):
+        return None
     return f"{parts.scheme}://{netloc}{f':{port}' if port else ''}{path}"
 
 
@@ -859,7 +861,7 @@ class BucketCredentials:
         where = f"gs://{self.bucket}/{self.blob}"
         try:
             blob = storage_client.bucket(self.bucket).blob(self.blob)
-            ciphertext = blob.download_as_bytes(timeout=google_timeout() or 60)
+            ciphertext = blob.download_as_bytes(timeout=google_timeout())
             request = {"name": self.key_id, "ciphertext": ciphertext}
             plaintext = kms_client.decrypt(request=request, timeout=google_timeout()).plaintext
         except Exception as error:  # google.api_core errors, imported lazily
@@ -1200,10 +1202,9 @@ class BitbucketDataCenter:
         if response.status_code == 404:
             return None
         body = _json(response)
-        state = _text(body.get("state"))
-        updated = body.get("updatedDate")
+        state, updated = _text(body.get("state")), body.get("updatedDate")
         return RemoteStatus(
-            state="STOPPED" if state == "CANCELLED" else state,
+            state=STATES_FROM_SERVER.get(state, state),
             url=_text(body.get("url")),
             description=_text(body.get("description")),
             updated_on=datetime.fromtimestamp(updated / 1000, UTC) if isinstance(updated, int) else None,
@@ -1578,7 +1579,7 @@ def resolve(update: Update, current: Instance) -> Update | Skip:
         remote = current.connections.remote_uri(target.connected)
         if remote is not None:
             found = repository_at(remote)
-            repository = _repository(*found[0], found[1]) if found else None
+            repository = _repository(*found) if found else None
             if repository is None:
                 return Skip(f"the build's connected repository {_clip(remote, 200)!r} is not on Bitbucket")
             target = replace(target, candidates=(repository,))
