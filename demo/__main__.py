@@ -114,7 +114,7 @@ def main() -> int:
         bitbucket_app.accept_token(OPS_TOKEN, {"acme_ops/legacy_app", "acme/infra"})
         bitbucket = bitbucket_app.serve()
         stack.append(bitbucket)
-        private_ca = certificate_authority(workdir, "Acme Internal CA")
+        private_ca = certificate_authority("Acme Internal CA")
         server_app = DataCenter(repositories={"PLAT/payments"})
         server_app.accept_token(SERVER_TOKEN)
         server = server_app.serve(ssl_context=signed_by(private_ca, workdir))

@@ -73,6 +73,20 @@ class Process:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def wait_until_ready(self, ready: Any, timeout: float, what: str) -> None:
+        """Wait for `ready()`; if the process exits first or is not ready in time, stop it and raise."""
+
+        def check() -> bool:
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"{what} exited:\n{self.output()[-2000:]}")
+            return ready()
+
+        try:
+            wait_until(check, timeout, what)
+        except (TimeoutError, RuntimeError):
+            self.stop()
+            raise
+
     def stop(self) -> None:
         self._stop()
         LOGS.append(self.output())
@@ -109,15 +123,9 @@ class PubSubEmulator:
             workdir / "pubsub-emulator.log",
         )  # fmt: skip
         self.session = requests.Session()
-        try:
-            wait_until(self._ready, 60, "the Pub/Sub emulator")
-        except TimeoutError:
-            self.stop()
-            raise
+        self.process.wait_until_ready(self._ready, 60, "the Pub/Sub emulator")
 
     def _ready(self) -> bool:
-        if self.process.popen.poll() is not None:
-            raise RuntimeError(f"the Pub/Sub emulator exited:\n{self.process.output()[-2000:]}")
         try:
             return self.session.get(f"{self.url}/projects/{self.project}/topics", timeout=1).ok
         except requests.RequestException:
@@ -178,15 +186,9 @@ class FunctionServer:
             log,
             full_env,
         )  # fmt: skip
-        try:
-            wait_until(self._ready, 30, f"functions-framework ({target})")
-        except TimeoutError:
-            self.stop()
-            raise
+        self.process.wait_until_ready(self._ready, 30, f"functions-framework ({target})")
 
     def _ready(self) -> bool:
-        if self.process.popen.poll() is not None:
-            raise RuntimeError(f"functions-framework exited:\n{self.process.output()[-2000:]}")
         with socket.socket() as sock:
             sock.settimeout(0.5)
             return sock.connect_ex(("127.0.0.1", self.port)) == 0

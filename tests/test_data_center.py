@@ -36,8 +36,8 @@ class Site:
 
 
 @pytest.fixture(scope="session")
-def private_ca(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    return certificate_authority(tmp_path_factory.mktemp("ca"), "Acme Internal CA")
+def private_ca() -> Any:
+    return certificate_authority("Acme Internal CA")
 
 
 @pytest.fixture
@@ -235,7 +235,7 @@ def test_a_username_and_personal_token_sign_in_to_the_server_with_basic(bitbucke
 def test_a_server_whose_ca_is_not_configured_receives_nothing_and_the_event_waits(
     bitbucket, server, monkeypatch, capsys, tmp_path, ca
 ):
-    pem = None if ca == "missing" else certificate_authority(tmp_path, "Some Other CA")[0]
+    pem = None if ca == "missing" else certificate_authority("Some Other CA")[0]
     monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps(document(server, ca_certificate=pem)))
     remember_stored(document(server))
     with pytest.raises(main.UntrustedCertificate):

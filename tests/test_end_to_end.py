@@ -251,7 +251,7 @@ def test_a_document_of_two_tokens_routes_each_repository_to_its_own_through_pubs
 def test_data_center_and_cloud_builds_land_on_their_sites_through_pubsub(pubsub, bitbucket, google, tmp_path):
     """A server behind a private CA under a context path, a clone URL build and a connected repository
     of a Data Center connection beside a Bitbucket Cloud one, through the emulator and functions-framework."""
-    ca = certificate_authority(tmp_path, "Acme Internal CA")
+    ca = certificate_authority("Acme Internal CA")
     server_app = DataCenter()
     server_app.accept_token("dc-e2e-http-access-token")
     server = server_app.serve(ssl_context=signed_by(ca, tmp_path))
