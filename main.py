@@ -6,15 +6,37 @@ commit and branch it was built from and posts the build's state to that site's
 build-status API, so commits and pull requests show it and merge checks can
 count it.
 
-The module reads top to bottom as the data flows: configuration, the event's
-deadline, decoding, translation (pure), credentials, the Bitbucket client (one
-class per site, side by side, over one signing client), Cloud Build's API for
-connected repositories, reporting (never backwards), logging, the instance and
-the path of one event, the entry points.
+The module reads top to bottom as the data flows; each section has a banner:
+    Errors
+    Configuration
+    The event's deadline
+    Decoding
+    Translation: the state map          (Cloud Build status → state, description, phase)
+    Translation: the repository         (which repository, commit and branch)
+    Translation: the status             (a pure function from Build to what to post)
+    Credentials                         (the document, its sources, OAuth tokens)
+    Sending a request                   (one session, retries, deadline, the budget, CA files)
+    The Bitbucket client: two sites     (Bitbucket Cloud and Data Center, side by side)
+    Cloud Build's API                   (where a connected repository lives)
+    Reporting: never backwards
+    Logging
+    The warm instance                   (what one instance keeps between events)
+    The path of one event               (handle → report_build → resolve → Reporter.report)
+    Entry points
+
+Where to look:
+    the state map                     STATUS_MAP
+    which repository and commit       locate, repository_at
+    what is sent, and where           BitbucketCloud, BitbucketDataCenter (bodies, paths); send (the request)
+    never backwards                   Reporter.report, _replaces
+    credentials                       Keyring, parse_credentials, credential_source
 """
 
 from __future__ import annotations
 
+# requests, urllib3 and the Google clients are imported inside the functions that use them, never here:
+# `import main` then costs milliseconds, not the ~300 ms of the clients, on every cold start (README,
+# Performance), and an instance loads only the client its credential source needs.
 import base64
 import binascii
 import contextvars
@@ -61,6 +83,7 @@ NAME_MAX = 255
 DESCRIPTION_MAX = 255
 URL_MAX = 450
 BRANCH_MAX = 255
+SHOWN_MAX = 200  # how much of a value from a build a log line shows
 DEFAULT_NAME = "Cloud Build"
 DEFAULT_KEY = "cloud-build"
 
@@ -72,6 +95,8 @@ SLUG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}", re.ASCII)
 # Data Center project keys (upper case in the API), or ~user for a personal repository.
 PROJECT_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,127}|~[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}", re.ASCII)
 KEY_RE = re.compile(r"[A-Za-z0-9._-]+", re.ASCII)
+# The user info of a clone URL (https://user:password@host/...), removed before a URL is matched or shown.
+USER_INFO_RE = re.compile(r"(?<=://)[^/?#]*@")
 BITBUCKET_URL_RE = re.compile(
     r"(?:https://|ssh://)?(?:[^@/]+@)?bitbucket\.org[:/]"
     r"(?P<workspace>[^/]+)/(?P<slug>[^/]+?)(?:\.git)?/?",
@@ -81,35 +106,16 @@ BITBUCKET_URL_RE = re.compile(
 SERVER_HTTPS_URL_RE = re.compile(
     r"(?P<server>https?://[^/?#@]+(?:/[^?#@]*?)?)/scm/(?P<project>[^/]+)/(?P<slug>[^/]+?)(?:\.git)?/?"
 )
-SERVER_SSH_URL_RE = re.compile(
-    r"ssh://(?:[^@/]+@)?(?P<host>[^/:@]+)(?::\d+)?/(?P<project>[^/]+)/(?P<slug>[^/]+?)(?:\.git)?/?"
-)
+SERVER_SSH_URL_RE = re.compile(r"ssh://(?P<host>[^/:@]+)(?::\d+)?/(?P<project>[^/]+)/(?P<slug>[^/]+?)(?:\.git)?/?")
 SERVER_HOST_RE = re.compile(r"[a-z0-9.-]+|\[[0-9a-f:.]+\]", re.ASCII)
 SERVER_PATH_RE = re.compile(r"(/[A-Za-z0-9._~-]+)*", re.ASCII)  # a context path, or none
+DEFAULT_PORTS = {"https": 443, "http": 80}
 CONNECTED_RE = re.compile(
     r"projects/[A-Za-z0-9._-]+/locations/[A-Za-z0-9-]+/connections/[A-Za-z0-9._-]+/repositories/[A-Za-z0-9._-]+",
     re.ASCII,
 )
 OTHER_HOSTS = ("github.com", "gitlab.com", "gitlab.")
 MIRROR_PREFIX = "bitbucket_"
-
-STATES = {
-    "PENDING": "INPROGRESS",
-    "QUEUED": "INPROGRESS",
-    "WORKING": "INPROGRESS",
-    "SUCCESS": "SUCCESSFUL",
-    "FAILURE": "FAILED",
-    "INTERNAL_ERROR": "FAILED",
-    "TIMEOUT": "FAILED",
-    "CANCELLED": "STOPPED",
-    "EXPIRED": "STOPPED",
-}
-FINAL_STATES = frozenset({"SUCCESSFUL", "FAILED", "STOPPED"})
-SERVER_STATES = {"INPROGRESS": "INPROGRESS", "SUCCESSFUL": "SUCCESSFUL", "FAILED": "FAILED", "STOPPED": "CANCELLED"}
-STATES_FROM_SERVER = {server: cloud for cloud, server in SERVER_STATES.items()}
-# The order in which a build moves through the in-progress descriptions; a
-# status is never moved back to an earlier one.
-IN_PROGRESS_DESCRIPTIONS = ("Awaiting approval", "Queued", "Running")
 
 
 # --- Errors ------------------------------------------------------------------
@@ -139,6 +145,14 @@ class RepositoryNotFound(Rejected):
     """Bitbucket answered 404 for the repository."""
 
 
+class NotServed(Exception):
+    """No entry of the credentials serves the repository (any more): nothing is sent. Logged and acknowledged."""
+
+
+class NotLocated(Exception):
+    """Cloud Build's API gave no usable answer for a connected repository. Logged and acknowledged."""
+
+
 class UntrustedCertificate(TransientError):
     """A server's TLS certificate is not trusted: nothing was sent. Logged as an ERROR, redelivered."""
 
@@ -150,12 +164,36 @@ class RateLimited(TransientError):
 # --- Configuration -----------------------------------------------------------
 
 
+class Patterns:
+    """Shell-style patterns of `owner/slug` (workspace/repo_slug, or PROJECT/repo_slug on a server),
+    matched without case and compiled once; no pattern at all matches every repository."""
+
+    def __init__(self, patterns: tuple[str, ...] = ()) -> None:
+        self.patterns = tuple(p.lower() for p in patterns)
+        self._regex = re.compile("|".join(fnmatch.translate(p) for p in self.patterns)) if self.patterns else None
+
+    def match(self, name: str) -> bool:
+        return self._regex is None or self._regex.match(name.lower()) is not None
+
+    def __bool__(self) -> bool:
+        return bool(self.patterns)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Patterns) and other.patterns == self.patterns
+
+    def __hash__(self) -> int:
+        return hash(self.patterns)
+
+    def __repr__(self) -> str:
+        return f"Patterns({self.patterns!r})"
+
+
 @dataclass(frozen=True)
 class Config:
     api_url: str = DEFAULT_API_URL
     oauth_token_url: str = DEFAULT_OAUTH_TOKEN_URL
     cloud_build_api_url: str = DEFAULT_CLOUD_BUILD_API_URL
-    repositories: tuple[str, ...] = ()
+    repositories: Patterns = field(default_factory=Patterns)  # BITBUCKET_REPOSITORIES
     max_event_age_seconds: float = DEFAULT_MAX_EVENT_AGE_SECONDS
     retry_backoff_seconds: float = DEFAULT_RETRY_BACKOFF_SECONDS
     http_timeout_seconds: float = DEFAULT_HTTP_TIMEOUT_SECONDS
@@ -164,30 +202,30 @@ class Config:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
-        return cls(
-            api_url=validated_url(env, "BITBUCKET_API_URL", DEFAULT_API_URL),
-            oauth_token_url=validated_url(env, "BITBUCKET_OAUTH_TOKEN_URL", DEFAULT_OAUTH_TOKEN_URL),
-            cloud_build_api_url=validated_url(env, "CLOUD_BUILD_API_ENDPOINT", DEFAULT_CLOUD_BUILD_API_URL),
-            repositories=tuple(
-                p.strip().lower() for p in env.get("BITBUCKET_REPOSITORIES", "").split(",") if p.strip()
-            ),
-            max_event_age_seconds=_number(env, "MAX_EVENT_AGE_SECONDS", DEFAULT_MAX_EVENT_AGE_SECONDS),
-            retry_backoff_seconds=_number(env, "HTTP_RETRY_BACKOFF_SECONDS", DEFAULT_RETRY_BACKOFF_SECONDS),
-            http_timeout_seconds=_number(env, "HTTP_TIMEOUT_SECONDS", DEFAULT_HTTP_TIMEOUT_SECONDS),
-            event_deadline_seconds=_number(env, "EVENT_DEADLINE_SECONDS", DEFAULT_EVENT_DEADLINE_SECONDS),
-            rate_limit_cooldown_seconds=_number(
-                env, "RATE_LIMIT_COOLDOWN_SECONDS", DEFAULT_RATE_LIMIT_COOLDOWN_SECONDS
-            ),
-        )
+        urls = {name: validated_url(env, variable, getattr(cls, name)) for name, variable in URL_VARIABLES.items()}
+        numbers = {name: _number(env, variable, getattr(cls, name)) for name, variable in NUMBER_VARIABLES.items()}
+        patterns = (p.strip() for p in env.get("BITBUCKET_REPOSITORIES", "").split(","))
+        return cls(**urls, **numbers, repositories=Patterns(tuple(p for p in patterns if p)))
 
     @property
     def timeout(self) -> tuple[float, float]:
         """(connect, read) timeouts of one attempt of an outbound call."""
         return (min(CONNECT_TIMEOUT_SECONDS, self.http_timeout_seconds), self.http_timeout_seconds)
 
-    def allows(self, repository: Repository) -> bool:
-        name = repository.full_name.lower()
-        return not self.repositories or any(fnmatch.fnmatchcase(name, p) for p in self.repositories)
+
+# The environment variable that sets each field of Config.
+URL_VARIABLES = {
+    "api_url": "BITBUCKET_API_URL",
+    "oauth_token_url": "BITBUCKET_OAUTH_TOKEN_URL",
+    "cloud_build_api_url": "CLOUD_BUILD_API_ENDPOINT",
+}
+NUMBER_VARIABLES = {
+    "max_event_age_seconds": "MAX_EVENT_AGE_SECONDS",
+    "retry_backoff_seconds": "HTTP_RETRY_BACKOFF_SECONDS",
+    "http_timeout_seconds": "HTTP_TIMEOUT_SECONDS",
+    "event_deadline_seconds": "EVENT_DEADLINE_SECONDS",
+    "rate_limit_cooldown_seconds": "RATE_LIMIT_COOLDOWN_SECONDS",
+}
 
 
 def _number(env: Mapping[str, str], name: str, default: float) -> float:
@@ -197,7 +235,9 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigurationError(f"{name} must be a number of seconds") from None
+        value = math.nan
+    if math.isnan(value):
+        raise ConfigurationError(f"{name} must be a number of seconds")
     if value < 0:
         raise ConfigurationError(f"{name} must not be negative")
     return value
@@ -206,11 +246,14 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
 def validated_url(env: Mapping[str, str], name: str, default: str) -> str:
     url = env.get(name) or default
     parts = urlsplit(url)
-    if parts.scheme == "https" and parts.hostname:
-        return url.rstrip("/")
-    if parts.scheme == "http" and _is_loopback(parts.hostname or ""):
+    if parts.hostname and _secure(parts.scheme, parts.hostname):
         return url.rstrip("/")
     raise ConfigurationError(f"{name} must be an https:// URL (plain http only for loopback)")
+
+
+def _secure(scheme: str, host: str) -> bool:
+    """https, or plain http to this machine only (local runs and tests)."""
+    return scheme == "https" or (scheme == "http" and _is_loopback(host))
 
 
 def _is_loopback(host: str) -> bool:
@@ -288,348 +331,52 @@ def parse_time(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-# --- Translation: Build → what to post (pure) --------------------------------
+# --- Translation: the state map ----------------------------------------------
 
 
-@dataclass(frozen=True)
-class Repository:
-    """A repository on Bitbucket Cloud (server None) or on a Data Center server, where `workspace`
-    is the project key. Before it is matched with the credentials, an SSH clone URL names only the
-    server's host: server "ssh://host"."""
+class Meaning(NamedTuple):
+    """What one Cloud Build status means on Bitbucket."""
 
-    workspace: str
-    slug: str
-    server: str | None = None
-
-    @property
-    def full_name(self) -> str:
-        return f"{self.workspace}/{self.slug}"
+    state: str  # Bitbucket Cloud's name: INPROGRESS, SUCCESSFUL, FAILED or STOPPED
+    text: str  # how the description begins
+    phase: int  # how far along the build is: a status is never moved back to a lower phase
+    took: str = ""  # "in" or "after": a finished build's duration follows the text
+    detail: bool = False  # failureInfo's detail (or statusDetail) follows
 
 
-@dataclass(frozen=True)
-class Target:
-    """Where a build's status goes: the candidates are tried in order."""
-
-    candidates: tuple[Repository, ...]
-    commit: str
-    branch: str | None
-    origin: str  # how the repository was found, for the log
-    mirror: str | None = None  # the mirror's repoName when the split is ambiguous
-    tag: str | None = None  # the tag of a tag build
-    connected: str | None = None  # a Cloud Build repository resource: Cloud Build's API says where it is
-
-
-@dataclass(frozen=True)
-class CommitStatus:
-    """A build's status: `body()` is Bitbucket Cloud's `commitstatus`; a Data Center server's
-    body is made from the same fields (see BitbucketDataCenter)."""
-
-    key: str  # at most 40 characters (Cloud)
-    state: str  # Cloud's name: INPROGRESS, SUCCESSFUL, FAILED or STOPPED
-    name: str
-    url: str
-    description: str
-    refname: str | None = None  # the bare branch name
-    server_key: str = ""  # the same key, at most 255 characters (Data Center)
-    tag: str | None = None
-    parent: str = ""  # the trigger's name, else the key: what a Required builds merge check names
-    duration_ms: int | None = None  # of a finished build
-
-    def body(self) -> dict[str, str]:
-        body = {
-            "key": self.key,
-            "state": self.state,
-            "name": self.name,
-            "url": self.url,
-            "description": self.description,
-        }
-        if self.refname:
-            body["refname"] = self.refname
-        return body
-
-    @property
-    def is_final(self) -> bool:
-        return self.state in FINAL_STATES
+FINAL = 3  # the phase of every final state
+STATUS_MAP = {
+    "PENDING": Meaning("INPROGRESS", "Awaiting approval", 0),
+    "QUEUED": Meaning("INPROGRESS", "Queued", 1),
+    "WORKING": Meaning("INPROGRESS", "Running", 2),
+    "SUCCESS": Meaning("SUCCESSFUL", "Succeeded", FINAL, "in"),
+    "FAILURE": Meaning("FAILED", "Failed", FINAL, "after", detail=True),
+    "INTERNAL_ERROR": Meaning("FAILED", "Cloud Build internal error", FINAL, "after", detail=True),
+    "TIMEOUT": Meaning("FAILED", "Timed out", FINAL, "after", detail=True),
+    "CANCELLED": Meaning("STOPPED", "Cancelled", FINAL),
+    "EXPIRED": Meaning("STOPPED", "Expired in queue", FINAL),
+}
+FINAL_STATES = frozenset(m.state for m in STATUS_MAP.values() if m.phase == FINAL)
+IN_PROGRESS = tuple(m for m in STATUS_MAP.values() if m.phase < FINAL)
 
 
-@dataclass(frozen=True)
-class Update:
-    """One build's state, ready to post."""
-
-    build_id: str
-    target: Target
-    status: CommitStatus
-
-
-@dataclass(frozen=True)
-class Skip:
-    reason: str
-    severity: str = "INFO"
-
-
-def translate(build: Mapping[str, Any], config: Config) -> Update | Skip:
-    """Decide what a Build means for Bitbucket; no I/O."""
-    state = STATES.get(build.get("status"))
-    if state is None:
-        return Skip(f"build status {build.get('status')!r} has no Bitbucket state", "WARNING")
-    target = locate(build)
-    if isinstance(target, Skip):
-        return target
-    if not target.connected:  # a connected repository is checked once Cloud Build's API has said which it is
-        target = allowed(target, config)
-        if isinstance(target, Skip):
-            return target
-    final = state in FINAL_STATES
-    server_key = status_key(build, SERVER_KEY_MAX)
-    status = CommitStatus(
-        key=status_key(build, KEY_MAX),
-        state=state,
-        name=_clip(trigger_name(build) or DEFAULT_NAME, NAME_MAX),
-        url=build_url(build),
-        description=describe(build),
-        refname=target.branch,
-        server_key=server_key,
-        tag=target.tag,
-        parent=_clip(trigger_name(build), 1024) or server_key,
-        duration_ms=_duration_ms(build) if final else None,
-    )
-    return Update(build["id"], target, status)
-
-
-def allowed(target: Target, config: Config) -> Target | Skip:
-    """The target's repositories that BITBUCKET_REPOSITORIES allows, or why none is."""
-    if not config.repositories:
-        return target
-    kept = tuple(r for r in target.candidates if config.allows(r))
-    if not kept:
-        names = ", ".join(r.full_name for r in target.candidates)
-        return Skip(f"repository {names} is not in BITBUCKET_REPOSITORIES")
-    return replace(target, candidates=kept)
-
-
-def _dict(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _text(value: Any) -> str:
-    return value.strip() if isinstance(value, str) else ""
-
-
-def substitutions(build: Mapping[str, Any]) -> Mapping[str, Any]:
-    return _dict(build.get("substitutions"))
-
-
-def trigger_name(build: Mapping[str, Any]) -> str:
-    return _text(substitutions(build).get("TRIGGER_NAME"))
-
-
-def locate(build: Mapping[str, Any]) -> Target | Skip:
-    """Find the Bitbucket repository, commit and branch, in the README's order."""
-    subs = substitutions(build)
-    source = _dict(build.get("source"))
-    provenance = _dict(build.get("sourceProvenance"))
-    commit_sha = _text(subs.get("COMMIT_SHA"))
-    branch_name = _text(subs.get("BRANCH_NAME"))
-
-    tag = _text(subs.get("TAG_NAME"))
-
-    explicit = _text(subs.get("_BITBUCKET_REPO"))
-    if explicit:
-        workspace, _, slug = explicit.partition("/")
-        server = _text(subs.get("_BITBUCKET_SERVER"))
-        if server and not normalized_server(server):
-            return Skip(f"_BITBUCKET_SERVER {server[:200]!r} is not an https:// URL", "ERROR")
-        return _target(
-            [(workspace, slug)],
-            _text(subs.get("_BITBUCKET_COMMIT")) or commit_sha,
-            _text(subs.get("_BITBUCKET_BRANCH")) or branch_name,
-            "substitution _BITBUCKET_REPO",
-            server=normalized_server(server) if server else None,
-            tag=tag,
-        )
-
-    git_source = _dict(source.get("gitSource"))
-    resolved_git = _dict(provenance.get("resolvedGitSource"))
-    git_url = _text(resolved_git.get("url")) or _text(git_source.get("url"))
-    if git_url:
-        found = repository_at(git_url)
-        if found is None:
-            return Skip(f"the build's git source {git_url[:200]!r} is not on bitbucket.org or a Bitbucket server")
-        workspace, slug, server = found
-        return _target(
-            [(workspace, slug)],
-            commit_sha or _text(resolved_git.get("revision")) or _text(git_source.get("revision")),
-            branch_name,
-            "gitSource",
-            server=server,
-            tag=tag,
-        )
-
-    repo_source = _dict(source.get("repoSource"))
-    resolved_repo = _dict(provenance.get("resolvedRepoSource"))
-    mirror = _text(resolved_repo.get("repoName")) or _text(repo_source.get("repoName"))
-    if mirror:
-        if not mirror.startswith(MIRROR_PREFIX):
-            return Skip(f"the build's mirror {mirror[:200]!r} is not a Bitbucket mirror")
-        return _target(
-            mirror_splits(mirror[len(MIRROR_PREFIX) :]),
-            _text(resolved_repo.get("commitSha")) or commit_sha,
-            _text(repo_source.get("branchName")) or branch_name,
-            "Cloud Source Repositories mirror",
-            mirror=mirror,
-        )
-
-    connected = _dict(source.get("connectedRepository"))
-    if connected:
-        name = _text(connected.get("repository"))
-        if not CONNECTED_RE.fullmatch(name):
-            return Skip(f"the build's connected repository {name[:200]!r} is not a repository resource name", "ERROR")
-        if any(host in _text(subs.get("_HEAD_REPO_URL")).lower() for host in OTHER_HOSTS):
-            return Skip("the build's connected repository is not on Bitbucket")
-        # REPO_FULL_NAME is only the fallback for Bitbucket Cloud when Cloud Build's API cannot be asked.
-        workspace, _, slug = _text(subs.get("REPO_FULL_NAME")).partition("/")
-        resolved = _dict(provenance.get("resolvedConnectedRepository"))
-        return _target(
-            [(workspace, slug)] if workspace else [],
-            commit_sha or _text(resolved.get("revision")),
-            branch_name,
-            "Cloud Build connection",
-            tag=tag,
-            connected=name,
-        )
-
-    if "storageSource" in source or "storageSourceManifest" in source:
-        return Skip("the build's source is a storage bucket and names no Bitbucket repository")
-    return Skip("the build names no Bitbucket repository")
-
-
-def repository_at(url: str) -> tuple[str, str, str | None] | None:
-    """(workspace or project, slug, server) of a clone URL on bitbucket.org (server None) or in the
-    shape of a Data Center server's; None for any other URL. Names are checked later (_repository)."""
-    if match := BITBUCKET_URL_RE.fullmatch(url):
-        return match["workspace"], match["slug"], None
-    if (match := SERVER_HTTPS_URL_RE.fullmatch(url)) and (server := normalized_server(match["server"])):
-        return match["project"], match["slug"], server
-    if match := SERVER_SSH_URL_RE.fullmatch(url):
-        return match["project"], match["slug"], f"ssh://{match['host'].lower()}"
-    return None
-
-
-def normalized_server(url: str) -> str | None:
-    """A Data Center server's base URL as entries and builds are compared: https (http only on
-    loopback), host in lower case, no user, query or fragment, no trailing '/'; else None."""
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError:
-        return None
-    host = (parts.hostname or "").lower()
-    secure = parts.scheme == "https" or (parts.scheme == "http" and _is_loopback(host))
-    netloc = f"[{host}]" if ":" in host else host  # an IPv6 address keeps its brackets
-    path = parts.path.rstrip("/")
-    if not secure or parts.username or parts.query or parts.fragment or "@" in parts.netloc:
-        return None
-    if not SERVER_HOST_RE.fullmatch(netloc) or not SERVER_PATH_RE.fullmatch(path):
-        return None
-    return f"{parts.scheme}://{netloc}{f':{port}' if port else ''}{path}"
-
-
-def mirror_splits(name: str) -> list[tuple[str, str]]:
-    """Every way to split '<workspace>_<slug>', first '_' first."""
-    return [(name[:i], name[i + 1 :]) for i, char in enumerate(name) if char == "_"]
-
-
-def _target(
-    pairs: list[tuple[str, str]],
-    commit: str,
-    branch: str,
-    origin: str,
-    *,
-    mirror: str | None = None,
-    server: str | None = None,
-    tag: str = "",
-    connected: str | None = None,
-) -> Target | Skip:
-    candidates = tuple(repository for w, s in pairs if (repository := _repository(w, s, server)))
-    if not candidates and not connected:
-        shown = ", ".join(f"{w}/{s}"[:200] for w, s in pairs) or "(none)"
-        return Skip(f"{origin} gives no valid Bitbucket repository name: {shown!r}", "ERROR")
-    commit = commit.lower()
-    if not SHA_RE.fullmatch(commit):
-        return Skip(f"{origin} gives no full 40-hex commit SHA (got {commit[:80]!r})", "ERROR")
-    ambiguous = mirror if len(candidates) > 1 else None
-    branch_ref = refname(branch)
-    return Target(candidates, commit, branch_ref, origin, ambiguous, None if branch_ref else refname(tag), connected)
-
-
-def _repository(workspace: str, slug: str, server: str | None) -> Repository | None:
-    """A repository whose names cannot change the shape of a request path, or None."""
-    if not SLUG_RE.fullmatch(slug):
-        return None
-    if server is None:
-        return Repository(workspace, slug) if WORKSPACE_RE.fullmatch(workspace) else None
-    if not PROJECT_RE.fullmatch(workspace):
-        return None
-    # Project keys are upper case in the API and matched without case in clone URLs.
-    return Repository(workspace if workspace.startswith("~") else workspace.upper(), slug, server)
-
-
-def refname(branch: str) -> str | None:
-    """The bare branch name, or None when it cannot be one."""
-    branch = branch.removeprefix("refs/heads/")
-    if not branch or len(branch) > BRANCH_MAX or not branch.isprintable() or branch != branch.strip():
-        return None
-    return branch
-
-
-def status_key(build: Mapping[str, Any], limit: int = KEY_MAX) -> str:
-    """A key stable across runs of one trigger, so a re-run replaces its status."""
-    chosen = (
-        _text(substitutions(build).get("_BITBUCKET_KEY")) or _text(build.get("buildTriggerId")) or trigger_name(build)
-    )
-    if not chosen:
-        return DEFAULT_KEY
-    if len(chosen) <= limit and KEY_RE.fullmatch(chosen):
-        return chosen
-    # Too long, or not plain: hash it (a truncated key could collide).
-    return hashlib.sha1(chosen.encode("utf-8", "surrogatepass"), usedforsecurity=False).hexdigest()
-
-
-def build_url(build: Mapping[str, Any]) -> str:
-    url = _text(build.get("logUrl"))
-    if url.startswith("https://") and len(url) <= URL_MAX and url.isprintable():
-        return url
-    project = _text(build.get("projectId"))
-    fallback = f"https://console.cloud.google.com/cloud-build/builds/{build['id']}"
-    if project:
-        fallback += f"?project={project}"
-    return fallback[:URL_MAX]
+def phase(state: str, description: str) -> int:
+    """How far along the build a shown status is: its in-progress description's phase, FINAL for a final
+    state, -1 for a description that is none of ours (any state of ours advances over it)."""
+    if state in FINAL_STATES:
+        return FINAL
+    return next((m.phase for m in IN_PROGRESS if description.startswith(m.text)), -1)
 
 
 def describe(build: Mapping[str, Any]) -> str:
     """What a person reads next to the state."""
-    status = build["status"]
-    took = _duration(build)
+    meaning = STATUS_MAP[build["status"]]
+    text = meaning.text
+    took = _duration(build) if meaning.took else ""
+    if took:
+        text = f"{text} {meaning.took} {took}"
     detail = _text(_dict(build.get("failureInfo")).get("detail")) or _text(build.get("statusDetail"))
-    if status == "PENDING":
-        text = "Awaiting approval"
-    elif status == "QUEUED":
-        text = "Queued"
-    elif status == "WORKING":
-        text = "Running"
-    elif status == "SUCCESS":
-        text = f"Succeeded in {took}" if took else "Succeeded"
-    elif status == "FAILURE":
-        text = f"Failed after {took}" if took else "Failed"
-    elif status == "INTERNAL_ERROR":
-        text = f"Cloud Build internal error after {took}" if took else "Cloud Build internal error"
-    elif status == "TIMEOUT":
-        text = f"Timed out after {took}" if took else "Timed out"
-    elif status == "CANCELLED":
-        text = "Cancelled"
-    else:
-        text = "Expired in queue"
-    if detail and status in ("FAILURE", "INTERNAL_ERROR", "TIMEOUT"):
+    if detail and meaning.detail:
         text = f"{text}: {' '.join(detail.split())}"
     return _clip(text, DESCRIPTION_MAX)
 
@@ -657,8 +404,330 @@ def format_duration(seconds: float) -> str:
     return f"{secs}s"
 
 
-def _clip(text: str, limit: int) -> str:
+def _clip(text: str, limit: int = SHOWN_MAX) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _dict(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str:
+    return value.strip() if isinstance(value, str) else ""
+
+
+# --- Translation: the repository ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Repository:
+    """A repository on Bitbucket Cloud (no server: `owner` is the workspace ID) or on a Data Center
+    server (`server` its base URL, `owner` the project key or ~user). An SSH clone URL names only the
+    server's host (`ssh_host`, no server) until an entry of the credentials says which server it is."""
+
+    owner: str
+    slug: str
+    server: str | None = None
+    ssh_host: str | None = None
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.owner}/{self.slug}"
+
+    @property
+    def on_cloud(self) -> bool:
+        return self.server is None and self.ssh_host is None
+
+    def shown(self) -> str:
+        """How a log line names it: the server's host or URL first, for a Data Center repository."""
+        where = self.server or self.ssh_host
+        return f"{where} {self.full_name}" if where else self.full_name
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a build's status goes: the candidates are tried in order."""
+
+    candidates: tuple[Repository, ...]
+    commit: str
+    branch: str | None
+    origin: str  # how the repository was found, for the log
+    mirror: str | None = None  # the mirror's repoName when the split is ambiguous
+    tag: str | None = None  # the tag of a tag build
+    connected: str | None = None  # a Cloud Build repository resource: Cloud Build's API says where it is
+
+
+def substitutions(build: Mapping[str, Any]) -> Mapping[str, Any]:
+    return _dict(build.get("substitutions"))
+
+
+def trigger_name(build: Mapping[str, Any]) -> str:
+    return _text(substitutions(build).get("TRIGGER_NAME"))
+
+
+def locate(build: Mapping[str, Any]) -> Target | Skip:
+    """Find the Bitbucket repository, commit and branch, in the README's order: the _BITBUCKET_REPO
+    substitution, the git source, a Cloud Source Repositories mirror, a Cloud Build connection."""
+    for finder in (_from_substitutions, _from_git_source, _from_mirror, _from_connection):
+        found = finder(build, substitutions(build))
+        if isinstance(found, Skip):
+            return found
+        if found is not None:
+            return _target(found, _text(substitutions(build).get("TAG_NAME")))
+    source = _dict(build.get("source"))
+    if "storageSource" in source or "storageSourceManifest" in source:
+        return Skip("the build's source is a storage bucket and names no Bitbucket repository")
+    return Skip("the build names no Bitbucket repository")
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What one source of a Build says of its repository and commit, before the names are checked."""
+
+    origin: str  # how the repository was found, for the log
+    candidates: list[Repository]  # in the order to try them
+    commit: str
+    branch: str
+    mirror: str = ""  # the mirror's repoName
+    connected: str = ""  # the Cloud Build repository resource
+
+
+def _source(build: Mapping[str, Any], declared: str, resolved: str) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+    """One kind of source as the build config declared it, and as Cloud Build resolved it."""
+    return _dict(_dict(build.get("source")).get(declared)), _dict(_dict(build.get("sourceProvenance")).get(resolved))
+
+
+def _from_substitutions(build: Mapping[str, Any], subs: Mapping[str, Any]) -> Evidence | Skip | None:
+    explicit = _text(subs.get("_BITBUCKET_REPO"))
+    if not explicit:
+        return None
+    server = _text(subs.get("_BITBUCKET_SERVER"))
+    normalized = normalized_server(server) if server else None
+    if server and not normalized:
+        return Skip(f"_BITBUCKET_SERVER {shown_url(server)!r} is not an https:// URL", "ERROR")
+    commit = _text(subs.get("_BITBUCKET_COMMIT")) or _text(subs.get("COMMIT_SHA"))
+    branch = _text(subs.get("_BITBUCKET_BRANCH")) or _text(subs.get("BRANCH_NAME"))
+    owner, _, slug = explicit.partition("/")
+    return Evidence("substitution _BITBUCKET_REPO", [Repository(owner, slug, normalized)], commit, branch)
+
+
+def _from_git_source(build: Mapping[str, Any], subs: Mapping[str, Any]) -> Evidence | Skip | None:
+    declared, resolved = _source(build, "gitSource", "resolvedGitSource")
+    if not (url := _text(resolved.get("url")) or _text(declared.get("url"))):
+        return None
+    found = repository_at(url)
+    if found is None:
+        return Skip(f"the build's git source {shown_url(url)!r} is not on bitbucket.org or a Bitbucket server")
+    commit = _text(subs.get("COMMIT_SHA")) or _text(resolved.get("revision")) or _text(declared.get("revision"))
+    return Evidence("gitSource", [found], commit, _text(subs.get("BRANCH_NAME")))
+
+
+def _from_mirror(build: Mapping[str, Any], subs: Mapping[str, Any]) -> Evidence | Skip | None:
+    declared, resolved = _source(build, "repoSource", "resolvedRepoSource")
+    mirror = _text(resolved.get("repoName")) or _text(declared.get("repoName"))
+    if mirror and not mirror.startswith(MIRROR_PREFIX):
+        return Skip(f"the build's mirror {_clip(mirror)!r} is not a Bitbucket mirror")
+    if not mirror:
+        return None
+    commit = _text(resolved.get("commitSha")) or _text(subs.get("COMMIT_SHA"))
+    branch = _text(declared.get("branchName")) or _text(subs.get("BRANCH_NAME"))
+    splits = [Repository(owner, slug) for owner, slug in mirror_splits(mirror[len(MIRROR_PREFIX) :])]
+    return Evidence("Cloud Source Repositories mirror", splits, commit, branch, mirror=mirror)
+
+
+def _from_connection(build: Mapping[str, Any], subs: Mapping[str, Any]) -> Evidence | Skip | None:
+    connected, resolved = _source(build, "connectedRepository", "resolvedConnectedRepository")
+    if not connected:
+        return None
+    name = _text(connected.get("repository"))
+    if not CONNECTED_RE.fullmatch(name):
+        return Skip(f"the build's connected repository {_clip(name)!r} is not a repository resource name", "ERROR")
+    if any(host in _text(subs.get("_HEAD_REPO_URL")).lower() for host in OTHER_HOSTS):
+        return Skip("the build's connected repository is not on Bitbucket")
+    # REPO_FULL_NAME is only the fallback for Bitbucket Cloud when Cloud Build's API cannot be asked.
+    owner, _, slug = _text(subs.get("REPO_FULL_NAME")).partition("/")
+    commit = _text(subs.get("COMMIT_SHA")) or _text(resolved.get("revision"))
+    fallback = [Repository(owner, slug)] if owner else []
+    return Evidence("Cloud Build connection", fallback, commit, _text(subs.get("BRANCH_NAME")), connected=name)
+
+
+def repository_at(url: str) -> Repository | None:
+    """The repository of a clone URL on bitbucket.org or in the shape of a Data Center server's (user info
+    such as https://jdoe@host/... ignored); None for any other URL. Its names are not checked yet (see
+    `valid_repository`)."""
+    url = USER_INFO_RE.sub("", url, count=1)
+    if match := BITBUCKET_URL_RE.fullmatch(url):
+        return Repository(match["workspace"], match["slug"])
+    if (match := SERVER_HTTPS_URL_RE.fullmatch(url)) and (server := normalized_server(match["server"])):
+        return Repository(match["project"], match["slug"], server=server)
+    if match := SERVER_SSH_URL_RE.fullmatch(url):
+        return Repository(match["project"], match["slug"], ssh_host=match["host"].lower())
+    return None
+
+
+def shown_url(url: str) -> str:
+    """A URL from a build as a log line may show it: clipped, and without user info (a password)."""
+    return _clip(re.sub(r"(?<=://).*@", "", url))
+
+
+def normalized_server(url: str) -> str | None:
+    """A Data Center server's base URL as entries and builds are compared: https (http only on
+    loopback), host in lower case, no default port, no user, query or fragment, no trailing '/'; else None."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    host = (parts.hostname or "").lower()
+    netloc = f"[{host}]" if ":" in host else host  # an IPv6 address keeps its brackets
+    path = parts.path.rstrip("/")
+    if not _secure(parts.scheme, host) or parts.username or parts.query or parts.fragment or "@" in parts.netloc:
+        return None
+    if not SERVER_HOST_RE.fullmatch(netloc) or not SERVER_PATH_RE.fullmatch(path):
+        return None
+    shown_port = f":{port}" if port and port != DEFAULT_PORTS[parts.scheme] else ""
+    return f"{parts.scheme}://{netloc}{shown_port}{path}"
+
+
+def mirror_splits(name: str) -> list[tuple[str, str]]:
+    """Every way to split '<workspace>_<slug>', first '_' first."""
+    return [(name[:i], name[i + 1 :]) for i, char in enumerate(name) if char == "_"]
+
+
+def _target(found: Evidence, tag: str) -> Target | Skip:
+    """The evidence checked: names that cannot change a request's path, a full commit SHA, a bare branch."""
+    candidates = tuple(repository for given in found.candidates if (repository := valid_repository(given)))
+    if not candidates and not found.connected:
+        shown = ", ".join(_clip(r.full_name) for r in found.candidates) or "(none)"
+        return Skip(f"{found.origin} gives no valid Bitbucket repository name: {shown!r}", "ERROR")
+    commit = found.commit.lower()
+    if not SHA_RE.fullmatch(commit):
+        return Skip(f"{found.origin} gives no full 40-hex commit SHA (got {_clip(commit, 80)!r})", "ERROR")
+    ambiguous = found.mirror if len(candidates) > 1 else None  # which split works is learnt
+    branch = refname(found.branch)
+    tag_ref = None if branch or found.mirror else refname(tag)  # a mirror build's tag is not known
+    return Target(candidates, commit, branch, found.origin, ambiguous or None, tag_ref, found.connected or None)
+
+
+def valid_repository(repository: Repository) -> Repository | None:
+    """The repository if its names cannot change the shape of a request path, else None."""
+    if not SLUG_RE.fullmatch(repository.slug):
+        return None
+    if repository.on_cloud:
+        return repository if WORKSPACE_RE.fullmatch(repository.owner) else None
+    if not PROJECT_RE.fullmatch(repository.owner):
+        return None
+    # Project keys are upper case in the API and matched without case in clone URLs.
+    return repository if repository.owner.startswith("~") else replace(repository, owner=repository.owner.upper())
+
+
+def refname(branch: str) -> str | None:
+    """The bare branch name, or None when it cannot be one."""
+    branch = branch.removeprefix("refs/heads/")
+    if not branch or len(branch) > BRANCH_MAX or not branch.isprintable() or branch != branch.strip():
+        return None
+    return branch
+
+
+def allowed(target: Target, config: Config) -> Target | Skip:
+    """The target's repositories that BITBUCKET_REPOSITORIES allows, or why none is."""
+    if not config.repositories:
+        return target
+    kept = tuple(r for r in target.candidates if config.repositories.match(r.full_name))
+    if not kept:
+        names = ", ".join(r.full_name for r in target.candidates)
+        return Skip(f"repository {names} is not in BITBUCKET_REPOSITORIES")
+    return replace(target, candidates=kept)
+
+
+# --- Translation: the status (pure) ------------------------------------------
+
+
+@dataclass(frozen=True)
+class CommitStatus:
+    """A build's status, in the terms both sites share; each site makes its own body of it."""
+
+    key: str  # at most 40 characters (Cloud)
+    state: str  # Cloud's name: INPROGRESS, SUCCESSFUL, FAILED or STOPPED
+    name: str
+    url: str
+    description: str
+    refname: str | None = None  # the bare branch name
+    server_key: str = ""  # the same key, at most 255 characters (Data Center)
+    tag: str | None = None
+    parent: str = ""  # the trigger's name, else the key: what a Required builds merge check names
+    duration_ms: int | None = None  # of a finished build
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in FINAL_STATES
+
+
+@dataclass(frozen=True)
+class Update:
+    """One build's state, ready to post."""
+
+    build_id: str
+    target: Target
+    status: CommitStatus
+
+
+@dataclass(frozen=True)
+class Skip:
+    reason: str
+    severity: str = "INFO"
+
+
+def translate(build: Mapping[str, Any], config: Config) -> Update | Skip:
+    """Decide what a Build means for Bitbucket; no I/O."""
+    meaning = STATUS_MAP.get(build.get("status"))  # type: ignore[arg-type]
+    if meaning is None:
+        return Skip(f"build status {build.get('status')!r} has no Bitbucket state", "WARNING")
+    target = locate(build)
+    if isinstance(target, Skip):
+        return target
+    if not target.connected:  # a connected repository is checked once Cloud Build's API has said which it is
+        target = allowed(target, config)
+        if isinstance(target, Skip):
+            return target
+    server_key = status_key(build, SERVER_KEY_MAX)
+    status = CommitStatus(
+        key=status_key(build, KEY_MAX),
+        state=meaning.state,
+        name=_clip(trigger_name(build) or DEFAULT_NAME, NAME_MAX),
+        url=build_url(build),
+        description=describe(build),
+        refname=target.branch,
+        server_key=server_key,
+        tag=target.tag,
+        parent=_clip(trigger_name(build), 1024) or server_key,
+        duration_ms=_duration_ms(build) if meaning.phase == FINAL else None,
+    )
+    return Update(build["id"], target, status)
+
+
+def status_key(build: Mapping[str, Any], limit: int = KEY_MAX) -> str:
+    """A key stable across runs of one trigger, so a re-run replaces its status."""
+    chosen = (
+        _text(substitutions(build).get("_BITBUCKET_KEY")) or _text(build.get("buildTriggerId")) or trigger_name(build)
+    )
+    if not chosen:
+        return DEFAULT_KEY
+    if len(chosen) <= limit and KEY_RE.fullmatch(chosen):
+        return chosen
+    # Too long, or not plain: hash it (a truncated key could collide).
+    return hashlib.sha1(chosen.encode("utf-8", "surrogatepass"), usedforsecurity=False).hexdigest()
+
+
+def build_url(build: Mapping[str, Any]) -> str:
+    url = _text(build.get("logUrl"))
+    if url.startswith("https://") and len(url) <= URL_MAX and url.isprintable():
+        return url
+    project = _text(build.get("projectId"))
+    fallback = f"https://console.cloud.google.com/cloud-build/builds/{build['id']}"
+    if project:
+        fallback += f"?project={project}"
+    return fallback[:URL_MAX]
 
 
 # --- Credentials -------------------------------------------------------------
@@ -666,6 +735,7 @@ def _clip(text: str, limit: int) -> str:
 
 CONSUMER = "OAuth consumer"
 SHAPES = (("Basic", ("username", "password")), (CONSUMER, ("client_id", "client_secret")), ("Bearer", ("token",)))
+SHAPES_TEXT = '{"username": ..., "password": ...}, {"token": ...} or {"client_id": ..., "client_secret": ...}'
 ENTRY_FIELDS = frozenset(
     {"username", "password", "client_id", "client_secret", "token", "repositories", "server", "ca_certificate"}
 )
@@ -681,22 +751,17 @@ class Credential:
     position: int  # 1-based, how log lines and errors name the entry
     scheme: str  # "Basic", "Bearer", or CONSUMER (exchanged for a Bearer token)
     secret: str = field(repr=False)
-    repositories: tuple[str, ...] = ()  # lower-case shell-style patterns of workspace/repo_slug; () = every one
+    repositories: Patterns = field(default_factory=Patterns)  # none: every repository of its site
     server: str | None = None  # a Data Center server's base URL; None: Bitbucket Cloud
     ca_certificate: str | None = None  # PEM of the CA that signed the server's certificate
 
     def serves(self, repository: Repository) -> bool:
-        if not self.on_site_of(repository):
-            return False
-        name = repository.full_name.lower()
-        return not self.repositories or any(fnmatch.fnmatchcase(name, p) for p in self.repositories)
+        return self.on_site_of(repository) and self.repositories.match(repository.full_name)
 
     def on_site_of(self, repository: Repository) -> bool:
         """Whether this entry's site is the repository's (an SSH clone URL names only the host)."""
-        if self.server is None or repository.server is None:
-            return self.server == repository.server
-        if repository.server.startswith("ssh://"):
-            return urlsplit(self.server).hostname == repository.server.removeprefix("ssh://")
+        if repository.ssh_host is not None:
+            return self.server is not None and urlsplit(self.server).hostname == repository.ssh_host
         return self.server == repository.server
 
     def authorization(self) -> str:
@@ -716,8 +781,7 @@ def parse_credentials(raw: str | bytes, where: str) -> tuple[Credential, ...]:
     if isinstance(data, list) and data:
         return tuple(_entry(item, n, f"entry {n} of {where}") for n, item in enumerate(data, 1))
     raise ConfigurationError(
-        f"{where} does not hold Bitbucket credentials: expected JSON "
-        '{"username": ..., "password": ...}, {"token": ...} or {"client_id": ..., "client_secret": ...}, '
+        f"{where} does not hold Bitbucket credentials: expected JSON {SHAPES_TEXT}, "
         "or a non-empty array of such objects"
     )
 
@@ -729,12 +793,12 @@ def _entry(data: Any, position: int, where: str) -> Credential:
     if unknown:
         shown = [repr(name) if FIELD_NAME_RE.fullmatch(name) else "(a field that is not a name)" for name in unknown]
         raise ConfigurationError(f"{where} has an unknown field: {', '.join(shown)}")
+    nulls = sorted(name for name, value in data.items() if value is None)
+    if nulls:  # a null is not an absent field: {"server": null} must not become a Bitbucket Cloud entry
+        raise ConfigurationError(f"{where} has a null {', '.join(repr(n) for n in nulls)}: leave a field out instead")
     shapes = [(scheme, names) for scheme, names in SHAPES if any(name in data for name in names)]
     if len(shapes) != 1 or not _all_text(*(data.get(name) for name in shapes[0][1])):
-        raise ConfigurationError(
-            f"{where} does not hold Bitbucket credentials: expected exactly one of "
-            '{"username": ..., "password": ...}, {"token": ...} or {"client_id": ..., "client_secret": ...}'
-        )
+        raise ConfigurationError(f"{where} does not hold Bitbucket credentials: expected exactly one of {SHAPES_TEXT}")
     scheme, names = shapes[0]
     server, ca_certificate = _site(data, scheme, where)
     if scheme == "Bearer":
@@ -746,16 +810,16 @@ def _entry(data: Any, position: int, where: str) -> Credential:
         if ":" in user:
             raise ConfigurationError(f"{where} holds a {names[0]} with a ':', which HTTP Basic cannot carry")
         secret = base64.b64encode(f"{user}:{password}".encode()).decode()
-    return Credential(position, scheme, secret, _patterns(data.get("repositories"), where), server, ca_certificate)
+    return Credential(position, scheme, secret, _patterns(data, where), server, ca_certificate)
 
 
 def _site(data: Mapping[str, Any], scheme: str, where: str) -> tuple[str | None, str | None]:
     """A Data Center entry's server and CA certificate, checked; (None, None) for Bitbucket Cloud."""
-    server, ca = data.get("server"), data.get("ca_certificate")
-    if server is None:
-        if ca is not None:
+    if "server" not in data:
+        if "ca_certificate" in data:
             raise ConfigurationError(f'{where} has a "ca_certificate" but no "server"')
         return None, None
+    server, ca = data["server"], data.get("ca_certificate")
     normalized = normalized_server(server) if isinstance(server, str) else None
     if normalized is None:
         raise ConfigurationError(f'{where} has a "server" that is not an https:// URL (plain http only on loopback)')
@@ -778,16 +842,17 @@ def _is_certificate(pem: Any) -> bool:
     return True
 
 
-def _patterns(value: Any, where: str) -> tuple[str, ...]:
-    if value is None:
-        return ()
+def _patterns(data: Mapping[str, Any], where: str) -> Patterns:
+    if "repositories" not in data:
+        return Patterns()
+    value = data["repositories"]
     if (
         not isinstance(value, list)
         or not value
         or not all(isinstance(p, str) and PATTERN_RE.fullmatch(p) for p in value)
     ):
         raise ConfigurationError(f'{where} has "repositories" that are not a list of "workspace/repo_slug" patterns')
-    return tuple(p.lower() for p in value)
+    return Patterns(tuple(value))
 
 
 def _all_text(*values: Any) -> bool:
@@ -846,15 +911,15 @@ class SecretManagerCredentials:
         return parse_credentials(payload, f"{version} (CREDENTIALS_SECRET)")
 
 
+@dataclass
 class BucketCredentials:
     """A KMS-encrypted object in a bucket: the original function's design."""
 
-    def __init__(self, bucket: str, blob: str, key_id: str, kms_endpoint: str | None = None) -> None:
-        self.bucket = bucket
-        self.blob = blob
-        self.key_id = key_id
-        self.kms_endpoint = kms_endpoint
-        self._clients: tuple[Any, Any] | None = None
+    bucket: str
+    blob: str
+    key_id: str
+    kms_endpoint: str | None = None
+    _clients: tuple[Any, Any] | None = field(default=None, init=False, repr=False)
 
     def fetch(self) -> tuple[Credential, ...]:
         storage_client, kms_client = self._get_clients()
@@ -920,20 +985,95 @@ def credential_source(env: Mapping[str, str]) -> CredentialSource:
     )
 
 
-# --- The Bitbucket client ----------------------------------------------------
+@dataclass
+class Keyring:
+    """The credentials document, read from its source on the first event that needs it and again,
+    once, when Bitbucket refuses one of its credentials (so a rotated entry reaches warm instances);
+    and one OAuth token per consumer entry, kept until shortly before it expires."""
+
+    SERVED_MEMORY = 4096  # repositories whose serving entry is remembered until the document is read again
+
+    source: CredentialSource
+    session: requests.Session
+    token_url: str
+    timeout: Any
+    _entries: tuple[Credential, ...] | None = field(default=None, init=False)
+    _served: dict[Repository, Credential | None] = field(default_factory=dict, init=False)  # → first entry serving it
+    _tokens: dict[str, tuple[str, float]] = field(default_factory=dict, init=False)  # secret → (header, renew at)
+    _lock: threading.RLock = field(default_factory=threading.RLock, init=False)
+
+    def entry_for(self, repository: Repository) -> Credential | None:
+        """The first entry that serves the repository; reads the document on first use."""
+        with self._lock:
+            if self._entries is None:
+                self._entries = self.source.fetch()
+                self._served = {}
+            if repository not in self._served:
+                if len(self._served) >= self.SERVED_MEMORY:
+                    self._served.clear()
+                self._served[repository] = next((e for e in self._entries if e.serves(repository)), None)
+            return self._served[repository]
+
+    def sign(self, repository: Repository, refused: str | None = None) -> tuple[Credential, str]:
+        """The entry serving the repository and its Authorization header. With `refused`, the header
+        Bitbucket answered 401 to: the document is read again, unless another thread already did."""
+        with self._lock:
+            if refused is not None and refused in (self._cached_header(repository), *self._token_headers()):
+                self._entries = None
+                self._tokens = {k: v for k, v in self._tokens.items() if v[0] != refused}
+            try:
+                return self._sign(repository)
+            except ConsumerRefused:  # the consumer's secret may have been rotated since it was read
+                self._entries = None
+                return self._sign(repository)
+
+    def _sign(self, repository: Repository) -> tuple[Credential, str]:
+        entry = self.entry_for(repository)
+        if entry is None:
+            raise NotServed(f"no entry of the credentials serves {repository.shown()} any more, so nothing is sent")
+        if entry.scheme != CONSUMER:
+            return entry, entry.authorization()
+        token = self._tokens.get(entry.secret)
+        if token is None or time.monotonic() >= token[1]:
+            token = self._tokens[entry.secret] = self._exchange(entry)
+        return entry, token[0]
+
+    def _cached_header(self, repository: Repository) -> str | None:
+        entry = self.entry_for(repository) if self._entries is not None else None
+        return entry.authorization() if entry else None
+
+    def _token_headers(self) -> list[str]:
+        return [header for header, _ in self._tokens.values()]
+
+    def _exchange(self, consumer: Credential) -> tuple[str, float]:
+        """The client-credentials grant: one token serves every event until it nearly expires."""
+        response = send(
+            self.session,
+            "POST",
+            self.token_url,
+            data={"grant_type": "client_credentials"},
+            headers={"Authorization": consumer.authorization()},
+            timeout=self.timeout,
+        )
+        body = _json(response)
+        token, lifetime = body.get("access_token"), body.get("expires_in")
+        if response.status_code != 200 or not _all_text(token):
+            reason = _text(body.get("error_description")) or _text(body.get("error")) or response.reason
+            refused = ConsumerRefused if response.status_code in (400, 401) else TransientError
+            raise refused(
+                f"Bitbucket refused the OAuth consumer of credential entry {consumer.position}: "
+                f"{response.status_code} {_clip(reason)}"
+            )
+        lifetime = float(lifetime) if isinstance(lifetime, (int, float)) and lifetime > 0 else 3600.0
+        return f"Bearer {token}", time.monotonic() + lifetime - min(60.0, lifetime / 2)
 
 
-class RemoteStatus(NamedTuple):
-    """A status as Bitbucket shows it."""
-
-    state: str
-    url: str
-    description: str
-    updated_on: datetime | None
+# --- Sending a request ---------------------------------------------------------
 
 
 def http_session(backoff_seconds: float, attempt_seconds: float) -> requests.Session:
-    """One keep-alive session; 429, 5xx and dropped connections retried within the event's deadline."""
+    """One keep-alive session: 5xx answers and dropped connections retried with backoff, and a 429 or
+    503 that carries Retry-After after that wait, each only while it fits in the event's deadline."""
     import requests
     from requests.adapters import HTTPAdapter
     from urllib3.exceptions import MaxRetryError, ResponseError
@@ -978,15 +1118,14 @@ def send(
     verify: str | bool = True,
     **kwargs: Any,
 ) -> requests.Response:
-    """One request with TLS verified (against the CA file `verify` names, or the system's), ending by
-    the event's deadline; a network failure becomes a TransientError."""
+    """Every request the function makes: TLS verified (against the CA file `verify` names, or the
+    system's), ending by the event's deadline; a network failure becomes a TransientError."""
     import requests
+    from urllib3.util import Timeout
 
     left = time_left()
     if left <= 0:
         raise TransientError(f"{method} not sent: the event's deadline (EVENT_DEADLINE_SECONDS) has passed")
-    from urllib3.util import Timeout
-
     limit = Timeout(connect=min(timeout[0], left), read=min(timeout[1], left), total=min(sum(timeout), left))
     try:
         return session.request(method, url, verify=verify, timeout=limit, **kwargs)
@@ -997,72 +1136,35 @@ def send(
             'server, set "ca_certificate" in its entry of the credentials to the PEM of the CA that signed it'
         ) from None
     except requests.RequestException as error:
-        raise TransientError(f"{method} to Bitbucket failed: {type(error).__name__}") from None
+        raise TransientError(f"{method} to {urlsplit(url).hostname} failed: {type(error).__name__}") from None
 
 
-class Keyring:
-    """The credentials document, read from its source on the first event that needs it and again,
-    once, when Bitbucket refuses one of its credentials (so a rotated entry reaches warm instances);
-    one OAuth token per consumer entry, kept until shortly before it expires; and each entry's
-    hourly budget: after Bitbucket says it is nearly spent, only final states are posted with it."""
+def _json(response: requests.Response) -> Mapping[str, Any]:
+    try:
+        return _dict(response.json())
+    except ValueError:
+        return {}
 
-    def __init__(
-        self, source: CredentialSource, session: requests.Session, token_url: str, timeout: Any, cooldown: float
-    ) -> None:
-        self.source = source
-        self.session = session
-        self.token_url = token_url
-        self.timeout = timeout
+
+class Budget:
+    """Each credential's hourly budget: once Bitbucket says it is nearly spent (X-RateLimit-NearLimit),
+    only final states are posted with that credential for the cooldown. Kept per credential value, so a
+    rotated token starts afresh."""
+
+    def __init__(self, cooldown: float) -> None:
         self.cooldown = cooldown
-        self._entries: tuple[Credential, ...] | None = None
-        self._tokens: dict[str, tuple[str, float]] = {}  # consumer secret → (header, time.monotonic() to renew at)
         self._spent_until: dict[str, float] = {}  # credential secret → end of its cooldown (time.monotonic())
-        self._ca_files: dict[str, str] = {}  # CA certificate (PEM) → the file requests verifies against
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()
 
-    def entry_for(self, repository: Repository) -> Credential | None:
-        """The first entry that serves the repository; reads the document on first use."""
-        with self._lock:
-            if self._entries is None:
-                self._entries = self.source.fetch()
-            return next((entry for entry in self._entries if entry.serves(repository)), None)
-
-    def sign(self, repository: Repository, refused: str | None = None) -> tuple[Credential, str]:
-        """The entry serving the repository and its Authorization header. With `refused`, the header
-        Bitbucket answered 401 to: the document is read again, unless another thread already did."""
-        with self._lock:
-            if refused is not None and refused in (self._cached_header(repository), *self._token_headers()):
-                self._entries = None
-                self._tokens = {k: v for k, v in self._tokens.items() if v[0] != refused}
-            try:
-                return self._sign(repository)
-            except ConsumerRefused:  # the consumer's secret may have been rotated since it was read
-                self._entries = None
-                return self._sign(repository)
-
-    def verify(self, entry: Credential) -> str | bool:
-        """What TLS verification trusts for the entry's site: its own CA only, or the system's."""
-        if entry.ca_certificate is None:
-            return True
-        with self._lock:
-            if entry.ca_certificate not in self._ca_files:
-                import tempfile
-
-                with tempfile.NamedTemporaryFile("w", suffix=".pem", prefix="bitbucket-ca-", delete=False) as file:
-                    file.write(entry.ca_certificate)  # a public certificate, not a secret
-                self._ca_files[entry.ca_certificate] = file.name
-            return self._ca_files[entry.ca_certificate]
-
-    def budget_nearly_spent(self, repository: Repository) -> bool:
-        entry = self.entry_for(repository)
+    def nearly_spent(self, entry: Credential | None) -> bool:
         return entry is not None and self._spent_until.get(entry.secret, 0.0) > time.monotonic()
 
-    def note_budget(self, entry: Credential, headers: Mapping[str, str]) -> None:
+    def note(self, entry: Credential, headers: Mapping[str, str]) -> None:
         """Bitbucket's X-RateLimit-* headers of a response to `entry`'s credential."""
         if headers.get("X-RateLimit-NearLimit", "").lower() != "true":
             return
         with self._lock:
-            if self._spent_until.get(entry.secret, 0.0) > time.monotonic():
+            if self.nearly_spent(entry):
                 return
             self._spent_until[entry.secret] = time.monotonic() + self.cooldown
         limit = _clip(headers.get("X-RateLimit-Limit", "not given"), 20)
@@ -1073,67 +1175,71 @@ class Keyring:
             credential=entry.position,
         )
 
-    def _sign(self, repository: Repository) -> tuple[Credential, str]:
-        entry = self.entry_for(repository)
-        if entry is None:
-            raise ConfigurationError(f"no entry of the credentials serves {repository.full_name} any more")
-        if entry.scheme != CONSUMER:
-            return entry, entry.authorization()
-        token = self._tokens.get(entry.secret)
-        if token is None or time.monotonic() >= token[1]:
-            token = self._tokens[entry.secret] = self._exchange(entry)
-        return entry, token[0]
 
-    def _cached_header(self, repository: Repository) -> str | None:
-        entry = next((e for e in self._entries or () if e.serves(repository)), None)
-        return entry.authorization() if entry else None
+class CertificateFiles:
+    """What TLS verification trusts for an entry's site: its own CA only, written once to a temporary
+    file that requests verifies the server against; or, with no CA given, the system's."""
 
-    def _token_headers(self) -> list[str]:
-        return [header for header, _ in self._tokens.values()]
+    def __init__(self) -> None:
+        self._files: dict[str, str] = {}  # CA certificate (PEM) → its file
+        self._lock = threading.Lock()
 
-    def _exchange(self, consumer: Credential) -> tuple[str, float]:
-        """The client-credentials grant: one token serves every event until it nearly expires."""
-        response = send(
-            self.session,
-            "POST",
-            self.token_url,
-            data={"grant_type": "client_credentials"},
-            headers={"Authorization": consumer.authorization()},
-            timeout=self.timeout,
-        )
-        body = _json(response)
-        token, lifetime = body.get("access_token"), body.get("expires_in")
-        if response.status_code != 200 or not _all_text(token):
-            reason = _text(body.get("error_description")) or _text(body.get("error")) or response.reason
-            refused = ConsumerRefused if response.status_code in (400, 401) else TransientError
-            raise refused(
-                f"Bitbucket refused the OAuth consumer of credential entry {consumer.position}: "
-                f"{response.status_code} {_clip(reason, 200)}"
-            )
-        lifetime = float(lifetime) if isinstance(lifetime, (int, float)) and lifetime > 0 else 3600.0
-        return f"Bearer {token}", time.monotonic() + lifetime - min(60.0, lifetime / 2)
+    def verify(self, entry: Credential) -> str | bool:
+        if entry.ca_certificate is None:
+            return True
+        with self._lock:
+            if entry.ca_certificate not in self._files:
+                import tempfile
+
+                with tempfile.NamedTemporaryFile("w", suffix=".pem", prefix="bitbucket-ca-", delete=False) as file:
+                    file.write(entry.ca_certificate)  # a public certificate, not a secret
+                self._files[entry.ca_certificate] = file.name
+            return self._files[entry.ca_certificate]
 
 
+# --- The Bitbucket client: two sites -------------------------------------------
+
+
+class RemoteStatus(NamedTuple):
+    """A status as Bitbucket shows it."""
+
+    state: str  # Cloud's name
+    url: str
+    description: str
+    updated_on: datetime | None
+
+
+@dataclass
 class Client:
     """Calls to Bitbucket signed with the credential that serves the repository: one 401 reads the
     credentials again and repeats the call; what is left of a failure after urllib3's retries is
-    raised as TransientError (RateLimited for 429) or Rejected."""
+    raised as TransientError (RateLimited for 429) or Rejected. A 404 means no such repository to a
+    write, and no such status (or repository) to a read."""
 
-    def __init__(self, keyring: Keyring, session: requests.Session, timeout: Any) -> None:
-        self.keyring = keyring
-        self.session = session
-        self.timeout = timeout
+    keyring: Keyring
+    budget: Budget
+    certificates: CertificateFiles
+    session: requests.Session
+    timeout: Any
 
-    def call(
-        self, repository: Repository, method: str, url: str, body: Any = None, params: Any = None
-    ) -> requests.Response:
+    def read(self, repository: Repository, url: str, params: Any = None) -> Mapping[str, Any] | None:
+        """The JSON body Bitbucket answers, or None for 404."""
+        response = self._call(repository, "GET", url, params=params)
+        return None if response.status_code == 404 else _json(response)
+
+    def write(self, repository: Repository, method: str, url: str, body: Any) -> None:
+        response = self._call(repository, method, url, body=body)
+        if response.status_code == 404:
+            raise RepositoryNotFound(f"Bitbucket answered 404: {bitbucket_error(response)}")
+
+    def _call(self, repository: Repository, method: str, url: str, body: Any = None, params: Any = None) -> Any:
         entry, header = self.keyring.sign(repository)
-        response = self._request(entry, method, url, body, params, header)
+        response = self._send(entry, method, url, body, params, header)
         if response.status_code == 401:
             # The credential may have been rotated since this instance read it.
             entry, header = self.keyring.sign(repository, refused=header)
-            response = self._request(entry, method, url, body, params, header)
-        self.keyring.note_budget(entry, response.headers)
+            response = self._send(entry, method, url, body, params, header)
+        self.budget.note(entry, response.headers)
         if response.ok or response.status_code == 404:
             return response
         message = f"Bitbucket answered {response.status_code} to {method}: {bitbucket_error(response)}"
@@ -1145,32 +1251,55 @@ class Client:
             raise TransientError(message)
         raise Rejected(message)
 
-    def _request(
-        self, entry: Credential, method: str, url: str, body: Any, params: Any, header: str
-    ) -> requests.Response:
+    def _send(self, entry: Credential, method: str, url: str, body: Any, params: Any, header: str) -> Any:
         headers = {"Authorization": header, "Accept": "application/json"}
-        verify = self.keyring.verify(entry)
+        verify = self.certificates.verify(entry)
         return send(self.session, method, url, self.timeout, verify, json=body, params=params, headers=headers)
 
 
-# Each site knows its paths, its body and its answers; signing, retries and never-backwards are shared.
+def bitbucket_error(response: requests.Response) -> str:
+    """Bitbucket's own words from an error body (Cloud's `error`, Data Center's `errors`), or the reason phrase."""
+    body = _json(response)
+    errors = body.get("errors")
+    error = _dict(body.get("error")) or (_dict(errors[0]) if isinstance(errors, list) and errors else {})
+    message = _text(error.get("message")) or response.reason or "no error message"
+    fields = _dict(error.get("fields"))
+    if fields:
+        message += " (" + "; ".join(f"{k}: {v}" for k, v in fields.items()) + ")"
+    return _clip(message, 500)
 
 
+class Site(Protocol):
+    """What the reporter needs of a site; signing, retries and never-backwards are written once above."""
+
+    def body(self, status: CommitStatus) -> dict[str, Any]: ...
+    def read(self, repository: Repository, commit: str, status: CommitStatus) -> RemoteStatus | None: ...
+    def write(self, repository: Repository, commit: str, status: CommitStatus) -> None: ...
+
+
+@dataclass
 class BitbucketCloud:
-    """The commit-status endpoints of Bitbucket Cloud."""
+    """Bitbucket Cloud's commit statuses: its paths, its body (`commitstatus`) and its answers."""
 
-    def __init__(self, api_url: str, client: Client) -> None:
-        self.api_url = api_url
-        self.client = client
+    api_url: str
+    client: Client
 
-    def key(self, status: CommitStatus) -> str:
-        return status.key
+    def body(self, status: CommitStatus) -> dict[str, str]:
+        body = {
+            "key": status.key,
+            "state": status.state,
+            "name": status.name,
+            "url": status.url,
+            "description": status.description,
+        }
+        if status.refname:
+            body["refname"] = status.refname
+        return body
 
     def read(self, repository: Repository, commit: str, status: CommitStatus) -> RemoteStatus | None:
-        response = self.client.call(repository, "GET", f"{self._statuses(repository, commit)}/{status.key}")
-        if response.status_code == 404:
+        body = self.client.read(repository, f"{self._statuses(repository, commit)}/{status.key}")
+        if body is None:
             return None
-        body = _json(response)
         return RemoteStatus(
             state=_text(body.get("state")),
             url=_text(body.get("url")),
@@ -1179,41 +1308,33 @@ class BitbucketCloud:
         )
 
     def write(self, repository: Repository, commit: str, status: CommitStatus) -> None:
-        response = self.client.call(repository, "POST", self._statuses(repository, commit), status.body())
-        if response.status_code == 404:
-            raise RepositoryNotFound(f"Bitbucket answered 404: {bitbucket_error(response)}")
+        self.client.write(repository, "POST", self._statuses(repository, commit), self.body(status))
 
     def _statuses(self, repository: Repository, commit: str) -> str:
-        return f"{self.api_url}/repositories/{repository.workspace}/{repository.slug}/commit/{commit}/statuses/build"
+        return f"{self.api_url}/repositories/{repository.owner}/{repository.slug}/commit/{commit}/statuses/build"
 
 
+# Data Center names Cloud's STOPPED "CANCELLED".
+DATA_CENTER_STATES = {
+    "INPROGRESS": "INPROGRESS",
+    "SUCCESSFUL": "SUCCESSFUL",
+    "FAILED": "FAILED",
+    "STOPPED": "CANCELLED",
+}
+STATES_FROM_DATA_CENTER = {server: cloud for cloud, server in DATA_CENTER_STATES.items()}
+
+
+@dataclass
 class BitbucketDataCenter:
-    """The build-status endpoints of a Bitbucket Data Center server (the repository names it)."""
+    """A Bitbucket Data Center server's build statuses (the repository names the server): its paths,
+    its body and its answers."""
 
-    def __init__(self, client: Client) -> None:
-        self.client = client
+    client: Client
 
-    def key(self, status: CommitStatus) -> str:
-        return status.server_key
-
-    def read(self, repository: Repository, commit: str, status: CommitStatus) -> RemoteStatus | None:
-        params = {"key": status.server_key}
-        response = self.client.call(repository, "GET", self._builds(repository, commit), params=params)
-        if response.status_code == 404:
-            return None
-        body = _json(response)
-        state, updated = _text(body.get("state")), body.get("updatedDate")
-        return RemoteStatus(
-            state=STATES_FROM_SERVER.get(state, state),
-            url=_text(body.get("url")),
-            description=_text(body.get("description")),
-            updated_on=datetime.fromtimestamp(updated / 1000, UTC) if isinstance(updated, int) else None,
-        )
-
-    def write(self, repository: Repository, commit: str, status: CommitStatus) -> None:
+    def body(self, status: CommitStatus) -> dict[str, Any]:
         body: dict[str, Any] = {
             "key": status.server_key,
-            "state": SERVER_STATES[status.state],
+            "state": DATA_CENTER_STATES[status.state],
             "name": status.name,
             "url": status.url,
             "description": status.description,
@@ -1223,19 +1344,37 @@ class BitbucketDataCenter:
             body["ref"] = f"refs/heads/{status.refname}" if status.refname else f"refs/tags/{status.tag}"
         if status.duration_ms is not None:
             body["duration"] = status.duration_ms
-        response = self.client.call(repository, "POST", self._builds(repository, commit), body)
-        if response.status_code == 404:
-            raise RepositoryNotFound(f"Bitbucket answered 404: {bitbucket_error(response)}")
+        return body
+
+    def read(self, repository: Repository, commit: str, status: CommitStatus) -> RemoteStatus | None:
+        body = self.client.read(repository, self._builds(repository, commit), params={"key": status.server_key})
+        if body is None:
+            return None
+        state, updated = _text(body.get("state")), body.get("updatedDate")
+        return RemoteStatus(
+            state=STATES_FROM_DATA_CENTER.get(state, state),
+            url=_text(body.get("url")),
+            description=_text(body.get("description")),
+            updated_on=datetime.fromtimestamp(updated / 1000, UTC) if isinstance(updated, int) else None,
+        )
+
+    def write(self, repository: Repository, commit: str, status: CommitStatus) -> None:
+        self.client.write(repository, "POST", self._builds(repository, commit), self.body(status))
 
     def _builds(self, repository: Repository, commit: str) -> str:
-        project, slug = repository.workspace, repository.slug
+        project, slug = repository.owner, repository.slug
         return f"{repository.server}/rest/api/latest/projects/{project}/repos/{slug}/commits/{commit}/builds"
 
 
-class Connections:
+# --- Cloud Build's API ---------------------------------------------------------
+
+
+class CloudBuild:
     """Where a repository of a Cloud Build connection lives, as Cloud Build's own API says:
     GET {CLOUD_BUILD_API_ENDPOINT}/v2/{repository} with the function's Google credentials, once per
-    repository per instance. None when the API may not be asked (403, 404): REPO_FULL_NAME then."""
+    repository per instance. None when the API may not be asked (403, 404, no Google credentials):
+    REPO_FULL_NAME then. 408, 429, 5xx and failures to reach it are transient; any other answer
+    raises NotLocated, and nothing is remembered."""
 
     SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 
@@ -1265,13 +1404,31 @@ class Connections:
                 self._fall_back(repository, "the function has no Google credentials")
                 return None
             self._session = AuthorizedSession(credentials)
-        response = send(self._session, "GET", f"{self.api_url}/v2/{repository}", self.timeout)
-        if response.status_code == 429 or response.status_code >= 500:
-            raise TransientError(f"Cloud Build's API answered {response.status_code} for {repository}")
-        if not response.ok:
-            self._fall_back(repository, f"answered {response.status_code}")
+        response = self._get(f"{self.api_url}/v2/{repository}")
+        code = response.status_code
+        if code in (408, 429) or code >= 500:
+            raise TransientError(f"Cloud Build's API answered {code} for {repository}")
+        if code in (403, 404):
+            self._fall_back(repository, f"answered {code}")
             return None
+        if not response.ok:
+            raise NotLocated(f"Cloud Build's API answered {code} for the build's connected repository {repository}")
         return _text(_json(response).get("remoteUri")) or None
+
+    def _get(self, url: str) -> requests.Response:
+        """A GET with the function's Google credentials; google-auth's own failures become ours."""
+        from google.auth import exceptions
+
+        try:
+            return send(self._session, "GET", url, self.timeout)
+        except exceptions.RefreshError as error:
+            if getattr(error, "retryable", False):
+                raise TransientError("the function's Google credentials could not be refreshed this time") from None
+            raise ConfigurationError(
+                "Google refused to refresh the function's credentials (google.auth RefreshError) for Cloud Build's API"
+            ) from None
+        except exceptions.GoogleAuthError as error:  # TransportError: Google's token endpoint did not answer
+            raise TransientError(f"Google's token endpoint could not be reached ({type(error).__name__})") from None
 
     def _fall_back(self, repository: str, why: str) -> None:
         if self._warned:
@@ -1285,35 +1442,16 @@ class Connections:
         )
 
 
-def _json(response: requests.Response) -> Mapping[str, Any]:
-    try:
-        return _dict(response.json())
-    except ValueError:
-        return {}
+# --- Reporting: never backwards ------------------------------------------------
 
 
-def bitbucket_error(response: requests.Response) -> str:
-    """Bitbucket's own words from an error body (Cloud's `error`, Data Center's `errors`), or the reason phrase."""
-    body = _json(response)
-    errors = body.get("errors")
-    error = _dict(body.get("error")) or (_dict(errors[0]) if isinstance(errors, list) and errors else {})
-    message = _text(error.get("message")) or response.reason or "no error message"
-    fields = _dict(error.get("fields"))
-    if fields:
-        message += " (" + "; ".join(f"{k}: {v}" for k, v in fields.items()) + ")"
-    return _clip(message, 500)
-
-
-# --- Reporting: never backwards, once in effect -------------------------------
-
-
-class Known(NamedTuple):
+class LastShown(NamedTuple):
     """What this instance last saw Bitbucket show under one status identity."""
 
-    build_id: str
+    build_id: str  # "" when it showed another build
     state: str
     description: str
-    written_here: bool
+    written_here: bool  # this instance wrote it
 
 
 POSTED = "posted"
@@ -1322,19 +1460,50 @@ STALE = "Bitbucket shows a later state, so this message is stale"
 BUDGET_SPENT = "the hourly budget of its credential is nearly spent: only final states are posted with it for now"
 
 
+class Memory:
+    """The last status shown under each identity, least recently used forgotten first, and one lock per
+    identity (striped): two events of one status never read and write at once."""
+
+    SIZE = 2048
+    STRIPES = 64
+
+    def __init__(self) -> None:
+        self._shown: OrderedDict[tuple[str, ...], LastShown] = OrderedDict()
+        self._stripes = [threading.Lock() for _ in range(self.STRIPES)]
+        self._lock = threading.Lock()
+
+    def lock(self, identity: tuple[str, ...]) -> threading.Lock:
+        return self._stripes[hash(identity) % len(self._stripes)]
+
+    def recall(self, identity: tuple[str, ...]) -> LastShown | None:
+        with self._lock:
+            shown = self._shown.get(identity)
+            if shown:
+                self._shown.move_to_end(identity)
+            return shown
+
+    def remember(self, identity: tuple[str, ...], shown: LastShown) -> None:
+        with self._lock:
+            self._shown[identity] = shown
+            self._shown.move_to_end(identity)
+            while len(self._shown) > self.SIZE:
+                self._shown.popitem(last=False)
+
+    def forget(self, identity: tuple[str, ...]) -> None:
+        with self._lock:
+            self._shown.pop(identity, None)
+
+
+@dataclass
 class Reporter:
     """Posts updates to their site so a status never moves backwards and repeats cost nothing."""
 
-    MEMORY_SIZE = 2048
-
-    def __init__(self, cloud: BitbucketCloud, data_center: BitbucketDataCenter, keyring: Keyring) -> None:
-        self.cloud = cloud
-        self.data_center = data_center
-        self.keyring = keyring
-        self._known: OrderedDict[tuple[str, ...], Known] = OrderedDict()
-        self._mirrors: dict[str, Repository] = {}
-        self._locks = [threading.Lock() for _ in range(64)]
-        self._lock = threading.Lock()
+    cloud: BitbucketCloud
+    data_center: BitbucketDataCenter
+    keyring: Keyring
+    budget: Budget
+    memory: Memory = field(default_factory=lambda: Memory())
+    _mirror_splits: dict[str, Repository] = field(default_factory=dict)  # repoName → the split Bitbucket accepted
 
     def report(self, update: Update, published: datetime | None) -> tuple[str, Repository]:
         """Post the update unless it would be stale; say what happened, and to which repository."""
@@ -1347,7 +1516,7 @@ class Reporter:
         return self._report_to(last, update, published)
 
     def _ordered(self, target: Target) -> tuple[Repository, ...]:
-        known = self._mirrors.get(target.mirror or "")
+        known = self._mirror_splits.get(target.mirror or "")
         if known in target.candidates:
             return (known, *(r for r in target.candidates if r != known))
         return target.candidates
@@ -1355,73 +1524,41 @@ class Reporter:
     def _report_to(self, repository: Repository, update: Update, published: datetime | None) -> tuple[str, Repository]:
         outcome = self._post_unless_stale(repository, update, published)
         if update.target.mirror:
-            self._mirrors[update.target.mirror] = repository  # the split that worked
+            self._mirror_splits[update.target.mirror] = repository
         return outcome, repository
 
     def _post_unless_stale(self, repository: Repository, update: Update, published: datetime | None) -> str:
         status = update.status
-        site = self.cloud if repository.server is None else self.data_center
-        identity = (
-            repository.server or "",
-            repository.full_name,
-            update.target.commit,
-            site.key(status),
-            status.refname or "",
-        )
-        with self._locks[hash(identity) % len(self._locks)]:
-            known = self._recall(identity)
-            if known and known.build_id == update.build_id and not _advances(known.state, known.description, status):
+        site: Site = self.cloud if repository.server is None else self.data_center
+        commit = update.target.commit
+        key = site.body(status)["key"]
+        identity = (repository.server or "", repository.full_name, commit, key, status.refname or "")
+        with self.memory.lock(identity):
+            last = self.memory.recall(identity)
+            if last and last.build_id == update.build_id and not _advances(last.state, last.description, status):
                 return ALREADY_SHOWN
-            if not status.is_final and self.keyring.budget_nearly_spent(repository):
+            if not status.is_final and self.budget.nearly_spent(self.keyring.entry_for(repository)):
                 return BUDGET_SPENT
-            if not status.is_final and not (known and known.written_here and known.build_id == update.build_id):
-                remote = site.read(repository, update.target.commit, status)
-                if remote and not _should_replace(remote, update, published):
+            if not status.is_final and not (last and last.written_here and last.build_id == update.build_id):
+                remote = site.read(repository, commit, status)
+                if remote and not _replaces(update, remote, published):
                     shown = update.build_id if _shows_build(remote, update.build_id) else ""
-                    self._remember(identity, Known(shown, remote.state, remote.description, False))
+                    self.memory.remember(identity, LastShown(shown, remote.state, remote.description, False))
                     return STALE
             try:
-                site.write(repository, update.target.commit, status)
+                site.write(repository, commit, status)
             except Exception:
-                self._forget(identity)
+                self.memory.forget(identity)
                 raise
-            self._remember(identity, Known(update.build_id, status.state, status.description, True))
+            self.memory.remember(identity, LastShown(update.build_id, status.state, status.description, True))
             return POSTED
-
-    def _recall(self, identity: tuple[str, ...]) -> Known | None:
-        with self._lock:
-            known = self._known.get(identity)
-            if known:
-                self._known.move_to_end(identity)  # least recently used goes first
-            return known
-
-    def _remember(self, identity: tuple[str, ...], known: Known) -> None:
-        with self._lock:
-            self._known[identity] = known
-            self._known.move_to_end(identity)
-            while len(self._known) > self.MEMORY_SIZE:
-                self._known.popitem(last=False)
-
-    def _forget(self, identity: tuple[str, ...]) -> None:
-        with self._lock:
-            self._known.pop(identity, None)
-
-
-def _phase(state: str, description: str) -> int:
-    """How far along a build is: in-progress descriptions in order, then final."""
-    if state in FINAL_STATES:
-        return len(IN_PROGRESS_DESCRIPTIONS)
-    for index, text in enumerate(IN_PROGRESS_DESCRIPTIONS):
-        if description.startswith(text):
-            return index
-    return -1
 
 
 def _advances(shown_state: str, shown_description: str, status: CommitStatus) -> bool:
     """Whether the same build's new status is news over what is shown."""
     if shown_state in FINAL_STATES:
         return False  # a build's final state is final
-    return _phase(status.state, status.description) > _phase(shown_state, shown_description)
+    return phase(status.state, status.description) > phase(shown_state, shown_description)
 
 
 def _shows_build(remote: RemoteStatus, build_id: str) -> bool:
@@ -1429,7 +1566,7 @@ def _shows_build(remote: RemoteStatus, build_id: str) -> bool:
     return urlsplit(remote.url).path.rsplit("/", 1)[-1] == build_id
 
 
-def _should_replace(remote: RemoteStatus, update: Update, published: datetime | None) -> bool:
+def _replaces(update: Update, remote: RemoteStatus, published: datetime | None) -> bool:
     """For an in-progress update: replace what Bitbucket shows?"""
     if _shows_build(remote, update.build_id):
         return _advances(remote.state, remote.description, update.status)
@@ -1452,9 +1589,9 @@ def log(severity: str, message: str, **fields: Any) -> None:
 
 def _log_fields(build: Mapping[str, Any], update: Update | None = None) -> dict[str, Any]:
     fields: dict[str, Any] = {
-        "build_id": _text(build.get("id"))[:100] or None,
-        "trigger": trigger_name(build)[:100] or _text(build.get("buildTriggerId"))[:100] or None,
-        "build_status": _text(build.get("status"))[:40] or None,
+        "build_id": _clip(_text(build.get("id")), 100) or None,
+        "trigger": _clip(trigger_name(build) or _text(build.get("buildTriggerId")), 100) or None,
+        "build_status": _clip(_text(build.get("status")), 40) or None,
     }
     if update:
         fields.update(
@@ -1467,45 +1604,48 @@ def _log_fields(build: Mapping[str, Any], update: Update | None = None) -> dict[
     return fields
 
 
-# --- The instance: what one warm instance keeps ----------------------------------
+# --- The warm instance ---------------------------------------------------------
 
 
-class Instance:
-    """What one warm instance keeps between events."""
+@dataclass
+class WarmInstance:
+    """What one warm instance keeps between events: built from the environment on the first event."""
 
-    def __init__(self, config: Config, keyring: Keyring, connections: Connections, reporter: Reporter) -> None:
-        self.config = config
-        self.keyring = keyring
-        self.connections = connections
-        self.reporter = reporter
+    config: Config
+    keyring: Keyring
+    cloud_build: CloudBuild
+    reporter: Reporter
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> Instance:
+    def from_env(cls, env: Mapping[str, str]) -> WarmInstance:
         config = Config.from_env(env)
         session = http_session(config.retry_backoff_seconds, sum(config.timeout))
-        source = credential_source(env)
-        keyring = Keyring(source, session, config.oauth_token_url, config.timeout, config.rate_limit_cooldown_seconds)
-        client = Client(keyring, session, config.timeout)
-        reporter = Reporter(BitbucketCloud(config.api_url, client), BitbucketDataCenter(client), keyring)
-        connections = Connections(config.cloud_build_api_url, config.timeout)
-        return cls(config, keyring, connections, reporter)
+        keyring = Keyring(credential_source(env), session, config.oauth_token_url, config.timeout)
+        budget = Budget(config.rate_limit_cooldown_seconds)
+        client = Client(keyring, budget, CertificateFiles(), session, config.timeout)
+        reporter = Reporter(BitbucketCloud(config.api_url, client), BitbucketDataCenter(client), keyring, budget)
+        return cls(config, keyring, CloudBuild(config.cloud_build_api_url, config.timeout), reporter)
 
 
-_instance: Instance | None = None
-_instance_lock = threading.Lock()
+_warm: WarmInstance | None = None
+_warm_lock = threading.Lock()
 
 
-def instance() -> Instance:
-    """The instance's state, created on the first event that needs it."""
-    global _instance
-    with _instance_lock:
-        if _instance is None:
-            _instance = Instance.from_env(os.environ)
-        return _instance
+def warm_instance() -> WarmInstance:
+    """This instance's state, created on the first event that needs it."""
+    global _warm
+    with _warm_lock:
+        if _warm is None:
+            _warm = WarmInstance.from_env(os.environ)
+        return _warm
+
+
+# --- The path of one event -----------------------------------------------------
 
 
 def handle(data: Any, published_at: Any) -> None:
-    """The path every message takes, whichever entry point received it."""
+    """The path every message takes, whichever entry point received it: decode, report, and log the
+    errors that make Pub/Sub deliver it again."""
     try:
         build = decode_build(data)
     except InvalidMessage as error:
@@ -1513,55 +1653,99 @@ def handle(data: Any, published_at: Any) -> None:
         return
     fields = _log_fields(build)
     try:
-        apply(build, published_at, fields)
-    except ConfigurationError as error:
-        log("ERROR", f"Configuration error: {error}", **fields)
-        raise
-    except UntrustedCertificate as error:
-        log("ERROR", f"Will retry: {error}", **fields)
-        raise
-    except TransientError as error:
-        log("WARNING", f"Will retry: {error}", **fields)
+        report_build(build, published_at, fields)
+    except (ConfigurationError, TransientError) as error:
+        severity, prefix = next((s, p) for kind, s, p in RAISED if isinstance(error, kind))
+        log(severity, f"{prefix}: {error}", **fields)
         raise
 
 
-def apply(build: Mapping[str, Any], published_at: Any, fields: dict[str, Any]) -> None:
-    """Translate one decoded Build and report it within the event's deadline; logs the outcome."""
-    current = instance()
-    with event_deadline(current.config.event_deadline_seconds):
-        _apply(current, build, published_at, fields)
+# How an error that makes Pub/Sub deliver the event again is logged: the first kind that matches.
+RAISED = (
+    (ConfigurationError, "ERROR", "Configuration error"),
+    (UntrustedCertificate, "ERROR", "Will retry"),  # nothing reaches that server until someone acts
+    (TransientError, "WARNING", "Will retry"),
+)
 
 
-def _apply(current: Instance, build: Mapping[str, Any], published_at: Any, fields: dict[str, Any]) -> None:
-    published = parse_time(published_at)
-    if published_at and not published:
-        shown = _clip(str(published_at), 60)
-        log("WARNING", f"The publish time {shown!r} does not parse: no age cutoff or stale-message rule", **fields)
-    if published:
-        age = (datetime.now(UTC) - published).total_seconds()
-        if age > current.config.max_event_age_seconds:
-            message = f"Ignored an event published {format_duration(age)} ago (older than MAX_EVENT_AGE_SECONDS)"
-            log("WARNING", message, **fields)
+def report_build(build: Mapping[str, Any], published_at: Any, fields: dict[str, Any]) -> None:
+    """Translate one decoded Build, find where it goes and report it there, within the event's deadline;
+    logs the outcome."""
+    warm = warm_instance()
+    with event_deadline(warm.config.event_deadline_seconds):
+        published = parse_time(published_at)
+        if published_at and not published:
+            shown = _clip(str(published_at), 60)
+            log("WARNING", f"The publish time {shown!r} does not parse: no age cutoff or stale-message rule", **fields)
+        if published and too_old(published, warm.config, fields):
             return
-    decision = translate(build, current.config)
-    if not isinstance(decision, Skip):
-        decision = resolve(decision, current)
-    if isinstance(decision, Skip):
-        log(decision.severity, f"Skipped: {decision.reason}", **fields)
-        return
-    fields.update(_log_fields(build, decision))
-    shown = f"{decision.status.state} ({decision.status.description})"
+        decision = translate(build, warm.config)
+        if not isinstance(decision, Skip):
+            decision = resolve(decision, warm)
+        if isinstance(decision, Skip):
+            log(decision.severity, f"Skipped: {decision.reason}", **fields)
+            return
+        fields.update(_log_fields(build, decision))
+        try:
+            post(decision, published, warm, fields)
+        except NotServed as error:  # the document changed while the event was on its way
+            log("INFO", f"Skipped: {error}", **fields)
+
+
+def too_old(published: datetime, config: Config, fields: dict[str, Any]) -> bool:
+    age = (datetime.now(UTC) - published).total_seconds()
+    if age <= config.max_event_age_seconds:
+        return False
+    message = f"Ignored an event published {format_duration(age)} ago (older than MAX_EVENT_AGE_SECONDS)"
+    log("WARNING", message, **fields)
+    return True
+
+
+def resolve(update: Update, warm: WarmInstance) -> Update | Skip:
+    """Where the update goes: a connected repository looked up with Cloud Build's API, then only the
+    repositories an entry of the credentials serves, each on its entry's site; or why nowhere."""
+    target = update.target
+    if target.connected:
+        try:
+            remote = warm.cloud_build.remote_uri(target.connected)
+        except NotLocated as error:
+            return Skip(str(error), "WARNING")
+        if remote is not None:
+            found = repository_at(remote)
+            repository = valid_repository(found) if found else None
+            if repository is None:
+                return Skip(f"the build's connected repository {shown_url(remote)!r} is not on Bitbucket")
+            target = replace(target, candidates=(repository,))
+        elif not target.candidates:
+            return Skip("the build's connected repository has no REPO_FULL_NAME substitution to fall back on")
+        target = allowed(target, warm.config)
+        if isinstance(target, Skip):
+            return target
+    served = []
+    for repository in target.candidates:
+        entry = warm.keyring.entry_for(repository)
+        if entry:  # an SSH URL's host becomes the entry's server
+            served.append(replace(repository, server=entry.server, ssh_host=None))
+    if not served:
+        names = ", ".join(r.shown() for r in target.candidates)
+        return Skip(f"no entry of the credentials serves repository {names}, so nothing is sent")
+    return replace(update, target=replace(target, candidates=tuple(served)))
+
+
+def post(update: Update, published: datetime | None, warm: WarmInstance, fields: dict[str, Any]) -> None:
+    """Report the update and log what became of it; a refusal is logged and acknowledged."""
+    shown = f"{update.status.state} ({update.status.description})"
     try:
-        outcome, repository = current.reporter.report(decision, published)
+        outcome, repository = warm.reporter.report(update, published)
     except Rejected as error:
         log("ERROR", f"Bitbucket refused the status: {error}", **fields)
         return
     except RateLimited as error:
-        if decision.status.is_final:
+        if update.status.is_final:
             raise  # redelivered until the budget allows it
         log("WARNING", f"Did not post {shown}: {error}; a later state of the build supersedes it", **fields)
         return
-    entry = current.keyring.entry_for(repository)
+    entry = warm.keyring.entry_for(repository)
     fields.update(
         repository=repository.full_name, server=repository.server, credential=entry.position if entry else None
     )
@@ -1569,39 +1753,6 @@ def _apply(current: Instance, build: Mapping[str, Any], published_at: Any, field
         log("INFO", f"Posted {shown}", **fields)
     else:
         log("INFO", f"Did not post {shown}: {outcome}", **fields)
-
-
-def resolve(update: Update, current: Instance) -> Update | Skip:
-    """Where the update goes: a connected repository looked up with Cloud Build's API, then only the
-    repositories an entry of the credentials serves, each on its entry's site; or why nowhere."""
-    target = update.target
-    if target.connected:
-        remote = current.connections.remote_uri(target.connected)
-        if remote is not None:
-            found = repository_at(remote)
-            repository = _repository(*found) if found else None
-            if repository is None:
-                return Skip(f"the build's connected repository {_clip(remote, 200)!r} is not on Bitbucket")
-            target = replace(target, candidates=(repository,))
-        elif not target.candidates:
-            return Skip("the build's connected repository has no REPO_FULL_NAME substitution to fall back on")
-        target = allowed(target, current.config)
-        if isinstance(target, Skip):
-            return target
-    served = []
-    for repository in target.candidates:
-        entry = current.keyring.entry_for(repository)
-        if entry:
-            served.append(replace(repository, server=entry.server))  # an SSH URL's host becomes the entry's URL
-    if not served:
-        names = ", ".join(_shown(r) for r in target.candidates)
-        return Skip(f"no entry of the credentials serves repository {names}, so nothing is sent")
-    return replace(update, target=replace(target, candidates=tuple(served)))
-
-
-def _shown(repository: Repository) -> str:
-    where = repository.server.removeprefix("ssh://") + " " if repository.server else ""
-    return f"{where}{repository.full_name}"
 
 
 # --- Entry points ------------------------------------------------------------

@@ -221,10 +221,12 @@ def bench_warm(events: int, rounds: int, workdir: Path, margin: float) -> None:
             "REQUESTS_CA_BUNDLE": str(cert),
         }
         with environment(env):
-            main._instance = None
+            main._warm = None
             builds = [build("SUCCESS", f"w-{n}", commit=f"{n:040x}") for n in range(events * (rounds + 1))]
             events_in = [background_event(b) for b in builds]
-            bodies = [main.translate(b, main.Config()).status.body() for b in builds]
+            bodies = [
+                main.BitbucketCloud(api, client=None).body(main.translate(b, main.Config()).status) for b in builds
+            ]
             url = [
                 f"{api}/repositories/acme/webapp/commit/{b['substitutions']['COMMIT_SHA']}/statuses/build"
                 for b in builds
@@ -267,7 +269,7 @@ def bench_warm(events: int, rounds: int, workdir: Path, margin: float) -> None:
                     measured[name].append(runners[name](part))
                     if name == "ours":
                         ours_connections += connections() - before
-            main._instance = None
+            main._warm = None
     finally:
         server.stop()
     a, f, b = (statistics.median(measured[k]) * 1000 for k in ("ours", "floor", "fresh"))
@@ -318,11 +320,11 @@ def calls_for(stack: Stack, module: Any, order: list[str], n: int) -> tuple[int,
     env = {**stack.base, **stack.original}
     before = len(stack.app.calls)
     with environment(env), function_log():
-        main._instance = None
-        module._credentials = None  # the original's cache (main keeps its own in main._instance)
+        main._warm = None
+        module._credentials = None  # the original's cache (main keeps its own in main._warm)
         for status in order:
             module.build_status(background_event(build(status, commit=commit, source="mirror")), Context())
-        main._instance = None
+        main._warm = None
     [shown] = stack.app.shown("acme", "webapp", commit)
     return len(stack.app.calls) - before, shown["state"]
 
@@ -361,14 +363,14 @@ def bench_fetches(stack: Stack) -> None:
     }
     for what, (env, expected) in sources.items():
         with environment({**stack.base, **env}), function_log():
-            main._instance = None
+            main._warm = None
             before = stack.fetches()
             main.build_status(background_event(build("SUCCESS", "c-0", commit="c" * 40)), Context())
             first = stack.fetches() - before
             for n in range(1, 101):
                 main.build_status(background_event(build("SUCCESS", f"c-{n}", commit=f"{n:040x}")), Context())
             rest = stack.fetches() - before - first
-            main._instance = None
+            main._warm = None
         row(f"credential fetches, {what}", f"{first} first event, {rest} next 100", "-", "-",
             f"{expected} then 0", (first, rest) == (expected, 0))  # fmt: skip
 
@@ -394,14 +396,14 @@ def bench_memory(events: int, workdir: Path) -> None:
         encoded = [background_event(build("SUCCESS", f"m-{n}", commit=f"{n:040x}")) for n in range(events + 3000)]
         warm, measured = range(0, 3000), range(3000, 3000 + events)
         with environment(env):
-            main._instance = None
+            main._warm = None
             run_function(encoded, warm)  # the instance's memory of statuses is full
             gc.collect()
             before = rss_kib()
             run_function(encoded, measured)
             gc.collect()
             after = rss_kib()
-            main._instance = None
+            main._warm = None
     finally:
         server.stop()
     growth = (after - before) / 1024

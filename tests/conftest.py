@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -89,7 +89,17 @@ def fresh_instance(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in CONFIG_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTP_RETRY_BACKOFF_SECONDS", "0.01")
-    monkeypatch.setattr(main, "_instance", None)
+    monkeypatch.setattr(main, "_warm", None)
+
+
+@pytest.fixture
+def new_instance(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+    """Call it, and the next event reaches a new instance: cold, with no memory of earlier events."""
+
+    def start() -> None:
+        monkeypatch.setattr(main, "_warm", None)
+
+    return start
 
 
 @pytest.fixture

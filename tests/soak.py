@@ -173,7 +173,7 @@ def run(
         """The next delivery that is due; now and then the instance is replaced, once it has drained."""
         with lock:
             if replacing[0] and in_flight[0] == 0:
-                main._instance = None  # a new instance: cold, with no memory of earlier events
+                main._warm = None  # a new instance: cold, with no memory of earlier events
                 figures.new_instances += 1
                 replacing[0] = False
             due = next((i for i, d in enumerate(queue) if d.ready_at <= time.monotonic()), None)
@@ -209,13 +209,13 @@ def run(
 
     log = io.StringIO()
     with environment(env), contextlib.redirect_stdout(log):
-        main._instance = None
+        main._warm = None
         threads = [threading.Thread(target=worker) for _ in range(workers)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        main._instance = None
+        main._warm = None
     server.stop()
     figures.seconds = time.monotonic() - started
     status_calls = [c for c in bitbucket.calls if c.path.startswith("/2.0/")] + server_app.calls

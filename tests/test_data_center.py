@@ -98,9 +98,9 @@ def test_a_normal_lifecycle_takes_four_calls_and_duplicates_none_more(both):
     assert [(c.method, c.status) for c in both.app.calls] == [("GET", 404), ("POST", 204), ("POST", 204), ("POST", 204)]
 
 
-def test_a_late_message_on_a_new_instance_reads_the_server_and_never_goes_backwards(both):
+def test_a_late_message_on_a_new_instance_reads_the_server_and_never_goes_backwards(both, new_instance):
     deliver(dc_build("FAILURE", both))
-    main._instance = None  # the late messages reach another instance
+    new_instance()  # the late messages reach another instance
     deliver(dc_build("QUEUED", both))
     deliver(dc_build("WORKING", both))
     assert [s["state"] for s in both.shown()] == ["FAILED"]

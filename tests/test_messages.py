@@ -170,9 +170,9 @@ def test_the_age_cutoff_applies_to_either_entry_point_and_any_publish_time_forma
     assert "older than MAX_EVENT_AGE_SECONDS" in line["message"]
 
 
-def test_the_stale_message_rule_applies_to_the_2nd_gen_entry_point(bitbucket):
+def test_the_stale_message_rule_applies_to_the_2nd_gen_entry_point(bitbucket, new_instance):
     deliver_2nd_gen(build("SUCCESS", "run-2"), now())
-    main._instance = None  # the late message of an older run reaches another instance
+    new_instance()  # the late message of an older run reaches another instance
     deliver_2nd_gen(build("WORKING", "run-1"), (datetime.now(UTC) - timedelta(minutes=30)).isoformat())
     [status] = shown(bitbucket)
     assert (status["state"], "run-2" in status["url"]) == ("SUCCESSFUL", True)

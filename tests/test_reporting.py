@@ -31,18 +31,18 @@ def test_a_normal_lifecycle_ends_successful_in_four_bitbucket_calls(bitbucket):
     assert status["url"] == build("SUCCESS")["logUrl"]
 
 
-def test_a_late_working_message_never_sets_a_final_status_back(bitbucket):
+def test_a_late_working_message_never_sets_a_final_status_back(bitbucket, new_instance):
     deliver(build("SUCCESS"))
-    main._instance = None  # the late message reaches another instance
+    new_instance()  # the late message reaches another instance
     deliver(build("WORKING"))
     deliver(build("QUEUED"))
     assert [s["state"] for s in shown(bitbucket)] == ["SUCCESSFUL"]
     assert states(bitbucket) == [("SUCCESSFUL", "Succeeded in 3m 12s")]
 
 
-def test_a_late_queued_message_does_not_undo_running(bitbucket):
+def test_a_late_queued_message_does_not_undo_running(bitbucket, new_instance):
     deliver(build("WORKING"))
-    main._instance = None
+    new_instance()
     deliver(build("QUEUED"))
     assert states(bitbucket) == [("INPROGRESS", "Running")]
 
@@ -64,10 +64,10 @@ def test_a_rerun_of_the_same_trigger_replaces_the_old_builds_status(bitbucket):
     assert "run-2" in status["url"]
 
 
-def test_a_stale_message_of_an_older_run_does_not_replace_a_newer_runs_status(bitbucket):
+def test_a_stale_message_of_an_older_run_does_not_replace_a_newer_runs_status(bitbucket, new_instance):
     published_long_ago = (datetime.now(UTC) - timedelta(minutes=30)).isoformat()
     deliver(build("SUCCESS", "run-2"))
-    main._instance = None
+    new_instance()
     deliver(build("WORKING", "run-1"), published=published_long_ago)
     [status] = shown(bitbucket)
     assert (status["state"], "run-2" in status["url"]) == ("SUCCESSFUL", True)
@@ -103,11 +103,11 @@ def test_a_repository_bitbucket_does_not_know_is_logged_with_bitbucket_words_and
     assert line["commit"] == COMMIT
 
 
-def test_a_status_created_by_someone_else_is_reported_as_forbidden(bitbucket, capsys, monkeypatch):
+def test_a_status_created_by_someone_else_is_reported_as_forbidden(bitbucket, capsys, monkeypatch, new_instance):
     bitbucket.app.accept_token("someone-else")
     monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps({"token": "someone-else"}))
     deliver(build("SUCCESS"))
-    main._instance = None
+    new_instance()
     monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps({"token": TOKEN}))
     deliver(build("FAILURE", "b-2"))
     errors = [line for line in log_lines(capsys.readouterr().out) if line["severity"] == "ERROR"]
@@ -213,7 +213,7 @@ def test_a_skipped_build_leaves_one_info_line_and_sends_nothing(bitbucket, capsy
 
 
 def test_the_memory_of_statuses_forgets_the_least_recently_used_first(bitbucket, monkeypatch):
-    monkeypatch.setattr(main.Reporter, "MEMORY_SIZE", 4)
+    monkeypatch.setattr(main.Memory, "SIZE", 4)
     commits = [f"{n:040x}" for n in range(5)]
     for commit in commits[:4]:
         deliver(build("WORKING", commit=commit))  # read + post: each is remembered

@@ -8,6 +8,7 @@ import main
 from standins.builds import COMMIT, TRIGGER_ID, build, sample
 
 CONFIG = main.Config()
+CLOUD = main.BitbucketCloud(api_url="https://api.bitbucket.example/2.0", client=None)  # its body alone
 
 
 def update_for(b: dict) -> main.Update:
@@ -29,7 +30,7 @@ def test_mirror_sample_reports_success_on_the_mirrored_repository_commit_and_bra
     update = update_for(sample("bitbucket-mirror-branch"))
     assert update.target.candidates == (main.Repository("garman", "webapp"),)
     assert update.target.commit == "65ca6a99a2573f0f1ff5dc93f78a77966248ea2d"
-    assert update.status.body() == {
+    assert CLOUD.body(update.status) == {
         "key": "2bceb582-3141-44bf-b444-5640cbcaecc5",
         "state": "SUCCESSFUL",
         "name": "Cloud Build",
@@ -138,14 +139,14 @@ def test_a_repository_name_that_could_change_the_request_path_is_rejected(repo):
 
 
 def test_allowlist_limits_what_is_reported():
-    config = main.Config(repositories=("acme/*", "other/one"))
+    config = main.Config(repositories=main.Patterns(("acme/*", "other/one")))
     assert isinstance(main.translate(build("SUCCESS", repo="acme/webapp"), config), main.Update)
     assert isinstance(main.translate(build("SUCCESS", repo="Other/One"), config), main.Update)
     assert "BITBUCKET_REPOSITORIES" in skip_for(build("SUCCESS", repo="evil/webapp"), config).reason
 
 
 def test_allowlist_narrows_the_mirror_splits():
-    config = main.Config(repositories=("my_team/*",))
+    config = main.Config(repositories=main.Patterns(("my_team/*",)))
     update = main.translate(build("SUCCESS", source="mirror", repo="my_team/web_app"), config)
     assert update.target.candidates == (main.Repository("my_team", "web_app"),)
 
