@@ -1297,7 +1297,7 @@ class BitbucketCloud:
         return body
 
     def read(self, repository: Repository, commit: str, status: CommitStatus) -> RemoteStatus | None:
-        body = self.client.read(repository, f"{self._statuses(repository, commit)}/{status.key}")
+        body = self.client.read(repository, f"{self.statuses_url(repository, commit)}/{status.key}")
         if body is None:
             return None
         return RemoteStatus(
@@ -1308,9 +1308,9 @@ class BitbucketCloud:
         )
 
     def write(self, repository: Repository, commit: str, status: CommitStatus) -> None:
-        self.client.write(repository, "POST", self._statuses(repository, commit), self.body(status))
+        self.client.write(repository, "POST", self.statuses_url(repository, commit), self.body(status))
 
-    def _statuses(self, repository: Repository, commit: str) -> str:
+    def statuses_url(self, repository: Repository, commit: str) -> str:
         return f"{self.api_url}/repositories/{repository.owner}/{repository.slug}/commit/{commit}/statuses/build"
 
 
@@ -1347,7 +1347,7 @@ class BitbucketDataCenter:
         return body
 
     def read(self, repository: Repository, commit: str, status: CommitStatus) -> RemoteStatus | None:
-        body = self.client.read(repository, self._builds(repository, commit), params={"key": status.server_key})
+        body = self.client.read(repository, self.builds_url(repository, commit), params={"key": status.server_key})
         if body is None:
             return None
         state, updated = _text(body.get("state")), body.get("updatedDate")
@@ -1359,9 +1359,9 @@ class BitbucketDataCenter:
         )
 
     def write(self, repository: Repository, commit: str, status: CommitStatus) -> None:
-        self.client.write(repository, "POST", self._builds(repository, commit), self.body(status))
+        self.client.write(repository, "POST", self.builds_url(repository, commit), self.body(status))
 
-    def _builds(self, repository: Repository, commit: str) -> str:
+    def builds_url(self, repository: Repository, commit: str) -> str:
         project, slug = repository.owner, repository.slug
         return f"{repository.server}/rest/api/latest/projects/{project}/repos/{slug}/commits/{commit}/builds"
 

@@ -42,7 +42,7 @@ from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from standins import remember_basic, remember_secret
+from standins import remember_basic, remember_secret, shut_down
 
 SPEC = Path(__file__).resolve().parent / "data" / "specs" / "bitbucket-cloud-2.0.openapi.json.gz"
 STATUSES = re.compile(
@@ -377,8 +377,7 @@ class Server:
         self._thread.start()
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        shut_down(self._server)
 
 
 def went_backwards(history: list[tuple[Any, dict[str, Any]]]) -> list[dict[str, Any]]:

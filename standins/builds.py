@@ -115,3 +115,31 @@ def push_body(build_or_bytes: Any, message_id: str = "1", publish_time: str | No
         "message": {"data": encode(build_or_bytes), "messageId": message_id, "publishTime": publish_time or now()},
         "subscription": "projects/acme-ci/subscriptions/bitbucket-build-status",
     }
+
+
+# Hostile values for a build's repository, commit, branch, trigger and key: path tricks, encodings, control
+# and look-alike characters, lengths, shell and URL syntax.
+HOSTILE = [
+    "..", ".", "../admin", "..%2F..", "%2e%2e", "a/b", "a%2Fb", "a%252Fb", "a?x=1", "a#top", "a;b", "a&b=c",
+    " acme", "acme ", "ac me", "acme\t", "acme\n", "acme\r\nX-Injected: 1", "acme\x00", "acme\x7f",
+    "ａｃｍｅ", "аcme", "acme\u200b", "acme\u202e", "ACME…", "x" * 101, "x" * 10_000, "", "@acme", "acme:443",
+    "//evil.example", "http://evil.example/", "\\\\evil", "~acme", "$(id)", "`id`", "acme/../..",
+]  # fmt: skip
+HOSTILE_FIELDS = ["workspace", "slug", "commit", "branch", "trigger", "key"]
+
+
+def hostile_build(field: str, value: str) -> dict[str, Any]:
+    """A webhook build with `value` in one field, the others plain."""
+    names = {"workspace": "acme", "slug": "webapp", "commit": COMMIT, "branch": "main", field: value}
+    b = build("SUCCESS", source="webhook", trigger_id=None)
+    subs = b["substitutions"]
+    if field == "trigger":
+        subs["TRIGGER_NAME"] = value
+    elif field == "key":
+        subs["_BITBUCKET_KEY"] = value
+    subs.update(
+        _BITBUCKET_REPO=f"{names['workspace']}/{names['slug']}",
+        _BITBUCKET_COMMIT=names["commit"],
+        _BITBUCKET_BRANCH=names["branch"],
+    )
+    return b

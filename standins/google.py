@@ -17,6 +17,7 @@ import os
 import re
 import secrets
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from standins import remember_secret
+from standins import remember_secret, shut_down
 
 KMS_ACTION = re.compile(r"/v1/(?P<name>projects/[^:]+/cryptoKeys/[^/:]+):(?P<action>encrypt|decrypt)")
 CLOUD_BUILD_REPOSITORY = re.compile(
@@ -54,7 +55,11 @@ class Google:
     counts: Counter[str] = field(default_factory=Counter)
     trusted_keys: list[str] = field(default_factory=list)  # service-account public keys (PEM)
     repositories: dict[str, str] = field(default_factory=dict)  # Cloud Build repository name → its remoteUri
-    forbidden: bool = False  # Cloud Build's API answers 403: the caller lacks cloudbuild.repositories.get
+    # What Cloud Build's API answers instead of the repository: 403 (the caller lacks cloudbuild.repositories.get),
+    # 400, 408, 500 ...; None: the repository.
+    cloud_build_answer: int | None = None
+    refuse_tokens: bool = False  # the token endpoint answers invalid_grant (a disabled service account)
+    secret_delay: float = 0.0  # seconds Secret Manager takes to answer
     _tokens: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -105,7 +110,7 @@ class Google:
     def _token(self, request: Request) -> Response:
         if request.form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer":
             return _json({"error": "unsupported_grant_type"}, 400)
-        if len(request.form.get("assertion", "").split(".")) != 3:
+        if self.refuse_tokens or len(request.form.get("assertion", "").split(".")) != 3:
             return _json({"error": "invalid_grant"}, 400)
         token = secrets.token_urlsafe(24)
         remember_secret(token)
@@ -133,6 +138,7 @@ class Google:
         return _json({"plaintext": base64.b64encode(plaintext).decode()})
 
     def _access(self, secret: str, version: str) -> Response:
+        time.sleep(self.secret_delay)
         with self._lock:
             self.counts["secretmanager.access"] += 1
             versions = self.secrets.get(secret)
@@ -147,10 +153,12 @@ class Google:
     def _repository(self, name: str) -> Response:
         with self._lock:
             self.counts["cloudbuild.repositories.get"] += 1
-        if self.forbidden:
+        if self.cloud_build_answer == 403:
             return _google_error(
                 403, f"Permission 'cloudbuild.repositories.get' denied on '{name}'", "PERMISSION_DENIED"
             )
+        if self.cloud_build_answer is not None:
+            return _google_error(self.cloud_build_answer, "Cloud Build could not answer", "UNAVAILABLE")
         if name not in self.repositories:
             return _google_error(404, f"Repository {name} not found", "NOT_FOUND")
         return _json({"name": name, "remoteUri": self.repositories[name], "createTime": "2026-01-01T00:00:00Z"})
@@ -197,8 +205,7 @@ class GoogleServer:
         return path
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        shut_down(self._server)
 
 
 class Storage:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -9,7 +10,10 @@ import pytest
 import main
 from standins import LOGS, SEEN_SECRETS, builds, remember_basic, remember_secret
 from standins.bitbucket import Bitbucket, Server
+from standins.builds import COMMIT, build
+from standins.datacenter import DataCenter
 from standins.google import Google, GoogleServer, Storage
+from standins.tls import certificate_authority, signed_by
 
 CONFIG_VARIABLES = (
     "BITBUCKET_API_URL",
@@ -113,7 +117,9 @@ def bitbucket(monkeypatch: pytest.MonkeyPatch, google: GoogleServer) -> Iterator
     monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps({"token": TOKEN}))
     monkeypatch.setenv("CLOUD_BUILD_API_ENDPOINT", google.endpoint)
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(google.sa_file))
-    google.app.forbidden = False
+    google.app.cloud_build_answer = None
+    google.app.refuse_tokens = False
+    google.app.secret_delay = 0.0
     google.app.repositories[builds.connected_repository("acme/webapp")] = "https://bitbucket.org/acme/webapp.git"
     yield server
     server.stop()
@@ -218,3 +224,83 @@ def deliver(build: dict[str, Any], published: str | None = None) -> None:
 
 def shown(server: Server, repo: str = "acme/webapp", commit: str = builds.COMMIT) -> list[dict[str, Any]]:
     return server.app.shown(*repo.split("/"), commit)
+
+
+# --- a Bitbucket Data Center server (over TLS from a private CA, under a context path) -------------
+
+DC_TOKEN = "dc-http-access-token-51ab"
+
+
+@dataclass
+class Site:
+    app: DataCenter
+    url: str  # https://127.0.0.1:PORT/bitbucket
+    ca: str  # the PEM of the CA that signed its certificate
+    port: int
+
+    def shown(self, repo: str = "PROJ/repo", commit: str = COMMIT) -> list[dict[str, Any]]:
+        return self.app.shown(*repo.split("/"), commit)
+
+    def states(self) -> list[tuple[str, str]]:
+        return [(s["state"], s["description"]) for _, s in self.app.history]
+
+
+@pytest.fixture(scope="session")
+def private_ca() -> Any:
+    return certificate_authority("Acme Internal CA")
+
+
+@pytest.fixture
+def server(private_ca, tmp_path) -> Iterator[Site]:
+    app = DataCenter()
+    app.accept_token(DC_TOKEN)
+    running = app.serve(ssl_context=signed_by(private_ca, tmp_path))
+    yield Site(app, DataCenter.url(running), private_ca[0], running.port)
+    running.stop()
+
+
+def document(site: Site, **server_entry: Any) -> list[dict[str, Any]]:
+    entry = {"server": site.url, "token": DC_TOKEN, "ca_certificate": site.ca, **server_entry}
+    return [{"token": TOKEN}, {k: v for k, v in entry.items() if v is not None}]
+
+
+@pytest.fixture
+def both(bitbucket, server, monkeypatch) -> Site:
+    """Bitbucket Cloud and a Data Center server, one entry each."""
+    credentials = document(server)
+    remember_stored(credentials)
+    monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps(credentials))
+    return server
+
+
+def dc_build(status: str, site: Site, build_id: str = "b-0001", url: str | None = None, **kwargs: Any) -> dict:
+    b = build(status, build_id, source="git", **kwargs)
+    b["source"]["gitSource"]["url"] = url or f"{site.url}/scm/proj/repo.git"
+    return b
+
+
+# --- a document of three entries, each serving its own repositories -------------------------------
+
+WEBAPP, API, TOOLS = "webapp-repository-token-1", "api-and-tools-token-2", "unused-token-3"
+DOCUMENT = [
+    {"token": WEBAPP, "repositories": ["acme/webapp"]},
+    {"token": API, "repositories": ["acme/api", "tools/*"]},
+    {"username": "ci@acme.example", "password": "ops-api-token-3", "repositories": ["Ops/*"]},
+]
+
+
+@pytest.fixture
+def three_entries(bitbucket, monkeypatch):
+    bitbucket.app.revoke_all()
+    bitbucket.app.accept_token(WEBAPP, {"acme/webapp"})
+    bitbucket.app.accept_token(API, {"acme/api", "tools/ci"})
+    bitbucket.app.accept_basic("ci@acme.example", "ops-api-token-3")
+    for entry in DOCUMENT:
+        remember_stored(entry)
+    monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps(DOCUMENT))
+    return bitbucket
+
+
+def creator(server, repo: str, commit: str = "c" * 40) -> str:
+    [status] = server.app.shown(*repo.split("/"), commit)
+    return status["_creator"]

@@ -5,69 +5,16 @@ path) beside the Bitbucket Cloud stand-in, with one document of credentials for 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 import main
 from standins.bitbucket import Bitbucket
-from standins.builds import COMMIT, build, connected_repository
+from standins.builds import COMMIT, build
 from standins.datacenter import DataCenter
 from standins.tls import certificate_authority, signed_by
-from tests.conftest import TOKEN, deliver, log_lines, remember_stored
-
-DC_TOKEN = "dc-http-access-token-51ab"
-
-
-@dataclass
-class Site:
-    app: DataCenter
-    url: str  # https://127.0.0.1:PORT/bitbucket
-    ca: str  # the PEM of the CA that signed its certificate
-    port: int
-
-    def shown(self, repo: str = "PROJ/repo", commit: str = COMMIT) -> list[dict[str, Any]]:
-        return self.app.shown(*repo.split("/"), commit)
-
-    def states(self) -> list[tuple[str, str]]:
-        return [(s["state"], s["description"]) for _, s in self.app.history]
-
-
-@pytest.fixture(scope="session")
-def private_ca() -> Any:
-    return certificate_authority("Acme Internal CA")
-
-
-@pytest.fixture
-def server(private_ca, tmp_path) -> Iterator[Site]:
-    app = DataCenter()
-    app.accept_token(DC_TOKEN)
-    running = app.serve(ssl_context=signed_by(private_ca, tmp_path))
-    yield Site(app, DataCenter.url(running), private_ca[0], running.port)
-    running.stop()
-
-
-def document(site: Site, **server_entry: Any) -> list[dict[str, Any]]:
-    entry = {"server": site.url, "token": DC_TOKEN, "ca_certificate": site.ca, **server_entry}
-    return [{"token": TOKEN}, {k: v for k, v in entry.items() if v is not None}]
-
-
-@pytest.fixture
-def both(bitbucket, server, monkeypatch) -> Site:
-    """Bitbucket Cloud and a Data Center server, one entry each."""
-    credentials = document(server)
-    remember_stored(credentials)
-    monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps(credentials))
-    return server
-
-
-def dc_build(status: str, site: Site, build_id: str = "b-0001", url: str | None = None, **kwargs: Any) -> dict:
-    b = build(status, build_id, source="git", **kwargs)
-    b["source"]["gitSource"]["url"] = url or f"{site.url}/scm/proj/repo.git"
-    return b
-
+from tests.conftest import DC_TOKEN, TOKEN, dc_build, deliver, document, log_lines, remember_stored
 
 # --- what a server shows ----------------------------------------------------------------
 
@@ -167,48 +114,6 @@ def test_a_server_no_entry_names_is_skipped_with_one_line(both, capsys):
     assert both.app.calls == []
 
 
-def test_connected_repositories_land_on_their_site_with_one_lookup_per_repository(both, bitbucket, google):
-    google.app.repositories[connected_repository("PROJ/repo")] = f"{both.url}/scm/proj/repo.git"
-    lookups = google.app.counts["cloudbuild.repositories.get"]
-    for n, status in enumerate(("QUEUED", "WORKING", "SUCCESS") * 2):
-        commit = f"{n // 3:040x}"
-        deliver(build(status, f"dc-{n // 3}", source="connection", repo="PROJ/repo", commit=commit))
-        deliver(build(status, f"cloud-{n // 3}", source="connection", repo="acme/webapp", commit=commit))
-    assert google.app.counts["cloudbuild.repositories.get"] - lookups == 2
-    for n in range(2):
-        assert [s["state"] for s in both.shown(commit=f"{n:040x}")] == ["SUCCESSFUL"]
-        assert [s["state"] for s in bitbucket.app.shown("acme", "webapp", f"{n:040x}")] == ["SUCCESSFUL"]
-
-
-def test_a_connected_repository_elsewhere_is_skipped_with_its_remote_uri(both, google, capsys):
-    google.app.repositories[connected_repository("acme/site")] = "https://github.com/acme/site.git"
-    deliver(build("SUCCESS", source="connection", repo="acme/site"))
-    [line] = log_lines(capsys.readouterr().out)
-    assert (
-        line["message"]
-        == "Skipped: the build's connected repository 'https://github.com/acme/site.git' is not on Bitbucket"
-    )
-
-
-def test_without_permission_to_ask_cloud_build_repo_full_name_is_taken_for_bitbucket_cloud_with_one_warning(
-    both, bitbucket, google, capsys
-):
-    google.app.forbidden = True
-    for n in range(3):
-        deliver(build("SUCCESS", f"b-{n}", source="connection", repo="acme/webapp", commit=f"{n:040x}"))
-    warnings = [line for line in log_lines(capsys.readouterr().out) if line["severity"] == "WARNING"]
-    assert len(warnings) == 1
-    assert "answered 403" in warnings[0]["message"]
-    assert "cloudbuild.repositories.get" in warnings[0]["message"]
-    assert all(bitbucket.app.shown("acme", "webapp", f"{n:040x}") for n in range(3))
-
-
-def test_a_transient_cloud_build_api_failure_is_redelivered(both, google, monkeypatch):
-    monkeypatch.setenv("CLOUD_BUILD_API_ENDPOINT", "http://127.0.0.1:9")  # nothing listens: connection refused
-    with pytest.raises(main.TransientError):
-        deliver(build("SUCCESS", source="connection", repo="acme/webapp"))
-
-
 # --- credentials and TLS ------------------------------------------------------------------
 
 
@@ -263,24 +168,6 @@ def test_the_servers_ca_is_trusted_for_that_server_only(both, private_ca, monkey
     assert [s["state"] for s in both.shown()] == ["SUCCESSFUL"]
 
 
-@pytest.mark.parametrize(
-    ("entry", "message"),
-    [
-        ({"client_id": "c", "client_secret": "s", "server": "https://bb.example"}, "is an OAuth consumer"),
-        ({"token": "t-123", "server": "http://bb.example"}, '"server" that is not an https:// URL'),
-        ({"token": "t-123", "server": "https://user@bb.example"}, '"server" that is not an https:// URL'),
-        ({"token": "t-123", "ca_certificate": "x"}, '"ca_certificate" but no "server"'),
-        ({"token": "t-123", "server": "https://bb.example", "ca_certificate": "not a PEM"}, "not a PEM certificate"),
-    ],
-)
-def test_a_bad_server_entry_is_a_configuration_error(bitbucket, monkeypatch, entry, message):
-    monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps([{"token": TOKEN}, entry]))
-    with pytest.raises(main.ConfigurationError, match="entry 2 of BITBUCKET_CREDENTIALS"):
-        deliver(build("SUCCESS"))
-    with pytest.raises(main.ConfigurationError, match=message):
-        main.parse_credentials(json.dumps([entry]), "x")
-
-
 def test_a_retry_after_from_the_server_is_honoured(both, monkeypatch):
     monkeypatch.setenv("HTTP_TIMEOUT_SECONDS", "2")
     both.app.retry_after = 1
@@ -320,3 +207,70 @@ def test_a_hostile_project_or_slug_sends_nothing(both, repo):
     b["substitutions"]["_BITBUCKET_SERVER"] = both.url
     deliver(b)
     assert both.app.calls == []
+
+
+# --- what the never-backwards read sees on a server -------------------------------------------------
+
+
+def test_a_repository_the_server_does_not_know_is_logged_with_its_words_and_acknowledged(both, capsys):
+    both.app.repositories = {"PROJ/other"}
+    deliver(dc_build("SUCCESS", both))  # acknowledged: no raise
+    [line] = log_lines(capsys.readouterr().out)
+    assert line["severity"] == "ERROR"
+    assert line["message"] == (
+        "Bitbucket refused the status: Bitbucket answered 404: Repository repo of project PROJ does not exist."
+    )
+    assert both.shown() == []
+
+
+def test_a_late_working_message_on_a_new_instance_leaves_a_cancelled_build_cancelled(both, new_instance):
+    deliver(dc_build("CANCELLED", both))
+    new_instance()
+    deliver(dc_build("WORKING", both))
+    assert [s["state"] for s in both.shown()] == ["CANCELLED"]
+    assert [(c.method, c.status) for c in both.app.calls] == [("POST", 204), ("GET", 200)]
+
+
+def test_the_read_asks_for_the_servers_own_key_which_a_long_trigger_name_makes_unlike_clouds(both, new_instance):
+    name = "nightly-integration-tests-for-the-payments-service-and-its-many-friends"  # > 40: hashed on Cloud
+    deliver(dc_build("SUCCESS", both, trigger_id=None, trigger_name=name))
+    new_instance()
+    deliver(dc_build("WORKING", both, trigger_id=None, trigger_name=name))
+    assert [s["state"] for s in both.shown()] == ["SUCCESSFUL"]
+    [read] = [c for c in both.app.calls if c.method == "GET"]
+    assert read.raw_uri.endswith(f"?key={name}")
+
+
+def test_an_older_runs_late_message_does_not_replace_what_the_server_wrote_after_it_was_published(both, new_instance):
+    published = (datetime.now(UTC) - timedelta(seconds=60)).isoformat()  # before the newer run's status is written
+    deliver(dc_build("SUCCESS", both, "b-newer"))
+    new_instance()
+    deliver(dc_build("WORKING", both, "b-older"), published)
+    [status] = both.shown()
+    assert (status["state"], status["url"]) == ("SUCCESSFUL", dc_build("SUCCESS", both, "b-newer")["logUrl"])
+
+
+# --- one server's CA is that server's only --------------------------------------------------------
+
+
+def test_a_ca_given_for_one_server_is_not_used_for_another(bitbucket, server, monkeypatch, tmp_path):
+    """Server A's entry carries its CA; server B's CA is the system's (REQUESTS_CA_BUNDLE). Events for A
+    first, then B: B is verified against the system's CAs, not A's."""
+    other_ca = certificate_authority("Acme Other CA")
+    (tmp_path / "b").mkdir()
+    other = DataCenter()
+    other.accept_token("dc-b-http-access-token-62")
+    running = other.serve(ssl_context=signed_by(other_ca, tmp_path / "b"))
+    system_cas = tmp_path / "system-cas.pem"
+    system_cas.write_text(other_ca[0])
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(system_cas))
+    credentials = [*document(server), {"server": DataCenter.url(running), "token": "dc-b-http-access-token-62"}]
+    remember_stored(credentials)
+    monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps(credentials))
+    try:
+        deliver(dc_build("SUCCESS", server))
+        deliver(dc_build("SUCCESS", server, "b-2", url=f"{DataCenter.url(running)}/scm/proj/repo.git"))
+    finally:
+        running.stop()
+    assert [s["state"] for s in server.shown()] == ["SUCCESSFUL"]
+    assert [s["state"] for s in other.shown("PROJ", "repo", COMMIT)] == ["SUCCESSFUL"]

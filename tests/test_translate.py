@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import math
+from urllib.parse import urlsplit
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import main
-from standins.builds import COMMIT, TRIGGER_ID, build, sample
+from standins.builds import COMMIT, HOSTILE, HOSTILE_FIELDS, TRIGGER_ID, build, hostile_build, sample
+from tests.test_fuzz import ALLOWED_PATH, SERVER_PATH
 
 CONFIG = main.Config()
 CLOUD = main.BitbucketCloud(api_url="https://api.bitbucket.example/2.0", client=None)  # its body alone
@@ -237,3 +243,166 @@ def test_url_is_the_build_log_and_falls_back_to_the_console_link():
 )
 def test_refname_is_the_bare_branch_name(branch, refname):
     assert update_for(build("SUCCESS", source="webhook", branch=branch)).status.refname == refname
+
+
+# --- a Data Center server's clone URLs -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "repository"),
+    [
+        ("https://bb.example/scm/proj/repo.git", main.Repository("PROJ", "repo", "https://bb.example")),
+        ("https://bb.example:443/scm/PROJ/repo", main.Repository("PROJ", "repo", "https://bb.example")),
+        (
+            "https://bb.example:8443/git/scm/proj/repo.git",
+            main.Repository("PROJ", "repo", "https://bb.example:8443/git"),
+        ),
+        ("https://jdoe@bb.example/scm/proj/repo.git", main.Repository("PROJ", "repo", "https://bb.example")),
+        ("https://jdoe:s3cret@bb.example/scm/proj/repo.git", main.Repository("PROJ", "repo", "https://bb.example")),
+        ("https://BB.Example/scm/~jdoe/scratch.git", main.Repository("~jdoe", "scratch", "https://bb.example")),
+        ("ssh://git@bb.example:7999/proj/repo.git", main.Repository("PROJ", "repo", ssh_host="bb.example")),
+        ("https://jdoe@bitbucket.org/acme/webapp.git", main.Repository("acme", "webapp")),
+        ("git@bitbucket.org:acme/webapp.git", main.Repository("acme", "webapp")),
+    ],
+)
+def test_clone_urls_of_both_sites_name_their_repository_with_user_info_ignored(url, repository):
+    assert main.valid_repository(main.repository_at(url)) == repository
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://bb.example/scm/proj/repo.git", "https://github.com/acme/webapp.git", "https://bb.example/proj/repo.git"],
+)
+def test_urls_of_no_bitbucket_site_name_no_repository(url):
+    assert main.repository_at(url) is None
+
+
+def test_a_skipped_clone_url_is_shown_without_its_password():
+    b = build("SUCCESS", source="git")
+    b["source"]["gitSource"]["url"] = "https://jdoe:s3cret-clone-pass@gitlab.example/acme/webapp.git"
+    skip = skip_for(b)
+    assert "s3cret-clone-pass" not in skip.reason
+    assert "jdoe" not in skip.reason
+    assert "'https://gitlab.example/acme/webapp.git'" in skip.reason
+
+
+def test_a_personal_repository_keeps_its_tilde_project_and_a_project_key_goes_upper_case():
+    b = build("SUCCESS", source="webhook", repo="proj/repo")
+    b["substitutions"]["_BITBUCKET_SERVER"] = "https://bb.example/"
+    assert update_for(b).target.candidates == (main.Repository("PROJ", "repo", "https://bb.example"),)
+
+
+# --- how far along a shown status is (the state map's phases) --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("state", "description", "phase"),
+    [
+        ("INPROGRESS", "Awaiting approval", 0),
+        ("INPROGRESS", "Queued", 1),
+        ("INPROGRESS", "Running", 2),
+        ("SUCCESSFUL", "Succeeded in 1m", main.FINAL),
+        ("STOPPED", "anything", main.FINAL),
+        ("INPROGRESS", "Building (another tool's words)", -1),
+        ("INPROGRESS", "", -1),
+    ],
+)
+def test_a_shown_status_is_as_far_along_as_its_state_and_description_say(state, description, phase):
+    assert main.phase(state, description) == phase
+
+
+def test_every_in_progress_description_comes_from_the_state_map_and_moves_forward():
+    phases = [
+        main.phase("INPROGRESS", update_for(build(s)).status.description) for s in ("PENDING", "QUEUED", "WORKING")
+    ]
+    assert phases == sorted(phases) == [0, 1, 2]
+
+
+# --- configuration ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"MAX_EVENT_AGE_SECONDS": "a day"}, "MAX_EVENT_AGE_SECONDS must be a number of seconds"),
+        ({"HTTP_TIMEOUT_SECONDS": "nan"}, "HTTP_TIMEOUT_SECONDS must be a number of seconds"),
+        ({"EVENT_DEADLINE_SECONDS": "-1"}, "EVENT_DEADLINE_SECONDS must not be negative"),
+        ({"BITBUCKET_API_URL": "http://api.bitbucket.org/2.0"}, "BITBUCKET_API_URL must be an https:// URL"),
+        ({"CLOUD_BUILD_API_ENDPOINT": "ftp://127.0.0.1"}, "CLOUD_BUILD_API_ENDPOINT must be an https:// URL"),
+        ({"BITBUCKET_OAUTH_TOKEN_URL": "https://"}, "BITBUCKET_OAUTH_TOKEN_URL must be an https:// URL"),
+    ],
+)
+def test_a_bad_setting_is_a_configuration_error_naming_the_variable(env, message):
+    with pytest.raises(main.ConfigurationError, match=message):
+        main.Config.from_env(env)
+
+
+def test_settings_are_read_from_the_environment_with_their_defaults():
+    config = main.Config.from_env(
+        {
+            "HTTP_TIMEOUT_SECONDS": "2.5",
+            "BITBUCKET_API_URL": "http://127.0.0.1:8080/2.0/",
+            "BITBUCKET_REPOSITORIES": " a/*, ,B/c ",
+        }
+    )
+    assert config.http_timeout_seconds == 2.5
+    assert config.timeout == (2.5, 2.5)
+    assert config.api_url == "http://127.0.0.1:8080/2.0"
+    assert config.repositories == main.Patterns(("a/*", "b/c"))
+    assert config.max_event_age_seconds == main.DEFAULT_MAX_EVENT_AGE_SECONDS
+    assert math.isinf(main.Config.from_env({"MAX_EVENT_AGE_SECONDS": "inf"}).max_event_age_seconds)
+
+
+# --- hostile values never change a request's path ---------------------------------------------------
+
+CLOUD_API = "https://api.bitbucket.org/2.0"
+SITES = (main.BitbucketCloud(CLOUD_API, client=None), main.BitbucketDataCenter(client=None))
+
+
+def request_paths(update: main.Update) -> list[str]:
+    """Every path the update's site would be sent: Cloud's write and read, Data Center's builds."""
+    cloud, data_center = SITES
+    paths = []
+    for repository in update.target.candidates:
+        if repository.on_cloud:
+            written = urlsplit(cloud.statuses_url(repository, update.target.commit)).path
+            paths += [written, f"{written}/{update.status.key}"]
+        else:
+            paths.append(urlsplit(data_center.builds_url(repository, update.target.commit)).path)
+    return paths
+
+
+def assert_only_status_paths(decision: main.Update | main.Skip) -> None:
+    if isinstance(decision, main.Skip):
+        return
+    for path in request_paths(decision):
+        assert ALLOWED_PATH.fullmatch(path), path
+    assert main.KEY_RE.fullmatch(decision.status.key)
+    assert len(decision.status.key) <= 40
+    assert len(decision.status.server_key) <= 255
+
+
+@pytest.mark.parametrize("field", HOSTILE_FIELDS)
+@pytest.mark.parametrize("value", HOSTILE, ids=[repr(v)[:30] for v in HOSTILE])
+def test_hostile_values_reach_no_other_path(field, value):
+    decision = main.translate(hostile_build(field, value), CONFIG)
+    assert_only_status_paths(decision)
+    if field in ("workspace", "slug", "commit") and value == value.strip():
+        assert isinstance(decision, main.Skip)  # rejected, not escaped (surrounding whitespace is trimmed)
+
+
+@settings(max_examples=500, deadline=None)
+@given(field=st.sampled_from(HOSTILE_FIELDS), value=st.text(min_size=1, max_size=300))
+def test_any_text_in_any_field_reaches_no_other_path(field, value):
+    assert_only_status_paths(main.translate(hostile_build(field, value), CONFIG))
+
+
+@settings(max_examples=300, deadline=None)
+@given(project=st.text(min_size=1, max_size=40), slug=st.text(min_size=1, max_size=40))
+def test_any_project_or_slug_on_a_server_reaches_no_other_path(project, slug):
+    b = build("SUCCESS", source="webhook", repo=f"{project}/{slug}")
+    b["substitutions"]["_BITBUCKET_SERVER"] = "https://bb.example/bitbucket"
+    decision = main.translate(b, CONFIG)
+    if isinstance(decision, main.Update):
+        [path] = request_paths(decision)
+        assert SERVER_PATH.fullmatch(path), path

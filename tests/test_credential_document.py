@@ -1,0 +1,174 @@
+"""The credentials document: what it may hold, the errors it gets (naming where, never a value), and which
+entry serves which repository: parsed alone, and through the function and the Bitbucket stand-in (which
+knows which repositories each access token reaches)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+import main
+from standins.bitbucket import token_identity
+from standins.builds import build
+from tests.conftest import API, TOKEN, WEBAPP, creator, deliver, log_lines, shown
+
+COMMIT = "c" * 40
+
+
+def test_each_repository_is_written_with_the_entry_that_serves_it_and_an_unserved_one_gets_nothing(
+    three_entries, capsys
+):
+    for repo in ("acme/webapp", "acme/api", "tools/ci", "ops/deploy", "other/thing"):
+        deliver(build("SUCCESS", f"b-{repo}", repo=repo, commit=COMMIT))
+    assert creator(three_entries, "acme/webapp") == token_identity(WEBAPP)
+    assert creator(three_entries, "acme/api") == token_identity(API)
+    assert creator(three_entries, "tools/ci") == token_identity(API)
+    assert creator(three_entries, "ops/deploy") == "user:ci@acme.example"  # patterns ignore case
+    assert three_entries.app.shown("other", "thing", COMMIT) == []
+    assert not [c for c in three_entries.app.calls if "/other/" in c.path]
+    lines = log_lines(capsys.readouterr().out)
+    assert [line["credential"] for line in lines[:4]] == [1, 2, 2, 3]
+    assert lines[4]["severity"] == "INFO"
+    assert lines[4]["message"] == (
+        "Skipped: no entry of the credentials serves repository other/thing, so nothing is sent"
+    )
+
+
+def test_the_first_entry_that_matches_wins_and_an_entry_without_patterns_serves_the_rest(bitbucket, monkeypatch):
+    bitbucket.app.accept_token("catch-all-token-99")
+    document = [{"token": WEBAPP, "repositories": ["acme/webapp"]}, {"token": "catch-all-token-99"}]
+    bitbucket.app.accept_token(WEBAPP, {"acme/webapp"})
+    monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps(document))
+    deliver(build("SUCCESS", repo="acme/webapp", commit=COMMIT))
+    deliver(build("SUCCESS", repo="acme/anything", commit=COMMIT))
+    assert creator(bitbucket, "acme/webapp") == token_identity(WEBAPP)
+    assert creator(bitbucket, "acme/anything") == token_identity("catch-all-token-99")
+
+
+IN = "of BITBUCKET_CREDENTIALS"
+BAD_DOCUMENTS = [
+    ([{"token": "t-1"}, {"tokn": "t-2"}], f"entry 2 {IN} has an unknown field: 'tokn'"),
+    ([{"token": "t-1", "repository": ["acme/*"]}], f"entry 1 {IN} has an unknown field: 'repository'"),
+    ([{"token": "t-1"}, {"token": "t-2", "ATATT3x-SECRET": 1}], f"entry 2 {IN} has an unknown field: (a field that"),
+    ([{"token": "t-1"}, "t-2"], f"entry 2 {IN} is not a JSON object"),
+    ([{"token": "t-1", "username": "u", "password": "p"}], f"entry 1 {IN} does not hold Bitbucket credentials"),
+    ([{"token": "t-1", "repositories": "acme/*"}], f'entry 1 {IN} has "repositories" that are not'),
+    ([{"token": "t-1", "repositories": ["acme"]}], f'entry 1 {IN} has "repositories" that are not'),
+    ([], "BITBUCKET_CREDENTIALS does not hold Bitbucket credentials"),
+    ([{"token": "t-1", "repositories": []}], f'entry 1 {IN} has "repositories" that are not'),
+    ([{"token": "t-1", "server": None}], f"entry 1 {IN} has a null 'server'"),
+    ([{"token": "t-1", "repositories": None}], f"entry 1 {IN} has a null 'repositories'"),
+    ([{"token": None}], f"entry 1 {IN} has a null 'token'"),
+    ([{"token": "t-1", "server": "https://bb.example", "ca_certificate": None}], f"entry 1 {IN} has a null"),
+]
+
+
+@pytest.mark.parametrize(("document", "message"), BAD_DOCUMENTS)
+def test_a_bad_document_is_a_configuration_error_naming_the_source_and_position_never_a_value(
+    bitbucket, monkeypatch, capsys, document, message
+):
+    monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps(document))
+    with pytest.raises(main.ConfigurationError) as raised:
+        deliver(build("SUCCESS"))
+    assert message in str(raised.value)
+    out = capsys.readouterr().out
+    for value in ("t-1", "t-2", "ATATT3x", "acme/*"):
+        assert value not in str(raised.value)
+        assert value not in out
+    assert bitbucket.app.calls == []
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["not json {", '["token"]', '{"user": "x"}', '{"token": ""}', '{"username": "a:b", "password": "p"}', ""],
+)
+def test_malformed_credentials_are_a_configuration_error_naming_the_variable_not_the_value(
+    bitbucket, monkeypatch, capsys, value
+):
+    monkeypatch.setenv("BITBUCKET_CREDENTIALS", value or " ")
+    with pytest.raises(main.ConfigurationError) as raised:
+        deliver(build("SUCCESS"))
+    assert "BITBUCKET_CREDENTIALS" in str(raised.value)
+    out = capsys.readouterr().out
+    for secret_part in ("a:b", '"user"', "not json"):
+        assert secret_part not in str(raised.value)
+        assert secret_part not in out
+    assert log_lines(out)[-1]["severity"] == "ERROR"
+    assert bitbucket.app.calls == []
+
+
+def test_credentials_never_show_in_their_repr():
+    [credentials] = main.parse_credentials(json.dumps({"token": TOKEN}), "test")
+    assert TOKEN not in repr(credentials)
+    assert TOKEN not in str(credentials)
+
+
+def test_a_token_with_a_character_outside_ascii_is_a_configuration_error_naming_the_source(
+    bitbucket, monkeypatch, capsys
+):
+    monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps({"token": "pasted-token-with…"}))
+    with pytest.raises(main.ConfigurationError, match="BITBUCKET_CREDENTIALS holds a token with a character outside"):
+        deliver(build("SUCCESS"))
+    out = capsys.readouterr().out
+    assert log_lines(out)[-1]["severity"] == "ERROR"
+    assert "BITBUCKET_CREDENTIALS" in log_lines(out)[-1]["message"]
+    assert "pasted-token" not in out
+    assert bitbucket.app.calls == []
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"client_id": "c", "client_secret": "s", "server": "https://bb.example"}, "is an OAuth consumer"),
+        ({"token": "t-123", "server": "http://bb.example"}, '"server" that is not an https:// URL'),
+        ({"token": "t-123", "server": "https://user@bb.example"}, '"server" that is not an https:// URL'),
+        ({"token": "t-123", "ca_certificate": "x"}, '"ca_certificate" but no "server"'),
+        ({"token": "t-123", "server": "https://bb.example", "ca_certificate": "not a PEM"}, "not a PEM certificate"),
+    ],
+)
+def test_a_bad_server_entry_is_a_configuration_error(bitbucket, monkeypatch, entry, message):
+    monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps([{"token": TOKEN}, entry]))
+    with pytest.raises(main.ConfigurationError, match="entry 2 of BITBUCKET_CREDENTIALS"):
+        deliver(build("SUCCESS"))
+    with pytest.raises(main.ConfigurationError, match=message):
+        main.parse_credentials(json.dumps([entry]), "x")
+
+
+def entries(*document: dict) -> tuple[main.Credential, ...]:
+    return main.parse_credentials(json.dumps(list(document)), "test")
+
+
+def test_a_data_center_entrys_patterns_match_project_and_slug_without_case():
+    [entry] = entries({"token": "t-1", "server": "https://bb.example", "repositories": ["proj/Repo-*"]})
+    assert entry.serves(main.Repository("PROJ", "repo-api", server="https://bb.example"))
+    assert not entry.serves(main.Repository("PROJ", "other", server="https://bb.example"))
+    assert not entry.serves(main.Repository("PROJ", "repo-api"))  # the same name on Bitbucket Cloud
+
+
+def test_a_server_written_with_its_default_port_serves_clone_urls_without_it():
+    [entry] = entries({"token": "t-1", "server": "https://bb.example:443/bitbucket"})
+    found = main.repository_at("https://bb.example/bitbucket/scm/proj/repo.git")
+    assert entry.server == "https://bb.example/bitbucket"
+    assert entry.serves(main.valid_repository(found))
+    [other_port] = entries({"token": "t-1", "server": "https://bb.example:8443"})
+    assert other_port.server == "https://bb.example:8443"
+
+
+def test_a_large_document_is_matched_without_falling_off_a_cliff(bitbucket, monkeypatch):
+    """5,000 entries of 20 patterns each (100,000 patterns, past fnmatch's cache of 32,768): builds of the
+    last entries' repositories land in well under a second each (a generous bound, not a timing: before
+    the patterns were compiled once, each event spent about 10 s in four lookups of 2.6 s)."""
+    document = [
+        {"token": f"team-token-{n:04}", "repositories": [f"team{n}/service-{p}-*" for p in range(20)]}
+        for n in range(5_000)
+    ]
+    for n in range(4_997, 5_000):
+        bitbucket.app.accept_token(f"team-token-{n:04}")
+    monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps(document))
+    started = time.monotonic()
+    for n in range(4_997, 5_000):
+        deliver(build("SUCCESS", f"b-{n}", repo=f"team{n}/service-19-api"))
+        assert [s["state"] for s in shown(bitbucket, f"team{n}/service-19-api")] == ["SUCCESSFUL"]
+    assert time.monotonic() - started < 10
