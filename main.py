@@ -1273,8 +1273,8 @@ class Site(Protocol):
     """What the reporter needs of a site; signing, retries and never-backwards are written once above."""
 
     def body(self, status: CommitStatus) -> dict[str, Any]: ...
-    def read(self, repository: Repository, commit: str, status: CommitStatus) -> RemoteStatus | None: ...
-    def write(self, repository: Repository, commit: str, status: CommitStatus) -> None: ...
+    def read(self, repository: Repository, commit: str, key: str) -> RemoteStatus | None: ...
+    def write(self, repository: Repository, commit: str, body: dict[str, Any]) -> None: ...
 
 
 @dataclass
@@ -1296,8 +1296,8 @@ class BitbucketCloud:
             body["refname"] = status.refname
         return body
 
-    def read(self, repository: Repository, commit: str, status: CommitStatus) -> RemoteStatus | None:
-        body = self.client.read(repository, f"{self.statuses_url(repository, commit)}/{status.key}")
+    def read(self, repository: Repository, commit: str, key: str) -> RemoteStatus | None:
+        body = self.client.read(repository, f"{self.statuses_url(repository, commit)}/{key}")
         if body is None:
             return None
         return RemoteStatus(
@@ -1307,8 +1307,8 @@ class BitbucketCloud:
             updated_on=parse_time(body.get("updated_on")),
         )
 
-    def write(self, repository: Repository, commit: str, status: CommitStatus) -> None:
-        self.client.write(repository, "POST", self.statuses_url(repository, commit), self.body(status))
+    def write(self, repository: Repository, commit: str, body: dict[str, Any]) -> None:
+        self.client.write(repository, "POST", self.statuses_url(repository, commit), body)
 
     def statuses_url(self, repository: Repository, commit: str) -> str:
         return f"{self.api_url}/repositories/{repository.owner}/{repository.slug}/commit/{commit}/statuses/build"
@@ -1346,8 +1346,8 @@ class BitbucketDataCenter:
             body["duration"] = status.duration_ms
         return body
 
-    def read(self, repository: Repository, commit: str, status: CommitStatus) -> RemoteStatus | None:
-        body = self.client.read(repository, self.builds_url(repository, commit), params={"key": status.server_key})
+    def read(self, repository: Repository, commit: str, key: str) -> RemoteStatus | None:
+        body = self.client.read(repository, self.builds_url(repository, commit), params={"key": key})
         if body is None:
             return None
         state, updated = _text(body.get("state")), body.get("updatedDate")
@@ -1358,8 +1358,8 @@ class BitbucketDataCenter:
             updated_on=datetime.fromtimestamp(updated / 1000, UTC) if isinstance(updated, int) else None,
         )
 
-    def write(self, repository: Repository, commit: str, status: CommitStatus) -> None:
-        self.client.write(repository, "POST", self.builds_url(repository, commit), self.body(status))
+    def write(self, repository: Repository, commit: str, body: dict[str, Any]) -> None:
+        self.client.write(repository, "POST", self.builds_url(repository, commit), body)
 
     def builds_url(self, repository: Repository, commit: str) -> str:
         project, slug = repository.owner, repository.slug
@@ -1531,7 +1531,8 @@ class Reporter:
         status = update.status
         site: Site = self.cloud if repository.server is None else self.data_center
         commit = update.target.commit
-        key = site.body(status)["key"]
+        body = site.body(status)
+        key = body["key"]
         identity = (repository.server or "", repository.full_name, commit, key, status.refname or "")
         with self.memory.lock(identity):
             last = self.memory.recall(identity)
@@ -1540,13 +1541,13 @@ class Reporter:
             if not status.is_final and self.budget.nearly_spent(self.keyring.entry_for(repository)):
                 return BUDGET_SPENT
             if not status.is_final and not (last and last.written_here and last.build_id == update.build_id):
-                remote = site.read(repository, commit, status)
+                remote = site.read(repository, commit, key)
                 if remote and not _replaces(update, remote, published):
                     shown = update.build_id if _shows_build(remote, update.build_id) else ""
                     self.memory.remember(identity, LastShown(shown, remote.state, remote.description, False))
                     return STALE
             try:
-                site.write(repository, commit, status)
+                site.write(repository, commit, body)
             except Exception:
                 self.memory.forget(identity)
                 raise
