@@ -114,6 +114,12 @@ CONNECTED_RE = re.compile(
     r"projects/[A-Za-z0-9._-]+/locations/[A-Za-z0-9-]+/connections/[A-Za-z0-9._-]+/repositories/[A-Za-z0-9._-]+",
     re.ASCII,
 )
+# Cloud Build's log URLs: .../cloud-build/builds;region=R/ID?project=P, and the older .../builds/ID (global).
+LOG_PATH_RE = re.compile(
+    r"/(?:cloud-build|gcr)/builds(?:;region=(?P<region>[a-z0-9-]{1,63}))?/(?P<id>[A-Za-z0-9_-][A-Za-z0-9._-]{0,127})",
+    re.ASCII,
+)
+PROJECT_PARAMETER_RE = re.compile(r"(?:^|&)project=(?P<project>[a-z0-9][a-z0-9-]{0,62})(?:&|$)", re.ASCII)
 OTHER_HOSTS = ("github.com", "gitlab.com", "gitlab.")
 MIRROR_PREFIX = "bitbucket_"
 
@@ -670,6 +676,7 @@ class Update:
     build_id: str
     target: Target
     status: CommitStatus
+    created: datetime | None = None  # the build's createTime: of two builds of one status, the later one wins
 
 
 @dataclass(frozen=True)
@@ -703,7 +710,7 @@ def translate(build: Mapping[str, Any], config: Config) -> Update | Skip:
         parent=_clip(trigger_name(build), 1024) or server_key,
         duration_ms=_duration_ms(build) if meaning.phase == FINAL else None,
     )
-    return Update(build["id"], target, status)
+    return Update(build["id"], target, status, parse_time(build.get("createTime")))
 
 
 def status_key(build: Mapping[str, Any], limit: int = KEY_MAX) -> str:
@@ -728,6 +735,26 @@ def build_url(build: Mapping[str, Any]) -> str:
     if project:
         fallback += f"?project={project}"
     return fallback[:URL_MAX]
+
+
+class BuildRef(NamedTuple):
+    """The build a status links to, as Cloud Build's API names it."""
+
+    project: str  # the project's ID or number
+    region: str
+    build_id: str
+
+
+def build_at(url: str) -> BuildRef | None:
+    """The build a status's URL names: both shapes of Cloud Build's log URL end in the build's id and carry
+    its project (`?project=`), the newer one its region too (`builds;region=R/ID`; the older means global).
+    None for any other URL. Each part is checked, so none can change the path of a request to Cloud Build."""
+    parts = urlsplit(url)
+    path = LOG_PATH_RE.fullmatch(parts.path)
+    project = PROJECT_PARAMETER_RE.search(parts.query)
+    if parts.scheme != "https" or parts.hostname != "console.cloud.google.com" or not path or not project:
+        return None
+    return BuildRef(project["project"], path["region"] or "global", path["id"])
 
 
 # --- Credentials -------------------------------------------------------------
@@ -1369,12 +1396,23 @@ class BitbucketDataCenter:
 # --- Cloud Build's API ---------------------------------------------------------
 
 
+# What each question needs, named in the one WARNING an instance logs when it may not be asked.
+CLOUD_BUILD_PERMISSIONS = {
+    "repositories": "cloudbuild.repositories.get (roles/cloudbuild.connectionViewer on the connection). "
+    "Until then a connected repository is taken to be the Bitbucket Cloud repository REPO_FULL_NAME names",
+    "builds": "cloudbuild.builds.get (roles/cloudbuild.builds.viewer on the project). Until then, of two "
+    "builds of one status, the one whose message was published later wins",
+}
+
+
 class CloudBuild:
-    """Where a repository of a Cloud Build connection lives, as Cloud Build's own API says:
-    GET {CLOUD_BUILD_API_ENDPOINT}/v2/{repository} with the function's Google credentials, once per
-    repository per instance. None when the API may not be asked (403, 404, no Google credentials):
-    REPO_FULL_NAME then. 408, 429, 5xx and failures to reach it are transient; any other answer
-    raises NotLocated, and nothing is remembered."""
+    """Cloud Build's own API, asked with the function's Google credentials:
+    - where a repository of a Cloud Build connection lives (GET /v2/{repository}, once per repository per
+      instance); None when the API may not be asked (403, 404, no Google credentials): REPO_FULL_NAME then;
+    - when a build was created (GET /v1/projects/{p}/locations/{r}/builds/{id}); None when it may not be
+      asked, and the reporter falls back to publish times.
+    408, 429, 5xx and failures to reach it are transient; any other answer about a repository raises
+    NotLocated, and nothing is remembered. No lock is held while a request is on its way."""
 
     SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 
@@ -1383,44 +1421,71 @@ class CloudBuild:
         self.timeout = timeout
         self._session: Any = None
         self._remotes: dict[str, str | None] = {}
-        self._warned = False
+        self._warned: set[str] = set()
         self._lock = threading.Lock()
+        self.calls = 0  # requests sent, for the benchmark
 
     def remote_uri(self, repository: str) -> str | None:
         with self._lock:
-            if repository not in self._remotes:
-                self._remotes[repository] = self._look_up(repository)
-            return self._remotes[repository]
+            if repository in self._remotes:
+                return self._remotes[repository]
+        found = self._remote_uri(repository)
+        with self._lock:
+            self._remotes[repository] = found
+        return found
 
-    def _look_up(self, repository: str) -> str | None:
-        if self._session is None:
-            import google.auth
-            from google.auth.exceptions import DefaultCredentialsError
-            from google.auth.transport.requests import AuthorizedSession
-
-            try:
-                credentials, _ = google.auth.default(scopes=[self.SCOPE])
-            except DefaultCredentialsError:
-                self._fall_back(repository, "the function has no Google credentials")
-                return None
-            self._session = AuthorizedSession(credentials)
-        response = self._get(f"{self.api_url}/v2/{repository}")
-        code = response.status_code
-        if code in (408, 429) or code >= 500:
-            raise TransientError(f"Cloud Build's API answered {code} for {repository}")
-        if code in (403, 404):
-            self._fall_back(repository, f"answered {code}")
+    def _remote_uri(self, repository: str) -> str | None:
+        response = self._ask("repositories", repository, f"{self.api_url}/v2/{repository}")
+        if response is None:
             return None
         if not response.ok:
+            code = response.status_code
             raise NotLocated(f"Cloud Build's API answered {code} for the build's connected repository {repository}")
         return _text(_json(response).get("remoteUri")) or None
 
-    def _get(self, url: str) -> requests.Response:
+    def create_time(self, build: BuildRef) -> datetime | None:
+        """When the build was created, or None when Cloud Build's API may not be asked or does not say."""
+        name = f"projects/{build.project}/locations/{build.region}/builds/{build.build_id}"
+        response = self._ask("builds", name, f"{self.api_url}/v1/{name}")
+        return parse_time(_json(response).get("createTime")) if response is not None and response.ok else None
+
+    def _ask(self, topic: str, name: str, url: str) -> requests.Response | None:
+        """Cloud Build's answer; None (with the instance's one WARNING) when the API may not be asked."""
+        session = self._authorized()
+        if session is None:
+            self._fall_back(topic, name, "the function has no Google credentials")
+            return None
+        self.calls += 1
+        response = self._get(session, url)
+        code = response.status_code
+        if code in (408, 429) or code >= 500:
+            raise TransientError(f"Cloud Build's API answered {code} for {name}")
+        if code in (403, 404):
+            self._fall_back(topic, name, f"answered {code}")
+            return None
+        return response
+
+    def _authorized(self) -> Any:
+        """The session signed with the function's Google credentials; None without any (a local run)."""
+        with self._lock:
+            if self._session is None:
+                import google.auth
+                from google.auth.exceptions import DefaultCredentialsError
+                from google.auth.transport.requests import AuthorizedSession
+
+                try:
+                    credentials, _ = google.auth.default(scopes=[self.SCOPE])
+                except DefaultCredentialsError:
+                    return None
+                self._session = AuthorizedSession(credentials)
+            return self._session
+
+    def _get(self, session: Any, url: str) -> requests.Response:
         """A GET with the function's Google credentials; google-auth's own failures become ours."""
         from google.auth import exceptions
 
         try:
-            return send(self._session, "GET", url, self.timeout)
+            return send(session, "GET", url, self.timeout)
         except exceptions.RefreshError as error:
             if getattr(error, "retryable", False):
                 raise TransientError("the function's Google credentials could not be refreshed this time") from None
@@ -1430,15 +1495,15 @@ class CloudBuild:
         except exceptions.GoogleAuthError as error:  # TransportError: Google's token endpoint did not answer
             raise TransientError(f"Google's token endpoint could not be reached ({type(error).__name__})") from None
 
-    def _fall_back(self, repository: str, why: str) -> None:
-        if self._warned:
-            return
-        self._warned = True
+    def _fall_back(self, topic: str, name: str, why: str) -> None:
+        with self._lock:
+            if topic in self._warned:
+                return
+            self._warned.add(topic)
         log(
             "WARNING",
-            f"Cloud Build's API could not say where {repository} is ({why}): give the function's service account "
-            "cloudbuild.repositories.get (roles/cloudbuild.connectionViewer on the connection). Until then a "
-            "connected repository is taken to be the Bitbucket Cloud repository REPO_FULL_NAME names",
+            f"Cloud Build's API could not say about {name} ({why}): give the function's service account "
+            f"{CLOUD_BUILD_PERMISSIONS[topic]}",
         )
 
 
@@ -1448,7 +1513,8 @@ class CloudBuild:
 class LastShown(NamedTuple):
     """What this instance last saw Bitbucket show under one status identity."""
 
-    build_id: str  # "" when it showed another build
+    build_id: str  # the build it shows (the last segment of its URL)
+    created: datetime | None  # that build's createTime, when known
     state: str
     description: str
     written_here: bool  # this instance wrote it
@@ -1456,42 +1522,51 @@ class LastShown(NamedTuple):
 
 POSTED = "posted"
 ALREADY_SHOWN = "Bitbucket already shows this or a later state of the build"
-STALE = "Bitbucket shows a later state, so this message is stale"
+STALE = "Bitbucket shows a later state or a newer build, so this message is stale"
 BUDGET_SPENT = "the hourly budget of its credential is nearly spent: only final states are posted with it for now"
 
 
+class Lru:
+    """A bounded mapping that forgets the least recently used entry first; safe across threads."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[Any, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: Any, value: Any) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def pop(self, key: Any) -> None:
+        with self._lock:
+            self._items.pop(key, None)
+
+
 class Memory:
-    """The last status shown under each identity, least recently used forgotten first, and one lock per
-    identity (striped): two events of one status never read and write at once."""
+    """What this instance has seen: the last status shown under each identity, and when each build was
+    created; and one lock per identity (striped), so two events of one status never read and write at once."""
 
     SIZE = 2048
     STRIPES = 64
 
     def __init__(self) -> None:
-        self._shown: OrderedDict[tuple[str, ...], LastShown] = OrderedDict()
+        self.shown = Lru(self.SIZE)  # identity → LastShown
+        self.created = Lru(2 * self.SIZE)  # build id → createTime
         self._stripes = [threading.Lock() for _ in range(self.STRIPES)]
-        self._lock = threading.Lock()
 
     def lock(self, identity: tuple[str, ...]) -> threading.Lock:
         return self._stripes[hash(identity) % len(self._stripes)]
-
-    def recall(self, identity: tuple[str, ...]) -> LastShown | None:
-        with self._lock:
-            shown = self._shown.get(identity)
-            if shown:
-                self._shown.move_to_end(identity)
-            return shown
-
-    def remember(self, identity: tuple[str, ...], shown: LastShown) -> None:
-        with self._lock:
-            self._shown[identity] = shown
-            self._shown.move_to_end(identity)
-            while len(self._shown) > self.SIZE:
-                self._shown.popitem(last=False)
-
-    def forget(self, identity: tuple[str, ...]) -> None:
-        with self._lock:
-            self._shown.pop(identity, None)
 
 
 @dataclass
@@ -1502,6 +1577,7 @@ class Reporter:
     data_center: BitbucketDataCenter
     keyring: Keyring
     budget: Budget
+    cloud_build: CloudBuild
     memory: Memory = field(default_factory=lambda: Memory())
     _mirror_splits: dict[str, Repository] = field(default_factory=dict)  # repoName → the split Bitbucket accepted
 
@@ -1530,29 +1606,50 @@ class Reporter:
     def _post_unless_stale(self, repository: Repository, update: Update, published: datetime | None) -> str:
         status = update.status
         site: Site = self.cloud if repository.server is None else self.data_center
-        commit = update.target.commit
-        body = site.body(status)
-        key = body["key"]
-        identity = (repository.server or "", repository.full_name, commit, key, status.refname or "")
+        commit, body = update.target.commit, site.body(status)
+        identity = (repository.server or "", repository.full_name, commit, body["key"], status.refname or "")
+        created = _claimed(update.created, published)
+        if created:
+            self.memory.created.put(update.build_id, created)
         with self.memory.lock(identity):
-            last = self.memory.recall(identity)
-            if last and last.build_id == update.build_id and not _advances(last.state, last.description, status):
+            last: LastShown | None = self.memory.shown.get(identity)
+            same_build = last is not None and last.build_id == update.build_id
+            if last and same_build and not _advances(last.state, last.description, status):
                 return ALREADY_SHOWN
+            if last and not same_build and created and last.created and last.created > created:
+                return STALE  # this instance knows a newer build is shown
             if not status.is_final and self.budget.nearly_spent(self.keyring.entry_for(repository)):
                 return BUDGET_SPENT
-            if not status.is_final and not (last and last.written_here and last.build_id == update.build_id):
-                remote = site.read(repository, commit, key)
-                if remote and not _replaces(update, remote, published):
-                    shown = update.build_id if _shows_build(remote, update.build_id) else ""
-                    self.memory.remember(identity, LastShown(shown, remote.state, remote.description, False))
-                    return STALE
+            if not (last and same_build and last.written_here):
+                remote = site.read(repository, commit, body["key"])
+                if remote:
+                    shown = self._shown(remote, update.build_id)
+                    if not _replaces(update, created, shown, remote.updated_on, published):
+                        self.memory.shown.put(identity, shown)
+                        return STALE
             try:
                 site.write(repository, commit, body)
             except Exception:
-                self.memory.forget(identity)
+                self.memory.shown.pop(identity)
                 raise
-            self.memory.remember(identity, LastShown(update.build_id, status.state, status.description, True))
+            self.memory.shown.put(identity, LastShown(update.build_id, created, status.state, status.description, True))
             return POSTED
+
+    def _shown(self, remote: RemoteStatus, build_id: str) -> LastShown:
+        """What a status read from Bitbucket shows, and, when it is another build's, when that build was
+        created: remembered from its messages or an earlier read, else asked of Cloud Build's API."""
+        shown_id = urlsplit(remote.url).path.rsplit("/", 1)[-1]  # both log URL shapes end in /<build id>
+        created = self.memory.created.get(shown_id)
+        if created is None and shown_id != build_id and (ref := build_at(remote.url)):
+            created = self.cloud_build.create_time(ref)
+            if created:
+                self.memory.created.put(shown_id, created)
+        return LastShown(shown_id, created, remote.state, remote.description, False)
+
+
+def _claimed(created: datetime | None, published: datetime | None) -> datetime | None:
+    """A build's createTime as its message claims it, but never after the message was published."""
+    return min(created, published) if created and published else created
 
 
 def _advances(shown_state: str, shown_description: str, status: CommitStatus) -> bool:
@@ -1562,18 +1659,16 @@ def _advances(shown_state: str, shown_description: str, status: CommitStatus) ->
     return phase(status.state, status.description) > phase(shown_state, shown_description)
 
 
-def _shows_build(remote: RemoteStatus, build_id: str) -> bool:
-    """Whether the status links to this build: both log URL shapes end in /<build id>."""
-    return urlsplit(remote.url).path.rsplit("/", 1)[-1] == build_id
-
-
-def _replaces(update: Update, remote: RemoteStatus, published: datetime | None) -> bool:
-    """For an in-progress update: replace what Bitbucket shows?"""
-    if _shows_build(remote, update.build_id):
-        return _advances(remote.state, remote.description, update.status)
-    # Another build's status: a re-run replaces it, unless it was written
-    # after this message was published (this message is the stale one).
-    return not (published and remote.updated_on and remote.updated_on > published)
+def _replaces(
+    update: Update, created: datetime | None, shown: LastShown, written: datetime | None, published: datetime | None
+) -> bool:
+    """Whether the update replaces what Bitbucket shows (written at `written`)."""
+    if shown.build_id == update.build_id:
+        return _advances(shown.state, shown.description, update.status)
+    if created and shown.created and created != shown.created:
+        return created > shown.created  # of two builds of one status, the newer wins, in any order
+    # The shown build's age is not known: replaced unless Bitbucket wrote it after this message was published.
+    return not (published and written and written > published)
 
 
 # --- Logging -----------------------------------------------------------------
@@ -1624,8 +1719,9 @@ class WarmInstance:
         keyring = Keyring(credential_source(env), session, config.oauth_token_url, config.timeout)
         budget = Budget(config.rate_limit_cooldown_seconds)
         client = Client(keyring, budget, CertificateFiles(), session, config.timeout)
-        reporter = Reporter(BitbucketCloud(config.api_url, client), BitbucketDataCenter(client), keyring, budget)
-        return cls(config, keyring, CloudBuild(config.cloud_build_api_url, config.timeout), reporter)
+        cloud_build = CloudBuild(config.cloud_build_api_url, config.timeout)
+        sites = BitbucketCloud(config.api_url, client), BitbucketDataCenter(client)
+        return cls(config, keyring, cloud_build, Reporter(*sites, keyring, budget, cloud_build))
 
 
 _warm: WarmInstance | None = None

@@ -35,6 +35,7 @@ KMS_ACTION = re.compile(r"/v1/(?P<name>projects/[^:]+/cryptoKeys/[^/:]+):(?P<act
 CLOUD_BUILD_REPOSITORY = re.compile(
     r"/v2/(?P<name>projects/[^/]+/locations/[^/]+/connections/[^/]+/repositories/[^/]+)"
 )
+CLOUD_BUILD_BUILD = re.compile(r"/v1/(?P<name>projects/[^/]+/locations/[^/]+/builds/[^/]+)")
 SECRET_ACCESS = re.compile(r"/v1/(?P<secret>projects/[^/]+/secrets/[^/]+)/versions/(?P<version>[^/:]+):access")
 
 
@@ -55,6 +56,7 @@ class Google:
     counts: Counter[str] = field(default_factory=Counter)
     trusted_keys: list[str] = field(default_factory=list)  # service-account public keys (PEM)
     repositories: dict[str, str] = field(default_factory=dict)  # Cloud Build repository name → its remoteUri
+    builds: dict[str, dict[str, Any]] = field(default_factory=dict)  # projects/P/locations/L/builds/ID → Build
     # What Cloud Build's API answers instead of the repository: 403 (the caller lacks cloudbuild.repositories.get),
     # 400, 408, 500 ...; None: the repository.
     cloud_build_answer: int | None = None
@@ -88,7 +90,9 @@ class Google:
         if (match := SECRET_ACCESS.fullmatch(request.path)) and request.method == "GET":
             return self._access(match["secret"], match["version"])
         if (match := CLOUD_BUILD_REPOSITORY.fullmatch(request.path)) and request.method == "GET":
-            return self._repository(match["name"])
+            return self._cloud_build("repositories", match["name"], self.repositories)
+        if (match := CLOUD_BUILD_BUILD.fullmatch(request.path)) and request.method == "GET":
+            return self._cloud_build("builds", match["name"], self.builds)
         return _google_error(404, f"{request.path} not found", "NOT_FOUND")
 
     def _authentic(self, token: str) -> bool:
@@ -150,18 +154,27 @@ class Google:
             payload = versions[number - 1]
         return _json({"name": f"{secret}/versions/{number}", "payload": {"data": base64.b64encode(payload).decode()}})
 
-    def _repository(self, name: str) -> Response:
+    def record(self, *builds: dict[str, Any]) -> None:
+        """Builds Cloud Build's API knows, named as their log URL names them (project number and region)."""
+        for build in builds:
+            path = build["logUrl"].split("?")[0]
+            region = path.split("builds;region=")[1].split("/")[0] if ";region=" in path else "global"
+            project = build["logUrl"].split("project=")[1]
+            self.builds[f"projects/{project}/locations/{region}/builds/{build['id']}"] = dict(build)
+
+    def _cloud_build(self, kind: str, name: str, known: dict[str, Any]) -> Response:
+        """GET of a repository of a connection (v2) or of a build (v1), or the answer a test set."""
         with self._lock:
-            self.counts["cloudbuild.repositories.get"] += 1
+            self.counts[f"cloudbuild.{kind}.get"] += 1
         if self.cloud_build_answer == 403:
-            return _google_error(
-                403, f"Permission 'cloudbuild.repositories.get' denied on '{name}'", "PERMISSION_DENIED"
-            )
+            return _google_error(403, f"Permission 'cloudbuild.{kind}.get' denied on '{name}'", "PERMISSION_DENIED")
         if self.cloud_build_answer is not None:
             return _google_error(self.cloud_build_answer, "Cloud Build could not answer", "UNAVAILABLE")
-        if name not in self.repositories:
-            return _google_error(404, f"Repository {name} not found", "NOT_FOUND")
-        return _json({"name": name, "remoteUri": self.repositories[name], "createTime": "2026-01-01T00:00:00Z"})
+        if name not in known:
+            return _google_error(404, f"{name} not found", "NOT_FOUND")
+        if kind == "builds":
+            return _json({"name": name, **known[name]})
+        return _json({"name": name, "remoteUri": known[name], "createTime": "2026-01-01T00:00:00Z"})
 
     def serve(self) -> GoogleServer:
         return GoogleServer(self)
