@@ -118,6 +118,12 @@ deploy() {
     --member="serviceAccount:service-$(project_number)@gcp-sa-pubsub.iam.gserviceaccount.com" \
     --role=roles/iam.serviceAccountTokenCreator --project="$PROJECT"
 
+  # Of two builds of one status the newer wins: the function reads a shown build's createTime
+  # (cloudbuild.builds.get; roles/cloudbuild.builds.viewer is the smallest role that holds it, and builds are
+  # granted at project level only).
+  run gcloud projects add-iam-policy-binding "$PROJECT" --member="serviceAccount:$SA" \
+    --role=roles/cloudbuild.builds.viewer --condition=None
+
   # Connected repositories: Cloud Build's API says where each lives (cloudbuild.repositories.get);
   # granted only on the connections named, with the smallest role that holds it.
   local connection

@@ -97,6 +97,7 @@ BUILD_GRANTS = [
     for role in ("roles/logging.logWriter", "roles/artifactregistry.writer", "roles/storage.objectAdmin")
 ]
 TOKEN_CREATOR = [("iam", SA.removeprefix("serviceAccount:"), PUBSUB_AGENT, "roles/iam.serviceAccountTokenCreator", "")]
+BUILDS_VIEWER = [("projects", "x", SA, "roles/cloudbuild.builds.viewer", "None")]  # which of two builds is newer
 
 
 @pytest.mark.parametrize("source", ["file", "secret"])
@@ -104,6 +105,7 @@ def test_secret_sources_grant_only_access_to_their_one_secret(commands, source):
     assert grants(commands[source]) == [
         *BUILD_GRANTS,
         *TOKEN_CREATOR,
+        *BUILDS_VIEWER,
         ("secrets", "bitbucket-build-status-credentials", SA, "roles/secretmanager.secretAccessor", ""),
         ("functions", "bitbucket-build-status", SA, "invoker", ""),
     ]
@@ -114,6 +116,7 @@ def test_bucket_source_grants_only_reading_its_one_object_and_decrypting_with_it
     assert grants(commands["bucket"]) == [
         *BUILD_GRANTS,
         *TOKEN_CREATOR,
+        *BUILDS_VIEWER,
         ("storage", "gs://x-bitbucket-build-status", SA, "roles/storage.objectViewer",
          f'expression=resource.name == "{obj}",title=bitbucket-credentials-object-only'),
         ("kms", "credentials", SA, "roles/cloudkms.cryptoKeyDecrypter", ""),
@@ -165,11 +168,14 @@ def test_the_timeout_leaves_room_beyond_the_functions_own_deadline(commands):
     assert float(timeout[:-1]) >= main.DEFAULT_EVENT_DEADLINE_SECONDS + 15
 
 
-def test_only_the_build_account_gets_project_roles_and_nothing_uses_gsutil(commands):
+def test_the_functions_account_gets_only_cloud_build_viewer_on_the_project_and_nothing_uses_gsutil(commands):
+    """roles/cloudbuild.builds.viewer: the smallest role holding cloudbuild.builds.get, which says which of two
+    builds of one status is newer; every other project role goes to the build account."""
     for command in (c for cs in commands.values() for c in cs):
         assert command[0] == "gcloud"
-        if command[1:3] == ["projects", "add-iam-policy-binding"]:
-            assert f"--member={BUILD_SA}" in command
+        if command[1:3] == ["projects", "add-iam-policy-binding"] and f"--member={BUILD_SA}" not in command:
+            assert command[3:] == ["x", f"--member={SA}", "--role=roles/cloudbuild.builds.viewer",
+                                   "--condition=None"], command  # fmt: skip
     assert "gsutil" not in (ROOT / "deploy" / "deploy.sh").read_text()
 
 
