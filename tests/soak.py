@@ -119,6 +119,77 @@ def publish_order(
     return messages, truth, duplicates, swaps
 
 
+class PubSub:
+    """Delivers messages to the function as Pub/Sub does: several at once, each one that raises redelivered
+    later at a random place in the queue (after `redelivery_delay()` seconds), and now and then the instance
+    replaced by a new one once its events have drained."""
+
+    def __init__(self, queue: list[Delivery], rng: random.Random, figures: Figures, workers: int = 4) -> None:
+        self.queue = queue
+        self.rng = rng
+        self.figures = figures
+        self.workers = workers
+        self.redelivery_delay: Any = lambda: 0.0
+        self.replace_rate = 0.02
+        self._lock = threading.Lock()
+        self._pending = len(queue)
+        self._in_flight = 0
+        self._replacing = False
+
+    def deliver(self, deadline: float) -> tuple[int, str]:
+        """Deliver until every message is acknowledged or `deadline` seconds pass: (messages still pending,
+        the function's log)."""
+        started = time.monotonic()
+        log = io.StringIO()
+        with contextlib.redirect_stdout(log):
+            main._warm = None
+            threads = [threading.Thread(target=self._work, args=(started + deadline,)) for _ in range(self.workers)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            main._warm = None
+        return self._pending, log.getvalue()
+
+    def _take(self) -> Delivery | None:
+        """The next delivery that is due; now and then the instance is replaced, once it has drained."""
+        with self._lock:
+            if self._replacing and self._in_flight == 0:
+                main._warm = None  # a new instance: cold, with no memory of earlier events
+                self.figures.new_instances += 1
+                self._replacing = False
+            due = next((i for i, d in enumerate(self.queue) if d.ready_at <= time.monotonic()), None)
+            if self._replacing or due is None:
+                return None
+            self.figures.deliveries += 1
+            self._in_flight += 1
+            if self.rng.random() < self.replace_rate:
+                self._replacing = True
+            return self.queue.pop(due)
+
+    def _work(self, until: float) -> None:
+        while time.monotonic() < until:
+            delivery = self._take()
+            if delivery is None:
+                with self._lock:
+                    if self._pending == 0:
+                        return
+                time.sleep(0.002)
+                continue
+            try:
+                main.build_status(delivery.event, Context(delivery.published))
+            except main.TransientError:
+                with self._lock:  # Pub/Sub redelivers it later, with its original publish time
+                    self.figures.redeliveries += 1
+                    delivery.ready_at = time.monotonic() + self.redelivery_delay()
+                    self.queue.insert(min(len(self.queue), self.rng.randint(3, 30)), delivery)
+                    self._in_flight -= 1
+                continue
+            with self._lock:
+                self._pending -= 1
+                self._in_flight -= 1
+
+
 def run(
     builds: int,
     fault_rate: float = 0.35,
@@ -137,8 +208,8 @@ def run(
     repos = ["acme/webapp"] if repositories == 1 else [f"acme/service-{n}" for n in range(repositories)]
     server_app = DataCenter(fault_rate=fault_rate, seed=seed)
     server_app.accept_token(SERVER_TOKEN)
-    server = server_app.serve()
-    server_url = DataCenter.url(server) if data_center else None
+    on_server = server_app.serve()
+    server_url = DataCenter.url(on_server) if data_center else None
     messages, truth, duplicates, swaps = publish_order(builds, rng, repos, server_url)
     figures = Figures(builds, len(messages), duplicates, swaps, credentials=credentials)
     bitbucket = Bitbucket(fault_rate=fault_rate, faults=FAULTS, fault_delay=0.3, seed=seed, budget=budget)
@@ -155,9 +226,6 @@ def run(
     if budget:
         figures.budget = f"budget {budget} calls per {window:g} s each"
     server = bitbucket.serve()
-    queue = [Delivery(0.0, background_event(m), now()) for m in messages]
-    lock = threading.Lock()
-    pending = [len(queue)]
     env = {
         "BITBUCKET_API_URL": server.api_url,
         "BITBUCKET_CREDENTIALS": json.dumps(document),
@@ -166,69 +234,24 @@ def run(
         "RATE_LIMIT_COOLDOWN_SECONDS": str(window),
     }
     started = time.monotonic()
-    in_flight = [0]
-    replacing = [False]
-
-    def take() -> Delivery | None:
-        """The next delivery that is due; now and then the instance is replaced, once it has drained."""
-        with lock:
-            if replacing[0] and in_flight[0] == 0:
-                main._warm = None  # a new instance: cold, with no memory of earlier events
-                figures.new_instances += 1
-                replacing[0] = False
-            due = next((i for i, d in enumerate(queue) if d.ready_at <= time.monotonic()), None)
-            if replacing[0] or due is None:
-                return None
-            figures.deliveries += 1
-            in_flight[0] += 1
-            if rng.random() < 0.02:
-                replacing[0] = True
-            return queue.pop(due)
-
-    def worker() -> None:
-        while time.monotonic() - started < deadline:
-            delivery = take()
-            if delivery is None:
-                with lock:
-                    if pending[0] == 0:
-                        return
-                time.sleep(0.002)
-                continue
-            try:
-                main.build_status(delivery.event, Context(delivery.published))
-            except main.TransientError:
-                with lock:  # Pub/Sub redelivers it later, with its original publish time
-                    figures.redeliveries += 1
-                    delivery.ready_at = time.monotonic() + (rng.uniform(0.2, 1.0) * window if budget else 0)
-                    queue.insert(min(len(queue), rng.randint(3, 30)), delivery)
-                    in_flight[0] -= 1
-                continue
-            with lock:
-                pending[0] -= 1
-                in_flight[0] -= 1
-
-    log = io.StringIO()
-    with environment(env), contextlib.redirect_stdout(log):
-        main._warm = None
-        threads = [threading.Thread(target=worker) for _ in range(workers)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        main._warm = None
+    pubsub = PubSub([Delivery(0.0, background_event(m), now()) for m in messages], rng, figures, workers)
+    pubsub.redelivery_delay = (lambda: rng.uniform(0.2, 1.0) * window) if budget else (lambda: 0.0)
+    with environment(env):
+        pending, log = pubsub.deliver(deadline)
     server.stop()
+    on_server.stop()
     figures.seconds = time.monotonic() - started
     status_calls = [c for c in bitbucket.calls if c.path.startswith("/2.0/")] + server_app.calls
     figures.bitbucket_calls = len(status_calls)
     figures.failed_calls = sum(1 for c in status_calls if c.fault or c.status == 429)
     figures.in_progress_dropped = sum(
         1
-        for line in log.getvalue().splitlines()
+        for line in log.splitlines()
         if json.loads(line)["message"].startswith("Did not post INPROGRESS")
         and ("429" in line or main.BUDGET_SPENT in line)
     )
     figures.server_builds = sum(1 for repo, _ in truth if repo == SERVER_REPOSITORY)
-    verify(bitbucket, server_app, truth, pending[0], deadline)
+    verify(bitbucket, server_app, truth, pending, deadline)
     return figures
 
 
