@@ -394,6 +394,21 @@ def went_backwards(history: list[tuple[Any, dict[str, Any]]]) -> list[dict[str, 
     return backwards
 
 
+def went_to_older(history: list[tuple[Any, dict[str, Any]]], created: dict[str, str]) -> list[dict[str, Any]]:
+    """Statuses of a history that replaced a newer build's status with an older build's, under one identity
+    (a build is known by the id its url ends in; `created` gives each build's createTime)."""
+    newest: dict[Any, str] = {}
+    older = []
+    for identity, status in history:
+        build_id = status["url"].split("?")[0].rsplit("/", 1)[-1]
+        shown = newest.get(identity)
+        if shown is not None and created[build_id] < created[shown]:
+            older.append(status)
+        elif shown is None or created[build_id] > created[shown]:
+            newest[identity] = build_id
+    return older
+
+
 def token_identity(token: str) -> str:
     """Who an access token acts as (its own bot user), as the stand-in records a status's creator."""
     return "token:" + hashlib.sha256(token.encode()).hexdigest()[:12]

@@ -6,7 +6,10 @@ instance that is replaced now and then.
   of the builds) that fail a third of their calls;
 - the budget soak: a Bitbucket that grants each credential B calls per window of
   W seconds and answers 429 beyond it; 300 builds over 10 repositories, once
-  with one credential for all, once with one repository access token each.
+  with one credential for all, once with one repository access token each;
+- the outage soak: triggers fail and are re-run (2-3 builds per commit, some at
+  once) while Bitbucket refuses every call, then it recovers and the backlog is
+  redelivered in random order; on Bitbucket Cloud and on a Data Center server.
 
 `make soak` runs both at full size; tests/test_soak.py runs short ones in `make test`.
     python -m tests.soak --builds 250 --fault-rate 0.35
@@ -24,6 +27,7 @@ import random
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import main
@@ -106,17 +110,24 @@ def publish_order(
                 message["source"]["gitSource"]["url"] = f"{server}/scm/plat/service.git"
             messages.append(message)
         truth[(SERVER_REPOSITORY if on_server else repo, commit)] = FINALS[final]
+    swaps, duplicates = _swap_and_duplicate(messages, rng)
+    return messages, truth, duplicates, swaps
+
+
+def _swap_and_duplicate(messages: list[dict[str, Any]], rng: random.Random) -> tuple[int, int]:
+    """Pub/Sub's order: neighbours trade places now and then, and some messages come twice, a few places
+    later. Returns (swaps, duplicates)."""
     swaps = 0
-    for i in range(len(messages) - 1):  # local swaps: neighbours trade places
+    for i in range(len(messages) - 1):
         if rng.random() < 0.15:
             messages[i], messages[i + 1] = messages[i + 1], messages[i]
             swaps += 1
     duplicates = 0
-    for i in range(len(messages) - 1, -1, -1):  # a duplicate a few places later
+    for i in range(len(messages) - 1, -1, -1):
         if rng.random() < 0.3:
             messages.insert(min(len(messages), i + rng.randint(1, 6)), messages[i])
             duplicates += 1
-    return messages, truth, duplicates, swaps
+    return swaps, duplicates
 
 
 class PubSub:
@@ -270,6 +281,153 @@ def verify(
     assert not backwards, f"{len(backwards)} statuses went back to in progress, e.g. {backwards[:2]}"
 
 
+@dataclass
+class OutageFigures:
+    commits: int
+    builds: int
+    messages: int
+    duplicates: int
+    swaps: int
+    on_newest: int = 0  # commits whose status shows their newest build's final state
+    to_older: int = 0  # statuses that replaced a newer build's status with an older build's
+    deliveries: int = 0
+    redeliveries: int = 0
+    new_instances: int = 0
+    bitbucket_calls: int = 0
+    refused_calls: int = 0  # during the outage
+    cloud_build_calls: int = 0
+    seconds: float = 0.0
+    site: str = "Bitbucket Cloud"
+
+    def lines(self) -> list[str]:
+        return [
+            f"{self.site}: commits {self.commits}, builds {self.builds} (2-3 per commit and trigger, some at once), "
+            f"messages published {self.messages} ({self.duplicates} duplicates, {self.swaps} local swaps)",
+            f"commits on their newest build's final state {self.on_newest}/{self.commits}, "
+            f"statuses replaced by an older build's {self.to_older}",
+            f"deliveries {self.deliveries} (redeliveries after a raise {self.redeliveries}), "
+            f"new instances {self.new_instances}",
+            f"Bitbucket calls {self.bitbucket_calls} ({self.bitbucket_calls / self.builds:.2f} per build, "
+            f"{self.refused_calls} refused during the outage), Cloud Build API calls {self.cloud_build_calls}",
+            f"time {self.seconds:.1f} s on {platform.machine()}, {os.cpu_count()} cores, "
+            f"Python {platform.python_version()}",
+        ]
+
+
+def outage(
+    commits: int = 60, seed: int = 11, workers: int = 4, deadline: float = 600, *, data_center: bool = False
+) -> OutageFigures:
+    """Triggers fail and are re-run (2-3 builds per commit, some running at once) while Bitbucket refuses
+    every call for a window; instances are replaced; then Bitbucket recovers and Pub/Sub's redelivery comes
+    in random order, with duplicates. Asserts that every commit ends on its newest build's final state and
+    that no status ever went from a newer build to an older one."""
+    import tempfile
+    from pathlib import Path
+
+    from standins.bitbucket import went_to_older
+    from standins.google import Google
+
+    rng = random.Random(seed)
+    base = datetime.now(UTC) - timedelta(hours=2)
+    timeline: list[tuple[datetime, dict[str, Any]]] = []
+    newest: dict[str, tuple[str, str]] = {}  # commit → (its newest build's id, final state)
+    created: dict[str, str] = {}
+    server_app = DataCenter(seed=seed)
+    server_app.accept_token(SERVER_TOKEN)
+    on_server = server_app.serve()
+    server_url = DataCenter.url(on_server)
+    for c in range(commits):
+        commit, start = f"{c + 1:040x}", base + timedelta(seconds=40 * c)
+        runs = rng.choice((2, 3))
+        for j in range(runs):
+            build_id = f"outage-{c}-{j}"
+            final = rng.choice(("SUCCESS", "SUCCESS", "FAILURE")) if j == runs - 1 else rng.choice(
+                ("FAILURE", "FAILURE", "CANCELLED"))  # fmt: skip
+            took = timedelta(seconds=rng.uniform(20, 60))
+            created[build_id] = (start).isoformat().replace("+00:00", "Z")
+            for status, at in (("QUEUED", start), ("WORKING", start + timedelta(seconds=3)), (final, start + took)):
+                message = build(status, build_id, commit=commit, createTime=created[build_id])
+                if data_center:
+                    message["source"]["gitSource"]["url"] = f"{server_url}/scm/plat/service.git"
+                timeline.append((at, message))
+            newest[commit] = (build_id, FINALS[final])
+            # the re-run starts after this run finished, or (a third of the time) while it is still running
+            start += took + timedelta(seconds=5) if rng.random() > 1 / 3 else timedelta(seconds=rng.uniform(4, 15))
+    timeline.sort(key=lambda pair: pair[0])
+    messages = [m for _, m in timeline]
+    published = {id(m): at.isoformat() for at, m in timeline}
+    swaps, duplicates = _swap_and_duplicate(messages, rng)
+    figures = OutageFigures(commits, len(created), len(messages), duplicates, swaps)
+    figures.site = "a Bitbucket Data Center server" if data_center else "Bitbucket Cloud"
+
+    google_app = Google()
+    google = google_app.serve()
+    bitbucket = Bitbucket(faults=("503",), seed=seed)
+    bitbucket.accept_token(TOKEN)
+    server = bitbucket.serve()
+    with tempfile.TemporaryDirectory() as tmp:
+        sa_file = google.service_account_file(Path(tmp))
+        google_app.record(*(build("QUEUED", b, createTime=t) for b, t in created.items()))
+        document = [{"token": TOKEN}, {"server": server_url, "token": SERVER_TOKEN}]
+        env = {
+            "BITBUCKET_API_URL": server.api_url,
+            "BITBUCKET_CREDENTIALS": json.dumps(document),
+            "CLOUD_BUILD_API_ENDPOINT": google.endpoint,
+            "GOOGLE_APPLICATION_CREDENTIALS": str(sa_file),
+            "HTTP_TIMEOUT_SECONDS": "0.15",
+            "HTTP_RETRY_BACKOFF_SECONDS": "0.005",
+        }
+        queue = [Delivery(0.0, background_event(m), published[id(m)]) for m in messages]
+        pubsub = PubSub(queue, rng, figures, workers)  # type: ignore[arg-type]
+        pubsub.redelivery_delay = lambda: rng.uniform(0.3, 1.0)  # Pub/Sub's backoff, during the outage too
+        site = server_app if data_center else bitbucket
+        started = time.monotonic()
+
+        def outage_window() -> None:
+            """Bitbucket refuses every call from the first delivery of 30% of the messages to that of 70%
+            (or for 5 s at most)."""
+            for share, rate in ((0.3, 1.0), (0.7, 0.0)):
+                since = time.monotonic()
+                while figures.deliveries - figures.redeliveries < share * len(messages) and (
+                    rate == 1.0 or time.monotonic() - since < 5
+                ):
+                    time.sleep(0.002)
+                site.fault_rate = rate
+
+        switch = threading.Thread(target=outage_window)
+        switch.start()
+        with environment(env):
+            pending, _ = pubsub.deliver(deadline)
+        switch.join()
+    server.stop()
+    on_server.stop()
+    google.stop()
+    figures.seconds = time.monotonic() - started
+    assert pending == 0, f"{pending} messages were still undelivered after {deadline:.0f} s"
+    calls = [c for c in bitbucket.calls if c.path.startswith("/2.0/")] + server_app.calls
+    figures.bitbucket_calls = len(calls)
+    figures.refused_calls = sum(1 for c in calls if c.fault)
+    figures.cloud_build_calls = google_app.counts["cloudbuild.builds.get"]
+    repo = ("PLAT", "service") if data_center else ("acme", "webapp")
+    wrong = {}
+    for commit, (build_id, state) in newest.items():
+        shown = [(SERVER_STATES.get(s["state"], s["state"]), s["url"].split("?")[0].rsplit("/", 1)[-1])
+                 for s in site.shown(*repo, commit)]  # fmt: skip
+        if shown == [(state, build_id)]:
+            figures.on_newest += 1
+        else:
+            wrong[commit[-4:]] = (shown, (state, build_id))
+    older = went_to_older(site.history, created)
+    figures.to_older = len(older)
+    assert not wrong, (
+        f"{len(wrong)} commits do not show their newest build's final state, e.g. {list(wrong.items())[:3]}"
+    )
+    assert not older, f"{len(older)} statuses went from a newer build to an older one, e.g. {older[:2]}"
+    backwards = site.went_backwards()
+    assert not backwards, f"{len(backwards)} statuses went back to in progress, e.g. {backwards[:2]}"
+    return figures
+
+
 def main_cli() -> None:
     parser = argparse.ArgumentParser(description="Fault and budget soaks of the function against the stand-in")
     parser.add_argument("--builds", type=int, default=250)
@@ -278,12 +436,20 @@ def main_cli() -> None:
     parser.add_argument("--budget-builds", type=int, default=300)
     parser.add_argument("--budget", type=int, default=100, help="calls per credential per window")
     parser.add_argument("--window", type=float, default=5.0, help="seconds")
+    parser.add_argument("--outage-commits", type=int, default=100)
     args = parser.parse_args()
     figures = run(args.builds, args.fault_rate, args.seed, data_center=True)
     print("Fault soak passed: every build ends in its true final state; no status ever went back to in progress.")
     for line in figures.lines():
         print("  " + line)
     print(json.dumps(asdict(figures)))
+    for data_center in (False, True):
+        outage_figures = outage(args.outage_commits, args.seed, data_center=data_center)
+        print("Outage soak passed: every commit ends on its newest build's final state; no status went from a "
+              "newer build to an older one, nor back to in progress.")  # fmt: skip
+        for line in outage_figures.lines():
+            print("  " + line)
+        print(json.dumps(asdict(outage_figures)))
     for credentials in (1, 10):
         figures = run(args.budget_builds, 0.0, args.seed, repositories=10, credentials=credentials,
                       budget=args.budget, window=args.window)  # fmt: skip
