@@ -205,13 +205,18 @@ class Config:
     http_timeout_seconds: float = DEFAULT_HTTP_TIMEOUT_SECONDS
     event_deadline_seconds: float = DEFAULT_EVENT_DEADLINE_SECONDS
     rate_limit_cooldown_seconds: float = DEFAULT_RATE_LIMIT_COOLDOWN_SECONDS
+    code_insights: bool = True  # CODE_INSIGHTS=off: no report with a final state
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
         urls = {name: validated_url(env, variable, getattr(cls, name)) for name, variable in URL_VARIABLES.items()}
         numbers = {name: _number(env, variable, getattr(cls, name)) for name, variable in NUMBER_VARIABLES.items()}
         patterns = (p.strip() for p in env.get("BITBUCKET_REPOSITORIES", "").split(","))
-        return cls(**urls, **numbers, repositories=Patterns(tuple(p for p in patterns if p)))
+        switch = env.get("CODE_INSIGHTS", "on").strip().lower() or "on"
+        if switch not in ("on", "off"):
+            raise ConfigurationError("CODE_INSIGHTS must be on or off")
+        repositories = Patterns(tuple(p for p in patterns if p))
+        return cls(**urls, **numbers, repositories=repositories, code_insights=switch == "on")
 
     @property
     def timeout(self) -> tuple[float, float]:
@@ -384,7 +389,70 @@ def describe(build: Mapping[str, Any]) -> str:
     detail = _text(_dict(build.get("failureInfo")).get("detail")) or _text(build.get("statusDetail"))
     if detail and meaning.detail:
         text = f"{text}: {' '.join(detail.split())}"
-    return _clip(text, DESCRIPTION_MAX)
+    allowed = steps_of(build).allowed
+    if meaning.state == "SUCCESSFUL" and allowed:
+        text = f"{text}, {allowed} step{'s' if allowed > 1 else ''} allowed to fail"
+    if meaning.phase == FINAL and (rejected := rejection(build)):
+        text = f"{text}: {rejected}"
+    return _clip(plain(text), DESCRIPTION_MAX)
+
+
+class Steps(NamedTuple):
+    """What a build's steps did."""
+
+    total: int
+    passed: int
+    failed: int  # failed, or timed out, and not allowed to
+    allowed: int  # failed, and allowed to
+    not_run: int  # never started, or cancelled
+    failed_step: str  # the first step that failed the build, as a reviewer reads it; "" for none
+
+
+def steps_of(build: Mapping[str, Any]) -> Steps:
+    steps = [step for step in build.get("steps") or () if isinstance(step, dict)] if isinstance(
+        build.get("steps"), list
+    ) else []  # fmt: skip
+    passed = failed = allowed = not_run = 0
+    failed_step = ""
+    for index, step in enumerate(steps):
+        status = _text(step.get("status"))
+        if status == "SUCCESS":
+            passed += 1
+        elif status in ("FAILURE", "TIMEOUT", "INTERNAL_ERROR") and step.get("allowFailure") is True:
+            allowed += 1
+        elif status in ("FAILURE", "TIMEOUT", "INTERNAL_ERROR"):
+            failed += 1
+            failed_step = failed_step or step_text(step, index, status)
+        else:
+            not_run += 1
+    return Steps(len(steps), passed, failed, allowed, not_run, failed_step)
+
+
+def step_text(step: Mapping[str, Any], index: int, status: str) -> str:
+    """'unit-tests (golang:1.23): go test ./..., exit code 1' - the step's id, image, command and outcome."""
+    name = _text(step.get("id")) or f"step {index + 1}"
+    image = _text(step.get("name"))
+    args = step.get("args") if isinstance(step.get("args"), list) else []
+    command = " ".join(_text(step.get("entrypoint")).split() + [a for a in args if isinstance(a, str)])
+    code = step.get("exitCode")
+    outcome = "timed out" if status == "TIMEOUT" else f"exit code {code}" if isinstance(code, int) else "failed"
+    text = f"{name} ({image})" if image else name
+    return plain(f"{text}: {_clip(command, 120)}, {outcome}" if command.strip() else f"{text}, {outcome}")
+
+
+def rejection(build: Mapping[str, Any]) -> str:
+    """Who rejected the build's approval and why, when it was rejected (Build.approval.result)."""
+    approval = _dict(build.get("approval"))
+    if _text(approval.get("state")) != "REJECTED":
+        return ""
+    result = _dict(approval.get("result"))
+    who, comment = _text(result.get("approverAccount")), _text(result.get("comment"))
+    return plain(f"approval rejected{f' by {who}' if who else ''}{f' ({comment})' if comment else ''}")
+
+
+def plain(text: str) -> str:
+    """Text from a build with every control or format character (newline, bidi, zero-width) made a space."""
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split())
 
 
 def _duration_ms(build: Mapping[str, Any]) -> int | None:
@@ -677,6 +745,7 @@ class Update:
     target: Target
     status: CommitStatus
     created: datetime | None = None  # the build's createTime: of two builds of one status, the later one wins
+    report: Report | None = None  # with a final state, its Code Insights report
 
 
 @dataclass(frozen=True)
@@ -710,7 +779,8 @@ def translate(build: Mapping[str, Any], config: Config) -> Update | Skip:
         parent=_clip(trigger_name(build), 1024) or server_key,
         duration_ms=_duration_ms(build) if meaning.phase == FINAL else None,
     )
-    return Update(build["id"], target, status, parse_time(build.get("createTime")))
+    report = report_of(build, status) if config.code_insights and status.is_final else None
+    return Update(build["id"], target, status, parse_time(build.get("createTime")), report)
 
 
 def status_key(build: Mapping[str, Any], limit: int = KEY_MAX) -> str:
@@ -735,6 +805,95 @@ def build_url(build: Mapping[str, Any]) -> str:
     if project:
         fallback += f"?project={project}"
     return fallback[:URL_MAX]
+
+
+REPORT_PREFIX = "cloud-build-"  # a report's key: never one of another tool's
+REPORTER = "Google Cloud Build"
+TITLE_MAX = 450  # Data Center's limit; Cloud's is not documented
+DETAILS_MAX = 2000  # Data Center's limit
+FIELD_MAX = 250  # a data field's text
+LINE_MAX = 200  # a line of a report's details
+WARNINGS_SHOWN = 3
+
+
+@dataclass(frozen=True)
+class Report:
+    """A finished build's Code Insights report, in the terms both sites share; each site makes its body."""
+
+    key: str
+    title: str
+    details: str
+    passed: bool
+    link: str
+    duration_ms: int | None
+    steps: Steps
+    trigger: str
+    warnings: int
+
+    @property
+    def shared(self) -> dict[str, str]:
+        """The fields both sites spell alike."""
+        return {"title": self.title, "details": self.details, "reporter": REPORTER, "link": self.link}
+
+
+def report_of(build: Mapping[str, Any], status: CommitStatus) -> Report:
+    """What a reviewer reads first about a finished build: the outcome and duration, the step that failed
+    and why, what the steps did, the warnings, the trigger, the link to the log; clipped, one line each."""
+    steps = steps_of(build)
+    failure = _dict(build.get("failureInfo"))
+    cause = _text(failure.get("detail")) or _text(build.get("statusDetail"))
+    warnings = [w for w in build.get("warnings") or () if isinstance(w, dict)] if isinstance(
+        build.get("warnings"), list
+    ) else []  # fmt: skip
+    lines = [status.description]
+    if steps.failed_step:
+        lines.append(f"Failed step: {steps.failed_step}")
+    if cause and status.state == "FAILED":
+        kind = _text(failure.get("type")).replace("_", " ").lower()
+        lines.append(f"Cause{f' ({kind})' if kind else ''}: {cause}")
+    if steps.total:
+        counts = [f"{steps.passed} passed", f"{steps.failed} failed", f"{steps.allowed} allowed to fail",
+                  f"{steps.not_run} did not run"]  # fmt: skip
+        lines.append(f"Steps: {steps.total} ({', '.join(c for c in counts if not c.startswith('0 '))})")
+    for warning in warnings[:WARNINGS_SHOWN]:
+        lines.append(f"Warning: {_clip(plain(_text(warning.get('text'))), FIELD_MAX)}")
+    if len(warnings) > WARNINGS_SHOWN:
+        lines.append(f"and {len(warnings) - WARNINGS_SHOWN} more warnings")
+    trigger = trigger_name(build)
+    if trigger:
+        lines.append(f"Trigger: {trigger}")
+    details = "\n".join(_clip(plain(line), LINE_MAX) for line in lines)  # 9 lines at most: within DETAILS_MAX
+    return Report(
+        key=f"{REPORT_PREFIX}{status.key}",
+        title=_clip(plain(f"{trigger or DEFAULT_NAME}: {status.description}"), TITLE_MAX),
+        details=_clip(details, DETAILS_MAX),
+        passed=status.state == "SUCCESSFUL",
+        link=status.url,
+        duration_ms=status.duration_ms,
+        steps=steps,
+        trigger=_clip(plain(trigger), FIELD_MAX),
+        warnings=len(warnings),
+    )
+
+
+def report_fields(report: Report, link_text: str) -> list[dict[str, Any]]:
+    """The data fields a reviewer scans first (at most 6, Data Center's limit; Cloud's is 10); the sites
+    name a link's text differently (`link_text`)."""
+    fields: list[dict[str, Any]] = []
+    if report.duration_ms is not None:
+        fields.append({"title": "Duration", "type": "DURATION", "value": report.duration_ms})
+    if report.steps.failed_step:
+        fields.append({"title": "Failed step", "type": "TEXT", "value": _clip(report.steps.failed_step, FIELD_MAX)})
+    if report.steps.total:
+        fields.append(
+            {"title": "Steps passed", "type": "TEXT", "value": f"{report.steps.passed} of {report.steps.total}"}
+        )
+    if report.trigger:
+        fields.append({"title": "Trigger", "type": "TEXT", "value": report.trigger})
+    fields.append({"title": "Build log", "type": "LINK", "value": {link_text: "Cloud Build log", "href": report.link}})
+    if report.warnings:
+        fields.append({"title": "Warnings", "type": "NUMBER", "value": report.warnings})
+    return fields
 
 
 class BuildRef(NamedTuple):
@@ -1302,6 +1461,7 @@ class Site(Protocol):
     def body(self, status: CommitStatus) -> dict[str, Any]: ...
     def read(self, repository: Repository, commit: str, key: str) -> RemoteStatus | None: ...
     def write(self, repository: Repository, commit: str, body: dict[str, Any]) -> None: ...
+    def write_report(self, repository: Repository, commit: str, report: Report) -> None: ...
 
 
 @dataclass
@@ -1336,6 +1496,14 @@ class BitbucketCloud:
 
     def write(self, repository: Repository, commit: str, body: dict[str, Any]) -> None:
         self.client.write(repository, "POST", self.statuses_url(repository, commit), body)
+
+    def report_body(self, report: Report) -> dict[str, Any]:
+        result = "PASSED" if report.passed else "FAILED"
+        return {**report.shared, "report_type": "TEST", "result": result, "data": report_fields(report, "text")}
+
+    def write_report(self, repository: Repository, commit: str, report: Report) -> None:
+        url = f"{self.api_url}/repositories/{repository.owner}/{repository.slug}/commit/{commit}/reports/{report.key}"
+        self.client.write(repository, "PUT", url, self.report_body(report))
 
     def statuses_url(self, repository: Repository, commit: str) -> str:
         return f"{self.api_url}/repositories/{repository.owner}/{repository.slug}/commit/{commit}/statuses/build"
@@ -1387,6 +1555,18 @@ class BitbucketDataCenter:
 
     def write(self, repository: Repository, commit: str, body: dict[str, Any]) -> None:
         self.client.write(repository, "POST", self.builds_url(repository, commit), body)
+
+    def report_body(self, report: Report) -> dict[str, Any]:
+        return {
+            **report.shared,
+            "result": "PASS" if report.passed else "FAIL",
+            "data": report_fields(report, "linktext"),
+        }
+
+    def write_report(self, repository: Repository, commit: str, report: Report) -> None:
+        project, slug = repository.owner, repository.slug
+        url = f"{repository.server}/rest/insights/latest/projects/{project}/repos/{slug}/commits/{commit}/reports"
+        self.client.write(repository, "PUT", f"{url}/{report.key}", self.report_body(report))
 
     def builds_url(self, repository: Repository, commit: str) -> str:
         project, slug = repository.owner, repository.slug
@@ -1518,12 +1698,25 @@ class LastShown(NamedTuple):
     state: str
     description: str
     written_here: bool  # this instance wrote it
+    reported: bool = False  # this instance wrote the build's report
+
+
+class Outcome(NamedTuple):
+    """What became of an update: of its status (POSTED, ALREADY_SHOWN, STALE, BUDGET_SPENT), on which
+    repository, and of its report ("" when none was due)."""
+
+    status: str
+    repository: Repository
+    report: str = ""
 
 
 POSTED = "posted"
 ALREADY_SHOWN = "Bitbucket already shows this or a later state of the build"
 STALE = "Bitbucket shows a later state or a newer build, so this message is stale"
 BUDGET_SPENT = "the hourly budget of its credential is nearly spent: only final states are posted with it for now"
+REPORT_WRITTEN = "its Code Insights report written"
+REPORT_SKIPPED = "its Code Insights report skipped: the hourly budget of its credential is nearly spent"
+REPORT_REFUSED = "refused its Code Insights report"
 
 
 class Lru:
@@ -1581,7 +1774,7 @@ class Reporter:
     memory: Memory = field(default_factory=lambda: Memory())
     _mirror_splits: dict[str, Repository] = field(default_factory=dict)  # repoName → the split Bitbucket accepted
 
-    def report(self, update: Update, published: datetime | None) -> tuple[str, Repository]:
+    def report(self, update: Update, published: datetime | None) -> Outcome:
         """Post the update unless it would be stale; say what happened, and to which repository."""
         *others, last = self._ordered(update.target)
         for repository in others:  # a mirror's other splits, tried while Bitbucket answers 404
@@ -1597,43 +1790,83 @@ class Reporter:
             return (known, *(r for r in target.candidates if r != known))
         return target.candidates
 
-    def _report_to(self, repository: Repository, update: Update, published: datetime | None) -> tuple[str, Repository]:
-        outcome = self._post_unless_stale(repository, update, published)
-        if update.target.mirror:
-            self._mirror_splits[update.target.mirror] = repository
-        return outcome, repository
-
-    def _post_unless_stale(self, repository: Repository, update: Update, published: datetime | None) -> str:
-        status = update.status
+    def _report_to(self, repository: Repository, update: Update, published: datetime | None) -> Outcome:
         site: Site = self.cloud if repository.server is None else self.data_center
-        commit, body = update.target.commit, site.body(status)
-        identity = (repository.server or "", repository.full_name, commit, body["key"], status.refname or "")
+        body = site.body(update.status)
+        identity = (repository.server or "", repository.full_name, update.target.commit, body["key"])
+        identity += (update.status.refname or "",)
         created = _claimed(update.created, published)
         if created:
             self.memory.created.put(update.build_id, created)
         with self.memory.lock(identity):
-            last: LastShown | None = self.memory.shown.get(identity)
-            same_build = last is not None and last.build_id == update.build_id
-            if last and same_build and not _advances(last.state, last.description, status):
-                return ALREADY_SHOWN
-            if last and not same_build and created and last.created and last.created > created:
-                return STALE  # this instance knows a newer build is shown
-            if not status.is_final and self.budget.nearly_spent(self.keyring.entry_for(repository)):
-                return BUDGET_SPENT
-            if not (last and same_build and last.written_here):
-                remote = site.read(repository, commit, body["key"])
-                if remote:
-                    shown = self._shown(remote, update.build_id)
-                    if not _replaces(update, created, shown, remote.updated_on, published):
-                        self.memory.shown.put(identity, shown)
-                        return STALE
-            try:
-                site.write(repository, commit, body)
-            except Exception:
-                self.memory.shown.pop(identity)
-                raise
-            self.memory.shown.put(identity, LastShown(update.build_id, created, status.state, status.description, True))
-            return POSTED
+            outcome = self._post_unless_stale(site, repository, identity, body, update, created, published)
+            report = self._write_report(site, repository, identity, update) if self._report_due(
+                outcome, identity, update
+            ) else ""  # fmt: skip
+        if update.target.mirror:
+            self._mirror_splits[update.target.mirror] = repository
+        return Outcome(outcome, repository, report)
+
+    def _post_unless_stale(
+        self,
+        site: Site,
+        repository: Repository,
+        identity: tuple[str, ...],
+        body: dict[str, Any],
+        update: Update,
+        created: datetime | None,
+        published: datetime | None,
+    ) -> str:
+        status, commit = update.status, update.target.commit
+        last: LastShown | None = self.memory.shown.get(identity)
+        same_build = last is not None and last.build_id == update.build_id
+        if last and same_build and not _advances(last.state, last.description, status):
+            return ALREADY_SHOWN
+        if last and not same_build and created and last.created and last.created > created:
+            return STALE  # this instance knows a newer build is shown
+        if not status.is_final and self.budget.nearly_spent(self.keyring.entry_for(repository)):
+            return BUDGET_SPENT
+        if not (last and same_build and last.written_here):
+            remote = site.read(repository, commit, body["key"])
+            if remote:
+                shown = self._shown(remote, update.build_id)
+                if not _replaces(update, created, shown, remote.updated_on, published):
+                    self.memory.shown.put(identity, shown)
+                    return ALREADY_SHOWN if shown.build_id == update.build_id else STALE
+        try:
+            site.write(repository, commit, body)
+        except Exception:
+            self.memory.shown.pop(identity)
+            raise
+        self.memory.shown.put(identity, LastShown(update.build_id, created, status.state, status.description, True))
+        return POSTED
+
+    def _report_due(self, outcome: str, identity: tuple[str, ...], update: Update) -> bool:
+        """With a final state this build's status shows: unless this instance already wrote its report."""
+        last: LastShown | None = self.memory.shown.get(identity)
+        if update.report is None or last is None or last.build_id != update.build_id:
+            return False
+        return outcome in (POSTED, ALREADY_SHOWN) and last.state in FINAL_STATES and not last.reported
+
+    def _write_report(self, site: Site, repository: Repository, identity: tuple[str, ...], update: Update) -> str:
+        """After the status: the build's report, unless the credential's budget is nearly spent; a refusal is
+        the outcome, a transient failure raises (the status, already shown, is not posted again)."""
+        assert update.report is not None
+        if self.budget.nearly_spent(self.keyring.entry_for(repository)):
+            return REPORT_SKIPPED
+        try:
+            site.write_report(repository, update.target.commit, update.report)
+        except RateLimited:
+            return REPORT_SKIPPED
+        except Rejected as error:
+            site_name = (
+                "Bitbucket Cloud" if repository.server is None else f"the Data Center server {repository.server}"
+            )
+            return f"{site_name} {REPORT_REFUSED}: {error}"
+        last = self.memory.shown.get(identity)
+        if last is not None and last.build_id == update.build_id:
+            self.memory.shown.put(identity, last._replace(reported=True))
+        return REPORT_WRITTEN
 
     def _shown(self, remote: RemoteStatus, build_id: str) -> LastShown:
         """What a status read from Bitbucket shows, and, when it is another build's, when that build was
@@ -1833,7 +2066,7 @@ def post(update: Update, published: datetime | None, warm: WarmInstance, fields:
     """Report the update and log what became of it; a refusal is logged and acknowledged."""
     shown = f"{update.status.state} ({update.status.description})"
     try:
-        outcome, repository = warm.reporter.report(update, published)
+        outcome = warm.reporter.report(update, published)
     except Rejected as error:
         log("ERROR", f"Bitbucket refused the status: {error}", **fields)
         return
@@ -1842,14 +2075,18 @@ def post(update: Update, published: datetime | None, warm: WarmInstance, fields:
             raise  # redelivered until the budget allows it
         log("WARNING", f"Did not post {shown}: {error}; a later state of the build supersedes it", **fields)
         return
+    repository = outcome.repository
     entry = warm.keyring.entry_for(repository)
     fields.update(
         repository=repository.full_name, server=repository.server, credential=entry.position if entry else None
     )
-    if outcome == POSTED:
-        log("INFO", f"Posted {shown}", **fields)
-    else:
-        log("INFO", f"Did not post {shown}: {outcome}", **fields)
+    said = f"Posted {shown}" if outcome.status == POSTED else f"Did not post {shown}: {outcome.status}"
+    if not outcome.report:
+        log("INFO", said, **fields)
+        return
+    refused = REPORT_REFUSED in outcome.report
+    report = "refused" if refused else "written" if outcome.report == REPORT_WRITTEN else "skipped"
+    log("WARNING" if refused else "INFO", f"{said}; {outcome.report}", report=report, **fields)
 
 
 # --- Entry points ------------------------------------------------------------

@@ -42,13 +42,17 @@ from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from standins import remember_basic, remember_secret, shut_down
+from standins import LOGS, remember_basic, remember_secret, shut_down
 
 SPEC = Path(__file__).resolve().parent / "data" / "specs" / "bitbucket-cloud-2.0.openapi.json.gz"
 STATUSES = re.compile(
     r"/2\.0/repositories/(?P<workspace>[^/]+)/(?P<slug>[^/]+)/commit/(?P<commit>[^/]+)/statuses"
     r"(?:/build(?:/(?P<key>[^/]+))?)?"
 )
+REPORTS = re.compile(
+    r"/2\.0/repositories/(?P<workspace>[^/]+)/(?P<slug>[^/]+)/commit/(?P<commit>[^/]+)/reports/(?P<report>[^/]+)"
+)
+REPORT_DATA_MAX = 10  # "An array of data fields to display information on the report. Maximum 10."
 TOKEN_PATH = "/site/oauth2/access_token"
 STATS_PATH = "/_standin/stats"  # the stand-in's own counters, for the benchmark
 FAULTS = ("500", "502", "503", "429", "timeout", "drop")
@@ -63,6 +67,9 @@ def openapi() -> OpenAPI:
     """Atlassian's spec, relaxing only the `type` every schema inherits."""
     spec = json.loads(gzip.decompress(SPEC.read_bytes()))
     del spec["components"]["schemas"]["object"]["required"]
+    # A data field's value is typed "object", yet the same description documents numbers, strings and booleans
+    # for it (DURATION in milliseconds, TEXT, BOOLEAN): the value's type is left to the field's `type`.
+    del spec["components"]["schemas"]["report_data"]["properties"]["value"]["type"]
     spec["servers"] = [{"url": "/2.0"}]
     return OpenAPI.from_dict(spec)
 
@@ -103,6 +110,8 @@ class Bitbucket:
     seed: int = 0
     validate: bool = True  # against the OpenAPI description; the benchmark turns it off to measure the function
     statuses: dict[tuple[str, str, str, str], dict[str, Any]] = field(default_factory=dict)
+    reports: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)  # (repository, commit, id)
+    report_answer: int | None = None  # what a report PUT is answered instead (400, 403, 500 ...)
     history: list[tuple[tuple[str, str, str, str], dict[str, Any]]] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
     scripted: deque[str] = field(default_factory=deque)  # faults for the next requests, in order
@@ -155,7 +164,11 @@ class Bitbucket:
         return went_backwards(self.history)
 
     def status_calls(self) -> list[Call]:
-        return [c for c in self.calls if c.path.startswith("/2.0/") and c.fault is None]
+        """The calls to the commit-status endpoints (not the reports) that were answered."""
+        return [c for c in self.calls if STATUSES.fullmatch(c.path) and c.fault is None]
+
+    def report_calls(self) -> list[Call]:
+        return [c for c in self.calls if REPORTS.fullmatch(c.path) and c.fault is None]
 
     # --- the WSGI application ---------------------------------------------------
 
@@ -252,7 +265,7 @@ class Bitbucket:
             body = result.body
         else:
             body = request.get_json(silent=True)
-        match = STATUSES.fullmatch(request.path)
+        match = STATUSES.fullmatch(request.path) or REPORTS.fullmatch(request.path)
         if not match:
             return error(404, "Resource not found")
         repository = f"{match['workspace']}/{match['slug']}"
@@ -264,6 +277,8 @@ class Bitbucket:
         if not re.fullmatch(r"[0-9a-f]{40}", commit):
             return error(404, f"Commit {commit} not found")
         with self._lock:
+            if "report" in match.groupdict():
+                return self._report(request.method, repository, commit, match["report"], body, identity)
             if request.method == "POST" and match["key"] is None and request.path.endswith("/build"):
                 return self._write(repository, commit, body, identity, create=True)
             if request.method == "PUT" and match["key"]:
@@ -313,6 +328,35 @@ class Bitbucket:
         self._latest_by_key[identity_key[:3]] = status  # what GET .../statuses/build/{key} answers
         self.history.append((identity_key, dict(status)))
         return _json(status, 201 if create and existing is None else 200)
+
+    def _report(self, method: str, repository: str, commit: str, report_id: str, body: Any, identity: str) -> Response:
+        """PUT creates or replaces a Code Insights report; GET reads it."""
+        if method == "GET":
+            found = self.reports.get((repository, commit, report_id))
+            return _json(found) if found else error(404, "No such report")
+        if method != "PUT":
+            return error(405, "Method not allowed")
+        if self.report_answer is not None:
+            return error(self.report_answer, "Report refused" if self.report_answer < 500 else "Something went wrong")
+        body = dict(body)
+        LOGS.append(json.dumps(body))  # scanned for credentials, like the tests' output
+        for name in ("title", "details", "report_type"):
+            if not body.get(name):
+                return error(400, f"{name}: This field is required.", {name: ["This field is required."]})
+        if len(body.get("data") or []) > REPORT_DATA_MAX:
+            return error(400, f"data: at most {REPORT_DATA_MAX} data fields", {"data": ["too many"]})
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        existing = self.reports.get((repository, commit, report_id))
+        report = {**body, "external_id": report_id, "created_on": existing["created_on"] if existing else now,
+                  "updated_on": now, "_creator": identity}  # fmt: skip
+        self.reports[(repository, commit, report_id)] = report
+        return _json(report)
+
+    def shown_reports(self, workspace: str, slug: str, commit: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [
+                dict(r) for (repo, c, _), r in self.reports.items() if repo == f"{workspace}/{slug}" and c == commit
+            ]
 
     def _latest(self, repository: str, commit: str, key: str) -> dict[str, Any] | None:
         return self._latest_by_key.get((repository, commit, key))

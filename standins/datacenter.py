@@ -29,12 +29,18 @@ from openapi_core import OpenAPI
 from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest
 from werkzeug.wrappers import Request, Response
 
-from standins import remember_basic, remember_secret
-from standins.bitbucket import Call, Server, went_backwards
+from standins import LOGS, remember_basic, remember_secret
+from standins.bitbucket import Call, Server, token_identity, went_backwards
 
 SPEC = Path(__file__).resolve().parent / "data" / "specs" / "bitbucket-datacenter-9.2.openapi.json.gz"
 BUILDS = "/api/latest/projects/{projectKey}/repos/{repositorySlug}/commits/{commitId}/builds"
+INSIGHTS = "/insights/latest/projects/{projectKey}/repos/{repositorySlug}/commits/{commitId}/reports/{key}"
 CONTEXT = "/bitbucket"
+REPORT_PATH = re.compile(
+    rf"{CONTEXT}/rest/insights/latest/projects/(?P<project>[^/]+)/repos/(?P<slug>[^/]+)/commits/(?P<commit>[^/]+)"
+    r"/reports/(?P<key>[^/]+)"
+)
+DETAILS_MAX = 2000  # "Max length: 2000 characters" (the description's table; its schema gives none)
 PATH = re.compile(
     rf"{CONTEXT}/rest/api/latest/projects/(?P<project>[^/]+)/repos/(?P<slug>[^/]+)/commits/(?P<commit>[^/]+)/builds"
 )
@@ -46,9 +52,11 @@ def openapi() -> OpenAPI:
     Relaxed in one respect: it lists the request body as */*, which openapi-core cannot parse; the
     server takes JSON."""
     spec = json.loads(gzip.decompress(SPEC.read_bytes()))
-    spec["paths"] = {BUILDS: spec["paths"][BUILDS]}
+    spec["paths"] = {BUILDS: spec["paths"][BUILDS], INSIGHTS: spec["paths"][INSIGHTS]}
     content = spec["paths"][BUILDS]["post"]["requestBody"]["content"]
     content["application/json"] = content.pop("*/*")
+    # A data field's value is typed "object", yet its own example is 9: the value's type is left to `type`.
+    del spec["components"]["schemas"]["RestInsightReportData"]["properties"]["value"]["type"]
     spec["servers"] = [{"url": f"{CONTEXT}/rest"}]
     return OpenAPI.from_dict(spec)
 
@@ -69,6 +77,8 @@ class DataCenter:
     seed: int = 0
     validate: bool = True
     statuses: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    reports: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)  # (repository, commit, key)
+    report_answer: int | None = None  # what a report PUT is answered instead (400, 403, 500 ...)
     history: list[tuple[tuple[str, str, str], dict[str, Any]]] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
     authorizations: list[str] = field(default_factory=list)  # every Authorization header received
@@ -103,6 +113,13 @@ class DataCenter:
         with self._lock:
             return [dict(s) for (repo, c, _), s in self.statuses.items() if repo == f"{project}/{slug}" and c == commit]
 
+    def status_calls(self) -> list[Call]:
+        """The calls to the build-status endpoint (not the reports)."""
+        return [c for c in self.calls if PATH.fullmatch(c.path)]
+
+    def report_calls(self) -> list[Call]:
+        return [c for c in self.calls if REPORT_PATH.fullmatch(c.path)]
+
     def went_backwards(self) -> list[dict[str, Any]]:
         return went_backwards(self.history)
 
@@ -135,7 +152,7 @@ class DataCenter:
         identity = self._identity(request)
         if identity is None:
             return errors(401, "Authentication failed. Please check your credentials and try again.")
-        match = PATH.fullmatch(request.path)
+        match = PATH.fullmatch(request.path) or REPORT_PATH.fullmatch(request.path)
         if not match:
             return errors(404, "Not found")
         if self.validate:
@@ -148,6 +165,8 @@ class DataCenter:
         if not re.fullmatch(r"[0-9a-f]{40}", match["commit"]):
             return errors(400, "The commit is not valid")
         with self._lock:
+            if "key" in match.groupdict():
+                return self._report(request.method, repository, match["commit"], match["key"], request)
             if request.method == "GET":
                 status = self.statuses.get((repository, match["commit"], request.args.get("key", "")))
                 return (
@@ -158,6 +177,35 @@ class DataCenter:
             if request.method == "POST":
                 return self._write(repository, match["commit"], request.get_json(silent=True) or {})
         return errors(405, "Method not allowed")
+
+    def _report(self, method: str, repository: str, commit: str, key: str, request: Request) -> Response:
+        """PUT creates or replaces a Code Insights report (only its creator may replace it); GET reads it."""
+        if method == "GET":
+            found = self.reports.get((repository, commit, key))
+            return (
+                Response(json.dumps(found), 200, content_type="application/json") if found else errors(404, "No report")
+            )
+        if method != "PUT":
+            return errors(405, "Method not allowed")
+        if self.report_answer is not None:
+            return errors(self.report_answer, "Report refused" if self.report_answer < 500 else "Something went wrong")
+        body = request.get_json(silent=True) or {}
+        LOGS.append(json.dumps(body))  # scanned for credentials, like the tests' output
+        if len(body.get("details", "")) > DETAILS_MAX:
+            return errors(400, f"details must be at most {DETAILS_MAX} characters")
+        identity = token_identity(request.headers.get("Authorization", ""))
+        existing = self.reports.get((repository, commit, key))
+        if existing is not None and existing["_creator"] != identity:
+            return errors(403, "Only the creator of a report may replace it")
+        now = int(time.time() * 1000)
+        report = {**body, "key": key, "createdDate": existing["createdDate"] if existing else now, "_creator": identity}
+        self.reports[(repository, commit, key)] = report
+        return Response(json.dumps({**body, "key": key}), 200, content_type="application/json")
+
+    def shown_reports(self, project: str, slug: str, commit: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [{k: v for k, v in r.items() if k != "_creator"} for (repo, c, _), r in self.reports.items()
+                    if repo == f"{project}/{slug}" and c == commit]  # fmt: skip
 
     def _write(self, repository: str, commit: str, body: dict[str, Any]) -> Response:
         for name, limit in (("key", 255), ("url", 450), ("name", 255), ("parent", 1024), ("ref", 1024)):

@@ -42,7 +42,12 @@ def test_a_cancelled_build_shows_cancelled_and_the_in_progress_states_carry_no_d
 def test_a_normal_lifecycle_takes_four_calls_and_duplicates_none_more(both):
     for status in ("QUEUED", "QUEUED", "WORKING", "WORKING", "SUCCESS", "SUCCESS"):
         deliver(dc_build(status, both))
-    assert [(c.method, c.status) for c in both.app.calls] == [("GET", 404), ("POST", 204), ("POST", 204), ("POST", 204)]
+    assert [(c.method, c.status) for c in both.app.status_calls()] == [
+        ("GET", 404),
+        ("POST", 204),
+        ("POST", 204),
+        ("POST", 204),
+    ]
 
 
 def test_a_late_message_on_a_new_instance_reads_the_server_and_never_goes_backwards(both, new_instance):
@@ -174,7 +179,7 @@ def test_a_retry_after_from_the_server_is_honoured(both, monkeypatch):
     both.app.fail_next("429")
     deliver(dc_build("SUCCESS", both))
     assert [s["state"] for s in both.shown()] == ["SUCCESSFUL"]
-    assert [c.status for c in both.app.calls] == [429, 404, 204]  # the read waited for, then the write
+    assert [c.status for c in both.app.status_calls()] == [429, 404, 204]  # the read waited for, then the write
 
 
 def test_a_rotated_server_token_is_read_again_on_a_401(both, monkeypatch):
@@ -228,7 +233,7 @@ def test_a_late_working_message_on_a_new_instance_leaves_a_cancelled_build_cance
     new_instance()
     deliver(dc_build("WORKING", both))
     assert [s["state"] for s in both.shown()] == ["CANCELLED"]
-    assert [(c.method, c.status) for c in both.app.calls] == [("GET", 404), ("POST", 204), ("GET", 200)]
+    assert [(c.method, c.status) for c in both.app.status_calls()] == [("GET", 404), ("POST", 204), ("GET", 200)]
 
 
 def test_the_read_asks_for_the_servers_own_key_which_a_long_trigger_name_makes_unlike_clouds(both, new_instance):

@@ -178,7 +178,8 @@ def test_every_log_line_is_structured_with_the_build_and_its_target(bitbucket, c
     [line] = log_lines(capsys.readouterr().out)
     assert line == {
         "severity": "INFO",
-        "message": "Posted SUCCESSFUL (Succeeded in 3m 12s)",
+        "message": "Posted SUCCESSFUL (Succeeded in 3m 12s); its Code Insights report written",
+        "report": "written",
         "build_id": "b-0001",
         "trigger": "webapp-pr",
         "build_status": "SUCCESS",

@@ -1,0 +1,185 @@
+"""Code Insights reports: with every final state, one report per status on the same site and with the same
+credential, saying why a build failed; through the function and both stand-ins, which accept a report only
+as Atlassian's descriptions allow."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+import main
+from standins.builds import COMMIT, build
+from tests.conftest import dc_build, deliver, log_lines
+
+TIMING = {"startTime": "2026-11-27T09:01:00Z", "endTime": "2026-11-27T09:03:00Z"}
+UNIT_TESTS = {"id": "unit-tests", "name": "golang:1.23", "args": ["go", "test", "./..."], "status": "FAILURE",
+              "exitCode": 1, "timing": TIMING}  # fmt: skip
+STEPS_FAILING = [
+    {"id": "checkout", "name": "gcr.io/cloud-builders/git", "args": ["fetch"], "status": "SUCCESS"},
+    UNIT_TESTS,
+    {"id": "deploy", "name": "gcr.io/google.com/cloudsdktool/cloud-sdk", "args": ["gcloud", "run"], "status": "QUEUED"},
+]
+FAILURE_INFO = {
+    "type": "USER_BUILD_STEP",
+    "detail": 'Build step 1 "golang:1.23" failed: step exited with non-zero status: 1',
+}
+
+
+@pytest.fixture(params=["cloud", "data center"])
+def site(request, bitbucket) -> Any:
+    """(make a build of this site, the reports the site shows for a commit, its result words, its calls)."""
+    if request.param == "cloud":
+
+        def make(status: str, build_id: str = "b-1", **kwargs: Any) -> dict:
+            return build(status, build_id, **kwargs)
+
+        return make, lambda: bitbucket.app.shown_reports("acme", "webapp", COMMIT), ("PASSED", "FAILED"), bitbucket.app
+    server = request.getfixturevalue("both")
+
+    def make_on_server(status: str, build_id: str = "b-1", **kwargs: Any) -> dict:
+        return dc_build(status, server, build_id, **kwargs)
+
+    return make_on_server, lambda: server.app.shown_reports("PROJ", "repo", COMMIT), ("PASS", "FAIL"), server.app
+
+
+def fields(report: dict) -> dict[str, Any]:
+    return {f["title"]: f["value"] for f in report["data"]}
+
+
+def test_a_failing_unit_test_step_is_named_in_a_failed_report_and_a_passing_rerun_replaces_it(site):
+    make, reports, (passed, failed), _ = site
+    for status in ("QUEUED", "WORKING"):
+        deliver(make(status))
+    failing = make("FAILURE", steps=STEPS_FAILING, failureInfo=FAILURE_INFO)
+    deliver(failing)
+    [report] = reports()
+    assert report["result"] == failed
+    assert report["link"] == failing["logUrl"]
+    assert report["title"] == "webapp-pr: Failed after 3m 12s: " + FAILURE_INFO["detail"]
+    assert "Failed step: unit-tests (golang:1.23): go test ./..., exit code 1" in report["details"]
+    assert "Steps: 3 (1 passed, 1 failed, 1 did not run)" in report["details"]
+    assert fields(report)["Failed step"] == "unit-tests (golang:1.23): go test ./..., exit code 1"
+    assert fields(report)["Steps passed"] == "1 of 3"
+    assert fields(report)["Duration"] == 192_050
+    assert fields(report)["Trigger"] == "webapp-pr"
+    link = fields(report)["Build log"]
+    assert link["href"] == failing["logUrl"]
+    passing_steps = [{**step, "status": "SUCCESS", "exitCode": 0} for step in STEPS_FAILING]
+    for status in ("QUEUED", "WORKING"):
+        deliver(make(status, "b-2", createTime="2026-11-27T09:10:00Z"))
+    deliver(make("SUCCESS", "b-2", createTime="2026-11-27T09:10:00Z", steps=passing_steps))
+    [report] = reports()  # the same report, replaced
+    assert report["result"] == passed
+    assert "b-2" in report["link"]
+    assert "Failed step" not in fields(report)
+    assert fields(report)["Steps passed"] == "3 of 3"
+
+
+@pytest.mark.parametrize(
+    ("status", "words"),
+    [("CANCELLED", "Cancelled"), ("TIMEOUT", "Timed out after 3m 12s"), ("EXPIRED", "Expired in queue")],
+)
+def test_a_stopped_timed_out_or_expired_build_says_so_and_does_not_pass(site, status, words):
+    make, reports, (_, failed), _ = site
+    deliver(make(status))
+    [report] = reports()
+    assert report["result"] == failed
+    assert report["details"].splitlines()[0].startswith(words)
+
+
+def test_a_build_passing_with_steps_allowed_to_fail_says_so_in_its_status_and_report(bitbucket):
+    steps = [{"id": "lint", "name": "golangci/golangci-lint", "status": "FAILURE", "allowFailure": True, "exitCode": 2},
+             {"id": "test", "name": "golang:1.23", "status": "SUCCESS"}]  # fmt: skip
+    deliver(build("SUCCESS", steps=steps))
+    [status] = bitbucket.app.shown("acme", "webapp", COMMIT)
+    assert status["description"] == "Succeeded in 3m 12s, 1 step allowed to fail"
+    [report] = bitbucket.app.shown_reports("acme", "webapp", COMMIT)
+    assert report["result"] == "PASSED"
+    assert "Steps: 2 (1 passed, 1 allowed to fail)" in report["details"]
+
+
+def test_a_rejected_approval_says_who_rejected_it_and_why(bitbucket):
+    approval = {"state": "REJECTED", "result": {"decision": "REJECTED", "approverAccount": "lead@acme.example",
+                                                "comment": "not on a Friday"}}  # fmt: skip
+    deliver(build("CANCELLED", approval=approval))
+    [status] = bitbucket.app.shown("acme", "webapp", COMMIT)
+    assert status["description"] == "Cancelled: approval rejected by lead@acme.example (not on a Friday)"
+
+
+def test_a_normal_lifecycle_costs_five_calls_with_its_report(site):
+    make, _, _, app = site
+    for status in ("QUEUED", "WORKING", "SUCCESS", "SUCCESS"):
+        deliver(make(status))
+    assert len(app.status_calls()) == 4
+    assert [c.method for c in app.report_calls()] == ["PUT"]  # the duplicate result writes nothing
+
+
+def test_huge_hostile_and_non_ascii_builds_still_give_a_report_the_site_accepts(site):
+    make, reports, _, app = site
+    steps = [{"id": f"step-{n}-" + "ü" * 300, "name": "img\u202e\n" * 50, "args": ["x" * 5000, "\x00\x1b[31m"],
+              "status": "FAILURE" if n == 150 else "SUCCESS", "exitCode": 3} for n in range(200)]  # fmt: skip
+    warnings = [{"text": "deprecated\n" * 400, "priority": "WARNING"} for _ in range(12)]
+    b = make("FAILURE", steps=steps, warnings=warnings, failureInfo={"detail": "日本語の説明 " * 1000},
+             trigger_name="名前" * 600)  # fmt: skip
+    deliver(b)
+    [report] = reports()
+    assert all(call.status in (200, 201) for call in app.report_calls())
+    assert len(report["title"]) <= 450
+    assert len(report["details"]) <= 2000
+    assert len(report["data"]) <= 6
+    assert all(c.isprintable() for line in report["details"].splitlines() for c in line)
+    assert "\u202e" not in json.dumps(report, ensure_ascii=False)
+    assert "Steps: 200 (199 passed, 1 failed)" in report["details"]
+    assert "and 9 more warnings" in report["details"]
+
+
+def test_a_nearly_spent_budget_skips_the_report_with_one_info_line_and_the_status_still_lands(bitbucket, capsys):
+    bitbucket.app.budget, bitbucket.app.near_limit_share = 1000, 0.001  # near the limit at once
+    deliver(build("SUCCESS"))
+    warning, line = log_lines(capsys.readouterr().out)
+    assert "hourly budget of credential entry 1 is nearly spent" in warning["message"]  # said by the status's answer
+    assert (line["severity"], line["report"]) == ("INFO", "skipped")
+    assert line["message"] == f"Posted SUCCESSFUL (Succeeded in 3m 12s); {main.REPORT_SKIPPED}"
+    assert [s["state"] for s in bitbucket.app.shown("acme", "webapp", COMMIT)] == ["SUCCESSFUL"]
+    assert bitbucket.app.report_calls() == []
+
+
+@pytest.mark.parametrize("answer", [400, 403])
+def test_a_refused_report_is_one_warning_naming_the_site_and_the_message_is_acknowledged(site, capsys, answer):
+    make, _, _, app = site
+    app.report_answer = answer
+    deliver(make("FAILURE"))  # acknowledged: no raise
+    [line] = log_lines(capsys.readouterr().out)
+    assert line["severity"] == "WARNING"
+    assert line["report"] == "refused"
+    assert "refused its Code Insights report: Bitbucket answered " + str(answer) in line["message"]
+    assert ("Bitbucket Cloud" in line["message"]) != ("Data Center server" in line["message"])
+    assert len([c for c in app.status_calls() if c.method == "POST"]) == 1
+
+
+def test_a_failing_report_endpoint_redelivers_without_posting_the_status_again(site):
+    make, reports, (_, failed), app = site
+    for status in ("QUEUED", "WORKING"):
+        deliver(make(status))
+    app.report_answer = 503
+    with pytest.raises(main.TransientError):
+        deliver(make("FAILURE"))
+    app.report_answer = None
+    deliver(make("FAILURE"))  # the redelivery
+    assert [r["result"] for r in reports()] == [failed]
+    assert len([c for c in app.status_calls() if c.method == "POST"]) == 3  # Queued, Running, the result once
+
+
+def test_code_insights_off_writes_no_report(bitbucket, monkeypatch):
+    monkeypatch.setenv("CODE_INSIGHTS", "off")
+    deliver(build("FAILURE", steps=STEPS_FAILING))
+    assert bitbucket.app.report_calls() == []
+    assert [s["state"] for s in bitbucket.app.shown("acme", "webapp", COMMIT)] == ["FAILED"]
+
+
+def test_code_insights_must_be_on_or_off(bitbucket, monkeypatch):
+    monkeypatch.setenv("CODE_INSIGHTS", "maybe")
+    with pytest.raises(main.ConfigurationError, match="CODE_INSIGHTS must be on or off"):
+        deliver(build("SUCCESS"))
