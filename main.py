@@ -1502,8 +1502,10 @@ class BitbucketCloud:
         return {**report.shared, "report_type": "TEST", "result": result, "data": report_fields(report, "text")}
 
     def write_report(self, repository: Repository, commit: str, report: Report) -> None:
-        url = f"{self.api_url}/repositories/{repository.owner}/{repository.slug}/commit/{commit}/reports/{report.key}"
-        self.client.write(repository, "PUT", url, self.report_body(report))
+        self.client.write(repository, "PUT", self.report_url(repository, commit, report.key), self.report_body(report))
+
+    def report_url(self, repository: Repository, commit: str, key: str) -> str:
+        return f"{self.api_url}/repositories/{repository.owner}/{repository.slug}/commit/{commit}/reports/{key}"
 
     def statuses_url(self, repository: Repository, commit: str) -> str:
         return f"{self.api_url}/repositories/{repository.owner}/{repository.slug}/commit/{commit}/statuses/build"
@@ -1564,9 +1566,13 @@ class BitbucketDataCenter:
         }
 
     def write_report(self, repository: Repository, commit: str, report: Report) -> None:
+        self.client.write(repository, "PUT", self.report_url(repository, commit, report.key), self.report_body(report))
+
+    def report_url(self, repository: Repository, commit: str, key: str) -> str:
         project, slug = repository.owner, repository.slug
-        url = f"{repository.server}/rest/insights/latest/projects/{project}/repos/{slug}/commits/{commit}/reports"
-        self.client.write(repository, "PUT", f"{url}/{report.key}", self.report_body(report))
+        return (
+            f"{repository.server}/rest/insights/latest/projects/{project}/repos/{slug}/commits/{commit}/reports/{key}"
+        )
 
     def builds_url(self, repository: Repository, commit: str) -> str:
         project, slug = repository.owner, repository.slug

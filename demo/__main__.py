@@ -74,6 +74,15 @@ def morning() -> list[tuple[str, list[dict[str, Any]]]]:
     )  # fmt: skip
     failed = lifecycle("FAILURE", "7d1c9a52-login-1", 0, 2.1, commit="1" * 40, **login)
     failed[-1]["failureInfo"] = {"type": "USER_BUILD_STEP", "detail": 'Build step 2 "go test ./..." failed'}
+    failed[-1]["steps"] = [
+        {"id": "vet", "name": "golang:1.23", "args": ["go", "vet", "./..."], "status": "SUCCESS"},
+        {"id": "lint", "name": "golangci/golangci-lint", "args": ["golangci-lint", "run"], "status": "FAILURE",
+         "allowFailure": True, "exitCode": 1},
+        {"id": "unit-tests", "name": "golang:1.23", "args": ["go", "test", "./..."], "status": "FAILURE",
+         "exitCode": 1},
+        {"id": "deploy-preview", "name": "gcr.io/google.com/cloudsdktool/cloud-sdk", "args": ["gcloud", "run"],
+         "status": "QUEUED"},
+    ]  # fmt: skip
     fixed = lifecycle("SUCCESS", "7d1c9a52-login-2", 14, 3.2, commit="2" * 40, **login)
     # The old mirror setup: workspace and slug both hold '_', so the first split 404s.
     legacy = dict(
@@ -195,6 +204,8 @@ def show_server(server: DataCenter, url: str) -> None:
             print(f"    {name:<12} {status.get(name, '-')}")
         path = " → ".join(f"{s['state']} ({s['description']})" for i, s in server.history if i == (repo, commit, key))
         print(f"    history      {path}")
+        for report in server.shown_reports(*repo.split("/"), commit):
+            show_report(report)
 
 
 def show(bitbucket: Bitbucket) -> None:
@@ -214,6 +225,22 @@ def show(bitbucket: Bitbucket) -> None:
             print(f"    written by   {SIGNERS.get(status['_creator'], status['_creator'])}")
             path = " → ".join(f"{s['state']} ({s['description']})" for k, s in changes if k == status["key"])
             print(f"    history      {path}")
+        for report in bitbucket.shown_reports(*repo.split("/"), commit):
+            show_report(report)
+
+
+def show_report(report: dict[str, Any]) -> None:
+    """A Code Insights report as the commit's Reports panel shows it."""
+    print(f"    report       {report['result']}  {report['title']}")
+    for data in report["data"]:
+        value = data["value"]
+        if data["type"] == "DURATION":
+            value = f"{value / 1000:.0f} s"
+        elif data["type"] == "LINK":
+            value = value["href"]
+        print(f"      {data['title']:<13} {value}")
+    for line in report["details"].splitlines():
+        print(f"      | {line}")
 
 
 if __name__ == "__main__":

@@ -278,11 +278,13 @@ def test_data_center_and_cloud_builds_land_on_their_sites_through_pubsub(pubsub,
         for b in (*cloned, *connected, *cloud):
             pubsub.publish(TOPIC, b)
 
-        def landed() -> bool:
+        def landed() -> bool:  # every status, and the Code Insights report of each result
             return (
                 [s["state"] for s in server_app.shown("PLAT", "api", builds_commit)] == ["SUCCESSFUL"]
                 and [s["state"] for s in server_app.shown("PLAT", "payments", builds_commit)] == ["FAILED"]
                 and [s["state"] for s in shown(bitbucket)] == ["SUCCESSFUL"]
+                and [r["result"] for r in server_app.shown_reports("PLAT", "payments", builds_commit)] == ["FAIL"]
+                and [r["result"] for r in bitbucket.app.shown_reports("acme", "webapp", builds_commit)] == ["PASSED"]
             )
 
         builds_commit = cloned[0]["substitutions"]["COMMIT_SHA"]

@@ -360,15 +360,18 @@ SITES = (main.BitbucketCloud(CLOUD_API, client=None), main.BitbucketDataCenter(c
 
 
 def request_paths(update: main.Update) -> list[str]:
-    """Every path the update's site would be sent: Cloud's write and read, Data Center's builds."""
+    """Every path the update's site would be sent: Cloud's write and read, Data Center's builds, the report."""
     cloud, data_center = SITES
     paths = []
     for repository in update.target.candidates:
+        site = cloud if repository.on_cloud else data_center
         if repository.on_cloud:
             written = urlsplit(cloud.statuses_url(repository, update.target.commit)).path
             paths += [written, f"{written}/{update.status.key}"]
         else:
             paths.append(urlsplit(data_center.builds_url(repository, update.target.commit)).path)
+        if update.report:
+            paths.append(urlsplit(site.report_url(repository, update.target.commit, update.report.key)).path)
     return paths
 
 
@@ -404,5 +407,7 @@ def test_any_project_or_slug_on_a_server_reaches_no_other_path(project, slug):
     b["substitutions"]["_BITBUCKET_SERVER"] = "https://bb.example/bitbucket"
     decision = main.translate(b, CONFIG)
     if isinstance(decision, main.Update):
-        [path] = request_paths(decision)
-        assert SERVER_PATH.fullmatch(path), path
+        paths = request_paths(decision)
+        assert len(paths) == 2  # the builds and the report
+        for path in paths:
+            assert SERVER_PATH.fullmatch(path), path
