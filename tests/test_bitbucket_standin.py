@@ -170,3 +170,30 @@ def test_went_backwards_names_a_build_that_went_from_final_back_to_in_progress(s
     assert standin.app.went_backwards() == []
     post(standin, {"key": "k", "state": "INPROGRESS", "url": build_1})
     assert [s["url"] for s in standin.app.went_backwards()] == [build_1]
+
+
+def test_reports_are_accepted_only_as_atlassians_descriptions_allow():
+    from werkzeug.test import Client
+
+    from standins.datacenter import DataCenter
+
+    headers = {"Authorization": "Bearer standin-report-token-1"}
+    cloud, server = Bitbucket(), DataCenter()
+    cloud.accept_token("standin-report-token-1")
+    server.accept_token("standin-report-token-1")
+    on_cloud = f"/2.0/repositories/acme/webapp/commit/{'a' * 40}/reports/cloud-build-x"
+    on_server = f"/bitbucket/rest/insights/latest/projects/PROJ/repos/repo/commits/{'a' * 40}/reports/cloud-build-x"
+    good = {"title": "t", "details": "d", "report_type": "TEST", "result": "PASSED",
+            "data": [{"title": "Duration", "type": "DURATION", "value": 5}]}  # fmt: skip
+    assert Client(cloud).put(on_cloud, json=good, headers=headers).status_code == 200
+    for bad in ({**good, "result": "PASS"}, {**good, "report_type": "BUILD"}, {**good, "data": good["data"] * 11}):
+        assert Client(cloud).put(on_cloud, json=bad, headers=headers).status_code == 400
+    good = {
+        "title": "t",
+        "result": "PASS",
+        "data": [{"title": "Log", "type": "LINK", "value": {"linktext": "l", "href": "h"}}],
+    }
+    assert Client(server).put(on_server, json=good, headers=headers).status_code == 200
+    for bad in ({**good, "result": "PASSED"}, {**good, "title": "t" * 451}, {**good, "data": good["data"] * 7},
+                {**good, "details": "d" * 2001}):  # fmt: skip
+        assert Client(server).put(on_server, json=bad, headers=headers).status_code == 400
