@@ -206,6 +206,7 @@ class Config:
     event_deadline_seconds: float = DEFAULT_EVENT_DEADLINE_SECONDS
     rate_limit_cooldown_seconds: float = DEFAULT_RATE_LIMIT_COOLDOWN_SECONDS
     code_insights: bool = True  # CODE_INSIGHTS=off: no report with a final state
+    connections: int = 10  # kept open per site: the Functions Framework's THREADS, events handled at once
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
@@ -216,7 +217,9 @@ class Config:
         if switch not in ("on", "off"):
             raise ConfigurationError("CODE_INSIGHTS must be on or off")
         repositories = Patterns(tuple(p for p in patterns if p))
-        return cls(**urls, **numbers, repositories=repositories, code_insights=switch == "on")
+        threads = env.get("THREADS", "").strip()
+        connections = max(cls.connections, int(threads)) if threads.isdigit() else cls.connections
+        return cls(**urls, **numbers, repositories=repositories, code_insights=switch == "on", connections=connections)
 
     @property
     def timeout(self) -> tuple[float, float]:
@@ -1257,7 +1260,7 @@ class Keyring:
 # --- Sending a request ---------------------------------------------------------
 
 
-def http_session(backoff_seconds: float, attempt_seconds: float) -> requests.Session:
+def http_session(backoff_seconds: float, attempt_seconds: float, connections: int = 10) -> requests.Session:
     """One keep-alive session: 5xx answers and dropped connections retried with backoff, and a 429 or
     503 that carries Retry-After after that wait, each only while it fits in the event's deadline."""
     import requests
@@ -1291,8 +1294,8 @@ def http_session(backoff_seconds: float, attempt_seconds: float) -> requests.Ses
         raise_on_status=False,
     )
     session = requests.Session()
-    session.mount("https://", HTTPAdapter(max_retries=retry))
-    session.mount("http://", HTTPAdapter(max_retries=retry))
+    for scheme in ("https://", "http://"):  # as many kept-alive connections as events at once
+        session.mount(scheme, HTTPAdapter(max_retries=retry, pool_connections=connections, pool_maxsize=connections))
     return session
 
 
@@ -1754,18 +1757,30 @@ class Lru:
 
 class Memory:
     """What this instance has seen: the last status shown under each identity, and when each build was
-    created; and one lock per identity (striped), so two events of one status never read and write at once."""
+    created; and a lock of each identity's own, so two events of one status never read and write at once
+    while events of other statuses never wait for them (each holds its lock across network calls)."""
 
     SIZE = 2048
-    STRIPES = 64
 
     def __init__(self) -> None:
         self.shown = Lru(self.SIZE)  # identity → LastShown
         self.created = Lru(2 * self.SIZE)  # build id → createTime
-        self._stripes = [threading.Lock() for _ in range(self.STRIPES)]
+        self._locks: dict[tuple[str, ...], list[Any]] = {}  # identity → [its lock, events holding or awaiting it]
+        self._guard = threading.Lock()
 
-    def lock(self, identity: tuple[str, ...]) -> threading.Lock:
-        return self._stripes[hash(identity) % len(self._stripes)]
+    @contextmanager
+    def locked(self, identity: tuple[str, ...]) -> Iterator[None]:
+        with self._guard:
+            entry = self._locks.setdefault(identity, [threading.Lock(), 0])
+            entry[1] += 1
+        try:
+            with entry[0]:
+                yield
+        finally:
+            with self._guard:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del self._locks[identity]
 
 
 @dataclass
@@ -1804,7 +1819,7 @@ class Reporter:
         created = _claimed(update.created, published)
         if created:
             self.memory.created.put(update.build_id, created)
-        with self.memory.lock(identity):
+        with self.memory.locked(identity):
             outcome = self._post_unless_stale(site, repository, identity, body, update, created, published)
             report = self._write_report(site, repository, identity, update) if self._report_due(
                 outcome, identity, update
@@ -1954,7 +1969,7 @@ class WarmInstance:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> WarmInstance:
         config = Config.from_env(env)
-        session = http_session(config.retry_backoff_seconds, sum(config.timeout))
+        session = http_session(config.retry_backoff_seconds, sum(config.timeout), config.connections)
         keyring = Keyring(credential_source(env), session, config.oauth_token_url, config.timeout)
         budget = Budget(config.rate_limit_cooldown_seconds)
         client = Client(keyring, budget, CertificateFiles(), session, config.timeout)

@@ -25,6 +25,9 @@ BUILD_SA_NAME=${BUILD_SA_NAME:-bitbucket-build-status-build}
 BUILD_SA="$BUILD_SA_NAME@$PROJECT.iam.gserviceaccount.com"
 # The function's --timeout: main.py's event deadline (EVENT_DEADLINE_SECONDS, 120 s) and 30 s to spare.
 TIMEOUT=${TIMEOUT:-150s}
+# Events one instance handles at once: Cloud Run's --concurrency, and the Functions Framework's THREADS (it
+# defaults to 4 per vCPU, and every event beyond them would wait in gunicorn's queue). One setting drives both.
+CONCURRENCY=${CONCURRENCY:-80}
 SECRET=${SECRET:-bitbucket-build-status-credentials}
 # Where the file source mounts the secret; Cloud Run shadows the whole directory.
 CREDENTIALS_FILE=${CREDENTIALS_FILE:-/etc/secrets/bitbucket-credentials.json}
@@ -177,8 +180,8 @@ deploy() {
     --runtime=python313 --source=. --entry-point=build_status_cloudevent \
     --trigger-topic="$TOPIC" --retry --service-account="$SA" --trigger-service-account="$SA" \
     --build-service-account="projects/$PROJECT/serviceAccounts/$BUILD_SA" --timeout="$TIMEOUT" \
-    --max-instances=1 --concurrency=80 --cpu=1 --memory=512Mi \
-    --set-env-vars="$env_vars" "${secrets[@]}" "${network[@]}"
+    --max-instances=1 --concurrency="$CONCURRENCY" --cpu=1 --memory=256Mi \
+    --set-env-vars="THREADS=$CONCURRENCY,$env_vars" "${secrets[@]}" "${network[@]}"
   if [ -n "$NETWORK" ]; then
     # Direct VPC egress is set on the Cloud Run service that runs the function.
     run gcloud run services update "$FUNCTION" --region="$REGION" --network="$NETWORK" --subnet="$SUBNET" \

@@ -107,6 +107,7 @@ class Bitbucket:
     budget_window: float = 3600.0
     near_limit_share: float = 0.8  # X-RateLimit-NearLimit turns true once this share of the budget is used
     retry_after: int | None = None  # seconds a 429 asks the client to wait (Bitbucket Cloud sends none)
+    latency: float = 0.0  # seconds every answer takes: a real site's round trip
     seed: int = 0
     validate: bool = True  # against the OpenAPI description; the benchmark turns it off to measure the function
     statuses: dict[tuple[str, str, str, str], dict[str, Any]] = field(default_factory=dict)
@@ -173,6 +174,8 @@ class Bitbucket:
     # --- the WSGI application ---------------------------------------------------
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if self.latency:
+            time.sleep(self.latency)
         request = Request(environ)
         with self._lock:
             self.peers.add((environ.get("REMOTE_ADDR", ""), environ.get("REMOTE_PORT", "")))

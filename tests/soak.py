@@ -315,7 +315,13 @@ class OutageFigures:
 
 
 def outage(
-    commits: int = 60, seed: int = 11, workers: int = 4, deadline: float = 600, *, data_center: bool = False
+    commits: int = 60,
+    seed: int = 11,
+    workers: int = 4,
+    deadline: float = 600,
+    *,
+    data_center: bool = False,
+    longest: float = 5.0,
 ) -> OutageFigures:
     """Triggers fail and are re-run (2-3 builds per commit, some running at once) while Bitbucket refuses
     every call for a window; instances are replaced; then Bitbucket recovers and Pub/Sub's redelivery comes
@@ -385,11 +391,11 @@ def outage(
 
         def outage_window() -> None:
             """Bitbucket refuses every call from the first delivery of 30% of the messages to that of 70%
-            (or for 5 s at most)."""
+            (or for `longest` seconds at most)."""
             for share, rate in ((0.3, 1.0), (0.7, 0.0)):
                 since = time.monotonic()
                 while figures.deliveries - figures.redeliveries < share * len(messages) and (
-                    rate == 1.0 or time.monotonic() - since < 5
+                    rate == 1.0 or time.monotonic() - since < longest
                 ):
                     time.sleep(0.002)
                 site.fault_rate = rate

@@ -143,9 +143,11 @@ def test_the_function_is_deployed_as_2nd_gen_python313_on_cloud_builds_with_retr
             in env
         )
     elif source == "secret":
-        assert env == "--set-env-vars=CREDENTIALS_SECRET=projects/x/secrets/bitbucket-build-status-credentials"
+        assert (
+            env == "--set-env-vars=THREADS=80,CREDENTIALS_SECRET=projects/x/secrets/bitbucket-build-status-credentials"
+        )
     else:
-        assert env == "--set-env-vars=BITBUCKET_CREDENTIALS_FILE=/etc/secrets/bitbucket-credentials.json"
+        assert env == "--set-env-vars=THREADS=80,BITBUCKET_CREDENTIALS_FILE=/etc/secrets/bitbucket-credentials.json"
         assert (
             "--set-secrets=/etc/secrets/bitbucket-credentials.json=bitbucket-build-status-credentials:latest" in deploy
         )
@@ -324,3 +326,15 @@ def test_a_private_server_is_reached_through_a_connector_or_direct_vpc_egress_on
     assert {"--vpc-connector=corp-connector", "--egress-settings=private-ranges-only"} <= set(deploy)
     [update] = [c for c in commands["direct"] if c[1:3] == ["run", "services"]]
     assert {"--network=corp", "--subnet=corp-europe-west1", "--vpc-egress=private-ranges-only"} <= set(update)
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_the_functions_threads_are_its_concurrency(commands, source):
+    """The Functions Framework serves THREADS events at once (4 per vCPU by default): fewer than
+    --concurrency, and the rest wait in gunicorn's queue."""
+    [deploy] = [c for c in commands[source] if c[1:3] == ["functions", "deploy"]]
+    concurrency = next(arg for arg in deploy if arg.startswith("--concurrency=")).removeprefix("--concurrency=")
+    variables = next(arg for arg in deploy if arg.startswith("--set-env-vars=")).removeprefix("--set-env-vars=")
+    threads = dict(pair.split("=", 1) for pair in variables.split(",") if pair.startswith("THREADS="))
+    assert threads == {"THREADS": concurrency}
+    assert int(concurrency) > 1
