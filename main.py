@@ -120,6 +120,9 @@ LOG_PATH_RE = re.compile(
     re.ASCII,
 )
 PROJECT_PARAMETER_RE = re.compile(r"(?:^|&)project=(?P<project>[a-z0-9][a-z0-9-]{0,62})(?:&|$)", re.ASCII)
+# The topic a delivery came from: a CloudEvent's source, a 1st gen context's resource, a push request's path.
+TOPIC_RE = re.compile(r"(?://pubsub\.googleapis\.com/)?projects/(?P<project>[a-z0-9.:-]{1,63})/topics/[^/]+", re.ASCII)
+PROJECT_ID_RE = re.compile(r"(?:[a-z0-9.-]+:)?[a-z][a-z0-9-]{4,28}[a-z0-9]", re.ASCII)
 OTHER_HOSTS = ("github.com", "gitlab.com", "gitlab.")
 MIRROR_PREFIX = "bitbucket_"
 
@@ -207,6 +210,7 @@ class Config:
     rate_limit_cooldown_seconds: float = DEFAULT_RATE_LIMIT_COOLDOWN_SECONDS
     code_insights: bool = True  # CODE_INSIGHTS=off: no report with a final state
     connections: int = 10  # kept open per site: the Functions Framework's THREADS, events handled at once
+    build_projects: frozenset[str] = frozenset()  # BUILD_PROJECTS: the projects whose builds are served; none: any
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
@@ -219,7 +223,17 @@ class Config:
         repositories = Patterns(tuple(p for p in patterns if p))
         threads = env.get("THREADS", "").strip()
         connections = max(cls.connections, int(threads)) if threads.isdigit() else cls.connections
-        return cls(**urls, **numbers, repositories=repositories, code_insights=switch == "on", connections=connections)
+        projects = frozenset(env.get("BUILD_PROJECTS", "").replace(",", " ").split())
+        if any(not PROJECT_ID_RE.fullmatch(p) for p in projects):
+            raise ConfigurationError("BUILD_PROJECTS must be project IDs, separated by spaces or commas")
+        return cls(
+            **urls,
+            **numbers,
+            repositories=repositories,
+            code_insights=switch == "on",
+            connections=connections,
+            build_projects=projects,
+        )
 
     @property
     def timeout(self) -> tuple[float, float]:
@@ -282,6 +296,9 @@ def _is_loopback(host: str) -> bool:
 # --- The event's deadline ------------------------------------------------------
 
 _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("deadline", default=None)
+# The Google Cloud project the current event speaks for: its topic's, else its Build's. Credentials may be
+# limited to projects, and the keyring reads it here rather than through every layer between.
+_project: contextvars.ContextVar[str] = contextvars.ContextVar("project", default="")
 
 
 @contextmanager
@@ -926,10 +943,21 @@ CONSUMER = "OAuth consumer"
 SHAPES = (("Basic", ("username", "password")), (CONSUMER, ("client_id", "client_secret")), ("Bearer", ("token",)))
 SHAPES_TEXT = '{"username": ..., "password": ...}, {"token": ...} or {"client_id": ..., "client_secret": ...}'
 ENTRY_FIELDS = frozenset(
-    {"username", "password", "client_id", "client_secret", "token", "repositories", "server", "ca_certificate"}
+    {
+        "username",
+        "password",
+        "client_id",
+        "client_secret",
+        "token",
+        "repositories",
+        "projects",
+        "server",
+        "ca_certificate",
+    }
 )
 FIELD_NAME_RE = re.compile(r"[a-z_]{1,40}", re.ASCII)  # an unknown field is named only if it looks like a name
 PATTERN_RE = re.compile(r"[!-~]+/[!-~]+", re.ASCII)  # workspace/repo_slug, or PROJECT/repo_slug on a server
+PROJECT_PATTERN_RE = re.compile(r"[a-z0-9.:*?!\[\]-]{1,100}", re.ASCII)  # Google Cloud project IDs, shell-style
 
 
 @dataclass(frozen=True)
@@ -943,9 +971,12 @@ class Credential:
     repositories: Patterns = field(default_factory=Patterns)  # none: every repository of its site
     server: str | None = None  # a Data Center server's base URL; None: Bitbucket Cloud
     ca_certificate: str | None = None  # PEM of the CA that signed the server's certificate
+    projects: Patterns = field(default_factory=Patterns)  # the Google Cloud projects whose builds it serves; none: any
 
-    def serves(self, repository: Repository) -> bool:
-        return self.on_site_of(repository) and self.repositories.match(repository.full_name)
+    def serves(self, repository: Repository, project: str = "") -> bool:
+        if not self.on_site_of(repository) or not self.repositories.match(repository.full_name):
+            return False
+        return not self.projects or (bool(project) and self.projects.match(project))
 
     def on_site_of(self, repository: Repository) -> bool:
         """Whether this entry's site is the repository's (an SSH clone URL names only the host)."""
@@ -999,7 +1030,8 @@ def _entry(data: Any, position: int, where: str) -> Credential:
         if ":" in user:
             raise ConfigurationError(f"{where} holds a {names[0]} with a ':', which HTTP Basic cannot carry")
         secret = base64.b64encode(f"{user}:{password}".encode()).decode()
-    return Credential(position, scheme, secret, _patterns(data, where), server, ca_certificate)
+    projects = _project_patterns(data, where)
+    return Credential(position, scheme, secret, _patterns(data, where), server, ca_certificate, projects)
 
 
 def _site(data: Mapping[str, Any], scheme: str, where: str) -> tuple[str | None, str | None]:
@@ -1041,6 +1073,19 @@ def _patterns(data: Mapping[str, Any], where: str) -> Patterns:
         or not all(isinstance(p, str) and PATTERN_RE.fullmatch(p) for p in value)
     ):
         raise ConfigurationError(f'{where} has "repositories" that are not a list of "workspace/repo_slug" patterns')
+    return Patterns(tuple(value))
+
+
+def _project_patterns(data: Mapping[str, Any], where: str) -> Patterns:
+    if "projects" not in data:
+        return Patterns()
+    value = data["projects"]
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(p, str) and PROJECT_PATTERN_RE.fullmatch(p) for p in value)
+    ):
+        raise ConfigurationError(f'{where} has "projects" that are not a list of project ID patterns')
     return Patterns(tuple(value))
 
 
@@ -1187,21 +1232,24 @@ class Keyring:
     token_url: str
     timeout: Any
     _entries: tuple[Credential, ...] | None = field(default=None, init=False)
-    _served: dict[Repository, Credential | None] = field(default_factory=dict, init=False)  # → first entry serving it
+    _served: dict[tuple[Repository, str], Credential | None] = field(default_factory=dict, init=False)
     _tokens: dict[str, tuple[str, float]] = field(default_factory=dict, init=False)  # secret → (header, renew at)
     _lock: threading.RLock = field(default_factory=threading.RLock, init=False)
 
     def entry_for(self, repository: Repository) -> Credential | None:
-        """The first entry that serves the repository; reads the document on first use."""
+        """The first entry that serves the repository, for the project the current event speaks for; reads the
+        document on first use."""
+        project = _project.get()
         with self._lock:
             if self._entries is None:
                 self._entries = self.source.fetch()
                 self._served = {}
-            if repository not in self._served:
+            if (repository, project) not in self._served:
                 if len(self._served) >= self.SERVED_MEMORY:
                     self._served.clear()
-                self._served[repository] = next((e for e in self._entries if e.serves(repository)), None)
-            return self._served[repository]
+                entry = next((e for e in self._entries if e.serves(repository, project)), None)
+                self._served[(repository, project)] = entry
+            return self._served[(repository, project)]
 
     def sign(self, repository: Repository, refused: str | None = None) -> tuple[Credential, str]:
         """The entry serving the repository and its Authorization header. With `refused`, the header
@@ -1994,7 +2042,7 @@ def warm_instance() -> WarmInstance:
 # --- The path of one event -----------------------------------------------------
 
 
-def handle(data: Any, published_at: Any) -> None:
+def handle(data: Any, published_at: Any, topic: Any = None) -> None:
     """The path every message takes, whichever entry point received it: decode, report, and log the
     errors that make Pub/Sub deliver it again."""
     try:
@@ -2004,7 +2052,7 @@ def handle(data: Any, published_at: Any) -> None:
         return
     fields = _log_fields(build)
     try:
-        report_build(build, published_at, fields)
+        report_build(build, published_at, fields, delivered_from(topic))
     except (ConfigurationError, TransientError) as error:
         severity, prefix = next((s, p) for kind, s, p in RAISED if isinstance(error, kind))
         log(severity, f"{prefix}: {error}", **fields)
@@ -2019,16 +2067,50 @@ RAISED = (
 )
 
 
-def report_build(build: Mapping[str, Any], published_at: Any, fields: dict[str, Any]) -> None:
-    """Translate one decoded Build, find where it goes and report it there, within the event's deadline;
-    logs the outcome."""
+def delivered_from(topic: Any) -> str | None:
+    """The project of the topic a delivery names (`projects/P/topics/T`, or a CloudEvent source of that
+    topic); None when it names none (a local run, a push to the function's root)."""
+    match = TOPIC_RE.fullmatch(topic) if isinstance(topic, str) else None
+    return match["project"] if match else None
+
+
+def refused_origin(build: Mapping[str, Any], delivered: str | None, config: Config) -> Skip | None:
+    """A delivery speaks for the project of the topic it was published to, never for the project its Build
+    claims: whoever can publish to one project's topic must not write another project's statuses."""
+    if delivered is None:
+        return None
+    claimed = _text(build.get("projectId"))
+    if claimed != delivered:
+        return Skip(f"the build claims project {_clip(claimed, 64)!r} but was published to project {delivered!r}'s"
+                    " topic, so nothing is sent", "WARNING")  # fmt: skip
+    if config.build_projects and delivered not in config.build_projects:
+        return Skip(f"project {delivered!r} is not one this deployment serves (BUILD_PROJECTS)", "WARNING")
+    return None
+
+
+def report_build(build: Mapping[str, Any], published_at: Any, fields: dict[str, Any], delivered: str | None) -> None:
+    """Translate one decoded Build, find where it goes and report it there, within the event's deadline and
+    for the project it speaks for; logs the outcome."""
     warm = warm_instance()
+    project = _project.set(delivered or _text(build.get("projectId")))
+    try:
+        _report_build(warm, build, published_at, fields, delivered)
+    finally:
+        _project.reset(project)
+
+
+def _report_build(
+    warm: WarmInstance, build: Mapping[str, Any], published_at: Any, fields: dict[str, Any], delivered: str | None
+) -> None:
     with event_deadline(warm.config.event_deadline_seconds):
         published = parse_time(published_at)
         if published_at and not published:
             shown = _clip(str(published_at), 60)
             log("WARNING", f"The publish time {shown!r} does not parse: no age cutoff or stale-message rule", **fields)
         if published and too_old(published, warm.config, fields):
+            return
+        if refused := refused_origin(build, delivered, warm.config):
+            log(refused.severity, f"Refused: {refused.reason}", **fields)
             return
         decision = translate(build, warm.config)
         if not isinstance(decision, Skip):
@@ -2116,11 +2198,12 @@ def post(update: Update, published: datetime | None, warm: WarmInstance, fields:
 def build_status(event: Mapping[str, Any], context: Any) -> None:
     """1st gen background function (--entry-point build_status)."""
     data = event.get("data") if isinstance(event, dict) else None
-    handle(data, getattr(context, "timestamp", None))
+    resource = getattr(context, "resource", None)
+    handle(data, getattr(context, "timestamp", None), _dict(resource).get("name") or resource)
 
 
 def build_status_cloudevent(cloud_event: Any) -> None:
     """2nd gen CloudEvent function (--entry-point build_status_cloudevent)."""
     message = _dict(_dict(getattr(cloud_event, "data", None)).get("message"))
     published = message.get("publishTime") or cloud_event.get("time")
-    handle(message.get("data"), published)
+    handle(message.get("data"), published, cloud_event.get("source"))

@@ -176,7 +176,7 @@ def test_a_binary_mode_cloudevent_from_eventarc_lands_with_credentials_from_secr
                 "ce-id": f"e2e-{n}",
                 "ce-specversion": "1.0",
                 "ce-type": "google.cloud.pubsub.topic.v1.messagePublished",
-                "ce-source": "//pubsub.googleapis.com/projects/local-project/topics/cloud-builds",
+                "ce-source": "//pubsub.googleapis.com/projects/acme-ci/topics/cloud-builds",
                 "ce-time": now(),
                 "Content-Type": "application/json",
             }

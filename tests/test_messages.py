@@ -70,17 +70,23 @@ def test_both_entry_points_post_the_same_status(bitbucket):
 
 
 @pytest.mark.parametrize(
-    ("envelope", "signature"),
+    ("envelope", "signature", "path"),
     [
-        ("background-event", "event"),
-        ("pubsub-push", "event"),
-        ("background-event", "cloudevent"),
-        ("pubsub-push", "cloudevent"),
-        ("cloudevent-structured", "cloudevent"),  # a structured CloudEvent only reaches cloudevent functions
+        ("background-event", "event", "/"),
+        ("pubsub-push", "event", "/"),
+        ("pubsub-push", "event", "/projects/louis-garman-ci/topics/cloud-builds"),
+        ("background-event", "cloudevent", "/"),
+        ("pubsub-push", "cloudevent", "/"),
+        ("pubsub-push", "cloudevent", "/projects/louis-garman-ci/topics/cloud-builds"),
+        ("cloudevent-structured", "cloudevent", "/"),  # a structured CloudEvent only reaches cloudevent functions
     ],
 )
-def test_the_functions_framework_delivers_each_envelope_to_the_function(bitbucket, monkeypatch, envelope, signature):
-    """The published envelopes as they are, through the same framework the runtime uses."""
+def test_the_functions_framework_delivers_each_envelope_to_the_function(
+    bitbucket, monkeypatch, capsys, envelope, signature, path
+):
+    """The published envelopes as they are, through the same framework the runtime uses. Two of them name the
+    topic of a made-up project, `my-project`, while their Build is of `louis-garman-ci`: a delivery speaks for
+    its topic's project, so those are refused; the push envelope names no topic unless its path does."""
     from functions_framework import create_app
 
     monkeypatch.setenv("MAX_EVENT_AGE_SECONDS", str(10 * 365 * 24 * 3600))  # the envelopes were published in 2019
@@ -89,10 +95,17 @@ def test_the_functions_framework_delivers_each_envelope_to_the_function(bitbucke
     client = create_app(target, str(ROOT / "main.py"), signature).test_client()
     body = (SAMPLES / "envelopes" / f"{envelope}.json").read_bytes()
     content_type = "application/cloudevents+json" if envelope == "cloudevent-structured" else "application/json"
-    response = client.post("/", data=body, content_type=content_type)
+    response = client.post(path, data=body, content_type=content_type)
     assert response.status_code == 200
-    [status] = bitbucket.app.shown("garman", "webapp", "65ca6a99a2573f0f1ff5dc93f78a77966248ea2d")
-    assert (status["state"], status["description"], status["refname"]) == ("INPROGRESS", "Running", "feature/fish")
+    shown_now = bitbucket.app.shown("garman", "webapp", "65ca6a99a2573f0f1ff5dc93f78a77966248ea2d")
+    if envelope == "pubsub-push":
+        [status] = shown_now
+        assert (status["state"], status["description"], status["refname"]) == ("INPROGRESS", "Running", "feature/fish")
+    else:
+        assert shown_now == []
+        [line] = [line for line in log_lines(capsys.readouterr().out) if line["message"].startswith("Refused")]
+        assert line["severity"] == "WARNING"
+        assert "claims project 'louis-garman-ci' but was published to project 'my-project''s topic" in line["message"]
 
 
 def test_the_envelopes_published_in_2019_are_too_old_to_apply_by_default(bitbucket, capsys):
