@@ -122,7 +122,7 @@ LOG_PATH_RE = re.compile(
 PROJECT_PARAMETER_RE = re.compile(r"(?:^|&)project=(?P<project>[a-z0-9][a-z0-9-]{0,62})(?:&|$)", re.ASCII)
 # The topic a delivery came from: a CloudEvent's source, a 1st gen context's resource, a push request's path.
 TOPIC_RE = re.compile(r"(?://pubsub\.googleapis\.com/)?projects/(?P<project>[a-z0-9.:-]{1,63})/topics/[^/]+", re.ASCII)
-PROJECT_ID_RE = re.compile(r"(?:[a-z0-9.-]+:)?[a-z][a-z0-9-]{4,28}[a-z0-9]", re.ASCII)
+PROJECT_ID_RE = re.compile(r"(?:[a-z0-9.-]+:)?[a-z0-9][a-z0-9-]{0,62}", re.ASCII)  # also a domain:project one
 OTHER_HOSTS = ("github.com", "gitlab.com", "gitlab.")
 MIRROR_PREFIX = "bitbucket_"
 

@@ -12,6 +12,8 @@
 # repositories of those Cloud Build connections (in REGION); VPC_CONNECTOR=name,
 # or NETWORK=name with SUBNET=name (Direct VPC egress), reach a private server
 # (private ranges only).
+# For builds of other projects: BUILD_PROJECTS="team-a team-b" keeps everything in PROJECT (the hub) and
+# attaches, for each listed project, a push subscription in the hub to that project's cloud-builds topic.
 set -euo pipefail
 
 : "${PROJECT:?set PROJECT, e.g. make deploy PROJECT=my-project REGION=europe-west1}"
@@ -41,6 +43,9 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"  # `--source=.` uploads what .gcloudignore lets through: main.py and requirements.txt
 
 CONNECTIONS=${CONNECTIONS:-}
+BUILD_PROJECTS=${BUILD_PROJECTS:-}
+# A push subscription's ack deadline must outlast the function's --timeout (150 s).
+ACK_DEADLINE=${ACK_DEADLINE:-180}
 VPC_CONNECTOR=${VPC_CONNECTOR:-}
 NETWORK=${NETWORK:-}
 SUBNET=${SUBNET:-}
@@ -83,6 +88,38 @@ project_number() {
   fi
 }
 
+# The function's URL, where each project's push subscription delivers.
+function_url() {
+  if [ -n "$DRY_RUN" ]; then
+    echo FUNCTION_URL
+  else
+    gcloud functions describe "$FUNCTION" --region="$REGION" --project="$PROJECT" --format='value(serviceConfig.uri)'
+  fi
+}
+
+# Builds of other projects: each project's own cloud-builds topic, and in the hub a push subscription attached
+# to it that pushes to the function with the topic as its path (so a delivery says which project it is from),
+# signed with the trigger's account (which holds the invoker role).
+subscribe_projects() {
+  [ -n "$BUILD_PROJECTS" ] || return 0
+  local url project subscription
+  url=$(function_url)
+  for project in $BUILD_PROJECTS; do
+    exists gcloud pubsub topics describe "$TOPIC" --project="$project" ||
+      run gcloud pubsub topics create "$TOPIC" --project="$project"
+    subscription="$FUNCTION-$project"
+    local settings=(--push-endpoint="$url/projects/$project/topics/$TOPIC" --push-auth-service-account="$SA"
+      --ack-deadline="$ACK_DEADLINE" --min-retry-delay=10s --max-retry-delay=600s
+      --message-retention-duration=1d --project="$PROJECT")
+    if exists gcloud pubsub subscriptions describe "$subscription" --project="$PROJECT"; then
+      run gcloud pubsub subscriptions update "$subscription" "${settings[@]}"
+    else
+      run gcloud pubsub subscriptions create "$subscription" --topic="projects/$project/topics/$TOPIC" \
+        "${settings[@]}"
+    fi
+  done
+}
+
 # The secret both secret sources read (created empty: `make credentials` adds its versions).
 create_secret() {
   exists gcloud secrets describe "$SECRET" --project="$PROJECT" ||
@@ -90,6 +127,12 @@ create_secret() {
 }
 
 deploy() {
+  if [ -n "$BUILD_PROJECTS" ]; then
+    echo "Whoever runs this needs, in each of $BUILD_PROJECTS, roles/pubsub.editor (to create its cloud-builds" \
+      "topic and attach the hub's subscription to it: pubsub.topics.attachSubscription); in $PROJECT, besides" \
+      "what a deployment needs, roles/pubsub.editor and roles/iam.serviceAccountUser on $SA (a push subscription" \
+      "signs as it)." >&2
+  fi
   : "${REGION:?set REGION, e.g. make deploy PROJECT=my-project REGION=europe-west1}"
   local apis=(cloudfunctions.googleapis.com run.googleapis.com eventarc.googleapis.com
     cloudbuild.googleapis.com pubsub.googleapis.com artifactregistry.googleapis.com iam.googleapis.com)
@@ -135,7 +178,7 @@ deploy() {
       --member="serviceAccount:$SA" --role=roles/cloudbuild.connectionViewer --project="$PROJECT"
   done
 
-  local env_vars secrets=() network=()
+  local env_vars secrets=() network=() ingress=()
   if [ -n "$VPC_CONNECTOR" ]; then
     network=(--vpc-connector="$VPC_CONNECTOR" --egress-settings=private-ranges-only)
   fi
@@ -174,6 +217,12 @@ deploy() {
     env_vars="SECRETS_BUCKET=$BUCKET,SECRETS_OBJECT=$OBJECT,KMS_CRYPTO_KEY_ID=$KEY_ID"
   fi
 
+  if [ -n "$BUILD_PROJECTS" ]; then
+    # Which projects' builds are served (the hub's own too); pushes from the hub's subscriptions are internal.
+    env_vars="BUILD_PROJECTS=$PROJECT $BUILD_PROJECTS,$env_vars"  # spaces: --set-env-vars splits on commas
+    ingress=(--ingress-settings=internal-only)
+  fi
+
   # One instance handling events concurrently: its per-status locks and memory
   # serialize every status, so two instances cannot race between read and write.
   run gcloud functions deploy "$FUNCTION" --gen2 --project="$PROJECT" --region="$REGION" \
@@ -181,7 +230,7 @@ deploy() {
     --trigger-topic="$TOPIC" --retry --service-account="$SA" --trigger-service-account="$SA" \
     --build-service-account="projects/$PROJECT/serviceAccounts/$BUILD_SA" --timeout="$TIMEOUT" \
     --max-instances=1 --concurrency="$CONCURRENCY" --cpu=1 --memory=256Mi \
-    --set-env-vars="THREADS=$CONCURRENCY,$env_vars" "${secrets[@]}" "${network[@]}"
+    --set-env-vars="THREADS=$CONCURRENCY,$env_vars" "${secrets[@]}" "${network[@]}" "${ingress[@]}"
   if [ -n "$NETWORK" ]; then
     # Direct VPC egress is set on the Cloud Run service that runs the function.
     run gcloud run services update "$FUNCTION" --region="$REGION" --network="$NETWORK" --subnet="$SUBNET" \
@@ -190,6 +239,7 @@ deploy() {
   # The Pub/Sub trigger calls the function as the same service account.
   run gcloud functions add-invoker-policy-binding "$FUNCTION" --region="$REGION" \
     --member="serviceAccount:$SA" --project="$PROJECT"
+  subscribe_projects
 }
 
 credentials() {

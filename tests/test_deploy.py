@@ -65,6 +65,7 @@ def commands() -> dict[str, list[list[str]]]:
     found = {source: dry_run("deploy", source) + dry_run("credentials", source) for source in SOURCES}
     found["connector"] = dry_run("deploy", "file", "CONNECTIONS=bb-dc bb-cloud", "VPC_CONNECTOR=corp-connector")
     found["direct"] = dry_run("deploy", "file", "NETWORK=corp", "SUBNET=corp-europe-west1")
+    found["projects"] = dry_run("deploy", "file", "BUILD_PROJECTS=team-a team-b")
     return found
 
 
@@ -203,7 +204,13 @@ esac
 
 
 def run_script(
-    tmp_path: Path, *args: str, existing: str = "none", source: str = "file", stdin: str = "", version: str = "yes"
+    tmp_path: Path,
+    *args: str,
+    existing: str = "none",
+    source: str = "file",
+    stdin: str = "",
+    version: str = "yes",
+    extra: dict[str, str] | None = None,
 ) -> list[str]:
     """Run deploy/deploy.sh for real against the stand-in gcloud; the gcloud commands it ran."""
     bin_dir = tmp_path / "bin"
@@ -214,7 +221,7 @@ def run_script(
     env = {
         **os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_GCLOUD_LOG": str(log),
         "FAKE_EXISTING": existing, "FAKE_VERSION": version, "PROJECT": "x", "REGION": "europe-west1",
-        "SOURCE": source, "DRY_RUN": "",
+        "SOURCE": source, "DRY_RUN": "", **(extra or {}),
     }  # fmt: skip
     result = subprocess.run(
         ["deploy/deploy.sh", *args], cwd=ROOT, env=env, input=stdin, capture_output=True, text=True, check=False
@@ -338,3 +345,40 @@ def test_the_functions_threads_are_its_concurrency(commands, source):
     threads = dict(pair.split("=", 1) for pair in variables.split(",") if pair.startswith("THREADS="))
     assert threads == {"THREADS": concurrency}
     assert int(concurrency) > 1
+
+
+def test_each_build_project_gets_its_topic_and_an_authenticated_push_subscription_in_the_hub(commands):
+    ran = commands["projects"]
+    for project in ("team-a", "team-b"):
+        assert ["gcloud", "pubsub", "topics", "create", "cloud-builds", f"--project={project}"] in ran
+        [subscription] = [c for c in ran if c[1:4] == ["pubsub", "subscriptions", "create"] and project in c[4]]
+        assert subscription[4] == f"bitbucket-build-status-{project}"
+        assert {
+            f"--topic=projects/{project}/topics/cloud-builds",
+            f"--push-endpoint=FUNCTION_URL/projects/{project}/topics/cloud-builds",  # the topic names the project
+            f"--push-auth-service-account={SA.removeprefix('serviceAccount:')}",
+            "--project=x",  # the subscription lives in the hub
+        } <= set(subscription)
+        ack = int(next(a for a in subscription if a.startswith("--ack-deadline=")).split("=")[1])
+        assert ack > 150  # beyond the function's --timeout
+        assert "--min-retry-delay=10s" in subscription
+    [deploy] = [c for c in ran if c[1:3] == ["functions", "deploy"]]
+    assert "--ingress-settings=internal-only" in deploy
+    variables = next(arg for arg in deploy if arg.startswith("--set-env-vars="))
+    assert "BUILD_PROJECTS=x team-a team-b" in variables.split(",")
+    assert not [c for c in commands["file"] if c[1:3] == ["pubsub", "subscriptions"]]  # one project: none
+
+
+def test_the_roles_each_build_project_needs_are_said_before_anything_runs():
+    result = subprocess.run(
+        ["make", "--no-print-directory", "deploy", "DRY_RUN=1", "PROJECT=x", "REGION=europe-west1",
+         "BUILD_PROJECTS=team-a team-b"],
+        cwd=ROOT, capture_output=True, text=True, check=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert result.stderr.startswith("Whoever runs this needs, in each of team-a team-b, roles/pubsub.editor")
+
+
+def test_running_it_again_updates_the_push_subscriptions(tmp_path):
+    ran = run_script(tmp_path, "deploy", existing="all", extra={"BUILD_PROJECTS": "team-a"})
+    assert any(line.startswith("pubsub subscriptions update bitbucket-build-status-team-a ") for line in ran)
+    assert not any(line.startswith("pubsub topics create") for line in ran)

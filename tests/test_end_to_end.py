@@ -6,6 +6,7 @@ Bitbucket stand-in."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -23,7 +24,7 @@ from standins.builds import build, connected_repository, now, push_body
 from standins.datacenter import DataCenter
 from standins.processes import ROOT, FunctionServer, PubSubEmulator, wait_until
 from standins.tls import certificate_authority, signed_by
-from tests.conftest import KMS_KEY, TOKEN, shown
+from tests.conftest import KMS_KEY, TOKEN, remember_stored, shown
 
 pytestmark = pytest.mark.emulator
 SIGNATURES = {"event": "build_status", "cloudevent": "build_status_cloudevent"}
@@ -296,3 +297,70 @@ def test_data_center_and_cloud_builds_land_on_their_sites_through_pubsub(pubsub,
     assert server_app.shown("PLAT", "api", builds_commit)[0]["ref"] == "refs/heads/feature/fish"
     assert server_app.went_backwards() == []
     assert all(TOKEN not in header for header in server_app.authorizations)
+
+
+def test_one_relay_serves_two_projects_and_the_three_forged_deliveries_write_nothing(pubsub, bitbucket, tmp_path):
+    """Topics in three projects; in the hub, push subscriptions as `make deploy BUILD_PROJECTS=...` makes
+    them (the endpoint's path names the topic); two teams' tokens limited to their projects."""
+    team_a, team_b = "team-a-e2e-token-31", "team-b-e2e-token-57"
+    bitbucket.app.revoke_all()
+    bitbucket.app.accept_token(team_a, {"acme/a-web"})
+    bitbucket.app.accept_token(team_b, {"acme/b-web"})
+    document = [
+        {"token": team_a, "projects": ["team-a"], "repositories": ["acme/a-*"]},
+        {"token": team_b, "projects": ["team-b"], "repositories": ["acme/b-*"]},
+    ]
+    remember_stored(document)
+    env = {
+        "BITBUCKET_API_URL": bitbucket.api_url,
+        "BITBUCKET_CREDENTIALS": json.dumps(document),
+        "BUILD_PROJECTS": f"{pubsub.project} team-a team-b",
+        "CODE_INSIGHTS": "off",
+    }
+    function = FunctionServer("build_status_cloudevent", "cloudevent", env, tmp_path / "function.log")
+    subscriptions = []
+    for project in ("team-a", "team-b", "team-c"):
+        topic = f"projects/{project}/topics/{TOPIC}"
+        pubsub.session.put(f"{pubsub.url}/{topic}", json={}, timeout=10)
+        name = f"projects/{pubsub.project}/subscriptions/bitbucket-build-status-{project}"
+        body = {"topic": topic, "pushConfig": {"pushEndpoint": f"{function.url}{topic}"}, "ackDeadlineSeconds": 10,
+                "retryPolicy": {"minimumBackoff": "1s", "maximumBackoff": "2s"}}  # fmt: skip
+        pubsub.session.put(f"{pubsub.url}/{name}", json=body, timeout=10).raise_for_status()
+        subscriptions.append(name)
+
+    def publish(project: str, b: dict) -> None:
+        message = {"data": base64.b64encode(json.dumps(b).encode()).decode()}
+        url = f"{pubsub.url}/projects/{project}/topics/{TOPIC}:publish"
+        pubsub.session.post(url, json={"messages": [message]}, timeout=10).raise_for_status()
+
+    def of(project: str, repo: str, build_id: str) -> dict:
+        b = build("SUCCESS", build_id, repo=repo, commit=f"{len(build_id):040x}")
+        b["projectId"] = project
+        return b
+
+    try:
+        publish("team-a", of("team-a", "acme/a-web", "a-1"))
+        publish("team-b", of("team-b", "acme/b-web", "b-01"))
+        publish("team-a", of("team-b", "acme/b-web", "forged-1"))  # team A's topic claiming team B's project
+        publish("team-a", of("team-a", "acme/b-web", "forged-02"))  # team A's project, team B's repository
+        publish("team-c", of("team-c", "acme/a-web", "forged-003"))  # a project the deployment does not serve
+
+        def said() -> list[dict]:
+            return [line for line in function.log_lines() if line.get("build_id")]
+
+        wait_until(lambda: len(said()) == 5, 60, "a line for each of the five deliveries")
+    finally:
+        for name in subscriptions:
+            pubsub.delete_subscription(name)
+        function.stop()
+    lines = {line["build_id"]: line for line in said()}
+    assert lines["a-1"]["message"].startswith("Posted SUCCESSFUL")
+    assert lines["b-01"]["message"].startswith("Posted SUCCESSFUL")
+    assert "claims project 'team-b' but was published to project 'team-a''s topic" in lines["forged-1"]["message"]
+    assert lines["forged-02"]["message"].startswith("Skipped: no entry of the credentials serves repository acme/b-web")
+    assert "project 'team-c' is not one this deployment serves" in lines["forged-003"]["message"]
+    written = [(c.path, c.method) for c in bitbucket.app.status_calls() if c.method == "POST"]
+    assert len(written) == 2  # the two teams' builds, nothing forged
+    assert [s["url"].rsplit("/", 1)[-1].split("?")[0] for s in bitbucket.app.shown("acme", "b-web", f"{4:040x}")] == [
+        "b-01"
+    ]
