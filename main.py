@@ -13,23 +13,25 @@ The module reads top to bottom as the data flows; each section has a banner:
     Decoding
     Translation: the state map          (Cloud Build status → state, description, phase)
     Translation: the repository         (which repository, commit and branch)
-    Translation: the status             (a pure function from Build to what to post)
+    Translation: the status             (a pure function from Build to what to post, and its report)
     Credentials                         (the document, its sources, OAuth tokens)
     Sending a request                   (one session, retries, deadline, the budget, CA files)
     The Bitbucket client: two sites     (Bitbucket Cloud and Data Center, side by side)
-    Cloud Build's API                   (where a connected repository lives)
-    Reporting: never backwards
+    Cloud Build's API                   (where a connected repository lives, when a build was created)
+    Reporting: never backwards          (and the newest build winning)
     Logging
     The warm instance                   (what one instance keeps between events)
-    The path of one event               (handle → report_build → resolve → Reporter.report)
+    The path of one event               (handle → report_build → refused_origin, translate, resolve, post)
     Entry points
 
 Where to look:
     the state map                     STATUS_MAP
     which repository and commit       locate, repository_at
     what is sent, and where           BitbucketCloud, BitbucketDataCenter (bodies, paths); send (the request)
-    never backwards                   Reporter.report, _replaces
+    never backwards, newest build     Reporter.report, _replaces
     credentials                       Keyring, parse_credentials, credential_source
+    the Code Insights report          report_of, report_fields
+    which project a delivery is from  delivered_from, refused_origin
 """
 
 from __future__ import annotations
@@ -1030,8 +1032,8 @@ def _entry(data: Any, position: int, where: str) -> Credential:
         if ":" in user:
             raise ConfigurationError(f"{where} holds a {names[0]} with a ':', which HTTP Basic cannot carry")
         secret = base64.b64encode(f"{user}:{password}".encode()).decode()
-    projects = _project_patterns(data, where)
-    return Credential(position, scheme, secret, _patterns(data, where), server, ca_certificate, projects)
+    repositories, projects = _patterns(data, "repositories", where), _patterns(data, "projects", where)
+    return Credential(position, scheme, secret, repositories, server, ca_certificate, projects)
 
 
 def _site(data: Mapping[str, Any], scheme: str, where: str) -> tuple[str | None, str | None]:
@@ -1063,29 +1065,19 @@ def _is_certificate(pem: Any) -> bool:
     return True
 
 
-def _patterns(data: Mapping[str, Any], where: str) -> Patterns:
-    if "repositories" not in data:
-        return Patterns()
-    value = data["repositories"]
-    if (
-        not isinstance(value, list)
-        or not value
-        or not all(isinstance(p, str) and PATTERN_RE.fullmatch(p) for p in value)
-    ):
-        raise ConfigurationError(f'{where} has "repositories" that are not a list of "workspace/repo_slug" patterns')
-    return Patterns(tuple(value))
+# The entry's lists of patterns: what each pattern must look like, and how an error names the list.
+PATTERN_LISTS = {
+    "repositories": (PATTERN_RE, '"workspace/repo_slug" patterns'),
+    "projects": (PROJECT_PATTERN_RE, "project ID patterns"),
+}
 
 
-def _project_patterns(data: Mapping[str, Any], where: str) -> Patterns:
-    if "projects" not in data:
+def _patterns(data: Mapping[str, Any], name: str, where: str) -> Patterns:
+    if name not in data:
         return Patterns()
-    value = data["projects"]
-    if (
-        not isinstance(value, list)
-        or not value
-        or not all(isinstance(p, str) and PROJECT_PATTERN_RE.fullmatch(p) for p in value)
-    ):
-        raise ConfigurationError(f'{where} has "projects" that are not a list of project ID patterns')
+    value, (shape, what) = data[name], PATTERN_LISTS[name]
+    if not isinstance(value, list) or not value or not all(isinstance(p, str) and shape.fullmatch(p) for p in value):
+        raise ConfigurationError(f'{where} has "{name}" that are not a list of {what}')
     return Patterns(tuple(value))
 
 
@@ -1833,7 +1825,8 @@ class Memory:
 
 @dataclass
 class Reporter:
-    """Posts updates to their site so a status never moves backwards and repeats cost nothing."""
+    """Posts updates to their site so a status never moves backwards, of two builds of one status the newer
+    wins, and repeats cost nothing; with a final state, writes its Code Insights report after the status."""
 
     cloud: BitbucketCloud
     data_center: BitbucketDataCenter
