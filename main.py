@@ -1862,9 +1862,8 @@ class Reporter:
             self.memory.created.put(update.build_id, created)
         with self.memory.locked(identity):
             outcome = self._post_unless_stale(site, repository, identity, body, update, created, published)
-            report = self._write_report(site, repository, identity, update) if self._report_due(
-                outcome, identity, update
-            ) else ""  # fmt: skip
+            due = self._report_due(identity, update)
+            report = self._write_report(site, repository, identity, update) if due else ""
         if update.target.mirror:
             self._mirror_splits[update.target.mirror] = repository
         return Outcome(outcome, repository, report)
@@ -1903,12 +1902,13 @@ class Reporter:
         self.memory.shown.put(identity, LastShown(update.build_id, created, status.state, status.description, True))
         return POSTED
 
-    def _report_due(self, outcome: str, identity: tuple[str, ...], update: Update) -> bool:
-        """With a final state this build's status shows: unless this instance already wrote its report."""
+    def _report_due(self, identity: tuple[str, ...], update: Update) -> bool:
+        """Whether Bitbucket now shows this build's final state (posted, or already shown) and this instance has
+        not written its report yet; never for a build whose status gave way to a newer build's."""
         last: LastShown | None = self.memory.shown.get(identity)
         if update.report is None or last is None or last.build_id != update.build_id:
             return False
-        return outcome in (POSTED, ALREADY_SHOWN) and last.state in FINAL_STATES and not last.reported
+        return last.state in FINAL_STATES and not last.reported
 
     def _write_report(self, site: Site, repository: Repository, identity: tuple[str, ...], update: Update) -> str:
         """After the status: the build's report, unless the credential's budget is nearly spent; a refusal is

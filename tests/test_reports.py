@@ -183,3 +183,15 @@ def test_code_insights_must_be_on_or_off(bitbucket, monkeypatch):
     monkeypatch.setenv("CODE_INSIGHTS", "maybe")
     with pytest.raises(main.ConfigurationError, match="CODE_INSIGHTS must be on or off"):
         deliver(build("SUCCESS"))
+
+
+def test_an_older_builds_late_result_writes_no_report_over_the_newer_builds(bitbucket, google, new_instance):
+    newer = build("SUCCESS", "b-2", createTime="2026-11-27T09:10:00Z")
+    google.app.record(newer)  # a new instance asks Cloud Build when the shown build was created
+    deliver(newer)
+    deliver(build("FAILURE", "b-1", createTime="2026-11-27T09:00:00Z"))  # redelivered late: stale
+    new_instance()
+    deliver(build("FAILURE", "b-1", createTime="2026-11-27T09:00:00Z"))
+    [report] = bitbucket.app.shown_reports("acme", "webapp", COMMIT)
+    assert (report["result"], "b-2" in report["link"]) == ("PASSED", True)
+    assert len(bitbucket.app.report_calls()) == 1
