@@ -9,7 +9,7 @@ count it.
 The module reads top to bottom as the data flows; each section has a banner:
     Errors
     Configuration
-    The event's deadline
+    The event's deadline and project   (event_scope)
     Decoding
     Translation: the state map          (Cloud Build status → state, description, phase)
     Translation: the repository         (which repository, commit and branch)
@@ -295,7 +295,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-# --- The event's deadline ------------------------------------------------------
+# --- The event's deadline and project -----------------------------------------
 
 _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("deadline", default=None)
 # The Google Cloud project the current event speaks for: its topic's, else its Build's. Credentials may be
@@ -304,13 +304,15 @@ _project: contextvars.ContextVar[str] = contextvars.ContextVar("project", defaul
 
 
 @contextmanager
-def event_deadline(seconds: float) -> Iterator[None]:
-    """Every call made for one event, retries included, ends within `seconds`."""
-    token = _deadline.set(time.monotonic() + seconds)
+def event_scope(seconds: float, project: str) -> Iterator[None]:
+    """For one event: every call made, retries included, ends within `seconds`; credentials are chosen for
+    `project`, the Google Cloud project the event speaks for."""
+    deadline, speaks_for = _deadline.set(time.monotonic() + seconds), _project.set(project)
     try:
         yield
     finally:
-        _deadline.reset(token)
+        _deadline.reset(deadline)
+        _project.reset(speaks_for)
 
 
 def time_left() -> float:
@@ -1652,7 +1654,6 @@ class CloudBuild:
         self._remotes: dict[str, str | None] = {}
         self._warned: set[str] = set()
         self._lock = threading.Lock()
-        self.calls = 0  # requests sent, for the benchmark
 
     def remote_uri(self, repository: str) -> str | None:
         with self._lock:
@@ -1684,7 +1685,6 @@ class CloudBuild:
         if session is None:
             self._fall_back(topic, name, "the function has no Google credentials")
             return None
-        self.calls += 1
         response = self._get(session, url)
         code = response.status_code
         if code in (408, 429) or code >= 500:
@@ -2085,17 +2085,7 @@ def report_build(build: Mapping[str, Any], published_at: Any, fields: dict[str, 
     """Translate one decoded Build, find where it goes and report it there, within the event's deadline and
     for the project it speaks for; logs the outcome."""
     warm = warm_instance()
-    project = _project.set(delivered or _text(build.get("projectId")))
-    try:
-        _report_build(warm, build, published_at, fields, delivered)
-    finally:
-        _project.reset(project)
-
-
-def _report_build(
-    warm: WarmInstance, build: Mapping[str, Any], published_at: Any, fields: dict[str, Any], delivered: str | None
-) -> None:
-    with event_deadline(warm.config.event_deadline_seconds):
+    with event_scope(warm.config.event_deadline_seconds, delivered or _text(build.get("projectId"))):
         published = parse_time(published_at)
         if published_at and not published:
             shown = _clip(str(published_at), 60)

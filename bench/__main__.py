@@ -241,9 +241,8 @@ def bench_warm(events: int, rounds: int, workdir: Path, margin: float) -> None:
                 f"{api}/repositories/acme/webapp/commit/{b['substitutions']['COMMIT_SHA']}/statuses/build"
                 for b in builds
             ]
-            report_url = [
-                f"{u.rsplit('/statuses/', 1)[0]}/reports/{up.report.key}" for u, up in zip(url, updates, strict=True)
-            ]
+            webapp = main.Repository("acme", "webapp")
+            report_url = [cloud.report_url(webapp, u.target.commit, u.report.key) for u in updates]
             headers = {"Authorization": f"Bearer {TOKEN}"}
             session = requests.Session()
             session.verify = str(cert)
