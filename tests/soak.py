@@ -24,17 +24,20 @@ import json
 import os
 import platform
 import random
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import main
 from standins import remember_secret
-from standins.bitbucket import FAULTS, Bitbucket
+from standins.bitbucket import FAULTS, Bitbucket, went_to_older
 from standins.builds import Context, background_event, build, now
 from standins.datacenter import DataCenter
+from standins.google import Google
 from standins.processes import environment
 
 FINALS = {"SUCCESS": "SUCCESSFUL", "FAILURE": "FAILED", "TIMEOUT": "FAILED", "INTERNAL_ERROR": "FAILED",
@@ -327,11 +330,6 @@ def outage(
     every call for a window; instances are replaced; then Bitbucket recovers and Pub/Sub's redelivery comes
     in random order, with duplicates. Asserts that every commit ends on its newest build's final state and
     that no status ever went from a newer build to an older one."""
-    import tempfile
-    from pathlib import Path
-
-    from standins.bitbucket import went_to_older
-    from standins.google import Google
 
     rng = random.Random(seed)
     base = datetime.now(UTC) - timedelta(hours=2)
