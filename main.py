@@ -164,6 +164,14 @@ class NotLocated(Exception):
     """Cloud Build's API gave no usable answer for a connected repository. Logged and acknowledged."""
 
 
+class Unreachable(TransientError):
+    """Nothing answered: the host could not be reached, or did not answer in time."""
+
+    def __init__(self, message: str, host: str) -> None:
+        super().__init__(message)
+        self.host = host
+
+
 class UntrustedCertificate(TransientError):
     """A server's TLS certificate is not trusted: nothing was sent. Logged as an ERROR, redelivered."""
 
@@ -1367,7 +1375,11 @@ def send(
             'server, set "ca_certificate" in its entry of the credentials to the PEM of the CA that signed it'
         ) from None
     except requests.RequestException as error:
-        raise TransientError(f"{method} to {urlsplit(url).hostname} failed: {type(error).__name__}") from None
+        host = urlsplit(url).hostname or ""
+        message = f"{method} to {host} failed: {type(error).__name__}"
+        if isinstance(error, requests.ConnectionError):  # refused, dropped, or timed out (after the retries)
+            raise Unreachable(message, host) from None
+        raise TransientError(message) from None
 
 
 def _json(response: requests.Response) -> Mapping[str, Any]:
@@ -1681,11 +1693,11 @@ class CloudBuild:
 
     def _ask(self, topic: str, name: str, url: str) -> requests.Response | None:
         """Cloud Build's answer; None (with the instance's one WARNING) when the API may not be asked."""
-        session = self._authorized()
+        session = self.authorized()
         if session is None:
             self._fall_back(topic, name, "the function has no Google credentials")
             return None
-        response = self._get(session, url)
+        response = self.get(session, url)
         code = response.status_code
         if code in (408, 429) or code >= 500:
             raise TransientError(f"Cloud Build's API answered {code} for {name}")
@@ -1694,7 +1706,7 @@ class CloudBuild:
             return None
         return response
 
-    def _authorized(self) -> Any:
+    def authorized(self) -> Any:
         """The session signed with the function's Google credentials; None without any (a local run)."""
         with self._lock:
             if self._session is None:
@@ -1709,7 +1721,7 @@ class CloudBuild:
                 self._session = AuthorizedSession(credentials)
             return self._session
 
-    def _get(self, session: Any, url: str) -> requests.Response:
+    def get(self, session: Any, url: str) -> requests.Response:
         """A GET with the function's Google credentials; google-auth's own failures become ours."""
         from google.auth import exceptions
 
@@ -1752,11 +1764,13 @@ class LastShown(NamedTuple):
 
 class Outcome(NamedTuple):
     """What became of an update: of its status (POSTED, ALREADY_SHOWN, STALE, BUDGET_SPENT), on which
-    repository, and of its report ("" when none was due)."""
+    repository, what state Bitbucket showed before ("" for none, or not known), and of its report ("" when
+    none was due)."""
 
     status: str
     repository: Repository
     report: str = ""
+    before: str = ""
 
 
 POSTED = "posted"
@@ -1834,6 +1848,9 @@ class Reporter:
     budget: Budget
     cloud_build: CloudBuild
     memory: Memory = field(default_factory=lambda: Memory())
+    # Write the report of a final state Bitbucket already shows but this instance did not post: a redelivery
+    # may owe it. A resync does not, so that a run over statuses that are right costs one read each.
+    reports_for_shown: bool = True
     _mirror_splits: dict[str, Repository] = field(default_factory=dict)  # repoName → the split Bitbucket accepted
 
     def report(self, update: Update, published: datetime | None) -> Outcome:
@@ -1861,12 +1878,12 @@ class Reporter:
         if created:
             self.memory.created.put(update.build_id, created)
         with self.memory.locked(identity):
-            outcome = self._post_unless_stale(site, repository, identity, body, update, created, published)
+            outcome, before = self._post_unless_stale(site, repository, identity, body, update, created, published)
             due = self._report_due(identity, update)
             report = self._write_report(site, repository, identity, update) if due else ""
         if update.target.mirror:
             self._mirror_splits[update.target.mirror] = repository
-        return Outcome(outcome, repository, report)
+        return Outcome(outcome, repository, report, before)
 
     def _post_unless_stale(
         self,
@@ -1877,36 +1894,41 @@ class Reporter:
         update: Update,
         created: datetime | None,
         published: datetime | None,
-    ) -> str:
+    ) -> tuple[str, str]:
+        """What became of the status, and the state Bitbucket showed before."""
         status, commit = update.status, update.target.commit
         last: LastShown | None = self.memory.shown.get(identity)
         same_build = last is not None and last.build_id == update.build_id
+        before = last.state if last else ""
         if last and same_build and not _advances(last.state, last.description, status):
-            return ALREADY_SHOWN
+            return ALREADY_SHOWN, before
         if last and not same_build and created and last.created and last.created > created:
-            return STALE  # this instance knows a newer build is shown
+            return STALE, before  # this instance knows a newer build is shown
         if not status.is_final and self.budget.nearly_spent(self.keyring.entry_for(repository)):
-            return BUDGET_SPENT
+            return BUDGET_SPENT, before
         if not (last and same_build and last.written_here):
             remote = site.read(repository, commit, body["key"])
+            before = remote.state if remote else ""
             if remote:
                 shown = self._shown(remote, update.build_id)
                 if not _replaces(update, created, shown, remote.updated_on, published):
                     self.memory.shown.put(identity, shown)
-                    return ALREADY_SHOWN if shown.build_id == update.build_id else STALE
+                    return ALREADY_SHOWN if shown.build_id == update.build_id else STALE, before
         try:
             site.write(repository, commit, body)
         except Exception:
             self.memory.shown.pop(identity)
             raise
         self.memory.shown.put(identity, LastShown(update.build_id, created, status.state, status.description, True))
-        return POSTED
+        return POSTED, before
 
     def _report_due(self, identity: tuple[str, ...], update: Update) -> bool:
         """Whether Bitbucket now shows this build's final state (posted, or already shown) and this instance has
         not written its report yet; never for a build whose status gave way to a newer build's."""
         last: LastShown | None = self.memory.shown.get(identity)
         if update.report is None or last is None or last.build_id != update.build_id:
+            return False
+        if not (last.written_here or self.reports_for_shown):
             return False
         return last.state in FINAL_STATES and not last.reported
 
@@ -2008,15 +2030,23 @@ class WarmInstance:
     reporter: Reporter
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> WarmInstance:
+    def from_env(
+        cls,
+        env: Mapping[str, str],
+        budget: Budget | None = None,
+        client_type: type[Client] | None = None,
+        reports_for_shown: bool = True,
+    ) -> WarmInstance:
+        """The instance the environment configures; a resync passes its own budget, client and report rule."""
         config = Config.from_env(env)
         session = http_session(config.retry_backoff_seconds, sum(config.timeout), config.connections)
         keyring = Keyring(credential_source(env), session, config.oauth_token_url, config.timeout)
-        budget = Budget(config.rate_limit_cooldown_seconds)
-        client = Client(keyring, budget, CertificateFiles(), session, config.timeout)
+        budget = budget or Budget(config.rate_limit_cooldown_seconds)
+        client = (client_type or Client)(keyring, budget, CertificateFiles(), session, config.timeout)
         cloud_build = CloudBuild(config.cloud_build_api_url, config.timeout)
         sites = BitbucketCloud(config.api_url, client), BitbucketDataCenter(client)
-        return cls(config, keyring, cloud_build, Reporter(*sites, keyring, budget, cloud_build))
+        reporter = Reporter(*sites, keyring, budget, cloud_build, reports_for_shown=reports_for_shown)
+        return cls(config, keyring, cloud_build, reporter)
 
 
 _warm: WarmInstance | None = None
@@ -2045,11 +2075,12 @@ def handle(data: Any, published_at: Any, topic: Any = None) -> None:
         return
     fields = _log_fields(build)
     try:
-        report_build(build, published_at, fields, delivered_from(topic))
+        result = report_build(build, published_at, fields, delivered_from(topic), warm_instance())
     except (ConfigurationError, TransientError) as error:
         severity, prefix = next((s, p) for kind, s, p in RAISED if isinstance(error, kind))
         log(severity, f"{prefix}: {error}", **fields)
         raise
+    log(result.severity, result.message, **fields)
 
 
 # How an error that makes Pub/Sub deliver the event again is logged: the first kind that matches.
@@ -2081,40 +2112,51 @@ def refused_origin(build: Mapping[str, Any], delivered: str | None, config: Conf
     return None
 
 
-def report_build(build: Mapping[str, Any], published_at: Any, fields: dict[str, Any], delivered: str | None) -> None:
+class Result(NamedTuple):
+    """What became of one message, as its log line says it (SKIPPED, REFUSED, DROPPED or REPORTED), and the
+    outcome when it was reported."""
+
+    kind: str
+    severity: str
+    message: str
+    outcome: Outcome | None = None
+
+
+SKIPPED, REFUSED, DROPPED, REPORTED = "skipped", "refused", "dropped", "reported"
+
+
+def report_build(
+    build: Mapping[str, Any], published_at: Any, fields: dict[str, Any], delivered: str | None, warm: WarmInstance
+) -> Result:
     """Translate one decoded Build, find where it goes and report it there, within the event's deadline and
-    for the project it speaks for; logs the outcome."""
-    warm = warm_instance()
+    for the project it speaks for; says what became of it, and adds what it found to the log fields."""
     with event_scope(warm.config.event_deadline_seconds, delivered or _text(build.get("projectId"))):
         published = parse_time(published_at)
         if published_at and not published:
             shown = _clip(str(published_at), 60)
             log("WARNING", f"The publish time {shown!r} does not parse: no age cutoff or stale-message rule", **fields)
-        if published and too_old(published, warm.config, fields):
-            return
+        if published and (old := too_old(published, warm.config)):
+            return Result(SKIPPED, "WARNING", old)
         if refused := refused_origin(build, delivered, warm.config):
-            log(refused.severity, f"Refused: {refused.reason}", **fields)
-            return
+            return Result(SKIPPED, refused.severity, f"Refused: {refused.reason}")
         decision = translate(build, warm.config)
         if not isinstance(decision, Skip):
             decision = resolve(decision, warm)
         if isinstance(decision, Skip):
-            log(decision.severity, f"Skipped: {decision.reason}", **fields)
-            return
+            return Result(SKIPPED, decision.severity, f"Skipped: {decision.reason}")
         fields.update(_log_fields(build, decision))
         try:
-            post(decision, published, warm, fields)
+            return post(decision, published, warm, fields)
         except NotServed as error:  # the document changed while the event was on its way
-            log("INFO", f"Skipped: {error}", **fields)
+            return Result(SKIPPED, "INFO", f"Skipped: {error}")
 
 
-def too_old(published: datetime, config: Config, fields: dict[str, Any]) -> bool:
+def too_old(published: datetime, config: Config) -> str | None:
+    """Why an event is too old to apply, or None."""
     age = (datetime.now(UTC) - published).total_seconds()
     if age <= config.max_event_age_seconds:
-        return False
-    message = f"Ignored an event published {format_duration(age)} ago (older than MAX_EVENT_AGE_SECONDS)"
-    log("WARNING", message, **fields)
-    return True
+        return None
+    return f"Ignored an event published {format_duration(age)} ago (older than MAX_EVENT_AGE_SECONDS)"
 
 
 def resolve(update: Update, warm: WarmInstance) -> Update | Skip:
@@ -2148,19 +2190,17 @@ def resolve(update: Update, warm: WarmInstance) -> Update | Skip:
     return replace(update, target=replace(target, candidates=tuple(served)))
 
 
-def post(update: Update, published: datetime | None, warm: WarmInstance, fields: dict[str, Any]) -> None:
-    """Report the update and log what became of it; a refusal is logged and acknowledged."""
+def post(update: Update, published: datetime | None, warm: WarmInstance, fields: dict[str, Any]) -> Result:
+    """Report the update and say what became of it; a refusal is acknowledged."""
     shown = f"{update.status.state} ({update.status.description})"
     try:
         outcome = warm.reporter.report(update, published)
     except Rejected as error:
-        log("ERROR", f"Bitbucket refused the status: {error}", **fields)
-        return
+        return Result(REFUSED, "ERROR", f"Bitbucket refused the status: {error}")
     except RateLimited as error:
         if update.status.is_final:
             raise  # redelivered until the budget allows it
-        log("WARNING", f"Did not post {shown}: {error}; a later state of the build supersedes it", **fields)
-        return
+        return Result(DROPPED, "WARNING", f"Did not post {shown}: {error}; a later state of the build supersedes it")
     repository = outcome.repository
     entry = warm.keyring.entry_for(repository)
     fields.update(
@@ -2168,11 +2208,10 @@ def post(update: Update, published: datetime | None, warm: WarmInstance, fields:
     )
     said = f"Posted {shown}" if outcome.status == POSTED else f"Did not post {shown}: {outcome.status}"
     if not outcome.report:
-        log("INFO", said, **fields)
-        return
+        return Result(REPORTED, "INFO", said, outcome)
     refused = REPORT_REFUSED in outcome.report
-    report = "refused" if refused else "written" if outcome.report == REPORT_WRITTEN else "skipped"
-    log("WARNING" if refused else "INFO", f"{said}; {outcome.report}", report=report, **fields)
+    fields["report"] = "refused" if refused else "written" if outcome.report == REPORT_WRITTEN else "skipped"
+    return Result(REPORTED, "WARNING" if refused else "INFO", f"{said}; {outcome.report}", outcome)
 
 
 # --- Entry points ------------------------------------------------------------
