@@ -165,11 +165,11 @@ class NotLocated(Exception):
 
 
 class Unreachable(TransientError):
-    """Nothing answered: the host could not be reached, or did not answer in time."""
+    """Nothing answered: the site (scheme://host:port) could not be reached, or did not answer in time."""
 
-    def __init__(self, message: str, host: str) -> None:
+    def __init__(self, message: str, origin: str) -> None:
         super().__init__(message)
-        self.host = host
+        self.origin = origin
 
 
 class UntrustedCertificate(TransientError):
@@ -1119,10 +1119,13 @@ class FileCredentials:
 
 
 class EnvironmentCredentials:
-    """BITBUCKET_CREDENTIALS: the JSON itself (local runs, --set-secrets)."""
+    """BITBUCKET_CREDENTIALS: the JSON itself (local runs, --set-secrets), read from the environment each time."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
 
     def fetch(self) -> tuple[Credential, ...]:
-        return parse_credentials(os.environ.get("BITBUCKET_CREDENTIALS", ""), "BITBUCKET_CREDENTIALS")
+        return parse_credentials(self.env.get("BITBUCKET_CREDENTIALS", ""), "BITBUCKET_CREDENTIALS")
 
 
 class SecretManagerCredentials:
@@ -1203,7 +1206,7 @@ def credential_source(env: Mapping[str, str]) -> CredentialSource:
     if "BITBUCKET_CREDENTIALS_FILE" in sources:
         return FileCredentials(env["BITBUCKET_CREDENTIALS_FILE"])
     if "BITBUCKET_CREDENTIALS" in sources:
-        return EnvironmentCredentials()
+        return EnvironmentCredentials(env)
     if "CREDENTIALS_SECRET" in sources:
         if not SECRET_RE.fullmatch(env["CREDENTIALS_SECRET"]):
             raise ConfigurationError(
@@ -1369,17 +1372,19 @@ def send(
     try:
         return session.request(method, url, verify=verify, timeout=limit, **kwargs)
     except requests.exceptions.SSLError:
-        origin = "{0.scheme}://{0.netloc}".format(urlsplit(url))
         raise UntrustedCertificate(
-            f"the TLS certificate of {origin} is not trusted, so nothing was sent; for a Bitbucket Data Center "
+            f"the TLS certificate of {origin_of(url)} is not trusted, so nothing was sent; for a Bitbucket Data Center "
             'server, set "ca_certificate" in its entry of the credentials to the PEM of the CA that signed it'
         ) from None
     except requests.RequestException as error:
-        host = urlsplit(url).hostname or ""
-        message = f"{method} to {host} failed: {type(error).__name__}"
+        message = f"{method} to {urlsplit(url).hostname} failed: {type(error).__name__}"
         if isinstance(error, requests.ConnectionError):  # refused, dropped, or timed out (after the retries)
-            raise Unreachable(message, host) from None
+            raise Unreachable(message, origin_of(url)) from None
         raise TransientError(message) from None
+
+
+def origin_of(url: str) -> str:
+    return "{0.scheme}://{0.netloc}".format(urlsplit(url))
 
 
 def _json(response: requests.Response) -> Mapping[str, Any]:

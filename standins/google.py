@@ -1,5 +1,7 @@
-"""Google stand-ins on loopback: an OAuth token endpoint, Cloud KMS, Secret Manager, and the
-repositories of Cloud Build's API v2 (GET /v2/projects/P/locations/L/connections/C/repositories/R).
+"""Google stand-ins on loopback: an OAuth token endpoint, Cloud KMS, Secret Manager, the repositories of
+Cloud Build's API v2 (GET /v2/projects/P/locations/L/connections/C/repositories/R), and its builds (GET
+/v1/projects/P/locations/L/builds/ID, and the listing of a location's builds, newest first, paged, with a
+`create_time>"…"` or `>=` filter).
 
 The real client libraries talk to these over their REST transport: a
 service-account file whose `token_uri` points here gets a token, and KMS and
@@ -20,6 +22,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,10 @@ CLOUD_BUILD_REPOSITORY = re.compile(
     r"/v2/(?P<name>projects/[^/]+/locations/[^/]+/connections/[^/]+/repositories/[^/]+)"
 )
 CLOUD_BUILD_BUILD = re.compile(r"/v1/(?P<name>projects/[^/]+/locations/[^/]+/builds/[^/]+)")
+CLOUD_BUILD_LIST = re.compile(r"/v1/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/builds")
+# The one filter the listing understands: AIP-160's comparison of create_time with an RFC 3339 timestamp.
+CREATE_TIME_FILTER = re.compile(r'\s*create_time\s*(?P<op>>=|>)\s*"(?P<time>[^"]+)"\s*')
+PAGE_SIZE = 50  # what the listing answers when the request names no pageSize
 SECRET_ACCESS = re.compile(r"/v1/(?P<secret>projects/[^/]+/secrets/[^/]+)/versions/(?P<version>[^/:]+):access")
 
 
@@ -91,6 +98,8 @@ class Google:
             return self._access(match["secret"], match["version"])
         if (match := CLOUD_BUILD_REPOSITORY.fullmatch(request.path)) and request.method == "GET":
             return self._cloud_build("repositories", match["name"], self.repositories)
+        if (match := CLOUD_BUILD_LIST.fullmatch(request.path)) and request.method == "GET":
+            return self._list_builds(match["project"], match["location"], request.args)
         if (match := CLOUD_BUILD_BUILD.fullmatch(request.path)) and request.method == "GET":
             return self._cloud_build("builds", match["name"], self.builds)
         return _google_error(404, f"{request.path} not found", "NOT_FOUND")
@@ -162,6 +171,35 @@ class Google:
             project = build["logUrl"].split("project=")[1]
             self.builds[f"projects/{project}/locations/{region}/builds/{build['id']}"] = dict(build)
 
+    def _list_builds(self, project: str, location: str, args: Any) -> Response:
+        """A location's builds, newest first, `pageSize` at a time; `pageToken` is where the previous page ended."""
+        with self._lock:
+            self.counts["cloudbuild.builds.list"] += 1
+        if self.cloud_build_answer == 403:
+            return _google_error(
+                403, "The caller does not have permission (cloudbuild.builds.list)", "PERMISSION_DENIED"
+            )
+        if self.cloud_build_answer is not None:
+            return _google_error(self.cloud_build_answer, "Cloud Build could not answer", "UNAVAILABLE")
+        since = CREATE_TIME_FILTER.fullmatch(args.get("filter", "")) if args.get("filter") else None
+        if args.get("filter") and since is None:
+            return _google_error(400, "Invalid filter", "INVALID_ARGUMENT")
+        token = args.get("pageToken", "")
+        if token and not token.isdigit():
+            return _google_error(400, "Invalid page token", "INVALID_ARGUMENT")
+        found = [
+            build
+            for name, build in self.builds.items()
+            if name.split("/")[3] == location and project in (name.split("/")[1], build.get("projectId"))
+            and (since is None or _after(build["createTime"], since["time"], since["op"] == ">="))
+        ]  # fmt: skip
+        found.sort(key=lambda b: _instant(b["createTime"]), reverse=True)
+        start, size = int(token or 0), int(args.get("pageSize") or PAGE_SIZE)
+        page: dict[str, Any] = {"builds": found[start : start + size]}
+        if start + size < len(found):
+            page["nextPageToken"] = str(start + size)
+        return _json(page)
+
     def _cloud_build(self, kind: str, name: str, known: dict[str, Any]) -> Response:
         """GET of a repository of a connection (v2) or of a build (v1), or the answer a test set."""
         with self._lock:
@@ -178,6 +216,18 @@ class Google:
 
     def serve(self) -> GoogleServer:
         return GoogleServer(self)
+
+
+def _instant(value: str) -> datetime:
+    """An RFC 3339 timestamp, with up to nanoseconds as Cloud Build writes them."""
+    whole, _, rest = value.rstrip("Z").partition(".")
+    fraction = "".join(c for c in rest if c.isdigit())[:6]
+    return datetime.fromisoformat(f"{whole}.{fraction or 0}+00:00")
+
+
+def _after(created: str, since: str, inclusive: bool) -> bool:
+    moment, bound = _instant(created), _instant(since)
+    return moment >= bound if inclusive else moment > bound
 
 
 class GoogleServer:

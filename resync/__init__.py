@@ -1,0 +1,522 @@
+"""Resync: heal Bitbucket from Cloud Build's own record.
+
+    make resync PROJECT=acme-ci REGION=europe-west1 SINCE=24h   (or 7d, 90m, or a time: 2026-11-28T09:00:00Z)
+
+Lists the builds created since then in each location (Cloud Build's `projects.locations.builds.list`,
+filtered on create_time, paged), oldest first, and passes each one through the path a Pub/Sub message
+takes (`main.report_build`), as if its current state had just been published: never backwards and the
+newest build winning hold as for live events, so a run over statuses that are right changes nothing and
+costs one read each. It runs with the person's own Google credentials (application default credentials)
+and the deployment's Bitbucket credentials (its environment, read from `gcloud functions describe`; a
+secret the deployment mounts as a file is read with Secret Manager's API instead).
+
+Each credential spends at most a share of its hourly budget (half by default): before a build's first call
+with a credential, the calls it may make are reserved; once the share is spent, or Bitbucket says the
+budget is nearly spent (X-RateLimit-NearLimit) or answers 429, the credential's remaining builds are left
+for a later run, and the summary says `SINCE=` the first build not done. A host that does not answer (a
+Data Center server on a private network) is tried once: its builds are reported as not reached.
+
+Exit status: 0 all done; 1 a failure; 2 a configuration or usage error; 3 builds left for a later run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextvars
+import json
+import os
+import re
+import sys
+import threading
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, redirect_stdout
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, TextIO
+from urllib.parse import urlencode
+
+from tqdm import tqdm
+
+import main
+
+DEFAULT_SHARE = 0.5
+# Bitbucket Cloud's allowance per account or OAuth consumer; an access token's own X-RateLimit-Limit replaces
+# it once Bitbucket has answered. Data Center servers document none: admins who turn rate limiting on set it.
+DEFAULT_HOURLY_BUDGET = 1000
+CALLS_PER_BUILD = 3  # a read, the status, the report: reserved before a build's first call with a credential
+PAGE_SIZE = 100
+DEFAULT_WORKERS = 4
+LOCATION_RE = re.compile(r"[a-z][a-z0-9-]{0,62}", re.ASCII)
+AGO_RE = re.compile(r"(?P<count>\d{1,5})(?P<unit>[mhd])", re.ASCII)
+UNITS = {"m": "minutes", "h": "hours", "d": "days"}
+
+RIGHT, CORRECTED, SUPERSEDED, RUNNING, SKIPPED, NOT_REACHED, LEFT, FAILED = (
+    "already right",
+    "corrected",
+    "superseded",
+    "running",
+    "skipped",
+    "not reached",
+    "left for a later run",
+    "failed",
+)
+SUPERSEDED_SAID = "a newer build of the same status is resynced instead"
+RUNNING_SAID = "still running: its live events report it"
+
+
+class UsageError(Exception):
+    """The command line asks for something resync cannot do."""
+
+
+class ShareSpent(Exception):
+    """This run's share of a credential's hourly budget is spent: the build is left for a later run."""
+
+
+# --- The deployment's environment ---------------------------------------------------
+
+
+def deployment_env(function: Mapping[str, Any], project: str) -> dict[str, str]:
+    """The environment a deployed function runs with (`gcloud functions describe --format=json`, 2nd gen), its
+    credentials as resync reads them: a secret mounted as a file, or set as BITBUCKET_CREDENTIALS, becomes
+    CREDENTIALS_SECRET, read with Secret Manager's API."""
+    service = main._dict(function.get("serviceConfig"))
+    env = {str(k): str(v) for k, v in main._dict(service.get("environmentVariables")).items()}
+    for secret in service.get("secretEnvironmentVariables") or []:
+        if main._dict(secret).get("key") == "BITBUCKET_CREDENTIALS":
+            env["CREDENTIALS_SECRET"] = _secret_name(secret, secret.get("version"), project)
+    path = env.pop("BITBUCKET_CREDENTIALS_FILE", None)
+    if path:
+        env["CREDENTIALS_SECRET"] = _mounted_secret(service.get("secretVolumes") or [], path, project)
+    return env
+
+
+def _mounted_secret(volumes: list[Any], path: str, project: str) -> str:
+    for volume in map(main._dict, volumes):
+        mount = main._text(volume.get("mountPath")).rstrip("/")
+        versions = volume.get("versions") or [{"path": volume.get("secret"), "version": "latest"}]
+        for version in map(main._dict, versions):
+            if f"{mount}/{main._text(version.get('path')).lstrip('/')}" == path:
+                return _secret_name(volume, version.get("version"), project)
+    raise main.ConfigurationError(f"the deployment reads BITBUCKET_CREDENTIALS_FILE={path}, which no secret mounts")
+
+
+def _secret_name(secret: Mapping[str, Any], version: Any, project: str) -> str:
+    owner = main._text(secret.get("projectId")) or project
+    return f"projects/{owner}/secrets/{main._text(secret.get('secret'))}/versions/{main._text(version) or 'latest'}"
+
+
+def run_env(base: Mapping[str, str], deployed: Mapping[str, str] | None) -> dict[str, str]:
+    """The person's environment, with the deployment's settings and credential source in place of their own."""
+    if deployed is None:
+        return dict(base)
+    sources = (*main.SINGLE_VARIABLES, *main.BUCKET_VARIABLES)
+    return {**{k: v for k, v in base.items() if k not in sources}, **deployed}
+
+
+def permissions(project: str, env: Mapping[str, str]) -> str:
+    """What the person running resync needs, besides reading the deployment (roles/cloudfunctions.viewer)."""
+    needs = [f"cloudbuild.builds.list on {project} (roles/cloudbuild.builds.viewer)"]
+    if env.get("CREDENTIALS_SECRET"):
+        needs.append(f"secretmanager.versions.access on {env['CREDENTIALS_SECRET'].split('/versions/')[0]} "
+                     "(roles/secretmanager.secretAccessor)")  # fmt: skip
+    if env.get("SECRETS_BUCKET"):
+        needs.append(f"storage.objects.get on gs://{env['SECRETS_BUCKET']} (roles/storage.objectViewer) and "
+                     f"decrypt on {env.get('KMS_CRYPTO_KEY_ID')} (roles/cloudkms.cryptoKeyDecrypter)")  # fmt: skip
+    needs.append("for connected repositories, cloudbuild.repositories.get (roles/cloudbuild.connectionViewer)")
+    return "Resync runs with your application default credentials and needs " + "; ".join(needs) + "."
+
+
+# --- Cloud Build's record ---------------------------------------------------------------
+
+
+def since_time(text: str, now: datetime) -> datetime:
+    """SINCE: an age (90m, 24h, 7d) or an RFC 3339 time (a date alone is its midnight, UTC)."""
+    if match := AGO_RE.fullmatch(text.strip()):
+        return now - timedelta(**{UNITS[match["unit"]]: int(match["count"])})
+    parsed = main.parse_time(text)
+    if parsed is None:
+        raise UsageError(f"SINCE={text!r} is neither an age (90m, 24h, 7d) nor a time (2026-11-28T09:00:00Z)")
+    return parsed
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def builds_since(cloud_build: main.CloudBuild, project: str, locations: list[str], since: datetime) -> list[dict]:
+    """Every build created at or after `since` in those locations, oldest first."""
+    found: dict[str, dict[str, Any]] = {}
+    for location in locations:
+        for build in _listed(cloud_build, project, location, since):
+            found.setdefault(main._text(build.get("id")), build)
+    epoch = datetime.min.replace(tzinfo=UTC)
+    return sorted(found.values(), key=lambda b: (main.parse_time(b.get("createTime")) or epoch, b.get("id", "")))
+
+
+def _listed(cloud_build: main.CloudBuild, project: str, location: str, since: datetime) -> Iterator[dict]:
+    session = cloud_build.authorized()
+    if session is None:
+        raise main.ConfigurationError(
+            "no Google credentials: run `gcloud auth application-default login` (resync uses them to list builds)"
+        )
+    where = f"projects/{project}/locations/{location}"
+    query = {"filter": f'create_time>="{rfc3339(since)}"', "pageSize": PAGE_SIZE}
+    while True:
+        response = cloud_build.get(session, f"{cloud_build.api_url}/v1/{where}/builds?{urlencode(query)}")
+        if response.status_code in (401, 403):
+            raise main.ConfigurationError(
+                f"Cloud Build's API answered {response.status_code} to listing the builds of {where}: "
+                "you need cloudbuild.builds.list (roles/cloudbuild.builds.viewer)"
+            )
+        if not response.ok:
+            raise main.TransientError(f"Cloud Build's API answered {response.status_code} to listing {where}")
+        page = main._json(response)
+        yield from (b for b in page.get("builds") or [] if isinstance(b, dict) and main._text(b.get("id")))
+        token = main._text(page.get("nextPageToken"))
+        if not token:
+            return
+        query["pageToken"] = token
+
+
+# --- Each credential's share of its budget, and the client that keeps to it -------------
+
+_claims: contextvars.ContextVar[set[str] | None] = contextvars.ContextVar("claims", default=None)
+
+
+class Allowance(main.Budget):
+    """The function's budget rule, and this run's share of each credential's hourly budget: a build reserves
+    what it may cost before its first call with a credential; none is started once the share is spent or
+    Bitbucket says the budget is nearly spent."""
+
+    def __init__(self, share: float, hourly: int, cooldown: float) -> None:
+        super().__init__(cooldown)
+        self.share, self.hourly = share, hourly
+        self.spent: Counter[str] = Counter()  # credential secret → calls made this run
+        self.reserved: Counter[str] = Counter()
+        self.limits: dict[str, int] = {}  # credential secret → its X-RateLimit-Limit
+        self.stopped: set[str] = set()
+        self.entries: dict[str, main.Credential] = {}
+        self._guard = threading.Lock()
+
+    def note(self, entry: main.Credential, headers: Mapping[str, str]) -> None:
+        limit = headers.get("X-RateLimit-Limit", "")
+        with self._guard:
+            self.spent[entry.secret] += 1
+            if limit.isdigit():
+                self.limits[entry.secret] = int(limit)
+            if headers.get("X-RateLimit-NearLimit", "").lower() == "true":
+                self.stopped.add(entry.secret)
+        super().note(entry, headers)
+
+    def allowed(self, entry: main.Credential) -> int:
+        return int(self.share * self.limits.get(entry.secret, self.hourly))
+
+    def claim(self, entry: main.Credential) -> None:
+        """Before the current build's first call with `entry`: reserve its calls, or raise ShareSpent."""
+        claims = _claims.get()
+        if claims is None or entry.secret in claims:
+            return
+        with self._guard:
+            self.entries[entry.secret] = entry
+            if entry.secret in self.stopped:
+                raise ShareSpent(f"Bitbucket says the hourly budget of credential entry {entry.position} is nearly "
+                                 "spent")  # fmt: skip
+            if self.spent[entry.secret] + self.reserved[entry.secret] + CALLS_PER_BUILD > self.allowed(entry):
+                raise ShareSpent(f"this run's share of credential entry {entry.position}'s hourly budget is spent "
+                                 f"({self.allowed(entry)} calls)")  # fmt: skip
+            self.reserved[entry.secret] += CALLS_PER_BUILD
+        claims.add(entry.secret)
+
+    def stop(self, entry: main.Credential) -> None:
+        with self._guard:
+            self.stopped.add(entry.secret)
+
+    @contextmanager
+    def build(self) -> Iterator[None]:
+        """One build's calls: what it reserved is given back when it ends (its calls were counted as made)."""
+        claims: set[str] = set()
+        token = _claims.set(claims)
+        try:
+            yield
+        finally:
+            _claims.reset(token)
+            with self._guard:
+                for secret in claims:
+                    self.reserved[secret] -= CALLS_PER_BUILD
+
+    def usage(self) -> list[str]:
+        with self._guard:
+            entries = sorted(self.entries.values(), key=lambda e: e.position)
+            return [f"credential entry {e.position}: {self.spent[e.secret]} of {self.allowed(e)} calls"
+                    for e in entries]  # fmt: skip
+
+
+@dataclass
+class ResyncClient(main.Client):
+    """The function's client, keeping to the allowance, and trying a site that did not answer only once."""
+
+    unreached: set[str] = field(default_factory=set)
+
+    def _send(self, entry: main.Credential, method: str, url: str, body: Any, params: Any, header: str) -> Any:
+        origin = main.origin_of(url)
+        if origin in self.unreached:
+            raise main.Unreachable(f"{origin} did not answer earlier in this run", origin)
+        assert isinstance(self.budget, Allowance)
+        self.budget.claim(entry)
+        try:
+            response = super()._send(entry, method, url, body, params, header)
+        except main.Unreachable:
+            self.unreached.add(origin)
+            raise
+        if response.status_code == 429:
+            self.budget.stop(entry)
+        return response
+
+
+class DryRunClient(ResyncClient):
+    """Reads as a resync does, and sends nothing: a write only says what would have been sent."""
+
+    def write(self, repository: main.Repository, method: str, url: str, body: Any) -> None:
+        return None
+
+
+# --- One build -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What became of one build: its kind (RIGHT, CORRECTED ...), what to say of it, the change made."""
+
+    build: Mapping[str, Any]
+    kind: str
+    said: str = ""
+    change: str = ""  # "INPROGRESS → SUCCESSFUL"
+    problem: str = ""  # a corrected status whose report was refused
+
+
+def plan(builds: list[dict], config: main.Config) -> tuple[list[dict], list[Verdict]]:
+    """Of the builds of one status (repository, commit, key, branch), only the newest is resynced: what it shows
+    is what the status must show. A newest build still running is left to its live events, so resync writes
+    final states only (a final state cannot move its own build's status backwards). A build that translates to
+    nothing goes on, to be skipped with the function's own reason."""
+    updates = [main.translate(build, config) for build in builds]
+    newest = {_status_of(b, u): b["id"] for b, u in zip(builds, updates, strict=True)}  # oldest first: later wins
+    todo, decided = [], []
+    for build, update in zip(builds, updates, strict=True):
+        if newest[_status_of(build, update)] != build["id"]:
+            decided.append(Verdict(build, SUPERSEDED, SUPERSEDED_SAID))
+        elif isinstance(update, main.Update) and not update.status.is_final:
+            decided.append(Verdict(build, RUNNING, RUNNING_SAID))
+        else:
+            todo.append(build)
+    return todo, decided
+
+
+def _status_of(build: Mapping[str, Any], update: main.Update | main.Skip) -> tuple[Any, ...]:
+    if isinstance(update, main.Skip):
+        return ("skipped", build["id"])
+    target, status = update.target, update.status
+    return (target.connected, target.candidates, target.commit, status.key, status.refname)
+
+
+def resync_build(build: Mapping[str, Any], warm: main.WarmInstance, project: str, published: str) -> Verdict:
+    """The build's current state through the path of a Pub/Sub message published now."""
+    fields = main._log_fields(build)
+    assert isinstance(warm.reporter.budget, Allowance)
+    try:
+        with warm.reporter.budget.build():
+            result = main.report_build(build, published, fields, project, warm)
+    except (ShareSpent, main.RateLimited) as error:
+        return Verdict(build, LEFT, str(error))
+    except main.Unreachable as error:
+        return Verdict(build, NOT_REACHED, str(error))
+    except main.ConfigurationError:
+        raise
+    except main.TransientError as error:
+        return Verdict(build, FAILED, str(error))
+    where = _where(fields)
+    if result.kind == main.REPORTED and result.outcome is not None:
+        outcome = result.outcome
+        if outcome.status == main.POSTED:
+            problem = result.message if main.REPORT_REFUSED in outcome.report else ""
+            change = f"{outcome.before or 'nothing'} → {fields['state']}"
+            return Verdict(build, CORRECTED, f"{where}: {change}", change, problem)
+        if outcome.status == main.BUDGET_SPENT:
+            return Verdict(build, LEFT, main.BUDGET_SPENT)
+        return Verdict(build, RIGHT, where)
+    if result.kind == main.REFUSED:
+        return Verdict(build, FAILED, f"{where}: {result.message}")
+    if result.kind == main.DROPPED:
+        return Verdict(build, LEFT, result.message)
+    return Verdict(build, SKIPPED, result.message)
+
+
+def _where(fields: Mapping[str, Any]) -> str:
+    """The status, as a person finds it: site, repository, commit and trigger."""
+    site = f"{fields['server']} " if fields.get("server") else ""
+    trigger = fields.get("trigger") or fields.get("key")
+    return f"{site}{fields.get('repository')}@{str(fields.get('commit'))[:12]} ({trigger})"
+
+
+# --- A run -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    seen: int = 0
+    kinds: Counter[str] = field(default_factory=Counter)
+    changes: Counter[str] = field(default_factory=Counter)
+    problems: int = 0
+    first_left: Mapping[str, Any] | None = None
+
+    def add(self, verdict: Verdict) -> None:
+        self.seen += 1
+        self.kinds[verdict.kind] += 1
+        if verdict.change:
+            self.changes[verdict.change] += 1
+        self.problems += bool(verdict.problem)
+        if verdict.kind in (LEFT, NOT_REACHED, FAILED) and self.first_left is None:
+            self.first_left = verdict.build
+
+    def exit_status(self) -> int:
+        if self.kinds[FAILED] or self.problems:
+            return 1
+        return 3 if self.kinds[LEFT] or self.kinds[NOT_REACHED] else 0
+
+
+class LogLines:
+    """main.py's own log lines (JSON on stdout, for Cloud Logging): its warnings shown above the bar."""
+
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("severity") in ("WARNING", "ERROR"):
+                tqdm.write(f"{entry['severity']}: {entry.get('message')}", file=sys.stderr)
+        return len(text)
+
+    def flush(self) -> None:
+        return None
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="make resync", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--project", required=True, help="the project whose builds are listed (its ID)")
+    parser.add_argument("--since", required=True, help="24h, 7d, 90m, or an RFC 3339 time")
+    parser.add_argument("--locations", default="global", help="space-separated Cloud Build locations")
+    parser.add_argument("--dry-run", action="store_true", help="list what would change; send nothing")
+    parser.add_argument("--share", type=float, default=DEFAULT_SHARE, help="of each credential's hourly budget")
+    parser.add_argument("--hourly-budget", type=int, default=DEFAULT_HOURLY_BUDGET, help="when Bitbucket says none")
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="builds handled at once")
+    parser.add_argument("--function-config", help="`gcloud functions describe --format=json` output; - for stdin")
+    return parser.parse_args(argv)
+
+
+def run(argv: list[str], base_env: Mapping[str, str], out: TextIO = sys.stdout) -> int:
+    try:
+        return _run(parse_args(argv), base_env, out)
+    except UsageError as error:
+        print(f"resync: {error}", file=sys.stderr)
+        return 2
+    except main.ConfigurationError as error:
+        print(f"resync stopped: configuration error: {error}", file=sys.stderr)
+        return 2
+    except main.TransientError as error:
+        print(f"resync stopped: {error}; run it again", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace, base_env: Mapping[str, str], out: TextIO) -> int:
+    project, locations = args.project, args.locations.split()
+    if not main.PROJECT_ID_RE.fullmatch(project) or not all(LOCATION_RE.fullmatch(x) for x in locations):
+        raise UsageError("PROJECT must be a project ID and LOCATIONS Cloud Build regions (global, europe-west1 …)")
+    if not 0 < args.share <= 1 or args.hourly_budget < 1 or args.workers < 1:
+        raise UsageError("SHARE must be in (0, 1], HOURLY_BUDGET and WORKERS at least 1")
+    now = datetime.now(UTC)
+    since = since_time(args.since, now)
+    env = run_env(base_env, _deployment(args.function_config, project))
+    print(permissions(project, env), file=sys.stderr)
+    config = main.Config.from_env(env)
+    budget = Allowance(args.share, args.hourly_budget, config.rate_limit_cooldown_seconds)
+    client = DryRunClient if args.dry_run else ResyncClient
+    warm = main.WarmInstance.from_env(env, budget=budget, client_type=client, reports_for_shown=False)
+    builds = builds_since(warm.cloud_build, project, locations, since)
+    for build in builds:  # every listed build's age is known before any status is compared with it
+        if created := main.parse_time(build.get("createTime")):
+            warm.reporter.memory.created.put(build["id"], created)
+    mode = " (dry run: nothing is sent)" if args.dry_run else ""
+    print(f"Resync of {project} since {rfc3339(since)} in {', '.join(locations)}: {len(builds)} builds{mode}", file=out)
+    todo, decided = plan(builds, config)
+    tally = Tally()
+    for verdict in decided:
+        tally.add(verdict)
+        if verdict.kind == RUNNING:
+            print(f"{RUNNING}: build {verdict.build['id']}: {verdict.said}", file=out)
+    _each(todo, tally, warm, project, rfc3339(now), args, out)
+    _summary(tally, budget, args, out)
+    return tally.exit_status()
+
+
+def _deployment(path: str | None, project: str) -> dict[str, str] | None:
+    if path is None:
+        return None
+    try:
+        text = sys.stdin.read() if path == "-" else open(path).read()  # noqa: SIM115 (read at once)
+        return deployment_env(main._dict(json.loads(text)), project)
+    except (OSError, ValueError) as error:
+        raise main.ConfigurationError(f"the deployment's configuration cannot be read: {error}") from None
+
+
+def _each(
+    builds: list[dict], tally: Tally, warm: main.WarmInstance, project: str, published: str, args: Any, out: TextIO
+) -> None:
+    verb = "would correct" if args.dry_run else "corrected"
+    with ThreadPoolExecutor(args.workers) as pool, redirect_stdout(LogLines()):  # type: ignore[type-var]
+        bar = tqdm(total=tally.seen + len(builds), initial=tally.seen, unit="build", file=sys.stderr, disable=None)
+        verdicts = pool.map(lambda b: resync_build(b, warm, project, published), builds)
+        try:
+            for verdict in verdicts:
+                tally.add(verdict)
+                if verdict.kind != RIGHT:
+                    said = verb if verdict.kind == CORRECTED else verdict.kind
+                    tqdm.write(f"{said}: build {verdict.build['id']}: {verdict.said}", file=out)
+                if verdict.problem:
+                    tqdm.write(f"failed: build {verdict.build['id']}: {verdict.problem}", file=out)
+                bar.update()
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
+        finally:
+            bar.close()
+
+
+def _summary(tally: Tally, budget: Allowance, args: Any, out: TextIO) -> None:
+    changes = "; ".join(f"{change}: {count}" for change, count in tally.changes.most_common())
+    corrected = "would be corrected" if args.dry_run else "corrected"
+    lines = [
+        f"Builds seen: {tally.seen}",
+        f"  statuses already right: {tally.kinds[RIGHT]}",
+        f"  statuses {corrected}: {tally.kinds[CORRECTED]}" + (f" ({changes})" if changes else ""),
+        f"  superseded by a newer build of the same status: {tally.kinds[SUPERSEDED]}",
+        f"  still running, left to their live events: {tally.kinds[RUNNING]}",
+        f"  skipped: {tally.kinds[SKIPPED]}",
+        f"  not reached: {tally.kinds[NOT_REACHED]}",
+        f"  left for a later run: {tally.kinds[LEFT]}",
+        f"  failures: {tally.kinds[FAILED] + tally.problems}",
+    ]
+    usage = budget.usage()
+    if usage:
+        lines.append(f"Bitbucket calls ({args.share:g} of each credential's hourly budget): " + "; ".join(usage))
+    if tally.first_left is not None:
+        lines.append(
+            f"To continue, run resync again with SINCE={tally.first_left.get('createTime')} (the first build not done)"
+        )
+    print("\n".join(lines), file=out)
+
+
+def cli() -> int:
+    return run(sys.argv[1:], os.environ)

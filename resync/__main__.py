@@ -1,0 +1,5 @@
+import sys
+
+from resync import cli
+
+sys.exit(cli())

@@ -1,0 +1,410 @@
+"""Resync (`make resync`): Bitbucket healed from Cloud Build's own record, through the function's own path,
+against the Bitbucket and Data Center stand-ins and the Cloud Build API stand-in (listing with paging and the
+create_time filter)."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import os
+import socket
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+import main
+import resync
+from standins.bitbucket import went_to_older
+from standins.builds import COMMIT, build
+from tests.conftest import DC_TOKEN, TOKEN, deliver, remember_stored, shown
+
+CREATED = {}  # build id → createTime, for went_to_older
+
+
+def ago(minutes: float) -> str:
+    return (datetime.now(UTC) - timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
+
+
+def made(status: str, build_id: str, minutes_ago: float, **kwargs) -> dict:
+    """A build created `minutes_ago`, as Cloud Build's API and its messages show it."""
+    b = build(status, build_id, createTime=ago(minutes_ago), **kwargs)
+    CREATED[build_id] = b["createTime"]
+    return b
+
+
+def commit(n: int) -> str:
+    return f"{n:040x}"
+
+
+def run_resync(*args: str, since: str = "24h") -> tuple[int, str]:
+    out = io.StringIO()
+    code = resync.run(["--project", "acme-ci", "--since", since, *args], dict(os.environ), out)
+    return code, out.getvalue()
+
+
+def state(server, commit_sha: str = COMMIT) -> tuple[str, str]:
+    [status] = shown(server, commit=commit_sha)
+    return status["state"], status["url"].split("?")[0].rsplit("/", 1)[-1]
+
+
+def writes(server, since: int = 0) -> list:
+    return [c for c in server.app.calls[since:] if c.method != "GET"]
+
+
+# --- stuck statuses healed, and a second run that costs one read per status ------------------------------
+
+
+def test_commits_left_in_progress_end_in_their_builds_final_state_with_their_reports(bitbucket, google):
+    for n, final in enumerate(("SUCCESS", "FAILURE", "CANCELLED")):
+        deliver(made("WORKING", f"b-{n}", 60 - n, commit=commit(n)))  # the running state reached Bitbucket
+        google.app.record(made(final, f"b-{n}", 60 - n, commit=commit(n)))  # the final message was lost
+    deliver(made("WORKING", "b-3", 50, commit=commit(3)))  # stuck, and re-run since: the re-run's result is due
+    google.app.record(made("FAILURE", "b-3", 50, commit=commit(3)), made("SUCCESS", "b-4", 40, commit=commit(3)))
+    asked = google.app.counts["cloudbuild.builds.get"]
+
+    code, out = run_resync()
+
+    assert code == 0, out
+    assert [state(bitbucket, commit(n)) for n in range(4)] == [
+        ("SUCCESSFUL", "b-0"),
+        ("FAILED", "b-1"),
+        ("STOPPED", "b-2"),
+        ("SUCCESSFUL", "b-4"),
+    ]
+    assert all(bitbucket.app.shown_reports("acme", "webapp", commit(n)) for n in range(4))
+    assert google.app.counts["cloudbuild.builds.get"] == asked  # every listed build's age is known from the list
+    assert "corrected: build b-0: acme/webapp@000000000000 (webapp-pr): INPROGRESS → SUCCESSFUL" in out
+    assert "statuses corrected: 4 (INPROGRESS → SUCCESSFUL: 2; INPROGRESS → FAILED: 1; INPROGRESS → STOPPED: 1)" in out
+
+
+def test_a_second_resync_corrects_nothing_and_costs_one_read_per_status(bitbucket, google):
+    for n in range(4):
+        deliver(made("WORKING", f"b-{n}", 50 - n, commit=commit(n)))
+        google.app.record(made("SUCCESS", f"b-{n}", 50 - n, commit=commit(n)))
+    google.app.record(made("FAILURE", "b-older", 55, commit=commit(0)))  # an earlier run of the first commit
+    assert run_resync()[0] == 0
+    before = len(bitbucket.app.calls)
+
+    code, out = run_resync()
+
+    assert code == 0, out
+    calls = bitbucket.app.calls[before:]
+    assert [c.method for c in calls] == ["GET"] * 4
+    assert "statuses already right: 4" in out
+    assert "statuses corrected: 0" in out
+    assert "superseded by a newer build of the same status: 1" in out
+
+
+def test_installing_on_a_project_that_already_builds_puts_the_past_weeks_results_on_their_commits(bitbucket, google):
+    for n in range(3):
+        google.app.record(made("SUCCESS", f"b-{n}", 60 * 24 * (n + 1), commit=commit(n)))  # 1, 2 and 3 days ago
+    google.app.record(made("FAILURE", "b-old", 60 * 24 * 9, commit=commit(9)))  # nine days ago
+
+    code, out = run_resync(since="7d")
+
+    assert code == 0, out
+    assert [state(bitbucket, commit(n)) for n in range(3)] == [("SUCCESSFUL", f"b-{n}") for n in range(3)]
+    assert shown(bitbucket, commit=commit(9)) == []  # created before SINCE
+    assert "nothing → SUCCESSFUL: 3" in out
+
+
+# --- newer builds untouched; builds still running -------------------------------------------------------
+
+
+def test_a_newer_builds_status_is_not_replaced_by_an_older_builds_result(bitbucket, google):
+    region = "https://console.cloud.google.com/cloud-build/builds;region=europe-west1/b-new?project=1234"
+    newer = made("SUCCESS", "b-new", 10, logUrl=region)  # in a location this resync does not list
+    deliver(newer)
+    google.app.record(newer, made("FAILURE", "b-old", 30))
+    before = len(bitbucket.app.calls)
+
+    code, out = run_resync()  # global only
+
+    assert code == 0, out
+    assert state(bitbucket) == ("SUCCESSFUL", "b-new")
+    assert writes(bitbucket, before) == []
+    assert "statuses already right: 1" in out
+
+
+def test_a_build_still_running_is_left_to_its_live_events_and_its_older_runs_result_is_not_posted(bitbucket, google):
+    google.app.record(made("FAILURE", "b-1", 30), made("WORKING", "b-2", 5))
+
+    code, out = run_resync()
+
+    assert code == 0, out
+    assert shown(bitbucket) == []  # neither b-1's FAILURE (b-2 replaces it) nor b-2's INPROGRESS
+    assert "running: build b-2: still running: its live events report it" in out
+    deliver(made("SUCCESS", "b-2", 5))
+    assert state(bitbucket) == ("SUCCESSFUL", "b-2")
+
+
+# --- paging, and where nothing is sent ------------------------------------------------------------------
+
+
+def test_builds_over_several_pages_are_all_resynced_and_none_from_before_since(bitbucket, google, monkeypatch):
+    monkeypatch.setattr(resync, "PAGE_SIZE", 2)
+    google.app.record(*(made("SUCCESS", f"b-{n}", 100 - n, commit=commit(n)) for n in range(5)))
+    google.app.record(made("SUCCESS", "b-before", 200, commit=commit(7)))
+    listed = google.app.counts["cloudbuild.builds.list"]
+
+    code, out = run_resync(since=ago(150))
+
+    assert code == 0, out
+    assert google.app.counts["cloudbuild.builds.list"] - listed == 3
+    assert [state(bitbucket, commit(n)) for n in range(5)] == [("SUCCESSFUL", f"b-{n}") for n in range(5)]
+    assert shown(bitbucket, commit=commit(7)) == []
+    assert "5 builds" in out
+
+
+def test_a_repository_no_entry_serves_is_skipped_with_the_reason(three_entries, google):
+    google.app.record(
+        made("SUCCESS", "b-served", 20, repo="acme/webapp"), made("SUCCESS", "b-other", 10, repo="acme/other")
+    )
+
+    code, out = run_resync()
+
+    assert code == 0, out
+    assert state(three_entries) == ("SUCCESSFUL", "b-served")
+    assert shown(three_entries, "acme/other") == []
+    assert "skipped: build b-other: Skipped: no entry of the credentials serves repository acme/other" in out
+
+
+def test_a_dry_run_lists_what_would_change_and_sends_nothing(bitbucket, google):
+    deliver(made("WORKING", "b-1", 20))
+    google.app.record(made("FAILURE", "b-1", 20), made("SUCCESS", "b-2", 10, commit=commit(2)))
+    before = len(bitbucket.app.calls)
+
+    code, out = run_resync("--dry-run")
+
+    assert code == 0, out
+    assert writes(bitbucket, before) == []
+    assert state(bitbucket) == ("INPROGRESS", "b-1")
+    assert shown(bitbucket, commit=commit(2)) == []
+    assert "would correct: build b-1: acme/webapp@65ca6a99a257 (webapp-pr): INPROGRESS → FAILED" in out
+    assert "would correct: build b-2: " in out
+    assert "nothing → SUCCESSFUL" in out
+    assert "statuses would be corrected: 2" in out
+    assert "(dry run: nothing is sent)" in out
+
+
+def test_the_log_of_the_function_is_not_mixed_into_the_summary(bitbucket, google, capsys):
+    google.app.record(made("SUCCESS", "b-1", 20))
+    code, out = run_resync()
+    assert code == 0
+    assert not any(line.startswith("{") for line in out.splitlines() + capsys.readouterr().out.splitlines())
+
+
+# --- the budget ---------------------------------------------------------------------------------------------
+
+
+def test_a_credentials_share_of_its_budget_spent_leaves_the_rest_for_a_run_from_the_first_build_not_done(
+    bitbucket, google
+):
+    bitbucket.app.budget = 20  # X-RateLimit-Limit 20: half of it is 10 calls, three builds of 3 calls
+    builds = [made("SUCCESS", f"b-{n}", 50 - n, commit=commit(n)) for n in range(5)]
+    google.app.record(*builds)
+
+    code, out = run_resync("--workers", "1")
+
+    assert code == 3, out
+    assert [bool(shown(bitbucket, commit=commit(n))) for n in range(5)] == [True, True, True, False, False]
+    assert len(bitbucket.app.calls) <= 10
+    assert "left for a later run: 2" in out
+    assert "this run's share of credential entry 1's hourly budget is spent (10 calls)" in out
+    assert f"SINCE={builds[3]['createTime']}" in out
+
+    bitbucket.app.budget = None  # an hour later
+    before = len(bitbucket.app.calls)
+    code, out = run_resync(since=builds[3]["createTime"])
+    assert code == 0, out
+    assert all(shown(bitbucket, commit=commit(n)) for n in range(5))
+    assert {c.path.split("/")[6] for c in bitbucket.app.calls[before:]} == {commit(3), commit(4)}
+
+
+def test_bitbucket_saying_the_budget_is_nearly_spent_stops_that_credential(bitbucket, google):
+    bitbucket.app.budget = 10  # X-RateLimit-NearLimit from the 8th call
+    google.app.record(*(made("SUCCESS", f"b-{n}", 50 - n, commit=commit(n)) for n in range(6)))
+
+    code, out = run_resync("--workers", "1", "--share", "1")
+
+    assert code == 3, out
+    assert "Bitbucket says the hourly budget of credential entry 1 is nearly spent" in out
+    assert not [c for c in bitbucket.app.calls if c.status == 429]
+    assert "To continue, run resync again with SINCE=" in out
+
+
+# --- a Data Center server resync cannot reach --------------------------------------------------------------
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_data_center_server_that_does_not_answer_is_reported_as_not_reached_and_the_rest_goes_on(
+    bitbucket, google, monkeypatch
+):
+    server = f"https://127.0.0.1:{closed_port()}"
+    entries = [{"token": TOKEN}, {"server": server, "token": DC_TOKEN}]
+    remember_stored(entries)
+    monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps(entries))
+    for n in range(2):
+        b = made("SUCCESS", f"dc-{n}", 40 - n, commit=commit(n))
+        b["source"]["gitSource"]["url"] = f"{server}/scm/PROJ/repo.git"
+        google.app.record(b)
+    google.app.record(made("SUCCESS", "cloud-1", 10))
+
+    code, out = run_resync("--workers", "1")
+
+    assert code == 3, out
+    assert state(bitbucket) == ("SUCCESSFUL", "cloud-1")
+    assert "not reached: build dc-0: GET to 127.0.0.1 failed: ConnectionError" in out
+    assert f"not reached: build dc-1: {server} did not answer earlier in this run" in out  # tried once
+    assert "not reached: 2" in out
+
+
+# --- resync and live events, interleaved --------------------------------------------------------------------
+
+LIVE = ("old FAILURE", "new WORKING", "new SUCCESS")
+
+
+@pytest.mark.parametrize(
+    "order",
+    [(*live[:at], "resync", *live[at:]) for live in itertools.permutations(LIVE) for at in range(4)],
+    ids=lambda order: ", then ".join(order),
+)
+def test_live_events_and_a_resync_in_any_order_end_on_the_newest_builds_final_state(bitbucket, google, order):
+    old, new = made("FAILURE", "b-old", 30), made("SUCCESS", "b-new", 20)
+    google.app.record(old, new)
+    messages = {
+        "old FAILURE": old,
+        "new WORKING": made("WORKING", "b-new", 20),
+        "new SUCCESS": new,
+    }
+    for step in order:
+        if step == "resync":
+            assert run_resync()[0] == 0
+        else:
+            deliver(messages[step])
+
+    assert state(bitbucket) == ("SUCCESSFUL", "b-new")
+    assert bitbucket.app.went_backwards() == []
+    assert went_to_older(bitbucket.app.history, CREATED) == []
+
+
+def test_a_resync_running_while_live_events_arrive_replaces_no_newer_builds_status(bitbucket, google):
+    bitbucket.app.latency = 0.01
+    finished, running = range(0, 8), range(8, 16)
+    for n in finished:  # resync heals these while their final messages are redelivered
+        deliver(made("WORKING", f"done-{n}", 40, commit=commit(n)))
+        google.app.record(made("FAILURE", f"done-{n}", 40, commit=commit(n)))
+    for n in running:  # an older run finished; the newer one runs while resync does
+        google.app.record(
+            made("FAILURE", f"old-{n}", 40, commit=commit(n)), made("WORKING", f"new-{n}", 5, commit=commit(n))
+        )
+    live = [made("FAILURE", f"done-{n}", 40, commit=commit(n)) for n in finished]
+    for n in running:
+        live += [made("WORKING", f"new-{n}", 5, commit=commit(n)), made("SUCCESS", f"new-{n}", 5, commit=commit(n))]
+    errors = []
+
+    def deliver_all() -> None:
+        try:
+            for message in live:
+                deliver(message)
+        except Exception as error:  # shown by the assertion below
+            errors.append(error)
+
+    sender = threading.Thread(target=deliver_all)
+    sender.start()
+    code, out = run_resync()
+    sender.join()
+
+    assert errors == []
+    assert code == 0, out
+    assert [state(bitbucket, commit(n)) for n in finished] == [("FAILED", f"done-{n}") for n in finished]
+    assert [state(bitbucket, commit(n)) for n in running] == [("SUCCESSFUL", f"new-{n}") for n in running]
+    assert bitbucket.app.went_backwards() == []
+    assert went_to_older(bitbucket.app.history, CREATED) == []
+
+
+# --- the deployment's configuration ------------------------------------------------------------------------
+
+DESCRIBED = {
+    "name": "projects/acme-ci/locations/europe-west1/functions/bitbucket-build-status",
+    "serviceConfig": {
+        "environmentVariables": {
+            "THREADS": "80",
+            "BITBUCKET_CREDENTIALS_FILE": "/etc/secrets/bitbucket-credentials.json",
+            "BUILD_PROJECTS": "acme-ci team-a",
+        },
+        "secretVolumes": [
+            {
+                "mountPath": "/etc/secrets",
+                "projectId": "acme-ci",
+                "secret": "bitbucket-build-status-credentials",
+                "versions": [{"version": "latest", "path": "bitbucket-credentials.json"}],
+            }
+        ],
+    },
+}
+
+
+def test_a_secret_the_deployment_mounts_as_a_file_is_read_with_secret_managers_api():
+    env = resync.deployment_env(DESCRIBED, "acme-ci")
+    assert env["CREDENTIALS_SECRET"] == "projects/acme-ci/secrets/bitbucket-build-status-credentials/versions/latest"
+    assert "BITBUCKET_CREDENTIALS_FILE" not in env
+    assert env["BUILD_PROJECTS"] == "acme-ci team-a"
+
+
+def test_a_secret_the_deployment_sets_as_a_variable_is_read_with_secret_managers_api():
+    service = {"secretEnvironmentVariables": [{"key": "BITBUCKET_CREDENTIALS", "secret": "bb", "version": "3"}]}
+    env = resync.deployment_env({"serviceConfig": service}, "acme-ci")
+    assert env == {"CREDENTIALS_SECRET": "projects/acme-ci/secrets/bb/versions/3"}
+
+
+def test_a_mounted_file_no_secret_volume_provides_is_a_configuration_error():
+    described = json.loads(json.dumps(DESCRIBED))
+    described["serviceConfig"]["secretVolumes"][0]["mountPath"] = "/var/secrets"
+    with pytest.raises(main.ConfigurationError, match="no secret mounts"):
+        resync.deployment_env(described, "acme-ci")
+
+
+def test_resync_reads_the_deployments_credentials_from_secret_manager_not_the_persons_own(
+    bitbucket, google, monkeypatch, tmp_path
+):
+    secret = "projects/acme-ci/secrets/bitbucket-build-status-credentials"
+    google.app.add_secret_version(secret, json.dumps({"token": TOKEN}).encode())
+    monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps({"token": "a-persons-own-token-not-the-deployments"}))
+    monkeypatch.setenv("SECRET_MANAGER_API_ENDPOINT", google.endpoint)
+    described = json.loads(json.dumps(DESCRIBED))
+    described["serviceConfig"]["environmentVariables"]["BITBUCKET_API_URL"] = bitbucket.api_url
+    (tmp_path / "function.json").write_text(json.dumps(described))
+    google.app.record(made("SUCCESS", "b-1", 10))
+
+    code, out = run_resync("--function-config", str(tmp_path / "function.json"))
+
+    assert code == 0, out
+    assert state(bitbucket) == ("SUCCESSFUL", "b-1")
+    assert google.app.counts["secretmanager.access"] >= 1
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--since", "yesterday"], "neither an age"),
+        (["--since", "24h", "--share", "0"], "SHARE must be in (0, 1]"),
+        (["--since", "24h", "--locations", "../x"], "LOCATIONS"),
+    ],
+)
+def test_a_bad_command_line_says_what_is_wrong(args, said, capsys, bitbucket):
+    assert resync.run(["--project", "acme-ci", *args], dict(os.environ), io.StringIO()) == 2
+    assert said in capsys.readouterr().err
+
+
+def test_permission_to_list_builds_refused_is_a_configuration_error_naming_the_permission(bitbucket, google, capsys):
+    google.app.cloud_build_answer = 403
+    assert run_resync()[0] == 2
+    assert "cloudbuild.builds.list (roles/cloudbuild.builds.viewer)" in capsys.readouterr().err
