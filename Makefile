@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv test lint format demo soak fuzz bench deploy credentials clean
+.PHONY: venv test lint format demo soak fuzz bench deploy credentials resync clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,12 @@ deploy:
 # make credentials PROJECT=my-project [SOURCE=file|secret|bucket] < credentials.json
 credentials:
 	PROJECT="$(PROJECT)" SOURCE="$(SOURCE)" DRY_RUN="$(DRY_RUN)" deploy/deploy.sh credentials
+
+# make resync PROJECT=my-project REGION=europe-west1 SINCE=24h|7d|2026-11-28T09:00:00Z
+#             [LOCATIONS="global europe-west1"] [DRY_RUN=1] [SHARE=0.5] [HOURLY_BUDGET=1000]
+resync: $(BIN)/.installed
+	PYTHON="$(abspath $(BIN)/python)" PROJECT="$(PROJECT)" REGION="$(REGION)" SINCE="$(SINCE)" \
+	  LOCATIONS="$(LOCATIONS)" DRY_RUN="$(DRY_RUN)" SHARE="$(SHARE)" HOURLY_BUDGET="$(HOURLY_BUDGET)" deploy/deploy.sh resync
 
 format: $(BIN)/.installed
 	$(BIN)/ruff format .

@@ -3,6 +3,8 @@
 #
 #   deploy/deploy.sh deploy        enable APIs, create what is missing, grant, deploy (idempotent)
 #   deploy/deploy.sh credentials   read the credentials JSON from standard input and store it
+#   deploy/deploy.sh resync        heal Bitbucket from Cloud Build's record since SINCE, with the deployment's
+#                                  configuration (python -m resync; DRY_RUN=1 there sends nothing)
 #
 # Settings (environment): PROJECT and REGION (required); SOURCE=file (a Secret
 # Manager secret mounted as a file, the default), secret (the same secret read with
@@ -277,8 +279,24 @@ except main.ConfigurationError as error:
   fi
 }
 
+# Resync runs here, with the person's own Google credentials, and the deployed function's configuration: its
+# environment and where its credentials are (a mounted secret is read with Secret Manager's API instead).
+resync() {
+  : "${REGION:?set REGION (where the function is deployed), e.g. make resync PROJECT=my-project REGION=europe-west1 SINCE=24h}"
+  : "${SINCE:?set SINCE: an age (24h, 7d) or a time (2026-11-28T09:00:00Z)}"
+  local args=(--project "$PROJECT" --since "$SINCE" --locations "${LOCATIONS:-global $REGION}")
+  [ -z "${SHARE:-}" ] || args+=(--share "$SHARE")
+  [ -z "${HOURLY_BUDGET:-}" ] || args+=(--hourly-budget "$HOURLY_BUDGET")
+  [ -z "$DRY_RUN" ] || args+=(--dry-run)
+  echo "Reading the deployment's configuration (gcloud functions describe: roles/cloudfunctions.viewer)" >&2
+  local described
+  described=$(gcloud functions describe "$FUNCTION" --region="$REGION" --project="$PROJECT" --format=json)
+  printf '%s' "$described" | "${PYTHON:-python3}" -m resync "${args[@]}" --function-config -
+}
+
 case "${1:-}" in
   deploy) deploy ;;
   credentials) credentials ;;
-  *) echo "usage: $0 deploy|credentials" >&2; exit 2 ;;
+  resync) resync ;;
+  *) echo "usage: $0 deploy|credentials|resync" >&2; exit 2 ;;
 esac

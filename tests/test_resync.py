@@ -9,8 +9,10 @@ import itertools
 import json
 import os
 import socket
+import subprocess
 import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -408,3 +410,38 @@ def test_permission_to_list_builds_refused_is_a_configuration_error_naming_the_p
     google.app.cloud_build_answer = 403
     assert run_resync()[0] == 2
     assert "cloudbuild.builds.list (roles/cloudbuild.builds.viewer)" in capsys.readouterr().err
+
+
+FAKE_GCLOUD = """#!/usr/bin/env bash
+# A stand-in for gcloud: the deployed function's configuration, as `gcloud functions describe` prints it.
+case " $* " in
+  *" functions describe bitbucket-build-status "*"--region=europe-west1 --project=acme-ci --format=json "*)
+    cat "$FAKE_FUNCTION" ;;
+  *) echo "unexpected: gcloud $*" >&2; exit 1 ;;
+esac
+"""
+
+
+def test_make_resync_heals_with_the_deployed_functions_configuration(bitbucket, google, monkeypatch, tmp_path):
+    secret = "projects/acme-ci/secrets/bitbucket-build-status-credentials"
+    google.app.add_secret_version(secret, json.dumps({"token": TOKEN}).encode())
+    described = json.loads(json.dumps(DESCRIBED))
+    described["serviceConfig"]["environmentVariables"]["BITBUCKET_API_URL"] = bitbucket.api_url
+    (tmp_path / "function.json").write_text(json.dumps(described))
+    (tmp_path / "gcloud").write_text(FAKE_GCLOUD)
+    (tmp_path / "gcloud").chmod(0o755)
+    deliver(made("WORKING", "b-1", 30))
+    google.app.record(made("FAILURE", "b-1", 30))
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}", "FAKE_FUNCTION": str(tmp_path / "function.json"),
+           "SECRET_MANAGER_API_ENDPOINT": google.endpoint}  # fmt: skip
+
+    ran = subprocess.run(
+        ["make", "--no-print-directory", "resync", "PROJECT=acme-ci", "REGION=europe-west1", "SINCE=24h"],
+        cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert state(bitbucket) == ("FAILED", "b-1")
+    assert "in global, europe-west1" in ran.stdout
+    assert "statuses corrected: 1 (INPROGRESS → FAILED: 1)" in ran.stdout
+    assert "secretmanager.versions.access on projects/acme-ci/secrets/bitbucket-build-status-credentials" in ran.stderr
