@@ -4,7 +4,7 @@
 #   deploy/deploy.sh deploy        enable APIs, create what is missing, grant, deploy (idempotent)
 #   deploy/deploy.sh credentials   read the credentials JSON from standard input and store it
 #   deploy/deploy.sh resync        heal Bitbucket from Cloud Build's record since SINCE, with the deployment's
-#                                  configuration (python -m resync; DRY_RUN=1 there sends nothing)
+#                                  configuration (python -m resync; DRY_RUN=1 there writes nothing)
 #
 # Settings (environment): PROJECT and REGION (required); SOURCE=file (a Secret
 # Manager secret mounted as a file, the default), secret (the same secret read with

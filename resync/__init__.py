@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlencode
 
@@ -276,7 +277,7 @@ class ResyncClient(main.Client):
 
 
 class DryRunClient(ResyncClient):
-    """Reads as a resync does, and sends nothing: a write only says what would have been sent."""
+    """Reads as a resync does, and writes nothing: a status or report it would write is only counted as such."""
 
     def write(self, repository: main.Repository, method: str, url: str, body: Any) -> None:
         return None
@@ -332,9 +333,7 @@ def resync_build(build: Mapping[str, Any], warm: main.WarmInstance, project: str
         return Verdict(build, LEFT, str(error))
     except main.Unreachable as error:
         return Verdict(build, NOT_REACHED, str(error))
-    except main.ConfigurationError:
-        raise
-    except main.TransientError as error:
+    except main.TransientError as error:  # a ConfigurationError stops the run
         return Verdict(build, FAILED, str(error))
     where = _where(fields)
     if result.kind == main.REPORTED and result.outcome is not None:
@@ -408,7 +407,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--project", required=True, help="the project whose builds are listed (its ID)")
     parser.add_argument("--since", required=True, help="24h, 7d, 90m, or an RFC 3339 time")
     parser.add_argument("--locations", default="global", help="space-separated Cloud Build locations")
-    parser.add_argument("--dry-run", action="store_true", help="list what would change; send nothing")
+    parser.add_argument("--dry-run", action="store_true", help="list what would change; write nothing")
     parser.add_argument("--share", type=float, default=DEFAULT_SHARE, help="of each credential's hourly budget")
     parser.add_argument("--hourly-budget", type=int, default=DEFAULT_HOURLY_BUDGET, help="when Bitbucket says none")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="builds handled at once")
@@ -448,7 +447,7 @@ def _run(args: argparse.Namespace, base_env: Mapping[str, str], out: TextIO) -> 
     for build in builds:  # every listed build's age is known before any status is compared with it
         if created := main.parse_time(build.get("createTime")):
             warm.reporter.memory.created.put(build["id"], created)
-    mode = " (dry run: nothing is sent)" if args.dry_run else ""
+    mode = " (dry run: Bitbucket is read, nothing is written)" if args.dry_run else ""
     print(f"Resync of {project} since {rfc3339(since)} in {', '.join(locations)}: {len(builds)} builds{mode}", file=out)
     todo, decided = plan(builds, config)
     tally = Tally()
@@ -465,7 +464,7 @@ def _deployment(path: str | None, project: str) -> dict[str, str] | None:
     if path is None:
         return None
     try:
-        text = sys.stdin.read() if path == "-" else open(path).read()  # noqa: SIM115 (read at once)
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
         return deployment_env(main._dict(json.loads(text)), project)
     except (OSError, ValueError) as error:
         raise main.ConfigurationError(f"the deployment's configuration cannot be read: {error}") from None

@@ -173,7 +173,7 @@ def test_a_repository_no_entry_serves_is_skipped_with_the_reason(three_entries, 
     assert "skipped: build b-other: Skipped: no entry of the credentials serves repository acme/other" in out
 
 
-def test_a_dry_run_lists_what_would_change_and_sends_nothing(bitbucket, google):
+def test_a_dry_run_lists_what_would_change_and_writes_nothing(bitbucket, google):
     deliver(made("WORKING", "b-1", 20))
     google.app.record(made("FAILURE", "b-1", 20), made("SUCCESS", "b-2", 10, commit=commit(2)))
     before = len(bitbucket.app.calls)
@@ -188,7 +188,7 @@ def test_a_dry_run_lists_what_would_change_and_sends_nothing(bitbucket, google):
     assert "would correct: build b-2: " in out
     assert "nothing → SUCCESSFUL" in out
     assert "statuses would be corrected: 2" in out
-    assert "(dry run: nothing is sent)" in out
+    assert "(dry run: Bitbucket is read, nothing is written)" in out
 
 
 def test_the_log_of_the_function_is_not_mixed_into_the_summary(bitbucket, google, capsys):
