@@ -368,7 +368,7 @@ class Tally:
     kinds: Counter[str] = field(default_factory=Counter)
     changes: Counter[str] = field(default_factory=Counter)
     problems: int = 0
-    first_left: Mapping[str, Any] | None = None
+    first_not_done: Mapping[str, Any] | None = None
 
     def add(self, verdict: Verdict) -> None:
         self.seen += 1
@@ -376,8 +376,8 @@ class Tally:
         if verdict.change:
             self.changes[verdict.change] += 1
         self.problems += bool(verdict.problem)
-        if verdict.kind in (LEFT, NOT_REACHED, FAILED) and self.first_left is None:
-            self.first_left = verdict.build
+        if verdict.kind in (LEFT, NOT_REACHED, FAILED) and self.first_not_done is None:
+            self.first_not_done = verdict.build
 
     def exit_status(self) -> int:
         if self.kinds[FAILED] or self.problems:
@@ -510,10 +510,9 @@ def _summary(tally: Tally, budget: Allowance, args: Any, out: TextIO) -> None:
     usage = budget.usage()
     if usage:
         lines.append(f"Bitbucket calls ({args.share:g} of each credential's hourly budget): " + "; ".join(usage))
-    if tally.first_left is not None:
-        lines.append(
-            f"To continue, run resync again with SINCE={tally.first_left.get('createTime')} (the first build not done)"
-        )
+    if tally.first_not_done is not None:
+        since = tally.first_not_done.get("createTime")
+        lines.append(f"To continue, run resync again with SINCE={since} (the first build not done)")
     print("\n".join(lines), file=out)
 
 
