@@ -85,7 +85,9 @@ NAME_MAX = 255
 DESCRIPTION_MAX = 255
 URL_MAX = 450
 BRANCH_MAX = 255
+PARENT_MAX = 1024  # Data Center
 SHOWN_MAX = 200  # how much of a value from a build a log line shows
+COMMAND_MAX = 120  # how much of a failed step's command a report shows
 DEFAULT_NAME = "Cloud Build"
 DEFAULT_KEY = "cloud-build"
 
@@ -99,6 +101,7 @@ PROJECT_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,127}|~[A-Za-z0-9_][A-Za-z0-9_.-
 KEY_RE = re.compile(r"[A-Za-z0-9._-]+", re.ASCII)
 # The user info of a clone URL (https://user:password@host/...), removed before a URL is matched or shown.
 USER_INFO_RE = re.compile(r"(?<=://)[^/?#]*@")
+URL_TAIL_RE = re.compile(r"[?#].*", re.DOTALL)  # a URL's query and fragment, never logged
 BITBUCKET_URL_RE = re.compile(
     r"(?:https://|ssh://)?(?:[^@/]+@)?bitbucket\.org[:/]"
     r"(?P<workspace>[^/]+)/(?P<slug>[^/]+?)(?:\.git)?/?",
@@ -122,9 +125,10 @@ LOG_PATH_RE = re.compile(
     re.ASCII,
 )
 PROJECT_PARAMETER_RE = re.compile(r"(?:^|&)project=(?P<project>[a-z0-9][a-z0-9-]{0,62})(?:&|$)", re.ASCII)
+PROJECT_ID = r"(?:[a-z0-9.-]+:)?[a-z0-9][a-z0-9-]{0,62}"  # also a domain-scoped one (example.com:project)
+PROJECT_ID_RE = re.compile(PROJECT_ID, re.ASCII)
 # The topic a delivery came from: a CloudEvent's source, a 1st gen context's resource, a push request's path.
-TOPIC_RE = re.compile(r"(?://pubsub\.googleapis\.com/)?projects/(?P<project>[a-z0-9.:-]{1,63})/topics/[^/]+", re.ASCII)
-PROJECT_ID_RE = re.compile(r"(?:[a-z0-9.-]+:)?[a-z0-9][a-z0-9-]{0,62}", re.ASCII)  # also a domain:project one
+TOPIC_RE = re.compile(rf"(?://pubsub\.googleapis\.com/)?projects/(?P<project>{PROJECT_ID})/topics/[^/]+", re.ASCII)
 OTHER_HOSTS = ("github.com", "gitlab.com", "gitlab.")
 MIRROR_PREFIX = "bitbucket_"
 
@@ -231,8 +235,7 @@ class Config:
         if switch not in ("on", "off"):
             raise ConfigurationError("CODE_INSIGHTS must be on or off")
         repositories = Patterns(tuple(p for p in patterns if p))
-        threads = env.get("THREADS", "").strip()
-        connections = max(cls.connections, int(threads)) if threads.isdigit() else cls.connections
+        connections = max(cls.connections, _threads(env))
         projects = frozenset(env.get("BUILD_PROJECTS", "").replace(",", " ").split())
         if any(not PROJECT_ID_RE.fullmatch(p) for p in projects):
             raise ConfigurationError("BUILD_PROJECTS must be project IDs, separated by spaces or commas")
@@ -264,6 +267,16 @@ NUMBER_VARIABLES = {
     "event_deadline_seconds": "EVENT_DEADLINE_SECONDS",
     "rate_limit_cooldown_seconds": "RATE_LIMIT_COOLDOWN_SECONDS",
 }
+
+
+def _threads(env: Mapping[str, str]) -> int:
+    """THREADS, the Functions Framework's events at once (0 when unset)."""
+    raw = env.get("THREADS", "").strip()
+    if not raw:
+        return 0
+    if not (raw.isascii() and raw.isdigit()):
+        raise ConfigurationError("THREADS must be a whole number (the events one instance handles at once)")
+    return int(raw)
 
 
 def _number(env: Mapping[str, str], name: str, default: float) -> float:
@@ -361,6 +374,36 @@ def decode_build(data: Any) -> dict[str, Any]:
         if not isinstance(build.get(name), str) or not build[name]:
             raise InvalidMessage(f"the Build has no {name!r}")
     return build
+
+
+# What the function reads of a Build, and of each of its steps: a resync holds only these of each listed build.
+BUILD_FIELDS = frozenset(
+    {"id", "projectId", "status", "statusDetail", "failureInfo", "buildTriggerId", "logUrl", "createTime",
+     "startTime", "finishTime", "substitutions", "source", "sourceProvenance", "steps", "warnings", "approval"}
+)  # fmt: skip
+STEP_FIELDS = frozenset({"id", "name", "entrypoint", "status", "exitCode", "allowFailure"})
+
+
+def essentials(build: Mapping[str, Any]) -> dict[str, Any]:
+    """The Build with only what the function reads of it: the same status and report come of it."""
+    kept = {name: value for name, value in build.items() if name in BUILD_FIELDS}
+    if isinstance(kept.get("steps"), list):
+        kept["steps"] = [_essential_step(step) for step in kept["steps"]]
+    return kept
+
+
+def _essential_step(step: Any) -> Any:
+    if not isinstance(step, dict):
+        return step
+    kept = {name: value for name, value in step.items() if name in STEP_FIELDS}
+    if isinstance(args := step.get("args"), list):  # a report shows the first COMMAND_MAX characters of the command
+        kept["args"], length = [], 0
+        for arg in (a for a in args if isinstance(a, str)):
+            if length > COMMAND_MAX:
+                break
+            kept["args"].append(arg[: COMMAND_MAX + 1 - length])
+            length += len(arg) + 1
+    return kept
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -469,7 +512,7 @@ def step_text(step: Mapping[str, Any], index: int, status: str) -> str:
     code = step.get("exitCode")
     outcome = "timed out" if status == "TIMEOUT" else f"exit code {code}" if isinstance(code, int) else "failed"
     text = f"{name} ({image})" if image else name
-    return plain(f"{text}: {_clip(command, 120)}, {outcome}" if command.strip() else f"{text}, {outcome}")
+    return plain(f"{text}: {_clip(command, COMMAND_MAX)}, {outcome}" if command.strip() else f"{text}, {outcome}")
 
 
 def rejection(build: Mapping[str, Any]) -> str:
@@ -672,8 +715,9 @@ def repository_at(url: str) -> Repository | None:
 
 
 def shown_url(url: str) -> str:
-    """A URL from a build as a log line may show it: clipped, and without user info (a password)."""
-    return _clip(re.sub(r"(?<=://).*@", "", url))
+    """A URL from a build as a log line may show it: clipped, without user info (a password), query or fragment
+    (an access token)."""
+    return _clip(URL_TAIL_RE.sub("", re.sub(r"(?<=://).*@", "", url, flags=re.DOTALL)))
 
 
 def normalized_server(url: str) -> str | None:
@@ -802,13 +846,13 @@ def translate(build: Mapping[str, Any], config: Config) -> Update | Skip:
     status = CommitStatus(
         key=status_key(build, KEY_MAX),
         state=meaning.state,
-        name=_clip(trigger_name(build) or DEFAULT_NAME, NAME_MAX),
+        name=_clip(plain(trigger_name(build)) or DEFAULT_NAME, NAME_MAX),
         url=build_url(build),
         description=describe(build),
         refname=target.branch,
         server_key=server_key,
         tag=target.tag,
-        parent=_clip(trigger_name(build), 1024) or server_key,
+        parent=_clip(plain(trigger_name(build)), PARENT_MAX) or server_key,
         duration_ms=_duration_ms(build) if meaning.phase == FINAL else None,
     )
     report = report_of(build, status) if config.code_insights and status.is_final else None
@@ -822,9 +866,13 @@ def status_key(build: Mapping[str, Any], limit: int = KEY_MAX) -> str:
     )
     if not chosen:
         return DEFAULT_KEY
+    return hashed_key(chosen, limit)
+
+
+def hashed_key(chosen: str, limit: int) -> str:
+    """The key itself when it is plain and within `limit`, else its SHA-1 (a truncated key could collide)."""
     if len(chosen) <= limit and KEY_RE.fullmatch(chosen):
         return chosen
-    # Too long, or not plain: hash it (a truncated key could collide).
     return hashlib.sha1(chosen.encode("utf-8", "surrogatepass"), usedforsecurity=False).hexdigest()
 
 
@@ -852,7 +900,8 @@ WARNINGS_SHOWN = 3
 class Report:
     """A finished build's Code Insights report, in the terms both sites share; each site makes its body."""
 
-    key: str
+    key: str  # cloud-build-<the status's key> (Cloud)
+    server_key: str  # cloud-build-<the status's Data Center key>: what a required report names
     title: str
     details: str
     passed: bool
@@ -897,6 +946,7 @@ def report_of(build: Mapping[str, Any], status: CommitStatus) -> Report:
     details = "\n".join(_clip(plain(line), LINE_MAX) for line in lines)  # 9 lines at most: within DETAILS_MAX
     return Report(
         key=f"{REPORT_PREFIX}{status.key}",
+        server_key=hashed_key(f"{REPORT_PREFIX}{status.server_key}", SERVER_KEY_MAX),
         title=_clip(plain(f"{trigger or DEFAULT_NAME}: {status.description}"), TITLE_MAX),
         details=_clip(details, DETAILS_MAX),
         passed=status.state == "SUCCESSFUL",
@@ -1628,7 +1678,8 @@ class BitbucketDataCenter:
         }
 
     def write_report(self, repository: Repository, commit: str, report: Report) -> None:
-        self.client.write(repository, "PUT", self.report_url(repository, commit, report.key), self.report_body(report))
+        url = self.report_url(repository, commit, report.server_key)
+        self.client.write(repository, "PUT", url, self.report_body(report))
 
     def report_url(self, repository: Repository, commit: str, key: str) -> str:
         project, slug = repository.owner, repository.slug
@@ -1664,21 +1715,22 @@ class CloudBuild:
 
     SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 
+    REMOTES = 1024  # connected repositories whose answer is remembered
+
     def __init__(self, api_url: str, timeout: tuple[float, float]) -> None:
         self.api_url = api_url
         self.timeout = timeout
         self._session: Any = None
-        self._remotes: dict[str, str | None] = {}
+        self._remotes = Lru(self.REMOTES)  # repository → (its remoteUri, or None: the API may not be asked)
         self._warned: set[str] = set()
         self._lock = threading.Lock()
 
     def remote_uri(self, repository: str) -> str | None:
-        with self._lock:
-            if repository in self._remotes:
-                return self._remotes[repository]
+        known: tuple[str | None] | None = self._remotes.get(repository)
+        if known is not None:
+            return known[0]
         found = self._remote_uri(repository)
-        with self._lock:
-            self._remotes[repository] = found
+        self._remotes.put(repository, (found,))
         return found
 
     def _remote_uri(self, repository: str) -> str | None:
@@ -1760,7 +1812,6 @@ class LastShown(NamedTuple):
     """What this instance last saw Bitbucket show under one status identity."""
 
     build_id: str  # the build it shows (the last segment of its URL)
-    created: datetime | None  # that build's createTime, when known
     state: str
     description: str
     written_here: bool  # this instance wrote it
@@ -1816,14 +1867,17 @@ class Lru:
 
 class Memory:
     """What this instance has seen: the last status shown under each identity, and when each build was
-    created; and a lock of each identity's own, so two events of one status never read and write at once
-    while events of other statuses never wait for them (each holds its lock across network calls)."""
+    created, as each project vouches for it; and a lock of each identity's own, so two events of one status
+    never read and write at once while events of other statuses never wait for them (each holds its lock
+    across network calls)."""
 
     SIZE = 2048
 
     def __init__(self) -> None:
         self.shown = Lru(self.SIZE)  # identity → LastShown
-        self.created = Lru(2 * self.SIZE)  # build id → createTime
+        # (project, build id) → createTime. A message vouches only for builds of the project it speaks for: a
+        # build id claimed in one team's topic must not make another team's build look newer than it is.
+        self.created = Lru(2 * self.SIZE)
         self._locks: dict[tuple[str, ...], list[Any]] = {}  # identity → [its lock, events holding or awaiting it]
         self._guard = threading.Lock()
 
@@ -1856,7 +1910,7 @@ class Reporter:
     # Write the report of a final state Bitbucket already shows but this instance did not post: a redelivery
     # may owe it. A resync does not, so that a run over statuses that are right costs one read each.
     reports_for_shown: bool = True
-    _mirror_splits: dict[str, Repository] = field(default_factory=dict)  # repoName → the split Bitbucket accepted
+    _mirror_splits: Lru = field(default_factory=lambda: Lru(Memory.SIZE))  # repoName → the split Bitbucket accepted
 
     def report(self, update: Update, published: datetime | None) -> Outcome:
         """Post the update unless it would be stale; say what happened, and to which repository."""
@@ -1877,17 +1931,17 @@ class Reporter:
     def _report_to(self, repository: Repository, update: Update, published: datetime | None) -> Outcome:
         site: Site = self.cloud if repository.server is None else self.data_center
         body = site.body(update.status)
-        identity = (repository.server or "", repository.full_name, update.target.commit, body["key"])
-        identity += (update.status.refname or "",)
+        # Both sites keep one status per repository, commit and key: the branch is an attribute of it.
+        identity = (repository.server or "", repository.full_name.lower(), update.target.commit, body["key"])
         created = _claimed(update.created, published)
         if created:
-            self.memory.created.put(update.build_id, created)
+            self.memory.created.put((_project.get(), update.build_id), created)
         with self.memory.locked(identity):
             outcome, before = self._post_unless_stale(site, repository, identity, body, update, created, published)
             due = self._report_due(identity, update)
             report = self._write_report(site, repository, identity, update) if due else ""
         if update.target.mirror:
-            self._mirror_splits[update.target.mirror] = repository
+            self._mirror_splits.put(update.target.mirror, repository)
         return Outcome(outcome, repository, report, before)
 
     def _post_unless_stale(
@@ -1907,7 +1961,8 @@ class Reporter:
         before = last.state if last else ""
         if last and same_build and not _advances(last.state, last.description, status):
             return ALREADY_SHOWN, before
-        if last and not same_build and created and last.created and last.created > created:
+        shown_created = self.memory.created.get((_project.get(), last.build_id)) if last else None
+        if last and not same_build and created and shown_created and shown_created > created:
             return STALE, before  # this instance knows a newer build is shown
         if not status.is_final and self.budget.nearly_spent(self.keyring.entry_for(repository)):
             return BUDGET_SPENT, before
@@ -1915,8 +1970,8 @@ class Reporter:
             remote = site.read(repository, commit, body["key"])
             before = remote.state if remote else ""
             if remote:
-                shown = self._shown(remote, update.build_id)
-                if not _replaces(update, created, shown, remote.updated_on, published):
+                shown, shown_created = self._shown(remote, update.build_id)
+                if not _replaces(update, created, shown, shown_created, remote.updated_on, published):
                     self.memory.shown.put(identity, shown)
                     return ALREADY_SHOWN if shown.build_id == update.build_id else STALE, before
         try:
@@ -1924,7 +1979,7 @@ class Reporter:
         except Exception:
             self.memory.shown.pop(identity)
             raise
-        self.memory.shown.put(identity, LastShown(update.build_id, created, status.state, status.description, True))
+        self.memory.shown.put(identity, LastShown(update.build_id, status.state, status.description, True))
         return POSTED, before
 
     def _report_due(self, identity: tuple[str, ...], update: Update) -> bool:
@@ -1957,16 +2012,17 @@ class Reporter:
             self.memory.shown.put(identity, last._replace(reported=True))
         return REPORT_WRITTEN
 
-    def _shown(self, remote: RemoteStatus, build_id: str) -> LastShown:
+    def _shown(self, remote: RemoteStatus, build_id: str) -> tuple[LastShown, datetime | None]:
         """What a status read from Bitbucket shows, and, when it is another build's, when that build was
-        created: remembered from its messages or an earlier read, else asked of Cloud Build's API."""
+        created: as the project this event speaks for knows it (from its own messages or an earlier read), else
+        asked of Cloud Build's API."""
         shown_id = urlsplit(remote.url).path.rsplit("/", 1)[-1]  # both log URL shapes end in /<build id>
-        created = self.memory.created.get(shown_id)
+        created = self.memory.created.get((_project.get(), shown_id))
         if created is None and shown_id != build_id and (ref := build_at(remote.url)):
             created = self.cloud_build.create_time(ref)
             if created:
-                self.memory.created.put(shown_id, created)
-        return LastShown(shown_id, created, remote.state, remote.description, False)
+                self.memory.created.put((_project.get(), shown_id), created)
+        return LastShown(shown_id, remote.state, remote.description, False), created
 
 
 def _claimed(created: datetime | None, published: datetime | None) -> datetime | None:
@@ -1982,13 +2038,19 @@ def _advances(shown_state: str, shown_description: str, status: CommitStatus) ->
 
 
 def _replaces(
-    update: Update, created: datetime | None, shown: LastShown, written: datetime | None, published: datetime | None
+    update: Update,
+    created: datetime | None,
+    shown: LastShown,
+    shown_created: datetime | None,
+    written: datetime | None,
+    published: datetime | None,
 ) -> bool:
-    """Whether the update replaces what Bitbucket shows (written at `written`)."""
+    """Whether the update replaces what Bitbucket shows (written at `written`, by a build created at
+    `shown_created`)."""
     if shown.build_id == update.build_id:
         return _advances(shown.state, shown.description, update.status)
-    if created and shown.created and created != shown.created:
-        return created > shown.created  # of two builds of one status, the newer wins, in any order
+    if created and shown_created and created != shown_created:
+        return created > shown_created  # of two builds of one status, the newer wins, in any order
     # The shown build's age is not known: replaced unless Bitbucket wrote it after this message was published.
     return not (published and written and written > published)
 
@@ -2105,8 +2167,12 @@ def delivered_from(topic: Any) -> str | None:
 
 def refused_origin(build: Mapping[str, Any], delivered: str | None, config: Config) -> Skip | None:
     """A delivery speaks for the project of the topic it was published to, never for the project its Build
-    claims: whoever can publish to one project's topic must not write another project's statuses."""
+    claims: whoever can publish to one project's topic must not write another project's statuses. A delivery
+    that names no topic (a local run) speaks for its Build's project, unless the deployment serves only some."""
     if delivered is None:
+        if config.build_projects:
+            return Skip("the delivery names no topic, and this deployment serves only the projects of "
+                        "BUILD_PROJECTS, so nothing is sent", "WARNING")  # fmt: skip
         return None
     claimed = _text(build.get("projectId"))
     if claimed != delivered:

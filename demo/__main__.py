@@ -211,7 +211,7 @@ def show_server(server: DataCenter, url: str) -> None:
 def show(bitbucket: Bitbucket) -> None:
     print("\nWhat Bitbucket shows, per commit:")
     by_commit: dict[tuple[str, str], list[tuple[str, dict[str, Any]]]] = {}
-    for (repo, commit, key, _refname), status in bitbucket.history:
+    for (repo, commit, key), status in bitbucket.history:
         by_commit.setdefault((repo, commit), []).append((key, status))
     for (repo, commit), changes in by_commit.items():
         current = bitbucket.shown(*repo.split("/"), commit)

@@ -3,7 +3,10 @@
 It behaves as Bitbucket does, not as the function would like: each request is
 validated against Atlassian's OpenAPI description, credentials are checked,
 keys over 40 characters get Bitbucket's 400, only a status's creator may
-overwrite it, and the same key with another refname is a second status. A
+overwrite it, and a status is identified by repository, commit and key: a POST
+with the same key overwrites it, refname included ("If the specified key already
+exists, the existing status object will be overwritten", Atlassian's
+description of the POST; its PUT may change refname). A
 repository access token reaches only its repositories (403 elsewhere: an
 assumption, Atlassian does not document the answer); each credential has a
 budget of calls per window, answered with 429 beyond it, and access tokens get
@@ -110,16 +113,15 @@ class Bitbucket:
     latency: float = 0.0  # seconds every answer takes: a real site's round trip
     seed: int = 0
     validate: bool = True  # against the OpenAPI description; the benchmark turns it off to measure the function
-    statuses: dict[tuple[str, str, str, str], dict[str, Any]] = field(default_factory=dict)
+    statuses: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)  # (repository, commit, key)
     reports: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)  # (repository, commit, id)
     report_answer: int | None = None  # what a report PUT is answered instead (400, 403, 500 ...)
-    history: list[tuple[tuple[str, str, str, str], dict[str, Any]]] = field(default_factory=list)
+    history: list[tuple[tuple[str, str, str], dict[str, Any]]] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
     scripted: deque[str] = field(default_factory=deque)  # faults for the next requests, in order
     peers: set[tuple[str, str]] = field(default_factory=set)  # client (address, port): one per connection
     authorizations: list[str] = field(default_factory=list)  # every Authorization header received
     _oauth_tokens: dict[str, tuple[str, float]] = field(default_factory=dict)
-    _latest_by_key: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
     _spent: dict[str, deque[float]] = field(default_factory=dict)  # identity → times of its accepted calls
     _reach: dict[str, set[str]] = field(default_factory=dict)  # a repository access token → its repositories
     _lock: threading.RLock = field(default_factory=threading.RLock)
@@ -158,7 +160,7 @@ class Bitbucket:
     def shown(self, workspace: str, slug: str, commit: str) -> list[dict[str, Any]]:
         with self._lock:
             return [
-                dict(s) for (repo, c, _, _), s in self.statuses.items() if repo == f"{workspace}/{slug}" and c == commit
+                dict(s) for (repo, c, _), s in self.statuses.items() if repo == f"{workspace}/{slug}" and c == commit
             ]
 
     def went_backwards(self) -> list[dict[str, Any]]:
@@ -291,7 +293,7 @@ class Bitbucket:
                 body["key"] = match["key"]
                 return self._write(repository, commit, body, identity, create=False)
             if request.method == "GET" and match["key"]:
-                found = self._latest(repository, commit, match["key"])
+                found = self.statuses.get((repository, commit, match["key"]))
                 return _json(found) if found else error(404, "No such status")
             if request.method == "GET" and request.path.endswith("/statuses"):
                 values = self.shown(*repository.split("/"), commit)
@@ -308,7 +310,7 @@ class Bitbucket:
             )
         if body.get("state") not in ("INPROGRESS", "SUCCESSFUL", "FAILED", "STOPPED"):
             return error(400, "state: invalid", {"state": ["invalid"]})
-        identity_key = (repository, commit, key, body.get("refname") or "")
+        identity_key = (repository, commit, key)
         existing = self.statuses.get(identity_key)
         if existing is None and not create:
             return error(404, "No such status")
@@ -328,7 +330,6 @@ class Bitbucket:
             "_creator": identity,
         }
         self.statuses[identity_key] = status
-        self._latest_by_key[identity_key[:3]] = status  # what GET .../statuses/build/{key} answers
         self.history.append((identity_key, dict(status)))
         return _json(status, 201 if create and existing is None else 200)
 
@@ -360,9 +361,6 @@ class Bitbucket:
             return [
                 dict(r) for (repo, c, _), r in self.reports.items() if repo == f"{workspace}/{slug}" and c == commit
             ]
-
-    def _latest(self, repository: str, commit: str, key: str) -> dict[str, Any] | None:
-        return self._latest_by_key.get((repository, commit, key))
 
     def _identity(self, request: Request) -> str | None:
         header = request.headers.get("Authorization", "")
@@ -485,8 +483,9 @@ def _explain(problem: Exception) -> str:
 
 def keep_alive_app() -> Bitbucket:
     """For a server that keeps connections open (gunicorn; Werkzeug's closes each one):
-    `gunicorn 'standins.bitbucket:keep_alive_app()'` with STANDIN_TOKEN set."""
-    app = Bitbucket(validate=False)
+    `gunicorn 'standins.bitbucket:keep_alive_app()'` with STANDIN_TOKEN (and STANDIN_LATENCY, seconds) set;
+    standins.processes.KeepAliveStandin runs it."""
+    app = Bitbucket(validate=False, latency=float(os.environ.get("STANDIN_LATENCY") or 0))
     app.accept_token(os.environ["STANDIN_TOKEN"])
     return app
 

@@ -93,10 +93,14 @@ def test_only_the_creator_of_a_status_may_overwrite_it(standin):
     assert post(standin, {"key": "k", "state": "FAILED"}).status_code == 200
 
 
-def test_the_same_key_with_another_refname_is_a_second_status(standin):
+def test_the_same_key_with_another_refname_overwrites_the_status_refname_included(standin):
+    """Atlassian's description of the POST: "If the specified key already exists, the existing status object
+    will be overwritten"; the branch is an attribute of the status, not part of its identity."""
     post(standin, {"key": "k", "state": "FAILED", "refname": "main"})
     post(standin, {"key": "k", "state": "SUCCESSFUL", "refname": "feature/x"})
-    assert sorted(s["refname"] for s in standin.app.shown("acme", "webapp", COMMIT)) == ["feature/x", "main"]
+    assert [(s["refname"], s["state"]) for s in standin.app.shown("acme", "webapp", COMMIT)] == [
+        ("feature/x", "SUCCESSFUL")
+    ]
 
 
 def test_unknown_repositories_and_short_commits_are_404(standin):

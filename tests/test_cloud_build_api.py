@@ -160,3 +160,16 @@ def test_google_refusing_the_functions_credentials_is_a_configuration_error(bitb
     assert line["severity"] == "ERROR"
     assert "Google refused to refresh the function's credentials" in line["message"]
     assert bitbucket.app.calls == []
+
+
+def test_the_answers_remembered_are_bounded_and_the_oldest_forgotten_first(bitbucket, google, monkeypatch):
+    """Builds can name any number of connected repositories: the instance remembers the last REMOTES answers."""
+    monkeypatch.setattr(main.CloudBuild, "REMOTES", 3)
+    for n in range(5):
+        google.app.repositories[connected_repository(f"acme/repo-{n}")] = f"https://bitbucket.org/acme/repo-{n}.git"
+    lookups = google.app.counts["cloudbuild.repositories.get"]
+    for n in (*range(5), 4, 0):  # repo-4 is still remembered; repo-0 was forgotten
+        deliver(build("SUCCESS", f"b-{n}", source="connection", repo=f"acme/repo-{n}"))
+    assert google.app.counts["cloudbuild.repositories.get"] - lookups == 6
+    assert main._warm is not None
+    assert len(main._warm.cloud_build._remotes._items) == 3

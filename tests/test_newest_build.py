@@ -27,14 +27,14 @@ def site(request, bitbucket, google) -> Any:
     """(a function that makes a build of this site, a function that says what the site shows for a commit)."""
     if request.param == "cloud":
 
-        def make(status: str, build_id: str, commit: str) -> dict:
-            return build(status, build_id, commit=commit, createTime=CREATED[build_id])
+        def make(status: str, build_id: str, commit: str, **extra: Any) -> dict:
+            return build(status, build_id, commit=commit, createTime=CREATED[build_id], **extra)
 
         return make, lambda commit: bitbucket.app.shown("acme", "webapp", commit)
     server = request.getfixturevalue("both")
 
-    def make_on_server(status: str, build_id: str, commit: str) -> dict:
-        return dc_build(status, server, build_id, commit=commit, createTime=CREATED[build_id])
+    def make_on_server(status: str, build_id: str, commit: str, **extra: Any) -> dict:
+        return dc_build(status, server, build_id, commit=commit, createTime=CREATED[build_id], **extra)
 
     return make_on_server, lambda commit: server.shown(commit=commit)
 
@@ -87,6 +87,28 @@ def test_two_builds_running_at_once_end_on_the_newer_whichever_finishes_last(sit
                 new_instance()  # the instance is replaced half way
             deliver(make(*messages[name], commit))
         assert shows(shown, commit) == ("SUCCESSFUL", "b-2"), interleaving
+
+
+@pytest.mark.parametrize(
+    "interleaving",
+    [
+        ["Q1", "W1", "Q2", "W2", "S2", "F1"],  # the newer build's messages arrive before the older one's last
+        ["Q2", "W2", "S2", "Q1", "W1", "F1"],
+        ["Q1", "Q2", "W1", "W2", "F1", "S2"],
+    ],
+)
+def test_two_branches_of_one_commit_share_its_status_and_the_newer_build_wins(site, google, interleaving):
+    """One trigger builds one commit on main (build 1) and on release/1 (build 2, newer): the sites keep one
+    status per repository, commit and key, the branch being an attribute of it."""
+    make, shown = site
+    branch = {"1": "main", "2": "release/1"}
+    messages = {"Q": "QUEUED", "W": "WORKING", "S": "SUCCESS", "F": "FAILURE"}
+    commit = "7" * 40
+    for name in interleaving:
+        deliver(make(messages[name[0]], f"b-{name[1]}", commit, branch=branch[name[1]]))
+    assert shows(shown, commit) == ("SUCCESSFUL", "b-2"), interleaving
+    [status] = shown(commit)
+    assert status.get("refname", status.get("ref")) in ("release/1", "refs/heads/release/1")
 
 
 def test_a_newer_builds_status_is_never_replaced_by_an_older_builds_message(site, google, new_instance):
@@ -197,3 +219,43 @@ def test_a_create_time_in_the_future_counts_as_the_publish_time(bitbucket, new_i
 )  # fmt: skip
 def test_a_status_url_names_its_build_only_in_cloud_builds_shapes(url, ref):
     assert main.build_at(url) == ref
+
+
+def shown_build(bitbucket, commit: str) -> tuple[str, str]:
+    [status] = bitbucket.app.shown("acme", "webapp", commit)
+    return status["description"], status["url"].split("?")[0].rsplit("/", 1)[-1]
+
+
+def test_a_status_this_instance_only_read_is_read_again_before_the_same_builds_next_state(
+    bitbucket, google, monkeypatch
+):
+    """Instance 2 saw build 1's Queued only by reading it; instance 1 then posted the newer build 2. Build 1's
+    Running on instance 2 must read again, not trust what it read earlier."""
+    commit = "8" * 40
+    google.app.record(build("QUEUED", "b-2", createTime=CREATED["b-2"]))
+
+    def on(instance: Any, status: str, build_id: str) -> Any:
+        monkeypatch.setattr(main, "_warm", instance)
+        deliver(build(status, build_id, commit=commit, createTime=CREATED[build_id]))
+        return main._warm
+
+    first = on(None, "QUEUED", "b-1")  # instance 1 posts build 1's Queued
+    second = on(None, "QUEUED", "b-1")  # a duplicate reaches instance 2: it reads, and posts nothing
+    on(first, "QUEUED", "b-2")  # instance 1 posts the newer build's Queued
+    on(second, "WORKING", "b-1")
+    assert shown_build(bitbucket, commit) == ("Queued", "b-2")
+
+
+def test_a_write_that_fails_forgets_what_it_was_about_to_show_so_the_next_event_reads(bitbucket, monkeypatch):
+    """Build 2's Queued reached Bitbucket, but every answer came too late: the instance must not go on believing
+    that build 1 is shown, or build 1's late Running would replace build 2's status."""
+    commit = "9" * 40
+    monkeypatch.setenv("HTTP_TIMEOUT_SECONDS", "0.2")
+    bitbucket.app.fault_delay = 0.4
+    deliver(build("QUEUED", "b-1", commit=commit, createTime=CREATED["b-1"]))
+    bitbucket.app.fail_next("", *["timeout"] * (main.HTTP_RETRIES + 1))  # the read answers; each POST lands late
+    with pytest.raises(main.TransientError):
+        deliver(build("QUEUED", "b-2", commit=commit, createTime=CREATED["b-2"]))
+    assert shown_build(bitbucket, commit) == ("Queued", "b-2")
+    deliver(build("WORKING", "b-1", commit=commit, createTime=CREATED["b-1"]))
+    assert shown_build(bitbucket, commit) == ("Queued", "b-2")

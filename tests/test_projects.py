@@ -75,12 +75,45 @@ def test_a_project_the_deployment_does_not_serve_writes_nothing(two_teams, capsy
     assert two_teams.app.calls == []
 
 
-def test_a_delivery_that_names_no_topic_keeps_the_builds_project(two_teams):
-    """A local run (no topic named): the Build's project chooses the credential."""
+def without_topic(b: dict) -> None:
+    """As a delivery that names no topic arrives: a local run, or a push to the function's root."""
     context = Context()
     context.resource = None
-    main.build_status(background_event(team_build("team-a", "acme/a-web")), context)
+    main.build_status(background_event(b), context)
+
+
+def test_a_delivery_that_names_no_topic_keeps_the_builds_project_when_any_project_is_served(two_teams, monkeypatch):
+    """A local run (no topic named, no BUILD_PROJECTS): the Build's project chooses the credential."""
+    monkeypatch.delenv("BUILD_PROJECTS")
+    without_topic(team_build("team-a", "acme/a-web"))
     assert [s["state"] for s in two_teams.app.shown("acme", "a-web", COMMIT)] == ["SUCCESSFUL"]
+
+
+def test_a_delivery_that_names_no_topic_is_refused_when_the_deployment_serves_only_some_projects(two_teams, capsys):
+    """With BUILD_PROJECTS, whoever can push to the function's root must not speak for a team's project."""
+    without_topic(team_build("team-b", "acme/b-web"))
+    [line] = log_lines(capsys.readouterr().out)
+    assert line["severity"] == "WARNING"
+    assert line["message"] == (
+        "Refused: the delivery names no topic, and this deployment serves only the projects of BUILD_PROJECTS, "
+        "so nothing is sent"
+    )
+    assert two_teams.app.calls == []
+
+
+def test_a_build_id_claimed_in_another_teams_topic_cannot_freeze_a_teams_status(two_teams, google, new_instance):
+    """Team A publishes, to its own topic, a build of its own repository whose id is team B's shown build: team B's
+    newer build still replaces it (a message vouches only for its own project's builds)."""
+    shown_build = team_build("team-b", "acme/b-web", "b-shown") | {"createTime": "2026-11-27T09:00:00Z"}
+    delivered(shown_build, "team-b")
+    google.app.record(shown_build)  # Cloud Build's API knows when it was created
+    new_instance()
+    claimed = team_build("team-a", "acme/a-web", "b-shown") | {"createTime": "2099-01-01T00:00:00Z"}
+    delivered(claimed, "team-a")
+    newer = team_build("team-b", "acme/b-web", "b-newer") | {"status": "FAILURE", "createTime": "2026-11-27T10:00:00Z"}
+    delivered(newer, "team-b")
+    [status] = two_teams.app.shown("acme", "b-web", COMMIT)
+    assert (status["state"], status["url"].split("?")[0].rsplit("/", 1)[-1]) == ("FAILED", "b-newer")
 
 
 @pytest.mark.parametrize(
@@ -93,6 +126,9 @@ def test_a_delivery_that_names_no_topic_keeps_the_builds_project(two_teams):
         (None, None),
         ("projects/team-a/subscriptions/x", None),
         ("//pubsub.googleapis.com/projects/../topics/x/extra", None),
+        ("projects/-team-a/topics/cloud-builds", None),  # not a project ID
+        ("projects/team..a/topics/cloud-builds", None),
+        ("projects/Team_A/topics/cloud-builds", None),
     ],
 )
 def test_a_delivery_speaks_for_the_project_of_the_topic_it_names(topic, project):

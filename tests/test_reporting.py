@@ -74,15 +74,6 @@ def test_a_stale_message_of_an_older_run_does_not_replace_a_newer_runs_status(bi
     assert (status["state"], "run-2" in status["url"]) == ("SUCCESSFUL", True)
 
 
-def test_each_branch_gets_its_own_status_on_the_commit(bitbucket):
-    deliver(build("SUCCESS", "b-1", branch="main"))
-    deliver(build("FAILURE", "b-2", branch="feature/x"))
-    assert sorted((s["refname"], s["state"]) for s in shown(bitbucket)) == [
-        ("feature/x", "FAILED"),
-        ("main", "SUCCESSFUL"),
-    ]
-
-
 def test_mirror_split_is_found_by_trying_the_next_split_and_remembered(bitbucket, capsys):
     bitbucket.app.repositories = {"my_team/web_app"}
     deliver(build("QUEUED", source="mirror", repo="my_team/web_app"))

@@ -195,3 +195,64 @@ def test_an_older_builds_late_result_writes_no_report_over_the_newer_builds(bitb
     [report] = bitbucket.app.shown_reports("acme", "webapp", COMMIT)
     assert (report["result"], "b-2" in report["link"]) == ("PASSED", True)
     assert len(bitbucket.app.report_calls()) == 1
+
+
+def test_a_data_center_report_is_keyed_cloud_build_and_the_status_key_a_required_report_names(both):
+    """An admin requires `cloud-build-<the status's key>`; a key too long for Cloud's 40 characters is kept whole on
+    the server (up to 255), so the report's key follows the server's status key, not Cloud's hash of it."""
+    key = "release-pipeline-for-the-payments-service-eu"  # 44 characters: hashed for Cloud, kept on the server
+    deliver(dc_build("FAILURE", both, substitutions={"_BITBUCKET_KEY": key, "COMMIT_SHA": COMMIT}))
+    [status] = both.shown()
+    assert status["key"] == key
+    assert [c.path.rsplit("/", 1)[-1] for c in both.app.report_calls()] == [f"cloud-build-{key}"]
+
+
+def test_a_429_on_the_report_skips_it_and_the_status_still_lands(site, capsys):
+    make, reports, _, app = site
+    app.report_answer = 429
+    deliver(make("FAILURE"))  # acknowledged: the report is not worth a redelivery once the budget is spent
+    [line] = log_lines(capsys.readouterr().out)
+    assert (line["severity"], line["report"]) == ("INFO", "skipped")
+    assert line["message"].endswith(main.REPORT_SKIPPED)
+    assert reports() == []
+    assert len([c for c in app.status_calls() if c.method == "POST"]) == 1
+
+
+def report_for(**build_fields: Any) -> main.Report:
+    update = main.translate(build(**build_fields), main.Config())
+    assert isinstance(update, main.Update)
+    assert update.report is not None
+    return update.report
+
+
+@pytest.mark.parametrize(("status", "cause"), [("FAILURE", True), ("CANCELLED", False), ("EXPIRED", False)])
+def test_only_a_failed_report_names_the_cause(status, cause):
+    """Cloud Build's statusDetail of a cancelled or expired build is not why anything failed."""
+    report = report_for(status=status, statusDetail="stopped by a person", failureInfo=FAILURE_INFO)
+    assert ("Cause (user build step):" in report.details) is cause
+
+
+@pytest.mark.parametrize(("warnings", "said"), [(3, None), (4, "and 1 more warnings"), (5, "and 2 more warnings")])
+def test_the_first_three_warnings_are_shown_and_the_rest_counted(warnings, said):
+    report = report_for(
+        status="SUCCESS", warnings=[{"text": f"warning {n}", "priority": "INFO"} for n in range(warnings)]
+    )
+    assert [line for line in report.details.splitlines() if line.startswith("Warning:")] == [
+        f"Warning: warning {n}" for n in range(min(warnings, main.WARNINGS_SHOWN))
+    ]
+    assert ("more warnings" in report.details) is (said is not None)
+    if said:
+        assert said in report.details
+
+
+def test_every_control_character_within_the_report_becomes_a_space():
+    """Placed early, so clipping cannot be what removes them."""
+    hostile = "a\x00b\x1b[31mc\td\u2028e\u202ef\u200bg"
+    report = report_for(
+        status="FAILURE", trigger_name=hostile, statusDetail=hostile, failureInfo={"type": "X", "detail": hostile},
+        warnings=[{"text": hostile}], steps=[{**UNIT_TESTS, "id": hostile, "args": [hostile]}],
+    )  # fmt: skip
+    for text in (report.title, report.details, report.trigger):
+        for line in text.splitlines():
+            assert line.isprintable(), line
+    assert "a b [31mc d e f g" in report.title

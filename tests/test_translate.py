@@ -286,6 +286,29 @@ def test_a_skipped_clone_url_is_shown_without_its_password():
     assert "'https://gitlab.example/acme/webapp.git'" in skip.reason
 
 
+def test_a_skipped_clone_url_is_shown_without_its_query_or_fragment():
+    """A token in a clone URL's query (or fragment) never reaches the log."""
+    b = build("SUCCESS", source="git")
+    b["source"]["gitSource"]["url"] = "https://gitlab.example/acme/webapp.git?access_token=glpat-q7Rk2#frag-s3cret"
+    skip = skip_for(b)
+    assert "glpat-q7Rk2" not in skip.reason
+    assert "frag-s3cret" not in skip.reason
+    assert "'https://gitlab.example/acme/webapp.git'" in skip.reason
+
+
+def test_a_trigger_name_reaches_either_site_as_plain_text():
+    """Control, bidirectional and zero-width characters of TRIGGER_NAME are made spaces in the status's name and
+    Data Center's parent, as they are in its description and report."""
+    b = build("SUCCESS", trigger_name="deploy\u202e\x1b[31m\u200bprod\nline")
+    update = update_for(b)
+    cloud, data_center = SITES
+    bodies = (cloud.body(update.status), data_center.body(update.status))
+    for text in (bodies[0]["name"], bodies[1]["name"], bodies[1]["parent"]):
+        assert text == main.plain(text)
+        assert text.isprintable()
+        assert text.startswith("deploy")
+
+
 def test_a_personal_repository_keeps_its_tilde_project_and_a_project_key_goes_upper_case():
     b = build("SUCCESS", source="webhook", repo="proj/repo")
     b["substitutions"]["_BITBUCKET_SERVER"] = "https://bb.example/"
@@ -330,6 +353,8 @@ def test_every_in_progress_description_comes_from_the_state_map_and_moves_forwar
         ({"BITBUCKET_API_URL": "http://api.bitbucket.org/2.0"}, "BITBUCKET_API_URL must be an https:// URL"),
         ({"CLOUD_BUILD_API_ENDPOINT": "ftp://127.0.0.1"}, "CLOUD_BUILD_API_ENDPOINT must be an https:// URL"),
         ({"BITBUCKET_OAUTH_TOKEN_URL": "https://"}, "BITBUCKET_OAUTH_TOKEN_URL must be an https:// URL"),
+        ({"THREADS": "\u00b2"}, "THREADS must be a whole number"),  # '²' is a digit to str.isdigit, not to int
+        ({"THREADS": "eighty"}, "THREADS must be a whole number"),
     ],
 )
 def test_a_bad_setting_is_a_configuration_error_naming_the_variable(env, message):
@@ -371,7 +396,8 @@ def request_paths(update: main.Update) -> list[str]:
         else:
             paths.append(urlsplit(data_center.builds_url(repository, update.target.commit)).path)
         if update.report:
-            paths.append(urlsplit(site.report_url(repository, update.target.commit, update.report.key)).path)
+            key = update.report.key if repository.on_cloud else update.report.server_key
+            paths.append(urlsplit(site.report_url(repository, update.target.commit, key)).path)
     return paths
 
 
