@@ -44,9 +44,9 @@ credentials:
 	PROJECT="$(PROJECT)" SOURCE="$(SOURCE)" DRY_RUN="$(DRY_RUN)" deploy/deploy.sh credentials
 
 # make resync PROJECT=my-project REGION=europe-west1 SINCE=24h|7d|2026-11-28T09:00:00Z
-#             [LOCATIONS="global europe-west1"] [DRY_RUN=1] [SHARE=0.5] [HOURLY_BUDGET=1000]
+#             [FUNCTION_PROJECT=hub] [LOCATIONS="global europe-west1"] [DRY_RUN=1] [SHARE=0.5] [HOURLY_BUDGET=1000]
 resync: $(BIN)/.installed
-	PYTHON="$(abspath $(BIN)/python)" PROJECT="$(PROJECT)" REGION="$(REGION)" SINCE="$(SINCE)" \
+	PYTHON="$(abspath $(BIN)/python)" PROJECT="$(PROJECT)" FUNCTION_PROJECT="$(FUNCTION_PROJECT)" REGION="$(REGION)" SINCE="$(SINCE)" \
 	  LOCATIONS="$(LOCATIONS)" DRY_RUN="$(DRY_RUN)" SHARE="$(SHARE)" HOURLY_BUDGET="$(HOURLY_BUDGET)" deploy/deploy.sh resync
 
 format: $(BIN)/.installed

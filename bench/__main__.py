@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +37,10 @@ import requests
 
 import main
 from standins import bitbucket as standin
-from standins.builds import Context, background_event, build, push_body
+from standins.builds import Context, background_event, build, listed_build, push_body
 from standins.google import Google, Storage
 from standins.load import group_usage, percentile, push_all
-from standins.processes import ROOT, FunctionServer, Process, environment, free_port, wait_until
+from standins.processes import ROOT, FunctionServer, KeepAliveStandin, environment
 from standins.tls import self_signed
 
 TOKEN = "bench-access-token-5b21"
@@ -215,12 +215,9 @@ def bench_import(runs: int) -> None:
 
 def bench_warm(events: int, rounds: int, workdir: Path, margin: float) -> None:
     cert, _ = self_signed(workdir)
-    port = free_port()
-    server = keep_alive_standin(port, workdir / "standin.log", cert)
-    api = f"https://127.0.0.1:{port}/2.0"
-    stats_url = f"https://127.0.0.1:{port}{standin.STATS_PATH}"
+    server = KeepAliveStandin(TOKEN, workdir / "standin.log", cert)
+    api = server.api_url
     try:
-        wait_until(lambda: _reachable(port), 30, "the TLS stand-in")
         env = {
             "BITBUCKET_API_URL": api,
             "BITBUCKET_CREDENTIALS": json.dumps({"token": TOKEN}),
@@ -270,11 +267,8 @@ def bench_warm(events: int, rounds: int, workdir: Path, margin: float) -> None:
             # warm-up of all three: the instance, the session, new connections, the stand-in
             warm_up = range(0, events)
             ours(warm_up), floor(warm_up), fresh(warm_up)
-            stats = requests.Session()  # keep-alive: reading the counters opens no further connection
-
-            def connections() -> int:
-                return stats.get(stats_url, verify=str(cert), timeout=10).json()["connections"]
-
+            connections = server.connections
+            connections()  # the counters' own connection, opened once
             measured: dict[str, list[float]] = {"ours": [], "floor": [], "fresh": []}
             runners: dict[str, Callable[[range], float]] = {"ours": ours, "floor": floor, "fresh": fresh}
             ours_connections = 0
@@ -301,16 +295,6 @@ def bench_warm(events: int, rounds: int, workdir: Path, margin: float) -> None:
         f"{events * rounds} (one per event)", "-", "0 (one connection)", ours_connections == 0)  # fmt: skip
 
 
-def keep_alive_standin(port: int, log: Path, cert: Path | None = None) -> Process:
-    """The stand-in in its own process, under gunicorn, which keeps connections open as Bitbucket does."""
-    args = [str(Path(sys.executable).with_name("gunicorn")), "--bind", f"127.0.0.1:{port}", "--workers", "1",
-            "--worker-class", "gthread", "--threads", "4", "--keep-alive", "75", "--log-level", "warning"]  # fmt: skip
-    if cert:
-        args += ["--certfile", str(cert), "--keyfile", str(cert.with_name("standin-key.pem"))]
-    env = {**os.environ, "STANDIN_TOKEN": TOKEN}
-    return Process([*args, "standins.bitbucket:keep_alive_app()"], log, env)
-
-
 def run_function(events_in: list[Any], part: range) -> float:
     context = Context()
     with function_log():
@@ -318,13 +302,6 @@ def run_function(events_in: list[Any], part: range) -> float:
         for n in part:
             main.build_status(events_in[n], context)
         return (time.perf_counter() - t) / max(1, len(part))
-
-
-def _reachable(port: int) -> bool:
-    import socket
-
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 # --- 4. calls per build, ours and the original's -----------------------------------------
@@ -509,7 +486,70 @@ def bench_backlog(builds_count: int, copies: int, senders: int, round_trip: floa
         not wrong and not app.went_backwards())  # fmt: skip
 
 
-# --- 8. memory ----------------------------------------------------------------------
+# --- 8. resync over a long listing ------------------------------------------------------------------------------
+
+RESYNC_CHILD = """
+import json, os, sys
+import resync
+if sys.argv[1] == "whole":  # the listing kept whole, as resync held it before 2026-12-02
+    import main
+    cloud_build = main.CloudBuild(os.environ["CLOUD_BUILD_API_ENDPOINT"], (3.05, 60))
+    since = resync.since_time("30d", resync.datetime.now(resync.UTC))
+    kept = list(resync.builds_since(cloud_build, "acme-ci", ["global"], since))
+    code = 0 if kept else 1
+else:
+    with open(os.devnull, "w") as out:
+        code = resync.run(["--project", "acme-ci", "--since", "30d", "--dry-run"], os.environ, out)
+# the peak of this process's own memory (ru_maxrss would count the parent's, inherited at fork)
+peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps([code, peak]))
+"""
+
+
+def resync_child(mode: str, env: dict[str, str]) -> tuple[float, float]:
+    """(seconds, peak resident MiB) of a fresh process that lists the builds and does `mode` with them."""
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-c", RESYNC_CHILD, mode], cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)},
+        capture_output=True, text=True, check=True, timeout=1800,
+    )  # fmt: skip
+    seconds = time.perf_counter() - started
+    code, peak_kib = json.loads(result.stdout.splitlines()[-1])
+    assert code == 0, result.stderr[-2000:]
+    return seconds, peak_kib / 1024
+
+
+def bench_resync(counts: list[int], workdir: Path) -> None:
+    """A dry run of `make resync` over a long listing (builds of about 6 KB, each of its own commit, so each is its
+    own status and all must be held): its time and peak memory, beside a process that keeps the same listing
+    whole (what resync held before it kept only what the function's path reads, compressed)."""
+    google = Google().serve()
+    app = standin.Bitbucket(validate=False, budget=10**7)  # a token whose hourly budget is no limit here
+    app.accept_token(TOKEN)
+    bitbucket = app.serve()
+    try:
+        env = {"PATH": os.environ["PATH"], "CLOUD_BUILD_API_ENDPOINT": google.endpoint,
+               "GOOGLE_APPLICATION_CREDENTIALS": str(google.service_account_file(workdir)),
+               "BITBUCKET_API_URL": bitbucket.api_url,
+               "BITBUCKET_CREDENTIALS": json.dumps({"token": TOKEN})}  # fmt: skip
+        start = datetime.now(UTC)
+        for count in counts:
+            for n in range(len(google.app.builds), count):
+                created = (start - timedelta(seconds=n + 1)).isoformat().replace("+00:00", "Z")
+                google.app.record(listed_build(n, created))
+            size = statistics.mean(len(json.dumps(b)) for b in list(google.app.builds.values())[:200]) / 1024
+            seconds, peak = resync_child("dry-run", env)
+            _, whole = resync_child("whole", env)
+            row(f"resync dry run over {count} listed builds of {size:.1f} KB (each its own status)",
+                f"{seconds:.0f} s, peak {peak:.0f} MiB", f"peak {whole:.0f} MiB listing kept whole",
+                f"{whole / peak:.1f}x less",
+                "< 160 MiB" if count == 20_000 else "-", peak < 160 if count == 20_000 else None)  # fmt: skip
+    finally:
+        bitbucket.stop()
+        google.stop()
+
+
+# --- 9. memory ----------------------------------------------------------------------
 
 
 def rss_kib() -> int:
@@ -518,12 +558,10 @@ def rss_kib() -> int:
 
 
 def bench_memory(events: int, workdir: Path, warm_up: int = 3000) -> None:
-    port = free_port()
-    server = keep_alive_standin(port, workdir / "standin-memory.log")
+    server = KeepAliveStandin(TOKEN, workdir / "standin-memory.log")
     try:
-        wait_until(lambda: _reachable(port), 30, "the stand-in")
         env = {
-            "BITBUCKET_API_URL": f"http://127.0.0.1:{port}/2.0",
+            "BITBUCKET_API_URL": server.api_url,
             "BITBUCKET_CREDENTIALS": json.dumps({"token": TOKEN}),
         }
         # Every input is made before the window opens, so only what the function keeps is measured.
@@ -568,6 +606,7 @@ def main_cli() -> None:
         bench_document(1 if args.quick else 10)
         bench_load(48 if args.quick else 800, 80, 0.15, workdir)
         bench_backlog(60 if args.quick else 500, 4 if args.quick else 10, 80, 0.15, workdir)
+        bench_resync([1_000] if args.quick else [20_000, 100_000], workdir)
     print("\n| What | Ours | Baseline | Ratio | Target | Met |\n|---|---|---|---|---|---|")
     for r in ROWS:
         print("| " + " | ".join(r) + " |")

@@ -131,7 +131,8 @@ create_secret() {
 deploy() {
   if [ -n "$BUILD_PROJECTS" ]; then
     echo "Whoever runs this needs, in each of $BUILD_PROJECTS, roles/pubsub.editor (to create its cloud-builds" \
-      "topic and attach the hub's subscription to it: pubsub.topics.attachSubscription); in $PROJECT, besides" \
+      "topic and attach the hub's subscription to it: pubsub.topics.attachSubscription) and" \
+      "roles/resourcemanager.projectIamAdmin (to grant the function's account there); in $PROJECT, besides" \
       "what a deployment needs, roles/pubsub.editor and roles/iam.serviceAccountUser on $SA (a push subscription" \
       "signs as it)." >&2
   fi
@@ -168,9 +169,12 @@ deploy() {
 
   # Of two builds of one status the newer wins: the function reads a shown build's createTime
   # (cloudbuild.builds.get; roles/cloudbuild.builds.viewer is the smallest role that holds it, and builds are
-  # granted at project level only).
-  run gcloud projects add-iam-policy-binding "$PROJECT" --member="serviceAccount:$SA" \
-    --role=roles/cloudbuild.builds.viewer --condition=None
+  # granted at project level only), in every project whose builds it serves.
+  local served
+  for served in "$PROJECT" $BUILD_PROJECTS; do
+    run gcloud projects add-iam-policy-binding "$served" --member="serviceAccount:$SA" \
+      --role=roles/cloudbuild.builds.viewer --condition=None
+  done
 
   # Connected repositories: Cloud Build's API says where each lives (cloudbuild.repositories.get);
   # granted only on the connections named, with the smallest role that holds it.
@@ -281,16 +285,20 @@ except main.ConfigurationError as error:
 
 # Resync runs here, with the person's own Google credentials, and the deployed function's configuration: its
 # environment and where its credentials are (a mounted secret is read with Secret Manager's API instead).
+# PROJECT is the project whose builds are healed; FUNCTION_PROJECT, where the function is deployed (the hub,
+# when it serves BUILD_PROJECTS), PROJECT by default.
 resync() {
   : "${REGION:?set REGION (where the function is deployed), e.g. make resync PROJECT=my-project REGION=europe-west1 SINCE=24h}"
   : "${SINCE:?set SINCE: an age (24h, 7d) or a time (2026-11-28T09:00:00Z)}"
-  local args=(--project "$PROJECT" --since "$SINCE" --locations "${LOCATIONS:-global $REGION}")
+  local function_project=${FUNCTION_PROJECT:-$PROJECT}
+  local args=(--project "$PROJECT" --function-project "$function_project" --since "$SINCE"
+    --locations "${LOCATIONS:-global $REGION}")
   [ -z "${SHARE:-}" ] || args+=(--share "$SHARE")
   [ -z "${HOURLY_BUDGET:-}" ] || args+=(--hourly-budget "$HOURLY_BUDGET")
   [ -z "$DRY_RUN" ] || args+=(--dry-run)
   echo "Reading the deployment's configuration (gcloud functions describe: roles/cloudfunctions.viewer)" >&2
   local described
-  described=$(gcloud functions describe "$FUNCTION" --region="$REGION" --project="$PROJECT" --format=json)
+  described=$(gcloud functions describe "$FUNCTION" --region="$REGION" --project="$function_project" --format=json)
   printf '%s' "$described" | "${PYTHON:-python3}" -m resync "${args[@]}" --function-config -
 }
 

@@ -16,7 +16,12 @@ budget is nearly spent (X-RateLimit-NearLimit) or answers 429, the credential's 
 for a later run, and the summary says `SINCE=` the first build not done. A host that does not answer (a
 Data Center server on a private network) is tried once: its builds are reported as not reached.
 
-Exit status: 0 all done; 1 a failure; 2 a configuration or usage error; 3 builds left for a later run.
+The listing is read page by page and only the newest build of each status is kept, compact (the fields the
+function's path reads, compressed): a day of a busy project fits in a small machine's memory. A listing
+that repeats a page token is stopped.
+
+Exit status: 0 all done; 1 a failure; 2 resync cannot run (configuration, usage, a listing it cannot follow);
+3 builds left for a later run or not reached.
 """
 
 from __future__ import annotations
@@ -28,8 +33,9 @@ import os
 import re
 import sys
 import threading
+import zlib
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
@@ -75,6 +81,10 @@ class ShareSpent(Exception):
     """This run's share of a credential's hourly budget is spent: the build is left for a later run."""
 
 
+class ListingError(Exception):
+    """Cloud Build's listing cannot be followed to its end (a page token repeated)."""
+
+
 # --- The deployment's environment ---------------------------------------------------
 
 
@@ -94,6 +104,8 @@ def deployment_env(function: Mapping[str, Any], project: str) -> dict[str, str]:
 
 
 def _mounted_secret(volumes: list[Any], path: str, project: str) -> str:
+    """The secret version mounted at `path`; a volume that names no versions mounts the latest as a file named
+    after the secret."""
     for volume in map(main._dict, volumes):
         mount = main._text(volume.get("mountPath")).rstrip("/")
         versions = volume.get("versions") or [{"path": volume.get("secret"), "version": "latest"}]
@@ -146,14 +158,14 @@ def rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def builds_since(cloud_build: main.CloudBuild, project: str, locations: list[str], since: datetime) -> list[dict]:
-    """Every build created at or after `since` in those locations, oldest first."""
-    found: dict[str, dict[str, Any]] = {}
+def builds_since(cloud_build: main.CloudBuild, project: str, locations: list[str], since: datetime) -> Iterator[dict]:
+    """Every build created at or after `since` in those locations, as the pages arrive, each once."""
+    seen: set[str] = set()
     for location in locations:
         for build in _listed(cloud_build, project, location, since):
-            found.setdefault(main._text(build.get("id")), build)
-    epoch = datetime.min.replace(tzinfo=UTC)
-    return sorted(found.values(), key=lambda b: (main.parse_time(b.get("createTime")) or epoch, b.get("id", "")))
+            if (build_id := main._text(build.get("id"))) not in seen:
+                seen.add(build_id)
+                yield build
 
 
 def _listed(cloud_build: main.CloudBuild, project: str, location: str, since: datetime) -> Iterator[dict]:
@@ -164,6 +176,7 @@ def _listed(cloud_build: main.CloudBuild, project: str, location: str, since: da
         )
     where = f"projects/{project}/locations/{location}"
     query = {"filter": f'create_time>="{rfc3339(since)}"', "pageSize": PAGE_SIZE}
+    tokens: set[str] = set()
     while True:
         response = cloud_build.get(session, f"{cloud_build.api_url}/v1/{where}/builds?{urlencode(query)}")
         if response.status_code in (401, 403):
@@ -178,6 +191,12 @@ def _listed(cloud_build: main.CloudBuild, project: str, location: str, since: da
         token = main._text(page.get("nextPageToken"))
         if not token:
             return
+        if token in tokens:
+            raise ListingError(
+                f"Cloud Build's listing of the builds of {where} gave a page token it had given before, so it would "
+                f"never end: stopped after {len(tokens) + 1} pages"
+            )
+        tokens.add(token)
         query["pageToken"] = token
 
 
@@ -197,7 +216,7 @@ class Allowance(main.Budget):
         self.spent: Counter[str] = Counter()  # credential secret → calls made this run
         self.reserved: Counter[str] = Counter()
         self.limits: dict[str, int] = {}  # credential secret → its X-RateLimit-Limit
-        self.stopped: set[str] = set()
+        self.stopped: dict[str, str] = {}  # credential secret → why no build is started with it any more
         self.entries: dict[str, main.Credential] = {}
         self._guard = threading.Lock()
 
@@ -208,7 +227,8 @@ class Allowance(main.Budget):
             if limit.isdigit():
                 self.limits[entry.secret] = int(limit)
             if headers.get("X-RateLimit-NearLimit", "").lower() == "true":
-                self.stopped.add(entry.secret)
+                said = f"Bitbucket says the hourly budget of credential entry {entry.position} is nearly spent"
+                self.stopped.setdefault(entry.secret, said)
         super().note(entry, headers)
 
     def allowed(self, entry: main.Credential) -> int:
@@ -222,17 +242,19 @@ class Allowance(main.Budget):
         with self._guard:
             self.entries[entry.secret] = entry
             if entry.secret in self.stopped:
-                raise ShareSpent(f"Bitbucket says the hourly budget of credential entry {entry.position} is nearly "
-                                 "spent")  # fmt: skip
+                raise ShareSpent(self.stopped[entry.secret])
             if self.spent[entry.secret] + self.reserved[entry.secret] + CALLS_PER_BUILD > self.allowed(entry):
                 raise ShareSpent(f"this run's share of credential entry {entry.position}'s hourly budget is spent "
                                  f"({self.allowed(entry)} calls)")  # fmt: skip
             self.reserved[entry.secret] += CALLS_PER_BUILD
         claims.add(entry.secret)
 
-    def stop(self, entry: main.Credential) -> None:
+    def refused(self, entry: main.Credential) -> None:
+        """Bitbucket answered 429 to the credential: its hourly budget is spent."""
         with self._guard:
-            self.stopped.add(entry.secret)
+            self.stopped.setdefault(
+                entry.secret, f"Bitbucket answered 429 to credential entry {entry.position}: its hourly budget is spent"
+            )
 
     @contextmanager
     def build(self) -> Iterator[None]:
@@ -272,7 +294,7 @@ class ResyncClient(main.Client):
             self.unreached.add(origin)
             raise
         if response.status_code == 429:
-            self.budget.stop(entry)
+            self.budget.refused(entry)
         return response
 
 
@@ -287,69 +309,123 @@ class DryRunClient(ResyncClient):
 
 
 @dataclass(frozen=True)
+class Listed:
+    """A listed build as resync holds it: its id, when it was created, and what the function's path reads of it
+    (main.essentials), compressed JSON."""
+
+    id: str
+    created: str
+    data: bytes
+
+    @classmethod
+    def of(cls, build: Mapping[str, Any]) -> Listed:
+        essentials = json.dumps(main.essentials(build), separators=(",", ":")).encode()
+        return cls(main._text(build.get("id")), main._text(build.get("createTime")), zlib.compress(essentials, 1))
+
+    def build(self) -> dict[str, Any]:
+        return json.loads(zlib.decompress(self.data))
+
+    def order(self) -> tuple[datetime, str]:
+        return (main.parse_time(self.created) or datetime.min.replace(tzinfo=UTC), self.id)
+
+
+@dataclass(frozen=True)
 class Verdict:
     """What became of one build: its kind (RIGHT, CORRECTED ...), what to say of it, the change made."""
 
-    build: Mapping[str, Any]
+    build_id: str
+    created: str  # its createTime, as listed
     kind: str
     said: str = ""
     change: str = ""  # "INPROGRESS → SUCCESSFUL"
     problem: str = ""  # a corrected status whose report was refused
 
 
-def plan(builds: list[dict], config: main.Config) -> tuple[list[dict], list[Verdict]]:
-    """Of the builds of one status (repository, commit, key, branch), only the newest is resynced: what it shows
-    is what the status must show. A newest build still running is left to its live events, so resync writes
-    final states only (a final state cannot move its own build's status backwards). A build that translates to
-    nothing goes on, to be skipped with the function's own reason."""
-    updates = [main.translate(build, config) for build in builds]
-    newest = {_status_of(b, u): b["id"] for b, u in zip(builds, updates, strict=True)}  # oldest first: later wins
-    todo, decided = [], []
-    for build, update in zip(builds, updates, strict=True):
-        if newest[_status_of(build, update)] != build["id"]:
-            decided.append(Verdict(build, SUPERSEDED, SUPERSEDED_SAID))
-        elif isinstance(update, main.Update) and not update.status.is_final:
-            decided.append(Verdict(build, RUNNING, RUNNING_SAID))
-        else:
-            todo.append(build)
-    return todo, decided
+@dataclass
+class Plan:
+    """Of the builds of one status (repository, commit, key: the branch is an attribute of the status), only the
+    newest is resynced: what it shows is what the status must show; the others are superseded as they are
+    listed. A newest build still running is left to its live events, so resync writes final states only (a final
+    state cannot move its own build's status backwards). A build that translates to nothing goes on, to be
+    skipped with the function's own reason."""
+
+    config: main.Config
+    newest: dict[tuple[Any, ...], tuple[Listed, bool]] = field(default_factory=dict)  # status → (build, final)
+    superseded: list[Verdict] = field(default_factory=list)
+    created: dict[str, str] = field(default_factory=dict)  # every listed build's id → createTime
+
+    def add(self, build: Mapping[str, Any]) -> None:
+        listed = Listed.of(build)
+        self.created[listed.id] = listed.created
+        update = main.translate(build, self.config)
+        status = _status_of(listed.id, update)
+        final = not (isinstance(update, main.Update) and not update.status.is_final)
+        kept = self.newest.get(status)
+        if kept is not None and kept[0].order() > listed.order():
+            self.superseded.append(Verdict(listed.id, listed.created, SUPERSEDED, SUPERSEDED_SAID))
+            return
+        if kept is not None:
+            self.superseded.append(Verdict(kept[0].id, kept[0].created, SUPERSEDED, SUPERSEDED_SAID))
+        self.newest[status] = (listed, final)
+
+    def decided(self) -> tuple[list[Listed], list[Verdict]]:
+        """The builds to resync, oldest first, and what was decided of the others."""
+        todo, decided = [], list(self.superseded)
+        for listed, final in sorted(self.newest.values(), key=lambda kept: kept[0].order()):
+            if final:
+                todo.append(listed)
+            else:
+                decided.append(Verdict(listed.id, listed.created, RUNNING, RUNNING_SAID))
+        return todo, decided
 
 
-def _status_of(build: Mapping[str, Any], update: main.Update | main.Skip) -> tuple[Any, ...]:
+def plan(builds: Iterable[Mapping[str, Any]], config: main.Config) -> Plan:
+    planned = Plan(config)
+    for build in builds:
+        planned.add(build)
+    return planned
+
+
+def _status_of(build_id: str, update: main.Update | main.Skip) -> tuple[Any, ...]:
     if isinstance(update, main.Skip):
-        return ("skipped", build["id"])
+        return ("skipped", build_id)
     target, status = update.target, update.status
-    return (target.connected, target.candidates, target.commit, status.key, status.refname)
+    return (target.connected, target.candidates, target.commit, status.key)
 
 
-def resync_build(build: Mapping[str, Any], warm: main.WarmInstance, project: str, published: str) -> Verdict:
+def resync_build(listed: Listed, warm: main.WarmInstance, project: str, published: str) -> Verdict:
     """The build's current state through the path of a Pub/Sub message published now."""
+    build = listed.build()
     fields = main._log_fields(build)
     assert isinstance(warm.reporter.budget, Allowance)
+
+    def verdict(kind: str, said: str, change: str = "", problem: str = "") -> Verdict:
+        return Verdict(listed.id, listed.created, kind, said, change, problem)
+
     try:
         with warm.reporter.budget.build():
             result = main.report_build(build, published, fields, project, warm)
     except (ShareSpent, main.RateLimited) as error:
-        return Verdict(build, LEFT, str(error))
+        return verdict(LEFT, str(error))
     except main.Unreachable as error:
-        return Verdict(build, NOT_REACHED, str(error))
+        return verdict(NOT_REACHED, str(error))
     except main.TransientError as error:  # a ConfigurationError stops the run
-        return Verdict(build, FAILED, str(error))
+        return verdict(FAILED, str(error))
     where = _where(fields)
     if result.kind == main.REPORTED and result.outcome is not None:
         outcome = result.outcome
         if outcome.status == main.POSTED:
             problem = result.message if main.REPORT_REFUSED in outcome.report else ""
             change = f"{outcome.before or 'nothing'} → {fields['state']}"
-            return Verdict(build, CORRECTED, f"{where}: {change}", change, problem)
+            return verdict(CORRECTED, f"{where}: {change}", change, problem)
         if outcome.status == main.BUDGET_SPENT:
-            return Verdict(build, LEFT, main.BUDGET_SPENT)
-        return Verdict(build, RIGHT, where)
+            return verdict(LEFT, main.BUDGET_SPENT)
+        return verdict(RIGHT, where)
     if result.kind == main.REFUSED:
-        return Verdict(build, FAILED, f"{where}: {result.message}")
+        return verdict(FAILED, f"{where}: {result.message}")
     if result.kind == main.DROPPED:
-        return Verdict(build, LEFT, result.message)
-    return Verdict(build, SKIPPED, result.message)
+        return verdict(LEFT, result.message)
+    return verdict(SKIPPED, result.message)
 
 
 def _where(fields: Mapping[str, Any]) -> str:
@@ -368,7 +444,7 @@ class Tally:
     kinds: Counter[str] = field(default_factory=Counter)
     changes: Counter[str] = field(default_factory=Counter)
     problems: int = 0
-    first_not_done: Mapping[str, Any] | None = None
+    first_not_done: Verdict | None = None  # the builds are done oldest first
 
     def add(self, verdict: Verdict) -> None:
         self.seen += 1
@@ -377,7 +453,7 @@ class Tally:
             self.changes[verdict.change] += 1
         self.problems += bool(verdict.problem)
         if verdict.kind in (LEFT, NOT_REACHED, FAILED) and self.first_not_done is None:
-            self.first_not_done = verdict.build
+            self.first_not_done = verdict
 
     def exit_status(self) -> int:
         if self.kinds[FAILED] or self.problems:
@@ -412,6 +488,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--hourly-budget", type=int, default=DEFAULT_HOURLY_BUDGET, help="when Bitbucket says none")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="builds handled at once")
     parser.add_argument("--function-config", help="`gcloud functions describe --format=json` output; - for stdin")
+    parser.add_argument("--function-project", help="the project the function is deployed in (default: --project)")
     return parser.parse_args(argv)
 
 
@@ -420,6 +497,9 @@ def run(argv: list[str], base_env: Mapping[str, str], out: TextIO = sys.stdout) 
         return _run(parse_args(argv), base_env, out)
     except UsageError as error:
         print(f"resync: {error}", file=sys.stderr)
+        return 2
+    except ListingError as error:
+        print(f"resync stopped: {error}", file=sys.stderr)
         return 2
     except main.ConfigurationError as error:
         print(f"resync stopped: configuration error: {error}", file=sys.stderr)
@@ -431,30 +511,33 @@ def run(argv: list[str], base_env: Mapping[str, str], out: TextIO = sys.stdout) 
 
 def _run(args: argparse.Namespace, base_env: Mapping[str, str], out: TextIO) -> int:
     project, locations = args.project, args.locations.split()
-    if not main.PROJECT_ID_RE.fullmatch(project) or not all(LOCATION_RE.fullmatch(x) for x in locations):
-        raise UsageError("PROJECT must be a project ID and LOCATIONS Cloud Build regions (global, europe-west1 …)")
+    function_project = args.function_project or project
+    projects_valid = all(main.PROJECT_ID_RE.fullmatch(p) for p in (project, function_project))
+    if not projects_valid or not all(LOCATION_RE.fullmatch(x) for x in locations):
+        raise UsageError("PROJECT and FUNCTION_PROJECT must be project IDs, LOCATIONS Cloud Build regions (global …)")
     if not 0 < args.share <= 1 or args.hourly_budget < 1 or args.workers < 1:
         raise UsageError("SHARE must be in (0, 1], HOURLY_BUDGET and WORKERS at least 1")
     now = datetime.now(UTC)
     since = since_time(args.since, now)
-    env = run_env(base_env, _deployment(args.function_config, project))
+    env = run_env(base_env, _deployment(args.function_config, function_project))
     print(permissions(project, env), file=sys.stderr)
     config = main.Config.from_env(env)
     budget = Allowance(args.share, args.hourly_budget, config.rate_limit_cooldown_seconds)
     client = DryRunClient if args.dry_run else ResyncClient
     warm = main.WarmInstance.from_env(env, budget=budget, client_type=client, reports_for_shown=False)
-    builds = builds_since(warm.cloud_build, project, locations, since)
-    for build in builds:  # every listed build's age is known before any status is compared with it
-        if created := main.parse_time(build.get("createTime")):
-            warm.reporter.memory.created.put(build["id"], created)
+    planned = plan(builds_since(warm.cloud_build, project, locations, since), config)
+    for build_id, text in planned.created.items():  # a listed build's age is known before any status is compared
+        if created := main.parse_time(text):
+            warm.reporter.memory.created.put((project, build_id), created)
     mode = " (dry run: Bitbucket is read, nothing is written)" if args.dry_run else ""
-    print(f"Resync of {project} since {rfc3339(since)} in {', '.join(locations)}: {len(builds)} builds{mode}", file=out)
-    todo, decided = plan(builds, config)
+    listed = len(planned.created)
+    print(f"Resync of {project} since {rfc3339(since)} in {', '.join(locations)}: {listed} builds{mode}", file=out)
+    todo, decided = planned.decided()
     tally = Tally()
     for verdict in decided:
         tally.add(verdict)
         if verdict.kind == RUNNING:
-            print(f"{RUNNING}: build {verdict.build['id']}: {verdict.said}", file=out)
+            print(f"{RUNNING}: build {verdict.build_id}: {verdict.said}", file=out)
     _each(todo, tally, warm, project, rfc3339(now), args, out)
     _summary(tally, budget, args, out)
     return tally.exit_status()
@@ -471,7 +554,7 @@ def _deployment(path: str | None, project: str) -> dict[str, str] | None:
 
 
 def _each(
-    builds: list[dict], tally: Tally, warm: main.WarmInstance, project: str, published: str, args: Any, out: TextIO
+    builds: list[Listed], tally: Tally, warm: main.WarmInstance, project: str, published: str, args: Any, out: TextIO
 ) -> None:
     verb = "would correct" if args.dry_run else "corrected"
     with ThreadPoolExecutor(args.workers) as pool, redirect_stdout(LogLines()):  # type: ignore[type-var]
@@ -482,9 +565,9 @@ def _each(
                 tally.add(verdict)
                 if verdict.kind != RIGHT:
                     said = verb if verdict.kind == CORRECTED else verdict.kind
-                    tqdm.write(f"{said}: build {verdict.build['id']}: {verdict.said}", file=out)
+                    tqdm.write(f"{said}: build {verdict.build_id}: {verdict.said}", file=out)
                 if verdict.problem:
-                    tqdm.write(f"failed: build {verdict.build['id']}: {verdict.problem}", file=out)
+                    tqdm.write(f"failed: build {verdict.build_id}: {verdict.problem}", file=out)
                 bar.update()
         except BaseException:
             pool.shutdown(cancel_futures=True)
@@ -511,7 +594,7 @@ def _summary(tally: Tally, budget: Allowance, args: Any, out: TextIO) -> None:
     if usage:
         lines.append(f"Bitbucket calls ({args.share:g} of each credential's hourly budget): " + "; ".join(usage))
     if tally.first_not_done is not None:
-        since = tally.first_not_done.get("createTime")
+        since = tally.first_not_done.created
         lines.append(f"To continue, run resync again with SINCE={since} (the first build not done)")
     print("\n".join(lines), file=out)
 

@@ -143,3 +143,44 @@ def hostile_build(field: str, value: str) -> dict[str, Any]:
         _BITBUCKET_BRANCH=names["branch"],
     )
     return b
+
+
+def listed_build(n: int, created: str, status: str = "SUCCESS") -> dict[str, Any]:
+    """A build as Cloud Build's listing returns it, of about 6 KB: six steps with their commands, timings and
+    pulls, the trigger's substitutions, images, artifacts and timings; each of its own commit (so each is its own
+    status: nothing is superseded, the most a resync must hold)."""
+    timing = {"startTime": "2026-11-27T09:01:00.123456789Z", "endTime": "2026-11-27T09:02:00.123456789Z"}
+    steps = [
+        {"id": name, "name": image, "entrypoint": "bash",
+         "args": ["-c", f"set -euo pipefail; cd {name}; ./scripts/{name}.sh --ci --verbose --report=out/{name}.xml"],
+         "timing": timing, "pullTiming": timing, "status": "SUCCESS", "env": [f"STEP={name}", "CI=true"],
+         "secretEnv": ["NPM_TOKEN"], "waitFor": ["-"]}
+        for name, image in [("checkout", "gcr.io/cloud-builders/git"), ("lint", "python:3.12"),
+                            ("unit-tests", "python:3.12"), ("build", "gcr.io/cloud-builders/docker"),
+                            ("push", "gcr.io/cloud-builders/docker"),
+                            ("deploy", "gcr.io/google.com/cloudsdktool/cloud-sdk")]
+    ]  # fmt: skip
+    b = build(status, f"{n:08x}-5b1e-4c2a-9d3f-{n:012x}", commit=f"{n + 1:040x}", branch="main", createTime=created,
+              steps=steps)  # fmt: skip
+    b["substitutions"].update(
+        {"REPO_NAME": "webapp", "REPO_FULL_NAME": "acme/webapp", "REF_NAME": "main", "SHORT_SHA": f"{n + 1:07x}",
+         "REVISION_ID": f"{n + 1:040x}", "TRIGGER_BUILD_CONFIG_PATH": "cloudbuild.yaml",
+         "_DEPLOY_REGION": "europe-west1", "_SERVICE": "webapp", "LOCATION": "global", "PROJECT_NUMBER": "1234"}
+    )  # fmt: skip
+    image = f"europe-west1-docker.pkg.dev/acme-ci/webapp/webapp:{n + 1:07x}"
+    b.update(
+        name=f"projects/1234/locations/global/builds/{b['id']}",
+        results={"images": [{"name": image, "digest": "sha256:" + "ab" * 32, "pushTiming": timing}],
+                 "buildStepImages": ["sha256:" + "cd" * 32] * 6, "buildStepOutputs": [""] * 6},
+        timeout="1200s", images=[image], artifacts={"images": [image]},
+        logsBucket="gs://1234.cloudbuild-logs.googleusercontent.com",
+        options={"machineType": "E2_HIGHCPU_8", "logging": "LEGACY", "dynamicSubstitutions": True},
+        timing={"BUILD": timing, "FETCHSOURCE": timing, "PUSH": timing},
+        queueTtl="3600s", serviceAccount="projects/acme-ci/serviceAccounts/builder@acme-ci.iam.gserviceaccount.com",
+        availableSecrets={"secretManager": [{"versionName": "projects/acme-ci/secrets/npm-token/versions/latest",
+                                             "env": "NPM_TOKEN"}]},
+        warnings=[{"text": "The build's service account lacks roles/logging.logWriter", "priority": "WARNING"},
+                  {"text": "Image pulls used the deprecated gcr.io host", "priority": "INFO"}],
+    )  # fmt: skip
+    b["tags"] += ["webapp", "main", "ci", f"n-{n}"]
+    return b

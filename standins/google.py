@@ -68,8 +68,11 @@ class Google:
     # 400, 408, 500 ...; None: the repository.
     cloud_build_answer: int | None = None
     refuse_tokens: bool = False  # the token endpoint answers invalid_grant (a disabled service account)
+    # A broken listing: every page is the first one again, and names these page tokens in turn as the next.
+    token_cycle: tuple[str, ...] = ()
     secret_delay: float = 0.0  # seconds Secret Manager takes to answer
     _tokens: set[str] = field(default_factory=set)
+    _listed: tuple[Any, list[dict[str, Any]]] = ((), [])
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def encrypt(self, key_name: str, plaintext: bytes) -> bytes:
@@ -185,20 +188,35 @@ class Google:
         if args.get("filter") and since is None:
             return _google_error(400, "Invalid filter", "INVALID_ARGUMENT")
         token = args.get("pageToken", "")
+        if self.token_cycle:
+            with self._lock:
+                turn = self.counts["cloudbuild.builds.list"]
+            token = ""
         if token and not token.isdigit():
             return _google_error(400, "Invalid page token", "INVALID_ARGUMENT")
-        found = [
-            build
-            for name, build in self.builds.items()
-            if name.split("/")[3] == location and project in (name.split("/")[1], build.get("projectId"))
-            and (since is None or _after(build["createTime"], since["time"], since["op"] == ">="))
-        ]  # fmt: skip
-        found.sort(key=lambda b: _instant(b["createTime"]), reverse=True)
+        found = self._listing(project, location, since["time"] if since else None, since and since["op"] == ">=")
         start, size = int(token or 0), int(args.get("pageSize") or PAGE_SIZE)
         page: dict[str, Any] = {"builds": found[start : start + size]}
         if start + size < len(found):
             page["nextPageToken"] = str(start + size)
+        if self.token_cycle:
+            page["nextPageToken"] = self.token_cycle[turn % len(self.token_cycle)]
         return _json(page)
+
+    def _listing(self, project: str, location: str, since: str | None, inclusive: bool | None) -> list[dict[str, Any]]:
+        """A location's builds created since then, newest first; kept while no build is added (a listing of 100,000
+        builds is asked for page after page)."""
+        key = (project, location, since, inclusive, len(self.builds))
+        if self._listed[0] != key:
+            found = [
+                build
+                for name, build in self.builds.items()
+                if name.split("/")[3] == location and project in (name.split("/")[1], build.get("projectId"))
+                and (since is None or _after(build["createTime"], since, bool(inclusive)))
+            ]  # fmt: skip
+            found.sort(key=lambda b: _instant(b["createTime"]), reverse=True)
+            self._listed = (key, found)
+        return self._listed[1]
 
     def _cloud_build(self, kind: str, name: str, known: dict[str, Any]) -> Response:
         """GET of a repository of a connection (v2) or of a build (v1), or the answer a test set."""

@@ -1,5 +1,6 @@
-"""The real components the end-to-end tests and the demo run: the Pub/Sub
-emulator from the Google Cloud CLI, and `functions-framework` serving main.py.
+"""The real components the end-to-end tests, the demo and the benchmark run: the Pub/Sub
+emulator from the Google Cloud CLI, `functions-framework` serving main.py, and the
+Bitbucket stand-in under gunicorn (which keeps connections open, as Bitbucket does).
 
 Each is a child process on a free loopback port, stopped with its whole process
 group, so nothing outlives the test or the demo.
@@ -208,3 +209,39 @@ class FunctionServer:
         # Killed, as Cloud Run may end an instance: gunicorn's graceful stop (SIGTERM) waits about 2 s for idle
         # keep-alive connections and even its quick one 0.5 s, and every line was already written (unbuffered).
         self.process.stop(signal.SIGKILL)
+
+
+class KeepAliveStandin:
+    """The Bitbucket stand-in in its own process, under gunicorn, which keeps connections open as Bitbucket does
+    (Werkzeug's server closes each one); it accepts one token, STANDIN_TOKEN. `connections()` is how many it
+    has been opened so far."""
+
+    def __init__(self, token: str, log: Path, cert: Path | None = None, latency: float = 0.0, threads: int = 4) -> None:
+        self.port = free_port()
+        scheme = "https" if cert else "http"
+        self.root = f"{scheme}://127.0.0.1:{self.port}"
+        self.api_url = f"{self.root}/2.0"
+        self.verify: str | bool = str(cert) if cert else True
+        gunicorn = str(Path(sys.executable).with_name("gunicorn"))
+        args = [gunicorn, "--bind", f"127.0.0.1:{self.port}", "--workers", "1", "--worker-class", "gthread",
+                "--threads", str(threads), "--keep-alive", "75", "--log-level", "warning"]  # fmt: skip
+        if cert:
+            args += ["--certfile", str(cert), "--keyfile", str(cert.with_name("standin-key.pem"))]
+        env = {**os.environ, "STANDIN_TOKEN": token, "STANDIN_LATENCY": str(latency)}
+        self.process = Process([*args, "standins.bitbucket:keep_alive_app()"], log, env)
+        self.process.wait_until_ready(self._ready, 30, "the keep-alive Bitbucket stand-in")
+        self._stats = requests.Session()  # kept alive: reading the counters opens one connection, once
+
+    def _ready(self) -> bool:
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def connections(self) -> int:
+        """Connections the stand-in has been opened so far (reading this counts one, the first time)."""
+        from standins.bitbucket import STATS_PATH
+
+        return int(self._stats.get(f"{self.root}{STATS_PATH}", verify=self.verify, timeout=10).json()["connections"])
+
+    def stop(self) -> None:
+        self._stats.close()
+        self.process.stop(signal.SIGKILL)  # gunicorn's graceful stop waits for idle keep-alive connections

@@ -118,6 +118,7 @@ def bitbucket(monkeypatch: pytest.MonkeyPatch, google: GoogleServer) -> Iterator
     monkeypatch.setenv("CLOUD_BUILD_API_ENDPOINT", google.endpoint)
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(google.sa_file))
     google.app.cloud_build_answer = None
+    google.app.token_cycle = ()
     google.app.builds.clear()
     google.app.refuse_tokens = False
     google.app.secret_delay = 0.0

@@ -171,14 +171,19 @@ def test_the_timeout_leaves_room_beyond_the_functions_own_deadline(commands):
     assert float(timeout[:-1]) >= main.DEFAULT_EVENT_DEADLINE_SECONDS + 15
 
 
-def test_the_functions_account_gets_only_cloud_build_viewer_on_the_project_and_nothing_uses_gsutil(commands):
+def test_the_functions_account_gets_only_cloud_build_viewer_in_each_served_project_and_nothing_uses_gsutil(commands):
     """roles/cloudbuild.builds.viewer: the smallest role holding cloudbuild.builds.get, which says which of two
-    builds of one status is newer; every other project role goes to the build account."""
-    for command in (c for cs in commands.values() for c in cs):
-        assert command[0] == "gcloud"
-        if command[1:3] == ["projects", "add-iam-policy-binding"] and f"--member={BUILD_SA}" not in command:
-            assert command[3:] == ["x", f"--member={SA}", "--role=roles/cloudbuild.builds.viewer",
-                                   "--condition=None"], command  # fmt: skip
+    builds of one status is newer, in the hub and in every project of BUILD_PROJECTS (a team's builds are asked
+    of its own project); every other project role goes to the build account."""
+    for source, listed in commands.items():
+        granted = []
+        for command in listed:
+            assert command[0] == "gcloud"
+            if command[1:3] == ["projects", "add-iam-policy-binding"] and f"--member={BUILD_SA}" not in command:
+                assert command[4:] == [f"--member={SA}", "--role=roles/cloudbuild.builds.viewer",
+                                       "--condition=None"], command  # fmt: skip
+                granted.append(command[3])
+        assert granted == (["x", "team-a", "team-b"] if source == "projects" else ["x"]), source
     assert "gsutil" not in (ROOT / "deploy" / "deploy.sh").read_text()
 
 

@@ -4,14 +4,18 @@ trip to answer. `make bench` measures the same at length (the load and backlog r
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+import main
 from standins.bitbucket import Bitbucket
-from standins.builds import build, push_body
+from standins.builds import Context, background_event, build, push_body
 from standins.load import push_all
-from standins.processes import FunctionServer
+from standins.processes import FunctionServer, KeepAliveStandin
 from tests.conftest import TOKEN
 
 ROUND_TRIP = 0.15  # seconds, each answer of the stand-in
@@ -49,3 +53,33 @@ def test_80_events_of_80_repositories_at_once_take_about_one_round_trip_not_80(s
     assert len(landed) == EVENTS
     # one after another: 80 x 2 round trips (24 s); four at a time (the framework's default on one vCPU): 6 s
     assert wall < 10 * ROUND_TRIP, f"{EVENTS} events took {wall:.2f} s"
+
+
+def test_an_instance_keeps_a_connection_for_each_event_at_once_and_opens_none_after_the_first_round(
+    tmp_path, monkeypatch
+):
+    """THREADS events at once against a site that keeps connections open (gunicorn): the first round opens up to
+    one connection each, every later round reuses them (urllib3's default pool of 10 would discard the rest),
+    and the table of per-status locks is empty once the events are done."""
+    site = KeepAliveStandin(TOKEN, tmp_path / "standin.log", latency=0.2, threads=EVENTS)
+    try:
+        monkeypatch.setenv("BITBUCKET_API_URL", site.api_url)
+        monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps({"token": TOKEN}))
+        monkeypatch.setenv("THREADS", str(EVENTS))
+        monkeypatch.setenv("CODE_INSIGHTS", "off")
+        site.connections()  # the counters' own connection
+        opened = []
+        for round_ in range(2):
+            before = site.connections()
+            commit = f"{round_ + 1:040x}"
+            events = [background_event(build("SUCCESS", f"r{round_}-{n}", repo=f"acme/s-{n}", commit=commit))
+                      for n in range(EVENTS)]  # fmt: skip
+            with ThreadPoolExecutor(EVENTS) as pool, contextlib.redirect_stdout(io.StringIO()):
+                list(pool.map(lambda event: main.build_status(event, Context()), events))
+            opened.append(site.connections() - before)
+            assert main._warm is not None
+            assert main._warm.reporter.memory._locks == {}
+    finally:
+        site.stop()
+    assert opened[0] > 10, opened  # the events ran at once
+    assert opened[1:] == [0], opened

@@ -160,6 +160,69 @@ def test_builds_over_several_pages_are_all_resynced_and_none_from_before_since(b
     assert "5 builds" in out
 
 
+@pytest.mark.parametrize("cycle", [("7",), ("a", "b")], ids=["repeated", "cycling"])
+def test_a_listing_that_repeats_its_page_token_stops_at_once_naming_the_listing(bitbucket, google, capsys, cycle):
+    google.app.token_cycle = cycle
+    google.app.record(*(made("SUCCESS", f"b-{n}", 100 - n, commit=commit(n)) for n in range(3)))
+    listed = google.app.counts["cloudbuild.builds.list"]
+
+    code, out = run_resync()
+
+    assert code == 2, out
+    assert google.app.counts["cloudbuild.builds.list"] - listed == len(cycle) + 1
+    assert "Cloud Build's listing of the builds of projects/acme-ci/locations/global gave a page token it had given " \
+        "before" in capsys.readouterr().err  # fmt: skip
+    assert bitbucket.app.calls == []
+
+
+def test_statuses_of_two_branches_of_one_commit_are_grouped_as_one(bitbucket, google):
+    """Bitbucket keeps one status per repository, commit and key; the branch is an attribute of it."""
+    google.app.record(
+        made("SUCCESS", "b-main", 30, branch="main"), made("FAILURE", "b-release", 20, branch="release/1")
+    )
+
+    code, out = run_resync()
+
+    assert code == 0, out
+    assert state(bitbucket) == ("FAILED", "b-release")
+    assert "superseded by a newer build of the same status: 1" in out
+    assert [c.method for c in bitbucket.app.status_calls()] == ["GET", "POST"]
+
+
+def test_a_listed_builds_essentials_give_the_same_status_and_report_as_the_build():
+    """What resync holds of each listed build (main.essentials) is what the function's path reads of it."""
+    long_script = ["bash", "-c", "set -e; " + "echo step; " * 2000]
+    cases = [
+        build(
+            "FAILURE",
+            steps=[
+                {
+                    "id": "unit",
+                    "name": "python:3.12",
+                    "args": long_script,
+                    "status": "FAILURE",
+                    "exitCode": 1,
+                    "timing": {"startTime": "x"},
+                    "pullTiming": {},
+                }
+            ],
+            failureInfo={"type": "USER_BUILD_STEP", "detail": "x"},
+            statusDetail="y",
+            warnings=[{"text": "w", "priority": "WARNING"}],
+            results={"images": [{"name": "i"}] * 50},
+            timing={"BUILD": {}},
+            artifacts={"images": ["x"] * 100},
+        ),
+        build("SUCCESS", source="mirror", approval={"state": "REJECTED", "result": {"comment": "no"}}),
+        build("CANCELLED", source="connection", steps=[{"entrypoint": "bash", "args": ["-c", "x" * 500, 7]}]),
+    ]
+    config = main.Config()
+    for b in cases:
+        essentials = main.essentials(b)
+        assert main.translate(essentials, config) == main.translate(b, config)
+        assert len(json.dumps(essentials)) < 2500
+
+
 def test_a_repository_no_entry_serves_is_skipped_with_the_reason(three_entries, google):
     google.app.record(
         made("SUCCESS", "b-served", 20, repo="acme/webapp"), made("SUCCESS", "b-other", 10, repo="acme/other")
@@ -237,6 +300,68 @@ def test_bitbucket_saying_the_budget_is_nearly_spent_stops_that_credential(bitbu
     assert "To continue, run resync again with SINCE=" in out
 
 
+def test_the_share_of_a_credentials_budget_is_spent_exactly_at_its_boundary(bitbucket, google):
+    """X-RateLimit-Limit 18, SHARE 0.5: 9 calls, exactly three builds of 3 calls; the fourth is left."""
+    bitbucket.app.budget = 18
+    builds = [made("SUCCESS", f"b-{n}", 50 - n, commit=commit(n)) for n in range(5)]
+    google.app.record(*builds)
+
+    code, out = run_resync("--workers", "1")
+
+    assert code == 3, out
+    assert [bool(shown(bitbucket, commit=commit(n))) for n in range(5)] == [True, True, True, False, False]
+    assert "credential entry 1: 9 of 9 calls" in out
+    assert f"SINCE={builds[3]['createTime']}" in out
+
+
+def test_a_429_stops_that_credentials_builds_and_leaves_them_for_a_later_run(three_entries, google):
+    """Entry 1 serves acme/webapp, entry 2 acme/api: a 429 to entry 1 leaves its other builds, not entry 2's."""
+    three_entries.app.fail_next("", "429")  # the first build's read answers; its write is refused with a 429
+    google.app.record(
+        made("SUCCESS", "w-1", 50, commit=commit(1)),
+        made("SUCCESS", "w-2", 40, commit=commit(2)),
+        made("SUCCESS", "a-1", 30, repo="acme/api", commit=commit(3)),
+    )
+
+    code, out = run_resync("--workers", "1")
+
+    assert code == 3, out
+    assert "left for a later run: build w-1: Bitbucket answered 429" in out
+    assert "left for a later run: build w-2: Bitbucket answered 429 to credential entry 1: its hourly budget is " \
+        "spent" in out  # fmt: skip
+    assert "nearly spent" not in out
+    assert "left for a later run: 2" in out
+    assert [s["state"] for s in three_entries.app.shown("acme", "api", commit(3))] == ["SUCCESSFUL"]
+    assert not [c for c in three_entries.app.calls if f"/commit/{commit(2)}/" in c.path]  # not even read
+    assert f"SINCE={CREATED['w-1']}" in out
+
+
+def test_a_failed_build_is_where_the_next_run_starts(bitbucket, google):
+    bitbucket.app.fail_next("", *["503"] * (main.HTTP_RETRIES + 1))  # b-0's read answers, its write never does
+    builds = [made("SUCCESS", f"b-{n}", 50 - n, commit=commit(n)) for n in range(3)]
+    google.app.record(*builds)
+
+    code, out = run_resync("--workers", "1")
+
+    assert code == 1, out
+    assert "failures: 1" in out
+    assert f"SINCE={builds[0]['createTime']}" in out
+    assert [bool(shown(bitbucket, commit=commit(n))) for n in range(3)] == [False, True, True]
+
+
+def test_a_corrected_status_whose_report_was_refused_is_a_failure(bitbucket, google):
+    bitbucket.app.report_answer = 403
+    google.app.record(made("FAILURE", "b-1", 20))
+
+    code, out = run_resync()
+
+    assert code == 1, out
+    assert state(bitbucket) == ("FAILED", "b-1")
+    assert "failed: build b-1: " in out
+    assert "refused its Code Insights report" in out
+    assert "failures: 1" in out
+
+
 # --- a Data Center server resync cannot reach --------------------------------------------------------------
 
 
@@ -266,6 +391,7 @@ def test_a_data_center_server_that_does_not_answer_is_reported_as_not_reached_an
     assert "not reached: build dc-0: GET to 127.0.0.1 failed: ConnectionError" in out
     assert f"not reached: build dc-1: {server} did not answer earlier in this run" in out  # tried once
     assert "not reached: 2" in out
+    assert f"SINCE={CREATED['dc-0']}" in out  # the first build not done, though a later one was
 
 
 # --- resync and live events, interleaved --------------------------------------------------------------------
@@ -365,6 +491,24 @@ def test_a_secret_the_deployment_sets_as_a_variable_is_read_with_secret_managers
     service = {"secretEnvironmentVariables": [{"key": "BITBUCKET_CREDENTIALS", "secret": "bb", "version": "3"}]}
     env = resync.deployment_env({"serviceConfig": service}, "acme-ci")
     assert env == {"CREDENTIALS_SECRET": "projects/acme-ci/secrets/bb/versions/3"}
+
+
+def test_a_secret_mounted_from_another_project_is_read_there():
+    described = json.loads(json.dumps(DESCRIBED))
+    described["serviceConfig"]["secretVolumes"][0]["projectId"] = "secrets-hub"
+    env = resync.deployment_env(described, "acme-ci")
+    assert env["CREDENTIALS_SECRET"] == (
+        "projects/secrets-hub/secrets/bitbucket-build-status-credentials/versions/latest"
+    )
+
+
+def test_a_secret_volume_without_versions_mounts_the_latest_in_a_file_named_after_the_secret():
+    service = {
+        "environmentVariables": {"BITBUCKET_CREDENTIALS_FILE": "/etc/secrets/bb-credentials"},
+        "secretVolumes": [{"mountPath": "/etc/secrets", "secret": "bb-credentials"}],
+    }
+    env = resync.deployment_env({"serviceConfig": service}, "acme-ci")
+    assert env == {"CREDENTIALS_SECRET": "projects/acme-ci/secrets/bb-credentials/versions/latest"}
 
 
 def test_a_mounted_file_no_secret_volume_provides_is_a_configuration_error():
