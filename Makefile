@@ -17,8 +17,11 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# The tests in parallel (a worker per core, at most four), then the quick benchmark alone, so that nothing
+# shares the machine with its measurements.
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --numprocesses=auto --maxprocesses=4 --ignore=tests/test_bench.py
+	$(BIN)/python -m pytest tests/test_bench.py
 
 soak: $(BIN)/.installed
 	$(BIN)/python -m tests.soak --builds 250

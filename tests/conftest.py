@@ -67,6 +67,15 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         _OUTPUTS.append((f"{report.nodeid} (failure)", report.longreprtext))
 
 
+_WORKERS_LEAKS: list[str] = []  # what each pytest-xdist worker found, gathered by the controller
+
+
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """pytest-xdist's controller, as a worker ends: the secrets, the stand-ins and the processes live in the
+    workers, so each worker checks its own outputs and sends what it found (workeroutput)."""
+    _WORKERS_LEAKS.extend(getattr(node, "workeroutput", {}).get("secret_leaks", []))
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Fail the session if any credential used by any test appears in any output."""
     if session.config.getoption("capture") == "no":
@@ -77,6 +86,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     outputs = _OUTPUTS + [("functions-framework log", log) for log in LOGS]
     leaks = sorted({where for where, text in outputs for secret in SEEN_SECRETS if secret in text})
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # a pytest-xdist worker: the controller says it
+        workeroutput["secret_leaks"] = leaks
+        return
+    leaks = sorted({*leaks, *_WORKERS_LEAKS})
     if leaks:
         session.config.get_terminal_writer().line(
             "A credential appeared in the output of: " + "; ".join(leaks), red=True

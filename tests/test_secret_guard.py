@@ -36,3 +36,16 @@ def test_a_session_with_capture_off_fails_loudly_instead_of_going_blind(tmp_path
     )  # fmt: skip
     assert result.returncode == 1, result.stdout
     assert "The secret guard cannot see output that is not captured (-s)" in result.stdout
+
+
+def test_a_credential_printed_in_a_parallel_worker_fails_the_session(tmp_path):
+    """make test runs the tests in pytest-xdist workers, where the credentials and the outputs are."""
+    (tmp_path / "test_leaky.py").write_text(LEAKY)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-n", "2", "-p", "tests.conftest", "--rootdir", str(tmp_path),
+         str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout
+    assert "1 passed" in result.stdout
+    assert "A credential appeared in the output of: test_leaky.py::test_prints_a_credential" in result.stdout
