@@ -48,12 +48,13 @@ import ipaddress
 import json
 import math
 import os
+import posixpath
 import re
 import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -68,6 +69,9 @@ if TYPE_CHECKING:
 DEFAULT_API_URL = "https://api.bitbucket.org/2.0"
 DEFAULT_OAUTH_TOKEN_URL = "https://bitbucket.org/site/oauth2/access_token"  # noqa: S105 (a URL)
 DEFAULT_CLOUD_BUILD_API_URL = "https://cloudbuild.googleapis.com"
+DEFAULT_LOGGING_API_URL = "https://logging.googleapis.com"
+DEFAULT_LOG_EXCERPT_LINES = 30  # the failed step's last lines a report shows
+DEFAULT_LOG_WAIT_SECONDS = 6.0  # a log whose end is not in Cloud Logging yet is read again within this
 DEFAULT_MAX_EVENT_AGE_SECONDS = 24 * 3600
 DEFAULT_RETRY_BACKOFF_SECONDS = 0.5
 DEFAULT_HTTP_TIMEOUT_SECONDS = 10.0  # read timeout of every outbound call
@@ -131,6 +135,7 @@ PROJECT_ID_RE = re.compile(PROJECT_ID, re.ASCII)
 TOPIC_RE = re.compile(rf"(?://pubsub\.googleapis\.com/)?projects/(?P<project>{PROJECT_ID})/topics/[^/]+", re.ASCII)
 OTHER_HOSTS = ("github.com", "gitlab.com", "gitlab.")
 MIRROR_PREFIX = "bitbucket_"
+LOG_VIEW_RE = re.compile(r"[A-Za-z0-9_-]{1,100}", re.ASCII)
 
 
 # --- Errors ------------------------------------------------------------------
@@ -223,6 +228,11 @@ class Config:
     event_deadline_seconds: float = DEFAULT_EVENT_DEADLINE_SECONDS
     rate_limit_cooldown_seconds: float = DEFAULT_RATE_LIMIT_COOLDOWN_SECONDS
     code_insights: bool = True  # CODE_INSIGHTS=off: no report with a final state
+    logging_api_url: str = DEFAULT_LOGGING_API_URL
+    log_excerpts: str = "private"  # LOG_EXCERPTS: a failed step's lines for private repositories, all, or off
+    log_excerpt_lines: float = DEFAULT_LOG_EXCERPT_LINES
+    log_wait_seconds: float = DEFAULT_LOG_WAIT_SECONDS  # how long a log not complete yet is waited for
+    log_view: str = ""  # LOG_VIEW: the log view (of each project's _Default bucket) the function may read
     connections: int = 10  # kept open per site: the Functions Framework's THREADS, events handled at once
     build_projects: frozenset[str] = frozenset()  # BUILD_PROJECTS: the projects whose builds are served; none: any
 
@@ -234,6 +244,12 @@ class Config:
         switch = env.get("CODE_INSIGHTS", "on").strip().lower() or "on"
         if switch not in ("on", "off"):
             raise ConfigurationError("CODE_INSIGHTS must be on or off")
+        excerpts = env.get("LOG_EXCERPTS", "private").strip().lower() or "private"
+        if excerpts not in ("private", "all", "off"):
+            raise ConfigurationError("LOG_EXCERPTS must be private, all or off")
+        view = env.get("LOG_VIEW", "").strip()
+        if view and not LOG_VIEW_RE.fullmatch(view):
+            raise ConfigurationError("LOG_VIEW must be a log view's ID (letters, digits, '_' and '-')")
         repositories = Patterns(tuple(p for p in patterns if p))
         connections = max(cls.connections, _threads(env))
         projects = frozenset(env.get("BUILD_PROJECTS", "").replace(",", " ").split())
@@ -244,6 +260,8 @@ class Config:
             **numbers,
             repositories=repositories,
             code_insights=switch == "on",
+            log_excerpts=excerpts,
+            log_view=view,
             connections=connections,
             build_projects=projects,
         )
@@ -259,6 +277,7 @@ URL_VARIABLES = {
     "api_url": "BITBUCKET_API_URL",
     "oauth_token_url": "BITBUCKET_OAUTH_TOKEN_URL",
     "cloud_build_api_url": "CLOUD_BUILD_API_ENDPOINT",
+    "logging_api_url": "LOGGING_API_ENDPOINT",
 }
 NUMBER_VARIABLES = {
     "max_event_age_seconds": "MAX_EVENT_AGE_SECONDS",
@@ -266,6 +285,8 @@ NUMBER_VARIABLES = {
     "http_timeout_seconds": "HTTP_TIMEOUT_SECONDS",
     "event_deadline_seconds": "EVENT_DEADLINE_SECONDS",
     "rate_limit_cooldown_seconds": "RATE_LIMIT_COOLDOWN_SECONDS",
+    "log_excerpt_lines": "LOG_EXCERPT_LINES",
+    "log_wait_seconds": "LOG_WAIT_SECONDS",
 }
 
 
@@ -379,9 +400,10 @@ def decode_build(data: Any) -> dict[str, Any]:
 # What the function reads of a Build, and of each of its steps: a resync holds only these of each listed build.
 BUILD_FIELDS = frozenset(
     {"id", "projectId", "status", "statusDetail", "failureInfo", "buildTriggerId", "logUrl", "createTime",
-     "startTime", "finishTime", "substitutions", "source", "sourceProvenance", "steps", "warnings", "approval"}
+     "startTime", "finishTime", "substitutions", "source", "sourceProvenance", "steps", "warnings", "approval",
+     "options"}
 )  # fmt: skip
-STEP_FIELDS = frozenset({"id", "name", "entrypoint", "status", "exitCode", "allowFailure"})
+STEP_FIELDS = frozenset({"id", "name", "entrypoint", "status", "exitCode", "allowFailure", "dir"})
 
 
 def essentials(build: Mapping[str, Any]) -> dict[str, Any]:
@@ -481,6 +503,7 @@ class Steps(NamedTuple):
     allowed: int  # failed, and allowed to
     not_run: int  # never started, or cancelled
     failed_step: str  # the first step that failed the build, as a reviewer reads it; "" for none
+    failed_index: int = -1  # its position (Cloud Build's "Step #N"); -1 for none
 
 
 def steps_of(build: Mapping[str, Any]) -> Steps:
@@ -488,7 +511,7 @@ def steps_of(build: Mapping[str, Any]) -> Steps:
         build.get("steps"), list
     ) else []  # fmt: skip
     passed = failed = allowed = not_run = 0
-    failed_step = ""
+    failed_step, failed_index = "", -1
     for index, step in enumerate(steps):
         status = _text(step.get("status"))
         if status == "SUCCESS":
@@ -497,10 +520,11 @@ def steps_of(build: Mapping[str, Any]) -> Steps:
             allowed += 1
         elif status in ("FAILURE", "TIMEOUT", "INTERNAL_ERROR"):
             failed += 1
-            failed_step = failed_step or step_text(step, index, status)
+            if not failed_step:
+                failed_step, failed_index = step_text(step, index, status), index
         else:
             not_run += 1
-    return Steps(len(steps), passed, failed, allowed, not_run, failed_step)
+    return Steps(len(steps), passed, failed, allowed, not_run, failed_step, failed_index)
 
 
 def step_text(step: Mapping[str, Any], index: int, status: str) -> str:
@@ -910,6 +934,25 @@ class Report:
     steps: Steps
     trigger: str
     warnings: int
+    log: FailedStep | str | None = None  # the failed step whose lines it may show, or why none can be read
+    annotations: tuple[Annotation, ...] = ()
+
+    def with_excerpt(self, excerpt: Excerpt) -> Report:
+        """The report with the failed step's last lines ending its details (within DETAILS_MAX: the last lines
+        win) and the errors found in them as its annotations."""
+        if not excerpt.lines:
+            note = f"\nNo log excerpt: {excerpt.note}" if excerpt.note else ""
+            return replace(self, details=_clip(self.details + note, DETAILS_MAX), annotations=excerpt.annotations)
+        said = f" ({excerpt.note})" if excerpt.note else ""
+        head = f"{self.details}\nLast lines of {excerpt.step}{said}:"
+        room, tail = DETAILS_MAX - len(head), []
+        for line in reversed(excerpt.lines):
+            if room < len(line) + 1:
+                break
+            tail.append(line)
+            room -= len(line) + 1
+        details = "\n".join([_clip(head, DETAILS_MAX), *reversed(tail)])
+        return replace(self, details=details, annotations=excerpt.annotations)
 
     @property
     def shared(self) -> dict[str, str]:
@@ -955,6 +998,7 @@ def report_of(build: Mapping[str, Any], status: CommitStatus) -> Report:
         steps=steps,
         trigger=_clip(plain(trigger), FIELD_MAX),
         warnings=len(warnings),
+        log=failed_step(build),
     )
 
 
@@ -996,6 +1040,292 @@ def build_at(url: str) -> BuildRef | None:
     if parts.scheme != "https" or parts.hostname != "console.cloud.google.com" or not path or not project:
         return None
     return BuildRef(project["project"], path["region"] or "global", path["id"])
+
+
+# --- Translation: a failed step's log (pure) -----------------------------------
+
+LOG_LINE_MAX = 200  # a log line as a report shows it
+LOG_LINES_SCANNED = 1000  # of the failed step's last lines, read and searched for errors
+ANNOTATIONS_MAX = 100  # a report's annotations: one request on Cloud (its limit per request)
+SUMMARY_MAX = 440  # Cloud refuses an annotation's summary over 450 characters
+LOG_STATUSES = frozenset({"FAILURE", "TIMEOUT", "INTERNAL_ERROR"})  # a build whose failed step's log is read
+BUILD_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}", re.ASCII)
+FAILED_STEP_RE = re.compile(r"\bbuild step (\d{1,4})\b", re.IGNORECASE)  # failureInfo's detail names the step
+STEP_PREFIX_RE = re.compile(r'Step #\d{1,4}(?: - "[^"\n]*")?: ')  # a line of the log file names its step
+ANSI_RE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
+KEY_BLOCK_BEGIN = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----")
+KEY_BLOCK_END = re.compile(r"-----END [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----")
+MASKED = "[masked]"
+SECRET_NAME = r"(?i)\b[\w.-]*(?:password|passwd|secret|token|api[_-]?key|access[_-]?key)[\w.-]*"  # noqa: S105
+# What a credential looks like, as secret scanners (gitleaks, GitHub's secret scanning) describe each kind; a
+# match is masked before any line leaves Google Cloud. The `value` group, when there is one, is what is masked.
+SECRET_SHAPES = tuple(
+    re.compile(pattern)
+    for pattern in (
+        r"\bATATT[A-Za-z0-9_=+/-]{16,}",  # Atlassian API token
+        r"\bATCTT[A-Za-z0-9_=+/-]{16,}",  # Bitbucket repository, project and workspace access tokens
+        r"\bATBB[A-Za-z0-9]{16,}",  # Bitbucket app password
+        r"\b[MNO][A-Za-z0-9+/]{42,43}=?(?![A-Za-z0-9+/])",  # Bitbucket Data Center HTTP access token (base64)
+        r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,})",  # GitHub
+        r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b",  # AWS access key ID
+        r"\bAIza[0-9A-Za-z_-]{35}",  # Google API key
+        r"\bya29\.[0-9A-Za-z_.-]{10,}",  # Google OAuth access token
+        r"(?i)\bbearer\s+(?P<value>[A-Za-z0-9._~+/=-]{8,})",
+        r"(?<=://)(?P<value>[^/\s:@]+:[^/\s@]+)@",  # user:password@ in a URL
+        rf"{SECRET_NAME}\"?\s*[=:]\s*\"(?P<value>[^\"]{{4,}})\"",  # "password": "...", token="..."
+        rf"{SECRET_NAME}'?\s*[=:]\s*'(?P<value>[^']{{4,}})'",
+        rf"{SECRET_NAME}\s*[=:]\s*(?P<value>[^\s\"',;]{{4,}})",  # password=..., AWS_SECRET_ACCESS_KEY=...
+    )
+)
+
+
+@dataclass(frozen=True)
+class FailedStep:
+    """The step whose lines tell why a build failed, as Cloud Logging labels them."""
+
+    build_id: str
+    index: int  # Cloud Build's "Step #N"
+    step_id: str
+    directory: str  # the step's `dir`, where its relative paths start (relative to /workspace)
+
+    @property
+    def label(self) -> str:
+        """Its lines' `labels.build_step`: `Step #N - "id"`, or `Step #N` for a step without an id."""
+        return f'Step #{self.index} - "{self.step_id}"' if self.step_id else f"Step #{self.index}"
+
+
+def failed_step(build: Mapping[str, Any]) -> FailedStep | str | None:
+    """The step of a failed build whose log a report shows; a reason when its log cannot be read; None for a build
+    that did not fail in a step."""
+    if build.get("status") not in LOG_STATUSES or not BUILD_ID_RE.fullmatch(_text(build.get("id"))):
+        return None
+    steps = [s if isinstance(s, dict) else {} for s in build.get("steps") or ()] if isinstance(
+        build.get("steps"), list
+    ) else []  # fmt: skip
+    index = steps_of(build).failed_index
+    if index < 0 and (named := FAILED_STEP_RE.search(_text(_dict(build.get("failureInfo")).get("detail")))):
+        index = int(named[1])
+    if not 0 <= index < len(steps):
+        return None
+    logging = _text(_dict(build.get("options")).get("logging"))
+    if logging == "NONE":
+        return "the build's logging is NONE"
+    if logging == "GCS_ONLY":
+        return "the build writes its log only to its logs bucket (options.logging GCS_ONLY)"
+    step_id, directory = _text(steps[index].get("id")), _text(steps[index].get("dir"))
+    if not (step_id.isprintable() and directory.isprintable()):
+        return "the failed step's id is not plain text"
+    return FailedStep(_text(build["id"]), index, step_id, directory)
+
+
+def log_filter(project: str, step: FailedStep) -> str:
+    """Cloud Logging's filter for the step's lines and Cloud Build's own (MAIN: its last line says the log is
+    complete); every value quoted, so none can change the query."""
+    return (
+        f"logName={quoted(f'projects/{project}/logs/cloudbuild')} AND resource.type=\"build\" "
+        f"AND resource.labels.build_id={quoted(step.build_id)} "
+        f'AND (labels.build_step={quoted(step.label)} OR labels.build_step="MAIN")'
+    )
+
+
+def quoted(text: str) -> str:
+    """A string in Cloud Logging's query language."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def clean_lines(lines: Iterable[str], secrets: Iterable[str] = ()) -> list[str]:
+    """Log lines as they may leave Google Cloud: terminal escape sequences and control and format characters
+    removed, private key blocks removed whole, the function's own credentials and anything shaped like a
+    credential masked, each line clipped."""
+    known = sorted((s for s in secrets if len(s) >= 6), key=len, reverse=True)
+    cleaned, in_key = [], False
+    for raw in lines:
+        text = "".join(c for c in ANSI_RE.sub("", raw).replace("\t", "    ") if c.isprintable())
+        if in_key or KEY_BLOCK_BEGIN.search(text):
+            in_key = not KEY_BLOCK_END.search(text)
+            if not cleaned or cleaned[-1] != "[private key removed]":
+                cleaned.append("[private key removed]")
+            continue
+        for secret in known:
+            text = text.replace(secret, MASKED)
+        for shape in SECRET_SHAPES:
+            text = shape.sub(_mask, text)
+        cleaned.append(_clip(text.rstrip(), LOG_LINE_MAX))
+    return cleaned
+
+
+def _mask(match: re.Match[str]) -> str:
+    if match.groupdict().get("value") is None:
+        return MASKED
+    start, end = match.span("value")
+    whole = match.group(0)
+    return whole[: start - match.start()] + MASKED + whole[end - match.start() :]
+
+
+@dataclass(frozen=True)
+class Matcher:
+    """One tool's error lines: `pattern` names a file, line (and column), severity and message on one line (its
+    groups path, line, column, severity, message, code); `before` or `after`, when set, fill what it lacks from
+    the nearest line above or below that they match (Rust and Terraform name the error above its location, a
+    Python traceback below)."""
+
+    tool: str
+    pattern: re.Pattern[str]
+    before: re.Pattern[str] | None = None
+    after: re.Pattern[str] | None = None
+    needs_context: bool = True  # a location without its `before` or `after` line is not an error of this tool
+    names_file_alone: bool = False  # a file named without a directory cannot be placed (go test: its package's)
+
+
+def _rx(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+PATH = r"(?P<path>(?:file://)?[^\s:()\[\]\"'`]+)"
+LINE_COLUMN = r"(?P<line>\d+)(?::(?P<column>\d+))?"
+# One row per tool, the first that matches a line wins. Each row's format comes from the tool's real output (where
+# this machine runs the tool) or its documentation: tests/data/logs/README.md says which, and test_log.py
+# proves each row on those lines.
+MATCHERS = (
+    Matcher("pytest", _rx(rf"^{PATH[:-1]}\.py):(?P<line>\d+): (?P<message>[A-Za-z_][\w.]*)$"),
+            before=_rx(r"^E\s+(?P<message>(?:[\w.]*(?:Error|Exception|Failed)\b|assert\b).*)$"), needs_context=False),
+    Matcher("pytest summary", _rx(rf"^(?:FAILED|ERROR) {PATH[:-1]}\.py)::(?P<test>\S+)(?: - (?P<message>.+))?$")),
+    Matcher("Python traceback", _rx(r'^\s*File "(?P<path>[^"]+)", line (?P<line>\d+)'),
+            after=_rx(r"^(?P<message>[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning)\b.*)$")),
+    Matcher("tsc", _rx(rf"^{PATH}\((?P<line>\d+),(?P<column>\d+)\): (?P<severity>error|warning) "
+                      r"(?P<code>TS\d+): (?P<message>.+)$")),
+    Matcher("ESLint (unix)", _rx(rf"^{PATH}:{LINE_COLUMN}: (?P<message>.+?) \[(?P<severity>Error|Warning)"
+                                r"(?:/(?P<code>[^\]]+))?\]$")),
+    Matcher("ESLint (stylish)", _rx(r"^\s+(?P<line>\d+):(?P<column>\d+)\s+(?P<severity>error|warning)\s+"
+                                   r"(?P<message>.+?)(?:\s{2,}(?P<code>[\w@/-]+))?$"),
+            before=_rx(r"^(?P<path>/?[\w.@-][^\s:]*\.[cm]?[jt]sx?)$")),
+    Matcher("go test", _rx(rf"^\s+{PATH[:-1]}_test\.go):(?P<line>\d+): (?P<message>.+)$"), names_file_alone=True),
+    Matcher("rustc and cargo", _rx(rf"^\s*--> {PATH}:{LINE_COLUMN}$"),
+            before=_rx(r"^(?P<severity>error|warning)(?:\[(?P<code>E\d+)\])?: (?P<message>.+)$")),
+    Matcher("Maven", _rx(rf"^\[(?P<severity>ERROR|WARNING)\] {PATH[:-1]}\.(?:java|kt|scala|groovy)):"
+                        r"\[(?P<line>\d+),(?P<column>\d+)\] (?P<message>.+)$")),
+    Matcher("Kotlin (Gradle)", _rx(rf"^(?P<severity>e|w): {PATH[:-1]}\.kts?):(?P<line>\d+):(?P<column>\d+) "
+                                  r"(?P<message>.+)$")),
+    Matcher("Jest", _rx(rf"^\s+at (?:[^()]*? \()?{PATH[:-1]}\.[cm]?[jt]sx?):(?P<line>\d+):(?P<column>\d+)\)?$"),
+            before=_rx(r"^\s*\u25cf (?P<message>.+)$")),
+    Matcher("Terraform", _rx(r"^(?:\u2502 )?\s*on (?P<path>[^\s]+\.tf(?:\.json)?) line (?P<line>\d+)"),
+            before=_rx(r"^(?:\u2502 )?(?P<severity>Error|Warning): (?P<message>.+)$")),
+    # GCC, Clang, javac, go vet and go build, mypy, and any tool that writes `path:line:col: error: message`
+    Matcher("compiler (path:line:col)", _rx(rf"^{PATH}:{LINE_COLUMN}: (?:(?P<severity>fatal error|error|warning"
+                                           r"|note)(?:\[[^\]]*\])?: )?(?P<message>\S.*)$")),
+)  # fmt: skip
+SEVERITIES = {"error": "error", "fatal error": "error", "e": "error", "warning": "warning", "w": "warning"}
+NEARBY = 40  # how far above or below a location its message may be
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """A message pinned to a file and line of the repository (or to none: the report's own)."""
+
+    path: str | None
+    line: int | None
+    severity: str  # "error" or "warning"
+    message: str
+    tool: str
+
+    @property
+    def key(self) -> str:
+        """A stable id within its report (both sites take an external id)."""
+        raw = f"{self.path}:{self.line}:{self.message}".encode("utf-8", "surrogatepass")
+        return hashlib.sha1(raw, usedforsecurity=False).hexdigest()[:32]
+
+
+def annotations_from(lines: Sequence[str], directory: str) -> tuple[Annotation, ...]:
+    """The errors the matchers find in a failed step's (cleaned) lines, on the repository's paths: one per file and
+    line, a file's own only where none of its lines has one, errors first, at most ANNOTATIONS_MAX."""
+    found: dict[tuple[str | None, int | None], Annotation] = {}
+    for index, text in enumerate(lines):
+        for matcher in MATCHERS:
+            match = matcher.pattern.search(text)
+            if match is None:
+                continue
+            annotation = _annotation(matcher, match, lines, index, directory)
+            if annotation is not None:
+                found.setdefault((annotation.path, annotation.line), annotation)
+            break
+    lined = {path for path, line in found if line is not None}
+    kept = [a for (path, line), a in found.items() if line is not None or path not in lined]
+    kept.sort(key=lambda a: a.severity != "error")  # stable: in the log's order within each severity
+    return tuple(kept[:ANNOTATIONS_MAX])
+
+
+def _annotation(
+    matcher: Matcher, match: re.Match[str], lines: Sequence[str], index: int, directory: str
+) -> Annotation | None:
+    fields = {k: v for k, v in match.groupdict().items() if v}
+    for pattern, nearby in ((matcher.before, reversed(lines[max(0, index - NEARBY) : index])),
+                            (matcher.after, lines[index + 1 : index + 1 + NEARBY])):  # fmt: skip
+        if pattern is None:
+            continue
+        near = next((m for m in map(pattern.search, nearby) if m), None)
+        if near is None and matcher.needs_context:
+            return None
+        if near is not None:
+            fields.update({k: v for k, v in near.groupdict().items() if v})  # the context says it more fully
+    severity = SEVERITIES.get(fields.get("severity", "error").lower())
+    if matcher.names_file_alone and "/" not in fields["path"]:  # said in the message, placed nowhere
+        fields["message"] = f"{fields.pop('path')}:{fields.pop('line')}: {fields.get('message', '')}"
+    path = repository_path(fields["path"], directory) if "path" in fields else None
+    if severity is None or ("path" in fields and path is None):
+        return None  # a note, or a file outside the repository
+    line = int(fields["line"]) if fields.get("line", "0").isdigit() and int(fields.get("line", "0")) > 0 else None
+    message = fields.get("message") or fields.get("code") or "error"
+    if fields.get("test"):
+        message = f"{fields['test']}: {message}"
+    if fields.get("code") and fields["code"] not in message:
+        message = f"{message} ({fields['code']})"
+    return Annotation(path, line, severity, _clip(plain(message), SUMMARY_MAX), matcher.tool)
+
+
+def repository_path(path: str, directory: str) -> str | None:
+    """A path a tool printed, as the repository names it: /workspace/ is the repository's root, a relative path
+    starts in the step's `dir`; None for anything outside the repository (another absolute path, `..` past the
+    root) or under node_modules."""
+    path = path.removeprefix("file://")
+    if len(path) > 1000 or "\\" in path or not path.isprintable() or not FILE_NAME_RE.search(path):
+        return None
+    if posixpath.isabs(path):
+        relative = path.removeprefix(WORKSPACE) if path.startswith(WORKSPACE) else None
+    elif posixpath.isabs(directory):  # a step's dir may be absolute: only /workspace/... is in the repository
+        relative = posixpath.join(directory.removeprefix(WORKSPACE), path) if directory.startswith(WORKSPACE) else None
+    else:
+        relative = posixpath.join(directory, path)
+    if relative is None:
+        return None
+    normalized = posixpath.normpath(relative)
+    if normalized in (".", "") or normalized.startswith(("..", "/")) or "node_modules" in normalized.split("/"):
+        return None
+    return normalized
+
+
+WORKSPACE = "/workspace/"  # where Cloud Build checks the repository out
+# A file's name: with an extension of letters (not a host's port, an address or a time), or a build file's name.
+FILE_NAME_RE = re.compile(r"(?:^|/)(?:[^/]*\.[A-Za-z][A-Za-z0-9]{0,9}|Dockerfile|Makefile|Jenkinsfile)$")
+
+
+@dataclass(frozen=True)
+class Excerpt:
+    """What a report shows of a failed step's log: its last lines, the errors found in them, or why there are
+    none."""
+
+    step: str = ""  # the step, as a reviewer reads it
+    lines: tuple[str, ...] = ()
+    annotations: tuple[Annotation, ...] = ()
+    note: str = ""  # "the log may be incomplete ...", "no log excerpt: ..."
+
+
+def excerpt_of(step: FailedStep, lines: Sequence[str], complete: bool, shown: int, secrets: Iterable[str]) -> Excerpt:
+    cleaned = clean_lines(lines[-LOG_LINES_SCANNED:], secrets)
+    name = f"step {step.index} ({step.step_id})" if step.step_id else f"step {step.index}"
+    note = "" if complete else "the log may be incomplete: Cloud Build's last line was not in Cloud Logging yet"
+    if not cleaned:
+        note = f"Cloud Logging had no line of {name}{'' if complete else ' yet'}"
+    return Excerpt(name, tuple(cleaned[-shown:] if shown > 0 else ()), annotations_from(cleaned, step.directory), note)
 
 
 # --- Credentials -------------------------------------------------------------
@@ -1337,6 +1667,17 @@ class Keyring:
     def _token_headers(self) -> list[str]:
         return [header for header, _ in self._tokens.values()]
 
+    def secret_values(self) -> list[str]:
+        """Every credential this instance holds, as text may show it: tokens, passwords, a consumer's secret and
+        its OAuth tokens, and each Basic credential as sent (masked in a log line before it leaves)."""
+        with self._lock:
+            values = [header.partition(" ")[2] for header in self._token_headers()]
+            for entry in self._entries or ():
+                values.append(entry.secret)
+                if entry.scheme != "Bearer":
+                    values.append(base64.b64decode(entry.secret).decode("utf-8", "replace").partition(":")[2])
+            return values
+
     def _exchange(self, consumer: Credential) -> tuple[str, float]:
         """The client-credentials grant: one token serves every event until it nearly expires."""
         response = send(
@@ -1393,7 +1734,7 @@ def http_session(backoff_seconds: float, attempt_seconds: float, connections: in
         total=HTTP_RETRIES,
         backoff_factor=backoff_seconds,
         status_forcelist=RETRY_STATUSES,
-        allowed_methods=frozenset({"GET", "POST", "PUT"}),  # status writes are idempotent upserts
+        allowed_methods=frozenset({"GET", "POST", "PUT", "DELETE"}),  # status writes are idempotent upserts
         raise_on_status=False,
     )
     session = requests.Session()
@@ -1456,6 +1797,11 @@ class Budget:
 
     def nearly_spent(self, entry: Credential | None) -> bool:
         return entry is not None and self._spent_until.get(entry.secret, 0.0) > time.monotonic()
+
+    def spare(self, entry: Credential | None) -> bool:
+        """Whether the credential may spend a call beyond what a build's status and report need (a report's
+        annotations, a repository's visibility): these give way first."""
+        return not self.nearly_spent(entry)
 
     def note(self, entry: Credential, headers: Mapping[str, str]) -> None:
         """Bitbucket's X-RateLimit-* headers of a response to `entry`'s credential."""
@@ -1530,6 +1876,10 @@ class Client:
         if response.status_code == 404:
             raise RepositoryNotFound(f"Bitbucket answered 404: {bitbucket_error(response)}")
 
+    def delete(self, repository: Repository, url: str) -> None:
+        """Nothing there to delete (404) is as good as deleted."""
+        self._call(repository, "DELETE", url)
+
     def _call(self, repository: Repository, method: str, url: str, body: Any = None, params: Any = None) -> Any:
         entry, header = self.keyring.sign(repository)
         response = self._send(entry, method, url, body, params, header)
@@ -1574,6 +1924,9 @@ class Site(Protocol):
     def read(self, repository: Repository, commit: str, key: str) -> RemoteStatus | None: ...
     def write(self, repository: Repository, commit: str, body: dict[str, Any]) -> None: ...
     def write_report(self, repository: Repository, commit: str, report: Report) -> None: ...
+    def delete_report(self, repository: Repository, commit: str, report: Report) -> None: ...
+    def write_annotations(self, repository: Repository, commit: str, report: Report) -> None: ...
+    def is_private(self, repository: Repository) -> bool | None: ...
 
 
 @dataclass
@@ -1615,6 +1968,33 @@ class BitbucketCloud:
 
     def write_report(self, repository: Repository, commit: str, report: Report) -> None:
         self.client.write(repository, "PUT", self.report_url(repository, commit, report.key), self.report_body(report))
+
+    def delete_report(self, repository: Repository, commit: str, report: Report) -> None:
+        self.client.delete(repository, self.report_url(repository, commit, report.key))
+
+    def annotation_body(self, annotation: Annotation) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "external_id": annotation.key,
+            "annotation_type": "BUG",
+            "summary": annotation.message,
+            "details": f"Found by {REPORTER} in the failed step's log ({annotation.tool})",
+            "severity": "HIGH" if annotation.severity == "error" else "MEDIUM",
+            "result": "FAILED",
+        }
+        if annotation.path:
+            body["path"] = annotation.path
+        if annotation.line:
+            body["line"] = annotation.line
+        return body
+
+    def write_annotations(self, repository: Repository, commit: str, report: Report) -> None:
+        url = f"{self.report_url(repository, commit, report.key)}/annotations"  # at most 100 a request: one request
+        self.client.write(repository, "POST", url, [self.annotation_body(a) for a in report.annotations])
+
+    def is_private(self, repository: Repository) -> bool | None:
+        body = self.client.read(repository, f"{self.api_url}/repositories/{repository.owner}/{repository.slug}")
+        private = body.get("is_private") if body is not None else None
+        return private if isinstance(private, bool) else None
 
     def report_url(self, repository: Repository, commit: str, key: str) -> str:
         return f"{self.api_url}/repositories/{repository.owner}/{repository.slug}/commit/{commit}/reports/{key}"
@@ -1680,6 +2060,36 @@ class BitbucketDataCenter:
     def write_report(self, repository: Repository, commit: str, report: Report) -> None:
         url = self.report_url(repository, commit, report.server_key)
         self.client.write(repository, "PUT", url, self.report_body(report))
+
+    def delete_report(self, repository: Repository, commit: str, report: Report) -> None:
+        """The report and its annotations: the server keeps a replaced report's annotations."""
+        self.client.delete(repository, self.report_url(repository, commit, report.server_key))
+
+    def annotation_body(self, annotation: Annotation) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "externalId": annotation.key,
+            "message": annotation.message,
+            "severity": "HIGH" if annotation.severity == "error" else "MEDIUM",
+            "type": "BUG",
+        }
+        if annotation.path:
+            body["path"] = annotation.path
+        if annotation.line:
+            body["line"] = annotation.line
+        return body
+
+    def write_annotations(self, repository: Repository, commit: str, report: Report) -> None:
+        url = f"{self.report_url(repository, commit, report.server_key)}/annotations"
+        annotations = [self.annotation_body(a) for a in report.annotations]
+        self.client.write(repository, "POST", url, {"annotations": annotations})
+
+    def is_private(self, repository: Repository) -> bool | None:
+        """Private unless the repository or its project is public (a project's public repositories are)."""
+        base = f"{repository.server}/rest/api/latest/projects/{repository.owner}/repos/{repository.slug}"
+        body = self.client.read(repository, base)
+        if body is None or not isinstance(body.get("public"), bool):
+            return None
+        return not (body["public"] or _dict(body.get("project")).get("public") is True)
 
     def report_url(self, repository: Repository, commit: str, key: str) -> str:
         project, slug = repository.owner, repository.slug
@@ -1779,11 +2189,14 @@ class CloudBuild:
             return self._session
 
     def get(self, session: Any, url: str) -> requests.Response:
-        """A GET with the function's Google credentials; google-auth's own failures become ours."""
+        return self.request(session, "GET", url)
+
+    def request(self, session: Any, method: str, url: str, **kwargs: Any) -> requests.Response:
+        """A request with the function's Google credentials; google-auth's own failures become ours."""
         from google.auth import exceptions
 
         try:
-            return send(session, "GET", url, self.timeout)
+            return send(session, method, url, self.timeout, **kwargs)
         except exceptions.RefreshError as error:
             if getattr(error, "retryable", False):
                 raise TransientError("the function's Google credentials could not be refreshed this time") from None
@@ -1805,6 +2218,87 @@ class CloudBuild:
         )
 
 
+# --- The failed step's log: Cloud Logging ---------------------------------------
+
+
+class LogUnavailable(Exception):
+    """The failed step's lines cannot be read this time: the report goes without them, saying why."""
+
+
+LOG_READS = 3  # a log not complete yet is read again, twice at most
+WRITES_RESERVE = 30.0  # seconds of the event's deadline kept for the report's own writes after waiting for a log
+LOGGING_ROLE = (
+    "roles/logging.viewAccessor on the log view LOG_VIEW of the project's _Default bucket (make deploy creates it "
+    "and grants it), or roles/logging.viewer on the project"
+)
+
+
+class CloudLogging:
+    """A failed step's last lines, read from Cloud Logging (entries.list) with the function's Google credentials,
+    through the log view LOG_VIEW when one is set, else the project's logs."""
+
+    def __init__(self, api_url: str, google: CloudBuild, view: str, wait: float) -> None:
+        self.api_url = api_url
+        self.google = google
+        self.view = view
+        self.wait = wait
+        self._warned = False
+
+    def step_lines(self, project: str, step: FailedStep) -> tuple[list[str], bool]:
+        """The step's lines, oldest first (its last LOG_LINES_SCANNED), and whether the log is complete (Cloud
+        Build's last line is in): a log that is not is read again within LOG_WAIT_SECONDS."""
+        if not PROJECT_ID_RE.fullmatch(project):
+            raise LogUnavailable("the build's project is not a project ID")
+        resource = f"projects/{project}/locations/global/buckets/_Default/views/{self.view}" if self.view else (
+            f"projects/{project}"
+        )  # fmt: skip
+        body = {"resourceNames": [resource], "filter": log_filter(project, step), "orderBy": "timestamp desc",
+                "pageSize": LOG_LINES_SCANNED}  # fmt: skip
+        waits = [self.wait / 3, self.wait * 2 / 3]
+        while True:
+            lines, complete = self._read(body, step)
+            if complete or not waits or time_left() - waits[0] < WRITES_RESERVE:
+                return lines, complete
+            time.sleep(waits.pop(0))
+
+    def _read(self, body: dict[str, Any], step: FailedStep) -> tuple[list[str], bool]:
+        session = self.google.authorized()
+        if session is None:
+            raise LogUnavailable("the function has no Google credentials")
+        try:
+            response = self.google.request(session, "POST", f"{self.api_url}/v2/entries:list", json=body)
+        except (TransientError, ConfigurationError) as error:
+            raise LogUnavailable(f"Cloud Logging could not be asked ({error})") from None
+        code = response.status_code
+        if code in (401, 403, 404):
+            self._warn(code)
+            raise LogUnavailable(f"the function may not read the build's log (Cloud Logging answered {code})")
+        if code == 429:
+            raise LogUnavailable("Cloud Logging's read quota is spent for now (429)")
+        if not response.ok:
+            raise LogUnavailable(f"Cloud Logging answered {code}")
+        entries = [e for e in _json(response).get("entries") or () if isinstance(e, dict)]
+        lines, complete = [], False
+        for entry in reversed(entries):  # asked newest first: the last lines of a long log
+            text, label = _text(entry.get("textPayload")), _dict(entry.get("labels")).get("build_step")
+            if label == "MAIN":
+                complete = complete or text in ("DONE", "ERROR", "TIMEOUT") or text.startswith("ERROR:")
+            elif label == step.label:
+                lines.append(STEP_PREFIX_RE.sub("", _text_raw(entry.get("textPayload")), count=1))
+        return lines, complete
+
+    def _warn(self, code: int) -> None:
+        if not self._warned:
+            self._warned = True
+            log("WARNING", f"Cloud Logging answered {code} to reading a failed step's log: reports go without its "
+                           f"lines until the function's service account has {LOGGING_ROLE}")  # fmt: skip
+
+
+def _text_raw(value: Any) -> str:
+    """A log line as written (its indentation kept), or "" for none."""
+    return value.rstrip("\n") if isinstance(value, str) else ""
+
+
 # --- Reporting: never backwards ------------------------------------------------
 
 
@@ -1816,6 +2310,9 @@ class LastShown(NamedTuple):
     description: str
     written_here: bool  # this instance wrote it
     reported: bool = False  # this instance wrote the build's report
+    # Whether a report of another build (or an earlier attempt at this one's) may be on Bitbucket under the key, its
+    # annotations with it: neither site removes annotations when a report is replaced. Not known: it may.
+    foreign_report: bool = True
 
 
 class Outcome(NamedTuple):
@@ -1836,6 +2333,7 @@ BUDGET_SPENT = "the hourly budget of its credential is nearly spent: only final 
 REPORT_WRITTEN = "its Code Insights report written"
 REPORT_SKIPPED = "its Code Insights report skipped: the hourly budget of its credential is nearly spent"
 REPORT_REFUSED = "refused its Code Insights report"
+ANNOTATIONS_REFUSED = "refused its annotations"
 
 
 class Lru:
@@ -1910,7 +2408,11 @@ class Reporter:
     # Write the report of a final state Bitbucket already shows but this instance did not post: a redelivery
     # may owe it. A resync does not, so that a run over statuses that are right costs one read each.
     reports_for_shown: bool = True
+    logs: CloudLogging | None = None  # a failed step's lines in its report; None: none read
+    log_excerpts: str = "private"  # LOG_EXCERPTS
+    log_lines: int = DEFAULT_LOG_EXCERPT_LINES
     _mirror_splits: Lru = field(default_factory=lambda: Lru(Memory.SIZE))  # repoName → the split Bitbucket accepted
+    _private: Lru = field(default_factory=lambda: Lru(Memory.SIZE))  # repository → (whether it is private,)
 
     def report(self, update: Update, published: datetime | None) -> Outcome:
         """Post the update unless it would be stale; say what happened, and to which repository."""
@@ -1966,9 +2468,12 @@ class Reporter:
             return STALE, before  # this instance knows a newer build is shown
         if not status.is_final and self.budget.nearly_spent(self.keyring.entry_for(repository)):
             return BUDGET_SPENT, before
+        foreign = last.foreign_report if last else True
         if not (last and same_build and last.written_here):
             remote = site.read(repository, commit, body["key"])
             before = remote.state if remote else ""
+            # a passing build's report carries no annotations, and none of an older one's: its own replaced them
+            foreign = remote is not None and remote.state != "SUCCESSFUL"
             if remote:
                 shown, shown_created = self._shown(remote, update.build_id)
                 if not _replaces(update, created, shown, shown_created, remote.updated_on, published):
@@ -1979,7 +2484,8 @@ class Reporter:
         except Exception:
             self.memory.shown.pop(identity)
             raise
-        self.memory.shown.put(identity, LastShown(update.build_id, status.state, status.description, True))
+        shown_now = LastShown(update.build_id, status.state, status.description, True, foreign_report=foreign)
+        self.memory.shown.put(identity, shown_now)
         return POSTED, before
 
     def _report_due(self, identity: tuple[str, ...], update: Update) -> bool:
@@ -1996,21 +2502,67 @@ class Reporter:
         """After the status: the build's report, unless the credential's budget is nearly spent; a refusal is
         the outcome, a transient failure raises (the status, already shown, is not posted again)."""
         assert update.report is not None
-        if self.budget.nearly_spent(self.keyring.entry_for(repository)):
+        entry, commit = self.keyring.entry_for(repository), update.target.commit
+        if self.budget.nearly_spent(entry):
             return REPORT_SKIPPED
+        site_name = "Bitbucket Cloud" if repository.server is None else f"the Data Center server {repository.server}"
         try:
-            site.write_report(repository, update.target.commit, update.report)
+            report = self._with_log(site, repository, update.report)
+            last = self.memory.shown.get(identity)
+            if last is None or last.foreign_report:  # its annotations would outlive the report it replaces
+                site.delete_report(repository, commit, report)
+            self._note(identity, update, foreign_report=True)  # until its annotations are in too
+            site.write_report(repository, commit, report)
         except RateLimited:
             return REPORT_SKIPPED
         except Rejected as error:
-            site_name = (
-                "Bitbucket Cloud" if repository.server is None else f"the Data Center server {repository.server}"
-            )
             return f"{site_name} {REPORT_REFUSED}: {error}"
+        said = REPORT_WRITTEN
+        if report.annotations and self.budget.spare(entry):  # annotations give way before the report does
+            try:
+                site.write_annotations(repository, commit, report)
+                said += f" with {len(report.annotations)} annotation{'s' if len(report.annotations) > 1 else ''}"
+            except RateLimited:
+                said += "; its annotations skipped: the hourly budget of its credential is spent"
+            except Rejected as error:
+                said += f"; {site_name} {ANNOTATIONS_REFUSED}: {error}"
+        self._note(identity, update, reported=True, foreign_report=False)
+        return said
+
+    def _note(self, identity: tuple[str, ...], update: Update, **changes: bool) -> None:
         last = self.memory.shown.get(identity)
         if last is not None and last.build_id == update.build_id:
-            self.memory.shown.put(identity, last._replace(reported=True))
-        return REPORT_WRITTEN
+            self.memory.shown.put(identity, last._replace(**changes))
+
+    def _with_log(self, site: Site, repository: Repository, report: Report) -> Report:
+        """The report with its failed step's last lines and their annotations, where they may be shown: never for a
+        public repository unless LOG_EXCERPTS=all, never with LOG_EXCERPTS=off."""
+        source = report.log
+        if source is None or self.logs is None or self.log_excerpts == "off":
+            return report
+        if isinstance(source, str):
+            return report.with_excerpt(Excerpt(note=source))
+        if self.log_excerpts == "private" and not self._is_private(site, repository):
+            return report.with_excerpt(Excerpt(note="the repository is not known to be private (LOG_EXCERPTS=private)"))
+        try:
+            lines, complete = self.logs.step_lines(_project.get(), source)
+        except LogUnavailable as error:
+            return report.with_excerpt(Excerpt(note=str(error)))
+        return report.with_excerpt(excerpt_of(source, lines, complete, self.log_lines, self.keyring.secret_values()))
+
+    def _is_private(self, site: Site, repository: Repository) -> bool:
+        """Whether Bitbucket says the repository is private, read once per repository per instance."""
+        known: tuple[bool] | None = self._private.get(repository)
+        if known is not None:
+            return known[0]
+        if not self.budget.spare(self.keyring.entry_for(repository)):
+            return False
+        try:
+            private = site.is_private(repository)
+        except (Rejected, TransientError):
+            return False  # not known this time: asked again next time
+        self._private.put(repository, (private is True,))
+        return private is True
 
     def _shown(self, remote: RemoteStatus, build_id: str) -> tuple[LastShown, datetime | None]:
         """What a status read from Bitbucket shows, and, when it is another build's, when that build was
@@ -2112,7 +2664,9 @@ class WarmInstance:
         client = (client_type or Client)(keyring, budget, CertificateFiles(), session, config.timeout)
         cloud_build = CloudBuild(config.cloud_build_api_url, config.timeout)
         sites = BitbucketCloud(config.api_url, client), BitbucketDataCenter(client)
-        reporter = Reporter(*sites, keyring, budget, cloud_build, reports_for_shown=reports_for_shown)
+        logs = CloudLogging(config.logging_api_url, cloud_build, config.log_view, config.log_wait_seconds)
+        reporter = Reporter(*sites, keyring, budget, cloud_build, reports_for_shown=reports_for_shown, logs=logs,
+                            log_excerpts=config.log_excerpts, log_lines=int(config.log_excerpt_lines))  # fmt: skip
         return cls(config, keyring, cloud_build, reporter)
 
 
@@ -2280,8 +2834,9 @@ def post(update: Update, published: datetime | None, warm: WarmInstance, fields:
     said = f"Posted {shown}" if outcome.status == POSTED else f"Did not post {shown}: {outcome.status}"
     if not outcome.report:
         return Result(REPORTED, "INFO", said, outcome)
-    refused = REPORT_REFUSED in outcome.report
-    fields["report"] = "refused" if refused else "written" if outcome.report == REPORT_WRITTEN else "skipped"
+    refused = REPORT_REFUSED in outcome.report or ANNOTATIONS_REFUSED in outcome.report
+    written = outcome.report.startswith(REPORT_WRITTEN)
+    fields["report"] = "refused" if REPORT_REFUSED in outcome.report else "written" if written else "skipped"
     return Result(REPORTED, "WARNING" if refused else "INFO", f"{said}; {outcome.report}", outcome)
 
 

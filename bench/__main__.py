@@ -96,6 +96,7 @@ class Stack:
             "BITBUCKET_OAUTH_TOKEN_URL": self.bitbucket.token_url,
             "GOOGLE_APPLICATION_CREDENTIALS": str(self.sa_file),
             "CLOUD_BUILD_API_ENDPOINT": self.google.endpoint,
+            "LOGGING_API_ENDPOINT": self.google.endpoint,
         }
         bucket = {
             "SECRETS_BUCKET": "bench", "SECRETS_OBJECT": "creds.enc", "KMS_CRYPTO_KEY_ID": KMS_KEY,
@@ -583,6 +584,7 @@ def bench_memory(events: int, workdir: Path, warm_up: int = 3000) -> None:
 
 
 def main_cli() -> None:
+    os.environ["NO_GCE_CHECK"] = "true"  # google-auth never looks for a metadata server: only loopback here
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short run (make test)")
     args = parser.parse_args()

@@ -13,6 +13,7 @@ everything.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -115,6 +116,7 @@ def morning() -> list[tuple[str, list[dict[str, Any]]]]:
 
 
 def main() -> int:
+    os.environ["NO_GCE_CHECK"] = "true"  # google-auth never looks for a metadata server: only loopback here
     workdir = Path(tempfile.mkdtemp(prefix="bitbucket-build-status-demo-"))
     stack: list[Any] = []
     try:
@@ -147,6 +149,7 @@ def main() -> int:
             "STORAGE_EMULATOR_HOST": storage.host,
             "GOOGLE_APPLICATION_CREDENTIALS": str(google.service_account_file(workdir)),
             "CLOUD_BUILD_API_ENDPOINT": google.endpoint,
+            "LOGGING_API_ENDPOINT": google.endpoint,
         }
         function = FunctionServer("build_status_cloudevent", "cloudevent", env, workdir / "function.log")
         stack.append(function)

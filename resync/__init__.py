@@ -304,6 +304,9 @@ class DryRunClient(ResyncClient):
     def write(self, repository: main.Repository, method: str, url: str, body: Any) -> None:
         return None
 
+    def delete(self, repository: main.Repository, url: str) -> None:
+        return None
+
 
 # --- One build -----------------------------------------------------------------------------
 

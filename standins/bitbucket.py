@@ -54,7 +54,10 @@ STATUSES = re.compile(
 )
 REPORTS = re.compile(
     r"/2\.0/repositories/(?P<workspace>[^/]+)/(?P<slug>[^/]+)/commit/(?P<commit>[^/]+)/reports/(?P<report>[^/]+)"
+    r"(?P<annotations>/annotations)?"
 )
+REPOSITORY = re.compile(r"/2\.0/repositories/(?P<workspace>[^/]+)/(?P<slug>[^/]+)")
+SUMMARY_MAX = 450  # an annotation's summary: "summary: Ensure this value has at most 450 characters" (reviewdog #1285)
 REPORT_DATA_MAX = 10  # "An array of data fields to display information on the report. Maximum 10."
 TOKEN_PATH = "/site/oauth2/access_token"
 STATS_PATH = "/_standin/stats"  # the stand-in's own counters, for the benchmark
@@ -115,6 +118,10 @@ class Bitbucket:
     validate: bool = True  # against the OpenAPI description; the benchmark turns it off to measure the function
     statuses: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)  # (repository, commit, key)
     reports: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)  # (repository, commit, id)
+    # (repository, commit, report id) → external_id → annotation; kept when the report is replaced, as Bitbucket
+    # keeps them, and deleted with it
+    annotations: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = field(default_factory=dict)
+    public: set[str] = field(default_factory=set)  # "workspace/slug" of public repositories (others are private)
     report_answer: int | None = None  # what a report PUT is answered instead (400, 403, 500 ...)
     history: list[tuple[tuple[str, str, str], dict[str, Any]]] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
@@ -171,7 +178,8 @@ class Bitbucket:
         return [c for c in self.calls if STATUSES.fullmatch(c.path) and c.fault is None]
 
     def report_calls(self) -> list[Call]:
-        return [c for c in self.calls if REPORTS.fullmatch(c.path) and c.fault is None]
+        """The calls to the reports themselves (not their annotations)."""
+        return [c for c in self.calls if REPORTS.fullmatch(c.path) and c.fault is None and "/annotations" not in c.path]
 
     # --- the WSGI application ---------------------------------------------------
 
@@ -271,6 +279,8 @@ class Bitbucket:
         else:
             body = request.get_json(silent=True)
         match = STATUSES.fullmatch(request.path) or REPORTS.fullmatch(request.path)
+        if not match and (found := REPOSITORY.fullmatch(request.path)) and request.method == "GET":
+            return self._repository(f"{found['workspace']}/{found['slug']}", identity)
         if not match:
             return error(404, "Resource not found")
         repository = f"{match['workspace']}/{match['slug']}"
@@ -282,6 +292,8 @@ class Bitbucket:
         if not re.fullmatch(r"[0-9a-f]{40}", commit):
             return error(404, f"Commit {commit} not found")
         with self._lock:
+            if "report" in match.groupdict() and match["annotations"]:
+                return self._annotate(request.method, repository, commit, match["report"], body, identity)
             if "report" in match.groupdict():
                 return self._report(request.method, repository, commit, match["report"], body, identity)
             if request.method == "POST" and match["key"] is None and request.path.endswith("/build"):
@@ -333,11 +345,52 @@ class Bitbucket:
         self.history.append((identity_key, dict(status)))
         return _json(status, 201 if create and existing is None else 200)
 
+    def _repository(self, repository: str, identity: str) -> Response:
+        if self.repositories and repository not in self.repositories:
+            return error(404, f"Repository {repository} not found")
+        if identity in self._reach and repository not in self._reach[identity]:
+            return error(403, f"This access token does not grant access to {repository}")
+        workspace, slug = repository.split("/")
+        return _json({"type": "repository", "full_name": repository, "slug": slug, "name": slug,
+                      "is_private": repository not in self.public, "workspace": {"slug": workspace}})  # fmt: skip
+
+    def _annotate(self, method: str, repository: str, commit: str, report: str, body: Any, identity: str) -> Response:
+        """POST creates or updates a report's annotations (by external_id), at most 100 a request; GET lists them."""
+        key = (repository, commit, report)
+        if method == "GET":
+            values = list(self.annotations.get(key, {}).values())
+            return _json({"values": values, "pagelen": len(values) or 10, "size": len(values), "page": 1})
+        if method != "POST":
+            return error(405, "Method not allowed")
+        annotated = self.reports.get(key)
+        if annotated is None:
+            return error(404, "No such report")
+        if annotated["_creator"] != identity:
+            return error(403, "Only the creator of a report may annotate it")
+        LOGS.append(json.dumps(body))  # scanned for credentials, like the tests' output
+        for annotation in body:
+            if len(annotation.get("summary", "")) > SUMMARY_MAX:
+                return error(400, f"summary: Ensure this value has at most {SUMMARY_MAX} characters")
+        stored = self.annotations.setdefault(key, {})
+        for annotation in body:
+            stored[annotation.get("external_id") or secrets.token_hex(8)] = dict(annotation)
+        return _json([dict(a) for a in body])
+
     def _report(self, method: str, repository: str, commit: str, report_id: str, body: Any, identity: str) -> Response:
-        """PUT creates or replaces a Code Insights report; GET reads it."""
+        """PUT creates or replaces a Code Insights report (its annotations stay); GET reads it; DELETE deletes it with
+        its annotations."""
         if method == "GET":
             found = self.reports.get((repository, commit, report_id))
             return _json(found) if found else error(404, "No such report")
+        if method == "DELETE":
+            found = self.reports.get((repository, commit, report_id))
+            if found is None:
+                return error(404, "No such report")
+            if found["_creator"] != identity:
+                return error(403, "Only the creator of a report may delete it")
+            del self.reports[(repository, commit, report_id)]
+            self.annotations.pop((repository, commit, report_id), None)
+            return Response(status=204)
         if method != "PUT":
             return error(405, "Method not allowed")
         if self.report_answer is not None:
@@ -361,6 +414,15 @@ class Bitbucket:
             return [
                 dict(r) for (repo, c, _), r in self.reports.items() if repo == f"{workspace}/{slug}" and c == commit
             ]
+
+    def shown_annotations(self, workspace: str, slug: str, commit: str) -> list[dict[str, Any]]:
+        """Every annotation on the commit, of any report."""
+        with self._lock:
+            return [dict(a) for (repo, c, _), found in self.annotations.items() if repo == f"{workspace}/{slug}"
+                    and c == commit for a in found.values()]  # fmt: skip
+
+    def annotation_calls(self) -> list[Call]:
+        return [c for c in self.calls if REPORTS.fullmatch(c.path) and c.path.endswith("/annotations")]
 
     def _identity(self, request: Request) -> str | None:
         header = request.headers.get("Authorization", "")

@@ -35,11 +35,15 @@ from standins.bitbucket import Call, Server, token_identity, went_backwards
 SPEC = Path(__file__).resolve().parent / "data" / "specs" / "bitbucket-datacenter-9.2.openapi.json.gz"
 BUILDS = "/api/latest/projects/{projectKey}/repos/{repositorySlug}/commits/{commitId}/builds"
 INSIGHTS = "/insights/latest/projects/{projectKey}/repos/{repositorySlug}/commits/{commitId}/reports/{key}"
+ANNOTATIONS = f"{INSIGHTS}/annotations"
+REPOSITORY = "/api/latest/projects/{projectKey}/repos/{repositorySlug}"
 CONTEXT = "/bitbucket"
 REPORT_PATH = re.compile(
     rf"{CONTEXT}/rest/insights/latest/projects/(?P<project>[^/]+)/repos/(?P<slug>[^/]+)/commits/(?P<commit>[^/]+)"
-    r"/reports/(?P<key>[^/]+)"
+    r"/reports/(?P<key>[^/]+)(?P<annotations>/annotations)?"
 )
+REPOSITORY_PATH = re.compile(rf"{CONTEXT}/rest/api/latest/projects/(?P<project>[^/]+)/repos/(?P<slug>[^/]+)")
+ANNOTATIONS_MAX = 1000  # a report's annotations: "A report cannot have more than 1000 annotations by default"
 DETAILS_MAX = 2000  # "Max length: 2000 characters" (the description's table; its schema gives none)
 PATH = re.compile(
     rf"{CONTEXT}/rest/api/latest/projects/(?P<project>[^/]+)/repos/(?P<slug>[^/]+)/commits/(?P<commit>[^/]+)/builds"
@@ -52,7 +56,7 @@ def openapi() -> OpenAPI:
     Relaxed in one respect: it lists the request body as */*, which openapi-core cannot parse; the
     server takes JSON."""
     spec = json.loads(gzip.decompress(SPEC.read_bytes()))
-    spec["paths"] = {BUILDS: spec["paths"][BUILDS], INSIGHTS: spec["paths"][INSIGHTS]}
+    spec["paths"] = {path: spec["paths"][path] for path in (BUILDS, INSIGHTS, ANNOTATIONS, REPOSITORY)}
     content = spec["paths"][BUILDS]["post"]["requestBody"]["content"]
     content["application/json"] = content.pop("*/*")
     # A data field's value is typed "object", yet its own example is 9: the value's type is left to `type`.
@@ -79,6 +83,11 @@ class DataCenter:
     statuses: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
     reports: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)  # (repository, commit, key)
     report_answer: int | None = None  # what a report PUT is answered instead (400, 403, 500 ...)
+    # (repository, commit, report key) → its annotations, in the order posted: no de-duplication (Atlassian's
+    # description), kept when the report is replaced, deleted with it
+    annotations: dict[tuple[str, str, str], list[dict[str, Any]]] = field(default_factory=dict)
+    public: set[str] = field(default_factory=set)  # "PROJECT/slug" of public repositories
+    public_projects: set[str] = field(default_factory=set)
     history: list[tuple[tuple[str, str, str], dict[str, Any]]] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
     authorizations: list[str] = field(default_factory=list)  # every Authorization header received
@@ -118,7 +127,16 @@ class DataCenter:
         return [c for c in self.calls if PATH.fullmatch(c.path)]
 
     def report_calls(self) -> list[Call]:
-        return [c for c in self.calls if REPORT_PATH.fullmatch(c.path)]
+        """The calls to the reports themselves (not their annotations)."""
+        return [c for c in self.calls if REPORT_PATH.fullmatch(c.path) and not c.path.endswith("/annotations")]
+
+    def annotation_calls(self) -> list[Call]:
+        return [c for c in self.calls if REPORT_PATH.fullmatch(c.path) and c.path.endswith("/annotations")]
+
+    def shown_annotations(self, project: str, slug: str, commit: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(a) for (repo, c, _), found in self.annotations.items()
+                    if repo == f"{project}/{slug}" and c == commit for a in found]  # fmt: skip
 
     def went_backwards(self) -> list[dict[str, Any]]:
         return went_backwards(self.history)
@@ -153,6 +171,13 @@ class DataCenter:
         if identity is None:
             return errors(401, "Authentication failed. Please check your credentials and try again.")
         match = PATH.fullmatch(request.path) or REPORT_PATH.fullmatch(request.path)
+        if not match and (found := REPOSITORY_PATH.fullmatch(request.path)) and request.method == "GET":
+            project, slug = found["project"], found["slug"]
+            if self.repositories and f"{project}/{slug}" not in self.repositories:
+                return errors(404, f"Repository {slug} of project {project} does not exist.")
+            body = {"slug": slug, "name": slug, "public": f"{project}/{slug}" in self.public,
+                    "project": {"key": project, "public": project in self.public_projects}}  # fmt: skip
+            return Response(json.dumps(body), 200, content_type="application/json")
         if not match:
             return errors(404, "Not found")
         if self.validate:
@@ -165,6 +190,8 @@ class DataCenter:
         if not re.fullmatch(r"[0-9a-f]{40}", match["commit"]):
             return errors(400, "The commit is not valid")
         with self._lock:
+            if "key" in match.groupdict() and match["annotations"]:
+                return self._annotate(request.method, repository, match["commit"], match["key"], request)
             if "key" in match.groupdict():
                 return self._report(request.method, repository, match["commit"], match["key"], request)
             if request.method == "GET":
@@ -178,13 +205,42 @@ class DataCenter:
                 return self._write(repository, match["commit"], request.get_json(silent=True) or {})
         return errors(405, "Method not allowed")
 
+    def _annotate(self, method: str, repository: str, commit: str, key: str, request: Request) -> Response:
+        """POST adds annotations to a report (no de-duplication; a request past the limit is refused whole); GET
+        lists them."""
+        found = self.annotations.get((repository, commit, key), [])
+        if method == "GET":
+            return Response(json.dumps({"annotations": found}), 200, content_type="application/json")
+        if method != "POST":
+            return errors(405, "Method not allowed")
+        report = self.reports.get((repository, commit, key))
+        if report is None:
+            return errors(404, "No such report")
+        if report["_creator"] != token_identity(request.headers.get("Authorization", "")):
+            return errors(401, "The authenticated user is not the author of the report")
+        added = (request.get_json(silent=True) or {}).get("annotations") or []
+        LOGS.append(json.dumps(added))  # scanned for credentials, like the tests' output
+        if len(found) + len(added) > ANNOTATIONS_MAX:
+            return errors(400, f"A report cannot have more than {ANNOTATIONS_MAX} annotations")
+        if any(a.get("severity") not in ("LOW", "MEDIUM", "HIGH") for a in added):  # the pattern is unanchored
+            return errors(400, "severity must be one of LOW, MEDIUM, HIGH")
+        self.annotations.setdefault((repository, commit, key), []).extend(dict(a) for a in added)
+        return Response(status=204)
+
     def _report(self, method: str, repository: str, commit: str, key: str, request: Request) -> Response:
-        """PUT creates or replaces a Code Insights report (only its creator may replace it); GET reads it."""
+        """PUT creates or replaces a Code Insights report (only its creator may replace it; its annotations stay);
+        GET reads it; DELETE deletes it and its annotations."""
         if method == "GET":
             found = self.reports.get((repository, commit, key))
             return (
                 Response(json.dumps(found), 200, content_type="application/json") if found else errors(404, "No report")
             )
+        if method == "DELETE":
+            if (repository, commit, key) not in self.reports:
+                return errors(404, "No report")
+            del self.reports[(repository, commit, key)]
+            self.annotations.pop((repository, commit, key), None)
+            return Response(status=204)
         if method != "PUT":
             return errors(405, "Method not allowed")
         if self.report_answer is not None:

@@ -43,6 +43,14 @@ CLOUD_BUILD_LIST = re.compile(r"/v1/projects/(?P<project>[^/]+)/locations/(?P<lo
 # The one filter the listing understands: AIP-160's comparison of create_time with an RFC 3339 timestamp.
 CREATE_TIME_FILTER = re.compile(r'\s*create_time\s*(?P<op>>=|>)\s*"(?P<time>[^"]+)"\s*')
 PAGE_SIZE = 50  # what the listing answers when the request names no pageSize
+LOGGING_LIST = "/v2/entries:list"
+# Cloud Logging's query language, as far as the function uses it: field="value" terms (backslash escapes) joined by
+# AND, with one parenthesised OR of terms.
+FILTER_TOKEN = re.compile(
+    r'\s*(?:(?P<term>(?P<field>[A-Za-z_.]+)="(?P<value>(?:[^"\\]|\\.)*)")|(?P<word>AND|OR)|(?P<paren>[()]))'
+)
+FILTER_FIELDS = {"logName", "resource.type", "resource.labels.build_id", "labels.build_step"}
+VIEW_NAME = re.compile(r"projects/(?P<project>[^/]+)/locations/global/buckets/_Default/views/(?P<view>[^/]+)")
 SECRET_ACCESS = re.compile(r"/v1/(?P<secret>projects/[^/]+/secrets/[^/]+)/versions/(?P<version>[^/:]+):access")
 
 
@@ -70,6 +78,10 @@ class Google:
     refuse_tokens: bool = False  # the token endpoint answers invalid_grant (a disabled service account)
     # A broken listing: every page is the first one again, and names these page tokens in turn as the next.
     token_cycle: tuple[str, ...] = ()
+    log_entries: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # project → Cloud Logging's entries
+    log_views: set[str] = field(default_factory=set)  # views the caller may read through (projects/P/.../views/V)
+    logging_answer: int | None = None  # what entries.list answers instead: 403, 429, 500 ...
+    log_filters: list[str] = field(default_factory=list)  # every filter entries.list was sent
     secret_delay: float = 0.0  # seconds Secret Manager takes to answer
     _tokens: set[str] = field(default_factory=set)
     _listed: tuple[Any, list[dict[str, Any]]] = ((), [])
@@ -97,6 +109,8 @@ class Google:
             return _google_error(401, "Request had invalid authentication credentials.", "UNAUTHENTICATED")
         if (match := KMS_ACTION.fullmatch(request.path)) and request.method == "POST":
             return self._kms(match["name"], match["action"], request.get_json(silent=True) or {})
+        if request.path == LOGGING_LIST and request.method == "POST":
+            return self._entries(request.get_json(silent=True) or {})
         if (match := SECRET_ACCESS.fullmatch(request.path)) and request.method == "GET":
             return self._access(match["secret"], match["version"])
         if (match := CLOUD_BUILD_REPOSITORY.fullmatch(request.path)) and request.method == "GET":
@@ -166,6 +180,63 @@ class Google:
             payload = versions[number - 1]
         return _json({"name": f"{secret}/versions/{number}", "payload": {"data": base64.b64encode(payload).decode()}})
 
+    def write_log(
+        self, project: str, build_id: str, steps: dict[str, list[str]], last: str = "ERROR", lag: float = 0.0
+    ) -> None:
+        """A build's log as Cloud Build writes it to Cloud Logging: one entry a line, each step's under its label
+        (`Step #N - "id"`), Cloud Build's own under MAIN ("starting build" first; `last`, unless "", at the end);
+        entries become visible `lag` seconds from now, as Cloud Logging's do."""
+        visible = time.monotonic() + lag
+        labelled = [("MAIN", f'starting build "{build_id}"')]
+        for label, lines in steps.items():
+            labelled += [(label, line) for line in lines]
+        if last:
+            labelled.append(("MAIN", last))
+        with self._lock:
+            entries = self.log_entries.setdefault(project, [])
+            start = len(entries)
+            for n, (label, text) in enumerate(labelled):
+                entries.append({
+                    "logName": f"projects/{project}/logs/cloudbuild", "insertId": f"{build_id}-{start + n}",
+                    "resource": {"type": "build", "labels": {"build_id": build_id, "project_id": project}},
+                    "labels": {"build_step": label}, "textPayload": text,
+                    "timestamp": f"2026-11-27T09:{(start + n) // 60000 % 60:02}:{(start + n) // 1000 % 60:02}."
+                                 f"{(start + n) % 1000:03}000000Z",
+                    "_visible": visible,
+                })  # fmt: skip
+
+    def _entries(self, body: dict[str, Any]) -> Response:
+        """entries.list: the entries of the named resources that the filter selects, in the order asked, paged."""
+        with self._lock:
+            self.counts["logging.entries.list"] += 1
+            self.log_filters.append(str(body.get("filter")))
+        if self.logging_answer is not None:
+            reason = {403: "PERMISSION_DENIED", 429: "RESOURCE_EXHAUSTED"}.get(self.logging_answer, "UNAVAILABLE")
+            return _google_error(self.logging_answer, "Cloud Logging could not answer", reason)
+        names = body.get("resourceNames")
+        if not isinstance(names, list) or len(names) != 1:
+            return _google_error(400, "resourceNames: one resource", "INVALID_ARGUMENT")
+        view = VIEW_NAME.fullmatch(names[0])
+        if view and names[0] not in self.log_views:
+            return _google_error(403, f"Permission 'logging.views.access' denied on '{names[0]}'", "PERMISSION_DENIED")
+        if not view and not re.fullmatch(r"projects/[^/]+", names[0]):
+            return _google_error(400, f"Invalid resource name {names[0]}", "INVALID_ARGUMENT")
+        clauses = _parse_filter(str(body.get("filter", "")))
+        order, size = body.get("orderBy", "timestamp asc"), body.get("pageSize", 50)
+        if clauses is None or order not in ("timestamp asc", "timestamp desc") or not 0 < size <= 1000:
+            return _google_error(400, "Invalid filter, orderBy or pageSize", "INVALID_ARGUMENT")
+        project = (view["project"] if view else names[0]).removeprefix("projects/")
+        now = time.monotonic()
+        with self._lock:
+            found = [e for e in self.log_entries.get(project, []) if e["_visible"] <= now and _selects(clauses, e)]
+        found.sort(key=lambda e: e["timestamp"], reverse=order == "timestamp desc")
+        start = int(body.get("pageToken") or 0)
+        page: dict[str, Any] = {"entries": [{k: v for k, v in e.items() if not k.startswith("_")}
+                                            for e in found[start : start + size]]}  # fmt: skip
+        if start + size < len(found):
+            page["nextPageToken"] = str(start + size)
+        return _json(page)
+
     def record(self, *builds: dict[str, Any]) -> None:
         """Builds Cloud Build's API knows, named as their log URL names them (project number and region)."""
         for build in builds:
@@ -234,6 +305,44 @@ class Google:
 
     def serve(self) -> GoogleServer:
         return GoogleServer(self)
+
+
+def _parse_filter(text: str) -> list[list[tuple[str, str]]] | None:
+    """A filter as AND of clauses, each an OR of (field, value); None for anything else."""
+    clauses: list[list[tuple[str, str]]] = []
+    group: list[tuple[str, str]] | None = None
+    expect_term, position = True, 0
+    while position < len(text.rstrip()):
+        token = FILTER_TOKEN.match(text, position)
+        if token is None:
+            return None
+        position = token.end()
+        if token["term"] and expect_term:
+            if token["field"] not in FILTER_FIELDS:
+                return None
+            term = (token["field"], re.sub(r"\\(.)", r"\1", token["value"]))
+            (group if group is not None else clauses.append([]) or clauses[-1]).append(term)
+            expect_term = False
+        elif token["word"] and not expect_term and (token["word"] == "OR") == (group is not None):
+            expect_term = True
+        elif token["paren"] == "(" and expect_term and group is None:
+            group = []
+            clauses.append(group)
+        elif token["paren"] == ")" and not expect_term and group is not None:
+            group = None
+        else:
+            return None
+    return clauses if clauses and not expect_term and group is None else None
+
+
+def _selects(clauses: list[list[tuple[str, str]]], entry: dict[str, Any]) -> bool:
+    def value(field: str) -> Any:
+        found: Any = entry
+        for part in field.split("."):
+            found = found.get(part) if isinstance(found, dict) else None
+        return found
+
+    return all(any(value(field) == wanted for field, wanted in clause) for clause in clauses)
 
 
 def _instant(value: str) -> datetime:

@@ -35,6 +35,11 @@ CONFIG_VARIABLES = (
     "HTTP_RETRY_BACKOFF_SECONDS",
     "HTTP_TIMEOUT_SECONDS",
     "EVENT_DEADLINE_SECONDS",
+    "LOGGING_API_ENDPOINT",
+    "LOG_EXCERPTS",
+    "LOG_EXCERPT_LINES",
+    "LOG_VIEW",
+    "LOG_WAIT_SECONDS",
 )
 TOKEN = "bb-access-token-7Qx2"  # the stand-in's only accepted credential unless a test adds more
 SECRET_FIELDS = ("password", "token", "client_secret")
@@ -107,6 +112,8 @@ def fresh_instance(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in CONFIG_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTP_RETRY_BACKOFF_SECONDS", "0.01")
+    monkeypatch.setenv("LOG_WAIT_SECONDS", "0")  # a test that waits for a late log says so
+    monkeypatch.setenv("NO_GCE_CHECK", "true")  # google-auth never looks for a metadata server (off loopback)
     monkeypatch.setattr(main, "_warm", None)
 
 
@@ -130,8 +137,12 @@ def bitbucket(monkeypatch: pytest.MonkeyPatch, google: GoogleServer) -> Iterator
     monkeypatch.setenv("BITBUCKET_API_URL", server.api_url)
     monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps({"token": TOKEN}))
     monkeypatch.setenv("CLOUD_BUILD_API_ENDPOINT", google.endpoint)
+    monkeypatch.setenv("LOGGING_API_ENDPOINT", google.endpoint)
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(google.sa_file))
     google.app.cloud_build_answer = None
+    google.app.logging_answer = None
+    google.app.log_entries.clear()
+    google.app.log_views.clear()
     google.app.token_cycle = ()
     google.app.builds.clear()
     google.app.refuse_tokens = False

@@ -377,6 +377,7 @@ def outage(
             "BITBUCKET_API_URL": server.api_url,
             "BITBUCKET_CREDENTIALS": json.dumps(document),
             "CLOUD_BUILD_API_ENDPOINT": google.endpoint,
+            "LOGGING_API_ENDPOINT": google.endpoint,
             "GOOGLE_APPLICATION_CREDENTIALS": str(sa_file),
             "HTTP_TIMEOUT_SECONDS": "0.15",
             "HTTP_RETRY_BACKOFF_SECONDS": "0.005",
@@ -433,6 +434,7 @@ def outage(
 
 
 def main_cli() -> None:
+    os.environ["NO_GCE_CHECK"] = "true"  # google-auth never looks for a metadata server: only loopback here
     parser = argparse.ArgumentParser(description="Fault and budget soaks of the function against the stand-in")
     parser.add_argument("--builds", type=int, default=250)
     parser.add_argument("--fault-rate", type=float, default=0.35)

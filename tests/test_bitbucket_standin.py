@@ -201,3 +201,43 @@ def test_reports_are_accepted_only_as_atlassians_descriptions_allow():
     for bad in ({**good, "result": "PASSED"}, {**good, "title": "t" * 451}, {**good, "data": good["data"] * 7},
                 {**good, "details": "d" * 2001}):  # fmt: skip
         assert Client(server).put(on_server, json=bad, headers=headers).status_code == 400
+
+
+def test_annotations_are_accepted_only_as_atlassians_descriptions_allow_and_outlive_a_replaced_report():
+    from werkzeug.test import Client
+
+    from standins.datacenter import DataCenter
+
+    headers = {"Authorization": "Bearer standin-annotation-token-1"}
+    cloud, server = Bitbucket(), DataCenter()
+    cloud.accept_token("standin-annotation-token-1")
+    server.accept_token("standin-annotation-token-1")
+    on_cloud = f"/2.0/repositories/acme/webapp/commit/{'a' * 40}/reports/cloud-build-x"
+    report = {"title": "t", "details": "d", "report_type": "TEST", "result": "FAILED", "data": []}
+    assert Client(cloud).put(on_cloud, json=report, headers=headers).status_code == 200
+    good = {"external_id": "a1", "annotation_type": "BUG", "summary": "s", "path": "x.py", "line": 3,
+            "severity": "HIGH", "result": "FAILED"}  # fmt: skip
+    assert Client(cloud).post(f"{on_cloud}/annotations", json=[good], headers=headers).status_code == 200
+    for bad in ([good] * 101, [{**good, "line": 0}], [{**good, "severity": "ERROR"}], [{**good, "summary": "s" * 451}],
+                [{**good, "annotation_type": "ERROR"}], []):  # fmt: skip
+        assert Client(cloud).post(f"{on_cloud}/annotations", json=bad, headers=headers).status_code == 400
+    assert Client(cloud).put(on_cloud, json=report, headers=headers).status_code == 200  # replaced: annotations stay
+    assert len(cloud.shown_annotations("acme", "webapp", "a" * 40)) == 1
+    assert Client(cloud).delete(on_cloud, headers=headers).status_code == 204  # deleted: with them
+    assert cloud.shown_annotations("acme", "webapp", "a" * 40) == []
+
+    on_server = f"/bitbucket/rest/insights/latest/projects/PROJ/repos/repo/commits/{'a' * 40}/reports/cloud-build-x"
+    report = {"title": "t", "result": "FAIL", "data": []}
+    assert Client(server).put(on_server, json=report, headers=headers).status_code == 200
+    good = {"externalId": "a1", "message": "m", "severity": "HIGH", "path": "x.py", "line": 3, "type": "BUG"}
+    for _ in range(2):  # no de-duplication on a server
+        assert Client(server).post(f"{on_server}/annotations", json={"annotations": [good]},
+                                   headers=headers).status_code == 204  # fmt: skip
+    for bad in ({**good, "severity": "CRITICAL"}, {**good, "message": "m" * 2001}, {**good, "line": -1},
+                {**good, "type": "ERROR"}):  # fmt: skip
+        assert Client(server).post(f"{on_server}/annotations", json={"annotations": [bad]},
+                                   headers=headers).status_code == 400  # fmt: skip
+    assert Client(server).put(on_server, json=report, headers=headers).status_code == 200
+    assert len(server.shown_annotations("PROJ", "repo", "a" * 40)) == 2
+    assert Client(server).delete(on_server, headers=headers).status_code == 204
+    assert server.shown_annotations("PROJ", "repo", "a" * 40) == []

@@ -266,6 +266,7 @@ def test_data_center_and_cloud_builds_land_on_their_sites_through_pubsub(pubsub,
         "BITBUCKET_API_URL": bitbucket.api_url,
         "BITBUCKET_CREDENTIALS_FILE": str(credentials),
         "CLOUD_BUILD_API_ENDPOINT": google.endpoint,
+        "LOGGING_API_ENDPOINT": google.endpoint,
         "GOOGLE_APPLICATION_CREDENTIALS": str(google.sa_file),
     }
     function = FunctionServer("build_status_cloudevent", "cloudevent", env, tmp_path / "function.log")

@@ -1,0 +1,261 @@
+"""Why it failed, down to the line, through the stand-ins: a failed step's last lines read from Cloud Logging (its
+stand-in plays entries.list) end the report, and the errors in them become annotations on both sites; only for a
+private repository (or LOG_EXCERPTS=all), never a credential, and the status and report land whatever Cloud Logging
+answers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import main
+from standins.builds import COMMIT, build
+from tests.conftest import TOKEN, dc_build, deliver, log_lines
+
+LOGS = Path(__file__).resolve().parent / "data" / "logs"
+UNIT = 'Step #1 - "unit-tests"'
+STEPS = [
+    {"id": "checkout", "name": "gcr.io/cloud-builders/git", "status": "SUCCESS"},
+    {"id": "unit-tests", "name": "python:3.12", "args": ["pytest"], "dir": "service", "status": "FAILURE",
+     "exitCode": 1},
+]  # fmt: skip
+FAILING_SUITE = """
+def login(user):
+    return user.upper()
+
+
+def test_login():
+    assert login("ada") == "Ada"
+
+
+def test_logout():
+    assert True
+"""
+
+
+@pytest.fixture(scope="module")
+def pytest_output(tmp_path_factory) -> list[str]:
+    """What pytest itself prints for a failing test in service/tests/test_auth.py."""
+    service = tmp_path_factory.mktemp("service")
+    (service / "tests").mkdir()
+    (service / "tests" / "test_auth.py").write_text(FAILING_SUITE)
+    ran = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "tests"], cwd=service,
+                         capture_output=True, text=True, check=False)  # fmt: skip
+    return ran.stdout.splitlines()
+
+
+@pytest.fixture(params=["cloud", "data center"])
+def site(request, bitbucket) -> Any:
+    """(make a build of this site, its annotations, its report, its app, its Bitbucket calls)."""
+    if request.param == "cloud":
+
+        def make(status: str, build_id: str = "b-1", **kwargs: Any) -> dict:
+            return build(status, build_id, **kwargs)
+
+        def reports() -> list[dict]:
+            return bitbucket.app.shown_reports("acme", "webapp", COMMIT)
+
+        return make, lambda: bitbucket.app.shown_annotations("acme", "webapp", COMMIT), reports, bitbucket.app
+    server = request.getfixturevalue("both")
+
+    def make_on_server(status: str, build_id: str = "b-1", **kwargs: Any) -> dict:
+        return dc_build(status, server, build_id, **kwargs)
+
+    def server_reports() -> list[dict]:
+        return server.app.shown_reports("PROJ", "repo", COMMIT)
+
+    return make_on_server, lambda: server.app.shown_annotations("PROJ", "repo", COMMIT), server_reports, server.app
+
+
+@pytest.fixture
+def reads(google) -> Any:
+    """How many times Cloud Logging's entries.list was asked since the test began."""
+    start = google.app.counts["logging.entries.list"]
+    return lambda: google.app.counts["logging.entries.list"] - start
+
+
+def lifecycle(make, build_id: str, final: str, **kwargs: Any) -> None:
+    for status in ("QUEUED", "WORKING", final):
+        deliver(make(status, build_id, **kwargs))
+
+
+def test_a_failing_pytest_step_ends_the_report_with_its_lines_and_annotates_the_failing_line(
+    bitbucket, google, pytest_output
+):
+    google.app.write_log("acme-ci", "b-1", {UNIT: pytest_output})
+    lifecycle(build, "b-1", "FAILURE", steps=STEPS)
+
+    [report] = bitbucket.app.shown_reports("acme", "webapp", COMMIT)
+    assert report["details"].endswith(pytest_output[-1])
+    assert "Last lines of step 1 (unit-tests):" in report["details"]
+    assert "E       AssertionError: assert 'ADA' == 'Ada'" in report["details"]
+    [annotation] = bitbucket.app.shown_annotations("acme", "webapp", COMMIT)
+    assert (annotation["path"], annotation["line"], annotation["severity"]) == ("service/tests/test_auth.py", 7, "HIGH")
+    assert annotation["summary"].startswith("AssertionError: assert 'ADA' == 'Ada'")
+    assert (annotation["annotation_type"], annotation["result"]) == ("BUG", "FAILED")
+    [asked] = google.app.log_filters
+    assert 'labels.build_step="Step #1 - \\"unit-tests\\""' in asked
+
+
+def test_a_failing_tsc_step_on_a_data_center_server_leaves_high_annotations_on_each_file_and_line(both, google):
+    steps = [{"id": "typecheck", "name": "node:22", "args": ["npx", "tsc"], "dir": "web", "status": "FAILURE"}]
+    google.app.write_log("acme-ci", "b-1", {'Step #0 - "typecheck"': (LOGS / "tsc.txt").read_text().splitlines()})
+    lifecycle(lambda s, b, **k: dc_build(s, both, b, **k), "b-1", "FAILURE", steps=steps)
+
+    annotations = both.app.shown_annotations("PROJ", "repo", COMMIT)
+    assert [(a["path"], a["line"], a["severity"], a["type"]) for a in annotations] == [
+        ("web/src/app.ts", 2, "HIGH", "BUG"),
+        ("web/src/app.ts", 6, "HIGH", "BUG"),
+    ]
+    assert all(a["message"] == "Type 'string' is not assignable to type 'number'. (TS2322)" for a in annotations)
+    [report] = both.app.shown_reports("PROJ", "repo", COMMIT)
+    assert report["details"].endswith(
+        "src/app.ts(6,3): error TS2322: Type 'string' is not assignable to type 'number'."
+    )
+    assert len(report["details"]) <= 2000
+
+
+def test_a_passing_rerun_on_the_same_commit_leaves_no_annotation_of_the_failed_run(site, google, pytest_output):
+    make, annotations, reports, app = site
+    google.app.write_log("acme-ci", "b-1", {UNIT: pytest_output})
+    lifecycle(make, "b-1", "FAILURE", steps=STEPS, createTime="2026-11-27T09:00:00Z")
+    assert annotations()
+    deletes = len([c for c in app.calls if c.method == "DELETE"])
+
+    lifecycle(make, "b-2", "SUCCESS", createTime="2026-11-27T09:10:00Z")
+
+    assert annotations() == []
+    [report] = reports()
+    assert report["result"] in ("PASSED", "PASS")
+    assert len([c for c in app.calls if c.method == "DELETE"]) == deletes + 1  # the failed run's report, once
+
+
+def test_a_public_repository_receives_no_log_line(site, google, pytest_output, reads):
+    make, annotations, reports, app = site
+    if hasattr(app, "public_projects"):
+        app.public_projects.add("PROJ")  # a Data Center project's repositories are public with it
+    else:
+        app.public.add("acme/webapp")
+    google.app.write_log("acme-ci", "b-1", {UNIT: pytest_output})
+    lifecycle(make, "b-1", "FAILURE", steps=STEPS)
+
+    [report] = reports()
+    assert not any(line in report["details"] for line in pytest_output if len(line) > 20)
+    assert "No log excerpt: the repository is not known to be private (LOG_EXCERPTS=private)" in report["details"]
+    assert annotations() == []
+    assert reads() == 0
+
+
+def test_log_excerpts_all_shows_a_public_repositorys_lines_and_off_reads_nothing(
+    bitbucket, google, monkeypatch, pytest_output, reads
+):
+    bitbucket.app.public.add("acme/webapp")
+    google.app.write_log("acme-ci", "b-1", {UNIT: pytest_output})
+    monkeypatch.setenv("LOG_EXCERPTS", "all")
+    deliver(build("FAILURE", "b-1", steps=STEPS))
+    assert bitbucket.app.shown_annotations("acme", "webapp", COMMIT)
+    monkeypatch.setattr(main, "_warm", None)
+    monkeypatch.setenv("LOG_EXCERPTS", "off")
+    listed = reads()
+    deliver(build("FAILURE", "b-2", steps=STEPS, commit="2" * 40))
+    assert reads() == listed
+    assert bitbucket.app.shown_annotations("acme", "webapp", "2" * 40) == []
+
+
+def test_a_credential_printed_in_the_log_never_reaches_bitbucket(site, google):
+    make, annotations, reports, app = site
+    leaked = [
+        f"+ curl -H 'Authorization: Bearer {TOKEN}' https://api.bitbucket.org/2.0/user",
+        "AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY ./deploy.sh",
+        f"tests/test_auth.py:3: error: token {TOKEN} refused",
+    ]
+    google.app.write_log("acme-ci", "b-1", {UNIT: leaked})
+    lifecycle(make, "b-1", "FAILURE", steps=STEPS)
+
+    sent = str(reports()) + str(annotations()) + str([c.body for c in app.calls])
+    assert TOKEN not in sent
+    assert "wJalrXUtnFEMI" not in sent
+    assert "[masked]" in reports()[0]["details"]
+
+
+def test_without_permission_to_read_logs_the_status_and_report_land_and_the_log_names_the_role(
+    bitbucket, google, capsys
+):
+    google.app.logging_answer = 403
+    for n in range(2):
+        deliver(build("FAILURE", f"b-{n}", steps=STEPS, commit=f"{n + 1:040x}"))
+
+    warnings = [line for line in log_lines(capsys.readouterr().out) if line["severity"] == "WARNING"]
+    [warning] = warnings  # once per instance
+    assert "roles/logging.viewAccessor on the log view LOG_VIEW" in warning["message"]
+    assert "roles/logging.viewer" in warning["message"]
+    for n in range(2):
+        assert [s["state"] for s in bitbucket.app.shown("acme", "webapp", f"{n + 1:040x}")] == ["FAILED"]
+        [report] = bitbucket.app.shown_reports("acme", "webapp", f"{n + 1:040x}")
+        assert (
+            "No log excerpt: the function may not read the build's log (Cloud Logging answered 403)"
+            in (report["details"])
+        )
+
+
+def test_cloud_loggings_quota_spent_costs_the_excerpt_never_the_status(bitbucket, google):
+    google.app.logging_answer = 429
+    deliver(build("FAILURE", "b-1", steps=STEPS))
+    assert [s["state"] for s in bitbucket.app.shown("acme", "webapp", COMMIT)] == ["FAILED"]
+    [report] = bitbucket.app.shown_reports("acme", "webapp", COMMIT)
+    assert "No log excerpt: Cloud Logging's read quota is spent for now (429)" in report["details"]
+
+
+def test_a_log_not_complete_yet_is_read_again_and_a_log_that_never_completes_is_shown_as_it_is(
+    bitbucket, google, monkeypatch, reads
+):
+    monkeypatch.setenv("LOG_WAIT_SECONDS", "1.2")
+    google.app.write_log("acme-ci", "b-1", {UNIT: ["collected 2 items", "E   assert 1 == 2"]}, lag=0.3)
+    deliver(build("FAILURE", "b-1", steps=STEPS))
+    assert reads() == 2  # empty at first, complete after the first wait
+    [report] = bitbucket.app.shown_reports("acme", "webapp", COMMIT)
+    assert report["details"].endswith("Last lines of step 1 (unit-tests):\ncollected 2 items\nE   assert 1 == 2")
+
+    google.app.write_log("acme-ci", "b-2", {UNIT: ["still running"]}, last="")  # Cloud Build's last line never comes
+    deliver(build("FAILURE", "b-2", steps=STEPS, commit="2" * 40))
+    assert reads() == 2 + main.LOG_READS
+    [report] = bitbucket.app.shown_reports("acme", "webapp", "2" * 40)
+    assert "(the log may be incomplete: Cloud Build's last line was not in Cloud Logging yet):" in report["details"]
+
+
+def test_a_build_whose_logging_is_none_says_so_and_reads_nothing(bitbucket, google, reads):
+    deliver(build("FAILURE", "b-1", steps=STEPS, options={"logging": "NONE"}))
+    [report] = bitbucket.app.shown_reports("acme", "webapp", COMMIT)
+    assert report["details"].endswith("No log excerpt: the build's logging is NONE")
+    assert reads() == 0
+
+
+def test_the_log_is_read_through_the_log_view_when_one_is_set(bitbucket, google, monkeypatch, pytest_output):
+    view = "projects/acme-ci/locations/global/buckets/_Default/views/bitbucket-build-status"
+    google.app.log_views.add(view)
+    monkeypatch.setenv("LOG_VIEW", "bitbucket-build-status")
+    google.app.write_log("acme-ci", "b-1", {UNIT: pytest_output})
+    deliver(build("FAILURE", "b-1", steps=STEPS))
+    assert bitbucket.app.shown_annotations("acme", "webapp", COMMIT)
+
+
+def test_a_failing_builds_final_event_costs_four_calls_and_the_visibility_is_read_once_per_repository(
+    bitbucket, google, pytest_output, reads
+):
+    """The final event: its status, the repository's visibility (once per repository per instance), the report,
+    its annotations (a first run replaces no other build's report: no delete); the log read once."""
+    for n in range(2):
+        commit = f"{n + 1:040x}"
+        google.app.write_log("acme-ci", f"b-{n}", {UNIT: pytest_output})
+        for status in ("QUEUED", "WORKING"):
+            deliver(build(status, f"b-{n}", steps=STEPS, commit=commit))
+        before = len(bitbucket.app.calls)
+        deliver(build("FAILURE", f"b-{n}", steps=STEPS, commit=commit))
+        assert [c.method for c in bitbucket.app.calls[before:]] == (
+            ["POST", "GET", "PUT", "POST"] if n == 0 else ["POST", "PUT", "POST"]
+        )
+    assert reads() == 2

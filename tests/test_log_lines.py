@@ -1,0 +1,260 @@
+"""A failed step's log lines, pure: which step is read, the query that reads it, how each line is cleaned before it
+leaves Google Cloud (escape codes, control characters, credentials), and the errors each tool's row of the matchers
+finds in its real output (tests/data/logs), on the repository's own paths."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import main
+from standins.builds import build
+from standins.google import _parse_filter
+
+LOGS = Path(__file__).resolve().parent / "data" / "logs"
+
+
+def found(name: str, directory: str) -> list[tuple[str | None, int | None, str, str]]:
+    lines = main.clean_lines((LOGS / f"{name}.txt").read_text().splitlines())
+    return [(a.path, a.line, a.severity, a.message) for a in main.annotations_from(lines, directory)]
+
+
+# --- each tool's row, on its real output ---------------------------------------------------------------
+
+WRONG_TYPE = "Type 'string' is not assignable to type 'number'. (TS2322)"
+
+
+@pytest.mark.parametrize(
+    ("name", "directory", "expected"),
+    [
+        ("tsc", "web", [("web/src/app.ts", 2, "error", WRONG_TYPE), ("web/src/app.ts", 6, "error", WRONG_TYPE)]),
+        ("eslint-stylish", "web", [
+            ("web/src/cart.js", 1, "error", "'unused' is assigned a value but never used (no-unused-vars)"),
+            ("web/src/cart.js", 2, "error", "'b' is defined but never used (no-unused-vars)"),
+            ("web/src/cart.js", 3, "error", "'c' is not defined (no-undef)")]),
+        ("eslint-unix", "web", [
+            ("web/src/cart.js", 1, "error", "'unused' is assigned a value but never used. (no-unused-vars)"),
+            ("web/src/cart.js", 2, "error", "'b' is defined but never used. (no-unused-vars)"),
+            ("web/src/cart.js", 3, "error", "'c' is not defined. (no-undef)")]),
+        ("jest", "web", [("web/src/cart.test.js", 3, "error", "adds tax to the price")]),
+        ("gcc", "native", [
+            ("native/main.c", 4, "error", "expected ‘;’ before ‘return’"),
+            ("native/main.c", 3, "warning", "initialization of ‘int’ from ‘char *’ makes integer from pointer without "
+                                            "a cast [-Wint-conversion]")]),
+        ("rustc", "native", [("native/main.rs", 2, "error", "mismatched types (E0308)")]),
+        ("javac", "api", [
+            ("api/src/main/java/com/acme/App.java", 4, "error",
+             "incompatible types: String cannot be converted to int"),
+            ("api/src/main/java/com/acme/App.java", 5, "error", "cannot find symbol")]),
+        ("maven", "api", [
+            ("api/src/main/java/com/acme/App.java", 4, "error",
+             "incompatible types: java.lang.String cannot be converted to int"),
+            ("api/src/main/java/com/acme/App.java", 5, "error", "cannot find symbol")]),
+        ("kotlin-gradle", "app", [
+            ("app/src/main/kotlin/com/acme/Cart.kt", 4, "error",
+             "Type mismatch: inferred type is String but Int was expected"),
+            ("app/src/main/kotlin/com/acme/Cart.kt", 9, "warning", "Variable 'unused' is never used")]),
+        ("python-traceback", "service", [
+            ("service/run.py", 3, "error", "ValueError: invalid literal for int() with base 10: 'two'"),
+            ("service/app/prices.py", 6, "error", "ValueError: invalid literal for int() with base 10: 'two'"),
+            ("service/app/prices.py", 2, "error", "ValueError: invalid literal for int() with base 10: 'two'")]),
+        ("go-vet", "gosvc", [
+            ("gosvc/pricing/price.go", 6, "error", 'fmt.Printf format %d has arg "net" of wrong type string')]),
+        # go test names a test file without its package's directory: said, placed nowhere (go test -fullpath places it)
+        ("go-test", "gosvc", [(None, None, "error", "price_test.go:7: Price(100) = 119, want 120")]),
+        ("terraform", "infra", [("infra/main.tf", 12, "error", "Unsupported argument")]),
+    ],
+)  # fmt: skip
+def test_each_tools_errors_land_on_the_repositorys_file_and_line(name, directory, expected):
+    assert found(name, directory) == expected
+
+
+FAILING_SUITE = """
+def login(user):
+    return user.upper()
+
+
+def test_login():
+    assert login("ada") == "Ada"
+
+
+def test_logout():
+    assert True
+"""
+
+
+def test_pytests_own_output_puts_the_assertion_on_its_test_file_and_line(tmp_path):
+    """pytest runs here: a step with `dir: service` that runs pytest prints paths relative to service/."""
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_auth.py").write_text(FAILING_SUITE)
+    ran = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "tests"], cwd=tmp_path,
+                         capture_output=True, text=True, check=False)  # fmt: skip
+    assert ran.returncode == 1
+    annotations = main.annotations_from(main.clean_lines(ran.stdout.splitlines()), "service")
+    assert [(a.path, a.line, a.tool) for a in annotations] == [("service/tests/test_auth.py", 7, "pytest")]
+    assert annotations[0].message.startswith("AssertionError: assert 'ADA' == 'Ada'")
+
+
+@pytest.mark.parametrize(
+    ("line", "directory"),
+    [
+        ("/usr/lib/python3.12/json/decoder.py:355: error: boom", "service"),  # absolute, outside /workspace
+        ("../../etc/passwd.py:1: error: boom", "service"),  # past the repository's root
+        ("/workspace/../etc/shadow.c:1:1: error: boom", ""),
+        ("src/app.c:1:1: error: boom", "/opt/build"),  # a step dir outside the repository
+        ("/workspace/node_modules/left-pad/index.js:3:1: error: boom", ""),  # installed, not the repository's
+        ("localhost:8080: connection refused", ""),  # not a file
+        ("127.0.0.1:5432: error: refused", ""),
+        ("C:\\\\src\\\\app.c:1:1: error: boom", ""),
+    ],
+)
+def test_no_annotation_is_placed_outside_the_repository(line, directory):
+    assert [a for a in main.annotations_from([line], directory) if a.path is not None] == []
+
+
+def test_paths_become_repository_paths():
+    assert main.repository_path("/workspace/service/app.py", "web") == "service/app.py"
+    assert main.repository_path("tests/test_x.py", "service") == "service/tests/test_x.py"
+    assert main.repository_path("./src/../lib/x.ts", "web") == "web/lib/x.ts"
+    assert main.repository_path("x.go", "/workspace/gosvc") == "gosvc/x.go"
+    assert main.repository_path("file:///workspace/app/A.kt", "") == "app/A.kt"
+
+
+def test_at_most_a_hundred_annotations_errors_first():
+    lines = [f"src/w{n}.c:1:1: warning: w" for n in range(60)] + [f"src/e{n}.c:1:1: error: e" for n in range(60)]
+    annotations = main.annotations_from(lines, "")
+    assert len(annotations) == main.ANNOTATIONS_MAX
+    assert [a.severity for a in annotations] == ["error"] * 60 + ["warning"] * 40
+
+
+# --- cleaning: what may leave Google Cloud -------------------------------------------------------------
+
+
+def test_escape_codes_and_control_characters_are_removed_and_lines_clipped():
+    [line] = main.clean_lines(
+        ["\x1b[31mFAILED\x1b[0m \x1b]8;;https://x\x07link\x1b]8;;\x07 a\x00b\u202ec\u200bd" + "x" * 500]
+    )
+    assert line.startswith("FAILED link abcd")
+    assert line.isprintable()
+    assert len(line) <= main.LOG_LINE_MAX
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "ATATT3xFfGF0Zm9vYmFyYmF6cXV4cXV1eDEyMzQ1Njc4OTA",  # Atlassian API token
+        "ATCTT3xFfGN0cmVwb3NpdG9yeWFjY2Vzc3Rva2VuMTIzNDU",  # Bitbucket access token
+        "ATBBa1b2c3d4e5f6g7h8i9j0k1l2",  # app password
+        "NjU2OTAyNTA4NDE0OkqAoD8Zb6WRo9V2L7uyXrAqvT5w",  # Data Center HTTP access token
+        "ghp_1234567890abcdefghijklmnopqrstuvwxyzAB",  # GitHub
+        "github_pat_11ABCDEFG0123456789_abcdefghijklmnop",
+        "AKIAIOSFODNN7EXAMPLE",  # AWS access key id
+        "AIzaSyD-1234567890abcdefghijklmnopqrstu",  # Google API key
+        "ya29.a0AfH6SMBx1234567890abcdef",  # Google OAuth token
+    ],
+)
+def test_anything_shaped_like_a_credential_is_masked(secret):
+    [line] = main.clean_lines([f"token in use: {secret} (from the environment)"])
+    assert secret not in line
+    assert main.MASKED in line
+
+
+@pytest.mark.parametrize(
+    ("raw", "kept"),
+    [
+        ("curl -H 'Authorization: Bearer s3cr3t-v4lue.x' https://x", "Bearer [masked]"),
+        ("git clone https://ci:hunter2-pass@bitbucket.org/acme/app.git", "https://[masked]@bitbucket.org"),
+        ("export AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCY", "AWS_SECRET_ACCESS_KEY=[masked]"),
+        ('{"password": "correct horse battery"}', '"password": "[masked]'),
+    ],
+)
+def test_credentials_in_headers_urls_and_assignments_are_masked_keeping_what_they_are(raw, kept):
+    [line] = main.clean_lines([raw])
+    assert kept in line
+    assert not any(s in line for s in ("s3cr3t", "hunter2", "wJalrX", "horse"))
+
+
+def test_the_functions_own_credentials_are_masked_and_a_private_key_block_removed_whole():
+    lines = main.clean_lines(
+        ["using bb-token-own-1234 now", "-----BEGIN RSA PRIVATE KEY-----", "MIIEow...", "-----END RSA PRIVATE KEY-----",
+         "after"],
+        secrets=["bb-token-own-1234"],
+    )  # fmt: skip
+    assert lines == ["using [masked] now", "[private key removed]", "after"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(st.text(max_size=300), max_size=30), directory=st.sampled_from(["", "service", "/workspace/x"]))
+def test_any_log_text_gives_plain_lines_and_annotations_only_inside_the_repository(lines, directory):
+    secret = "own-secret-value-42"
+    cleaned = main.clean_lines([*lines, f"x {secret} y"], secrets=[secret])
+    assert all(line.isprintable() and len(line) <= main.LOG_LINE_MAX for line in cleaned)
+    assert not any(secret in line for line in cleaned)
+    for annotation in main.annotations_from(cleaned, directory):
+        assert annotation.message.isprintable()
+        if annotation.path is not None:
+            assert not annotation.path.startswith(("/", "..")), annotation.path
+            assert ".." not in annotation.path.split("/")
+
+
+# --- which step is read, and the query ------------------------------------------------------------------
+
+
+def test_the_first_step_that_failed_the_build_is_read_and_a_passing_build_reads_nothing():
+    steps = [{"id": "lint", "status": "FAILURE", "allowFailure": True}, {"id": "unit", "status": "FAILURE",
+             "dir": "service"}, {"id": "deploy", "status": "QUEUED"}]  # fmt: skip
+    step = main.failed_step(build("FAILURE", steps=steps))
+    assert step == main.FailedStep("b-0001", 1, "unit", "service")
+    assert step.label == 'Step #1 - "unit"'
+    assert main.failed_step(build("SUCCESS", steps=steps)) is None
+    assert main.failed_step(build("CANCELLED", steps=steps)) is None
+
+
+def test_without_step_statuses_failure_info_names_the_step():
+    b = build("FAILURE", steps=[{"name": "a"}, {"name": "b"}],
+              failureInfo={"type": "USER_BUILD_STEP", "detail": 'Build step 1 "b" failed: exit status 2'})  # fmt: skip
+    assert main.failed_step(b) == main.FailedStep("b-0001", 1, "", "")
+    assert main.failed_step(b).label == "Step #1"
+
+
+@pytest.mark.parametrize(
+    ("logging", "why"),
+    [("NONE", "the build's logging is NONE"), ("GCS_ONLY", "only to its logs bucket (options.logging GCS_ONLY)")],
+)
+def test_a_build_whose_log_is_not_in_cloud_logging_says_why(logging, why):
+    said = main.failed_step(build("FAILURE", steps=[{"id": "x", "status": "FAILURE"}], options={"logging": logging}))
+    assert isinstance(said, str)
+    assert why in said
+
+
+@given(step_id=st.text(max_size=40).filter(str.isprintable))
+def test_the_query_names_exactly_the_build_and_its_step_whatever_the_steps_id(step_id):
+    step = main.FailedStep("b-0001", 3, step_id, "")
+    clauses = _parse_filter(main.log_filter("acme-ci", step))
+    assert clauses == [
+        [("logName", "projects/acme-ci/logs/cloudbuild")],
+        [("resource.type", "build")],
+        [("resource.labels.build_id", "b-0001")],
+        [("labels.build_step", step.label), ("labels.build_step", "MAIN")],
+    ]
+
+
+# --- the excerpt in the report ------------------------------------------------------------------------------
+
+
+def test_the_excerpt_ends_the_reports_details_and_within_2000_characters_the_last_lines_win():
+    update = main.translate(build("FAILURE", steps=[{"id": "unit", "status": "FAILURE"}]), main.Config())
+    assert isinstance(update, main.Update)
+    assert update.report is not None
+    lines = [f"line {n:03} " + "x" * 150 for n in range(30)]
+    report = update.report.with_excerpt(main.Excerpt("step 0 (unit)", tuple(lines)))
+    assert len(report.details) <= main.DETAILS_MAX
+    assert report.details.endswith(lines[-1])
+    assert "Last lines of step 0 (unit):" in report.details
+    assert lines[0] not in report.details  # the first lines gave way
+    assert report.details.startswith(update.report.details)
