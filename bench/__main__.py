@@ -349,6 +349,58 @@ def bench_calls(stack: Stack) -> None:
             row(f"Cloud Build API calls, {what}", str(asked), "-", "-", "0", asked == 0)
 
 
+# --- 4b. a failing build: its log's last lines and annotations --------------------------------------------
+
+FAILING_STEPS = [{"id": "unit-tests", "name": "python:3.12", "args": ["pytest"], "dir": "service", "status": "FAILURE",
+                  "exitCode": 1}]  # fmt: skip
+
+
+def failing_log(lines: int) -> list[str]:
+    """A pytest step's output: passing tests, then a failure's traceback and the summary."""
+    passing = [
+        f"tests/test_module_{n:03}.py ........                                      [{n:3}%]" for n in range(lines)
+    ]
+    failure = ["", "    def test_login():", ">       assert login('ada') == 'Ada'",
+               "E       AssertionError: assert 'ADA' == 'Ada'", "", "tests/test_auth.py:7: AssertionError",
+               "FAILED tests/test_auth.py::test_login - AssertionError: assert 'ADA' == 'Ada'",
+               f"1 failed, {lines * 8} passed in 12.34s"]  # fmt: skip
+    return passing + failure
+
+
+def bench_failing(stack: Stack, builds: int) -> None:
+    """A failing build's final event (its status, the repository's visibility, its log read, the report and its
+    annotations) beside the same event with the status alone (CODE_INSIGHTS=off), in one run."""
+    env = {**stack.base, **stack.sources["environment variable"]}
+    measured: dict[str, tuple[list[float], list[int], int]] = {}
+    for mode, extra in (("full", {}), ("status alone", {"CODE_INSIGHTS": "off"})):
+        times, calls = [], []
+        reads = stack.google.app.counts["logging.entries.list"]
+        with environment({**env, **extra}), function_log():
+            main._warm = None
+            for n in range(builds):
+                build_id, commit = f"fail-{mode[0]}-{n}", f"{n + 30_000 + (builds if extra else 0):040x}"
+                stack.google.app.write_log("acme-ci", build_id, {'Step #0 - "unit-tests"': failing_log(200)})
+                for status in ("QUEUED", "WORKING"):
+                    main.build_status(background_event(build(status, build_id, commit=commit)), Context())
+                before = len(stack.app.calls)
+                started = time.perf_counter()
+                final = build("FAILURE", build_id, commit=commit, steps=FAILING_STEPS)
+                main.build_status(background_event(final), Context())
+                times.append(time.perf_counter() - started)
+                calls.append(len(stack.app.calls) - before)
+            main._warm = None
+        measured[mode] = (times, calls, stack.google.app.counts["logging.entries.list"] - reads)
+    (full, full_calls, reads), (alone, alone_calls, _) = measured["full"], measured["status alone"]
+    annotated = [c for c in stack.app.calls if c.path.endswith("/annotations")]
+    met = max(full_calls) <= 6 and reads <= 3 * builds and bool(annotated)
+    row("a failing build's final event: Bitbucket calls (first build of a repository, then the next)",
+        f"{full_calls[0]}, then {full_calls[1]}; {reads / builds:.0f} log read each",
+        f"{alone_calls[0]} (status alone)", "-", "<= 6 calls, <= 3 log reads", met)  # fmt: skip
+    a, b = statistics.median(full) * 1000, statistics.median(alone) * 1000
+    row("a failing build's final event: time with its log excerpt and annotations (loopback)", f"{a:.1f} ms",
+        f"{b:.1f} ms the status alone", f"{a / b:.1f}x", "-")  # fmt: skip
+
+
 # --- 5. credential fetches --------------------------------------------------------------
 
 
@@ -599,6 +651,7 @@ def main_cli() -> None:
             bench_cold(stack, runs, margin)
             bench_import(runs)
             bench_calls(stack)
+            bench_failing(stack, 5 if args.quick else 50)
             bench_fetches(stack)
         finally:
             stack.stop()

@@ -68,6 +68,20 @@ def lifecycle(final: str, build_id: str, minute: float, took: float, **kwargs: A
     return messages
 
 
+# What the failing pull request's unit tests printed (go test -fullpath), as Cloud Logging keeps it.
+FAILED_STEP_LOG = [
+    "go: downloading github.com/acme/webapp/internal v0.0.0",
+    "=== RUN   TestLogin",
+    '    /workspace/auth/login_test.go:42: Login("ada@acme.example") = "ADA@ACME.EXAMPLE", want "ada@acme.example"',
+    "--- FAIL: TestLogin (0.00s)",
+    "=== RUN   TestLogout",
+    "--- PASS: TestLogout (0.00s)",
+    "FAIL",
+    "FAIL\tgithub.com/acme/webapp/auth\t0.012s",
+    "FAIL",
+]
+
+
 def morning() -> list[tuple[str, list[dict[str, Any]]]]:
     login = dict(
         repo="acme/webapp", branch="feature/login", source="connection",
@@ -136,6 +150,8 @@ def main() -> int:
         # What Cloud Build's API says of the two connected repositories (2nd-gen connections).
         google.app.repositories[connected_repository("acme/webapp")] = "https://bitbucket.org/acme/webapp.git"
         google.app.repositories[connected_repository("PLAT/payments")] = f"{server_url}/scm/plat/payments.git"
+        # The failing build's log in Cloud Logging: the unit tests' own lines, which its report ends with
+        google.app.write_log("acme-ci", "7d1c9a52-login-1", {'Step #2 - "unit-tests"': FAILED_STEP_LOG})
         storage = Storage()
         stack.append(storage)
         document = json.dumps(credentials(server_url, private_ca[0])).encode()
@@ -230,6 +246,9 @@ def show(bitbucket: Bitbucket) -> None:
             print(f"    history      {path}")
         for report in bitbucket.shown_reports(*repo.split("/"), commit):
             show_report(report)
+        for annotation in bitbucket.shown_annotations(*repo.split("/"), commit):
+            where = f"{annotation.get('path', '-')}:{annotation.get('line', '-')}"
+            print(f"    annotation   {annotation['severity']:<6} {where}  {annotation['summary']}")
 
 
 def show_report(report: dict[str, Any]) -> None:

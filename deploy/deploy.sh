@@ -45,6 +45,9 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"  # `--source=.` uploads what .gcloudignore lets through: main.py and requirements.txt
 
 CONNECTIONS=${CONNECTIONS:-}
+# The log view through which the function reads a failed step's lines: builds' logs only, in each served project.
+LOG_VIEW=${LOG_VIEW:-bitbucket-build-status-builds}
+LOG_EXCERPTS=${LOG_EXCERPTS:-}
 BUILD_PROJECTS=${BUILD_PROJECTS:-}
 # A push subscription's ack deadline must outlast the function's --timeout (150 s).
 ACK_DEADLINE=${ACK_DEADLINE:-180}
@@ -122,6 +125,17 @@ subscribe_projects() {
   done
 }
 
+# A failed step's lines: a log view of the project's _Default bucket that shows builds' logs only, and the
+# function's account allowed to read through it (roles/logging.viewAccessor on the view), nothing else of the logs.
+log_view() {
+  local project=$1 where=(--bucket=_Default --location=global --project="$1")
+  exists gcloud logging views describe "$LOG_VIEW" "${where[@]}" ||
+    run gcloud logging views create "$LOG_VIEW" "${where[@]}" --log-filter='resource.type="build"' \
+      --description="Cloud Build logs, for bitbucket-build-status"
+  run gcloud logging views add-iam-policy-binding "$LOG_VIEW" "${where[@]}" --member="serviceAccount:$SA" \
+    --role=roles/logging.viewAccessor
+}
+
 # The secret both secret sources read (created empty: `make credentials` adds its versions).
 create_secret() {
   exists gcloud secrets describe "$SECRET" --project="$PROJECT" ||
@@ -138,7 +152,8 @@ deploy() {
   fi
   : "${REGION:?set REGION, e.g. make deploy PROJECT=my-project REGION=europe-west1}"
   local apis=(cloudfunctions.googleapis.com run.googleapis.com eventarc.googleapis.com
-    cloudbuild.googleapis.com pubsub.googleapis.com artifactregistry.googleapis.com iam.googleapis.com)
+    cloudbuild.googleapis.com pubsub.googleapis.com artifactregistry.googleapis.com iam.googleapis.com
+    logging.googleapis.com)
   if [ "$SOURCE" != bucket ]; then
     apis+=(secretmanager.googleapis.com)
   else
@@ -174,6 +189,7 @@ deploy() {
   for served in "$PROJECT" $BUILD_PROJECTS; do
     run gcloud projects add-iam-policy-binding "$served" --member="serviceAccount:$SA" \
       --role=roles/cloudbuild.builds.viewer --condition=None
+    log_view "$served"
   done
 
   # Connected repositories: Cloud Build's API says where each lives (cloudbuild.repositories.get);
@@ -223,6 +239,10 @@ deploy() {
     env_vars="SECRETS_BUCKET=$BUCKET,SECRETS_OBJECT=$OBJECT,KMS_CRYPTO_KEY_ID=$KEY_ID"
   fi
 
+  env_vars="LOG_VIEW=$LOG_VIEW,$env_vars"
+  if [ -n "$LOG_EXCERPTS" ]; then
+    env_vars="LOG_EXCERPTS=$LOG_EXCERPTS,$env_vars"
+  fi
   if [ -n "$BUILD_PROJECTS" ]; then
     # Which projects' builds are served (the hub's own too); pushes from the hub's subscriptions are internal.
     env_vars="BUILD_PROJECTS=$PROJECT $BUILD_PROJECTS,$env_vars"  # spaces: --set-env-vars splits on commas

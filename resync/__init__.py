@@ -231,6 +231,14 @@ class Allowance(main.Budget):
                 self.stopped.setdefault(entry.secret, said)
         super().note(entry, headers)
 
+    def spare(self, entry: main.Credential | None) -> bool:
+        """A call beyond a build's own (its report's annotations, a repository's visibility) only within the share."""
+        if entry is None or not super().spare(entry):
+            return entry is None
+        with self._guard:
+            spent = self.spent[entry.secret] + self.reserved[entry.secret]
+            return entry.secret not in self.stopped and spent + 1 <= self.allowed(entry)
+
     def allowed(self, entry: main.Credential) -> int:
         return int(self.share * self.limits.get(entry.secret, self.hourly))
 

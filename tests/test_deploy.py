@@ -98,7 +98,10 @@ BUILD_GRANTS = [
     for role in ("roles/logging.logWriter", "roles/artifactregistry.writer", "roles/storage.objectAdmin")
 ]
 TOKEN_CREATOR = [("iam", SA.removeprefix("serviceAccount:"), PUBSUB_AGENT, "roles/iam.serviceAccountTokenCreator", "")]
-BUILDS_VIEWER = [("projects", "x", SA, "roles/cloudbuild.builds.viewer", "None")]  # which of two builds is newer
+BUILDS_VIEWER = [
+    ("projects", "x", SA, "roles/cloudbuild.builds.viewer", "None"),  # which of two builds is newer
+    ("logging", "bitbucket-build-status-builds", SA, "roles/logging.viewAccessor", ""),  # a failed step's lines
+]
 
 
 @pytest.mark.parametrize("source", ["file", "secret"])
@@ -145,10 +148,14 @@ def test_the_function_is_deployed_as_2nd_gen_python313_on_cloud_builds_with_retr
         )
     elif source == "secret":
         assert (
-            env == "--set-env-vars=THREADS=80,CREDENTIALS_SECRET=projects/x/secrets/bitbucket-build-status-credentials"
+            env == "--set-env-vars=THREADS=80,LOG_VIEW=bitbucket-build-status-builds,"
+            "CREDENTIALS_SECRET=projects/x/secrets/bitbucket-build-status-credentials"
         )
     else:
-        assert env == "--set-env-vars=THREADS=80,BITBUCKET_CREDENTIALS_FILE=/etc/secrets/bitbucket-credentials.json"
+        assert env == (
+            "--set-env-vars=THREADS=80,LOG_VIEW=bitbucket-build-status-builds,"
+            "BITBUCKET_CREDENTIALS_FILE=/etc/secrets/bitbucket-credentials.json"
+        )
         assert (
             "--set-secrets=/etc/secrets/bitbucket-credentials.json=bitbucket-build-status-credentials:latest" in deploy
         )
@@ -240,7 +247,8 @@ def test_a_new_project_gets_every_resource_created(tmp_path, source):
     ran = run_script(tmp_path, "deploy", existing="none", source=source)
     created = [line.split(" --")[0] for line in ran if " create " in line]
     expected = ["pubsub topics create cloud-builds", "iam service-accounts create bitbucket-build-status",
-                "iam service-accounts create bitbucket-build-status-build"]  # fmt: skip
+                "iam service-accounts create bitbucket-build-status-build",
+                "logging views create bitbucket-build-status-builds"]  # fmt: skip
     if source != "bucket":
         expected.append("secrets create bitbucket-build-status-credentials")
     else:
@@ -387,3 +395,20 @@ def test_running_it_again_updates_the_push_subscriptions(tmp_path):
     ran = run_script(tmp_path, "deploy", existing="all", extra={"BUILD_PROJECTS": "team-a"})
     assert any(line.startswith("pubsub subscriptions update bitbucket-build-status-team-a ") for line in ran)
     assert not any(line.startswith("pubsub topics create") for line in ran)
+
+
+def test_each_served_project_gets_a_log_view_of_builds_only_that_the_function_alone_may_read(commands):
+    """A failed step's lines are read through a log view of each project's _Default bucket limited to
+    resource.type="build", with roles/logging.viewAccessor on that view only: no other log of the project."""
+    listed = commands["projects"]
+    views = [c for c in listed if c[1:4] == ["logging", "views", "create"]]
+    grants = [c for c in listed if c[1:4] == ["logging", "views", "add-iam-policy-binding"]]
+    assert [next(a for a in c if a.startswith("--project=")) for c in views] == [
+        "--project=x", "--project=team-a", "--project=team-b"
+    ]  # fmt: skip
+    assert all('--log-filter=resource.type="build"' in c and "--bucket=_Default" in c for c in views)
+    assert [(c[4], c[-2], c[-1]) for c in grants] == [
+        ("bitbucket-build-status-builds", f"--member={SA}", "--role=roles/logging.viewAccessor")
+    ] * 3
+    [deploy] = [c for c in listed if c[1:3] == ["functions", "deploy"]]
+    assert "LOG_VIEW=bitbucket-build-status-builds" in next(a for a in deploy if a.startswith("--set-env-vars="))

@@ -155,6 +155,8 @@ def test_the_demo_runs_to_the_end_and_shows_every_kind_of_transition():
     assert "Did not post INPROGRESS (Running): Bitbucket already shows this or a later state" in out
     assert "written by   credential entry 1 (the webapp repository's access token)" in out
     assert "written by   credential entry 2 (the ops repositories' access token)" in out
+    assert "      | Last lines of step 2 (unit-tests):" in out  # why it failed, in the failed run's report
+    assert 'annotation   HIGH   auth/login_test.go:42  Login("ada@acme.example") = "ADA@ACME.EXAMPLE"' in out
 
 
 def test_a_binary_mode_cloudevent_from_eventarc_lands_with_credentials_from_secret_manager(bitbucket, google, tmp_path):
