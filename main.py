@@ -14,10 +14,12 @@ The module reads top to bottom as the data flows; each section has a banner:
     Translation: the state map          (Cloud Build status → state, description, phase)
     Translation: the repository         (which repository, commit and branch)
     Translation: the status             (a pure function from Build to what to post, and its report)
+    Translation: a failed step's log    (which step, the query, cleaning lines, the matchers, annotations)
     Credentials                         (the document, its sources, OAuth tokens)
     Sending a request                   (one session, retries, deadline, the budget, CA files)
     The Bitbucket client: two sites     (Bitbucket Cloud and Data Center, side by side)
     Cloud Build's API                   (where a connected repository lives, when a build was created)
+    The failed step's log: Cloud Logging (its last lines, read again while the log is not complete)
     Reporting: never backwards          (and the newest build winning)
     Logging
     The warm instance                   (what one instance keeps between events)
@@ -30,7 +32,8 @@ Where to look:
     what is sent, and where           BitbucketCloud, BitbucketDataCenter (bodies, paths); send (the request)
     never backwards, newest build     Reporter.report, _replaces
     credentials                       Keyring, parse_credentials, credential_source
-    the Code Insights report          report_of, report_fields
+    the Code Insights report          report_of, report_fields, Reporter._write_report
+    a failed step's lines, annotations failed_step, clean_lines, MATCHERS, annotations_from, CloudLogging
     which project a delivery is from  delivered_from, refused_origin
 """
 
@@ -1122,7 +1125,7 @@ def log_filter(project: str, step: FailedStep) -> str:
     """Cloud Logging's filter for the step's lines and Cloud Build's own (MAIN: its last line says the log is
     complete); every value quoted, so none can change the query."""
     return (
-        f"logName={quoted(f'projects/{project}/logs/cloudbuild')} AND resource.type=\"build\" "
+        f'logName={quoted(f"projects/{project}/logs/cloudbuild")} AND resource.type="build" '
         f"AND resource.labels.build_id={quoted(step.build_id)} "
         f'AND (labels.build_step={quoted(step.label)} OR labels.build_step="MAIN")'
     )
