@@ -236,6 +236,7 @@ class Config:
     log_excerpt_lines: float = DEFAULT_LOG_EXCERPT_LINES
     log_wait_seconds: float = DEFAULT_LOG_WAIT_SECONDS  # how long a log not complete yet is waited for
     log_view: str = ""  # LOG_VIEW: the log view (of each project's _Default bucket) the function may read
+    test_report_buckets: frozenset[str] = frozenset()  # TEST_REPORT_BUCKETS: the only buckets JUnit files are read from
     connections: int = 10  # kept open per site: the Functions Framework's THREADS, events handled at once
     build_projects: frozenset[str] = frozenset()  # BUILD_PROJECTS: the projects whose builds are served; none: any
 
@@ -250,6 +251,9 @@ class Config:
         excerpts = env.get("LOG_EXCERPTS", "private").strip().lower() or "private"
         if excerpts not in ("private", "all", "off"):
             raise ConfigurationError("LOG_EXCERPTS must be private, all or off")
+        buckets = frozenset(env.get("TEST_REPORT_BUCKETS", "").replace(",", " ").split())
+        if any(not BUCKET_RE.fullmatch(b) for b in buckets):
+            raise ConfigurationError("TEST_REPORT_BUCKETS must be bucket names, separated by spaces or commas")
         view = env.get("LOG_VIEW", "").strip()
         if view and not LOG_VIEW_RE.fullmatch(view):
             raise ConfigurationError("LOG_VIEW must be a log view's ID (letters, digits, '_' and '-')")
@@ -265,6 +269,7 @@ class Config:
             code_insights=switch == "on",
             log_excerpts=excerpts,
             log_view=view,
+            test_report_buckets=buckets,
             connections=connections,
             build_projects=projects,
         )
@@ -834,6 +839,7 @@ class CommitStatus:
     tag: str | None = None
     parent: str = ""  # the trigger's name, else the key: what a Required builds merge check names
     duration_ms: int | None = None  # of a finished build
+    tests: tuple[int, int, int] | None = None  # (passed, failed, skipped) of its JUnit files, when read
 
     @property
     def is_final(self) -> bool:
@@ -939,13 +945,15 @@ class Report:
     warnings: int
     log: FailedStep | str | None = None  # the failed step whose lines it may show, or why none can be read
     annotations: tuple[Annotation, ...] = ()
+    tests: str = ""  # its test results' counts, when read
 
     def with_excerpt(self, excerpt: Excerpt) -> Report:
         """The report with the failed step's last lines ending its details (within DETAILS_MAX: the last lines
         win) and the errors found in them as its annotations."""
+        annotations = merged(self.annotations, excerpt.annotations)
         if not excerpt.lines:
             note = f"\nNo log excerpt: {excerpt.note}" if excerpt.note else ""
-            return replace(self, details=_clip(self.details + note, DETAILS_MAX), annotations=excerpt.annotations)
+            return replace(self, details=_clip(self.details + note, DETAILS_MAX), annotations=annotations)
         said = f" ({excerpt.note})" if excerpt.note else ""
         head = f"{self.details}\nLast lines of {excerpt.step}{said}:"
         room, tail = DETAILS_MAX - len(head), []
@@ -955,7 +963,7 @@ class Report:
             tail.append(line)
             room -= len(line) + 1
         details = "\n".join([_clip(head, DETAILS_MAX), *reversed(tail)])
-        return replace(self, details=details, annotations=excerpt.annotations)
+        return replace(self, details=details, annotations=annotations)
 
     @property
     def shared(self) -> dict[str, str]:
@@ -1005,14 +1013,19 @@ def report_of(build: Mapping[str, Any], status: CommitStatus) -> Report:
     )
 
 
+REPORT_FIELDS_MAX = 6  # Data Center's limit (Cloud's is 10): the last fields give way
+
+
 def report_fields(report: Report, link_text: str) -> list[dict[str, Any]]:
-    """The data fields a reviewer scans first (at most 6, Data Center's limit; Cloud's is 10); the sites
-    name a link's text differently (`link_text`)."""
+    """The data fields a reviewer scans first, at most REPORT_FIELDS_MAX (with test results, the steps' count or
+    the warnings give way); the sites name a link's text differently (`link_text`)."""
     fields: list[dict[str, Any]] = []
     if report.duration_ms is not None:
         fields.append({"title": "Duration", "type": "DURATION", "value": report.duration_ms})
     if report.steps.failed_step:
         fields.append({"title": "Failed step", "type": "TEXT", "value": _clip(report.steps.failed_step, FIELD_MAX)})
+    if report.tests:
+        fields.append({"title": "Tests", "type": "TEXT", "value": report.tests})
     if report.steps.total:
         fields.append(
             {"title": "Steps passed", "type": "TEXT", "value": f"{report.steps.passed} of {report.steps.total}"}
@@ -1022,7 +1035,7 @@ def report_fields(report: Report, link_text: str) -> list[dict[str, Any]]:
     fields.append({"title": "Build log", "type": "LINK", "value": {link_text: "Cloud Build log", "href": report.link}})
     if report.warnings:
         fields.append({"title": "Warnings", "type": "NUMBER", "value": report.warnings})
-    return fields
+    return fields[:REPORT_FIELDS_MAX]
 
 
 class BuildRef(NamedTuple):
@@ -1238,6 +1251,19 @@ class Annotation:
         return hashlib.sha1(raw, usedforsecurity=False).hexdigest()[:32]
 
 
+def merged(*groups: Iterable[Annotation]) -> tuple[Annotation, ...]:
+    """Annotations of several sources, one per file and line (the first source's first), errors first, at most
+    ANNOTATIONS_MAX."""
+    found: dict[tuple[str | None, int | None], Annotation] = {}
+    for annotation in (a for group in groups for a in group):
+        if annotation.path is None and annotation.line is None:
+            found[(None, len(found))] = annotation  # report-level: each its own
+        else:
+            found.setdefault((annotation.path, annotation.line), annotation)
+    kept = sorted(found.values(), key=lambda a: a.severity != "error")
+    return tuple(kept[:ANNOTATIONS_MAX])
+
+
 def annotations_from(lines: Sequence[str], directory: str) -> tuple[Annotation, ...]:
     """The errors the matchers find in a failed step's (cleaned) lines, on the repository's paths: one per file and
     line, a file's own only where none of its lines has one, errors first, at most ANNOTATIONS_MAX."""
@@ -1329,6 +1355,150 @@ def excerpt_of(step: FailedStep, lines: Sequence[str], complete: bool, shown: in
     if not cleaned:
         note = f"Cloud Logging had no line of {name}{'' if complete else ' yet'}"
     return Excerpt(name, tuple(cleaned[-shown:] if shown > 0 else ()), annotations_from(cleaned, step.directory), note)
+
+
+# --- Translation: test results (pure) -------------------------------------------
+
+TEST_REPORTS_SUBSTITUTION = "_BITBUCKET_TEST_REPORTS"
+GCS_URL_RE = re.compile(r"gs://(?P<bucket>[a-z0-9][a-z0-9._-]{1,220}[a-z0-9])/(?P<name>[^#\s]*)(?:#(?P<generation>\d+))?")
+BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]", re.ASCII)
+TEST_FILES_MAX = 50
+TEST_FILE_BYTES_MAX = 5 * 1024 * 1024
+TEST_BYTES_MAX = 20 * 1024 * 1024
+FAILED_TESTS_SHOWN = 5  # in the report's details
+FAILURE_PLACE_RE = re.compile(r"(?P<path>[^\s:\"'()\[\]]+\.[A-Za-z]\w{0,9}):(?P<line>\d+)")
+
+
+@dataclass(frozen=True)
+class TestSources:
+    """Where a build's JUnit files are: a folder its author named, and (a passing build's) artifact manifest."""
+
+    folder: tuple[str, str] | None = None  # (bucket, prefix) of _BITBUCKET_TEST_REPORTS
+    manifest: tuple[str, str] | None = None  # (bucket, object) of results.artifactManifest
+
+
+def test_sources(build: Mapping[str, Any]) -> TestSources | None:
+    """The build's test report files' places, or None for a build that names none (or is not finished)."""
+    if STATUS_MAP.get(build.get("status"), Meaning("", "", 0)).phase != FINAL:  # type: ignore[arg-type]
+        return None
+    named = GCS_URL_RE.fullmatch(_text(substitutions(build).get(TEST_REPORTS_SUBSTITUTION)))
+    manifest = GCS_URL_RE.fullmatch(_text(_dict(build.get("results")).get("artifactManifest")))
+    folder = (named["bucket"], named["name"]) if named else None
+    listed = (manifest["bucket"], manifest["name"]) if manifest and build.get("status") == "SUCCESS" else None
+    return TestSources(folder, listed) if folder or listed else None
+
+
+def manifest_files(text: str) -> list[tuple[str, str, str]]:
+    """The (bucket, object, generation) of the XML files an artifact manifest lists (one JSON object a line)."""
+    found = []
+    for line in text.splitlines():
+        try:
+            location = _text(_dict(json.loads(line)).get("location"))
+        except ValueError:
+            continue
+        if (place := GCS_URL_RE.fullmatch(location)) and place["name"].endswith(".xml"):
+            found.append((place["bucket"], place["name"], place["generation"] or ""))
+    return found
+
+
+@dataclass(frozen=True)
+class FailedTest:
+    name: str  # classname.name, as a reviewer finds it
+    message: str
+    text: str  # the failure's text (a traceback, an assertion)
+    file: str  # the testcase's file attribute, when the dialect gives one
+    line: int | None  # its line attribute (1-based here)
+
+
+@dataclass(frozen=True)
+class TestResults:
+    passed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    failures: tuple[FailedTest, ...] = ()
+    partial: bool = False  # a bound was reached, or a file could not be read
+
+    @property
+    def total(self) -> int:
+        return self.passed + self.failed + self.skipped
+
+    def __add__(self, other: TestResults) -> TestResults:
+        return TestResults(self.passed + other.passed, self.failed + other.failed, self.skipped + other.skipped,
+                           self.failures + other.failures, self.partial or other.partial)  # fmt: skip
+
+    def counts(self) -> str:
+        """'2 of 215 tests failed', '213 tests passed (2 skipped)', '(partial)' when a bound was reached."""
+        if self.failed:
+            said = f"{self.failed} of {self.total} tests failed"
+        else:
+            said = f"{self.passed} tests passed" + (f" ({self.skipped} skipped)" if self.skipped else "")
+        return said + (" (partial)" if self.partial else "")
+
+
+def parse_junit(data: bytes) -> TestResults:
+    """One JUnit XML file (pytest xunit1 and xunit2, Maven Surefire and Failsafe, gotestsum, jest-junit; a
+    <testsuites> root or a bare <testsuite>): its counts and failed tests. Parsed with defusedxml, so entity
+    declarations and external entities are refused; ValueError for a file that is not JUnit or not well-formed."""
+    import defusedxml.ElementTree
+    from defusedxml import DefusedXmlException
+    from junitparser import Error, Failure, JUnitXml, Skipped, TestSuite
+
+    try:
+        root = defusedxml.ElementTree.fromstring(data)
+    except (DefusedXmlException, SyntaxError, ValueError) as error:
+        raise ValueError(type(error).__name__) from None
+    if root.tag not in ("testsuites", "testsuite"):
+        raise ValueError(f"its root is <{_clip(root.tag, 40)}>, not <testsuites> or <testsuite>")
+    parsed = JUnitXml.fromroot(root)
+    suites = [parsed] if isinstance(parsed, TestSuite) else list(parsed)
+    results = TestResults()
+    for case in (case for suite in suites for case in suite):
+        outcomes = case.result
+        failure = next((r for r in outcomes if isinstance(r, (Failure, Error))), None)
+        if failure is not None:
+            line = case._elem.get("line")  # pytest's xunit1: 0-based, the test function's `def`
+            name = ".".join(p for p in (case.classname, case.name) if p)
+            failed = FailedTest(_clip(plain(name), FIELD_MAX), _clip(plain(failure.message or ""), FIELD_MAX),
+                                failure.text or "", case._elem.get("file") or "",
+                                int(line) + 1 if line and line.isdigit() else None)  # fmt: skip
+            results += TestResults(failed=1, failures=(failed,))
+        elif any(isinstance(r, Skipped) for r in outcomes):
+            results += TestResults(skipped=1)
+        else:
+            results += TestResults(passed=1)
+    return results
+
+
+def test_annotations(results: TestResults, directory: str) -> list[Annotation]:
+    """One annotation per failed test: at the last place in its failure's text that is in the repository, else at
+    its file and line attributes, else on no file (the report's own)."""
+    found = []
+    for test in results.failures:
+        places = [(repository_path(m["path"], directory), int(m["line"])) for m in FAILURE_PLACE_RE.finditer(test.text)]
+        place = next(((p, n) for p, n in reversed(places) if p and n > 0), None)
+        if place is None and test.file and (path := repository_path(test.file, directory)):
+            place = (path, test.line)
+        message = f"{test.name}: {test.message}" if test.message else f"{test.name} failed"
+        found.append(Annotation(place[0] if place else None, place[1] if place else None, "error",
+                                _clip(plain(message), SUMMARY_MAX), "JUnit"))  # fmt: skip
+    return found
+
+
+def with_tests(update: Update, results: TestResults) -> Update:
+    """The update with its test results: the counts end the status's description (on both sites) and ride on a
+    server's status (testResults); the report names them and its first failed tests, and annotates them."""
+    status = update.status
+    head = status.description.partition(": ")[0] if results.failed else status.description
+    status = replace(status, description=_clip(f"{head}: {results.counts()}", DESCRIPTION_MAX),
+                     tests=(results.passed, results.failed, results.skipped))  # fmt: skip
+    report = update.report
+    if report is not None:
+        directory = report.log.directory if isinstance(report.log, FailedStep) else ""
+        shown = [f"{t.name}: {t.message}" if t.message else t.name for t in results.failures[:FAILED_TESTS_SHOWN]]
+        lines = [f"Tests: {results.counts()}", *(f"Failed test: {_clip(s, LINE_MAX - 13)}" for s in shown)]
+        report = replace(report, details=_clip("\n".join([report.details, *lines]), DETAILS_MAX),
+                         tests=results.counts(), annotations=tuple(test_annotations(results, directory)))  # fmt: skip
+    return replace(update, status=status, report=report)
 
 
 # --- Credentials -------------------------------------------------------------
@@ -2036,6 +2206,8 @@ class BitbucketDataCenter:
             body["ref"] = f"refs/heads/{status.refname}" if status.refname else f"refs/tags/{status.tag}"
         if status.duration_ms is not None:
             body["duration"] = status.duration_ms
+        if status.tests is not None:
+            body["testResults"] = dict(zip(("successful", "failed", "skipped"), status.tests, strict=True))
         return body
 
     def read(self, repository: Repository, commit: str, key: str) -> RemoteStatus | None:
@@ -2300,6 +2472,100 @@ class CloudLogging:
 def _text_raw(value: Any) -> str:
     """A log line as written (its indentation kept), or "" for none."""
     return value.rstrip("\n") if isinstance(value, str) else ""
+
+
+# --- Test results: Cloud Storage ---------------------------------------------------
+
+
+class TestReports:
+    """A build's JUnit files, read from Cloud Storage with the function's Google credentials — only from the
+    deployment's TEST_REPORT_BUCKETS, at most TEST_FILES_MAX files, TEST_FILE_BYTES_MAX a file and TEST_BYTES_MAX
+    in all (past a bound the counts say they are partial). Reading them never costs the status: any failure only
+    leaves the counts out, or partial."""
+
+    def __init__(self, buckets: frozenset[str]) -> None:
+        self.buckets = buckets
+        self._client: Any = None
+        self._warned: set[str] = set()
+        self._lock = threading.Lock()
+
+    def read(self, sources: TestSources) -> TestResults | None:
+        files: list[tuple[str, str, str]] = []
+        partial = False
+        try:
+            if sources.folder and self._allowed(sources.folder[0]):
+                files += self._listed(*sources.folder)
+            if sources.manifest and self._allowed(sources.manifest[0]):
+                text = self._download(sources.manifest[0], sources.manifest[1], "", TEST_FILE_BYTES_MAX)
+                listed = manifest_files(text.decode("utf-8", "replace")) if text is not None else []
+                files += [f for f in listed if self._allowed(f[0])]
+        except Exception as error:  # google.api_core errors, imported lazily; a transport failure
+            self._failed(error, "listing the test report files")
+            return None
+        if not files:
+            return None
+        if len(files) > TEST_FILES_MAX:
+            files, partial = files[:TEST_FILES_MAX], True
+        results, read = TestResults(partial=partial), 0
+        for bucket, name, generation in files:
+            if read >= TEST_BYTES_MAX or time_left() < WRITES_RESERVE:
+                return results + TestResults(partial=True)
+            try:
+                data = self._download(bucket, name, generation, min(TEST_FILE_BYTES_MAX, TEST_BYTES_MAX - read))
+            except Exception as error:
+                self._failed(error, f"reading gs://{bucket}/{_clip(name, 100)}")
+                results += TestResults(partial=True)
+                continue
+            if data is None:  # past a bound
+                results += TestResults(partial=True)
+                continue
+            read += len(data)
+            try:
+                results += parse_junit(data)
+            except ValueError as error:
+                log("WARNING", f"Skipped the test report gs://{bucket}/{_clip(plain(name), 100)}: not a JUnit XML file "
+                               f"({error})")  # fmt: skip
+                results += TestResults(partial=True)
+        return results
+
+    def _allowed(self, bucket: str) -> bool:
+        if bucket in self.buckets:
+            return True
+        with self._lock:
+            warn = bucket not in self._warned
+            self._warned.add(bucket)
+        if warn:
+            log("WARNING", f"A build names test reports in gs://{bucket}, which is not one of TEST_REPORT_BUCKETS: "
+                           "nothing is read from it")  # fmt: skip
+        return False
+
+    def _listed(self, bucket: str, prefix: str) -> list[tuple[str, str, str]]:
+        storage = self._storage()
+        blobs = storage.list_blobs(bucket, prefix=prefix, max_results=10 * TEST_FILES_MAX, timeout=google_timeout())
+        return sorted((bucket, b.name, "") for b in blobs if b.name.endswith(".xml"))
+
+    def _download(self, bucket: str, name: str, generation: str, limit: int) -> bytes | None:
+        """The object, or None when it is larger than `limit` (nothing past it is read)."""
+        blob = self._storage().bucket(bucket).blob(name, generation=int(generation) if generation else None)
+        data: bytes = blob.download_as_bytes(start=0, end=limit, timeout=google_timeout())
+        return None if len(data) > limit else data
+
+    def _storage(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                from google.cloud import storage
+
+                self._client = storage.Client()
+            return self._client
+
+    def _failed(self, error: Exception, what: str) -> None:
+        code = getattr(error, "code", None)
+        if code == 403:
+            grant = "roles/storage.objectViewer on the bucket (make deploy TEST_REPORT_BUCKETS=...)"
+            log("WARNING", f"Cloud Storage refused {what} (403): give the function's service account {grant}")
+        elif code != 404:
+            said = f"{type(error).__name__}{f' {code}' if code else ''}"
+            log("WARNING", f"Test results left out: {what} failed ({said})")
 
 
 # --- Reporting: never backwards ------------------------------------------------
@@ -2650,6 +2916,7 @@ class WarmInstance:
     keyring: Keyring
     cloud_build: CloudBuild
     reporter: Reporter
+    tests: TestReports | None = None
 
     @classmethod
     def from_env(
@@ -2670,7 +2937,7 @@ class WarmInstance:
         logs = CloudLogging(config.logging_api_url, cloud_build, config.log_view, config.log_wait_seconds)
         reporter = Reporter(*sites, keyring, budget, cloud_build, reports_for_shown=reports_for_shown, logs=logs,
                             log_excerpts=config.log_excerpts, log_lines=int(config.log_excerpt_lines))  # fmt: skip
-        return cls(config, keyring, cloud_build, reporter)
+        return cls(config, keyring, cloud_build, reporter, TestReports(config.test_report_buckets))
 
 
 _warm: WarmInstance | None = None
@@ -2773,6 +3040,8 @@ def report_build(
         if isinstance(decision, Skip):
             return Result(SKIPPED, decision.severity, f"Skipped: {decision.reason}")
         fields.update(_log_fields(build, decision))
+        if warm.tests is not None and (sources := test_sources(build)) and (results := warm.tests.read(sources)):
+            decision = with_tests(decision, results)
         try:
             return post(decision, published, warm, fields)
         except NotServed as error:  # the document changed while the event was on its way

@@ -48,6 +48,8 @@ CONNECTIONS=${CONNECTIONS:-}
 # The log view through which the function reads a failed step's lines: builds' logs only, in each served project.
 LOG_VIEW=${LOG_VIEW:-bitbucket-build-status-builds}
 LOG_EXCERPTS=${LOG_EXCERPTS:-}
+# Buckets where builds leave JUnit files: the function may read objects there, and nowhere else.
+TEST_REPORT_BUCKETS=${TEST_REPORT_BUCKETS:-}
 BUILD_PROJECTS=${BUILD_PROJECTS:-}
 # A push subscription's ack deadline must outlast the function's --timeout (150 s).
 ACK_DEADLINE=${ACK_DEADLINE:-180}
@@ -239,6 +241,14 @@ deploy() {
     env_vars="SECRETS_BUCKET=$BUCKET,SECRETS_OBJECT=$OBJECT,KMS_CRYPTO_KEY_ID=$KEY_ID"
   fi
 
+  local bucket
+  for bucket in $TEST_REPORT_BUCKETS; do
+    run gcloud storage buckets add-iam-policy-binding "gs://$bucket" --member="serviceAccount:$SA" \
+      --role=roles/storage.objectViewer --project="$PROJECT"
+  done
+  if [ -n "$TEST_REPORT_BUCKETS" ]; then
+    env_vars="TEST_REPORT_BUCKETS=$TEST_REPORT_BUCKETS,$env_vars"  # spaces: --set-env-vars splits on commas
+  fi
   env_vars="LOG_VIEW=$LOG_VIEW,$env_vars"
   if [ -n "$LOG_EXCERPTS" ]; then
     env_vars="LOG_EXCERPTS=$LOG_EXCERPTS,$env_vars"

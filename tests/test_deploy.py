@@ -66,6 +66,7 @@ def commands() -> dict[str, list[list[str]]]:
     found["connector"] = dry_run("deploy", "file", "CONNECTIONS=bb-dc bb-cloud", "VPC_CONNECTOR=corp-connector")
     found["direct"] = dry_run("deploy", "file", "NETWORK=corp", "SUBNET=corp-europe-west1")
     found["projects"] = dry_run("deploy", "file", "BUILD_PROJECTS=team-a team-b")
+    found["reports"] = dry_run("deploy", "file", "TEST_REPORT_BUCKETS=acme-reports acme-artifacts")
     return found
 
 
@@ -412,3 +413,16 @@ def test_each_served_project_gets_a_log_view_of_builds_only_that_the_function_al
     ] * 3
     [deploy] = [c for c in listed if c[1:3] == ["functions", "deploy"]]
     assert "LOG_VIEW=bitbucket-build-status-builds" in next(a for a in deploy if a.startswith("--set-env-vars="))
+
+
+def test_test_report_buckets_get_object_read_for_the_function_and_nothing_more(commands):
+    """A build's author names where its JUnit files are: the function may read only the deployment's buckets."""
+    storage = [g for g in grants(commands["reports"]) if g[0] == "storage"]
+    assert storage == [
+        ("storage", f"gs://{bucket}", SA, "roles/storage.objectViewer", "")
+        for bucket in ("acme-reports", "acme-artifacts")
+    ]
+    [deploy] = [c for c in commands["reports"] if c[1:3] == ["functions", "deploy"]]
+    assert "TEST_REPORT_BUCKETS=acme-reports acme-artifacts" in next(
+        a for a in deploy if a.startswith("--set-env-vars=")
+    )
