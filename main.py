@@ -1360,7 +1360,9 @@ def excerpt_of(step: FailedStep, lines: Sequence[str], complete: bool, shown: in
 # --- Translation: test results (pure) -------------------------------------------
 
 TEST_REPORTS_SUBSTITUTION = "_BITBUCKET_TEST_REPORTS"
-GCS_URL_RE = re.compile(r"gs://(?P<bucket>[a-z0-9][a-z0-9._-]{1,220}[a-z0-9])/(?P<name>[^#\s]*)(?:#(?P<generation>\d+))?")
+GCS_URL_RE = re.compile(
+    r"gs://(?P<bucket>[a-z0-9][a-z0-9._-]{1,220}[a-z0-9])/(?P<name>[^#\s]*)(?:#(?P<generation>\d+))?"
+)
 BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]", re.ASCII)
 TEST_FILES_MAX = 50
 TEST_FILE_BYTES_MAX = 5 * 1024 * 1024
