@@ -1460,7 +1460,7 @@ def parse_junit(data: bytes) -> TestResults:
         if failure is not None:
             line = case._elem.get("line")  # pytest's xunit1: 0-based, the test function's `def`
             name = ".".join(p for p in (case.classname, case.name) if p)
-            failed = FailedTest(_clip(plain(name), FIELD_MAX), _clip(plain(failure.message or ""), FIELD_MAX),
+            failed = FailedTest(_clip(plain(name), FIELD_MAX), _clip(plain(_failure_message(failure)), FIELD_MAX),
                                 failure.text or "", case._elem.get("file") or "",
                                 int(line) + 1 if line and line.isdigit() else None)  # fmt: skip
             results += TestResults(failed=1, failures=(failed,))
@@ -1469,6 +1469,15 @@ def parse_junit(data: bytes) -> TestResults:
         else:
             results += TestResults(passed=1)
     return results
+
+
+def _failure_message(failure: Any) -> str:
+    """A failure's own message, else (gotestsum says only "Failed") the first line of its text that says more."""
+    message = (failure.message or "").strip()
+    if len(message) > len("Failed"):
+        return message
+    said = (line.strip() for line in (failure.text or "").splitlines())
+    return next((line for line in said if line and not line.startswith(("=== ", "--- "))), message)
 
 
 def test_annotations(results: TestResults, directory: str) -> list[Annotation]:

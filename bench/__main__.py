@@ -401,6 +401,44 @@ def bench_failing(stack: Stack, builds: int) -> None:
         f"{b:.1f} ms the status alone", f"{a / b:.1f}x", "-")  # fmt: skip
 
 
+def junit_file(tests: int, failing: int, suite: str) -> bytes:
+    cases = [f'<testcase classname="{suite}" name="test_{n}" time="0.01"/>' for n in range(tests - failing)]
+    for n in range(failing):
+        cases.append(f'<testcase classname="{suite}" name="test_fails_{n}"><failure message="assert {n} == {n + 1}">'
+                     f"tests/test_{suite}.py:{10 + n}: AssertionError</failure></testcase>")  # fmt: skip
+    return f'<testsuites><testsuite name="{suite}" tests="{tests}">{"".join(cases)}</testsuite></testsuites>'.encode()
+
+
+def bench_test_files(stack: Stack, builds: int) -> None:
+    """A failing build's final event that reads two JUnit files of 200 tests from Cloud Storage (the emulator)
+    beside the same build with no test files, in one run."""
+    env = {**stack.base, **stack.sources["environment variable"], "TEST_REPORT_BUCKETS": "bench-reports",
+           "STORAGE_EMULATOR_HOST": stack.storage.host, "LOG_EXCERPTS": "off"}  # fmt: skip
+    times: dict[str, list[float]] = {"with": [], "without": []}
+    downloads = stack.storage.downloads
+    with environment(env), function_log():
+        main._warm = None
+        for n in range(builds):
+            for kind in ("with", "without") if n % 2 == 0 else ("without", "with"):
+                build_id, commit = f"tests-{kind}-{n}", f"{n + 40_000 + (builds if kind == 'with' else 0):040x}"
+                subs = {"COMMIT_SHA": commit}
+                if kind == "with":
+                    for part in ("api", "web"):
+                        stack.storage.put("bench-reports", f"{build_id}/{part}.xml", junit_file(200, 2, part))
+                    subs["_BITBUCKET_TEST_REPORTS"] = f"gs://bench-reports/{build_id}/"
+                final = build("FAILURE", build_id, commit=commit, substitutions=subs)
+                started = time.perf_counter()
+                main.build_status(background_event(final), Context())
+                times[kind].append(time.perf_counter() - started)
+        main._warm = None
+    read = stack.storage.downloads - downloads
+    shown = [s["description"] for s in stack.app.shown("acme", "webapp", f"{40_000 + builds:040x}")]
+    a, b = statistics.median(times["with"]) * 1000, statistics.median(times["without"]) * 1000
+    row("a failing build's final event with two JUnit files of 200 tests (storage emulator)", f"{a:.1f} ms",
+        f"{b:.1f} ms without test files", f"{a / b:.1f}x", "2 reads a build, '4 of 400 tests failed' shown",
+        read == 2 * builds and shown == ["Failed after 3m 12s: 4 of 400 tests failed"])  # fmt: skip
+
+
 # --- 5. credential fetches --------------------------------------------------------------
 
 
@@ -652,6 +690,7 @@ def main_cli() -> None:
             bench_import(runs)
             bench_calls(stack)
             bench_failing(stack, 5 if args.quick else 50)
+            bench_test_files(stack, 4 if args.quick else 40)
             bench_fetches(stack)
         finally:
             stack.stop()

@@ -82,6 +82,27 @@ FAILED_STEP_LOG = [
 ]
 
 
+# The JUnit files the two builds leave in Cloud Storage: the failing one copies gotestsum's file before it fails
+# (_BITBUCKET_TEST_REPORTS), the passing one lists Surefire's among its artifacts (results.artifactManifest).
+REPORTS_BUCKET = "demo-test-reports"
+LOGIN_JUNIT = """<testsuites tests="3" failures="1">
+  <testsuite name="github.com/acme/webapp/auth" tests="3" failures="1">
+    <testcase classname="github.com/acme/webapp/auth" name="TestLogin">
+      <failure message="Failed">=== RUN   TestLogin
+    /workspace/auth/login_test.go:42: Login("ada@acme.example") = "ADA@ACME.EXAMPLE", want "ada@acme.example"
+--- FAIL: TestLogin (0.00s)</failure>
+    </testcase>
+    <testcase classname="github.com/acme/webapp/auth" name="TestLogout"/>
+    <testcase classname="github.com/acme/webapp/auth" name="TestSession"/>
+  </testsuite>
+</testsuites>"""
+PAYMENTS_JUNIT = (
+    "<testsuite name='com.acme.payments.LedgerTest' tests='12'>"
+    + "".join(f"<testcase classname='com.acme.payments.LedgerTest' name='case{n}'/>" for n in range(11))
+    + "<testcase classname='com.acme.payments.LedgerTest' name='archive'><skipped/></testcase></testsuite>"
+)
+
+
 def morning() -> list[tuple[str, list[dict[str, Any]]]]:
     login = dict(
         repo="acme/webapp", branch="feature/login", source="connection",
@@ -89,6 +110,7 @@ def morning() -> list[tuple[str, list[dict[str, Any]]]]:
     )  # fmt: skip
     failed = lifecycle("FAILURE", "7d1c9a52-login-1", 0, 2.1, commit="1" * 40, **login)
     failed[-1]["failureInfo"] = {"type": "USER_BUILD_STEP", "detail": 'Build step 2 "go test ./..." failed'}
+    failed[-1]["substitutions"]["_BITBUCKET_TEST_REPORTS"] = f"gs://{REPORTS_BUCKET}/7d1c9a52-login-1/"
     failed[-1]["steps"] = [
         {"id": "vet", "name": "golang:1.23", "args": ["go", "vet", "./..."], "status": "SUCCESS"},
         {"id": "lint", "name": "golangci/golangci-lint", "args": ["golangci-lint", "run"], "status": "FAILURE",
@@ -117,6 +139,7 @@ def morning() -> list[tuple[str, list[dict[str, Any]]]]:
         "SUCCESS", "9a0b1c2d-payments-7", 58, 6.4, repo="PLAT/payments", commit="5" * 40, branch="release/2.4",
         trigger_id="77e1d0c4-8f2a-4b6e-9c3d-payments0rel", trigger_name="payments-release", source="connection",
     )  # fmt: skip
+    payments[-1]["results"] = {"artifactManifest": f"gs://{REPORTS_BUCKET}/artifacts-9a0b1c2d-payments-7.json"}
     return [
         ("08:00 a pull request's build fails", failed),
         ("08:14 the fix is pushed, and the build passes", fixed),
@@ -156,6 +179,10 @@ def main() -> int:
         stack.append(storage)
         document = json.dumps(credentials(server_url, private_ca[0])).encode()
         storage.put("demo-secrets", "bitbucket.json.enc", google.app.encrypt(KMS_KEY, document))
+        storage.put(REPORTS_BUCKET, "7d1c9a52-login-1/auth.xml", LOGIN_JUNIT.encode())
+        storage.put(REPORTS_BUCKET, "surefire/TEST-com.acme.payments.LedgerTest.xml", PAYMENTS_JUNIT.encode())
+        manifest = json.dumps({"location": f"gs://{REPORTS_BUCKET}/surefire/TEST-com.acme.payments.LedgerTest.xml#1"})
+        storage.put(REPORTS_BUCKET, "artifacts-9a0b1c2d-payments-7.json", manifest.encode())
         env = {
             "BITBUCKET_API_URL": bitbucket.api_url,
             "SECRETS_BUCKET": "demo-secrets",
@@ -166,6 +193,7 @@ def main() -> int:
             "GOOGLE_APPLICATION_CREDENTIALS": str(google.service_account_file(workdir)),
             "CLOUD_BUILD_API_ENDPOINT": google.endpoint,
             "LOGGING_API_ENDPOINT": google.endpoint,
+            "TEST_REPORT_BUCKETS": REPORTS_BUCKET,
         }
         function = FunctionServer("build_status_cloudevent", "cloudevent", env, workdir / "function.log")
         stack.append(function)
@@ -219,7 +247,7 @@ def show_server(server: DataCenter, url: str) -> None:
     print(f"\nWhat the Data Center server {url} shows, per commit:")
     for (repo, commit, key), status in server.statuses.items():
         print(f"\n  {repo} @ {commit[:12]}  ({status.get('ref', 'no ref')})")
-        for name in ("key", "name", "parent", "state", "description", "url", "duration"):
+        for name in ("key", "name", "parent", "state", "description", "url", "duration", "testResults"):
             print(f"    {name:<12} {status.get(name, '-')}")
         path = " → ".join(f"{s['state']} ({s['description']})" for i, s in server.history if i == (repo, commit, key))
         print(f"    history      {path}")
