@@ -151,7 +151,10 @@ def test_the_demo_runs_to_the_end_and_shows_every_kind_of_transition():
     assert "FAILED (Timed out after 10m) → INPROGRESS (Queued) → INPROGRESS (Running) → SUCCESSFUL" in out
     assert "Skipped: the build's git source 'https://github.com/acme/website.git' is not on bitbucket.org" in out
     assert "PLAT/payments @ 555555555555  (refs/heads/release/2.4)" in out
-    assert "INPROGRESS (Queued) → INPROGRESS (Running) → SUCCESSFUL (Succeeded in 6m 24s)" in out
+    assert (
+        "INPROGRESS (Queued) → INPROGRESS (Running) → SUCCESSFUL (Succeeded in 6m 24s: 11 tests passed (1 skipped))"
+        in out
+    )
     assert "Did not post INPROGRESS (Running): Bitbucket already shows this or a later state" in out
     assert "written by   credential entry 1 (the webapp repository's access token)" in out
     assert "written by   credential entry 2 (the ops repositories' access token)" in out
