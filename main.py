@@ -56,6 +56,7 @@ import re
 import sys
 import threading
 import time
+import traceback
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -2890,9 +2891,17 @@ def _replaces(
 # --- Logging -----------------------------------------------------------------
 
 
+REPORTED_ERROR = "type.googleapis.com/google.devtools.clouderrorreporting.v1beta1.ReportedErrorEvent"
+
+
 def log(severity: str, message: str, **fields: Any) -> None:
-    """One structured log line for Cloud Logging."""
-    entry = {"severity": severity, "message": message}
+    """One structured log line for Cloud Logging. An ERROR carries what Error Reporting needs to group it (its
+    @type, and the function's name and revision as serviceContext), so its notifications work without setup."""
+    entry: dict[str, Any] = {"severity": severity, "message": message}
+    if severity == "ERROR":
+        service = {"service": os.environ.get("K_SERVICE") or "bitbucket-build-status",
+                   "version": os.environ.get("K_REVISION") or "local"}  # fmt: skip
+        entry.update({"@type": REPORTED_ERROR, "serviceContext": service})
     entry.update({k: v for k, v in fields.items() if v is not None})
     # ASCII only: no raw line separator (U+2028, NEL) from a build can split the entry.
     sys.stdout.write(json.dumps(entry, default=str) + "\n")
@@ -2982,6 +2991,11 @@ def handle(data: Any, published_at: Any, topic: Any = None) -> None:
         severity, prefix = next((s, p) for kind, s, p in RAISED if isinstance(error, kind))
         log(severity, f"{prefix}: {error}", **fields)
         raise
+    except Exception as error:  # a bug: its stack trace, once (Error Reporting groups it), never the event's data
+        frames = "".join(traceback.format_tb(error.__traceback__, limit=-20))  # frames only: not its message
+        trace = f"Traceback (most recent call last):\n{frames}{type(error).__name__}"
+        log("ERROR", f"Unexpected {type(error).__name__}; will retry\n{trace}", **fields)
+        raise RuntimeError(f"unexpected {type(error).__name__}: its stack trace is logged above") from None
     log(result.severity, result.message, **fields)
 
 

@@ -213,3 +213,37 @@ def test_the_first_event_with_a_credentials_file_loads_no_google_client(bitbucke
     modules = _loaded_by(code, {**env, "PYTHONPATH": str(ROOT)})
     assert [s["state"] for s in shown(bitbucket)] == ["SUCCESSFUL"]  # the event was handled, the status posted
     assert [m for m in modules if m.startswith(GOOGLE_MODULES)] == []
+
+
+def test_an_error_line_carries_what_error_reporting_groups_it_by_and_a_warning_does_not(bitbucket, capsys, monkeypatch):
+    monkeypatch.setenv("K_SERVICE", "bitbucket-build-status")
+    monkeypatch.setenv("K_REVISION", "bitbucket-build-status-00007-xyz")
+    monkeypatch.setenv("BITBUCKET_CREDENTIALS", "not json")
+    with pytest.raises(main.ConfigurationError):
+        main.build_status(background_event(build("SUCCESS")), Context())
+    main.build_status({"data": "not base64!"}, Context())
+    error, warning = log_lines(capsys.readouterr().out)
+    assert error["severity"] == "ERROR"
+    assert error["@type"] == "type.googleapis.com/google.devtools.clouderrorreporting.v1beta1.ReportedErrorEvent"
+    assert error["serviceContext"] == {
+        "service": "bitbucket-build-status",
+        "version": "bitbucket-build-status-00007-xyz",
+    }
+    assert warning["severity"] == "WARNING"
+    assert "@type" not in warning
+
+
+def test_an_unexpected_exception_logs_its_stack_trace_once_and_not_the_events_data(bitbucket, capsys, monkeypatch):
+    def broken(build: dict, config: main.Config) -> None:
+        raise KeyError(build["substitutions"]["TRIGGER_NAME"])
+
+    monkeypatch.setattr(main, "translate", broken)
+    with pytest.raises(RuntimeError, match="its stack trace is logged above"):
+        main.build_status(background_event(build("SUCCESS", trigger_name="secret-trigger-x")),
+                          Context())  # fmt: skip
+    [line] = log_lines(capsys.readouterr().out)
+    assert line["severity"] == "ERROR"
+    assert line["@type"].endswith("ReportedErrorEvent")
+    assert "Traceback (most recent call last):" in line["message"]
+    assert 'in broken\n    raise KeyError(build["substitutions"]["TRIGGER_NAME"])\nKeyError' in line["message"]
+    assert "secret-trigger-x" not in line["message"]
