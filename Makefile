@@ -38,9 +38,10 @@ demo: $(BIN)/.installed
 # make deploy PROJECT=my-project REGION=europe-west1 [SOURCE=file|secret|bucket] [DRY_RUN=1]
 #             [CONNECTIONS="cloud-build-connection ..."] [VPC_CONNECTOR=name | NETWORK=name SUBNET=name]
 #             [BUILD_PROJECTS="team-a team-b"] [LOG_EXCERPTS=private|all|off] [TEST_REPORT_BUCKETS="bucket ..."]
+#             [ALERTS=off | ALERT_EMAIL=ops@example.com]
 deploy:
 	PROJECT="$(PROJECT)" REGION="$(REGION)" SOURCE="$(SOURCE)" DRY_RUN="$(DRY_RUN)" CONNECTIONS="$(CONNECTIONS)" BUILD_PROJECTS="$(BUILD_PROJECTS)" \
-	  LOG_EXCERPTS="$(LOG_EXCERPTS)" TEST_REPORT_BUCKETS="$(TEST_REPORT_BUCKETS)" \
+	  LOG_EXCERPTS="$(LOG_EXCERPTS)" TEST_REPORT_BUCKETS="$(TEST_REPORT_BUCKETS)" ALERTS="$(ALERTS)" ALERT_EMAIL="$(ALERT_EMAIL)" \
 	  VPC_CONNECTOR="$(VPC_CONNECTOR)" NETWORK="$(NETWORK)" SUBNET="$(SUBNET)" deploy/deploy.sh deploy
 
 # make credentials PROJECT=my-project [SOURCE=file|secret|bucket] < credentials.json

@@ -48,6 +48,10 @@ CONNECTIONS=${CONNECTIONS:-}
 # The log view through which the function reads a failed step's lines: builds' logs only, in each served project.
 LOG_VIEW=${LOG_VIEW:-bitbucket-build-status-builds}
 LOG_EXCERPTS=${LOG_EXCERPTS:-}
+# Alerts (ALERTS=off: none): log-based metrics on the function's own lines and two alert policies; ALERT_EMAIL
+# adds an email notification channel to them.
+ALERTS=${ALERTS:-on}
+ALERT_EMAIL=${ALERT_EMAIL:-}
 # Buckets where builds leave JUnit files: the function may read objects there, and nowhere else.
 TEST_REPORT_BUCKETS=${TEST_REPORT_BUCKETS:-}
 BUILD_PROJECTS=${BUILD_PROJECTS:-}
@@ -138,6 +142,59 @@ log_view() {
     --role=roles/logging.viewAccessor
 }
 
+# Someone is told when the relay breaks: a log-based metric of the function's ERROR lines (a refused credential, an
+# untrusted certificate, a configuration error) and one of its "Will retry" lines (events failing for
+# redelivery), and an alert policy on each: any ERROR in 5 minutes; retries in every 5 minutes for 30 minutes.
+# Each is created only when missing, so a second `make deploy` changes nothing.
+alerts() {
+  [ "$ALERTS" != off ] || return 0
+  local lines="resource.type=\"cloud_run_revision\" AND resource.labels.service_name=\"$FUNCTION\""
+  exists gcloud logging metrics describe "$FUNCTION-errors" --project="$PROJECT" ||
+    run gcloud logging metrics create "$FUNCTION-errors" --project="$PROJECT" \
+      --description="ERROR lines of $FUNCTION: a refused credential, an untrusted certificate, a configuration error" \
+      --log-filter="$lines AND severity>=ERROR"
+  exists gcloud logging metrics describe "$FUNCTION-retries" --project="$PROJECT" ||
+    run gcloud logging metrics create "$FUNCTION-retries" --project="$PROJECT" \
+      --description="Events $FUNCTION raised for Pub/Sub to deliver again" \
+      --log-filter="$lines AND jsonPayload.message=~\"^Will retry\""
+  local channel=() name
+  if [ -n "$ALERT_EMAIL" ]; then
+    if [ -n "$DRY_RUN" ]; then
+      name=NOTIFICATION_CHANNEL
+    else
+      name=$(gcloud beta monitoring channels list --project="$PROJECT" --format='value(name)' \
+        --filter="type=\"email\" AND labels.email_address=\"$ALERT_EMAIL\"" | head -n 1)
+    fi
+    if [ -z "$name" ] || [ -n "$DRY_RUN" ]; then
+      run gcloud beta monitoring channels create --project="$PROJECT" --type=email \
+        --display-name="$FUNCTION alerts ($ALERT_EMAIL)" --channel-labels="email_address=$ALERT_EMAIL"
+      [ -n "$DRY_RUN" ] || name=$(gcloud beta monitoring channels list --project="$PROJECT" --format='value(name)' \
+        --filter="type=\"email\" AND labels.email_address=\"$ALERT_EMAIL\"" | head -n 1)
+    fi
+    channel=(--notification-channels="$name")
+  fi
+  local runbook="Run make doctor PROJECT=$PROJECT REGION=$REGION, then the make resync it prints (README, Operations)."
+  alert_policy "$FUNCTION: errors" "$FUNCTION-errors" 0s "${channel[@]}" \
+    --documentation="The function logged an ERROR. $runbook"
+  alert_policy "$FUNCTION: events failing for 30 minutes" "$FUNCTION-retries" 1800s "${channel[@]}" \
+    --documentation="Events keep failing and are delivered again. $runbook"
+}
+
+# An alert policy on a log-based metric: open an incident while the metric counts anything for `duration`.
+alert_policy() {
+  local display=$1 metric=$2 duration=$3
+  shift 3
+  if [ -z "$DRY_RUN" ] && [ -n "$(gcloud alpha monitoring policies list --project="$PROJECT" --format='value(name)' \
+    --filter="displayName=\"$display\"")" ]; then
+    return 0
+  fi
+  run gcloud alpha monitoring policies create --project="$PROJECT" --display-name="$display" \
+    --condition-display-name="$display" \
+    --condition-filter="metric.type=\"logging.googleapis.com/user/$metric\" AND resource.type=\"cloud_run_revision\"" \
+    --aggregation='{"alignmentPeriod": "300s", "perSeriesAligner": "ALIGN_SUM"}' --if='> 0' \
+    --duration="$duration" "$@"
+}
+
 # The secret both secret sources read (created empty: `make credentials` adds its versions).
 create_secret() {
   exists gcloud secrets describe "$SECRET" --project="$PROJECT" ||
@@ -155,7 +212,7 @@ deploy() {
   : "${REGION:?set REGION, e.g. make deploy PROJECT=my-project REGION=europe-west1}"
   local apis=(cloudfunctions.googleapis.com run.googleapis.com eventarc.googleapis.com
     cloudbuild.googleapis.com pubsub.googleapis.com artifactregistry.googleapis.com iam.googleapis.com
-    logging.googleapis.com)
+    logging.googleapis.com monitoring.googleapis.com)
   if [ "$SOURCE" != bucket ]; then
     apis+=(secretmanager.googleapis.com)
   else
@@ -276,6 +333,7 @@ deploy() {
   run gcloud functions add-invoker-policy-binding "$FUNCTION" --region="$REGION" \
     --member="serviceAccount:$SA" --project="$PROJECT"
   subscribe_projects
+  alerts
 }
 
 credentials() {

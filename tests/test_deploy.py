@@ -67,6 +67,7 @@ def commands() -> dict[str, list[list[str]]]:
     found["direct"] = dry_run("deploy", "file", "NETWORK=corp", "SUBNET=corp-europe-west1")
     found["projects"] = dry_run("deploy", "file", "BUILD_PROJECTS=team-a team-b")
     found["reports"] = dry_run("deploy", "file", "TEST_REPORT_BUCKETS=acme-reports acme-artifacts")
+    found["alerts"] = dry_run("deploy", "file", "ALERT_EMAIL=ops@example.com")
     return found
 
 
@@ -204,10 +205,11 @@ def test_the_bucket_is_private_with_uniform_access(commands):
 # --- the script itself, run against a stand-in gcloud -----------------------------
 
 FAKE_GCLOUD = """#!/usr/bin/env bash
-# A stand-in for gcloud: records each call; `describe` answers as $FAKE_EXISTING says.
+# A stand-in for gcloud: records each call; `describe` and `list` answer as $FAKE_EXISTING says.
 printf '%s\\n' "$*" >> "$FAKE_GCLOUD_LOG"
 case " $* " in
   *" projects describe "*) echo 123456789012 ;;
+  *" list "*) [ "$FAKE_EXISTING" != all ] || echo projects/x/existing/1 ;;
   *" versions describe "*) [ "$FAKE_VERSION" = yes ] || exit 1 ;;
   *" describe "*) [ "$FAKE_EXISTING" = all ] || exit 1 ;;
   *" secrets versions add "*|*" storage cp "*) cat > /dev/null ;;
@@ -255,7 +257,9 @@ def test_a_new_project_gets_every_resource_created(tmp_path, source):
     else:
         expected += ["kms keyrings create bitbucket-build-status", "kms keys create credentials",
                      "storage buckets create gs://x-bitbucket-build-status"]  # fmt: skip
-    assert created == expected
+    alerts = ["logging metrics create bitbucket-build-status-errors",
+              "logging metrics create bitbucket-build-status-retries"] + ["alpha monitoring policies create"] * 2  # fmt: skip
+    assert created == expected + alerts
     assert any(line.startswith("functions deploy bitbucket-build-status ") for line in ran)
     assert any("service-123456789012@gcp-sa-pubsub.iam.gserviceaccount.com" in line for line in ran)
 
@@ -426,3 +430,25 @@ def test_test_report_buckets_get_object_read_for_the_function_and_nothing_more(c
     assert "TEST_REPORT_BUCKETS=acme-reports acme-artifacts" in next(
         a for a in deploy if a.startswith("--set-env-vars=")
     )
+
+
+def test_alerts_open_an_incident_on_any_error_and_on_retries_for_30_minutes_and_email_when_asked(commands):
+    """Log-based metrics on the function's own lines, a policy on each; ALERT_EMAIL adds an email channel to both."""
+    listed = commands["alerts"]
+    metrics = {c[4]: next(a for a in c if a.startswith("--log-filter=")) for c in listed if c[1:4] == ["logging",
+               "metrics", "create"]}  # fmt: skip
+    assert set(metrics) == {"bitbucket-build-status-errors", "bitbucket-build-status-retries"}
+    assert metrics["bitbucket-build-status-errors"].endswith("AND severity>=ERROR")
+    assert metrics["bitbucket-build-status-retries"].endswith('AND jsonPayload.message=~"^Will retry"')
+    [channel] = [c for c in listed if c[1:5] == ["beta", "monitoring", "channels", "create"]]
+    assert "--channel-labels=email_address=ops@example.com" in channel
+    policies = [c for c in listed if c[1:5] == ["alpha", "monitoring", "policies", "create"]]
+    assert [next(a for a in c if a.startswith("--duration=")) for c in policies] == [
+        "--duration=0s",
+        "--duration=1800s",
+    ]
+    assert all("--notification-channels=NOTIFICATION_CHANNEL" in c and "--if=> 0" in c for c in policies)
+    assert all("make doctor" in next(a for a in c if a.startswith("--documentation=")) for c in policies)
+    assert not [c for c in commands["file"] if c[1:3] == ["beta", "monitoring"]]  # no channel unless asked
+    off = dry_run("deploy", "file", "ALERTS=off")
+    assert not [c for c in off if c[1:3] in (["logging", "metrics"], ["alpha", "monitoring"])]
