@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv test lint format demo soak fuzz bench deploy credentials resync clean
+.PHONY: venv test lint format demo soak fuzz bench deploy credentials resync doctor clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,11 @@ credentials:
 resync: $(BIN)/.installed
 	PYTHON="$(abspath $(BIN)/python)" PROJECT="$(PROJECT)" FUNCTION_PROJECT="$(FUNCTION_PROJECT)" REGION="$(REGION)" SINCE="$(SINCE)" \
 	  LOCATIONS="$(LOCATIONS)" DRY_RUN="$(DRY_RUN)" SHARE="$(SHARE)" HOURLY_BUDGET="$(HOURLY_BUDGET)" deploy/deploy.sh resync
+
+# make doctor PROJECT=my-project REGION=europe-west1 [SINCE=24h] [FUNCTION_PROJECT=hub] [LOCATIONS="global ..."]
+doctor: $(BIN)/.installed
+	PYTHON="$(abspath $(BIN)/python)" PROJECT="$(PROJECT)" FUNCTION_PROJECT="$(FUNCTION_PROJECT)" REGION="$(REGION)" \
+	  SINCE="$(SINCE)" LOCATIONS="$(LOCATIONS)" deploy/deploy.sh doctor
 
 format: $(BIN)/.installed
 	$(BIN)/ruff format .

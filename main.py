@@ -2084,6 +2084,16 @@ class Client:
             raise TransientError(message)
         raise Rejected(message)
 
+    def answer(self, repository: Repository, url: str) -> tuple[Credential, int]:
+        """The entry serving the repository and Bitbucket's answer to its GET of `url` (a 401 read again once, as
+        every call is): what `make doctor` asks of each repository."""
+        entry, header = self.keyring.sign(repository)
+        response = self._send(entry, "GET", url, None, None, header)
+        if response.status_code == 401:
+            entry, header = self.keyring.sign(repository, refused=header)
+            response = self._send(entry, "GET", url, None, None, header)
+        return entry, response.status_code
+
     def _send(self, entry: Credential, method: str, url: str, body: Any, params: Any, header: str) -> Any:
         headers = {"Authorization": header, "Accept": "application/json"}
         verify = self.certificates.verify(entry)
@@ -2112,6 +2122,7 @@ class Site(Protocol):
     def delete_report(self, repository: Repository, commit: str, report: Report) -> None: ...
     def write_annotations(self, repository: Repository, commit: str, report: Report) -> None: ...
     def is_private(self, repository: Repository) -> bool | None: ...
+    def repository_url(self, repository: Repository) -> str: ...
 
 
 @dataclass
@@ -2177,9 +2188,12 @@ class BitbucketCloud:
         self.client.write(repository, "POST", url, [self.annotation_body(a) for a in report.annotations])
 
     def is_private(self, repository: Repository) -> bool | None:
-        body = self.client.read(repository, f"{self.api_url}/repositories/{repository.owner}/{repository.slug}")
+        body = self.client.read(repository, self.repository_url(repository))
         private = body.get("is_private") if body is not None else None
         return private if isinstance(private, bool) else None
+
+    def repository_url(self, repository: Repository) -> str:
+        return f"{self.api_url}/repositories/{repository.owner}/{repository.slug}"
 
     def report_url(self, repository: Repository, commit: str, key: str) -> str:
         return f"{self.api_url}/repositories/{repository.owner}/{repository.slug}/commit/{commit}/reports/{key}"
@@ -2272,8 +2286,7 @@ class BitbucketDataCenter:
 
     def is_private(self, repository: Repository) -> bool | None:
         """Private unless the repository or its project is public (a project's public repositories are)."""
-        base = f"{repository.server}/rest/api/latest/projects/{repository.owner}/repos/{repository.slug}"
-        body = self.client.read(repository, base)
+        body = self.client.read(repository, self.repository_url(repository))
         if body is None or not isinstance(body.get("public"), bool):
             return None
         return not (body["public"] or _dict(body.get("project")).get("public") is True)
@@ -2283,6 +2296,9 @@ class BitbucketDataCenter:
         return (
             f"{repository.server}/rest/insights/latest/projects/{project}/repos/{slug}/commits/{commit}/reports/{key}"
         )
+
+    def repository_url(self, repository: Repository) -> str:
+        return f"{repository.server}/rest/api/latest/projects/{repository.owner}/repos/{repository.slug}"
 
     def builds_url(self, repository: Repository, commit: str) -> str:
         project, slug = repository.owner, repository.slug

@@ -390,9 +390,35 @@ resync() {
   printf '%s' "$described" | "${PYTHON:-python3}" -m resync "${args[@]}" --function-config -
 }
 
+# Doctor runs here too, with the person's own Google credentials: the deployment's description and its project's
+# subscriptions, then python -m doctor (it writes nothing anywhere).
+doctor() {
+  : "${REGION:?set REGION (where the function is deployed), e.g. make doctor PROJECT=my-project REGION=europe-west1}"
+  local function_project=${FUNCTION_PROJECT:-$PROJECT} workdir status=0
+  workdir=$(mktemp -d)
+  echo "Reading the deployment (gcloud functions describe, gcloud pubsub subscriptions list: roles/cloudfunctions.viewer" \
+    "and roles/pubsub.viewer on $function_project)" >&2
+  if ! gcloud functions describe "$FUNCTION" --region="$REGION" --project="$function_project" --format=json \
+    > "$workdir/function.json"; then
+    echo "✗ $FUNCTION is not deployed in $function_project ($REGION)" >&2
+    echo "    → make deploy PROJECT=$function_project REGION=$REGION" >&2
+    rm -rf "$workdir"
+    exit 1
+  fi
+  gcloud pubsub subscriptions list --project="$function_project" --format=json > "$workdir/subscriptions.json" ||
+    echo "[]" > "$workdir/subscriptions.json"
+  local args=(--project "$PROJECT" --function-project "$function_project" --region "$REGION" --since "${SINCE:-24h}"
+    --function-config "$workdir/function.json" --subscriptions "$workdir/subscriptions.json")
+  [ -z "${LOCATIONS:-}" ] || args+=(--locations "$LOCATIONS")
+  "${PYTHON:-python3}" -m doctor "${args[@]}" || status=$?
+  rm -rf "$workdir"
+  return "$status"
+}
+
 case "${1:-}" in
   deploy) deploy ;;
   credentials) credentials ;;
   resync) resync ;;
-  *) echo "usage: $0 deploy|credentials|resync" >&2; exit 2 ;;
+  doctor) doctor ;;
+  *) echo "usage: $0 deploy|credentials|resync|doctor" >&2; exit 2 ;;
 esac

@@ -47,9 +47,12 @@ LOGGING_LIST = "/v2/entries:list"
 # Cloud Logging's query language, as far as the function uses it: field="value" terms (backslash escapes) joined by
 # AND, with one parenthesised OR of terms.
 FILTER_TOKEN = re.compile(
-    r'\s*(?:(?P<term>(?P<field>[A-Za-z_.]+)="(?P<value>(?:[^"\\]|\\.)*)")|(?P<word>AND|OR)|(?P<paren>[()]))'
+    r'\s*(?:(?P<term>(?P<field>[A-Za-z_.]+)(?P<op>>=|=)(?:"(?P<value>(?:[^"\\]|\\.)*)"|(?P<bare>[A-Z]+)))'
+    r"|(?P<word>AND|OR)|(?P<paren>[()]))"
 )
-FILTER_FIELDS = {"logName", "resource.type", "resource.labels.build_id", "labels.build_step"}
+FILTER_FIELDS = {"logName", "resource.type", "resource.labels.build_id", "labels.build_step",
+                 "resource.labels.service_name", "severity", "timestamp"}  # fmt: skip
+SEVERITIES = ["DEFAULT", "DEBUG", "INFO", "NOTICE", "WARNING", "ERROR", "CRITICAL", "ALERT", "EMERGENCY"]
 VIEW_NAME = re.compile(r"projects/(?P<project>[^/]+)/locations/global/buckets/_Default/views/(?P<view>[^/]+)")
 SECRET_ACCESS = re.compile(r"/v1/(?P<secret>projects/[^/]+/secrets/[^/]+)/versions/(?P<version>[^/:]+):access")
 
@@ -205,6 +208,17 @@ class Google:
                     "_visible": visible,
                 })  # fmt: skip
 
+    def write_function_log(self, project: str, service: str, lines: list[tuple[str, str, str]]) -> None:
+        """The function's own structured lines, as Cloud Run writes them: (severity, message, timestamp) each."""
+        with self._lock:
+            entries = self.log_entries.setdefault(project, [])
+            for severity, message, timestamp in lines:
+                entries.append({
+                    "logName": f"projects/{project}/logs/run.googleapis.com%2Fstdout", "severity": severity,
+                    "resource": {"type": "cloud_run_revision", "labels": {"service_name": service}},
+                    "jsonPayload": {"message": message}, "timestamp": timestamp, "_visible": 0.0,
+                })  # fmt: skip
+
     def _entries(self, body: dict[str, Any]) -> Response:
         """entries.list: the entries of the named resources that the filter selects, in the order asked, paged."""
         with self._lock:
@@ -320,7 +334,8 @@ def _parse_filter(text: str) -> list[list[tuple[str, str]]] | None:
         if token["term"] and expect_term:
             if token["field"] not in FILTER_FIELDS:
                 return None
-            term = (token["field"], re.sub(r"\\(.)", r"\1", token["value"]))
+            value = token["bare"] if token["bare"] is not None else re.sub(r"\\(.)", r"\1", token["value"])
+            term = (token["field"] + (">=" if token["op"] == ">=" else ""), value)
             (group if group is not None else clauses.append([]) or clauses[-1]).append(term)
             expect_term = False
         elif token["word"] and not expect_term and (token["word"] == "OR") == (group is not None):
@@ -342,7 +357,15 @@ def _selects(clauses: list[list[tuple[str, str]]], entry: dict[str, Any]) -> boo
             found = found.get(part) if isinstance(found, dict) else None
         return found
 
-    return all(any(value(field) == wanted for field, wanted in clause) for clause in clauses)
+    def holds(field: str, wanted: str) -> bool:
+        if not field.endswith(">="):
+            return bool(value(field) == wanted)
+        found = str(value(field[:-2]) or "")
+        if field == "severity>=":
+            return found in SEVERITIES and wanted in SEVERITIES and SEVERITIES.index(found) >= SEVERITIES.index(wanted)
+        return found >= wanted
+
+    return all(any(holds(field, wanted) for field, wanted in clause) for clause in clauses)
 
 
 def _instant(value: str) -> datetime:

@@ -258,7 +258,8 @@ def test_a_new_project_gets_every_resource_created(tmp_path, source):
         expected += ["kms keyrings create bitbucket-build-status", "kms keys create credentials",
                      "storage buckets create gs://x-bitbucket-build-status"]  # fmt: skip
     alerts = ["logging metrics create bitbucket-build-status-errors",
-              "logging metrics create bitbucket-build-status-retries"] + ["alpha monitoring policies create"] * 2  # fmt: skip
+              "logging metrics create bitbucket-build-status-retries",
+              "alpha monitoring policies create", "alpha monitoring policies create"]  # fmt: skip
     assert created == expected + alerts
     assert any(line.startswith("functions deploy bitbucket-build-status ") for line in ran)
     assert any("service-123456789012@gcp-sa-pubsub.iam.gserviceaccount.com" in line for line in ran)

@@ -1,0 +1,320 @@
+"""Doctor: what is wrong with a deployment, and the one thing to do about each.
+
+    make doctor PROJECT=acme-ci REGION=europe-west1 [SINCE=24h] [FUNCTION_PROJECT=hub]
+
+Run by a person with their own Google credentials, it reads the deployment as `make resync` does (`gcloud functions
+describe`: its environment, where its credentials are) and checks, each with ✓ or ✗ and, for each ✗, the one thing
+to do: the function (active, runtime, THREADS equal to the concurrency, the timeout above the event's deadline,
+retry on, its trigger and each served project's push subscription); the credentials (readable, a valid
+document); each repository built since SINCE (Cloud Build's list): which entry serves it and whether that entry can
+read it now (one read a repository); the statuses that disagree with Cloud Build (what a dry-run resync would
+correct: one read a status), with the `make resync` that heals them; and the function's own WARNING and ERROR lines
+of the period (Cloud Logging), grouped by message. It writes nothing anywhere.
+
+Exit status: 0 all hold; 1 something is wrong; 2 doctor itself cannot run (and why).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+from collections import Counter
+from collections.abc import Mapping
+from contextlib import redirect_stdout
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import main
+import resync
+
+GOOD, BAD = "\u2713", "\u2717"
+RUNTIME = "python313"
+CREDENTIALS_FIX = "store a new credential: make credentials PROJECT={project} < credentials.json"
+
+
+@dataclass
+class Findings:
+    """What doctor found: a line a check, ✓ or ✗ with the one thing to do."""
+
+    out: TextIO
+    wrong: int = 0
+    lines: list[str] = field(default_factory=list)
+
+    def good(self, what: str) -> None:
+        print(f"{GOOD} {what}", file=self.out)
+
+    def bad(self, what: str, fix: str) -> None:
+        self.wrong += 1
+        print(f"{BAD} {what}\n    \u2192 {fix}", file=self.out)
+
+
+# --- the function ---------------------------------------------------------------------------------------------
+
+
+def check_function(found: Findings, described: Mapping[str, Any], subscriptions: list[Any], project: str,
+                   env: Mapping[str, str]) -> None:  # fmt: skip
+    """Deployed, active, its runtime, THREADS and concurrency, timeout, retry, ingress, trigger and subscriptions."""
+    deploy = f"make deploy PROJECT={project} REGION=..."
+    service, build = main._dict(described.get("serviceConfig")), main._dict(described.get("buildConfig"))
+    trigger = main._dict(described.get("eventTrigger"))
+    state = main._text(described.get("state"))
+    (found.good if state == "ACTIVE" else lambda w: found.bad(w, f"deploy it again: {deploy}"))(
+        f"the function is deployed and {state.lower() or 'in no known state'}"
+    )
+    runtime = main._text(build.get("runtime"))
+    if runtime == RUNTIME:
+        found.good(f"runtime {runtime}")
+    else:
+        found.bad(f"runtime {runtime or 'unknown'}, not {RUNTIME}", f"deploy it again: {deploy}")
+    threads, concurrency = env.get("THREADS", ""), str(service.get("maxInstanceRequestConcurrency", ""))
+    if threads and threads == concurrency:
+        found.good(f"THREADS {threads} equal to the concurrency")
+    else:
+        found.bad(f"THREADS {threads or 'unset'}, a concurrency of {concurrency or 'unknown'}: events wait in a queue",
+                  f"deploy it again (it sets both): {deploy}")  # fmt: skip
+    deadline = main.Config.from_env(env).event_deadline_seconds
+    timeout = service.get("timeoutSeconds")
+    if isinstance(timeout, (int, float)) and timeout > deadline:
+        found.good(f"timeout {timeout} s, above the event's deadline ({deadline:.0f} s)")
+    else:
+        found.bad(f"timeout {timeout} s, not above the event's deadline ({deadline:.0f} s): events are cut short",
+                  f"deploy it again (--timeout=150s): {deploy}")  # fmt: skip
+    if trigger.get("retryPolicy") == "RETRY_POLICY_RETRY":
+        found.good("retry on: a failed event is delivered again")
+    else:
+        found.bad("retry off: an event that fails once is lost", f"deploy it again (--retry): {deploy}")
+    if main._text(trigger.get("pubsubTopic")) == f"projects/{project}/topics/cloud-builds":
+        found.good(f"triggered by projects/{project}/topics/cloud-builds")
+    else:
+        found.bad(f"not triggered by projects/{project}/topics/cloud-builds", f"deploy it again: {deploy}")
+    served = [p for p in env.get("BUILD_PROJECTS", "").replace(",", " ").split() if p != project]
+    if served and main._text(service.get("ingressSettings")) != "ALLOW_INTERNAL_ONLY":
+        found.bad("the function takes traffic from outside the project", f"deploy it again: {deploy}")
+    for team in served:
+        topic = f"projects/{team}/topics/cloud-builds"
+        pushed = [s for s in map(main._dict, subscriptions) if s.get("topic") == topic and main._text(
+            main._dict(s.get("pushConfig")).get("pushEndpoint")).endswith(f"/{topic}")]  # fmt: skip
+        if pushed:
+            found.good(f"{team}'s builds are pushed to the function ({main._text(pushed[0].get('name'))})")
+        else:
+            found.bad(f"no push subscription brings {team}'s builds", f'deploy it again: {deploy} BUILD_PROJECTS="..."')
+
+
+# --- the credentials and the repositories -------------------------------------------------------------------
+
+
+def check_credentials(found: Findings, env: Mapping[str, str], project: str) -> tuple[main.Credential, ...] | None:
+    try:
+        entries = main.credential_source(env).fetch()
+    except (main.ConfigurationError, main.TransientError) as error:
+        found.bad(f"the credentials cannot be used: {error}", CREDENTIALS_FIX.format(project=project))
+        return None
+    found.good(f"the credentials are readable: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}")
+    return entries
+
+
+def check_repositories(found: Findings, warm: main.WarmInstance, builds: list[Mapping[str, Any]], project: str,
+                       function_project: str) -> None:  # fmt: skip
+    """One read a repository: whether the entry serving it can read it now."""
+    seen: dict[main.Repository, str] = {}
+    for build in builds:
+        with main.event_scope(warm.config.event_deadline_seconds, project):
+            decision = main.translate(build, warm.config)
+            if isinstance(decision, main.Update):
+                try:
+                    decision = main.resolve(decision, warm)
+                except main.TransientError as error:
+                    found.bad(f"build {build.get('id')}: its repository could not be looked up ({error})",
+                              "run make doctor again; if it stays, see the function's lines below")  # fmt: skip
+                    continue
+            if isinstance(decision, main.Skip):
+                if "no entry of the credentials serves" in decision.reason:
+                    name = decision.reason.split("repository ")[-1].split(",")[0]
+                    if name not in seen.values():
+                        seen[main.Repository(name, "")] = name
+                        found.bad(f"{name}: no entry of the credentials serves it",
+                                  "add an entry for it: make credentials PROJECT=... < credentials.json")  # fmt: skip
+                continue
+            for repository in decision.target.candidates[:1]:
+                if repository not in seen:
+                    seen[repository] = repository.shown()
+                    probe(found, warm, repository, function_project)
+
+
+def probe(found: Findings, warm: main.WarmInstance, repository: main.Repository, project: str) -> None:
+    site: main.Site = warm.reporter.cloud if repository.server is None else warm.reporter.data_center
+    name = repository.shown()
+    try:
+        entry, code = warm.reporter.cloud.client.answer(repository, site.repository_url(repository))
+    except main.NotServed:
+        found.bad(f"{name}: no entry of the credentials serves it", CREDENTIALS_FIX.format(project=project))
+        return
+    except main.UntrustedCertificate:
+        found.bad(
+            f"{name}: the server's TLS certificate is not trusted",
+            'set "ca_certificate" of its entry to the PEM of the CA that signed it, then make credentials',
+        )
+        return
+    except main.Unreachable as error:
+        found.bad(
+            f"{name}: {error.origin} could not be reached from here",
+            "check the network (VPC connector or Direct VPC egress of the function, a firewall)",
+        )
+        return
+    said = f"{name}: credential entry {entry.position}"
+    if code == 200:
+        found.good(f"{said} reads it")
+    elif code == 401:
+        found.bad(
+            f"{said}: Bitbucket answered 401: the credential was revoked or expired",
+            CREDENTIALS_FIX.format(project=project),
+        )
+    elif code == 403:
+        found.bad(
+            f"{said}: Bitbucket answered 403: the credential may not read it",
+            "give it read on the repository (an access token's scope `repository`), then make credentials",
+        )
+    elif code == 404:
+        found.bad(
+            f"{said}: Bitbucket answered 404: the repository is not there, or the token does not reach it",
+            "check the repository's name, and which repositories the token reaches",
+        )
+    else:
+        found.bad(f"{said}: Bitbucket answered {code}", "run make doctor again; if it stays, see Bitbucket's status")
+
+
+# --- statuses that disagree with Cloud Build -----------------------------------------------------------------
+
+
+def check_statuses(found: Findings, warm: main.WarmInstance, builds: list[Mapping[str, Any]], args: Any) -> None:
+    """What a dry-run resync would correct (one read a status)."""
+    planned = resync.plan(builds, warm.config)
+    todo, _ = planned.decided()
+    now = resync.rfc3339(datetime.now(UTC))
+    verdicts = [resync.resync_build(listed, warm, args.project, now) for listed in todo]
+    wrong = [v for v in verdicts if v.kind == resync.CORRECTED]
+    if not wrong:
+        found.good(f"every status shows its build's state ({len(verdicts)} checked)")
+        return
+    for verdict in wrong:
+        print(f"    {verdict.said} (build {verdict.build_id})", file=found.out)
+    since = min(v.created for v in wrong)
+    where = f" FUNCTION_PROJECT={args.function_project}" if args.function_project != args.project else ""
+    found.bad(
+        f"{len(wrong)} status{'es' if len(wrong) > 1 else ''} disagree with Cloud Build",
+        f"heal them: make resync PROJECT={args.project}{where} REGION={args.region} SINCE={since}",
+    )
+
+
+# --- the function's own lines --------------------------------------------------------------------------------
+
+
+def check_lines(found: Findings, cloud_build: main.CloudBuild, api_url: str, function_project: str, service: str,
+                since: datetime) -> None:  # fmt: skip
+    session = cloud_build.authorized()
+    query = (f'resource.type="cloud_run_revision" AND resource.labels.service_name={main.quoted(service)} '
+             f'AND severity>=WARNING AND timestamp>={main.quoted(resync.rfc3339(since))}')  # fmt: skip
+    body = {"resourceNames": [f"projects/{function_project}"], "filter": query, "orderBy": "timestamp desc",
+            "pageSize": 1000}  # fmt: skip
+    response = cloud_build.request(session, "POST", f"{api_url}/v2/entries:list", json=body)
+    if not response.ok:
+        found.bad(
+            f"the function's lines could not be read (Cloud Logging answered {response.status_code})",
+            f"give yourself roles/logging.viewer on {function_project}",
+        )
+        return
+    groups: Counter[tuple[str, str]] = Counter()
+    last: dict[tuple[str, str], str] = {}
+    for entry in map(main._dict, main._json(response).get("entries") or ()):
+        message = main._text(main._dict(entry.get("jsonPayload")).get("message")) or main._text(
+            entry.get("textPayload")
+        )
+        key = (main._text(entry.get("severity")), main._clip(message.splitlines()[0] if message else "", 200))
+        groups[key] += 1
+        last.setdefault(key, main._text(entry.get("timestamp")))
+    errors = sum(n for (severity, _), n in groups.items() if severity == "ERROR")
+    for (severity, message), count in sorted(groups.items(), key=lambda g: (g[0][0] != "ERROR", -g[1])):
+        print(f"    {count:>4} \u00d7 {severity:<7} {message}  (last {last[(severity, message)]})", file=found.out)
+    if errors:
+        found.bad(f"the function logged {errors} ERROR line{'s' if errors > 1 else ''} since {resync.rfc3339(since)}",
+                  "each says what to do: fix it, then make resync the period")  # fmt: skip
+    else:
+        found.good(f"no ERROR line of the function since {resync.rfc3339(since)} ({sum(groups.values())} warnings)")
+
+
+# --- a run -----------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="make doctor", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--project", required=True, help="the project whose builds are checked")
+    parser.add_argument("--function-project", help="where the function is deployed (default: --project)")
+    parser.add_argument("--region", required=True)
+    parser.add_argument("--since", default="24h", help="24h, 7d, 90m, or an RFC 3339 time")
+    parser.add_argument("--locations", default="", help="Cloud Build locations (default: global and --region)")
+    parser.add_argument("--function-config", required=True, help="`gcloud functions describe --format=json`; -: stdin")
+    parser.add_argument("--subscriptions", help="`gcloud pubsub subscriptions list --format=json` of its project")
+    return parser.parse_args(argv)
+
+
+def run(argv: list[str], base_env: Mapping[str, str], out: TextIO = sys.stdout) -> int:
+    try:
+        args = parse_args(argv)
+        args.function_project = args.function_project or args.project
+        return _run(args, base_env, Findings(out))
+    except (resync.UsageError, resync.ListingError) as error:
+        print(f"doctor cannot run: {error}", file=sys.stderr)
+        return 2
+    except main.ConfigurationError as error:
+        print(f"doctor cannot run: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, base_env: Mapping[str, str], found: Findings) -> int:
+    described = _read_json(args.function_config)
+    subscriptions = _read_json(args.subscriptions) if args.subscriptions else []
+    env = resync.run_env(base_env, resync.deployment_env(main._dict(described), args.function_project))
+    print(f"The function {main._text(main._dict(described).get('name')) or '(not found)'}", file=found.out)
+    check_function(found, main._dict(described), subscriptions if isinstance(subscriptions, list) else [],
+                   args.function_project, env)  # fmt: skip
+    budget = resync.Allowance(1.0, resync.DEFAULT_HOURLY_BUDGET, 600.0)
+    with redirect_stdout(io.StringIO()):  # main.py's own JSON lines are not doctor's
+        warm = main.WarmInstance.from_env(env, budget=budget, client_type=resync.DryRunClient, reports_for_shown=False)
+    if warm.cloud_build.authorized() is None:
+        raise main.ConfigurationError(
+            "no Google credentials: run `gcloud auth application-default login` (doctor reads Cloud Build, Cloud "
+            "Logging and the credentials' source with them)"
+        )
+    entries = check_credentials(found, env, args.function_project)
+    now = datetime.now(UTC)
+    since = resync.since_time(args.since, now)
+    locations = args.locations.split() or ["global", args.region]
+    builds = list(resync.builds_since(warm.cloud_build, args.project, locations, since))
+    print(f"\nBuilds of {args.project} since {resync.rfc3339(since)}: {len(builds)}", file=found.out)
+    if entries is not None:
+        with redirect_stdout(io.StringIO()):  # main.py's own JSON lines are not doctor's
+            check_repositories(found, warm, builds, args.project, args.function_project)
+            check_statuses(found, warm, builds, args)
+    print("\nThe function's own warnings and errors:", file=found.out)
+    service = main._text(main._dict(described).get("name")).rsplit("/", 1)[-1] or "bitbucket-build-status"
+    check_lines(found, warm.cloud_build, warm.config.logging_api_url, args.function_project, service, since)
+    print(
+        f"\n{'Something is wrong: see each ' + BAD + ' above.' if found.wrong else 'All checks hold.'}", file=found.out
+    )
+    return 1 if found.wrong else 0
+
+
+def _read_json(path: str) -> Any:
+    try:
+        return json.loads(sys.stdin.read() if path == "-" else Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise main.ConfigurationError(f"the deployment's description cannot be read: {error}") from None
+
+
+def cli() -> int:
+    return run(sys.argv[1:], os.environ)

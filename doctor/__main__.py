@@ -1,0 +1,5 @@
+import sys
+
+from doctor import cli
+
+sys.exit(cli())
