@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv test lint format demo soak fuzz bench deploy credentials resync doctor clean
+.PHONY: venv test lint typecheck format demo soak fuzz bench deploy credentials resync doctor clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,9 +17,13 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Types: what is deployed, the tools around it and the stand-ins, strictly (each `type: ignore` names its code and why).
+typecheck: $(BIN)/.installed
+	$(BIN)/mypy --strict main.py resync doctor standins
+
 # The tests in parallel (a worker per core, at most four), then the quick benchmark alone, so that nothing
 # shares the machine with its measurements.
-test: lint
+test: lint typecheck
 	$(BIN)/python -m pytest --numprocesses=auto --maxprocesses=4 --ignore=tests/test_bench.py
 	$(BIN)/python -m pytest tests/test_bench.py
 

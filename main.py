@@ -62,7 +62,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, Self
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
@@ -263,9 +263,9 @@ class Config:
         projects = frozenset(env.get("BUILD_PROJECTS", "").replace(",", " ").split())
         if any(not PROJECT_ID_RE.fullmatch(p) for p in projects):
             raise ConfigurationError("BUILD_PROJECTS must be project IDs, separated by spaces or commas")
+        settings: dict[str, Any] = {**urls, **numbers}
         return cls(
-            **urls,
-            **numbers,
+            **settings,
             repositories=repositories,
             code_insights=switch == "on",
             log_excerpts=excerpts,
@@ -540,7 +540,7 @@ def step_text(step: Mapping[str, Any], index: int, status: str) -> str:
     """'unit-tests (golang:1.23): go test ./..., exit code 1' - the step's id, image, command and outcome."""
     name = _text(step.get("id")) or f"step {index + 1}"
     image = _text(step.get("name"))
-    args = step.get("args") if isinstance(step.get("args"), list) else []
+    args = step["args"] if isinstance(step.get("args"), list) else []
     command = " ".join(_text(step.get("entrypoint")).split() + [a for a in args if isinstance(a, str)])
     code = step.get("exitCode")
     outcome = "timed out" if status == "TIMEOUT" else f"exit code {code}" if isinstance(code, int) else "failed"
@@ -1155,7 +1155,8 @@ def clean_lines(lines: Iterable[str], secrets: Iterable[str] = ()) -> list[str]:
     removed, private key blocks removed whole, the function's own credentials and anything shaped like a
     credential masked, each line clipped."""
     known = sorted((s for s in secrets if len(s) >= 6), key=len, reverse=True)
-    cleaned, in_key = [], False
+    cleaned: list[str] = []
+    in_key = False
     for raw in lines:
         text = "".join(c for c in ANSI_RE.sub("", raw).replace("\t", "    ") if c.isprintable())
         if in_key or KEY_BLOCK_BEGIN.search(text):
@@ -1452,7 +1453,7 @@ def parse_junit(data: bytes) -> TestResults:
         raise ValueError(type(error).__name__) from None
     if root.tag not in ("testsuites", "testsuite"):
         raise ValueError(f"its root is <{_clip(root.tag, 40)}>, not <testsuites> or <testsuite>")
-    parsed = JUnitXml.fromroot(root)
+    parsed = JUnitXml.fromroot(root)  # type: ignore[arg-type]  # an ElementTree element; its hint names lxml's
     suites = [parsed] if isinstance(parsed, TestSuite) else list(parsed)
     results = TestResults()
     for case in (case for suite in suites for case in suite):
@@ -1487,7 +1488,7 @@ def test_annotations(results: TestResults, directory: str) -> list[Annotation]:
     found = []
     for test in results.failures:
         places = [(repository_path(m["path"], directory), int(m["line"])) for m in FAILURE_PLACE_RE.finditer(test.text)]
-        place = next(((p, n) for p, n in reversed(places) if p and n > 0), None)
+        place: tuple[str, int | None] | None = next(((p, n) for p, n in reversed(places) if p and n > 0), None)
         if place is None and test.file and (path := repository_path(test.file, directory)):
             place = (path, test.line)
         message = f"{test.name}: {test.message}" if test.message else f"{test.name} failed"
@@ -1739,7 +1740,7 @@ class BucketCredentials:
 
     def _get_clients(self) -> tuple[Any, Any]:
         if self._clients is None:
-            from google.cloud import kms, storage
+            from google.cloud import kms, storage  # type: ignore[attr-defined]  # storage ships no type hints
 
             options = {"api_endpoint": self.kms_endpoint} if self.kms_endpoint else None
             self._clients = (
@@ -1782,7 +1783,8 @@ def credential_source(env: Mapping[str, str]) -> CredentialSource:
         missing = [v for v in BUCKET_VARIABLES if v not in found]
         if missing:
             raise ConfigurationError(f"the bucket credential source also needs {', '.join(missing)}")
-        return BucketCredentials(*(env[v] for v in BUCKET_VARIABLES), env.get("KMS_API_ENDPOINT"))
+        bucket, blob, key = (env[v] for v in BUCKET_VARIABLES)
+        return BucketCredentials(bucket, blob, key, env.get("KMS_API_ENDPOINT"))
     raise ConfigurationError(
         "no Bitbucket credentials configured: set one of BITBUCKET_CREDENTIALS_FILE, BITBUCKET_CREDENTIALS, "
         "CREDENTIALS_SECRET, or SECRETS_BUCKET with SECRETS_OBJECT and KMS_CRYPTO_KEY_ID"
@@ -1908,7 +1910,7 @@ def http_session(backoff_seconds: float, attempt_seconds: float, connections: in
             error: Exception | None = None,
             _pool: Any = None,
             _stacktrace: Any = None,
-        ) -> Retry:
+        ) -> Self:
             retry = super().increment(method, url, response, error, _pool, _stacktrace)
             wait = (response is not None and retry.get_retry_after(response)) or retry.get_backoff_time()
             if wait + attempt_seconds > time_left():
@@ -1946,7 +1948,8 @@ def send(
         raise TransientError(f"{method} not sent: the event's deadline (EVENT_DEADLINE_SECONDS) has passed")
     limit = Timeout(connect=min(timeout[0], left), read=min(timeout[1], left), total=min(sum(timeout), left))
     try:
-        return session.request(method, url, verify=verify, timeout=limit, **kwargs)
+        # requests hands a urllib3 Timeout to the pool as it is (HTTPAdapter.send); its stubs allow numbers only
+        return session.request(method, url, verify=verify, timeout=limit, **kwargs)  # type: ignore[arg-type]
     except requests.exceptions.SSLError:
         raise UntrustedCertificate(
             f"the TLS certificate of {origin_of(url)} is not trusted, so nothing was sent; for a Bitbucket Data Center "
@@ -2388,7 +2391,7 @@ class CloudBuild:
                     credentials, _ = google.auth.default(scopes=[self.SCOPE])
                 except DefaultCredentialsError:
                     return None
-                self._session = AuthorizedSession(credentials)
+                self._session = AuthorizedSession(credentials)  # type: ignore[no-untyped-call]  # google-auth: no hints
             return self._session
 
     def get(self, session: Any, url: str) -> requests.Response:
@@ -2581,7 +2584,7 @@ class TestReports:
     def _storage(self) -> Any:
         with self._lock:
             if self._client is None:
-                from google.cloud import storage
+                from google.cloud import storage  # type: ignore[attr-defined]  # it ships no type hints
 
                 self._client = storage.Client()
             return self._client
@@ -3114,9 +3117,10 @@ def resolve(update: Update, warm: WarmInstance) -> Update | Skip:
             target = replace(target, candidates=(repository,))
         elif not target.candidates:
             return Skip("the build's connected repository has no REPO_FULL_NAME substitution to fall back on")
-        target = allowed(target, warm.config)
-        if isinstance(target, Skip):
-            return target
+        kept = allowed(target, warm.config)
+        if isinstance(kept, Skip):
+            return kept
+        target = kept
     served = []
     for repository in target.candidates:
         entry = warm.keyring.entry_for(repository)

@@ -17,7 +17,6 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -222,8 +221,9 @@ def main() -> int:
                 else:
                     requests.post(function.url, json=push_body(message, str(sent)), timeout=30)
                 sent += 1
-                time.sleep(0.3)  # Cloud Build publishes one state change at a time
-        wait_until(lambda: len(function.log_lines()) >= sent, 60, "the function to handle every message")
+                # Cloud Build publishes one state change at a time; each is handled before the next, so the story
+                # reads the same on a busy machine (the tests prove every order of delivery elsewhere)
+                wait_until(lambda handled=sent: len(function.log_lines()) >= handled, 60, "the function to handle it")
         show(bitbucket_app)
         show_server(server_app, server_url)
         print("\nThe function's log (one JSON object per line in Cloud Logging; shown here shortened):")

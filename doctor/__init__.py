@@ -22,7 +22,7 @@ import json
 import os
 import sys
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import redirect_stdout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -118,7 +118,7 @@ def check_credentials(found: Findings, env: Mapping[str, str], project: str) -> 
     return entries
 
 
-def check_repositories(found: Findings, warm: main.WarmInstance, builds: list[Mapping[str, Any]], project: str,
+def check_repositories(found: Findings, warm: main.WarmInstance, builds: Sequence[Mapping[str, Any]], project: str,
                        function_project: str) -> None:  # fmt: skip
     """One read a repository: whether the entry serving it can read it now."""
     seen: dict[main.Repository, str] = {}
@@ -191,7 +191,7 @@ def probe(found: Findings, warm: main.WarmInstance, repository: main.Repository,
 # --- statuses that disagree with Cloud Build -----------------------------------------------------------------
 
 
-def check_statuses(found: Findings, warm: main.WarmInstance, builds: list[Mapping[str, Any]], args: Any) -> None:
+def check_statuses(found: Findings, warm: main.WarmInstance, builds: Sequence[Mapping[str, Any]], args: Any) -> None:
     """What a dry-run resync would correct (one read a status)."""
     planned = resync.plan(builds, warm.config)
     todo, _ = planned.decided()

@@ -158,7 +158,9 @@ def rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def builds_since(cloud_build: main.CloudBuild, project: str, locations: list[str], since: datetime) -> Iterator[dict]:
+def builds_since(
+    cloud_build: main.CloudBuild, project: str, locations: list[str], since: datetime
+) -> Iterator[dict[str, Any]]:
     """Every build created at or after `since` in those locations, as the pages arrive, each once."""
     seen: set[str] = set()
     for location in locations:
@@ -168,7 +170,7 @@ def builds_since(cloud_build: main.CloudBuild, project: str, locations: list[str
                 yield build
 
 
-def _listed(cloud_build: main.CloudBuild, project: str, location: str, since: datetime) -> Iterator[dict]:
+def _listed(cloud_build: main.CloudBuild, project: str, location: str, since: datetime) -> Iterator[dict[str, Any]]:
     session = cloud_build.authorized()
     if session is None:
         raise main.ConfigurationError(
@@ -334,7 +336,8 @@ class Listed:
         return cls(main._text(build.get("id")), main._text(build.get("createTime")), zlib.compress(essentials, 1))
 
     def build(self) -> dict[str, Any]:
-        return json.loads(zlib.decompress(self.data))
+        build: dict[str, Any] = json.loads(zlib.decompress(self.data))
+        return build
 
     def order(self) -> tuple[datetime, str]:
         return (main.parse_time(self.created) or datetime.min.replace(tzinfo=UTC), self.id)
@@ -568,7 +571,7 @@ def _each(
     builds: list[Listed], tally: Tally, warm: main.WarmInstance, project: str, published: str, args: Any, out: TextIO
 ) -> None:
     verb = "would correct" if args.dry_run else "corrected"
-    with ThreadPoolExecutor(args.workers) as pool, redirect_stdout(LogLines()):  # type: ignore[type-var]
+    with ThreadPoolExecutor(args.workers) as pool, redirect_stdout(LogLines()):
         bar = tqdm(total=tally.seen + len(builds), initial=tally.seen, unit="build", file=sys.stderr, disable=None)
         verdicts = pool.map(lambda b: resync_build(b, warm, project, published), builds)
         try:

@@ -297,18 +297,19 @@ class Bitbucket:
             if "report" in match.groupdict():
                 return self._report(request.method, repository, commit, match["report"], body, identity)
             if request.method == "POST" and match["key"] is None and request.path.endswith("/build"):
-                return self._write(repository, commit, body, identity, create=True)
+                return self._write(repository, commit, dict(body or {}), identity, create=True)
             if request.method == "PUT" and match["key"]:
-                body = dict(body)
+                body = dict(body or {})
                 if body.get("key", match["key"]) != match["key"]:
                     return error(400, "key: cannot be changed", {"key": ["cannot be changed"]})
                 body["key"] = match["key"]
                 return self._write(repository, commit, body, identity, create=False)
             if request.method == "GET" and match["key"]:
-                found = self.statuses.get((repository, commit, match["key"]))
-                return _json(found) if found else error(404, "No such status")
+                shown = self.statuses.get((repository, commit, match["key"]))
+                return _json(shown) if shown else error(404, "No such status")
             if request.method == "GET" and request.path.endswith("/statuses"):
-                values = self.shown(*repository.split("/"), commit)
+                workspace, slug = repository.split("/")
+                values = self.shown(workspace, slug, commit)
                 return _json({"values": values, "pagelen": len(values) or 10, "size": len(values), "page": 1})
         return error(405, "Method not allowed")
 
@@ -472,8 +473,8 @@ class Server:
         if app.validate:
             app.spec()  # loaded before the first request, which would otherwise wait a second for it
         self._server = make_server("127.0.0.1", port, app, threaded=True, ssl_context=ssl_context)
-        self._server.daemon_threads = True
-        self._server.block_on_close = False  # a stalled answer must not hold up stop()
+        self._server.daemon_threads = True  # type: ignore[attr-defined]  # ThreadedWSGIServer's, from socketserver
+        self._server.block_on_close = False  # type: ignore[attr-defined]  # a stalled answer must not hold up stop()
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request is noise here
         self.port = self._server.server_port
         scheme = "https" if ssl_context else "http"

@@ -14,7 +14,8 @@ TRIGGER_ID = "2bceb582-3141-44bf-b444-5640cbcaecc5"
 
 
 def sample(name: str) -> dict[str, Any]:
-    return json.loads((SAMPLES / "cloud-build" / f"{name}.json").read_text())
+    found: dict[str, Any] = json.loads((SAMPLES / "cloud-build" / f"{name}.json").read_text())
+    return found
 
 
 def build(

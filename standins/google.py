@@ -132,7 +132,7 @@ class Google:
 
         for pem in self.trusted_keys:
             try:
-                jwt.decode(token, certs=pem, verify=True)
+                jwt.decode(token, certs=pem, verify=True)  # type: ignore[no-untyped-call]  # google-auth: no hints
             except ValueError:
                 continue
             with self._lock:
@@ -336,7 +336,10 @@ def _parse_filter(text: str) -> list[list[tuple[str, str]]] | None:
                 return None
             value = token["bare"] if token["bare"] is not None else re.sub(r"\\(.)", r"\1", token["value"])
             term = (token["field"] + (">=" if token["op"] == ">=" else ""), value)
-            (group if group is not None else clauses.append([]) or clauses[-1]).append(term)
+            if group is None:
+                clauses.append([term])
+            else:
+                group.append(term)
             expect_term = False
         elif token["word"] and not expect_term and (token["word"] == "OR") == (group is not None):
             expect_term = True
@@ -384,7 +387,7 @@ class GoogleServer:
     def __init__(self, app: Google) -> None:
         self.app = app
         self._server = make_server("127.0.0.1", 0, app, threaded=True)
-        self._server.daemon_threads = True
+        self._server.daemon_threads = True  # type: ignore[attr-defined]  # ThreadedWSGIServer's, from socketserver
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request is noise here
         self.endpoint = f"http://127.0.0.1:{self._server.server_port}"
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
@@ -425,7 +428,7 @@ class Storage:
     """gcp-storage-emulator on a loopback port; counts object downloads."""
 
     def __init__(self) -> None:
-        from gcp_storage_emulator.server import create_server
+        from gcp_storage_emulator.server import create_server  # type: ignore[import-untyped]  # it ships no hints
 
         self._server = create_server("127.0.0.1", 0, in_memory=True)
         self._server.start()
@@ -443,10 +446,11 @@ class Storage:
     def put(self, bucket: str, name: str, data: bytes) -> None:
         """Upload with the real client library, as `gcloud storage cp` would."""
         from google.auth.credentials import AnonymousCredentials
-        from google.cloud import storage
+        from google.cloud import storage  # type: ignore[attr-defined,import-untyped,unused-ignore]  # no hints
 
+        anonymous = AnonymousCredentials()  # type: ignore[no-untyped-call]  # google-auth: no hints
         client = storage.Client(
-            project="local-project", credentials=AnonymousCredentials(), client_options={"api_endpoint": self.host}
+            project="local-project", credentials=anonymous, client_options={"api_endpoint": self.host}
         )
         target = client.bucket(bucket)
         if not target.exists():

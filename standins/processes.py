@@ -47,7 +47,8 @@ def environment(values: dict[str, str]) -> Iterator[None]:
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def wait_until(check: Any, timeout: float, what: str, interval: float = 0.1) -> Any:
@@ -80,7 +81,7 @@ class Process:
         def check() -> bool:
             if self.popen.poll() is not None:
                 raise RuntimeError(f"{what} exited:\n{self.output()[-2000:]}")
-            return ready()
+            return bool(ready())
 
         try:
             wait_until(check, timeout, what)
@@ -163,7 +164,7 @@ class PubSubEmulator:
             f"{self.url}/projects/{self.project}/topics/{topic}:publish", json={"messages": [message]}, timeout=10
         )
         response.raise_for_status()
-        return response.json()["messageIds"][0]
+        return str(response.json()["messageIds"][0])
 
     def stop(self) -> None:
         self.process.stop()
