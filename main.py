@@ -40,8 +40,8 @@ Where to look:
 from __future__ import annotations
 
 # requests, urllib3 and the Google clients are imported inside the functions that use them, never here:
-# `import main` then costs milliseconds, not the ~300 ms of the clients, on every cold start (README,
-# Performance), and an instance loads only the client its credential source needs.
+# `import main` then costs milliseconds, not the ~300 ms of the clients, on every cold start
+# (docs/performance.md), and an instance loads only the client its credential source needs.
 import base64
 import binascii
 import contextvars
@@ -648,8 +648,8 @@ def trigger_name(build: Mapping[str, Any]) -> str:
 
 
 def locate(build: Mapping[str, Any]) -> Target | Skip:
-    """Find the Bitbucket repository, commit and branch, in the README's order: the _BITBUCKET_REPO
-    substitution, the git source, a Cloud Source Repositories mirror, a Cloud Build connection."""
+    """Find the Bitbucket repository, commit and branch, in the order docs/what-reviewers-see.md gives: the
+    _BITBUCKET_REPO substitution, the git source, a Cloud Source Repositories mirror, a Cloud Build connection."""
     for finder in (_from_substitutions, _from_git_source, _from_mirror, _from_connection):
         found = finder(build, substitutions(build))
         if isinstance(found, Skip):
@@ -1202,7 +1202,7 @@ def _rx(pattern: str) -> re.Pattern[str]:
 PATH = r"(?P<path>(?:file://)?[^\s:()\[\]\"'`]+)"
 LINE_COLUMN = r"(?P<line>\d+)(?::(?P<column>\d+))?"
 # One row per tool, the first that matches a line wins. Each row's format comes from the tool's real output (where
-# this machine runs the tool) or its documentation: tests/data/logs/README.md says which, and test_log.py
+# this machine runs the tool) or its documentation: tests/data/logs/README.md says which, and test_log_lines.py
 # proves each row on those lines.
 MATCHERS = (
     Matcher("pytest", _rx(rf"^{PATH[:-1]}\.py):(?P<line>\d+): (?P<message>[A-Za-z_][\w.]*)$"),

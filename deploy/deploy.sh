@@ -173,7 +173,7 @@ alerts() {
     fi
     channel=(--notification-channels="$name")
   fi
-  local runbook="Run make doctor PROJECT=$PROJECT REGION=$REGION, then the make resync it prints (README, Operations)."
+  local runbook="Run make doctor PROJECT=$PROJECT REGION=$REGION, then the make resync it prints (docs/operations.md)."
   alert_policy "$FUNCTION: errors" "$FUNCTION-errors" 0s "${channel[@]}" \
     --documentation="The function logged an ERROR. $runbook"
   alert_policy "$FUNCTION: events failing for 30 minutes" "$FUNCTION-retries" 1800s "${channel[@]}" \

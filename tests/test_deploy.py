@@ -314,7 +314,7 @@ def test_the_file_source_asks_for_the_credentials_before_it_deploys(tmp_path):
 
 @pytest.mark.parametrize("source", SOURCES)
 def test_the_readme_by_hand_commands_are_exactly_what_the_script_runs(source):
-    readme = (ROOT / "README.md").read_text().splitlines()
+    readme = (ROOT / "docs" / "deploying.md").read_text().splitlines()
     for target in ("deploy", "credentials"):
         out = subprocess.run(
             ["make", "-s", target, "DRY_RUN=1", "PROJECT=my-project", "REGION=europe-west1", f"SOURCE={source}"],
