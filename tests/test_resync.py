@@ -589,3 +589,40 @@ def test_make_resync_heals_with_the_deployed_functions_configuration(bitbucket, 
     assert "in global, europe-west1" in ran.stdout
     assert "statuses corrected: 1 (INPROGRESS → FAILED: 1)" in ran.stdout
     assert "secretmanager.versions.access on projects/acme-ci/secrets/bitbucket-build-status-credentials" in ran.stderr
+
+
+FAKE_HUB_GCLOUD = """#!/usr/bin/env bash
+# A stand-in for gcloud: the function deployed in the hub project, as `gcloud functions describe` prints it.
+case " $* " in
+  *" functions describe bitbucket-build-status "*"--region=europe-west1 --project=hub-ci --format=json "*)
+    cat "$FAKE_FUNCTION" ;;
+  *) echo "unexpected: gcloud $*" >&2; exit 1 ;;
+esac
+"""
+
+
+def test_make_resync_heals_a_teams_project_with_the_hubs_deployment(bitbucket, google, monkeypatch, tmp_path):
+    """PROJECT is the team's project whose builds are listed; FUNCTION_PROJECT the hub where the function runs."""
+    secret = "projects/hub-ci/secrets/bitbucket-build-status-credentials"
+    google.app.add_secret_version(secret, json.dumps({"token": TOKEN}).encode())
+    described = json.loads(json.dumps(DESCRIBED))
+    described["serviceConfig"]["environmentVariables"]["BITBUCKET_API_URL"] = bitbucket.api_url
+    described["serviceConfig"]["secretVolumes"][0]["projectId"] = "hub-ci"
+    (tmp_path / "function.json").write_text(json.dumps(described))
+    (tmp_path / "gcloud").write_text(FAKE_HUB_GCLOUD)
+    (tmp_path / "gcloud").chmod(0o755)
+    team_build = made("FAILURE", "t-1", 30)
+    team_build["projectId"] = team_build["substitutions"]["PROJECT_ID"] = "team-a"
+    google.app.record(team_build)
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}", "FAKE_FUNCTION": str(tmp_path / "function.json"),
+           "SECRET_MANAGER_API_ENDPOINT": google.endpoint}  # fmt: skip
+
+    ran = subprocess.run(
+        ["make", "--no-print-directory", "resync", "PROJECT=team-a", "FUNCTION_PROJECT=hub-ci", "REGION=europe-west1",
+         "SINCE=24h", "LOCATIONS=global"],
+        cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "Resync of team-a since" in ran.stdout
+    assert state(bitbucket) == ("FAILED", "t-1")
