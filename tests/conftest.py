@@ -142,6 +142,7 @@ def bitbucket(monkeypatch: pytest.MonkeyPatch, google: GoogleServer) -> Iterator
     google.app.cloud_build_answer = None
     google.app.logging_answer = None
     google.app.log_entries.clear()
+    google.app.log_filters.clear()
     google.app.log_views.clear()
     google.app.token_cycle = ()
     google.app.builds.clear()
