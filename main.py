@@ -1076,23 +1076,26 @@ MASKED = "[masked]"
 SECRET_NAME = r"(?i)\b[\w.-]*(?:password|passwd|secret|token|api[_-]?key|access[_-]?key)[\w.-]*"  # noqa: S105
 # What a credential looks like, as secret scanners (gitleaks, GitHub's secret scanning) describe each kind; a
 # match is masked before any line leaves Google Cloud. The `value` group, when there is one, is what is masked.
-SECRET_SHAPES = tuple(
-    re.compile(pattern)
-    for pattern in (
-        r"\bATATT[A-Za-z0-9_=+/-]{16,}",  # Atlassian API token
-        r"\bATCTT[A-Za-z0-9_=+/-]{16,}",  # Bitbucket repository, project and workspace access tokens
-        r"\bATBB[A-Za-z0-9]{16,}",  # Bitbucket app password
-        r"\b[MNO][A-Za-z0-9+/]{42,43}=?(?![A-Za-z0-9+/])",  # Bitbucket Data Center HTTP access token (base64)
-        r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,})",  # GitHub
-        r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b",  # AWS access key ID
-        r"\bAIza[0-9A-Za-z_-]{35}",  # Google API key
-        r"\bya29\.[0-9A-Za-z_.-]{10,}",  # Google OAuth access token
-        r"(?i)\bbearer\s+(?P<value>[A-Za-z0-9._~+/=-]{8,})",
-        r"(?<=://)(?P<value>[^/\s:@]+:[^/\s@]+)@",  # user:password@ in a URL
-        rf"{SECRET_NAME}\"?\s*[=:]\s*\"(?P<value>[^\"]{{4,}})\"",  # "password": "...", token="..."
-        rf"{SECRET_NAME}'?\s*[=:]\s*'(?P<value>[^']{{4,}})'",
-        rf"{SECRET_NAME}\s*[=:]\s*(?P<value>[^\s\"',;]{{4,}})",  # password=..., AWS_SECRET_ACCESS_KEY=...
-    )
+# Kept as text: `re` compiles each on first use (and caches it), so `import main` stays cheap for every cold start.
+SECRET_SHAPES = (
+    r"\bATATT[A-Za-z0-9_=+/-]{16,}",  # Atlassian API token
+    r"\bATCTT[A-Za-z0-9_=+/-]{16,}",  # Bitbucket repository, project and workspace access tokens
+    r"\bATBB[A-Za-z0-9]{16,}",  # Bitbucket app password
+    r"\b[MNO][A-Za-z0-9+/]{42,43}=?(?![A-Za-z0-9+/])",  # Bitbucket Data Center HTTP access token (base64)
+    r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,})",  # GitHub
+    r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b",  # AWS access key ID
+    r"\bAIza[0-9A-Za-z_-]{35}",  # Google API key
+    r"\bya29\.[0-9A-Za-z_.-]{10,}",  # Google OAuth access token
+    r"(?i)\bbearer\s+(?P<value>[A-Za-z0-9._~+/=-]{8,})",
+    r"(?<=://)(?P<value>[^/\s:@]+:[^/\s@]+)@",  # user:password@ in a URL
+)
+TOKEN_SHAPES = "|".join(f"(?:{shape})" for shape in SECRET_SHAPES if "(?P<value>" not in shape)  # one pass a line
+VALUE_SHAPES = tuple(shape for shape in SECRET_SHAPES if "(?P<value>" in shape)
+SECRET_WORDS = ("password", "passwd", "secret", "token", "key")  # a line without one has no assignment to mask
+SECRET_ASSIGNMENTS = (
+    rf"{SECRET_NAME}\"?\s*[=:]\s*\"(?P<value>[^\"]{{4,}})\"",  # "password": "...", token="..."
+    rf"{SECRET_NAME}'?\s*[=:]\s*'(?P<value>[^']{{4,}})'",
+    rf"{SECRET_NAME}\s*[=:]\s*(?P<value>[^\s\"',;]{{4,}})",  # password=..., AWS_SECRET_ACCESS_KEY=...
 )
 
 
@@ -1166,8 +1169,9 @@ def clean_lines(lines: Iterable[str], secrets: Iterable[str] = ()) -> list[str]:
             continue
         for secret in known:
             text = text.replace(secret, MASKED)
-        for shape in SECRET_SHAPES:
-            text = shape.sub(_mask, text)
+        assignments = SECRET_ASSIGNMENTS if any(word in text.lower() for word in SECRET_WORDS) else ()
+        for shape in (TOKEN_SHAPES, *VALUE_SHAPES, *assignments):
+            text = re.sub(shape, _mask, text)
         cleaned.append(_clip(text.rstrip(), LOG_LINE_MAX))
     return cleaned
 
@@ -1188,15 +1192,15 @@ class Matcher:
     Python traceback below)."""
 
     tool: str
-    pattern: re.Pattern[str]
-    before: re.Pattern[str] | None = None
-    after: re.Pattern[str] | None = None
+    pattern: str  # compiled by `re` on first use, and cached
+    before: str | None = None
+    after: str | None = None
     needs_context: bool = True  # a location without its `before` or `after` line is not an error of this tool
     names_file_alone: bool = False  # a file named without a directory cannot be placed (go test: its package's)
 
 
-def _rx(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
+def _rx(pattern: str) -> str:
+    return pattern
 
 
 PATH = r"(?P<path>(?:file://)?[^\s:()\[\]\"'`]+)"
@@ -1272,7 +1276,7 @@ def annotations_from(lines: Sequence[str], directory: str) -> tuple[Annotation, 
     found: dict[tuple[str | None, int | None], Annotation] = {}
     for index, text in enumerate(lines):
         for matcher in MATCHERS:
-            match = matcher.pattern.search(text)
+            match = re.search(matcher.pattern, text)
             if match is None:
                 continue
             annotation = _annotation(matcher, match, lines, index, directory)
@@ -1293,7 +1297,7 @@ def _annotation(
                             (matcher.after, lines[index + 1 : index + 1 + NEARBY])):  # fmt: skip
         if pattern is None:
             continue
-        near = next((m for m in map(pattern.search, nearby) if m), None)
+        near = next((m for m in (re.search(pattern, line) for line in nearby) if m), None)
         if near is None and matcher.needs_context:
             return None
         if near is not None:
