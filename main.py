@@ -474,6 +474,14 @@ STATUS_MAP = {
     "EXPIRED": Meaning("STOPPED", "Expired in queue", FINAL),
 }
 FINAL_STATES = frozenset(m.state for m in STATUS_MAP.values() if m.phase == FINAL)
+
+
+def meaning_of(build: Mapping[str, Any]) -> Meaning | None:
+    """What the build's status means on Bitbucket; None for a status of no Bitbucket state."""
+    status = build.get("status")
+    return STATUS_MAP.get(status) if isinstance(status, str) else None
+
+
 IN_PROGRESS = tuple(m for m in STATUS_MAP.values() if m.phase < FINAL)
 
 
@@ -866,7 +874,7 @@ class Skip:
 
 def translate(build: Mapping[str, Any], config: Config) -> Update | Skip:
     """Decide what a Build means for Bitbucket; no I/O."""
-    meaning = STATUS_MAP.get(build.get("status"))  # type: ignore[arg-type]
+    meaning = meaning_of(build)
     if meaning is None:
         return Skip(f"build status {build.get('status')!r} has no Bitbucket state", "WARNING")
     target = locate(build)
@@ -1065,7 +1073,6 @@ LOG_LINE_MAX = 200  # a log line as a report shows it
 LOG_LINES_SCANNED = 1000  # of the failed step's last lines, read and searched for errors
 ANNOTATIONS_MAX = 100  # a report's annotations: one request on Cloud (its limit per request)
 SUMMARY_MAX = 440  # Cloud refuses an annotation's summary over 450 characters
-LOG_STATUSES = frozenset({"FAILURE", "TIMEOUT", "INTERNAL_ERROR"})  # a build whose failed step's log is read
 BUILD_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}", re.ASCII)
 FAILED_STEP_RE = re.compile(r"\bbuild step (\d{1,4})\b", re.IGNORECASE)  # failureInfo's detail names the step
 STEP_PREFIX_RE = re.compile(r'Step #\d{1,4}(?: - "[^"\n]*")?: ')  # a line of the log file names its step
@@ -1117,7 +1124,8 @@ class FailedStep:
 def failed_step(build: Mapping[str, Any]) -> FailedStep | str | None:
     """The step of a failed build whose log a report shows; a reason when its log cannot be read; None for a build
     that did not fail in a step."""
-    if build.get("status") not in LOG_STATUSES or not BUILD_ID_RE.fullmatch(_text(build.get("id"))):
+    meaning = meaning_of(build)
+    if meaning is None or meaning.state != "FAILED" or not BUILD_ID_RE.fullmatch(_text(build.get("id"))):
         return None
     steps = [s if isinstance(s, dict) else {} for s in build.get("steps") or ()] if isinstance(
         build.get("steps"), list
@@ -1199,41 +1207,37 @@ class Matcher:
     names_file_alone: bool = False  # a file named without a directory cannot be placed (go test: its package's)
 
 
-def _rx(pattern: str) -> str:
-    return pattern
-
-
 PATH = r"(?P<path>(?:file://)?[^\s:()\[\]\"'`]+)"
 LINE_COLUMN = r"(?P<line>\d+)(?::(?P<column>\d+))?"
 # One row per tool, the first that matches a line wins. Each row's format comes from the tool's real output (where
 # this machine runs the tool) or its documentation: tests/data/logs/README.md says which, and test_log_lines.py
 # proves each row on those lines.
 MATCHERS = (
-    Matcher("pytest", _rx(rf"^{PATH[:-1]}\.py):(?P<line>\d+): (?P<message>[A-Za-z_][\w.]*)$"),
-            before=_rx(r"^E\s+(?P<message>(?:[\w.]*(?:Error|Exception|Failed)\b|assert\b).*)$"), needs_context=False),
-    Matcher("pytest summary", _rx(rf"^(?:FAILED|ERROR) {PATH[:-1]}\.py)::(?P<test>\S+)(?: - (?P<message>.+))?$")),
-    Matcher("Python traceback", _rx(r'^\s*File "(?P<path>[^"]+)", line (?P<line>\d+)'),
-            after=_rx(r"^(?P<message>[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning)\b.*)$")),
-    Matcher("tsc", _rx(rf"^{PATH}\((?P<line>\d+),(?P<column>\d+)\): (?P<severity>error|warning) "
+    Matcher("pytest", (rf"^{PATH[:-1]}\.py):(?P<line>\d+): (?P<message>[A-Za-z_][\w.]*)$"),
+            before=(r"^E\s+(?P<message>(?:[\w.]*(?:Error|Exception|Failed)\b|assert\b).*)$"), needs_context=False),
+    Matcher("pytest summary", (rf"^(?:FAILED|ERROR) {PATH[:-1]}\.py)::(?P<test>\S+)(?: - (?P<message>.+))?$")),
+    Matcher("Python traceback", (r'^\s*File "(?P<path>[^"]+)", line (?P<line>\d+)'),
+            after=(r"^(?P<message>[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning)\b.*)$")),
+    Matcher("tsc", (rf"^{PATH}\((?P<line>\d+),(?P<column>\d+)\): (?P<severity>error|warning) "
                       r"(?P<code>TS\d+): (?P<message>.+)$")),
-    Matcher("ESLint (unix)", _rx(rf"^{PATH}:{LINE_COLUMN}: (?P<message>.+?) \[(?P<severity>Error|Warning)"
+    Matcher("ESLint (unix)", (rf"^{PATH}:{LINE_COLUMN}: (?P<message>.+?) \[(?P<severity>Error|Warning)"
                                 r"(?:/(?P<code>[^\]]+))?\]$")),
-    Matcher("ESLint (stylish)", _rx(r"^\s+(?P<line>\d+):(?P<column>\d+)\s+(?P<severity>error|warning)\s+"
+    Matcher("ESLint (stylish)", (r"^\s+(?P<line>\d+):(?P<column>\d+)\s+(?P<severity>error|warning)\s+"
                                    r"(?P<message>.+?)(?:\s{2,}(?P<code>[\w@/-]+))?$"),
-            before=_rx(r"^(?P<path>/?[\w.@-][^\s:]*\.[cm]?[jt]sx?)$")),
-    Matcher("go test", _rx(rf"^\s+{PATH[:-1]}_test\.go):(?P<line>\d+): (?P<message>.+)$"), names_file_alone=True),
-    Matcher("rustc and cargo", _rx(rf"^\s*--> {PATH}:{LINE_COLUMN}$"),
-            before=_rx(r"^(?P<severity>error|warning)(?:\[(?P<code>E\d+)\])?: (?P<message>.+)$")),
-    Matcher("Maven", _rx(rf"^\[(?P<severity>ERROR|WARNING)\] {PATH[:-1]}\.(?:java|kt|scala|groovy)):"
+            before=(r"^(?P<path>/?[\w.@-][^\s:]*\.[cm]?[jt]sx?)$")),
+    Matcher("go test", (rf"^\s+{PATH[:-1]}_test\.go):(?P<line>\d+): (?P<message>.+)$"), names_file_alone=True),
+    Matcher("rustc and cargo", (rf"^\s*--> {PATH}:{LINE_COLUMN}$"),
+            before=(r"^(?P<severity>error|warning)(?:\[(?P<code>E\d+)\])?: (?P<message>.+)$")),
+    Matcher("Maven", (rf"^\[(?P<severity>ERROR|WARNING)\] {PATH[:-1]}\.(?:java|kt|scala|groovy)):"
                         r"\[(?P<line>\d+),(?P<column>\d+)\] (?P<message>.+)$")),
-    Matcher("Kotlin (Gradle)", _rx(rf"^(?P<severity>e|w): {PATH[:-1]}\.kts?):(?P<line>\d+):(?P<column>\d+) "
+    Matcher("Kotlin (Gradle)", (rf"^(?P<severity>e|w): {PATH[:-1]}\.kts?):(?P<line>\d+):(?P<column>\d+) "
                                   r"(?P<message>.+)$")),
-    Matcher("Jest", _rx(rf"^\s+at (?:[^()]*? \()?{PATH[:-1]}\.[cm]?[jt]sx?):(?P<line>\d+):(?P<column>\d+)\)?$"),
-            before=_rx(r"^\s*\u25cf (?P<message>.+)$")),
-    Matcher("Terraform", _rx(r"^(?:\u2502 )?\s*on (?P<path>[^\s]+\.tf(?:\.json)?) line (?P<line>\d+)"),
-            before=_rx(r"^(?:\u2502 )?(?P<severity>Error|Warning): (?P<message>.+)$")),
+    Matcher("Jest", (rf"^\s+at (?:[^()]*? \()?{PATH[:-1]}\.[cm]?[jt]sx?):(?P<line>\d+):(?P<column>\d+)\)?$"),
+            before=(r"^\s*\u25cf (?P<message>.+)$")),
+    Matcher("Terraform", (r"^(?:\u2502 )?\s*on (?P<path>[^\s]+\.tf(?:\.json)?) line (?P<line>\d+)"),
+            before=(r"^(?:\u2502 )?(?P<severity>Error|Warning): (?P<message>.+)$")),
     # GCC, Clang, javac, go vet and go build, mypy, and any tool that writes `path:line:col: error: message`
-    Matcher("compiler (path:line:col)", _rx(rf"^{PATH}:{LINE_COLUMN}: (?:(?P<severity>fatal error|error|warning"
+    Matcher("compiler (path:line:col)", (rf"^{PATH}:{LINE_COLUMN}: (?:(?P<severity>fatal error|error|warning"
                                            r"|note)(?:\[[^\]]*\])?: )?(?P<message>\S.*)$")),
 )  # fmt: skip
 SEVERITIES = {"error": "error", "fatal error": "error", "e": "error", "warning": "warning", "w": "warning"}
@@ -1251,6 +1255,15 @@ class Annotation:
     tool: str
 
     @property
+    def site_severity(self) -> str:
+        """As both sites name it (Cloud has CRITICAL and LOW too; Data Center LOW)."""
+        return "HIGH" if self.severity == "error" else "MEDIUM"
+
+    def place(self) -> dict[str, Any]:
+        """Its file and line, as both sites' bodies spell them (none for the report's own)."""
+        return {name: value for name, value in (("path", self.path), ("line", self.line)) if value}
+
+    @property
     def key(self) -> str:
         """A stable id within its report (both sites take an external id)."""
         raw = f"{self.path}:{self.line}:{self.message}".encode("utf-8", "surrogatepass")
@@ -1258,35 +1271,29 @@ class Annotation:
 
 
 def merged(*groups: Iterable[Annotation]) -> tuple[Annotation, ...]:
-    """Annotations of several sources, one per file and line (the first source's first), errors first, at most
-    ANNOTATIONS_MAX."""
+    """Annotations of several sources, one per file and line (the first one found), a file's own only where none
+    of its lines has one, errors first (in the order found otherwise), at most ANNOTATIONS_MAX."""
     found: dict[tuple[str | None, int | None], Annotation] = {}
     for annotation in (a for group in groups for a in group):
-        if annotation.path is None and annotation.line is None:
-            found[(None, len(found))] = annotation  # report-level: each its own
+        if annotation.path is None:
+            found[(None, len(found))] = annotation  # the report's own: each its own
         else:
             found.setdefault((annotation.path, annotation.line), annotation)
-    kept = sorted(found.values(), key=lambda a: a.severity != "error")
+    lined = {a.path for a in found.values() if a.line is not None}
+    kept = [a for a in found.values() if a.path is None or a.line is not None or a.path not in lined]
+    kept.sort(key=lambda a: a.severity != "error")
     return tuple(kept[:ANNOTATIONS_MAX])
 
 
 def annotations_from(lines: Sequence[str], directory: str) -> tuple[Annotation, ...]:
     """The errors the matchers find in a failed step's (cleaned) lines, on the repository's paths: one per file and
     line, a file's own only where none of its lines has one, errors first, at most ANNOTATIONS_MAX."""
-    found: dict[tuple[str | None, int | None], Annotation] = {}
+    found = []
     for index, text in enumerate(lines):
-        for matcher in MATCHERS:
-            match = re.search(matcher.pattern, text)
-            if match is None:
-                continue
-            annotation = _annotation(matcher, match, lines, index, directory)
-            if annotation is not None:
-                found.setdefault((annotation.path, annotation.line), annotation)
-            break
-    lined = {path for path, line in found if line is not None}
-    kept = [a for (path, line), a in found.items() if line is not None or path not in lined]
-    kept.sort(key=lambda a: a.severity != "error")  # stable: in the log's order within each severity
-    return tuple(kept[:ANNOTATIONS_MAX])
+        match, matcher = next(((m, row) for row in MATCHERS if (m := re.search(row.pattern, text))), (None, None))
+        if match is not None and matcher is not None:
+            found.append(_annotation(matcher, match, lines, index, directory))
+    return merged(a for a in found if a is not None)
 
 
 def _annotation(
@@ -1387,12 +1394,14 @@ class TestSources:
 
 def test_sources(build: Mapping[str, Any]) -> TestSources | None:
     """The build's test report files' places, or None for a build that names none (or is not finished)."""
-    if STATUS_MAP.get(build.get("status"), Meaning("", "", 0)).phase != FINAL:  # type: ignore[arg-type]
+    meaning = meaning_of(build)
+    if meaning is None or meaning.phase != FINAL:
         return None
     named = GCS_URL_RE.fullmatch(_text(substitutions(build).get(TEST_REPORTS_SUBSTITUTION)))
     manifest = GCS_URL_RE.fullmatch(_text(_dict(build.get("results")).get("artifactManifest")))
     folder = (named["bucket"], named["name"]) if named else None
-    listed = (manifest["bucket"], manifest["name"]) if manifest and build.get("status") == "SUCCESS" else None
+    # Cloud Build uploads artifacts, and writes their manifest, only when every step succeeded
+    listed = (manifest["bucket"], manifest["name"]) if manifest and meaning.state == "SUCCESSFUL" else None
     return TestSources(folder, listed) if folder or listed else None
 
 
@@ -1459,22 +1468,23 @@ def parse_junit(data: bytes) -> TestResults:
         raise ValueError(f"its root is <{_clip(root.tag, 40)}>, not <testsuites> or <testsuite>")
     parsed = JUnitXml.fromroot(root)  # type: ignore[arg-type]  # an ElementTree element; its hint names lxml's
     suites = [parsed] if isinstance(parsed, TestSuite) else list(parsed)
-    results = TestResults()
+    failures: list[FailedTest] = []
+    passed = skipped = 0
     for case in (case for suite in suites for case in suite):
         outcomes = case.result
         failure = next((r for r in outcomes if isinstance(r, (Failure, Error))), None)
         if failure is not None:
             line = case._elem.get("line")  # pytest's xunit1: 0-based, the test function's `def`
             name = ".".join(p for p in (case.classname, case.name) if p)
-            failed = FailedTest(_clip(plain(name), FIELD_MAX), _clip(plain(_failure_message(failure)), FIELD_MAX),
-                                failure.text or "", case._elem.get("file") or "",
-                                int(line) + 1 if line and line.isdigit() else None)  # fmt: skip
-            results += TestResults(failed=1, failures=(failed,))
+            message = _clip(plain(_failure_message(failure)), FIELD_MAX)
+            failures.append(FailedTest(_clip(plain(name), FIELD_MAX), message, failure.text or "",
+                                       case._elem.get("file") or "",
+                                       int(line) + 1 if line and line.isdigit() else None))  # fmt: skip
         elif any(isinstance(r, Skipped) for r in outcomes):
-            results += TestResults(skipped=1)
+            skipped += 1
         else:
-            results += TestResults(passed=1)
-    return results
+            passed += 1
+    return TestResults(passed, len(failures), skipped, tuple(failures))
 
 
 def _failure_message(failure: Any) -> str:
@@ -1514,7 +1524,7 @@ def with_tests(update: Update, results: TestResults) -> Update:
         shown = [f"{t.name}: {t.message}" if t.message else t.name for t in results.failures[:FAILED_TESTS_SHOWN]]
         lines = [f"Tests: {results.counts()}", *(f"Failed test: {_clip(s, LINE_MAX - 13)}" for s in shown)]
         report = replace(report, details=_clip("\n".join([report.details, *lines]), DETAILS_MAX),
-                         tests=results.counts(), annotations=tuple(test_annotations(results, directory)))  # fmt: skip
+                         tests=results.counts(), annotations=merged(test_annotations(results, directory)))  # fmt: skip
     return replace(update, status=status, report=report)
 
 
@@ -2176,19 +2186,15 @@ class BitbucketCloud:
         self.client.delete(repository, self.report_url(repository, commit, report.key))
 
     def annotation_body(self, annotation: Annotation) -> dict[str, Any]:
-        body: dict[str, Any] = {
+        return {
             "external_id": annotation.key,
             "annotation_type": "BUG",
             "summary": annotation.message,
-            "details": f"Found by {REPORTER} in the failed step's log ({annotation.tool})",
-            "severity": "HIGH" if annotation.severity == "error" else "MEDIUM",
+            "details": f"Found by {REPORTER} ({annotation.tool})",
+            "severity": annotation.site_severity,
             "result": "FAILED",
+            **annotation.place(),
         }
-        if annotation.path:
-            body["path"] = annotation.path
-        if annotation.line:
-            body["line"] = annotation.line
-        return body
 
     def write_annotations(self, repository: Repository, commit: str, report: Report) -> None:
         url = f"{self.report_url(repository, commit, report.key)}/annotations"  # at most 100 a request: one request
@@ -2274,17 +2280,13 @@ class BitbucketDataCenter:
         self.client.delete(repository, self.report_url(repository, commit, report.server_key))
 
     def annotation_body(self, annotation: Annotation) -> dict[str, Any]:
-        body: dict[str, Any] = {
+        return {
             "externalId": annotation.key,
             "message": annotation.message,
-            "severity": "HIGH" if annotation.severity == "error" else "MEDIUM",
+            "severity": annotation.site_severity,
             "type": "BUG",
+            **annotation.place(),
         }
-        if annotation.path:
-            body["path"] = annotation.path
-        if annotation.line:
-            body["line"] = annotation.line
-        return body
 
     def write_annotations(self, repository: Repository, commit: str, report: Report) -> None:
         url = f"{self.report_url(repository, commit, report.server_key)}/annotations"
@@ -2521,10 +2523,20 @@ class TestReports:
     def __init__(self, buckets: frozenset[str]) -> None:
         self.buckets = buckets
         self._client: Any = None
+        self._read = Lru(256)  # sources → (their results,): a final message delivered again reads nothing
         self._warned: set[str] = set()
         self._lock = threading.Lock()
 
     def read(self, sources: TestSources) -> TestResults | None:
+        known: tuple[TestResults] | None = self._read.get(sources)
+        if known is not None:
+            return known[0]
+        results = self._read_all(sources)
+        if results is not None and not results.partial:  # partial may be a passing failure: read again next time
+            self._read.put(sources, (results,))
+        return results
+
+    def _read_all(self, sources: TestSources) -> TestResults | None:
         files: list[tuple[str, str, str]] = []
         partial = False
         try:

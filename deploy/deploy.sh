@@ -159,17 +159,11 @@ alerts() {
       --log-filter="$lines AND jsonPayload.message=~\"^Will retry\""
   local channel=() name
   if [ -n "$ALERT_EMAIL" ]; then
-    if [ -n "$DRY_RUN" ]; then
-      name=NOTIFICATION_CHANNEL
-    else
-      name=$(gcloud beta monitoring channels list --project="$PROJECT" --format='value(name)' \
-        --filter="type=\"email\" AND labels.email_address=\"$ALERT_EMAIL\"" | head -n 1)
-    fi
+    name=$(email_channel)
     if [ -z "$name" ] || [ -n "$DRY_RUN" ]; then
       run gcloud beta monitoring channels create --project="$PROJECT" --type=email \
         --display-name="$FUNCTION alerts ($ALERT_EMAIL)" --channel-labels="email_address=$ALERT_EMAIL"
-      [ -n "$DRY_RUN" ] || name=$(gcloud beta monitoring channels list --project="$PROJECT" --format='value(name)' \
-        --filter="type=\"email\" AND labels.email_address=\"$ALERT_EMAIL\"" | head -n 1)
+      name=$(email_channel)
     fi
     channel=(--notification-channels="$name")
   fi
@@ -178,6 +172,16 @@ alerts() {
     --documentation="The function logged an ERROR. $runbook"
   alert_policy "$FUNCTION: events failing for 30 minutes" "$FUNCTION-retries" 1800s "${channel[@]}" \
     --documentation="Events keep failing and are delivered again. $runbook"
+}
+
+# The email channel of ALERT_EMAIL, when one exists (in a dry run, a placeholder).
+email_channel() {
+  if [ -n "$DRY_RUN" ]; then
+    echo NOTIFICATION_CHANNEL
+  else
+    gcloud beta monitoring channels list --project="$PROJECT" --format='value(name)' \
+      --filter="type=\"email\" AND labels.email_address=\"$ALERT_EMAIL\"" | head -n 1
+  fi
 }
 
 # An alert policy on a log-based metric: open an incident while the metric counts anything for `duration`.

@@ -203,3 +203,26 @@ def test_a_file_past_the_bound_is_not_read_past_it_and_the_counts_say_they_are_p
 def test_test_report_buckets_must_be_bucket_names():
     with pytest.raises(main.ConfigurationError, match="TEST_REPORT_BUCKETS must be bucket names"):
         main.Config.from_env({"TEST_REPORT_BUCKETS": "gs://acme-reports"})
+
+
+def test_a_report_carries_at_most_a_hundred_annotations_however_many_tests_failed():
+    """Bitbucket Cloud takes 100 annotations a request: with LOG_EXCERPTS=off nothing else would cap them."""
+    failures = tuple(main.FailedTest(f"t{n}", "boom", f"tests/test_many.py:{n + 1}: AssertionError", "", None)
+                     for n in range(150))  # fmt: skip
+    update = main.translate(build("FAILURE"), main.Config())
+    assert isinstance(update, main.Update)
+    tested = main.with_tests(update, main.TestResults(passed=10, failed=150, failures=failures))
+    assert tested.report is not None
+    assert len(tested.report.annotations) == main.ANNOTATIONS_MAX
+    assert tested.status.description == "Failed after 3m 12s: 150 of 160 tests failed"
+
+
+def test_a_final_message_delivered_again_reads_the_test_files_once(reports_bucket, bitbucket, tmp_path):
+    reports_bucket.put(BUCKET, "again/junit.xml", pytest_junit(tmp_path))
+    subs = {"_BITBUCKET_TEST_REPORTS": f"gs://{BUCKET}/again/", "COMMIT_SHA": COMMIT}
+    downloads = reports_bucket.downloads
+    for _ in range(3):
+        deliver(build("FAILURE", "b-1", substitutions=subs))
+    assert reports_bucket.downloads == downloads + 1
+    [status] = bitbucket.app.shown("acme", "webapp", COMMIT)
+    assert status["description"] == "Failed after 3m 12s: 2 of 215 tests failed"
