@@ -287,11 +287,13 @@ def bench_warm(events: int, rounds: int, workdir: Path, margin: float) -> None:
     row("warm final-state event (after its Running) incl. its report and log line, TLS on loopback", f"{a:.2f} ms",
         f"{f:.2f} ms bare keep-alive POST + PUT (floor)", f"{a / f:.2f}x the floor", "<= 1.15x",
         a / f <= 1.15 * margin)  # fmt: skip
-    # On loopback a new connection costs only its TLS handshake, and with the baseline warmed up the bare
-    # keep-alive POST itself is only about 3x faster than it: the target is set below that ceiling.
+    # On loopback a new connection costs only its TLS handshake, and the bare keep-alive POST itself is
+    # 1.7x to 3.5x faster than it, depending on the machine's load: no event can beat that ceiling, so
+    # where the ceiling is below 2.5x the target is the ceiling, within the floor row's 1.15x.
+    target = min(2.5, b / f / 1.15)
     row("warm final-state event vs a new connection per event", f"{a:.2f} ms",
         f"{b:.2f} ms new TLS connection (the floor: {b / f:.2f}x faster than it)", f"{b / a:.2f}x faster",
-        ">= 2.5x", b / a >= 2.5 / margin)  # fmt: skip
+        f">= {target:.2f}x (2.5x, or the floor's / 1.15)", b / a >= target / margin)  # fmt: skip
     row(f"new connections for {events * rounds} warm events (after the first)", str(ours_connections),
         f"{events * rounds} (one per event)", "-", "0 (one connection)", ours_connections == 0)  # fmt: skip
 
