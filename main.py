@@ -1165,7 +1165,7 @@ def clean_lines(lines: Iterable[str], secrets: Iterable[str] = ()) -> list[str]:
     """Log lines as they may leave Google Cloud: terminal escape sequences and control and format characters
     removed, private key blocks removed whole, the function's own credentials and anything shaped like a
     credential masked, each line clipped."""
-    known = sorted((s for s in secrets if len(s) >= 6), key=len, reverse=True)
+    known = list(secrets)
     cleaned: list[str] = []
     in_key = False
     for raw in lines:
@@ -1175,13 +1175,19 @@ def clean_lines(lines: Iterable[str], secrets: Iterable[str] = ()) -> list[str]:
             if not cleaned or cleaned[-1] != "[private key removed]":
                 cleaned.append("[private key removed]")
             continue
-        for secret in known:
-            text = text.replace(secret, MASKED)
-        assignments = SECRET_ASSIGNMENTS if any(word in text.lower() for word in SECRET_WORDS) else ()
-        for shape in (TOKEN_SHAPES, *VALUE_SHAPES, *assignments):
-            text = re.sub(shape, _mask, text)
-        cleaned.append(_clip(text.rstrip(), LOG_LINE_MAX))
+        cleaned.append(_clip(masked(text, known).rstrip(), LOG_LINE_MAX))
     return cleaned
+
+
+def masked(text: str, secrets: Iterable[str] = ()) -> str:
+    """Text from a build as it may leave Google Cloud: the function's own credentials (`secrets`) and anything
+    shaped like a credential masked."""
+    for secret in sorted((s for s in secrets if len(s) >= 6), key=len, reverse=True):
+        text = text.replace(secret, MASKED)
+    assignments = SECRET_ASSIGNMENTS if any(word in text.lower() for word in SECRET_WORDS) else ()
+    for shape in (TOKEN_SHAPES, *VALUE_SHAPES, *assignments):
+        text = re.sub(shape, _mask, text)
+    return text
 
 
 def _mask(match: re.Match[str]) -> str:
