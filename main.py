@@ -95,6 +95,7 @@ URL_MAX = 450
 BRANCH_MAX = 255
 PARENT_MAX = 1024  # Data Center
 SHOWN_MAX = 200  # how much of a value from a build a log line shows
+BUILD_DEPTH_MAX = 32  # how deep a Build may nest (Cloud Build's go about six levels down): deeper is not one
 COMMAND_MAX = 120  # how much of a failed step's command a report shows
 DEFAULT_NAME = "Cloud Build"
 DEFAULT_KEY = "cloud-build"
@@ -111,7 +112,7 @@ KEY_RE = re.compile(r"[A-Za-z0-9._-]+", re.ASCII)
 USER_INFO_RE = re.compile(r"(?<=://)[^/?#]*@")
 URL_TAIL_RE = re.compile(r"[?#].*", re.DOTALL)  # a URL's query and fragment, never logged
 BITBUCKET_URL_RE = re.compile(
-    r"(?:https://|ssh://)?(?:[^@/]+@)?bitbucket\.org[:/]"
+    r"(?:https://|ssh://)?(?:(?<![^@/])[^@/]++@)?bitbucket\.org[:/]"
     r"(?P<workspace>[^/]+)/(?P<slug>[^/]+?)(?:\.git)?/?",
     re.IGNORECASE,
 )
@@ -133,7 +134,8 @@ LOG_PATH_RE = re.compile(
     re.ASCII,
 )
 PROJECT_PARAMETER_RE = re.compile(r"(?:^|&)project=(?P<project>[a-z0-9][a-z0-9-]{0,62})(?:&|$)", re.ASCII)
-PROJECT_ID = r"(?:[a-z0-9.-]+:)?[a-z0-9][a-z0-9-]{0,62}"  # also a domain-scoped one (example.com:project)
+# A project ID, also a domain-scoped one (example.com:project); the lookbehind keeps a search linear.
+PROJECT_ID = r"(?:(?<![a-z0-9.-])[a-z0-9.-]++:)?[a-z0-9][a-z0-9-]{0,62}"
 PROJECT_ID_RE = re.compile(PROJECT_ID, re.ASCII)
 # The topic a delivery came from: a CloudEvent's source, a 1st gen context's resource, a push request's path.
 TOPIC_RE = re.compile(rf"(?://pubsub\.googleapis\.com/)?projects/(?P<project>{PROJECT_ID})/topics/[^/]+", re.ASCII)
@@ -398,12 +400,28 @@ def decode_build(data: Any) -> dict[str, Any]:
         build = json.loads(raw)
     except (UnicodeDecodeError, ValueError):
         raise InvalidMessage("the message data is not JSON") from None
+    except RecursionError:
+        raise InvalidMessage(f"the message data is nested deeper than {BUILD_DEPTH_MAX} levels") from None
     if not isinstance(build, dict):
         raise InvalidMessage(f"the message data is a JSON {type(build).__name__}, not a Build object")
+    if _depth(build) > BUILD_DEPTH_MAX:
+        raise InvalidMessage(f"the message data is nested deeper than {BUILD_DEPTH_MAX} levels")
     for name in ("id", "status"):
         if not isinstance(build.get(name), str) or not build[name]:
             raise InvalidMessage(f"the Build has no {name!r}")
     return build
+
+
+def _depth(value: Any) -> int:
+    """How deep a JSON value nests (a Build's deepest field is a few levels down), counted without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            if depth <= BUILD_DEPTH_MAX:  # deeper than that is refused: no need to look further
+                stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 # What the function reads of a Build, and of each of its steps: a resync holds only these of each listed build.
@@ -502,7 +520,7 @@ def describe(build: Mapping[str, Any]) -> str:
         text = f"{text} {meaning.took} {took}"
     detail = _text(_dict(build.get("failureInfo")).get("detail")) or _text(build.get("statusDetail"))
     if detail and meaning.detail:
-        text = f"{text}: {' '.join(detail.split())}"
+        text = f"{text}: {' '.join(masked(detail, substituted_secrets(build)).split())}"
     allowed = steps_of(build).allowed
     if meaning.state == "SUCCESSFUL" and allowed:
         text = f"{text}, {allowed} step{'s' if allowed > 1 else ''} allowed to fail"
@@ -529,6 +547,7 @@ def steps_of(build: Mapping[str, Any]) -> Steps:
     ) else []  # fmt: skip
     passed = failed = allowed = not_run = 0
     failed_step, failed_index = "", -1
+    secrets = substituted_secrets(build)
     for index, step in enumerate(steps):
         status = _text(step.get("status"))
         if status == "SUCCESS":
@@ -538,18 +557,25 @@ def steps_of(build: Mapping[str, Any]) -> Steps:
         elif status in ("FAILURE", "TIMEOUT", "INTERNAL_ERROR"):
             failed += 1
             if not failed_step:
-                failed_step, failed_index = step_text(step, index, status), index
+                failed_step, failed_index = step_text(step, index, status, secrets), index
         else:
             not_run += 1
     return Steps(len(steps), passed, failed, allowed, not_run, failed_step, failed_index)
 
 
-def step_text(step: Mapping[str, Any], index: int, status: str) -> str:
-    """'unit-tests (golang:1.23): go test ./..., exit code 1' - the step's id, image, command and outcome."""
+def step_text(step: Mapping[str, Any], index: int, status: str, secrets: Sequence[str] = ()) -> str:
+    """'unit-tests (golang:1.23): go test ./..., exit code 1' - the step's id, image, command (credentials masked)
+    and outcome."""
     name = _text(step.get("id")) or f"step {index + 1}"
     image = _text(step.get("name"))
     args = step["args"] if isinstance(step.get("args"), list) else []
-    command = " ".join(_text(step.get("entrypoint")).split() + [a for a in args if isinstance(a, str)])
+    words, length = [], 0
+    for word in _text(step.get("entrypoint")).split() + [a for a in args if isinstance(a, str)]:
+        if length > MASK_WINDOW:  # what follows is never shown: a command of 100,000 args costs nothing more
+            break
+        words.append(word[:MASK_WINDOW])
+        length += len(words[-1]) + 1
+    command = masked(" ".join(words), secrets)
     code = step.get("exitCode")
     outcome = "timed out" if status == "TIMEOUT" else f"exit code {code}" if isinstance(code, int) else "failed"
     text = f"{name} ({image})" if image else name
@@ -562,7 +588,7 @@ def rejection(build: Mapping[str, Any]) -> str:
     if _text(approval.get("state")) != "REJECTED":
         return ""
     result = _dict(approval.get("result"))
-    who, comment = _text(result.get("approverAccount")), _text(result.get("comment"))
+    who, comment = _text(result.get("approverAccount")), masked(_text(result.get("comment")))
     return plain(f"approval rejected{f' by {who}' if who else ''}{f' ({comment})' if comment else ''}")
 
 
@@ -649,6 +675,12 @@ class Target:
 
 def substitutions(build: Mapping[str, Any]) -> Mapping[str, Any]:
     return _dict(build.get("substitutions"))
+
+
+def substituted_secrets(build: Mapping[str, Any]) -> tuple[str, ...]:
+    """The values of the build's substitutions whose names say they are secrets (_API_TOKEN, _DB_PASSWORD): Cloud
+    Build expands them into a step's args, so they are masked wherever the build's text is shown."""
+    return tuple(v for k, v in substitutions(build).items() if isinstance(v, str) and SECRET_WORD.search(str(k)))
 
 
 def trigger_name(build: Mapping[str, Any]) -> str:
@@ -955,6 +987,7 @@ class Report:
     log: FailedStep | str | None = None  # the failed step whose lines it may show, or why none can be read
     annotations: tuple[Annotation, ...] = ()
     tests: str = ""  # its test results' counts, when read
+    masks: tuple[str, ...] = field(default=(), repr=False)  # the build's own secrets: masked in its lines
 
     def with_excerpt(self, excerpt: Excerpt) -> Report:
         """The report with the failed step's last lines ending its details (within DETAILS_MAX: the last lines
@@ -985,7 +1018,8 @@ def report_of(build: Mapping[str, Any], status: CommitStatus) -> Report:
     and why, what the steps did, the warnings, the trigger, the link to the log; clipped, one line each."""
     steps = steps_of(build)
     failure = _dict(build.get("failureInfo"))
-    cause = _text(failure.get("detail")) or _text(build.get("statusDetail"))
+    secrets = substituted_secrets(build)
+    cause = masked(_text(failure.get("detail")) or _text(build.get("statusDetail")), secrets)
     warnings = [w for w in build.get("warnings") or () if isinstance(w, dict)] if isinstance(
         build.get("warnings"), list
     ) else []  # fmt: skip
@@ -1000,7 +1034,7 @@ def report_of(build: Mapping[str, Any], status: CommitStatus) -> Report:
                   f"{steps.not_run} did not run"]  # fmt: skip
         lines.append(f"Steps: {steps.total} ({', '.join(c for c in counts if not c.startswith('0 '))})")
     for warning in warnings[:WARNINGS_SHOWN]:
-        lines.append(f"Warning: {_clip(plain(_text(warning.get('text'))), FIELD_MAX)}")
+        lines.append(f"Warning: {_clip(plain(masked(_text(warning.get('text')), secrets)), FIELD_MAX)}")
     if len(warnings) > WARNINGS_SHOWN:
         lines.append(f"and {len(warnings) - WARNINGS_SHOWN} more warnings")
     trigger = trigger_name(build)
@@ -1019,6 +1053,7 @@ def report_of(build: Mapping[str, Any], status: CommitStatus) -> Report:
         trigger=_clip(plain(trigger), FIELD_MAX),
         warnings=len(warnings),
         log=failed_step(build),
+        masks=secrets,
     )
 
 
@@ -1077,33 +1112,52 @@ BUILD_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}", re.ASCII)
 FAILED_STEP_RE = re.compile(r"\bbuild step (\d{1,4})\b", re.IGNORECASE)  # failureInfo's detail names the step
 STEP_PREFIX_RE = re.compile(r'Step #\d{1,4}(?: - "[^"\n]*")?: ')  # a line of the log file names its step
 ANSI_RE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
-KEY_BLOCK_BEGIN = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----")
-KEY_BLOCK_END = re.compile(r"-----END [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----")
+KEY_BLOCK_BEGIN = re.compile(r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----")
+KEY_BLOCK_END = re.compile(r"-----END [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----")
+# A line within a private key block: base64, or one of the PEM headers (an encrypted key's).
+KEY_BLOCK_LINE = re.compile(r"\s*+(?:[A-Za-z0-9+/=.]++|(?:Proc-Type|DEK-Info|Comment):.*+)?\s*+")
 MASKED = "[masked]"
-SECRET_NAME = r"(?i)\b[\w.-]*(?:password|passwd|secret|token|api[_-]?key|access[_-]?key)[\w.-]*"  # noqa: S105
+MASK_WINDOW = 1024  # of a text from a build, what is cleaned and masked: nothing past it is ever shown
+SECRET_MIN = 6  # a known secret shorter than this is not looked for (it would mask ordinary words)
 # What a credential looks like, as secret scanners (gitleaks, GitHub's secret scanning) describe each kind; a
-# match is masked before any line leaves Google Cloud. The `value` group, when there is one, is what is masked.
-# Kept as text: `re` compiles each on first use (and caches it), so `import main` stays cheap for every cold start.
-SECRET_SHAPES = (
-    r"\bATATT[A-Za-z0-9_=+/-]{16,}",  # Atlassian API token
-    r"\bATCTT[A-Za-z0-9_=+/-]{16,}",  # Bitbucket repository, project and workspace access tokens
-    r"\bATBB[A-Za-z0-9]{16,}",  # Bitbucket app password
+# match is masked before any text leaves Google Cloud. Every shape is linear in its text: each unbounded run either
+# ends the match or starts only where a run of its characters starts (a lookbehind), so no text makes the engine
+# scan it again from each position. Kept as text: `re` compiles each on first use, so `import main` stays cheap.
+TOKEN_SHAPES = (  # masked whole, in one pass a text
+    r"\bATATT[A-Za-z0-9_=+/-]{16,}+",  # Atlassian API token
+    r"\bATCTT[A-Za-z0-9_=+/-]{16,}+",  # Bitbucket repository, project and workspace access tokens
+    r"\bATBB[A-Za-z0-9]{16,}+",  # Bitbucket app password
     r"\b[MNO][A-Za-z0-9+/]{42,43}=?(?![A-Za-z0-9+/])",  # Bitbucket Data Center HTTP access token (base64)
-    r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,})",  # GitHub
+    r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}+|github_pat_[A-Za-z0-9_]{22,}+)",  # GitHub
     r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b",  # AWS access key ID
     r"\bAIza[0-9A-Za-z_-]{35}",  # Google API key
-    r"\bya29\.[0-9A-Za-z_.-]{10,}",  # Google OAuth access token
-    r"(?i)\bbearer\s+(?P<value>[A-Za-z0-9._~+/=-]{8,})",
-    r"(?<=://)(?P<value>[^/\s:@]+:[^/\s@]+)@",  # user:password@ in a URL
+    r"\bya29\.[0-9A-Za-z_.-]{10,}+",  # Google OAuth access token
+    r"\bxox[abposr]-[A-Za-z0-9-]{10,}+",  # Slack
+    r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{8,}+\.[A-Za-z0-9_-]{8,}+\.[A-Za-z0-9_-]*+",  # a JSON Web Token
+    # a private key within one text (an escaped PEM in JSON, a test's message), to its end or the text's
+    r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----(?s:(?!-----END ).)*+"
+    r"(?:-----END [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----)?",
 )
-TOKEN_SHAPES = "|".join(f"(?:{shape})" for shape in SECRET_SHAPES if "(?P<value>" not in shape)  # one pass a line
-VALUE_SHAPES = tuple(shape for shape in SECRET_SHAPES if "(?P<value>" in shape)
-SECRET_WORDS = ("password", "passwd", "secret", "token", "key")  # a line without one has no assignment to mask
-SECRET_ASSIGNMENTS = (
-    rf"{SECRET_NAME}\"?\s*[=:]\s*\"(?P<value>[^\"]{{4,}})\"",  # "password": "...", token="..."
-    rf"{SECRET_NAME}'?\s*[=:]\s*'(?P<value>[^']{{4,}})'",
-    rf"{SECRET_NAME}\s*[=:]\s*(?P<value>[^\s\"',;]{{4,}})",  # password=..., AWS_SECRET_ACCESS_KEY=...
+TOKEN_SHAPE = "|".join(f"(?:{shape})" for shape in TOKEN_SHAPES)
+# The shapes of which only a part is masked: the group `value` (or `dq`, `sq`); with a group `name`, only when it
+# names a secret (SECRET_WORD); with `param`, only when it names one as a URL's parameters do (PARAMETER_WORD); with
+# `login`, only on a line that signs in (LOGIN_RE).
+VALUE_SHAPES = (
+    r"(?i)\bbearer\s++(?P<value>[A-Za-z0-9._~+/=-]{8,}+)",
+    r"(?i)\b(?:proxy-)?authori[sz]ation[\"']?\s*+[:=]\s*+[\"']?(?:(?:basic|bearer|digest|token|negotiate)\s++)?"
+    r"(?P<value>[^\s\"',;]{4,}+)",  # Authorization: Basic dXNlcjpwYXNz
+    r"(?i)\b(?:set-)?cookie[\"']?\s*+:\s*+[\"']?(?P<value>[^\"'\r\n]{4,}+)",  # Cookie: session=...; the rest
+    r"(?<=://)(?!git@)(?P<value>[^\s/?#\"']+)@",  # user info in a URL: user:password@, TOKEN@, :TOKEN@, p@ss@
+    r"[?&;#](?P<param>[\w.-]++)=(?P<value>[^&#\s\"'<>]++)",  # ?access_token=, ?key=, ?sig=, X-Goog-Signature=
+    r"(?<![\w.-])(?P<name>[\w.-]++)[\"']?\s*+[=:]\s*+(?:\"(?P<dq>[^\"]{4,}+)\"?|'(?P<sq>[^']{4,}+)'?"
+    r"|(?P<value>[^\s\"',;]{4,}+))",  # password=..., "token": "...", AWS_SECRET_ACCESS_KEY=...
+    r"(?<!\S)--(?P<name>[\w-]++)\s++(?P<value>\"[^\"]*+\"?|'[^']*+'?|[^\s\"'-][^\s\"']*+)",  # --password X
+    r"(?<!\S)(?:-u|--user)(?:\s++|=)?[\"']?[^\s:\"']++:(?P<value>[^\s\"']++)",  # curl -u user:password
+    r"(?<!\S)(?:sshpass\s++)?-p(?:\s++)?(?P<login>[^\s\"'-][^\s\"']*+)",  # docker login -u x -p X, mysql -pX
 )
+SECRET_WORD = re.compile(r"(?i)password|passwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key")
+PARAMETER_WORD = re.compile(r"(?i)password|passwd|secret|token|key|sig|credential|auth")
+LOGIN_RE = re.compile(r"(?<!\S)(?:-u|--user(?:name)?)(?:\s|=)|\blogin\b|\bsshpass\b")  # a line where -p is a password
 
 
 @dataclass(frozen=True)
@@ -1162,38 +1216,75 @@ def quoted(text: str) -> str:
 
 
 def clean_lines(lines: Iterable[str], secrets: Iterable[str] = ()) -> list[str]:
-    """Log lines as they may leave Google Cloud: terminal escape sequences and control and format characters
-    removed, private key blocks removed whole, the function's own credentials and anything shaped like a
-    credential masked, each line clipped."""
-    known = list(secrets)
+    """Log lines as they may leave Google Cloud: each clipped to MASK_WINDOW first, terminal escape sequences and
+    control and format characters removed (a tab is spaces), private key blocks removed, the function's own
+    credentials and anything shaped like a credential masked, each line clipped to LOG_LINE_MAX."""
+    known = known_secrets(secrets)
     cleaned: list[str] = []
     in_key = False
     for raw in lines:
-        text = "".join(c for c in ANSI_RE.sub("", raw).replace("\t", "    ") if c.isprintable())
+        text = "".join(c for c in ANSI_RE.sub("", raw[:MASK_WINDOW]).replace("\t", "    ") if c.isprintable())
+        if in_key and not (KEY_BLOCK_LINE.fullmatch(text) or KEY_BLOCK_END.search(text)):
+            in_key = False  # an unterminated block ends where its base64 does: the lines after it are kept
         if in_key or KEY_BLOCK_BEGIN.search(text):
             in_key = not KEY_BLOCK_END.search(text)
             if not cleaned or cleaned[-1] != "[private key removed]":
                 cleaned.append("[private key removed]")
             continue
-        cleaned.append(_clip(masked(text, known).rstrip(), LOG_LINE_MAX))
+        cleaned.append(_clip(_masked(text, known).rstrip(), LOG_LINE_MAX))
     return cleaned
 
 
 def masked(text: str, secrets: Iterable[str] = ()) -> str:
-    """Text from a build as it may leave Google Cloud: the function's own credentials (`secrets`) and anything
-    shaped like a credential masked."""
-    for secret in sorted((s for s in secrets if len(s) >= 6), key=len, reverse=True):
-        text = text.replace(secret, MASKED)
-    assignments = SECRET_ASSIGNMENTS if any(word in text.lower() for word in SECRET_WORDS) else ()
-    for shape in (TOKEN_SHAPES, *VALUE_SHAPES, *assignments):
+    """Text from a build as it may leave Google Cloud: clipped to MASK_WINDOW, the function's own credentials
+    (`secrets`, and their URL-encoded forms) and anything shaped like a credential masked."""
+    return _masked(text[:MASK_WINDOW], known_secrets(secrets))
+
+
+def known_secrets(secrets: Iterable[str]) -> list[str]:
+    """Secrets as text may show them (as they are, and URL-encoded), longest first: a secret that holds another
+    is masked whole."""
+    from urllib.parse import quote, quote_plus
+
+    forms = {form for s in secrets if len(s) >= SECRET_MIN for form in (s, quote(s, safe=""), quote_plus(s))}
+    return sorted(forms, key=len, reverse=True)
+
+
+def _masked(text: str, known: Sequence[str]) -> str:
+    text = _masked_known(text, known)
+    for shape in (TOKEN_SHAPE, *VALUE_SHAPES):
         text = re.sub(shape, _mask, text)
     return text
 
 
+def scrubbed(value: Any, known: Sequence[str]) -> Any:
+    """A JSON value with every `known` secret masked in each of its strings: the last guard before a body leaves."""
+    if isinstance(value, str):
+        return _masked_known(value, known)
+    if isinstance(value, dict):
+        return {key: scrubbed(item, known) for key, item in value.items()}
+    if isinstance(value, list):
+        return [scrubbed(item, known) for item in value]
+    return value
+
+
+def _masked_known(text: str, known: Sequence[str]) -> str:
+    for secret in known:
+        text = text.replace(secret, MASKED)
+    return text
+
+
 def _mask(match: re.Match[str]) -> str:
-    if match.groupdict().get("value") is None:
+    groups = {name: value for name, value in match.groupdict().items() if value is not None}
+    if not groups:
         return MASKED
-    start, end = match.span("value")
+    if "name" in groups and not SECRET_WORD.search(groups["name"]):
+        return match.group(0)
+    if "param" in groups and not PARAMETER_WORD.search(groups["param"]):
+        return match.group(0)
+    if "login" in groups and not LOGIN_RE.search(match.string):
+        return match.group(0)
+    start, end = next(match.span(g) for g in ("value", "dq", "sq", "login") if g in groups)
     whole = match.group(0)
     return whole[: start - match.start()] + MASKED + whole[end - match.start() :]
 
@@ -1554,7 +1645,7 @@ ENTRY_FIELDS = frozenset(
     }
 )
 FIELD_NAME_RE = re.compile(r"[a-z_]{1,40}", re.ASCII)  # an unknown field is named only if it looks like a name
-PATTERN_RE = re.compile(r"[!-~]+/[!-~]+", re.ASCII)  # workspace/repo_slug, or PROJECT/repo_slug on a server
+PATTERN_RE = re.compile(r"(?<![!-~])[!-~]+/[!-~]+", re.ASCII)  # workspace/repo_slug, or PROJECT/repo_slug on a server
 PROJECT_PATTERN_RE = re.compile(r"[a-z0-9.:*?!\[\]-]{1,100}", re.ASCII)  # Google Cloud project IDs, shell-style
 
 
@@ -1828,18 +1919,24 @@ class Keyring:
     _tokens: dict[str, tuple[str, float]] = field(default_factory=dict, init=False)  # secret → (header, renew at)
     _lock: threading.RLock = field(default_factory=threading.RLock, init=False)
 
+    def load(self) -> tuple[Credential, ...]:
+        """The document's entries, read from its source on first use (and after a credential was refused)."""
+        with self._lock:
+            if self._entries is None:
+                self._entries = self.source.fetch()
+                self._served = {}
+            return self._entries
+
     def entry_for(self, repository: Repository) -> Credential | None:
         """The first entry that serves the repository, for the project the current event speaks for; reads the
         document on first use."""
         project = _project.get()
         with self._lock:
-            if self._entries is None:
-                self._entries = self.source.fetch()
-                self._served = {}
+            entries = self.load()
             if (repository, project) not in self._served:
                 if len(self._served) >= self.SERVED_MEMORY:
                     self._served.clear()
-                entry = next((e for e in self._entries if e.serves(repository, project)), None)
+                entry = next((e for e in entries if e.serves(repository, project)), None)
                 self._served[(repository, project)] = entry
             return self._served[(repository, project)]
 
@@ -2120,6 +2217,7 @@ class Client:
     def _send(self, entry: Credential, method: str, url: str, body: Any, params: Any, header: str) -> Any:
         headers = {"Authorization": header, "Accept": "application/json"}
         verify = self.certificates.verify(entry)
+        body = scrubbed(body, known_secrets(self.keyring.secret_values()))  # whatever field a credential reached
         return send(self.session, method, url, self.timeout, verify, json=body, params=params, headers=headers)
 
 
@@ -2444,6 +2542,7 @@ class LogUnavailable(Exception):
 
 
 LOG_READS = 3  # a log not complete yet is read again, twice at most
+LOG_RESPONSE_MAX = 8 << 20  # bytes of one answer of Cloud Logging (a thousand lines of 8 KB)
 WRITES_RESERVE = 30.0  # seconds of the event's deadline kept for the report's own writes after waiting for a log
 LOGGING_ROLE = (
     "roles/logging.viewAccessor on the log view LOG_VIEW of the project's _Default bucket (make deploy creates it "
@@ -2483,10 +2582,15 @@ class CloudLogging:
         session = self.google.authorized()
         if session is None:
             raise LogUnavailable("the function has no Google credentials")
+        url = f"{self.api_url}/v2/entries:list"
         try:
-            response = self.google.request(session, "POST", f"{self.api_url}/v2/entries:list", json=body)
+            response = self.google.request(session, "POST", url, json=body, stream=True)
+            with response:  # a step's lines may be 256 KB each: what is read is bounded, whatever is sent
+                raw = response.raw.read(LOG_RESPONSE_MAX + 1, decode_content=True)
         except (TransientError, ConfigurationError) as error:
             raise LogUnavailable(f"Cloud Logging could not be asked ({error})") from None
+        except OSError as error:  # the answer broke off while it was read
+            raise LogUnavailable(f"Cloud Logging's answer could not be read ({type(error).__name__})") from None
         code = response.status_code
         if code in (401, 403, 404):
             self._warn(code)
@@ -2495,7 +2599,13 @@ class CloudLogging:
             raise LogUnavailable("Cloud Logging's read quota is spent for now (429)")
         if not response.ok:
             raise LogUnavailable(f"Cloud Logging answered {code}")
-        entries = [e for e in _json(response).get("entries") or () if isinstance(e, dict)]
+        if len(raw) > LOG_RESPONSE_MAX:
+            raise LogUnavailable(f"the step's last lines are too long to read (over {LOG_RESPONSE_MAX >> 20} MB)")
+        try:
+            answer = _dict(json.loads(raw))
+        except ValueError:
+            answer = {}
+        entries = [e for e in answer.get("entries") or () if isinstance(e, dict)]
         lines, complete = [], False
         for entry in reversed(entries):  # asked newest first: the last lines of a long log
             text, label = _text(entry.get("textPayload")), _dict(entry.get("labels")).get("build_step")
@@ -2870,7 +2980,8 @@ class Reporter:
             lines, complete = self.logs.step_lines(_project.get(), source)
         except LogUnavailable as error:
             return report.with_excerpt(Excerpt(note=str(error)))
-        return report.with_excerpt(excerpt_of(source, lines, complete, self.log_lines, self.keyring.secret_values()))
+        secrets = [*self.keyring.secret_values(), *report.masks]
+        return report.with_excerpt(excerpt_of(source, lines, complete, self.log_lines, secrets))
 
     def _is_private(self, site: Site, repository: Repository) -> bool:
         """Whether Bitbucket says the repository is private, read once per repository per instance."""
@@ -3000,6 +3111,10 @@ class WarmInstance:
                             log_excerpts=config.log_excerpts, log_lines=int(config.log_excerpt_lines))  # fmt: skip
         return cls(config, keyring, cloud_build, reporter, TestReports(config.test_report_buckets))
 
+    def masked(self, value: Any) -> Any:
+        """A text (or a log line's fields) with every credential this instance holds masked: a build may show one."""
+        return scrubbed(value, known_secrets(self.keyring.secret_values()))
+
 
 _warm: WarmInstance | None = None
 _warm_lock = threading.Lock()
@@ -3026,18 +3141,21 @@ def handle(data: Any, published_at: Any, topic: Any = None) -> None:
         log("WARNING", f"Ignored a message that is not a Cloud Build notification: {error}")
         return
     fields = _log_fields(build)
+    warm: WarmInstance | None = None
     try:
-        result = report_build(build, published_at, fields, delivered_from(topic), warm_instance())
+        warm = warm_instance()
+        result = report_build(build, published_at, fields, delivered_from(topic), warm)
     except (ConfigurationError, TransientError) as error:
         severity, prefix = next((s, p) for kind, s, p in RAISED if isinstance(error, kind))
-        log(severity, f"{prefix}: {error}", **fields)
+        said = f"{prefix}: {error}"
+        log(severity, warm.masked(said) if warm else said, **(warm.masked(fields) if warm else fields))
         raise
     except Exception as error:  # a bug: its stack trace, once (Error Reporting groups it), never the event's data
         frames = "".join(traceback.format_tb(error.__traceback__, limit=-20))  # frames only: not its message
         trace = f"Traceback (most recent call last):\n{frames}{type(error).__name__}"
         log("ERROR", f"Unexpected {type(error).__name__}; will retry\n{trace}", **fields)
         raise RuntimeError(f"unexpected {type(error).__name__}: its stack trace is logged above") from None
-    log(result.severity, result.message, **fields)
+    log(result.severity, warm.masked(result.message), **warm.masked(fields))
 
 
 # How an error that makes Pub/Sub deliver the event again is logged: the first kind that matches.
@@ -3100,9 +3218,12 @@ def report_build(
             return Result(SKIPPED, "WARNING", old)
         if refused := refused_origin(build, delivered, warm.config):
             return Result(SKIPPED, refused.severity, f"Refused: {refused.reason}")
-        decision = translate(build, warm.config)
-        if not isinstance(decision, Skip):
-            decision = resolve(decision, warm)
+        # A build may show one of the function's own credentials (in its failure, a command): never even a part of it
+        # is shown, so it is masked before the texts are clipped — again when this event read the credentials.
+        build = warm.masked(build)
+        decision = _translated(build, warm)
+        if not isinstance(decision, Skip) and (again := warm.masked(build)) != build:
+            build, decision = again, _translated(again, warm)
         if isinstance(decision, Skip):
             return Result(SKIPPED, decision.severity, f"Skipped: {decision.reason}")
         fields.update(_log_fields(build, decision))
@@ -3112,6 +3233,11 @@ def report_build(
             return post(decision, published, warm, fields)
         except NotServed as error:  # the document changed while the event was on its way
             return Result(SKIPPED, "INFO", f"Skipped: {error}")
+
+
+def _translated(build: Mapping[str, Any], warm: WarmInstance) -> Update | Skip:
+    decision = translate(build, warm.config)
+    return decision if isinstance(decision, Skip) else resolve(decision, warm)
 
 
 def too_old(published: datetime, config: Config) -> str | None:

@@ -1,0 +1,228 @@
+"""No secret leaves: the function's own credentials (every kind, every form a text may show them in) and anything
+shaped like a credential are masked in every field sent to Bitbucket, on both sites — the failed step's command and
+lines, failureInfo, warnings, approval comments — and a build's own secret substitutions with them; cleaning keeps
+what is not a secret."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+import main
+from standins import remember_basic, remember_secret
+from standins.builds import COMMIT, build
+from tests.conftest import dc_build, deliver, remember_stored
+
+# Each an unmistakable credential, never a word of prose.
+OWN_TOKEN = "Y3bHX02KdvhiYcNR0V-0QVDIfWjG_TH7"
+BASIC_USER, BASIC_PASSWORD = "ci-bot@acme.example", "dOUZunRVO53qy7sYZoiv8YhcYEirewdZ"
+CONSUMER_ID, CONSUMER_SECRET = "hryNPnyeZNVFEVBwhfmBjr", "iVzMBQLx3Ey6SBJz-5UrrI1MxNZZ-t68"
+SLASHED = "Qk9+cmV/c3Q=Xy7Lm2Pz9Aq4I5H5E5MMXN"  # changes when URL-encoded
+SUBSTITUTED = "IECw8xUT3SELt0zM6voW5B455jHDFt03"  # a build's own _DEPLOY_TOKEN
+STEP = {"id": "deploy", "name": "gcr.io/cloud-builders/curl", "status": "FAILURE", "exitCode": 22}
+STEPS = [{"id": "checkout", "status": "SUCCESS"}, STEP]
+LABEL = 'Step #1 - "deploy"'
+
+
+def forms(secret: str) -> list[str]:
+    """A secret as a text may show it: itself, URL-encoded, and (for a password) the Basic header made of it."""
+    return [secret, quote(secret, safe="")]
+
+
+def parts(secrets: list[str]) -> set[str]:
+    """Every 12 characters of each secret in a row: a clipped text must not show even a part of one."""
+    return {s[i : i + 12] for s in secrets for i in range(len(s) - 11)}
+
+
+def leaked(calls: list[Any], secrets: list[str]) -> list[str]:
+    sent = json.dumps([call.body for call in calls])
+    return sorted(p for p in parts(secrets) if p in sent)
+
+
+def carrying(make: Any, build_id: str, commit: str, *secrets: str) -> dict[str, Any]:
+    """A failed build whose every free text carries the secrets: its failure, its warnings, its step's command."""
+    said = " ".join(secrets)
+    failed = make("FAILURE", build_id, steps=[{**STEPS[0]}, {**STEP, "args": ["-sf", "-d", said, "https://x"]}],
+                  commit=commit, createTime="2026-11-27T09:00:00Z")  # fmt: skip
+    failed["failureInfo"] = {"type": "USER_BUILD_STEP", "detail": f"Build step failure: build step 1 failed: {said}"}
+    failed["warnings"] = [{"text": f"deprecated flag near {said}", "priority": "WARNING"}]
+    return failed
+
+
+@pytest.fixture(params=["token", "basic", "consumer"])
+def cloud_credential(request, bitbucket, monkeypatch) -> list[str]:
+    """Bitbucket Cloud signed in with each kind of credential; the values that must never be sent."""
+    app = bitbucket.app
+    app.revoke_all()
+    if request.param == "token":
+        app.accept_token(OWN_TOKEN)
+        document: dict[str, str] = {"token": OWN_TOKEN}
+        secrets = forms(OWN_TOKEN)
+    elif request.param == "basic":
+        app.accept_basic(BASIC_USER, BASIC_PASSWORD)
+        document = {"username": BASIC_USER, "password": BASIC_PASSWORD}
+        secrets = [*forms(BASIC_PASSWORD), base64.b64encode(f"{BASIC_USER}:{BASIC_PASSWORD}".encode()).decode()]
+    else:
+        app.consumers[CONSUMER_ID] = CONSUMER_SECRET
+        remember_basic(CONSUMER_ID, CONSUMER_SECRET)
+        monkeypatch.setenv("BITBUCKET_OAUTH_TOKEN_URL", bitbucket.token_url)
+        document = {"client_id": CONSUMER_ID, "client_secret": CONSUMER_SECRET}
+        secrets = [*forms(CONSUMER_SECRET), base64.b64encode(f"{CONSUMER_ID}:{CONSUMER_SECRET}".encode()).decode()]
+    remember_stored(document)
+    monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps(document))
+    return secrets
+
+
+def test_no_form_of_the_functions_own_credential_reaches_bitbucket_cloud_from_any_field(
+    bitbucket, google, cloud_credential, capsys
+):
+    deliver(build("WORKING", "b-0"))  # the first call: a consumer's token is issued
+    secrets = [*cloud_credential, *(t for t in bitbucket.app._oauth_tokens for t in forms(t))]
+    google.app.write_log("acme-ci", "b-1", {LABEL: [f"+ curl -H 'X-Auth: {s}' https://x" for s in secrets]})
+
+    deliver(carrying(build, "b-1", "1" * 40, *secrets))
+
+    [report] = bitbucket.app.shown_reports("acme", "webapp", "1" * 40)
+    assert "Last lines of step 1 (deploy)" in report["details"]
+    assert main.MASKED in report["details"]
+    assert leaked(bitbucket.app.calls, secrets) == []
+    out = capsys.readouterr().out
+    assert [p for p in parts(secrets) if p in out] == []  # nor the function's own log lines
+
+
+def test_no_form_of_a_data_center_credential_reaches_the_server_from_any_field(both, google, monkeypatch, capsys):
+    password = "FyqXtWmhfSZjqToOE9h4zOoH9xoviNVo"
+    both.app.accept_basic("ci-bot", password)
+    document = [{"server": both.url, "username": "ci-bot", "password": password, "ca_certificate": both.ca}]
+    remember_stored(document)
+    monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps(document))
+    secrets = [*forms(password), base64.b64encode(f"ci-bot:{password}".encode()).decode()]
+    google.app.write_log("acme-ci", "b-1", {LABEL: [f"login with {s}" for s in secrets]})
+
+    deliver(carrying(lambda s, b, **k: dc_build(s, both, b, **k), "b-1", COMMIT, *secrets))
+
+    [report] = both.app.shown_reports("PROJ", "repo", COMMIT)
+    assert "Last lines of step 1 (deploy)" in report["details"]
+    assert leaked(both.app.calls, secrets) == []
+    out = capsys.readouterr().out
+    assert [p for p in parts(secrets) if p in out] == []
+
+
+def test_a_secret_substitution_is_masked_wherever_the_build_shows_it(bitbucket, google):
+    remember_secret(SUBSTITUTED)
+    google.app.write_log("acme-ci", "b-1", {LABEL: [f"deploying with {SUBSTITUTED}", "error: 401"]})
+    failed = carrying(build, "b-1", COMMIT, SUBSTITUTED)
+    failed["substitutions"]["_DEPLOY_TOKEN"] = SUBSTITUTED
+
+    deliver(failed)
+
+    [report] = bitbucket.app.shown_reports("acme", "webapp", COMMIT)
+    assert "deploying with [masked]" in report["details"]
+    assert leaked(bitbucket.app.calls, [SUBSTITUTED]) == []
+
+
+def test_a_steps_command_shows_no_credential_in_the_status_or_report(bitbucket):
+    bearer, password = "Mc-AhghItEiDFOBrFCsDB4UEMLVMdICP", "RBRyR6Qx6ryBDv11t9ZwxQamo_Warzdg"
+    remember_secret(bearer, password)
+    args = ["-H", f"Authorization: Bearer {bearer}", "--password", password, "https://api.example/deploy"]
+    deliver(build("FAILURE", steps=[{**STEP, "args": args}]))
+
+    [report] = bitbucket.app.shown_reports("acme", "webapp", COMMIT)
+    shown = "Failed step: deploy (gcr.io/cloud-builders/curl): -H Authorization: Bearer [masked] --password [masked]"
+    assert shown in report["details"]
+    assert leaked(bitbucket.app.calls, [bearer, password]) == []
+
+
+# --- the shapes: pure --------------------------------------------------------------------------------------------
+
+SHAPED = "sXRdV1ZkK8310hXV-sLcoqgr8C6hwC4s"
+JWT = (
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJjaS1ib3QiLCJleHAiOjE3OTk5OTk5OTl9"
+    ".Tty6ehpJlpoH2ul2YS80YffoHmgtSU5a_J3qAVR_klm"
+)
+
+
+@pytest.mark.parametrize(
+    ("line", "secret", "kept"),
+    [
+        (f"Authorization: Basic {SHAPED}", SHAPED, "Authorization: Basic [masked]"),
+        (f'curl -H "authorization: token {SHAPED}" https://x', SHAPED, "authorization: token [masked]"),
+        (f"mysql --password {SHAPED} -h db", SHAPED, "--password [masked] -h db"),
+        (f"docker login -u ci -p {SHAPED} registry.example", SHAPED, "-p [masked] registry"),
+        (f"echo $PW | sshpass -p {SHAPED} ssh host", SHAPED, "sshpass -p [masked] ssh"),
+        (f"curl -u ci:{SHAPED} https://x", SHAPED, "curl -u ci:[masked] https://x"),
+        (f"git clone https://{SHAPED}@bitbucket.org/acme/x.git", SHAPED, "https://[masked]@bitbucket.org/acme/x.git"),
+        (f"git clone https://:{SHAPED}@host/x.git", SHAPED, "https://[masked]@host/x.git"),
+        (f"fetch https://ci:p@ss{SHAPED}@host/x", SHAPED, "https://[masked]@host/x"),
+        (f"GET https://maps.example/api?key={SHAPED}&q=1", SHAPED, "?key=[masked]&q=1"),
+        (f"GET https://acct.blob.example/c?sv=2024&sig={SHAPED}", SHAPED, "&sig=[masked]"),
+        (f"https://storage.googleapis.com/b/o?X-Goog-Signature={SHAPED}", SHAPED, "X-Goog-Signature=[masked]"),
+        (f"https://x/y#access_token={SHAPED}&type=bearer", SHAPED, "#access_token=[masked]"),
+        (f"https://x/y;token={SHAPED}", SHAPED, ";token=[masked]"),
+        (f"auth header {JWT} sent", JWT, "auth header [masked] sent"),
+        (f"SLACK=xoxb-1234567890-{SHAPED}", f"xoxb-1234567890-{SHAPED}", "[masked]"),
+        (f"Cookie: session={SHAPED}; theme=dark", SHAPED, "Cookie: [masked]"),
+        (f"export API_KEY={SHAPED}", SHAPED, "API_KEY=[masked]"),
+        (f"private_key: {SHAPED}", SHAPED, "private_key: [masked]"),
+        (f'{{"client_secret": "{SHAPED}"}}', SHAPED, '"client_secret": "[masked]"'),
+    ],
+)
+def test_each_shape_of_a_credential_is_masked_keeping_what_it_is(line, secret, kept):
+    for text in (main.masked(line), main.clean_lines([line])[0]):
+        assert secret not in text
+        assert kept in text
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "mkdir -p build/out",
+        "Login Succeeded",
+        "the token expired: run gcloud auth login",
+        "git clone git@bitbucket.org:acme/webapp.git",
+        "ssh://git@bitbucket.example:7999/PROJ/repo.git",
+        "fetching https://bitbucket.org/acme/webapp/src/main/README.md?at=main",
+        "key: value",
+        "--- FAIL: TestLogin (0.00s)",
+    ],
+)
+def test_cleaning_keeps_a_line_that_holds_no_secret(line):
+    assert main.clean_lines([line]) == [line]
+
+
+def test_an_unterminated_private_key_hides_only_its_own_lines():
+    lines = [
+        "-----BEGIN OPENSSH PRIVATE KEY-----", "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ", "QyNTUxOQAAACB=",
+        "Error: permission denied (publickey)", "deploy failed", "-----BEGIN RSA PRIVATE KEY----- MIIEpAIBAAKCAQEA",
+    ]  # fmt: skip
+    assert main.clean_lines(lines) == [
+        "[private key removed]",
+        "Error: permission denied (publickey)",
+        "deploy failed",
+        "[private key removed]",
+    ]
+    assert main.masked('{"key": "-----BEGIN PRIVATE KEY-----\\nMIIEv\\n-----END PRIVATE KEY-----", "id": 7}') == (
+        '{"key": "[masked]", "id": 7}'
+    )
+
+
+def test_a_known_secret_is_masked_whole_though_it_holds_another_and_from_six_characters():
+    short, long = "Zq81xK", "Zq81xKf797a180fb83e71b"
+    assert main.clean_lines([f"a {long} b {short} c Zq81x"], secrets=[short, long]) == ["a [masked] b [masked] c Zq81x"]
+
+
+def test_a_tab_is_spaces_so_words_stay_apart():
+    assert main.clean_lines(["FAIL\tgithub.com/acme/webapp/auth\t0.012s"]) == [
+        "FAIL    github.com/acme/webapp/auth    0.012s"
+    ]
+
+
+def test_a_text_is_masked_within_its_window_and_nothing_past_it_is_kept():
+    line = "token " + "a." * 128_000 + SHAPED
+    [cleaned] = main.clean_lines([line])
+    assert len(cleaned) == main.LOG_LINE_MAX
+    assert len(main.masked(line)) <= main.MASK_WINDOW
