@@ -100,6 +100,41 @@ def test_pytests_own_output_puts_the_assertion_on_its_test_file_and_line(tmp_pat
     assert annotations[0].message.startswith("AssertionError: assert 'ADA' == 'Ada'")
 
 
+TWO_FAILURES = """
+class Unpaid(Exception):
+    pass
+
+
+def charge(cents):
+    raise Unpaid(f"card declined for {cents} cents")
+
+
+def test_totals():
+    assert sum([1, 2]) == 4
+
+
+def test_charge():
+    charge(100)
+"""
+
+
+def test_a_pytest_failure_whose_e_line_names_no_error_is_annotated_with_its_type_not_the_previous_failures_message(
+    tmp_path,
+):
+    """pytest prints `tests/test_pay.py:7: Unpaid` under `E   test_pay.Unpaid: ...`, which the `E` row does not read:
+    the location is still an error, said by its type, and never with the E line of the failure printed before it."""
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_pay.py").write_text(TWO_FAILURES)
+    ran = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "tests"], cwd=tmp_path,
+                         capture_output=True, text=True, check=False)  # fmt: skip
+    assert "tests/test_pay.py:7: Unpaid" in ran.stdout.splitlines()
+    annotations = main.annotations_from(main.clean_lines(ran.stdout.splitlines()), "service")
+    assert [(a.path, a.line, a.severity, a.message) for a in annotations] == [
+        ("service/tests/test_pay.py", 11, "error", "assert 3 == 4"),
+        ("service/tests/test_pay.py", 7, "error", "Unpaid"),
+    ]
+
+
 @pytest.mark.parametrize(
     ("line", "directory"),
     [
