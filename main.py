@@ -2479,7 +2479,7 @@ class CloudLogging:
         waits = [self.wait / 3, self.wait * 2 / 3]
         while True:
             lines, complete = self._read(body, step)
-            if complete or not waits or time_left() - waits[0] < WRITES_RESERVE:
+            if complete or not waits or time_left() - waits[0] <= WRITES_RESERVE:  # the read again takes time too
                 return lines, complete
             time.sleep(waits.pop(0))
 

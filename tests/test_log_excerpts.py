@@ -259,3 +259,35 @@ def test_a_failing_builds_final_event_costs_four_calls_and_the_visibility_is_rea
             ["POST", "GET", "PUT", "POST"] if n == 0 else ["POST", "PUT", "POST"]
         )
     assert reads() == 2
+
+
+class StoppedClock:
+    """The function's clock, stopped: it moves only while the function waits (time.sleep), so an event's deadline
+    falls to the exact second and nothing is timed."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.mark.parametrize(("deadline", "expected"), [(31, 1), (31.5, 2), (33, 2), (33.5, 3)])
+def test_a_log_not_complete_is_read_again_only_while_more_than_the_writes_reserve_is_left_after_the_wait(
+    bitbucket, google, monkeypatch, reads, deadline, expected
+):
+    """LOG_WAIT_SECONDS=3: read, wait 1 s, read, wait 2 s, read; a wait that would leave no more than the 30 s kept for
+    the report's own writes (WRITES_RESERVE) of EVENT_DEADLINE_SECONDS is not waited, and the log not read again."""
+    monkeypatch.setattr(main, "time", StoppedClock())
+    monkeypatch.setenv("LOG_WAIT_SECONDS", "3")
+    monkeypatch.setenv("EVENT_DEADLINE_SECONDS", str(deadline))
+    google.app.write_log("acme-ci", "b-1", {UNIT: ["still running"]}, last="")  # Cloud Build's last line never comes
+    deliver(build("FAILURE", "b-1", steps=STEPS))
+
+    assert reads() == expected
+    [report] = bitbucket.app.shown_reports("acme", "webapp", COMMIT)
+    assert report["details"].endswith("(the log may be incomplete: Cloud Build's last line was not in Cloud Logging "
+                                      "yet):\nstill running")  # fmt: skip
