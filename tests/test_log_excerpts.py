@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -210,13 +211,33 @@ def test_cloud_loggings_quota_spent_costs_the_excerpt_never_the_status(bitbucket
     assert "No log excerpt: Cloud Logging's read quota is spent for now (429)" in report["details"]
 
 
+class StoppedClock:
+    """The function's clock, stopped: it moves only while the function waits (time.sleep), so an event's deadline
+    falls to the exact second and nothing is timed; `meanwhile` is what happens elsewhere during its first wait."""
+
+    def __init__(self, meanwhile: Callable[[], None] | None = None) -> None:
+        self.now = 1000.0
+        self.meanwhile = meanwhile
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        if self.meanwhile is not None:
+            self.meanwhile()
+            self.meanwhile = None
+
+
 def test_a_log_not_complete_yet_is_read_again_and_a_log_that_never_completes_is_shown_as_it_is(
     bitbucket, google, monkeypatch, reads
 ):
     monkeypatch.setenv("LOG_WAIT_SECONDS", "1.2")
-    google.app.write_log("acme-ci", "b-1", {UNIT: ["collected 2 items", "E   assert 1 == 2"]}, lag=0.3)
+    google.app.write_log("acme-ci", "b-1", {UNIT: ["collected 2 items"]}, last="")  # not complete yet
+    the_rest = {UNIT: ["E   assert 1 == 2"]}
+    monkeypatch.setattr(main, "time", StoppedClock(lambda: google.app.write_log("acme-ci", "b-1", the_rest)))
     deliver(build("FAILURE", "b-1", steps=STEPS))
-    assert reads() == 2  # empty at first, complete after the first wait
+    assert reads() == 2  # not complete at first, complete after the first wait
     [report] = bitbucket.app.shown_reports("acme", "webapp", COMMIT)
     assert report["details"].endswith("Last lines of step 1 (unit-tests):\ncollected 2 items\nE   assert 1 == 2")
 
@@ -309,20 +330,6 @@ def test_cloud_logging_answering_401_or_404_lands_the_report_without_lines_and_n
         [report] = bitbucket.app.shown_reports("acme", "webapp", f"{n + 1:040x}")
         said = f"No log excerpt: the function may not read the build's log (Cloud Logging answered {code})"
         assert said in report["details"]
-
-
-class StoppedClock:
-    """The function's clock, stopped: it moves only while the function waits (time.sleep), so an event's deadline
-    falls to the exact second and nothing is timed."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.mark.parametrize(("deadline", "expected"), [(31, 1), (31.5, 2), (33, 2), (33.5, 3)])
