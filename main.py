@@ -48,6 +48,7 @@ import contextvars
 import fnmatch
 import hashlib
 import ipaddress
+import itertools
 import json
 import math
 import os
@@ -1294,12 +1295,13 @@ class Matcher:
     """One tool's error lines: `pattern` names a file, line (and column), severity and message on one line (its
     groups path, line, column, severity, message, code); `before` or `after`, when set, fill what it lacks from
     the nearest line above or below that they match (Rust and Terraform name the error above its location, a
-    Python traceback below)."""
+    Python traceback below), short of a line that `stop` matches (where another failure's lines begin)."""
 
     tool: str
     pattern: str  # compiled by `re` on first use, and cached
     before: str | None = None
     after: str | None = None
+    stop: str | None = None
     needs_context: bool = True  # a location without its `before` or `after` line is not an error of this tool
     names_file_alone: bool = False  # a file named without a directory cannot be placed (go test: its package's)
 
@@ -1311,7 +1313,8 @@ LINE_COLUMN = r"(?P<line>\d+)(?::(?P<column>\d+))?"
 # proves each row on those lines.
 MATCHERS = (
     Matcher("pytest", (rf"^{PATH[:-1]}\.py):(?P<line>\d+): (?P<message>[A-Za-z_][\w.]*)$"),
-            before=(r"^E\s+(?P<message>(?:[\w.]*(?:Error|Exception|Failed)\b|assert\b).*)$"), needs_context=False),
+            before=(r"^E\s+(?P<message>(?:[\w.]*(?:Error|Exception|Failed)\b|assert\b).*)$"), needs_context=False,
+            stop=r"^_{3,} \S.* _{3,}$"),  # each failure's section begins `____ test_name ____`
     Matcher("pytest summary", (rf"^(?:FAILED|ERROR) {PATH[:-1]}\.py)::(?P<test>\S+)(?: - (?P<message>.+))?$")),
     Matcher("Python traceback", (r'^\s*File "(?P<path>[^"]+)", line (?P<line>\d+)'),
             after=(r"^(?P<message>[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning)\b.*)$")),
@@ -1401,7 +1404,8 @@ def _annotation(
                             (matcher.after, lines[index + 1 : index + 1 + NEARBY])):  # fmt: skip
         if pattern is None:
             continue
-        near = next((m for m in (re.search(pattern, line) for line in nearby) if m), None)
+        own = itertools.takewhile(lambda line: matcher.stop is None or not re.search(matcher.stop, line), nearby)
+        near = next((m for m in (re.search(pattern, line) for line in own) if m), None)
         if near is None and matcher.needs_context:
             return None
         if near is not None:
@@ -2574,7 +2578,7 @@ class CloudLogging:
         waits = [self.wait / 3, self.wait * 2 / 3]
         while True:
             lines, complete = self._read(body, step)
-            if complete or not waits or time_left() - waits[0] < WRITES_RESERVE:
+            if complete or not waits or time_left() - waits[0] <= WRITES_RESERVE:  # the read again takes time too
                 return lines, complete
             time.sleep(waits.pop(0))
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -210,13 +211,33 @@ def test_cloud_loggings_quota_spent_costs_the_excerpt_never_the_status(bitbucket
     assert "No log excerpt: Cloud Logging's read quota is spent for now (429)" in report["details"]
 
 
+class StoppedClock:
+    """The function's clock, stopped: it moves only while the function waits (time.sleep), so an event's deadline
+    falls to the exact second and nothing is timed; `meanwhile` is what happens elsewhere during its first wait."""
+
+    def __init__(self, meanwhile: Callable[[], None] | None = None) -> None:
+        self.now = 1000.0
+        self.meanwhile = meanwhile
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        if self.meanwhile is not None:
+            self.meanwhile()
+            self.meanwhile = None
+
+
 def test_a_log_not_complete_yet_is_read_again_and_a_log_that_never_completes_is_shown_as_it_is(
     bitbucket, google, monkeypatch, reads
 ):
     monkeypatch.setenv("LOG_WAIT_SECONDS", "1.2")
-    google.app.write_log("acme-ci", "b-1", {UNIT: ["collected 2 items", "E   assert 1 == 2"]}, lag=0.3)
+    google.app.write_log("acme-ci", "b-1", {UNIT: ["collected 2 items"]}, last="")  # not complete yet
+    the_rest = {UNIT: ["E   assert 1 == 2"]}
+    monkeypatch.setattr(main, "time", StoppedClock(lambda: google.app.write_log("acme-ci", "b-1", the_rest)))
     deliver(build("FAILURE", "b-1", steps=STEPS))
-    assert reads() == 2  # empty at first, complete after the first wait
+    assert reads() == 2  # not complete at first, complete after the first wait
     [report] = bitbucket.app.shown_reports("acme", "webapp", COMMIT)
     assert report["details"].endswith("Last lines of step 1 (unit-tests):\ncollected 2 items\nE   assert 1 == 2")
 
@@ -259,3 +280,150 @@ def test_a_failing_builds_final_event_costs_four_calls_and_the_visibility_is_rea
             ["POST", "GET", "PUT", "POST"] if n == 0 else ["POST", "PUT", "POST"]
         )
     assert reads() == 2
+
+
+@pytest.mark.parametrize("shown", [0, 1])
+def test_log_excerpt_lines_is_how_many_last_lines_a_report_shows_and_the_annotations_come_whatever_it_is(
+    bitbucket, google, monkeypatch, pytest_output, shown
+):
+    monkeypatch.setenv("LOG_EXCERPT_LINES", str(shown))
+    google.app.write_log("acme-ci", "b-1", {UNIT: pytest_output})
+    deliver(build("FAILURE", "b-1", steps=STEPS))
+
+    [report] = bitbucket.app.shown_reports("acme", "webapp", COMMIT)
+    if shown == 0:
+        assert "Last lines of" not in report["details"]
+        assert "No log excerpt" not in report["details"]
+        assert not any(line in report["details"] for line in pytest_output if len(line) > 20)
+    else:
+        assert report["details"].endswith(f"\nLast lines of step 1 (unit-tests):\n{pytest_output[-1]}")
+    [annotation] = bitbucket.app.shown_annotations("acme", "webapp", COMMIT)
+    assert (annotation["path"], annotation["line"]) == ("service/tests/test_auth.py", 7)
+
+
+def test_a_build_that_timed_out_has_a_complete_log_read_once(bitbucket, google, reads):
+    """Cloud Build's last line of a build that timed out is TIMEOUT: the log is complete, not waited for."""
+    steps = [STEPS[0], {**STEPS[1], "status": "TIMEOUT"}]
+    google.app.write_log("acme-ci", "b-1", {UNIT: ["collected 2 items", "tests/test_slow.py ."]}, last="TIMEOUT")
+    deliver(build("TIMEOUT", "b-1", steps=steps))
+
+    assert reads() == 1
+    [report] = bitbucket.app.shown_reports("acme", "webapp", COMMIT)
+    assert report["details"].endswith("\nLast lines of step 1 (unit-tests):\ncollected 2 items\ntests/test_slow.py .")
+    assert "incomplete" not in report["details"]
+
+
+@pytest.mark.parametrize("code", [401, 404])
+def test_cloud_logging_answering_401_or_404_lands_the_report_without_lines_and_names_the_role_once(
+    bitbucket, google, capsys, code
+):
+    """404: the log view LOG_VIEW names does not exist (or the project); 401: the function's token is refused."""
+    google.app.logging_answer = code
+    for n in range(2):
+        deliver(build("FAILURE", f"b-{n}", steps=STEPS, commit=f"{n + 1:040x}"))
+
+    warnings = [line for line in log_lines(capsys.readouterr().out) if line["severity"] == "WARNING"]
+    [warning] = warnings  # once per instance
+    assert f"Cloud Logging answered {code}" in warning["message"]
+    assert "roles/logging.viewAccessor on the log view LOG_VIEW" in warning["message"]
+    for n in range(2):
+        [report] = bitbucket.app.shown_reports("acme", "webapp", f"{n + 1:040x}")
+        said = f"No log excerpt: the function may not read the build's log (Cloud Logging answered {code})"
+        assert said in report["details"]
+
+
+@pytest.mark.parametrize(("deadline", "expected"), [(31, 1), (31.5, 2), (33, 2), (33.5, 3)])
+def test_a_log_not_complete_is_read_again_only_while_more_than_the_writes_reserve_is_left_after_the_wait(
+    bitbucket, google, monkeypatch, reads, deadline, expected
+):
+    """LOG_WAIT_SECONDS=3: read, wait 1 s, read, wait 2 s, read; a wait that would leave no more than the 30 s kept for
+    the report's own writes (WRITES_RESERVE) of EVENT_DEADLINE_SECONDS is not waited, and the log not read again."""
+    monkeypatch.setattr(main, "time", StoppedClock())
+    monkeypatch.setenv("LOG_WAIT_SECONDS", "3")
+    monkeypatch.setenv("EVENT_DEADLINE_SECONDS", str(deadline))
+    google.app.write_log("acme-ci", "b-1", {UNIT: ["still running"]}, last="")  # Cloud Build's last line never comes
+    deliver(build("FAILURE", "b-1", steps=STEPS))
+
+    assert reads() == expected
+    [report] = bitbucket.app.shown_reports("acme", "webapp", COMMIT)
+    assert report["details"].endswith("(the log may be incomplete: Cloud Build's last line was not in Cloud Logging "
+                                      "yet):\nstill running")  # fmt: skip
+
+
+def test_a_public_repository_shows_no_log_line_when_the_budget_leaves_no_call_to_ask_its_visibility(
+    bitbucket, google, pytest_output, reads
+):
+    """Events of one instance run at once: another event's answer may say the budget is nearly spent after this
+    event's report was allowed. Its visibility is then not asked, and not known private: no line, no annotation."""
+    bitbucket.app.public.add("acme/webapp")
+    bitbucket.app.budget, bitbucket.app.near_limit_share = 1000, 0.001  # nearly spent from the first answer
+    google.app.write_log("acme-ci", "b-1", {UNIT: pytest_output})
+    deliver(build("WORKING", "b-1", steps=STEPS))
+    reporter = main.warm_instance().reporter
+    assert reporter.budget.nearly_spent(reporter.keyring.entry_for(main.Repository("acme", "webapp")))
+    update = main.translate(build("FAILURE", "b-1", steps=STEPS), main.Config())
+    assert isinstance(update, main.Update)
+    assert update.report is not None
+    calls = len(bitbucket.app.calls)
+
+    with main.event_scope(60, "acme-ci"):
+        report = reporter._with_log(reporter.cloud, update.target.candidates[0], update.report)
+
+    assert not any(line in report.details for line in pytest_output if len(line) > 20)
+    assert report.annotations == ()
+    assert "No log excerpt: the repository is not known to be private" in report.details
+    assert len(bitbucket.app.calls) == calls  # its visibility not asked
+    assert reads() == 0
+
+
+@pytest.mark.parametrize("fault", ["403", "404", "500"])
+def test_a_repository_whose_visibility_cannot_be_read_shows_no_log_line(bitbucket, google, pytest_output, fault):
+    google.app.write_log("acme-ci", "b-1", {UNIT: pytest_output})
+    for status in ("QUEUED", "WORKING"):
+        deliver(build(status, "b-1", steps=STEPS))
+    tries = main.HTTP_RETRIES + 1 if int(fault) in main.RETRY_STATUSES else 1
+    bitbucket.app.fail_next("", *[fault] * tries)  # the status, then every try of the visibility read
+    deliver(build("FAILURE", "b-1", steps=STEPS))
+
+    assert [s["state"] for s in bitbucket.app.shown("acme", "webapp", COMMIT)] == ["FAILED"]
+    [report] = bitbucket.app.shown_reports("acme", "webapp", COMMIT)
+    assert not any(line in report["details"] for line in pytest_output if len(line) > 20)
+    assert "No log excerpt: the repository is not known to be private (LOG_EXCERPTS=private)" in report["details"]
+    assert bitbucket.app.shown_annotations("acme", "webapp", COMMIT) == []
+
+
+def test_a_visibility_read_that_failed_is_asked_again_for_the_next_build(bitbucket, google, pytest_output):
+    for n in range(2):
+        google.app.write_log("acme-ci", f"b-{n}", {UNIT: pytest_output})
+    bitbucket.app.fail_next("", "", *["500"] * (main.HTTP_RETRIES + 1))  # b-0's status read and write, its visibility
+    deliver(build("FAILURE", "b-0", steps=STEPS, commit="1" * 40))
+    deliver(build("FAILURE", "b-1", steps=STEPS, commit="2" * 40))
+
+    [first] = bitbucket.app.shown_reports("acme", "webapp", "1" * 40)
+    assert "No log excerpt: the repository is not known to be private" in first["details"]
+    [second] = bitbucket.app.shown_reports("acme", "webapp", "2" * 40)
+    assert second["details"].endswith(pytest_output[-1])
+
+
+def test_a_private_repository_whose_visibility_the_budget_left_unasked_shows_its_lines_once_the_cooldown_ends(
+    bitbucket, google, monkeypatch, pytest_output
+):
+    clock = StoppedClock()
+    monkeypatch.setattr(main, "time", clock)
+    bitbucket.app.budget, bitbucket.app.near_limit_share = 1000, 0.001
+    for n in range(2):
+        google.app.write_log("acme-ci", f"b-{n}", {UNIT: pytest_output})
+    deliver(build("WORKING", "b-0", steps=STEPS, commit="1" * 40))  # the budget is nearly spent
+    reporter = main.warm_instance().reporter
+    update = main.translate(build("FAILURE", "b-0", steps=STEPS, commit="1" * 40), main.Config())
+    assert isinstance(update, main.Update)
+    assert update.report is not None
+    with main.event_scope(60, "acme-ci"):
+        unasked = reporter._with_log(reporter.cloud, update.target.candidates[0], update.report)
+    assert "No log excerpt: the repository is not known to be private" in unasked.details
+
+    clock.sleep(main.DEFAULT_RATE_LIMIT_COOLDOWN_SECONDS + 1)
+    bitbucket.app.near_limit_share = 0.8
+    deliver(build("FAILURE", "b-1", steps=STEPS, commit="2" * 40))
+    [report] = bitbucket.app.shown_reports("acme", "webapp", "2" * 40)
+    assert report["details"].endswith(pytest_output[-1])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,8 @@ WRONG_TYPE = "Type 'string' is not assignable to type 'number'. (TS2322)"
             ("native/main.c", 4, "error", "expected ‘;’ before ‘return’"),
             ("native/main.c", 3, "warning", "initialization of ‘int’ from ‘char *’ makes integer from pointer without "
                                             "a cast [-Wint-conversion]")]),
+        # a fatal error ends the compilation: an error (HIGH), like any other
+        ("gcc-fatal", "native", [("native/main.c", 2, "error", "prices.h: No such file or directory")]),
         ("rustc", "native", [("native/main.rs", 2, "error", "mismatched types (E0308)")]),
         ("javac", "api", [
             ("api/src/main/java/com/acme/App.java", 4, "error",
@@ -100,6 +103,41 @@ def test_pytests_own_output_puts_the_assertion_on_its_test_file_and_line(tmp_pat
     assert annotations[0].message.startswith("AssertionError: assert 'ADA' == 'Ada'")
 
 
+TWO_FAILURES = """
+class Unpaid(Exception):
+    pass
+
+
+def charge(cents):
+    raise Unpaid(f"card declined for {cents} cents")
+
+
+def test_totals():
+    assert sum([1, 2]) == 4
+
+
+def test_charge():
+    charge(100)
+"""
+
+
+def test_a_pytest_failure_whose_e_line_names_no_error_is_annotated_with_its_type_not_the_previous_failures_message(
+    tmp_path,
+):
+    """pytest prints `tests/test_pay.py:7: Unpaid` under `E   test_pay.Unpaid: ...`, which the `E` row does not read:
+    the location is still an error, said by its type, and never with the E line of the failure printed before it."""
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_pay.py").write_text(TWO_FAILURES)
+    ran = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "tests"], cwd=tmp_path,
+                         capture_output=True, text=True, check=False)  # fmt: skip
+    assert "tests/test_pay.py:7: Unpaid" in ran.stdout.splitlines()
+    annotations = main.annotations_from(main.clean_lines(ran.stdout.splitlines()), "service")
+    assert [(a.path, a.line, a.severity, a.message) for a in annotations] == [
+        ("service/tests/test_pay.py", 11, "error", "assert 3 == 4"),
+        ("service/tests/test_pay.py", 7, "error", "Unpaid"),
+    ]
+
+
 @pytest.mark.parametrize(
     ("line", "directory"),
     [
@@ -130,6 +168,62 @@ def test_at_most_a_hundred_annotations_errors_first():
     annotations = main.annotations_from(lines, "")
     assert len(annotations) == main.ANNOTATIONS_MAX
     assert [a.severity for a in annotations] == ["error"] * 60 + ["warning"] * 40
+
+
+def test_of_two_errors_on_one_line_the_first_found_is_the_one_annotated():
+    annotations = main.annotations_from(
+        ["src/app.c:4:5: error: expected ';' before 'return'", "src/app.c:4:12: error: 'total' undeclared"], ""
+    )
+    assert [(a.path, a.line, a.message) for a in annotations] == [("src/app.c", 4, "expected ';' before 'return'")]
+
+
+def test_a_warning_found_first_keeps_its_place_and_errors_come_first_each_in_the_order_found():
+    annotations = main.annotations_from(
+        ["src/c.c:1:1: warning: w1", "src/d.c:2:1: error: e1", "src/c.c:1:9: error: e0", "src/a.c:3:1: warning: w2",
+         "src/b.c:4:1: error: e2"], ""
+    )  # fmt: skip
+    assert [(a.path, a.severity, a.message) for a in annotations] == [
+        ("src/d.c", "error", "e1"),
+        ("src/b.c", "error", "e2"),
+        ("src/c.c", "warning", "w1"),
+        ("src/a.c", "warning", "w2"),
+    ]
+
+
+def test_a_file_is_annotated_as_a_whole_only_where_none_of_its_lines_is():
+    """pytest's summary names a failed test's file without a line: its own annotation only for a file whose failure
+    was not placed on a line."""
+    lines = [
+        "tests/test_cart.py:12: AssertionError",
+        "FAILED tests/test_cart.py::test_total - AssertionError: assert 3 == 4",
+        "FAILED tests/test_tax.py::test_rate - KeyError: 'FR'",
+    ]
+    annotations = main.annotations_from(lines, "")
+    assert [(a.path, a.line, a.message) for a in annotations] == [
+        ("tests/test_cart.py", 12, "AssertionError"),
+        ("tests/test_tax.py", None, "test_rate: KeyError: 'FR'"),
+    ]
+
+
+def test_each_failure_placed_on_no_file_is_its_own_annotation_of_the_report():
+    lines = ["    price_test.go:7: Price(100) = 119, want 120", "    tax_test.go:9: Tax(FR) = 0, want 20"]
+    annotations = main.annotations_from(lines, "gosvc")
+    assert [(a.path, a.line, a.message) for a in annotations] == [
+        (None, None, "price_test.go:7: Price(100) = 119, want 120"),
+        (None, None, "tax_test.go:9: Tax(FR) = 0, want 20"),
+    ]
+
+
+def test_a_failed_tests_annotation_from_its_junit_file_wins_over_the_log_line_at_the_same_place():
+    update = main.translate(build("FAILURE", steps=[{"id": "unit", "status": "FAILURE"}]), main.Config())
+    assert isinstance(update, main.Update)
+    assert update.report is not None
+    junit = main.Annotation("tests/test_cart.py", 12, "error", "test_total: assert 3 == 4", "JUnit")
+    report = replace(update.report, annotations=(junit,))
+    from_log = main.Annotation("tests/test_cart.py", 12, "error", "AssertionError", "pytest")
+    elsewhere = main.Annotation("tests/test_cart.py", 30, "error", "KeyError", "pytest")
+    shown = report.with_excerpt(main.Excerpt("step 0 (unit)", ("E   assert 3 == 4",), (from_log, elsewhere)))
+    assert shown.annotations == (junit, elsewhere)
 
 
 # --- cleaning: what may leave Google Cloud -------------------------------------------------------------
@@ -222,6 +316,17 @@ def test_without_step_statuses_failure_info_names_the_step():
     assert main.failed_step(b).label == "Step #1"
 
 
+def test_failure_info_naming_a_step_past_the_last_reads_no_step_and_the_last_step_is_read():
+    """Cloud Build counts steps from 0 (`build step 0` is `Step #0`): with two steps, `build step 2` names none."""
+    steps = [{"name": "a"}, {"name": "b"}]
+    past = build("FAILURE", steps=steps, failureInfo={"type": "USER_BUILD_STEP", "detail": 'build step 2 "c" failed'})
+    assert main.failed_step(past) is None
+    last = build("FAILURE", steps=steps, failureInfo={"type": "USER_BUILD_STEP", "detail": 'build step 1 "b" failed'})
+    assert main.failed_step(last) == main.FailedStep("b-0001", 1, "", "")
+    first = build("FAILURE", steps=steps, failureInfo={"type": "USER_BUILD_STEP", "detail": 'build step 0 "a" failed'})
+    assert main.failed_step(first) == main.FailedStep("b-0001", 0, "", "")
+
+
 @pytest.mark.parametrize(
     ("logging", "why"),
     [("NONE", "the build's logging is NONE"), ("GCS_ONLY", "only to its logs bucket (options.logging GCS_ONLY)")],
@@ -258,3 +363,49 @@ def test_the_excerpt_ends_the_reports_details_and_within_2000_characters_the_las
     assert "Last lines of step 0 (unit):" in report.details
     assert lines[0] not in report.details  # the first lines gave way
     assert report.details.startswith(update.report.details)
+
+
+def _excerpt_shown(lines: list[str]) -> tuple[main.Report, list[str]]:
+    """A failed build's report with `lines` as its step's last lines, and the lines its details show."""
+    update = main.translate(build("FAILURE", steps=[{"id": "unit", "status": "FAILURE"}]), main.Config())
+    assert isinstance(update, main.Update)
+    assert update.report is not None
+    report = update.report.with_excerpt(main.Excerpt("step 0 (unit)", tuple(lines)))
+    head = f"{update.report.details}\nLast lines of step 0 (unit):"
+    assert report.details.startswith(head + "\n")
+    return report, report.details[len(head) + 1 :].split("\n")
+
+
+def test_the_excerpt_is_the_steps_last_lines_in_order_with_no_line_skipped_for_an_earlier_one():
+    """Stopping at the first line that does not fit: a long line is never left out while lines above it are shown."""
+    base, _ = _excerpt_shown(["x"])
+    room = main.DETAILS_MAX - len(base.details) + 2  # what the lines may take, each with its newline
+    tail = ["t" * 99] * (room // 100 - 1)  # the last lines: room for one more short line, not for a long one
+    lines = [f"early {n}" for n in range(5)] + ["L" * 200] + tail
+    report, shown = _excerpt_shown(lines)
+    assert shown == tail
+    assert len(report.details) <= main.DETAILS_MAX
+
+
+@pytest.mark.parametrize(("spare", "fits"), [(1, True), (0, True), (-1, False)])
+def test_a_line_is_shown_when_it_fits_to_the_last_character_and_not_when_it_needs_one_more(spare, fits):
+    base, _ = _excerpt_shown(["x"])
+    room = main.DETAILS_MAX - len(base.details) + 2
+    last = ["c" * 199] * (room // 200)  # each with its newline: 200
+    length = room % 200 - 1 - spare  # the line above them: 1 character to spare, none, or 1 too many
+    assert 0 <= length <= main.LOG_LINE_MAX
+    lines = ["a" * 150, "b" * length, *last]
+    report, shown = _excerpt_shown(lines)
+    assert shown == (lines[1:] if fits else last)
+    assert len(report.details) == (main.DETAILS_MAX - spare if fits else main.DETAILS_MAX - room % 200)
+
+
+@settings(max_examples=200, deadline=None)
+@given(lengths=st.lists(st.integers(min_value=0, max_value=main.LOG_LINE_MAX), min_size=1, max_size=60))
+def test_whatever_the_lines_lengths_the_excerpt_is_the_longest_run_of_last_lines_that_fits(lengths):
+    lines = [f"{n % 10}" * length for n, length in enumerate(lengths)]
+    report, shown = _excerpt_shown(lines)
+    assert shown == lines[len(lines) - len(shown) :]  # the last lines, contiguous, in order
+    assert len(report.details) <= main.DETAILS_MAX
+    if len(shown) < len(lines):  # the line before them would not have fitted
+        assert len(report.details) + 1 + len(lines[-len(shown) - 1]) > main.DETAILS_MAX
