@@ -681,7 +681,7 @@ def substitutions(build: Mapping[str, Any]) -> Mapping[str, Any]:
 def substituted_secrets(build: Mapping[str, Any]) -> tuple[str, ...]:
     """The values of the build's substitutions whose names say they are secrets (_API_TOKEN, _DB_PASSWORD): Cloud
     Build expands them into a step's args, so they are masked wherever the build's text is shown."""
-    return tuple(v for k, v in substitutions(build).items() if isinstance(v, str) and SECRET_WORD.search(str(k)))
+    return tuple(v for k, v in substitutions(build).items() if isinstance(v, str) and re.search(SECRET_WORDS, str(k)))
 
 
 def trigger_name(build: Mapping[str, Any]) -> str:
@@ -1118,7 +1118,7 @@ KEY_BLOCK_END = re.compile(r"-----END [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----
 # A line within a private key block: base64, or one of the PEM headers (an encrypted key's).
 KEY_BLOCK_LINE = re.compile(r"\s*+(?:[A-Za-z0-9+/=.]++|(?:Proc-Type|DEK-Info|Comment):.*+)?\s*+")
 MASKED = "[masked]"
-MASK_WINDOW = 1024  # of a text from a build, what is cleaned and masked: nothing past it is ever shown
+MASK_WINDOW = 512  # of a text from a build, what is cleaned and masked: past it nothing is shown (200 of a line)
 SECRET_MIN = 6  # a known secret shorter than this is not looked for (it would mask ordinary words)
 # What a credential looks like, as secret scanners (gitleaks, GitHub's secret scanning) describe each kind; a
 # match is masked before any text leaves Google Cloud. Every shape is linear in its text: each unbounded run either
@@ -1139,26 +1139,38 @@ TOKEN_SHAPES = (  # masked whole, in one pass a text
     r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----(?s:(?!-----END ).)*+"
     r"(?:-----END [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----)?",
 )
-TOKEN_SHAPE = "|".join(f"(?:{shape})" for shape in TOKEN_SHAPES)
-# The shapes of which only a part is masked: the group `value` (or `dq`, `sq`); with a group `name`, only when it
-# names a secret (SECRET_WORD); with `param`, only when it names one as a URL's parameters do (PARAMETER_WORD); with
-# `login`, only on a line that signs in (LOGIN_RE).
-VALUE_SHAPES = (
-    r"(?i)\bbearer\s++(?P<value>[A-Za-z0-9._~+/=-]{8,}+)",
-    r"(?i)\b(?:proxy-)?authori[sz]ation[\"']?\s*+[:=]\s*+[\"']?(?:(?:basic|bearer|digest|token|negotiate)\s++)?"
-    r"(?P<value>[^\s\"',;]{4,}+)",  # Authorization: Basic dXNlcjpwYXNz
-    r"(?i)\b(?:set-)?cookie[\"']?\s*+:\s*+[\"']?(?P<value>[^\"'\r\n]{4,}+)",  # Cookie: session=...; the rest
-    r"(?<=://)(?!git@)(?P<value>[^\s/?#\"']+)@",  # user info in a URL: user:password@, TOKEN@, :TOKEN@, p@ss@
-    r"[?&;#](?P<param>[\w.-]++)=(?P<value>[^&#\s\"'<>]++)",  # ?access_token=, ?key=, ?sig=, X-Goog-Signature=
-    r"(?<![\w.-])(?P<name>[\w.-]++)[\"']?\s*+[=:]\s*+(?:\"(?P<dq>[^\"]{4,}+)\"?|'(?P<sq>[^']{4,}+)'?"
-    r"|(?P<value>[^\s\"',;]{4,}+))",  # password=..., "token": "...", AWS_SECRET_ACCESS_KEY=...
-    r"(?<!\S)--(?P<name>[\w-]++)\s++(?P<value>\"[^\"]*+\"?|'[^']*+'?|[^\s\"'-][^\s\"']*+)",  # --password X
-    r"(?<!\S)(?:-u|--user)(?:\s++|=)?[\"']?[^\s:\"']++:(?P<value>[^\s\"']++)",  # curl -u user:password
-    r"(?<!\S)(?:sshpass\s++)?-p(?:\s++)?(?P<login>[^\s\"'-][^\s\"']*+)",  # docker login -u x -p X, mysql -pX
+# One pass: a position that cannot start any of them is passed over at once.
+TOKEN_SHAPE = "(?=[AMNOgyxe-])(?:" + "|".join(f"(?:{shape})" for shape in TOKEN_SHAPES) + ")"
+# The words that make a name a secret's (API_KEY, "password", --token), and a URL's parameter's (?key=, &sig=).
+SECRET_WORDS = r"(?i:password|passwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key)"  # noqa: S105
+PARAMETER_WORDS = r"(?i:password|passwd|secret|token|key|sig|credential|auth)"
+SECRET_NAME = rf"(?<![\w.-])(?=[\w.-]*?{SECRET_WORDS})[\w.-]++"  # a name holding one: linear, from where it starts
+# The shapes of which only a part is masked: what follows the group `keep`. Each row is tried only on a text its gate
+# is found in: most lines hold none, and none is matched for nothing.
+VALUE_SHAPES = (  # (gate, shape)
+    (r"(?i)bearer", r"(?P<keep>(?i:\bbearer)\s++)[A-Za-z0-9._~+/=-]{8,}+"),
+    (
+        r"(?i)authori[sz]ation",
+        r"(?i)(?P<keep>\b(?:proxy-)?authori[sz]ation[\"']?\s*+[:=]\s*+[\"']?"
+        r"(?:(?:basic|bearer|digest|token|negotiate)\s++)?)[^\s\"',;]{4,}+",
+    ),  # Authorization: Basic dXNlcjpwYXNz
+    (r"(?i)cookie", r"(?i)(?P<keep>\b(?:set-)?cookie[\"']?\s*+:\s*+[\"']?)[^\"'\r\n]{4,}+"),  # Cookie: ...; the rest
+    ("://", r"(?P<keep>(?<=://))(?!git@)[^\s/?#\"']+(?=@)"),  # user info in a URL: user:password@, TOKEN@, p@ss@
+    ("=", rf"(?P<keep>[?&;#](?=[\w.-]*?{PARAMETER_WORDS})[\w.-]++=)[^&#\s\"'<>]++"),  # ?access_token=, ?key=, ?sig=
+    (SECRET_WORDS, rf"(?P<keep>{SECRET_NAME}[\"']?\s*+[=:]\s*+\")[^\"]{{4,}}+"),  # "password": "...", token="..."
+    (SECRET_WORDS, rf"(?P<keep>{SECRET_NAME}[\"']?\s*+[=:]\s*+')[^']{{4,}}+"),
+    (SECRET_WORDS, rf"(?P<keep>{SECRET_NAME}[\"']?\s*+[=:]\s*+)[^\s\"',;]{{4,}}+"),  # API_KEY=..., password: ...
+    (
+        SECRET_WORDS,
+        rf"(?P<keep>(?<!\S)--(?=[\w-]*?{SECRET_WORDS})[\w-]++\s++)"
+        r"(?:\"[^\"]*+\"?|'[^']*+'?|[^\s\"'-][^\s\"']*+)",
+    ),  # --password X
+    ("-u", r"(?P<keep>(?<!\S)(?:-u|--user)(?:\s++|=)?[\"']?[^\s:\"']++:)[^\s\"']++"),  # curl -u user:password
+    (
+        r"(?<!\S)(?:-u|--user(?:name)?)(?:\s|=)|\blogin\b|\bsshpass\b",  # -p X is a password on a line that signs in
+        r"(?P<keep>(?<!\S)(?:sshpass\s++)?-p(?:\s++)?)[^\s\"'-][^\s\"']*+",
+    ),  # docker login -u x -p X, mysql -pX
 )
-SECRET_WORD = re.compile(r"(?i)password|passwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key")
-PARAMETER_WORD = re.compile(r"(?i)password|passwd|secret|token|key|sig|credential|auth")
-LOGIN_RE = re.compile(r"(?<!\S)(?:-u|--user(?:name)?)(?:\s|=)|\blogin\b|\bsshpass\b")  # a line where -p is a password
 
 
 @dataclass(frozen=True)
@@ -1224,7 +1236,9 @@ def clean_lines(lines: Iterable[str], secrets: Iterable[str] = ()) -> list[str]:
     cleaned: list[str] = []
     in_key = False
     for raw in lines:
-        text = "".join(c for c in ANSI_RE.sub("", raw[:MASK_WINDOW]).replace("\t", "    ") if c.isprintable())
+        text = ANSI_RE.sub("", raw[:MASK_WINDOW]).replace("\t", "    ")
+        if not text.isprintable():
+            text = "".join(c for c in text if c.isprintable())
         if in_key and not (KEY_BLOCK_LINE.fullmatch(text) or KEY_BLOCK_END.search(text)):
             in_key = False  # an unterminated block ends where its base64 does: the lines after it are kept
         if in_key or KEY_BLOCK_BEGIN.search(text):
@@ -1252,9 +1266,10 @@ def known_secrets(secrets: Iterable[str]) -> list[str]:
 
 
 def _masked(text: str, known: Sequence[str]) -> str:
-    text = _masked_known(text, known)
-    for shape in (TOKEN_SHAPE, *VALUE_SHAPES):
-        text = re.sub(shape, _mask, text)
+    text = re.sub(TOKEN_SHAPE, MASKED, _masked_known(text, known))
+    for gate, shape in VALUE_SHAPES:
+        if re.search(gate, text):
+            text = re.sub(shape, rf"\g<keep>{MASKED}", text)
     return text
 
 
@@ -1273,21 +1288,6 @@ def _masked_known(text: str, known: Sequence[str]) -> str:
     for secret in known:
         text = text.replace(secret, MASKED)
     return text
-
-
-def _mask(match: re.Match[str]) -> str:
-    groups = {name: value for name, value in match.groupdict().items() if value is not None}
-    if not groups:
-        return MASKED
-    if "name" in groups and not SECRET_WORD.search(groups["name"]):
-        return match.group(0)
-    if "param" in groups and not PARAMETER_WORD.search(groups["param"]):
-        return match.group(0)
-    if "login" in groups and not LOGIN_RE.search(match.string):
-        return match.group(0)
-    start, end = next(match.span(g) for g in ("value", "dq", "sq", "login") if g in groups)
-    whole = match.group(0)
-    return whole[: start - match.start()] + MASKED + whole[end - match.start() :]
 
 
 @dataclass(frozen=True)

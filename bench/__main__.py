@@ -403,6 +403,32 @@ def bench_failing(stack: Stack, builds: int) -> None:
         f"{b:.1f} ms the status alone", f"{a / b:.1f}x", "-")  # fmt: skip
 
 
+HOSTILE_UNITS = ("a.", "a1-", "b-", "Zz9.", "eyJ-", "://a@", "?token=", " -p ")
+
+
+def bench_hostile_lines(sizes: list[int]) -> None:
+    """The worst a failed step's log can cost: its last 1,000 lines, each of `size` bytes (Cloud Logging keeps
+    entries of 256 KB) made to backtrack and naming a secret word, cleaned and matched, beside 1,000 lines of an
+    ordinary pytest log. Each line is one shared string, so the row costs no memory."""
+    ordinary = failing_log(992)
+    started = time.perf_counter()
+    main.excerpt_of(main.FailedStep("b", 0, "unit", "service"), ordinary, True, 30, ["Y3bHX02KdvhiYcNR0V"])
+    baseline = time.perf_counter() - started
+    for size in sizes:
+        worst, slowest = 0.0, ""
+        for word in ("token ", "password=", "secret: ", "api_key=", "Authorization: "):
+            for unit in HOSTILE_UNITS:
+                line = word + unit * (size // len(unit))
+                started = time.perf_counter()
+                main.excerpt_of(main.FailedStep("b", 0, "unit", "service"), [line] * 1000, True, 30, ["Y3bHX02KdvhiY"])
+                took = time.perf_counter() - started
+                if took > worst:
+                    worst, slowest = took, f"{word}{unit}…"
+        row(f"a failed step's last 1,000 lines of {size // 1024} KB made to backtrack ({slowest!r}), cleaned and "
+            "matched", f"{worst * 1000:.0f} ms", f"{baseline * 1000:.0f} ms for 1,000 pytest lines",
+            f"{worst / baseline:.1f}x", "< 1 s", worst < 1.0)  # fmt: skip
+
+
 def junit_file(tests: int, failing: int, suite: str) -> bytes:
     cases = [f'<testcase classname="{suite}" name="test_{n}" time="0.01"/>' for n in range(tests - failing)]
     for n in range(failing):
@@ -700,6 +726,7 @@ def main_cli() -> None:
         # the quick run's warm-up only just fills the memory of statuses (2,048)
         bench_memory(memory_events, workdir, 2100 if args.quick else 3000)
         bench_document(1 if args.quick else 10)
+        bench_hostile_lines([256 * 1024] if args.quick else [12 * 1024, 256 * 1024])
         bench_load(48 if args.quick else 800, 80, 0.15, workdir)
         bench_backlog(60 if args.quick else 500, 4 if args.quick else 10, 80, 0.15, workdir)
         bench_resync([1_000] if args.quick else [20_000, 100_000], workdir)
