@@ -107,9 +107,8 @@ SLUG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}", re.ASCII)
 # Data Center project keys (upper case in the API), or ~user for a personal repository.
 PROJECT_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,127}|~[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}", re.ASCII)
 KEY_RE = re.compile(r"[A-Za-z0-9._-]+", re.ASCII)
-# The user info of a clone URL (https://user:password@host/...), removed before a URL is matched or shown.
+# The user info of a clone URL (https://user:password@host/...), removed before a URL is matched.
 USER_INFO_RE = re.compile(r"(?<=://)[^/?#]*@")
-URL_TAIL_RE = re.compile(r"[?#].*", re.DOTALL)  # a URL's query and fragment, never logged
 BITBUCKET_URL_RE = re.compile(
     r"(?:https://|ssh://)?(?:[^@/]+@)?bitbucket\.org[:/]"
     r"(?P<workspace>[^/]+)/(?P<slug>[^/]+?)(?:\.git)?/?",
@@ -694,7 +693,7 @@ def _from_substitutions(build: Mapping[str, Any], subs: Mapping[str, Any]) -> Ev
     server = _text(subs.get("_BITBUCKET_SERVER"))
     normalized = normalized_server(server) if server else None
     if server and not normalized:
-        return Skip(f"_BITBUCKET_SERVER {shown_url(server)!r} is not an https:// URL", "ERROR")
+        return Skip(f"_BITBUCKET_SERVER {loggable(server)!r} is not an https:// URL", "ERROR")
     commit = _text(subs.get("_BITBUCKET_COMMIT")) or _text(subs.get("COMMIT_SHA"))
     branch = _text(subs.get("_BITBUCKET_BRANCH")) or _text(subs.get("BRANCH_NAME"))
     owner, _, slug = explicit.partition("/")
@@ -707,7 +706,7 @@ def _from_git_source(build: Mapping[str, Any], subs: Mapping[str, Any]) -> Evide
         return None
     found = repository_at(url)
     if found is None:
-        return Skip(f"the build's git source {shown_url(url)!r} is not on bitbucket.org or a Bitbucket server")
+        return Skip(f"the build's git source {loggable(url)!r} is not on bitbucket.org or a Bitbucket server")
     commit = _text(subs.get("COMMIT_SHA")) or _text(resolved.get("revision")) or _text(declared.get("revision"))
     return Evidence("gitSource", [found], commit, _text(subs.get("BRANCH_NAME")))
 
@@ -716,7 +715,7 @@ def _from_mirror(build: Mapping[str, Any], subs: Mapping[str, Any]) -> Evidence 
     declared, resolved = _source(build, "repoSource", "resolvedRepoSource")
     mirror = _text(resolved.get("repoName")) or _text(declared.get("repoName"))
     if mirror and not mirror.startswith(MIRROR_PREFIX):
-        return Skip(f"the build's mirror {_clip(mirror)!r} is not a Bitbucket mirror")
+        return Skip(f"the build's mirror {loggable(mirror)!r} is not a Bitbucket mirror")
     if not mirror:
         return None
     commit = _text(resolved.get("commitSha")) or _text(subs.get("COMMIT_SHA"))
@@ -731,7 +730,7 @@ def _from_connection(build: Mapping[str, Any], subs: Mapping[str, Any]) -> Evide
         return None
     name = _text(connected.get("repository"))
     if not CONNECTED_RE.fullmatch(name):
-        return Skip(f"the build's connected repository {_clip(name)!r} is not a repository resource name", "ERROR")
+        return Skip(f"the build's connected repository {loggable(name)!r} is not a repository resource name", "ERROR")
     if any(host in _text(subs.get("_HEAD_REPO_URL")).lower() for host in OTHER_HOSTS):
         return Skip("the build's connected repository is not on Bitbucket")
     # REPO_FULL_NAME is only the fallback for Bitbucket Cloud when Cloud Build's API cannot be asked.
@@ -753,12 +752,6 @@ def repository_at(url: str) -> Repository | None:
     if match := SERVER_SSH_URL_RE.fullmatch(url):
         return Repository(match["project"], match["slug"], ssh_host=match["host"].lower())
     return None
-
-
-def shown_url(url: str) -> str:
-    """A URL from a build as a log line may show it: clipped, without user info (a password), query or fragment
-    (an access token)."""
-    return _clip(URL_TAIL_RE.sub("", re.sub(r"(?<=://).*@", "", url, flags=re.DOTALL)))
 
 
 def normalized_server(url: str) -> str | None:
@@ -789,11 +782,11 @@ def _target(found: Evidence, tag: str) -> Target | Skip:
     """The evidence checked: names that cannot change a request's path, a full commit SHA, a bare branch."""
     candidates = tuple(repository for given in found.candidates if (repository := valid_repository(given)))
     if not candidates and not found.connected:
-        shown = ", ".join(_clip(r.full_name) for r in found.candidates) or "(none)"
+        shown = ", ".join(loggable(r.full_name) for r in found.candidates) or "(none)"
         return Skip(f"{found.origin} gives no valid Bitbucket repository name: {shown!r}", "ERROR")
     commit = found.commit.lower()
     if not SHA_RE.fullmatch(commit):
-        return Skip(f"{found.origin} gives no full 40-hex commit SHA (got {_clip(commit, 80)!r})", "ERROR")
+        return Skip(f"{found.origin} gives no full 40-hex commit SHA (got {loggable(commit, 80)!r})", "ERROR")
     ambiguous = found.mirror if len(candidates) > 1 else None  # which split works is learnt
     branch = refname(found.branch)
     tag_ref = None if branch or found.mirror else refname(tag)  # a mirror build's tag is not known
@@ -826,7 +819,7 @@ def allowed(target: Target, config: Config) -> Target | Skip:
         return target
     kept = tuple(r for r in target.candidates if config.repositories.match(r.full_name))
     if not kept:
-        names = ", ".join(r.full_name for r in target.candidates)
+        names = ", ".join(loggable(r.full_name) for r in target.candidates)
         return Skip(f"repository {names} is not in BITBUCKET_REPOSITORIES")
     return replace(target, candidates=kept)
 
@@ -876,7 +869,7 @@ def translate(build: Mapping[str, Any], config: Config) -> Update | Skip:
     """Decide what a Build means for Bitbucket; no I/O."""
     meaning = meaning_of(build)
     if meaning is None:
-        return Skip(f"build status {build.get('status')!r} has no Bitbucket state", "WARNING")
+        return Skip(f"build status {loggable(_text(build.get('status')), 40)!r} has no Bitbucket state", "WARNING")
     target = locate(build)
     if isinstance(target, Skip):
         return target
@@ -2949,11 +2942,26 @@ def log(severity: str, message: str, **fields: Any) -> None:
     sys.stdout.flush()
 
 
+def loggable(text: str, limit: int = SHOWN_MAX) -> str:
+    """A value from a build as a log line (and resync's output) may show it: without user info (everything up to
+    the last '@', so a password holding '/' or '?' goes too), query, fragment or ';parameters' (where access tokens
+    ride), made plain and clipped. The one way any build value reaches a log; string methods only, so its cost is
+    linear in the value's length whatever the value holds."""
+    scheme, separator, rest = text.partition("://")
+    if not (separator and 0 < len(scheme) <= 16 and all(c.isascii() and (c.isalnum() or c in "+-.") for c in scheme)):
+        scheme, rest = "", text
+    rest = rest.rpartition("@")[2]
+    for mark in "?#;":
+        rest = rest.partition(mark)[0]
+    shown = f"{scheme}://{rest}" if scheme else rest
+    return _clip(plain(shown[: limit + 1]), limit)
+
+
 def _log_fields(build: Mapping[str, Any], update: Update | None = None) -> dict[str, Any]:
     fields: dict[str, Any] = {
-        "build_id": _clip(_text(build.get("id")), 100) or None,
-        "trigger": _clip(trigger_name(build) or _text(build.get("buildTriggerId")), 100) or None,
-        "build_status": _clip(_text(build.get("status")), 40) or None,
+        "build_id": loggable(_text(build.get("id")), 100) or None,
+        "trigger": loggable(trigger_name(build) or _text(build.get("buildTriggerId")), 100) or None,
+        "build_status": loggable(_text(build.get("status")), 40) or None,
     }
     if update:
         fields.update(
@@ -2961,7 +2969,7 @@ def _log_fields(build: Mapping[str, Any], update: Update | None = None) -> dict[
             commit=update.target.commit,
             state=update.status.state,
             key=update.status.key,
-            refname=update.status.refname,
+            refname=loggable(update.status.refname, 100) if update.status.refname else None,
         )
     return fields
 
@@ -3066,7 +3074,7 @@ def refused_origin(build: Mapping[str, Any], delivered: str | None, config: Conf
         return None
     claimed = _text(build.get("projectId"))
     if claimed != delivered:
-        return Skip(f"the build claims project {_clip(claimed, 64)!r} but was published to project {delivered!r}'s"
+        return Skip(f"the build claims project {loggable(claimed, 64)!r} but was published to project {delivered!r}'s"
                     " topic, so nothing is sent", "WARNING")  # fmt: skip
     if config.build_projects and delivered not in config.build_projects:
         return Skip(f"project {delivered!r} is not one this deployment serves (BUILD_PROJECTS)", "WARNING")
@@ -3094,7 +3102,7 @@ def report_build(
     with event_scope(warm.config.event_deadline_seconds, delivered or _text(build.get("projectId"))):
         published = parse_time(published_at)
         if published_at and not published:
-            shown = _clip(str(published_at), 60)
+            shown = loggable(str(published_at), 60)
             log("WARNING", f"The publish time {shown!r} does not parse: no age cutoff or stale-message rule", **fields)
         if published and (old := too_old(published, warm.config)):
             return Result(SKIPPED, "WARNING", old)
@@ -3135,7 +3143,7 @@ def resolve(update: Update, warm: WarmInstance) -> Update | Skip:
             found = repository_at(remote)
             repository = valid_repository(found) if found else None
             if repository is None:
-                return Skip(f"the build's connected repository {shown_url(remote)!r} is not on Bitbucket")
+                return Skip(f"the build's connected repository {loggable(remote)!r} is not on Bitbucket")
             target = replace(target, candidates=(repository,))
         elif not target.candidates:
             return Skip("the build's connected repository has no REPO_FULL_NAME substitution to fall back on")
@@ -3149,14 +3157,14 @@ def resolve(update: Update, warm: WarmInstance) -> Update | Skip:
         if entry:  # an SSH URL's host becomes the entry's server
             served.append(replace(repository, server=entry.server, ssh_host=None))
     if not served:
-        names = ", ".join(r.shown() for r in target.candidates)
+        names = ", ".join(loggable(r.shown()) for r in target.candidates)
         return Skip(f"no entry of the credentials serves repository {names}, so nothing is sent")
     return replace(update, target=replace(target, candidates=tuple(served)))
 
 
 def post(update: Update, published: datetime | None, warm: WarmInstance, fields: dict[str, Any]) -> Result:
     """Report the update and say what became of it; a refusal is acknowledged."""
-    shown = f"{update.status.state} ({update.status.description})"
+    shown = f"{update.status.state} ({loggable(update.status.description, DESCRIPTION_MAX)})"
     try:
         outcome = warm.reporter.report(update, published)
     except Rejected as error:
