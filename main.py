@@ -163,9 +163,16 @@ class ConsumerRefused(TransientError):
 class Rejected(Exception):
     """Bitbucket refused the request and retrying cannot mend it."""
 
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status  # Bitbucket's answer (400, 403, 404, ...)
+
 
 class RepositoryNotFound(Rejected):
     """Bitbucket answered 404 for the repository."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 404)
 
 
 class NotServed(Exception):
@@ -693,7 +700,7 @@ def _from_substitutions(build: Mapping[str, Any], subs: Mapping[str, Any]) -> Ev
     server = _text(subs.get("_BITBUCKET_SERVER"))
     normalized = normalized_server(server) if server else None
     if server and not normalized:
-        return Skip(f"_BITBUCKET_SERVER {loggable(server)!r} is not an https:// URL", "ERROR")
+        return Skip(f"_BITBUCKET_SERVER {loggable(server)!r} is not an https:// URL", "WARNING")
     commit = _text(subs.get("_BITBUCKET_COMMIT")) or _text(subs.get("COMMIT_SHA"))
     branch = _text(subs.get("_BITBUCKET_BRANCH")) or _text(subs.get("BRANCH_NAME"))
     owner, _, slug = explicit.partition("/")
@@ -730,7 +737,7 @@ def _from_connection(build: Mapping[str, Any], subs: Mapping[str, Any]) -> Evide
         return None
     name = _text(connected.get("repository"))
     if not CONNECTED_RE.fullmatch(name):
-        return Skip(f"the build's connected repository {loggable(name)!r} is not a repository resource name", "ERROR")
+        return Skip(f"the build's connected repository {loggable(name)!r} is not a repository resource name", "WARNING")
     if any(host in _text(subs.get("_HEAD_REPO_URL")).lower() for host in OTHER_HOSTS):
         return Skip("the build's connected repository is not on Bitbucket")
     # REPO_FULL_NAME is only the fallback for Bitbucket Cloud when Cloud Build's API cannot be asked.
@@ -783,10 +790,10 @@ def _target(found: Evidence, tag: str) -> Target | Skip:
     candidates = tuple(repository for given in found.candidates if (repository := valid_repository(given)))
     if not candidates and not found.connected:
         shown = ", ".join(loggable(r.full_name) for r in found.candidates) or "(none)"
-        return Skip(f"{found.origin} gives no valid Bitbucket repository name: {shown!r}", "ERROR")
+        return Skip(f"{found.origin} gives no valid Bitbucket repository name: {shown!r}", "WARNING")
     commit = found.commit.lower()
     if not SHA_RE.fullmatch(commit):
-        return Skip(f"{found.origin} gives no full 40-hex commit SHA (got {loggable(commit, 80)!r})", "ERROR")
+        return Skip(f"{found.origin} gives no full 40-hex commit SHA (got {loggable(commit, 80)!r})", "WARNING")
     ambiguous = found.mirror if len(candidates) > 1 else None  # which split works is learnt
     branch = refname(found.branch)
     tag_ref = None if branch or found.mirror else refname(tag)  # a mirror build's tag is not known
@@ -862,7 +869,7 @@ class Update:
 @dataclass(frozen=True)
 class Skip:
     reason: str
-    severity: str = "INFO"
+    severity: str = "INFO"  # WARNING for a build's bad input: never ERROR, which pages whoever runs the relay
 
 
 def translate(build: Mapping[str, Any], config: Config) -> Update | Skip:
@@ -2098,7 +2105,7 @@ class Client:
             raise RateLimited(f"{message} (credential entry {entry.position})")
         if response.status_code >= 500:
             raise TransientError(message)
-        raise Rejected(message)
+        raise Rejected(message, response.status_code)
 
     def answer(self, repository: Repository, url: str) -> tuple[Credential, int]:
         """The entry serving the repository and Bitbucket's answer to its GET of `url` (a 401 read again once, as
@@ -3056,6 +3063,12 @@ RAISED = (
 )
 
 
+# Bitbucket's refusals of a status that only the build's author can mend (a value Bitbucket finds invalid, a repository
+# that does not exist or that the credential cannot see), logged as WARNINGs: any build could otherwise page whoever
+# runs the relay. Any other refusal (403: the credential may not write the status) is the operator's, an ERROR.
+REFUSED_FOR_THE_BUILD = frozenset({400, 404})
+
+
 def delivered_from(topic: Any) -> str | None:
     """The project of the topic a delivery names (`projects/P/topics/T`, or a CloudEvent source of that
     topic); None when it names none (a local run, a push to the function's root)."""
@@ -3168,7 +3181,8 @@ def post(update: Update, published: datetime | None, warm: WarmInstance, fields:
     try:
         outcome = warm.reporter.report(update, published)
     except Rejected as error:
-        return Result(REFUSED, "ERROR", f"Bitbucket refused the status: {error}")
+        severity = "WARNING" if error.status in REFUSED_FOR_THE_BUILD else "ERROR"
+        return Result(REFUSED, severity, f"Bitbucket refused the status: {error}")
     except RateLimited as error:
         if update.status.is_final:
             raise  # redelivered until the budget allows it

@@ -340,3 +340,26 @@ def test_a_value_of_a_million_characters_gives_a_short_log_line(bitbucket, capsy
     lines = capsys.readouterr().out.splitlines()
     assert lines
     assert all(len(line) < 1000 for line in lines), [len(line) for line in lines]
+
+
+# --- severity: a build's bad input is a WARNING, never an ERROR that pages whoever runs the relay -------------
+
+BAD_INPUT = {
+    "a repository name that is not one": _webhook("acme/../admin"),
+    "a clone URL's repository name that is not one": _git("https://bitbucket.org/acme/web%20app.git"),
+    "a mirror's name that splits into no repository": _mirror("bitbucket_acme"),
+    "a commit that is not 40 hex": _webhook("acme/webapp", _BITBUCKET_COMMIT="65ca6a9"),
+    "a connected repository that is not a resource name": _connected("acme/webapp"),
+    "a _BITBUCKET_SERVER that is not https": _webhook("PROJ/repo", _BITBUCKET_SERVER="http://bb.example/bitbucket"),
+    "a status of no Bitbucket state": _with(status="STATUS_UNKNOWN"),
+}
+
+
+@pytest.mark.parametrize("bad", BAD_INPUT.values(), ids=BAD_INPUT.keys())
+def test_a_builds_bad_input_is_a_warning_that_pages_no_one(bitbucket, capsys, bad):
+    main.build_status(background_event(bad), Context())  # acknowledged: nothing raised
+    [line] = log_lines(capsys.readouterr().out)
+    assert line["severity"] == "WARNING", line
+    assert "@type" not in line
+    assert "serviceContext" not in line
+    assert bitbucket.app.calls == []

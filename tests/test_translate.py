@@ -131,7 +131,7 @@ def test_connected_github_repository_is_skipped():
 @pytest.mark.parametrize("commit", ["65ca6a9", "z" * 40, "", COMMIT + "0"])
 def test_a_commit_that_is_not_a_full_sha_is_rejected(commit):
     skip = skip_for(build("SUCCESS", source="webhook", commit=commit))
-    assert skip.severity == "ERROR"
+    assert skip.severity == "WARNING"  # the build's to mend: an ERROR would page whoever runs the relay
     assert "40-hex" in skip.reason
 
 
@@ -140,7 +140,7 @@ def test_a_commit_that_is_not_a_full_sha_is_rejected(commit):
 )
 def test_a_repository_name_that_could_change_the_request_path_is_rejected(repo):
     skip = skip_for(build("SUCCESS", source="webhook", repo=repo))
-    assert skip.severity == "ERROR"
+    assert skip.severity == "WARNING"
     assert "no valid Bitbucket repository name" in skip.reason
 
 
