@@ -120,10 +120,14 @@ SERVER_HTTPS_URL_RE = re.compile(
 )
 SERVER_SSH_URL_RE = re.compile(r"ssh://(?P<host>[^/:@]+)(?::\d+)?/(?P<project>[^/]+)/(?P<slug>[^/]+?)(?:\.git)?/?")
 SERVER_HOST_RE = re.compile(r"[a-z0-9.-]+|\[[0-9a-f:.]+\]", re.ASCII)
-SERVER_PATH_RE = re.compile(r"(/[A-Za-z0-9._~-]+)*", re.ASCII)  # a context path, or none
+# A path segment of a value from a build is never made of dots alone: a URL normaliser (urllib3's, before any request
+# leaves) removes `.` and `..` with the segment before, so the request would go to another path.
+NOT_DOTS = r"(?!\.+(?:/|$))"
+SERVER_PATH_RE = re.compile(rf"(?:/{NOT_DOTS}[A-Za-z0-9._~-]+)*", re.ASCII)  # a context path, or none
 DEFAULT_PORTS = {"https": 443, "http": 80}
 CONNECTED_RE = re.compile(
-    r"projects/[A-Za-z0-9._-]+/locations/[A-Za-z0-9-]+/connections/[A-Za-z0-9._-]+/repositories/[A-Za-z0-9._-]+",
+    rf"projects/{NOT_DOTS}[A-Za-z0-9._-]+/locations/[A-Za-z0-9-]+/connections/{NOT_DOTS}[A-Za-z0-9._-]+"
+    rf"/repositories/{NOT_DOTS}[A-Za-z0-9._-]+",
     re.ASCII,
 )
 # Cloud Build's log URLs: .../cloud-build/builds;region=R/ID?project=P, and the older .../builds/ID (global).
@@ -912,8 +916,10 @@ def status_key(build: Mapping[str, Any], limit: int = KEY_MAX) -> str:
 
 
 def hashed_key(chosen: str, limit: int) -> str:
-    """The key itself when it is plain and within `limit`, else its SHA-1 (a truncated key could collide)."""
-    if len(chosen) <= limit and KEY_RE.fullmatch(chosen):
+    """The key itself when it is plain and within `limit`, else its SHA-1 (a truncated key could collide). A key of
+    dots alone is not plain: as the last segment of Cloud's status read, `..` would make it a read of
+    `…/commit/{sha}/statuses/` and `.` of `…/statuses/build/` once urllib3 normalises the path."""
+    if len(chosen) <= limit and KEY_RE.fullmatch(chosen) and chosen.strip("."):
         return chosen
     return hashlib.sha1(chosen.encode("utf-8", "surrogatepass"), usedforsecurity=False).hexdigest()
 

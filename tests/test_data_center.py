@@ -4,6 +4,7 @@ path) beside the Bitbucket Cloud stand-in, with one document of credentials for 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -280,3 +281,19 @@ def test_a_ca_given_for_one_server_is_not_used_for_another(bitbucket, server, mo
         running.stop()
     assert [s["state"] for s in server.shown()] == ["SUCCESSFUL"]
     assert [s["state"] for s in other.shown("PROJ", "repo", COMMIT)] == ["SUCCESSFUL"]
+
+
+# --- a key never changes a path -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", [".", ".."])
+def test_a_key_of_dots_is_the_same_hash_on_a_server(both, key):
+    for status in ("WORKING", "SUCCESS"):
+        b = dc_build(status, both)
+        b["substitutions"]["_BITBUCKET_KEY"] = key
+        deliver(b)
+    hashed = hashlib.sha1(key.encode(), usedforsecurity=False).hexdigest()
+    assert [(s["key"], s["state"]) for s in both.shown()] == [(hashed, "SUCCESSFUL")]
+    reads = [call.raw_uri for call in both.app.status_calls() if call.method == "GET"]
+    assert reads
+    assert all(uri.endswith(f"/builds?key={hashed}") for uri in reads)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from datetime import UTC, datetime, timedelta
@@ -12,6 +13,7 @@ import requests
 import main
 from standins.builds import COMMIT, build
 from tests.conftest import TOKEN, deliver, log_lines, shown
+from tests.test_fuzz import ALLOWED_PATH
 
 
 def states(server) -> list[tuple[str, str]]:
@@ -288,3 +290,25 @@ def test_an_attempt_with_a_timeout_longer_than_the_deadline_still_ends_at_the_de
     with pytest.raises(main.TransientError):
         deliver(build("SUCCESS"))
     assert time.monotonic() - started < 3  # the deadline and slack, not the 10 s timeout
+
+
+# --- a key never changes a path -------------------------------------------------------------------------
+
+
+def _keyed(b: dict, key: str) -> dict:
+    b["substitutions"]["_BITBUCKET_KEY"] = key
+    return b
+
+
+@pytest.mark.parametrize("key", [".", ".."])
+def test_a_key_of_dots_reads_and_writes_the_builds_own_status_under_its_hash(bitbucket, key):
+    """`_BITBUCKET_KEY=..` would read `…/commit/{sha}/statuses/` (the list) and `.` `…/statuses/build/`."""
+    deliver(_keyed(build("WORKING"), key))
+    deliver(_keyed(build("SUCCESS"), key))
+    hashed = hashlib.sha1(key.encode(), usedforsecurity=False).hexdigest()
+    assert [(s["key"], s["state"]) for s in shown(bitbucket)] == [(hashed, "SUCCESSFUL")]
+    for call in bitbucket.app.calls:
+        assert ALLOWED_PATH.fullmatch(call.raw_uri), call.raw_uri
+    reads = [call.raw_uri for call in bitbucket.app.status_calls() if call.method == "GET"]
+    assert reads
+    assert all(uri.endswith(f"/statuses/build/{hashed}") for uri in reads)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from urllib.parse import urlsplit
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from urllib3.util import parse_url
 
 import main
 from standins.builds import COMMIT, HOSTILE, HOSTILE_FIELDS, TRIGGER_ID, build, hostile_build, sample
@@ -401,11 +403,17 @@ def request_paths(update: main.Update) -> list[str]:
     return paths
 
 
+def assert_unchanged_by_normalising(path: str) -> None:
+    """urllib3 (under requests) removes a path's `.` and `..` segments before the request leaves: none may be there."""
+    assert parse_url(f"https://bitbucket.example{path}").path == path, path
+
+
 def assert_only_status_paths(decision: main.Update | main.Skip) -> None:
     if isinstance(decision, main.Skip):
         return
     for path in request_paths(decision):
         assert ALLOWED_PATH.fullmatch(path), path
+        assert_unchanged_by_normalising(path)
     assert main.KEY_RE.fullmatch(decision.status.key)
     assert len(decision.status.key) <= 40
     assert len(decision.status.server_key) <= 255
@@ -437,3 +445,69 @@ def test_any_project_or_slug_on_a_server_reaches_no_other_path(project, slug):
         assert len(paths) == 2  # the builds and the report
         for path in paths:
             assert SERVER_PATH.fullmatch(path), path
+            assert_unchanged_by_normalising(path)
+
+
+# --- no value from a build is a path segment of dots alone ------------------------------------------------
+
+
+@pytest.mark.parametrize("key", [".", "..", "...", "...."])
+def test_a_key_of_dots_alone_is_hashed_on_both_sites_so_the_status_read_keeps_its_path(key):
+    """`_BITBUCKET_KEY=..` would make Cloud's status read `…/statuses/build/..`: urllib3 sends it to `…/statuses/`."""
+    b = build("SUCCESS")
+    b["substitutions"]["_BITBUCKET_KEY"] = key
+    status = update_for(b).status
+    hashed = hashlib.sha1(key.encode(), usedforsecurity=False).hexdigest()
+    assert (status.key, status.server_key) == (hashed, hashed)
+    assert_only_status_paths(update_for(b))
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "projects/../locations/europe-west1/connections/bb/repositories/webapp",
+        "projects/acme-ci/locations/europe-west1/connections/./repositories/webapp",
+        "projects/acme-ci/locations/europe-west1/connections/bb/repositories/..",
+        "projects/acme-ci/locations/europe-west1/connections/bb/repositories/...",
+    ],
+)
+def test_a_connected_repository_with_a_segment_of_dots_is_not_a_resource_name(name):
+    """Its name is the path of the request to Cloud Build's API (`/v2/{name}`), made with the function's credentials."""
+    b = build("SUCCESS", source="connection")
+    b["source"]["connectedRepository"]["repository"] = name
+    skip = skip_for(b)
+    assert (skip.severity, "is not a repository resource name" in skip.reason) == ("WARNING", True)
+
+
+@pytest.mark.parametrize("path", ["/bitbucket/..", "/./bitbucket", "/bitbucket/../admin", "/..."])
+def test_a_server_whose_context_path_has_a_segment_of_dots_is_not_a_server(path):
+    assert main.normalized_server(f"https://bb.example{path}") is None
+    b = build("SUCCESS", source="webhook", repo="PROJ/repo")
+    b["substitutions"]["_BITBUCKET_SERVER"] = f"https://bb.example{path}"
+    assert skip_for(b).severity == "WARNING"
+
+
+SEGMENT = st.text(alphabet="./-_aZ9%~", min_size=1, max_size=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(project=SEGMENT, connection=SEGMENT, repository=SEGMENT)
+def test_any_connected_repository_name_keeps_its_path_to_cloud_builds_api(project, connection, repository):
+    b = build("SUCCESS", source="connection")
+    name = f"projects/{project}/locations/europe-west1/connections/{connection}/repositories/{repository}"
+    b["source"]["connectedRepository"]["repository"] = name
+    decision = main.translate(b, CONFIG)
+    if isinstance(decision, main.Update):
+        assert_unchanged_by_normalising(f"/v2/{decision.target.connected}")
+
+
+@settings(max_examples=300, deadline=None)
+@given(path=st.lists(SEGMENT, max_size=3).map(lambda segments: "".join(f"/{s}" for s in segments)))
+def test_any_servers_context_path_keeps_the_path_of_every_request(path):
+    b = build("SUCCESS", source="webhook", repo="PROJ/repo")
+    b["substitutions"]["_BITBUCKET_SERVER"] = f"https://bb.example{path}"
+    decision = main.translate(b, CONFIG)
+    if isinstance(decision, main.Update):
+        _, data_center = SITES
+        [repository] = decision.target.candidates
+        assert_unchanged_by_normalising(urlsplit(data_center.builds_url(repository, COMMIT)).path)
