@@ -244,7 +244,7 @@ class Config:
     code_insights: bool = True  # CODE_INSIGHTS=off: no report with a final state
     logging_api_url: str = DEFAULT_LOGGING_API_URL
     log_excerpts: str = "private"  # LOG_EXCERPTS: a failed step's lines for private repositories, all, or off
-    log_excerpt_lines: float = DEFAULT_LOG_EXCERPT_LINES
+    log_excerpt_lines: int = DEFAULT_LOG_EXCERPT_LINES
     log_wait_seconds: float = DEFAULT_LOG_WAIT_SECONDS  # how long a log not complete yet is waited for
     log_view: str = ""  # LOG_VIEW: the log view (of each project's _Default bucket) the function may read
     test_report_buckets: frozenset[str] = frozenset()  # TEST_REPORT_BUCKETS: the only buckets JUnit files are read from
@@ -254,7 +254,7 @@ class Config:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
         urls = {name: validated_url(env, variable, getattr(cls, name)) for name, variable in URL_VARIABLES.items()}
-        numbers = {name: _number(env, variable, getattr(cls, name)) for name, variable in NUMBER_VARIABLES.items()}
+        numbers = {name: _number(env, number, getattr(cls, name)) for name, number in NUMBER_VARIABLES.items()}
         patterns = (p.strip() for p in env.get("BITBUCKET_REPOSITORIES", "").split(","))
         switch = env.get("CODE_INSIGHTS", "on").strip().lower() or "on"
         if switch not in ("on", "off"):
@@ -298,40 +298,54 @@ URL_VARIABLES = {
     "cloud_build_api_url": "CLOUD_BUILD_API_ENDPOINT",
     "logging_api_url": "LOGGING_API_ENDPOINT",
 }
+
+
+class Number(NamedTuple):
+    """A numeric setting: its variable, its unit and the bounds it must lie within (both included)."""
+
+    variable: str
+    unit: str
+    low: float
+    high: float
+    whole: bool = False
+
+    def said(self) -> str:
+        kind = f"a whole number of {self.unit}" if self.whole else f"a number of {self.unit}"
+        return f"{self.variable} must be {kind} from {self.low} to {self.high}"
+
+
+# Each numeric setting, checked once when an instance starts: finite, in its unit, within bounds where it still means
+# something (docs/configuration.md says why each).
 NUMBER_VARIABLES = {
-    "max_event_age_seconds": "MAX_EVENT_AGE_SECONDS",
-    "retry_backoff_seconds": "HTTP_RETRY_BACKOFF_SECONDS",
-    "http_timeout_seconds": "HTTP_TIMEOUT_SECONDS",
-    "event_deadline_seconds": "EVENT_DEADLINE_SECONDS",
-    "rate_limit_cooldown_seconds": "RATE_LIMIT_COOLDOWN_SECONDS",
-    "log_excerpt_lines": "LOG_EXCERPT_LINES",
-    "log_wait_seconds": "LOG_WAIT_SECONDS",
+    "max_event_age_seconds": Number("MAX_EVENT_AGE_SECONDS", "seconds", 60, 31 * 24 * 3600),  # Pub/Sub's longest
+    "retry_backoff_seconds": Number("HTTP_RETRY_BACKOFF_SECONDS", "seconds", 0, 10),
+    "http_timeout_seconds": Number("HTTP_TIMEOUT_SECONDS", "seconds", 0.01, 300),
+    "event_deadline_seconds": Number("EVENT_DEADLINE_SECONDS", "seconds", 1, 500),  # an event function's --timeout: 540
+    "rate_limit_cooldown_seconds": Number("RATE_LIMIT_COOLDOWN_SECONDS", "seconds", 0, 3600),  # the budget is hourly
+    "log_excerpt_lines": Number("LOG_EXCERPT_LINES", "lines", 0, 1000, whole=True),  # LOG_LINES_SCANNED are read
+    "log_wait_seconds": Number("LOG_WAIT_SECONDS", "seconds", 0, 60),
 }
+THREADS = Number("THREADS", "events handled at once", 1, 1000, whole=True)  # Cloud Run's highest concurrency
 
 
 def _threads(env: Mapping[str, str]) -> int:
     """THREADS, the Functions Framework's events at once (0 when unset)."""
-    raw = env.get("THREADS", "").strip()
-    if not raw:
-        return 0
-    if not (raw.isascii() and raw.isdigit()):
-        raise ConfigurationError("THREADS must be a whole number (the events one instance handles at once)")
-    return int(raw)
+    return int(_number(env, THREADS, 0))
 
 
-def _number(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "")
+def _number(env: Mapping[str, str], number: Number, default: float) -> float:
+    """The setting's value (`default` when unset), or a ConfigurationError naming the variable, its unit and bounds:
+    never an infinity (`inf`, `1e400`), a NaN or a fraction of a whole number."""
+    raw = env.get(number.variable, "").strip()
     if not raw:
         return default
     try:
-        value = float(raw)
+        value = float(raw) if raw.isascii() else math.nan
     except ValueError:
         value = math.nan
-    if math.isnan(value):
-        raise ConfigurationError(f"{name} must be a number of seconds")
-    if value < 0:
-        raise ConfigurationError(f"{name} must not be negative")
-    return value
+    if not number.low <= value <= number.high or (number.whole and not value.is_integer()):
+        raise ConfigurationError(f"{number.said()} (not {_clip(raw, 40)!r})")
+    return int(value) if number.whole else value
 
 
 def validated_url(env: Mapping[str, str], name: str, default: str) -> str:
@@ -3018,7 +3032,7 @@ class WarmInstance:
         sites = BitbucketCloud(config.api_url, client), BitbucketDataCenter(client)
         logs = CloudLogging(config.logging_api_url, cloud_build, config.log_view, config.log_wait_seconds)
         reporter = Reporter(*sites, keyring, budget, cloud_build, reports_for_shown=reports_for_shown, logs=logs,
-                            log_excerpts=config.log_excerpts, log_lines=int(config.log_excerpt_lines))  # fmt: skip
+                            log_excerpts=config.log_excerpts, log_lines=config.log_excerpt_lines)  # fmt: skip
         return cls(config, keyring, cloud_build, reporter, TestReports(config.test_report_buckets))
 
 

@@ -82,19 +82,19 @@ def test_both_entry_points_post_the_same_status(bitbucket):
         ("cloudevent-structured", "cloudevent", "/"),  # a structured CloudEvent only reaches cloudevent functions
     ],
 )
-def test_the_functions_framework_delivers_each_envelope_to_the_function(
-    bitbucket, monkeypatch, capsys, envelope, signature, path
-):
-    """The published envelopes as they are, through the same framework the runtime uses. Two of them name the
-    topic of a made-up project, `my-project`, while their Build is of `louis-garman-ci`: a delivery speaks for
-    its topic's project, so those are refused; the push envelope names no topic unless its path does."""
+def test_the_functions_framework_delivers_each_envelope_to_the_function(bitbucket, capsys, envelope, signature, path):
+    """The published envelopes as they are (published now rather than in 2019, older than any age cutoff), through
+    the same framework the runtime uses. Two of them name the topic of a made-up project, `my-project`, while their
+    Build is of `louis-garman-ci`: a delivery speaks for its topic's project, so those are refused; the push envelope
+    names no topic unless its path does."""
     from functions_framework import create_app
 
-    monkeypatch.setenv("MAX_EVENT_AGE_SECONDS", str(10 * 365 * 24 * 3600))  # the envelopes were published in 2019
     bitbucket.app.repositories = {"garman/webapp"}
     target = "build_status" if signature == "event" else "build_status_cloudevent"
     client = create_app(target, str(ROOT / "main.py"), signature).test_client()
-    body = (SAMPLES / "envelopes" / f"{envelope}.json").read_bytes()
+    body = (
+        (SAMPLES / "envelopes" / f"{envelope}.json").read_bytes().replace(b"2019-08-21T10:00:03.000Z", now().encode())
+    )
     content_type = "application/cloudevents+json" if envelope == "cloudevent-structured" else "application/json"
     response = client.post(path, data=body, content_type=content_type)
     assert response.status_code == 200
@@ -363,3 +363,14 @@ def test_a_builds_bad_input_is_a_warning_that_pages_no_one(bitbucket, capsys, ba
     assert "@type" not in line
     assert "serviceContext" not in line
     assert bitbucket.app.calls == []
+
+
+def test_a_number_setting_that_is_infinite_is_a_configuration_error_not_an_unexpected_one(
+    bitbucket, capsys, monkeypatch
+):
+    monkeypatch.setenv("LOG_EXCERPT_LINES", "inf")
+    with pytest.raises(main.ConfigurationError):
+        main.build_status(background_event(build("SUCCESS")), Context())
+    [line] = log_lines(capsys.readouterr().out)
+    assert line["severity"] == "ERROR"
+    assert line["message"].startswith("Configuration error: LOG_EXCERPT_LINES must be a whole number of lines from 0")

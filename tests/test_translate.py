@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import math
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -16,6 +16,7 @@ from standins.builds import COMMIT, HOSTILE, HOSTILE_FIELDS, TRIGGER_ID, build, 
 from tests.test_fuzz import ALLOWED_PATH, SERVER_PATH
 
 CONFIG = main.Config()
+ROOT = Path(__file__).resolve().parents[1]
 CLOUD = main.BitbucketCloud(api_url="https://api.bitbucket.example/2.0", client=None)  # its body alone
 
 
@@ -351,7 +352,7 @@ def test_every_in_progress_description_comes_from_the_state_map_and_moves_forwar
     [
         ({"MAX_EVENT_AGE_SECONDS": "a day"}, "MAX_EVENT_AGE_SECONDS must be a number of seconds"),
         ({"HTTP_TIMEOUT_SECONDS": "nan"}, "HTTP_TIMEOUT_SECONDS must be a number of seconds"),
-        ({"EVENT_DEADLINE_SECONDS": "-1"}, "EVENT_DEADLINE_SECONDS must not be negative"),
+        ({"EVENT_DEADLINE_SECONDS": "-1"}, "EVENT_DEADLINE_SECONDS must be a number of seconds from 1 to 500"),
         ({"BITBUCKET_API_URL": "http://api.bitbucket.org/2.0"}, "BITBUCKET_API_URL must be an https:// URL"),
         ({"CLOUD_BUILD_API_ENDPOINT": "ftp://127.0.0.1"}, "CLOUD_BUILD_API_ENDPOINT must be an https:// URL"),
         ({"BITBUCKET_OAUTH_TOKEN_URL": "https://"}, "BITBUCKET_OAUTH_TOKEN_URL must be an https:// URL"),
@@ -377,7 +378,44 @@ def test_settings_are_read_from_the_environment_with_their_defaults():
     assert config.api_url == "http://127.0.0.1:8080/2.0"
     assert config.repositories == main.Patterns(("a/*", "b/c"))
     assert config.max_event_age_seconds == main.DEFAULT_MAX_EVENT_AGE_SECONDS
-    assert math.isinf(main.Config.from_env({"MAX_EVENT_AGE_SECONDS": "inf"}).max_event_age_seconds)
+    lines = main.Config.from_env({"LOG_EXCERPT_LINES": " 12 ", "THREADS": "80"})
+    assert (lines.log_excerpt_lines, type(lines.log_excerpt_lines), lines.connections) == (12, int, 80)
+
+
+NUMBERS = {number.variable: number for number in (*main.NUMBER_VARIABLES.values(), main.THREADS)}
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("LOG_EXCERPT_LINES", "inf"),
+        ("LOG_EXCERPT_LINES", "1e400"),
+        ("LOG_EXCERPT_LINES", "abc"),
+        ("LOG_EXCERPT_LINES", "2.5"),
+        ("LOG_EXCERPT_LINES", "1001"),
+        ("MAX_EVENT_AGE_SECONDS", "inf"),
+        ("THREADS", "80.5"),
+        *((name, value) for name in NUMBERS for value in ("-inf", "1e400", "nan", "abc")),
+        *((name, str(number.high * 2 + 1)) for name, number in NUMBERS.items()),
+        *((name, str(number.low - 1)) for name, number in NUMBERS.items()),
+    ],
+)
+def test_a_number_setting_outside_its_unit_and_bounds_is_a_configuration_error_saying_both(variable, value):
+    """Validated once, when the instance starts: never an OverflowError on every event (`LOG_EXCERPT_LINES=inf`), nor
+    "a number of seconds" said of lines."""
+    number = NUMBERS[variable]
+    with pytest.raises(main.ConfigurationError) as raised:
+        main.Config.from_env({variable: value})
+    said = str(raised.value)
+    assert said.startswith(f"{variable} must be ")
+    assert f" of {number.unit} from {number.low} to {number.high}" in said
+
+
+def test_each_number_settings_unit_and_bounds_are_in_the_configuration_reference():
+    rows = {line.split("|")[1].strip(): line for line in (ROOT / "docs" / "configuration.md").read_text().splitlines()
+            if line.startswith("| `")}  # fmt: skip
+    for name, number in NUMBERS.items():
+        assert f"from {number.low} to {number.high}" in rows[f"`{name}`"], name
 
 
 # --- hostile values never change a request's path ---------------------------------------------------
