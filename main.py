@@ -57,9 +57,10 @@ import sys
 import threading
 import time
 import traceback
+import weakref
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, Self
@@ -1355,7 +1356,7 @@ def repository_path(path: str, directory: str) -> str | None:
     starts in the step's `dir`; None for anything outside the repository (another absolute path, `..` past the
     root) or under node_modules."""
     path = path.removeprefix("file://")
-    if len(path) > 1000 or "\\" in path or not path.isprintable() or not FILE_NAME_RE.search(path):
+    if len(path) > PATH_MAX or "\\" in path or not path.isprintable() or not FILE_NAME_RE.search(path):
         return None
     if posixpath.isabs(path):
         relative = path.removeprefix(WORKSPACE) if path.startswith(WORKSPACE) else None
@@ -1368,10 +1369,11 @@ def repository_path(path: str, directory: str) -> str | None:
     normalized = posixpath.normpath(relative)
     if normalized in (".", "") or normalized.startswith(("..", "/")) or "node_modules" in normalized.split("/"):
         return None
-    return normalized
+    return normalized if len(normalized) <= PATH_MAX else None  # a step's `dir` is joined in: bounded after
 
 
 WORKSPACE = "/workspace/"  # where Cloud Build checks the repository out
+PATH_MAX = 1000  # an annotation's path
 # A file's name: with an extension of letters (not a host's port, an address or a time), or a build file's name.
 FILE_NAME_RE = re.compile(r"(?:^|/)(?:[^/]*\.[A-Za-z][A-Za-z0-9]{0,9}|Dockerfile|Makefile|Jenkinsfile)$")
 
@@ -2050,7 +2052,8 @@ class Budget:
 
 class CertificateFiles:
     """What TLS verification trusts for an entry's site: its own CA only, written once to a temporary
-    file that requests verifies the server against; or, with no CA given, the system's."""
+    file that requests verifies the server against; or, with no CA given, the system's. Each file is removed when
+    the instance that wrote it is gone (or the interpreter exits)."""
 
     def __init__(self) -> None:
         self._files: dict[str, str] = {}  # CA certificate (PEM) → its file
@@ -2066,7 +2069,13 @@ class CertificateFiles:
                 with tempfile.NamedTemporaryFile("w", suffix=".pem", prefix="bitbucket-ca-", delete=False) as file:
                     file.write(entry.ca_certificate)  # a public certificate, not a secret
                 self._files[entry.ca_certificate] = file.name
+                weakref.finalize(self, _remove_file, file.name)
             return self._files[entry.ca_certificate]
+
+
+def _remove_file(path: str) -> None:
+    with suppress(OSError):
+        os.remove(path)
 
 
 # --- The Bitbucket client: two sites -------------------------------------------
@@ -2675,6 +2684,7 @@ BUDGET_SPENT = "the hourly budget of its credential is nearly spent: only final 
 REPORT_WRITTEN = "its Code Insights report written"
 REPORT_SKIPPED = "its Code Insights report skipped: the hourly budget of its credential is nearly spent"
 REPORT_REFUSED = "refused its Code Insights report"
+VISIBILITY_SECONDS = 600.0  # a repository's visibility, read for a failed step's lines, is read again after this
 ANNOTATIONS_REFUSED = "refused its annotations"
 
 
@@ -2754,7 +2764,8 @@ class Reporter:
     log_excerpts: str = "private"  # LOG_EXCERPTS
     log_lines: int = DEFAULT_LOG_EXCERPT_LINES
     _mirror_splits: Lru = field(default_factory=lambda: Lru(Memory.SIZE))  # repoName → the split Bitbucket accepted
-    _private: Lru = field(default_factory=lambda: Lru(Memory.SIZE))  # repository → (whether it is private,)
+    _private: Lru = field(default_factory=lambda: Lru(Memory.SIZE))  # repository → (whether it is private, read when)
+    clock: Callable[[], float] = time.monotonic  # when a visibility was read
 
     def report(self, update: Update, published: datetime | None) -> Outcome:
         """Post the update unless it would be stale; say what happened, and to which repository."""
@@ -2893,9 +2904,10 @@ class Reporter:
         return report.with_excerpt(excerpt_of(source, lines, complete, self.log_lines, self.keyring.secret_values()))
 
     def _is_private(self, site: Site, repository: Repository) -> bool:
-        """Whether Bitbucket says the repository is private, read once per repository per instance."""
-        known: tuple[bool] | None = self._private.get(repository)
-        if known is not None:
+        """Whether Bitbucket says the repository is private, read once per repository per instance and again once
+        VISIBILITY_SECONDS have passed: a repository made public shows no more lines after that."""
+        known: tuple[bool, float] | None = self._private.get(repository)
+        if known is not None and self.clock() - known[1] < VISIBILITY_SECONDS:
             return known[0]
         if not self.budget.spare(self.keyring.entry_for(repository)):
             return False
@@ -2903,7 +2915,7 @@ class Reporter:
             private = site.is_private(repository)
         except (Rejected, TransientError):
             return False  # not known this time: asked again next time
-        self._private.put(repository, (private is True,))
+        self._private.put(repository, (private is True, self.clock()))
         return private is True
 
     def _shown(self, remote: RemoteStatus, build_id: str) -> tuple[LastShown, datetime | None]:

@@ -4,8 +4,10 @@ path) beside the Bitbucket Cloud stand-in, with one document of credentials for 
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
+import tempfile
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -297,3 +299,18 @@ def test_a_key_of_dots_is_the_same_hash_on_a_server(both, key):
     reads = [call.raw_uri for call in both.app.status_calls() if call.method == "GET"]
     assert reads
     assert all(uri.endswith(f"/builds?key={hashed}") for uri in reads)
+
+
+# --- a private CA leaves nothing behind ----------------------------------------------------------------
+
+
+def test_an_instance_that_trusted_a_servers_ca_leaves_no_file_in_the_temporary_folder(both, monkeypatch, tmp_path):
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    deliver(dc_build("SUCCESS", both))
+    assert [s["state"] for s in both.shown()] == ["SUCCESSFUL"]
+    assert len(list(folder.iterdir())) == 1  # the CA's file, while the instance that verifies with it lives
+    main._warm = None  # the instance is gone (not monkeypatch: it would keep the instance to put it back)
+    gc.collect()
+    assert list(folder.iterdir()) == []

@@ -312,3 +312,30 @@ def test_a_key_of_dots_reads_and_writes_the_builds_own_status_under_its_hash(bit
     reads = [call.raw_uri for call in bitbucket.app.status_calls() if call.method == "GET"]
     assert reads
     assert all(uri.endswith(f"/statuses/build/{hashed}") for uri in reads)
+
+
+# --- a repository's visibility has a lifetime ------------------------------------------------------------
+
+FAILED_STEP = [{"id": "unit-tests", "name": "python:3.12", "status": "FAILURE", "exitCode": 1}]
+FAILED_LINE = "E       AssertionError: assert 'ADA' == 'Ada'"
+
+
+def test_a_repository_made_public_shows_no_more_log_lines_once_its_visibility_is_read_again(bitbucket, google):
+    """Read once per repository per instance, and again after 10 minutes (not only when the instance restarts): the
+    lines of a repository made public stop leaving Google Cloud within that lifetime."""
+    now = [5000.0]
+    main.warm_instance().reporter.clock = lambda: now[0]
+
+    def fail(build_id: str, commit: str) -> str:
+        google.app.write_log("acme-ci", build_id, {'Step #0 - "unit-tests"': [FAILED_LINE]})
+        deliver(build("FAILURE", build_id, commit=commit, steps=FAILED_STEP))
+        [report] = bitbucket.app.shown_reports("acme", "webapp", commit)
+        return report["details"]
+
+    assert FAILED_LINE in fail("b-1", "1" * 40)
+    bitbucket.app.public.add("acme/webapp")
+    now[0] += 599
+    assert FAILED_LINE in fail("b-2", "2" * 40)  # still within the lifetime of what was read
+    now[0] += 2
+    assert FAILED_LINE not in fail("b-3", "3" * 40)
+    assert "the repository is not known to be private" in fail("b-4", "4" * 40)

@@ -549,3 +549,16 @@ def test_any_servers_context_path_keeps_the_path_of_every_request(path):
         _, data_center = SITES
         [repository] = decision.target.candidates
         assert_unchanged_by_normalising(urlsplit(data_center.builds_url(repository, COMMIT)).path)
+
+
+# --- an annotation's path is bounded once the step's dir is joined in ------------------------------------------
+
+
+def test_a_step_dir_of_6000_characters_gives_no_annotation_path_over_1000():
+    directory = "d" * 6000
+    assert main.repository_path("app.py", directory) is None
+    assert main.repository_path("app.py", "d" * 900) == "d" * 900 + "/app.py"
+    annotations = main.annotations_from(["app.py:3:1: error: boom"], directory)
+    assert all(len(a.path or "") <= 1000 for a in annotations)
+    results = main.TestResults(failed=1, failures=(main.FailedTest("t", "boom", "app.py:3: boom", "app.py", 3),))
+    assert all(len(a.path or "") <= 1000 for a in main.test_annotations(results, directory))
