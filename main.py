@@ -3097,7 +3097,9 @@ RAISED = (
 
 # Bitbucket's refusals of a status that only the build's author can mend (a value Bitbucket finds invalid, a repository
 # that does not exist or that the credential cannot see), logged as WARNINGs: any build could otherwise page whoever
-# runs the relay. Any other refusal (403: the credential may not write the status) is the operator's, an ERROR.
+# runs the relay. So is a 403 under a key the build chose (_BITBUCKET_KEY: another account's status holds it). Any other
+# refusal (a 403 under the trigger's key: the credential may not write, or another account wrote the trigger's
+# statuses) is the operator's, an ERROR.
 REFUSED_FOR_THE_BUILD = frozenset({400, 404})
 
 
@@ -3162,7 +3164,7 @@ def report_build(
         if warm.tests is not None and (sources := test_sources(build)) and (results := warm.tests.read(sources)):
             decision = with_tests(decision, results)
         try:
-            return post(decision, published, warm, fields)
+            return post(decision, published, warm, fields, bool(_text(substitutions(build).get("_BITBUCKET_KEY"))))
         except NotServed as error:  # the document changed while the event was on its way
             return Result(SKIPPED, "INFO", f"Skipped: {error}")
 
@@ -3207,13 +3209,17 @@ def resolve(update: Update, warm: WarmInstance) -> Update | Skip:
     return replace(update, target=replace(target, candidates=tuple(served)))
 
 
-def post(update: Update, published: datetime | None, warm: WarmInstance, fields: dict[str, Any]) -> Result:
-    """Report the update and say what became of it; a refusal is acknowledged."""
+def post(
+    update: Update, published: datetime | None, warm: WarmInstance, fields: dict[str, Any], key_chosen: bool = False
+) -> Result:
+    """Report the update and say what became of it; a refusal is acknowledged, as an ERROR only when the operator
+    must mend it (`key_chosen`: the build chose the status's key, _BITBUCKET_KEY)."""
     shown = f"{update.status.state} ({loggable(update.status.description, DESCRIPTION_MAX)})"
     try:
         outcome = warm.reporter.report(update, published)
     except Rejected as error:
-        severity = "WARNING" if error.status in REFUSED_FOR_THE_BUILD else "ERROR"
+        for_the_build = error.status in REFUSED_FOR_THE_BUILD or (error.status == 403 and key_chosen)
+        severity = "WARNING" if for_the_build else "ERROR"
         return Result(REFUSED, severity, f"Bitbucket refused the status: {error}")
     except RateLimited as error:
         if update.status.is_final:

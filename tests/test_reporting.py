@@ -16,6 +16,11 @@ from tests.conftest import TOKEN, deliver, log_lines, shown
 from tests.test_fuzz import ALLOWED_PATH
 
 
+def _keyed(b: dict, key: str) -> dict:
+    b["substitutions"]["_BITBUCKET_KEY"] = key
+    return b
+
+
 def states(server) -> list[tuple[str, str]]:
     return [(s["state"], s["description"]) for _, s in server.app.history]
 
@@ -110,6 +115,26 @@ def test_a_status_created_by_someone_else_is_reported_as_forbidden(bitbucket, ca
     assert len(errors) == 1
     assert "403" in errors[0]["message"]
     assert "Only the creator" in errors[0]["message"]
+    assert [s["state"] for s in shown(bitbucket)] == ["SUCCESSFUL"]
+
+
+def test_a_key_the_build_chose_that_another_accounts_status_holds_is_a_warning(
+    bitbucket, capsys, monkeypatch, new_instance
+):
+    """`_BITBUCKET_KEY` naming another tool's status (its account's, so Bitbucket answers 403) is the build's to mend:
+    otherwise any build could page whoever runs the relay. Under the trigger's own key a 403 stays an ERROR (above)."""
+    another_tool = "JiSTXZP__esjHh5H4z3IcuMzcNLoIXEd"
+    bitbucket.app.accept_token(another_tool)
+    monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps({"token": another_tool}))
+    deliver(_keyed(build("SUCCESS"), "jenkins-webapp"))
+    new_instance()
+    monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps({"token": TOKEN}))
+    capsys.readouterr()
+    deliver(_keyed(build("FAILURE", "b-2"), "jenkins-webapp"))
+    lines = log_lines(capsys.readouterr().out)
+    [refused] = [line for line in lines if line["message"].startswith("Bitbucket refused the status")]
+    assert "403" in refused["message"]
+    assert [line["severity"] for line in lines if line["severity"] == "ERROR" or "@type" in line] == []
     assert [s["state"] for s in shown(bitbucket)] == ["SUCCESSFUL"]
 
 
@@ -293,11 +318,6 @@ def test_an_attempt_with_a_timeout_longer_than_the_deadline_still_ends_at_the_de
 
 
 # --- a key never changes a path -------------------------------------------------------------------------
-
-
-def _keyed(b: dict, key: str) -> dict:
-    b["substitutions"]["_BITBUCKET_KEY"] = key
-    return b
 
 
 @pytest.mark.parametrize("key", [".", ".."])
