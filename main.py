@@ -1354,7 +1354,7 @@ def _annotation(
 def repository_path(path: str, directory: str) -> str | None:
     """A path a tool printed, as the repository names it: /workspace/ is the repository's root, a relative path
     starts in the step's `dir`; None for anything outside the repository (another absolute path, `..` past the
-    root) or under node_modules."""
+    root), under node_modules, or longer than PATH_MAX once joined to the step's `dir`."""
     path = path.removeprefix("file://")
     if len(path) > PATH_MAX or "\\" in path or not path.isprintable() or not FILE_NAME_RE.search(path):
         return None
@@ -2684,8 +2684,8 @@ BUDGET_SPENT = "the hourly budget of its credential is nearly spent: only final 
 REPORT_WRITTEN = "its Code Insights report written"
 REPORT_SKIPPED = "its Code Insights report skipped: the hourly budget of its credential is nearly spent"
 REPORT_REFUSED = "refused its Code Insights report"
-VISIBILITY_SECONDS = 600.0  # a repository's visibility, read for a failed step's lines, is read again after this
 ANNOTATIONS_REFUSED = "refused its annotations"
+VISIBILITY_SECONDS = 600.0  # a repository's visibility, read for a failed step's lines, is read again after this
 
 
 class Lru:
