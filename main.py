@@ -58,9 +58,10 @@ import sys
 import threading
 import time
 import traceback
+import weakref
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, Self
@@ -109,9 +110,8 @@ SLUG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}", re.ASCII)
 # Data Center project keys (upper case in the API), or ~user for a personal repository.
 PROJECT_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,127}|~[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}", re.ASCII)
 KEY_RE = re.compile(r"[A-Za-z0-9._-]+", re.ASCII)
-# The user info of a clone URL (https://user:password@host/...), removed before a URL is matched or shown.
+# The user info of a clone URL (https://user:password@host/...), removed before a URL is matched.
 USER_INFO_RE = re.compile(r"(?<=://)[^/?#]*@")
-URL_TAIL_RE = re.compile(r"[?#].*", re.DOTALL)  # a URL's query and fragment, never logged
 BITBUCKET_URL_RE = re.compile(
     r"(?:https://|ssh://)?(?:(?<![^@/])[^@/]++@)?bitbucket\.org[:/]"
     r"(?P<workspace>[^/]+)/(?P<slug>[^/]+?)(?:\.git)?/?",
@@ -123,10 +123,14 @@ SERVER_HTTPS_URL_RE = re.compile(
 )
 SERVER_SSH_URL_RE = re.compile(r"ssh://(?P<host>[^/:@]+)(?::\d+)?/(?P<project>[^/]+)/(?P<slug>[^/]+?)(?:\.git)?/?")
 SERVER_HOST_RE = re.compile(r"[a-z0-9.-]+|\[[0-9a-f:.]+\]", re.ASCII)
-SERVER_PATH_RE = re.compile(r"(/[A-Za-z0-9._~-]+)*", re.ASCII)  # a context path, or none
+# A path segment of a value from a build is never made of dots alone: a URL normaliser (urllib3's, before any request
+# leaves) removes `.` and `..` with the segment before, so the request would go to another path.
+NOT_DOTS = r"(?!\.+(?:/|$))"
+SERVER_PATH_RE = re.compile(rf"(?:/{NOT_DOTS}[A-Za-z0-9._~-]+)*", re.ASCII)  # a context path, or none
 DEFAULT_PORTS = {"https": 443, "http": 80}
 CONNECTED_RE = re.compile(
-    r"projects/[A-Za-z0-9._-]+/locations/[A-Za-z0-9-]+/connections/[A-Za-z0-9._-]+/repositories/[A-Za-z0-9._-]+",
+    rf"projects/{NOT_DOTS}[A-Za-z0-9._-]+/locations/[A-Za-z0-9-]+/connections/{NOT_DOTS}[A-Za-z0-9._-]+"
+    rf"/repositories/{NOT_DOTS}[A-Za-z0-9._-]+",
     re.ASCII,
 )
 # Cloud Build's log URLs: .../cloud-build/builds;region=R/ID?project=P, and the older .../builds/ID (global).
@@ -167,9 +171,16 @@ class ConsumerRefused(TransientError):
 class Rejected(Exception):
     """Bitbucket refused the request and retrying cannot mend it."""
 
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status  # Bitbucket's answer (400, 403, 404, ...)
+
 
 class RepositoryNotFound(Rejected):
     """Bitbucket answered 404 for the repository."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 404)
 
 
 class NotServed(Exception):
@@ -237,7 +248,7 @@ class Config:
     code_insights: bool = True  # CODE_INSIGHTS=off: no report with a final state
     logging_api_url: str = DEFAULT_LOGGING_API_URL
     log_excerpts: str = "private"  # LOG_EXCERPTS: a failed step's lines for private repositories, all, or off
-    log_excerpt_lines: float = DEFAULT_LOG_EXCERPT_LINES
+    log_excerpt_lines: int = DEFAULT_LOG_EXCERPT_LINES
     log_wait_seconds: float = DEFAULT_LOG_WAIT_SECONDS  # how long a log not complete yet is waited for
     log_view: str = ""  # LOG_VIEW: the log view (of each project's _Default bucket) the function may read
     test_report_buckets: frozenset[str] = frozenset()  # TEST_REPORT_BUCKETS: the only buckets JUnit files are read from
@@ -247,7 +258,7 @@ class Config:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
         urls = {name: validated_url(env, variable, getattr(cls, name)) for name, variable in URL_VARIABLES.items()}
-        numbers = {name: _number(env, variable, getattr(cls, name)) for name, variable in NUMBER_VARIABLES.items()}
+        numbers = {name: _number(env, number, getattr(cls, name)) for name, number in NUMBER_VARIABLES.items()}
         patterns = (p.strip() for p in env.get("BITBUCKET_REPOSITORIES", "").split(","))
         switch = env.get("CODE_INSIGHTS", "on").strip().lower() or "on"
         if switch not in ("on", "off"):
@@ -291,40 +302,54 @@ URL_VARIABLES = {
     "cloud_build_api_url": "CLOUD_BUILD_API_ENDPOINT",
     "logging_api_url": "LOGGING_API_ENDPOINT",
 }
+
+
+class Number(NamedTuple):
+    """A numeric setting: its variable, its unit and the bounds it must lie within (both included)."""
+
+    variable: str
+    unit: str
+    low: float
+    high: float
+    whole: bool = False
+
+    def said(self) -> str:
+        kind = f"a whole number of {self.unit}" if self.whole else f"a number of {self.unit}"
+        return f"{self.variable} must be {kind} from {self.low} to {self.high}"
+
+
+# Each numeric setting, checked once when an instance starts: finite, in its unit, within bounds where it still means
+# something (docs/configuration.md says why each).
 NUMBER_VARIABLES = {
-    "max_event_age_seconds": "MAX_EVENT_AGE_SECONDS",
-    "retry_backoff_seconds": "HTTP_RETRY_BACKOFF_SECONDS",
-    "http_timeout_seconds": "HTTP_TIMEOUT_SECONDS",
-    "event_deadline_seconds": "EVENT_DEADLINE_SECONDS",
-    "rate_limit_cooldown_seconds": "RATE_LIMIT_COOLDOWN_SECONDS",
-    "log_excerpt_lines": "LOG_EXCERPT_LINES",
-    "log_wait_seconds": "LOG_WAIT_SECONDS",
+    "max_event_age_seconds": Number("MAX_EVENT_AGE_SECONDS", "seconds", 60, 31 * 24 * 3600),  # Pub/Sub's longest
+    "retry_backoff_seconds": Number("HTTP_RETRY_BACKOFF_SECONDS", "seconds", 0, 10),
+    "http_timeout_seconds": Number("HTTP_TIMEOUT_SECONDS", "seconds", 0.01, 300),
+    "event_deadline_seconds": Number("EVENT_DEADLINE_SECONDS", "seconds", 1, 500),  # an event function's --timeout: 540
+    "rate_limit_cooldown_seconds": Number("RATE_LIMIT_COOLDOWN_SECONDS", "seconds", 0, 3600),  # the budget is hourly
+    "log_excerpt_lines": Number("LOG_EXCERPT_LINES", "lines", 0, 1000, whole=True),  # LOG_LINES_SCANNED are read
+    "log_wait_seconds": Number("LOG_WAIT_SECONDS", "seconds", 0, 60),
 }
+THREADS = Number("THREADS", "events handled at once", 1, 1000, whole=True)  # Cloud Run's highest concurrency
 
 
 def _threads(env: Mapping[str, str]) -> int:
     """THREADS, the Functions Framework's events at once (0 when unset)."""
-    raw = env.get("THREADS", "").strip()
-    if not raw:
-        return 0
-    if not (raw.isascii() and raw.isdigit()):
-        raise ConfigurationError("THREADS must be a whole number (the events one instance handles at once)")
-    return int(raw)
+    return int(_number(env, THREADS, 0))
 
 
-def _number(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "")
+def _number(env: Mapping[str, str], number: Number, default: float) -> float:
+    """The setting's value (`default` when unset), or a ConfigurationError naming the variable, its unit and bounds:
+    never an infinity (`inf`, `1e400`), a NaN or a fraction of a whole number."""
+    raw = env.get(number.variable, "").strip()
     if not raw:
         return default
     try:
-        value = float(raw)
+        value = float(raw) if raw.isascii() else math.nan
     except ValueError:
         value = math.nan
-    if math.isnan(value):
-        raise ConfigurationError(f"{name} must be a number of seconds")
-    if value < 0:
-        raise ConfigurationError(f"{name} must not be negative")
-    return value
+    if not number.low <= value <= number.high or (number.whole and not value.is_integer()):
+        raise ConfigurationError(f"{number.said()} (not {_clip(raw, 40)!r})")
+    return int(value) if number.whole else value
 
 
 def validated_url(env: Mapping[str, str], name: str, default: str) -> str:
@@ -727,7 +752,7 @@ def _from_substitutions(build: Mapping[str, Any], subs: Mapping[str, Any]) -> Ev
     server = _text(subs.get("_BITBUCKET_SERVER"))
     normalized = normalized_server(server) if server else None
     if server and not normalized:
-        return Skip(f"_BITBUCKET_SERVER {shown_url(server)!r} is not an https:// URL", "ERROR")
+        return Skip(f"_BITBUCKET_SERVER {loggable(server)!r} is not an https:// URL", "WARNING")
     commit = _text(subs.get("_BITBUCKET_COMMIT")) or _text(subs.get("COMMIT_SHA"))
     branch = _text(subs.get("_BITBUCKET_BRANCH")) or _text(subs.get("BRANCH_NAME"))
     owner, _, slug = explicit.partition("/")
@@ -740,7 +765,7 @@ def _from_git_source(build: Mapping[str, Any], subs: Mapping[str, Any]) -> Evide
         return None
     found = repository_at(url)
     if found is None:
-        return Skip(f"the build's git source {shown_url(url)!r} is not on bitbucket.org or a Bitbucket server")
+        return Skip(f"the build's git source {loggable(url)!r} is not on bitbucket.org or a Bitbucket server")
     commit = _text(subs.get("COMMIT_SHA")) or _text(resolved.get("revision")) or _text(declared.get("revision"))
     return Evidence("gitSource", [found], commit, _text(subs.get("BRANCH_NAME")))
 
@@ -749,7 +774,7 @@ def _from_mirror(build: Mapping[str, Any], subs: Mapping[str, Any]) -> Evidence 
     declared, resolved = _source(build, "repoSource", "resolvedRepoSource")
     mirror = _text(resolved.get("repoName")) or _text(declared.get("repoName"))
     if mirror and not mirror.startswith(MIRROR_PREFIX):
-        return Skip(f"the build's mirror {_clip(mirror)!r} is not a Bitbucket mirror")
+        return Skip(f"the build's mirror {loggable(mirror)!r} is not a Bitbucket mirror")
     if not mirror:
         return None
     commit = _text(resolved.get("commitSha")) or _text(subs.get("COMMIT_SHA"))
@@ -764,7 +789,7 @@ def _from_connection(build: Mapping[str, Any], subs: Mapping[str, Any]) -> Evide
         return None
     name = _text(connected.get("repository"))
     if not CONNECTED_RE.fullmatch(name):
-        return Skip(f"the build's connected repository {_clip(name)!r} is not a repository resource name", "ERROR")
+        return Skip(f"the build's connected repository {loggable(name)!r} is not a repository resource name", "WARNING")
     if any(host in _text(subs.get("_HEAD_REPO_URL")).lower() for host in OTHER_HOSTS):
         return Skip("the build's connected repository is not on Bitbucket")
     # REPO_FULL_NAME is only the fallback for Bitbucket Cloud when Cloud Build's API cannot be asked.
@@ -786,12 +811,6 @@ def repository_at(url: str) -> Repository | None:
     if match := SERVER_SSH_URL_RE.fullmatch(url):
         return Repository(match["project"], match["slug"], ssh_host=match["host"].lower())
     return None
-
-
-def shown_url(url: str) -> str:
-    """A URL from a build as a log line may show it: clipped, without user info (a password), query or fragment
-    (an access token)."""
-    return _clip(URL_TAIL_RE.sub("", re.sub(r"(?<=://).*@", "", url, flags=re.DOTALL)))
 
 
 def normalized_server(url: str) -> str | None:
@@ -822,11 +841,11 @@ def _target(found: Evidence, tag: str) -> Target | Skip:
     """The evidence checked: names that cannot change a request's path, a full commit SHA, a bare branch."""
     candidates = tuple(repository for given in found.candidates if (repository := valid_repository(given)))
     if not candidates and not found.connected:
-        shown = ", ".join(_clip(r.full_name) for r in found.candidates) or "(none)"
-        return Skip(f"{found.origin} gives no valid Bitbucket repository name: {shown!r}", "ERROR")
+        shown = ", ".join(loggable(r.full_name) for r in found.candidates) or "(none)"
+        return Skip(f"{found.origin} gives no valid Bitbucket repository name: {shown!r}", "WARNING")
     commit = found.commit.lower()
     if not SHA_RE.fullmatch(commit):
-        return Skip(f"{found.origin} gives no full 40-hex commit SHA (got {_clip(commit, 80)!r})", "ERROR")
+        return Skip(f"{found.origin} gives no full 40-hex commit SHA (got {loggable(commit, 80)!r})", "WARNING")
     ambiguous = found.mirror if len(candidates) > 1 else None  # which split works is learnt
     branch = refname(found.branch)
     tag_ref = None if branch or found.mirror else refname(tag)  # a mirror build's tag is not known
@@ -859,7 +878,7 @@ def allowed(target: Target, config: Config) -> Target | Skip:
         return target
     kept = tuple(r for r in target.candidates if config.repositories.match(r.full_name))
     if not kept:
-        names = ", ".join(r.full_name for r in target.candidates)
+        names = ", ".join(loggable(r.full_name) for r in target.candidates)
         return Skip(f"repository {names} is not in BITBUCKET_REPOSITORIES")
     return replace(target, candidates=kept)
 
@@ -902,14 +921,14 @@ class Update:
 @dataclass(frozen=True)
 class Skip:
     reason: str
-    severity: str = "INFO"
+    severity: str = "INFO"  # WARNING for a build's bad input: never ERROR, which pages whoever runs the relay
 
 
 def translate(build: Mapping[str, Any], config: Config) -> Update | Skip:
     """Decide what a Build means for Bitbucket; no I/O."""
     meaning = meaning_of(build)
     if meaning is None:
-        return Skip(f"build status {build.get('status')!r} has no Bitbucket state", "WARNING")
+        return Skip(f"build status {loggable(_text(build.get('status')), 40)!r} has no Bitbucket state", "WARNING")
     target = locate(build)
     if isinstance(target, Skip):
         return target
@@ -945,8 +964,10 @@ def status_key(build: Mapping[str, Any], limit: int = KEY_MAX) -> str:
 
 
 def hashed_key(chosen: str, limit: int) -> str:
-    """The key itself when it is plain and within `limit`, else its SHA-1 (a truncated key could collide)."""
-    if len(chosen) <= limit and KEY_RE.fullmatch(chosen):
+    """The key itself when it is plain and within `limit`, else its SHA-1 (a truncated key could collide). A key of
+    dots alone is not plain: as the last segment of Cloud's status read, `..` would make it a read of
+    `…/commit/{sha}/statuses/` and `.` of `…/statuses/build/` once urllib3 normalises the path."""
+    if len(chosen) <= limit and KEY_RE.fullmatch(chosen) and chosen.strip("."):
         return chosen
     return hashlib.sha1(chosen.encode("utf-8", "surrogatepass"), usedforsecurity=False).hexdigest()
 
@@ -1428,9 +1449,9 @@ def _annotation(
 def repository_path(path: str, directory: str) -> str | None:
     """A path a tool printed, as the repository names it: /workspace/ is the repository's root, a relative path
     starts in the step's `dir`; None for anything outside the repository (another absolute path, `..` past the
-    root) or under node_modules."""
+    root), under node_modules, or longer than PATH_MAX once joined to the step's `dir`."""
     path = path.removeprefix("file://")
-    if len(path) > 1000 or "\\" in path or not path.isprintable() or not FILE_NAME_RE.search(path):
+    if len(path) > PATH_MAX or "\\" in path or not path.isprintable() or not FILE_NAME_RE.search(path):
         return None
     if posixpath.isabs(path):
         relative = path.removeprefix(WORKSPACE) if path.startswith(WORKSPACE) else None
@@ -1443,10 +1464,11 @@ def repository_path(path: str, directory: str) -> str | None:
     normalized = posixpath.normpath(relative)
     if normalized in (".", "") or normalized.startswith(("..", "/")) or "node_modules" in normalized.split("/"):
         return None
-    return normalized
+    return normalized if len(normalized) <= PATH_MAX else None  # a step's `dir` is joined in: bounded after
 
 
 WORKSPACE = "/workspace/"  # where Cloud Build checks the repository out
+PATH_MAX = 1000  # an annotation's path
 # A file's name: with an extension of letters (not a host's port, an address or a time), or a build file's name.
 FILE_NAME_RE = re.compile(r"(?:^|/)(?:[^/]*\.[A-Za-z][A-Za-z0-9]{0,9}|Dockerfile|Makefile|Jenkinsfile)$")
 
@@ -2131,7 +2153,8 @@ class Budget:
 
 class CertificateFiles:
     """What TLS verification trusts for an entry's site: its own CA only, written once to a temporary
-    file that requests verifies the server against; or, with no CA given, the system's."""
+    file that requests verifies the server against; or, with no CA given, the system's. Each file is removed when
+    the instance that wrote it is gone (or the interpreter exits)."""
 
     def __init__(self) -> None:
         self._files: dict[str, str] = {}  # CA certificate (PEM) → its file
@@ -2147,7 +2170,13 @@ class CertificateFiles:
                 with tempfile.NamedTemporaryFile("w", suffix=".pem", prefix="bitbucket-ca-", delete=False) as file:
                     file.write(entry.ca_certificate)  # a public certificate, not a secret
                 self._files[entry.ca_certificate] = file.name
+                weakref.finalize(self, _remove_file, file.name)
             return self._files[entry.ca_certificate]
+
+
+def _remove_file(path: str) -> None:
+    with suppress(OSError):
+        os.remove(path)
 
 
 # --- The Bitbucket client: two sites -------------------------------------------
@@ -2206,7 +2235,7 @@ class Client:
             raise RateLimited(f"{message} (credential entry {entry.position})")
         if response.status_code >= 500:
             raise TransientError(message)
-        raise Rejected(message)
+        raise Rejected(message, response.status_code)
 
     def answer(self, repository: Repository, url: str) -> tuple[Credential, int]:
         """The entry serving the repository and Bitbucket's answer to its GET of `url` (a 401 read again once, as
@@ -2770,6 +2799,7 @@ REPORT_WRITTEN = "its Code Insights report written"
 REPORT_SKIPPED = "its Code Insights report skipped: the hourly budget of its credential is nearly spent"
 REPORT_REFUSED = "refused its Code Insights report"
 ANNOTATIONS_REFUSED = "refused its annotations"
+VISIBILITY_SECONDS = 600.0  # a repository's visibility, read for a failed step's lines, is read again after this
 
 
 class Lru:
@@ -2848,7 +2878,8 @@ class Reporter:
     log_excerpts: str = "private"  # LOG_EXCERPTS
     log_lines: int = DEFAULT_LOG_EXCERPT_LINES
     _mirror_splits: Lru = field(default_factory=lambda: Lru(Memory.SIZE))  # repoName → the split Bitbucket accepted
-    _private: Lru = field(default_factory=lambda: Lru(Memory.SIZE))  # repository → (whether it is private,)
+    _private: Lru = field(default_factory=lambda: Lru(Memory.SIZE))  # repository → (whether it is private, read when)
+    clock: Callable[[], float] = time.monotonic  # when a visibility was read
 
     def report(self, update: Update, published: datetime | None) -> Outcome:
         """Post the update unless it would be stale; say what happened, and to which repository."""
@@ -2988,9 +3019,10 @@ class Reporter:
         return report.with_excerpt(excerpt_of(source, lines, complete, self.log_lines, secrets))
 
     def _is_private(self, site: Site, repository: Repository) -> bool:
-        """Whether Bitbucket says the repository is private, read once per repository per instance."""
-        known: tuple[bool] | None = self._private.get(repository)
-        if known is not None:
+        """Whether Bitbucket says the repository is private, read once per repository per instance and again once
+        VISIBILITY_SECONDS have passed: a repository made public shows no more lines after that."""
+        known: tuple[bool, float] | None = self._private.get(repository)
+        if known is not None and self.clock() - known[1] < VISIBILITY_SECONDS:
             return known[0]
         if not self.budget.spare(self.keyring.entry_for(repository)):
             return False
@@ -2998,7 +3030,7 @@ class Reporter:
             private = site.is_private(repository)
         except (Rejected, TransientError):
             return False  # not known this time: asked again next time
-        self._private.put(repository, (private is True,))
+        self._private.put(repository, (private is True, self.clock()))
         return private is True
 
     def _shown(self, remote: RemoteStatus, build_id: str) -> tuple[LastShown, datetime | None]:
@@ -3064,11 +3096,26 @@ def log(severity: str, message: str, **fields: Any) -> None:
     sys.stdout.flush()
 
 
+def loggable(text: str, limit: int = SHOWN_MAX) -> str:
+    """A value from a build as a log line (and resync's output) may show it: without user info (everything up to
+    the last '@', so a password holding '/' or '?' goes too), query, fragment or ';parameters' (where access tokens
+    ride), made plain and clipped. The one way any build value reaches a log; string methods only, so its cost is
+    linear in the value's length whatever the value holds."""
+    scheme, separator, rest = text.partition("://")
+    if not (separator and 0 < len(scheme) <= 16 and all(c.isascii() and (c.isalnum() or c in "+-.") for c in scheme)):
+        scheme, rest = "", text
+    rest = rest.rpartition("@")[2]
+    for mark in "?#;":
+        rest = rest.partition(mark)[0]
+    shown = f"{scheme}://{rest}" if scheme else rest
+    return _clip(plain(shown[: limit + 1]), limit)
+
+
 def _log_fields(build: Mapping[str, Any], update: Update | None = None) -> dict[str, Any]:
     fields: dict[str, Any] = {
-        "build_id": _clip(_text(build.get("id")), 100) or None,
-        "trigger": _clip(trigger_name(build) or _text(build.get("buildTriggerId")), 100) or None,
-        "build_status": _clip(_text(build.get("status")), 40) or None,
+        "build_id": loggable(_text(build.get("id")), 100) or None,
+        "trigger": loggable(trigger_name(build) or _text(build.get("buildTriggerId")), 100) or None,
+        "build_status": loggable(_text(build.get("status")), 40) or None,
     }
     if update:
         fields.update(
@@ -3076,7 +3123,7 @@ def _log_fields(build: Mapping[str, Any], update: Update | None = None) -> dict[
             commit=update.target.commit,
             state=update.status.state,
             key=update.status.key,
-            refname=update.status.refname,
+            refname=loggable(update.status.refname, 100) if update.status.refname else None,
         )
     return fields
 
@@ -3112,7 +3159,7 @@ class WarmInstance:
         sites = BitbucketCloud(config.api_url, client), BitbucketDataCenter(client)
         logs = CloudLogging(config.logging_api_url, cloud_build, config.log_view, config.log_wait_seconds)
         reporter = Reporter(*sites, keyring, budget, cloud_build, reports_for_shown=reports_for_shown, logs=logs,
-                            log_excerpts=config.log_excerpts, log_lines=int(config.log_excerpt_lines))  # fmt: skip
+                            log_excerpts=config.log_excerpts, log_lines=config.log_excerpt_lines)  # fmt: skip
         return cls(config, keyring, cloud_build, reporter, TestReports(config.test_report_buckets))
 
     def masked(self, value: Any) -> Any:
@@ -3170,6 +3217,14 @@ RAISED = (
 )
 
 
+# Bitbucket's refusals of a status that only the build's author can mend (a value Bitbucket finds invalid, a repository
+# that does not exist or that the credential cannot see), logged as WARNINGs: any build could otherwise page whoever
+# runs the relay. So is a 403 under a key the build chose (_BITBUCKET_KEY: another account's status holds it). Any other
+# refusal (a 403 under the trigger's key: the credential may not write, or another account wrote the trigger's
+# statuses) is the operator's, an ERROR.
+REFUSED_FOR_THE_BUILD = frozenset({400, 404})
+
+
 def delivered_from(topic: Any) -> str | None:
     """The project of the topic a delivery names (`projects/P/topics/T`, or a CloudEvent source of that
     topic); None when it names none (a local run, a push to the function's root)."""
@@ -3188,7 +3243,7 @@ def refused_origin(build: Mapping[str, Any], delivered: str | None, config: Conf
         return None
     claimed = _text(build.get("projectId"))
     if claimed != delivered:
-        return Skip(f"the build claims project {_clip(claimed, 64)!r} but was published to project {delivered!r}'s"
+        return Skip(f"the build claims project {loggable(claimed, 64)!r} but was published to project {delivered!r}'s"
                     " topic, so nothing is sent", "WARNING")  # fmt: skip
     if config.build_projects and delivered not in config.build_projects:
         return Skip(f"project {delivered!r} is not one this deployment serves (BUILD_PROJECTS)", "WARNING")
@@ -3216,7 +3271,7 @@ def report_build(
     with event_scope(warm.config.event_deadline_seconds, delivered or _text(build.get("projectId"))):
         published = parse_time(published_at)
         if published_at and not published:
-            shown = _clip(str(published_at), 60)
+            shown = loggable(str(published_at), 60)
             log("WARNING", f"The publish time {shown!r} does not parse: no age cutoff or stale-message rule", **fields)
         if published and (old := too_old(published, warm.config)):
             return Result(SKIPPED, "WARNING", old)
@@ -3234,7 +3289,7 @@ def report_build(
         if warm.tests is not None and (sources := test_sources(build)) and (results := warm.tests.read(sources)):
             decision = with_tests(decision, results)
         try:
-            return post(decision, published, warm, fields)
+            return post(decision, published, warm, fields, bool(_text(substitutions(build).get("_BITBUCKET_KEY"))))
         except NotServed as error:  # the document changed while the event was on its way
             return Result(SKIPPED, "INFO", f"Skipped: {error}")
 
@@ -3265,7 +3320,7 @@ def resolve(update: Update, warm: WarmInstance) -> Update | Skip:
             found = repository_at(remote)
             repository = valid_repository(found) if found else None
             if repository is None:
-                return Skip(f"the build's connected repository {shown_url(remote)!r} is not on Bitbucket")
+                return Skip(f"the build's connected repository {loggable(remote)!r} is not on Bitbucket")
             target = replace(target, candidates=(repository,))
         elif not target.candidates:
             return Skip("the build's connected repository has no REPO_FULL_NAME substitution to fall back on")
@@ -3279,18 +3334,23 @@ def resolve(update: Update, warm: WarmInstance) -> Update | Skip:
         if entry:  # an SSH URL's host becomes the entry's server
             served.append(replace(repository, server=entry.server, ssh_host=None))
     if not served:
-        names = ", ".join(r.shown() for r in target.candidates)
+        names = ", ".join(loggable(r.shown()) for r in target.candidates)
         return Skip(f"no entry of the credentials serves repository {names}, so nothing is sent")
     return replace(update, target=replace(target, candidates=tuple(served)))
 
 
-def post(update: Update, published: datetime | None, warm: WarmInstance, fields: dict[str, Any]) -> Result:
-    """Report the update and say what became of it; a refusal is acknowledged."""
-    shown = f"{update.status.state} ({update.status.description})"
+def post(
+    update: Update, published: datetime | None, warm: WarmInstance, fields: dict[str, Any], key_chosen: bool = False
+) -> Result:
+    """Report the update and say what became of it; a refusal is acknowledged, as an ERROR only when the operator
+    must mend it (`key_chosen`: the build chose the status's key, _BITBUCKET_KEY)."""
+    shown = f"{update.status.state} ({loggable(update.status.description, DESCRIPTION_MAX)})"
     try:
         outcome = warm.reporter.report(update, published)
     except Rejected as error:
-        return Result(REFUSED, "ERROR", f"Bitbucket refused the status: {error}")
+        for_the_build = error.status in REFUSED_FOR_THE_BUILD or (error.status == 403 and key_chosen)
+        severity = "WARNING" if for_the_build else "ERROR"
+        return Result(REFUSED, severity, f"Bitbucket refused the status: {error}")
     except RateLimited as error:
         if update.status.is_final:
             raise  # redelivered until the budget allows it

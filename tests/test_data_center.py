@@ -4,7 +4,10 @@ path) beside the Bitbucket Cloud stand-in, with one document of credentials for 
 
 from __future__ import annotations
 
+import gc
+import hashlib
 import json
+import tempfile
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -221,7 +224,7 @@ def test_a_repository_the_server_does_not_know_is_logged_with_its_words_and_ackn
     both.app.repositories = {"PROJ/other"}
     deliver(dc_build("SUCCESS", both))  # acknowledged: no raise
     [line] = log_lines(capsys.readouterr().out)
-    assert line["severity"] == "ERROR"
+    assert (line["severity"], "@type" in line) == ("WARNING", False)  # the build's to mend: no page
     assert line["message"] == (
         "Bitbucket refused the status: Bitbucket answered 404: Repository repo of project PROJ does not exist."
     )
@@ -280,3 +283,34 @@ def test_a_ca_given_for_one_server_is_not_used_for_another(bitbucket, server, mo
         running.stop()
     assert [s["state"] for s in server.shown()] == ["SUCCESSFUL"]
     assert [s["state"] for s in other.shown("PROJ", "repo", COMMIT)] == ["SUCCESSFUL"]
+
+
+# --- a key never changes a path -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", [".", ".."])
+def test_a_key_of_dots_is_the_same_hash_on_a_server(both, key):
+    for status in ("WORKING", "SUCCESS"):
+        b = dc_build(status, both)
+        b["substitutions"]["_BITBUCKET_KEY"] = key
+        deliver(b)
+    hashed = hashlib.sha1(key.encode(), usedforsecurity=False).hexdigest()
+    assert [(s["key"], s["state"]) for s in both.shown()] == [(hashed, "SUCCESSFUL")]
+    reads = [call.raw_uri for call in both.app.status_calls() if call.method == "GET"]
+    assert reads
+    assert all(uri.endswith(f"/builds?key={hashed}") for uri in reads)
+
+
+# --- a private CA leaves nothing behind ----------------------------------------------------------------
+
+
+def test_an_instance_that_trusted_a_servers_ca_leaves_no_file_in_the_temporary_folder(both, monkeypatch, tmp_path):
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    deliver(dc_build("SUCCESS", both))
+    assert [s["state"] for s in both.shown()] == ["SUCCESSFUL"]
+    assert len(list(folder.iterdir())) == 1  # the CA's file, while the instance that verifies with it lives
+    main._warm = None  # the instance is gone (not monkeypatch: it would keep the instance to put it back)
+    gc.collect()
+    assert list(folder.iterdir()) == []

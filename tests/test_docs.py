@@ -19,7 +19,7 @@ READ_BY_LIBRARIES = {"STORAGE_EMULATOR_HOST"}
 
 
 def variables_read() -> set[str]:
-    found = set(main.URL_VARIABLES.values()) | set(main.NUMBER_VARIABLES.values())
+    found = set(main.URL_VARIABLES.values()) | {number.variable for number in main.NUMBER_VARIABLES.values()}
     found |= set(main.SINGLE_VARIABLES) | set(main.BUCKET_VARIABLES)
     for source in (ROOT / "main.py", ROOT / "resync" / "__init__.py", ROOT / "doctor" / "__init__.py"):
         found |= set(READ_RE.findall(source.read_text()))

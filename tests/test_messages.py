@@ -13,6 +13,7 @@ import pytest
 from cloudevents.http import CloudEvent
 
 import main
+from standins import remember_secret
 from standins.builds import SAMPLES, Context, background_event, build, encode, now, push_body
 from tests.conftest import TOKEN, log_lines, shown
 
@@ -81,19 +82,19 @@ def test_both_entry_points_post_the_same_status(bitbucket):
         ("cloudevent-structured", "cloudevent", "/"),  # a structured CloudEvent only reaches cloudevent functions
     ],
 )
-def test_the_functions_framework_delivers_each_envelope_to_the_function(
-    bitbucket, monkeypatch, capsys, envelope, signature, path
-):
-    """The published envelopes as they are, through the same framework the runtime uses. Two of them name the
-    topic of a made-up project, `my-project`, while their Build is of `louis-garman-ci`: a delivery speaks for
-    its topic's project, so those are refused; the push envelope names no topic unless its path does."""
+def test_the_functions_framework_delivers_each_envelope_to_the_function(bitbucket, capsys, envelope, signature, path):
+    """The published envelopes as they are (published now rather than in 2019, older than any age cutoff), through
+    the same framework the runtime uses. Two of them name the topic of a made-up project, `my-project`, while their
+    Build is of `louis-garman-ci`: a delivery speaks for its topic's project, so those are refused; the push envelope
+    names no topic unless its path does."""
     from functions_framework import create_app
 
-    monkeypatch.setenv("MAX_EVENT_AGE_SECONDS", str(10 * 365 * 24 * 3600))  # the envelopes were published in 2019
     bitbucket.app.repositories = {"garman/webapp"}
     target = "build_status" if signature == "event" else "build_status_cloudevent"
     client = create_app(target, str(ROOT / "main.py"), signature).test_client()
-    body = (SAMPLES / "envelopes" / f"{envelope}.json").read_bytes()
+    body = (
+        (SAMPLES / "envelopes" / f"{envelope}.json").read_bytes().replace(b"2019-08-21T10:00:03.000Z", now().encode())
+    )
     content_type = "application/cloudevents+json" if envelope == "cloudevent-structured" else "application/json"
     response = client.post(path, data=body, content_type=content_type)
     assert response.status_code == 200
@@ -247,3 +248,129 @@ def test_an_unexpected_exception_logs_its_stack_trace_once_and_not_the_events_da
     assert "Traceback (most recent call last):" in line["message"]
     assert 'in broken\n    raise KeyError(build["substitutions"]["TRIGGER_NAME"])\nKeyError' in line["message"]
     assert "secret-trigger-x" not in line["message"]
+
+
+# --- no raw value from a build in a log line ---------------------------------------------------------
+
+# Stands for an access token a build's author pasted into a value; in lower case, as a commit or a host is logged.
+LEAKED = "36ll15twg4jgjrduzm15t2am6i940oqb"
+# In a branch or a trigger's name it is also what Bitbucket is sent (the status's refname and name), which the
+# session's secret guard would see in the stand-in's bodies: those cases carry a secret of their own, checked here in
+# the log only.
+SENT = "nEZP51DWr-tapLbH0PWH4GHh_r-OBNeo"
+
+
+def _git(url: str) -> dict:
+    b = build("SUCCESS", source="git")
+    b["source"]["gitSource"]["url"] = url
+    return b
+
+
+def _webhook(repo: str, **substitutions: str) -> dict:
+    b = build("SUCCESS", source="webhook", repo=repo)
+    b["substitutions"].update(substitutions)
+    return b
+
+
+def _connected(name: str) -> dict:
+    b = build("SUCCESS", source="connection")
+    b["source"]["connectedRepository"]["repository"] = name
+    return b
+
+
+def _mirror(name: str) -> dict:
+    b = build("SUCCESS", source="mirror")
+    b["source"]["repoSource"]["repoName"] = b["sourceProvenance"]["resolvedRepoSource"]["repoName"] = name
+    return b
+
+
+def _with(**fields: str) -> dict:
+    return {**build("SUCCESS"), **fields}
+
+
+CONNECTION = "projects/acme-ci/locations/europe-west1/connections/bb/repositories"
+VALUES_WITH_A_SECRET = {
+    "a clone URL's query": _git(f"https://bitbucket.org/acme/webapp.git?access_token={LEAKED}"),
+    "a clone URL's fragment": _git(f"https://bitbucket.org/acme/webapp.git#access_token={LEAKED}"),
+    "a clone URL's parameters": _git(f"https://bitbucket.org/acme/webapp.git;token={LEAKED}"),
+    "an scp-like clone URL's query": _git(f"git@bitbucket.org:acme/webapp.git?access_token={LEAKED}"),
+    "an ssh clone URL's query": _git(f"ssh://git@bitbucket.org/acme/webapp.git?access_token={LEAKED}"),
+    "an ssh clone URL's host": _git(f"ssh://bb.example?access_token={LEAKED}/PROJ/repo.git"),
+    "a Data Center clone URL's query": _git(f"https://bb.example/scm/PROJ/repo.git?access_token={LEAKED}"),
+    "a clone URL's password": _git(f"https://ci:{LEAKED}@gitlab.example/acme/webapp.git"),
+    "_BITBUCKET_REPO's password": _webhook(f"https://ci:{LEAKED}@bitbucket.org/acme/webapp"),
+    "_BITBUCKET_REPO's query": _webhook(f"acme/webapp?access_token={LEAKED}"),
+    "_BITBUCKET_SERVER's password": _webhook("PROJ/repo", _BITBUCKET_SERVER=f"http://ci:{LEAKED}@bb.example"),
+    "_BITBUCKET_COMMIT": _webhook("acme/webapp", _BITBUCKET_COMMIT=f"65ca6a9?token={LEAKED}"),
+    "_BITBUCKET_BRANCH": _webhook("acme/webapp", _BITBUCKET_BRANCH=f"main?token={SENT}"),
+    "a connected repository's name": _connected(f"{CONNECTION}/webapp?access_token={LEAKED}"),
+    "a mirror's repoName": _mirror(f"bitbucket_acme_webapp?access_token={LEAKED}"),
+    "another mirror's repoName": _mirror(f"github_acme_webapp?access_token={LEAKED}"),
+    "a status": _with(status=f"DONE?token={LEAKED}"),
+    "a build id": _with(id=f"b-1?token={LEAKED}"),
+    "a claimed project": _with(projectId=f"acme-ci?token={LEAKED}"),
+    "a trigger name": build("SUCCESS", trigger_id=None, trigger_name=f"deploy?token={SENT}"),
+}
+
+
+@pytest.mark.parametrize("value", VALUES_WITH_A_SECRET.values(), ids=VALUES_WITH_A_SECRET.keys())
+def test_a_secret_in_any_value_from_a_build_reaches_no_log_line_nor_resyncs_output(bitbucket, capsys, value):
+    """Every value from a build reaches a log without its user info, query, fragment or parameters: the function's
+    log line and its fields, and the message resync prints for the same build (main.report_build's result)."""
+    remember_secret(LEAKED)
+    main.build_status(background_event(value), Context())
+    fields = main._log_fields(value)
+    result = main.report_build(value, now(), fields, "acme-ci", main.warm_instance())
+    lines = log_lines(capsys.readouterr().out)
+    assert lines
+    said = json.dumps([lines, result.message, fields])
+    assert LEAKED not in said
+    assert SENT not in said
+
+
+def test_a_publish_time_that_does_not_parse_is_logged_without_its_query(bitbucket, capsys):
+    remember_secret(LEAKED)
+    main.build_status(background_event(build("SUCCESS")), Context(f"yesterday?token={LEAKED}"))
+    assert LEAKED not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("field", ["status", "id", "projectId"])
+def test_a_value_of_a_million_characters_gives_a_short_log_line(bitbucket, capsys, field):
+    main.build_status(background_event(_with(**{field: "X" * 1_000_000})), Context())
+    lines = capsys.readouterr().out.splitlines()
+    assert lines
+    assert all(len(line) < 1000 for line in lines), [len(line) for line in lines]
+
+
+# --- severity: a build's bad input is a WARNING, never an ERROR that pages whoever runs the relay -------------
+
+BAD_INPUT = {
+    "a repository name that is not one": _webhook("acme/../admin"),
+    "a clone URL's repository name that is not one": _git("https://bitbucket.org/acme/web%20app.git"),
+    "a mirror's name that splits into no repository": _mirror("bitbucket_acme"),
+    "a commit that is not 40 hex": _webhook("acme/webapp", _BITBUCKET_COMMIT="65ca6a9"),
+    "a connected repository that is not a resource name": _connected("acme/webapp"),
+    "a _BITBUCKET_SERVER that is not https": _webhook("PROJ/repo", _BITBUCKET_SERVER="http://bb.example/bitbucket"),
+    "a status of no Bitbucket state": _with(status="STATUS_UNKNOWN"),
+}
+
+
+@pytest.mark.parametrize("bad", BAD_INPUT.values(), ids=BAD_INPUT.keys())
+def test_a_builds_bad_input_is_a_warning_that_pages_no_one(bitbucket, capsys, bad):
+    main.build_status(background_event(bad), Context())  # acknowledged: nothing raised
+    [line] = log_lines(capsys.readouterr().out)
+    assert line["severity"] == "WARNING", line
+    assert "@type" not in line
+    assert "serviceContext" not in line
+    assert bitbucket.app.calls == []
+
+
+def test_a_number_setting_that_is_infinite_is_a_configuration_error_not_an_unexpected_one(
+    bitbucket, capsys, monkeypatch
+):
+    monkeypatch.setenv("LOG_EXCERPT_LINES", "inf")
+    with pytest.raises(main.ConfigurationError):
+        main.build_status(background_event(build("SUCCESS")), Context())
+    [line] = log_lines(capsys.readouterr().out)
+    assert line["severity"] == "ERROR"
+    assert line["message"].startswith("Configuration error: LOG_EXCERPT_LINES must be a whole number of lines from 0")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from datetime import UTC, datetime, timedelta
@@ -12,6 +13,12 @@ import requests
 import main
 from standins.builds import COMMIT, build
 from tests.conftest import TOKEN, deliver, log_lines, shown
+from tests.test_fuzz import ALLOWED_PATH
+
+
+def _keyed(b: dict, key: str) -> dict:
+    b["substitutions"]["_BITBUCKET_KEY"] = key
+    return b
 
 
 def states(server) -> list[tuple[str, str]]:
@@ -87,9 +94,11 @@ def test_mirror_split_is_found_by_trying_the_next_split_and_remembered(bitbucket
 
 
 def test_a_repository_bitbucket_does_not_know_is_logged_with_bitbucket_words_and_acknowledged(bitbucket, capsys):
+    """A WARNING: the repository a build names is its author's to mend (make doctor tells a token's reach apart)."""
     bitbucket.app.repositories = {"acme/other"}
     deliver(build("SUCCESS"))
-    [line] = [line for line in log_lines(capsys.readouterr().out) if line["severity"] == "ERROR"]
+    [line] = log_lines(capsys.readouterr().out)
+    assert (line["severity"], "@type" in line) == ("WARNING", False)
     assert "Repository acme/webapp not found" in line["message"]
     assert line["repository"] == "acme/webapp"
     assert line["commit"] == COMMIT
@@ -109,12 +118,34 @@ def test_a_status_created_by_someone_else_is_reported_as_forbidden(bitbucket, ca
     assert [s["state"] for s in shown(bitbucket)] == ["SUCCESSFUL"]
 
 
-def test_a_bad_request_answer_is_logged_and_acknowledged(bitbucket, capsys):
+def test_a_key_the_build_chose_that_another_accounts_status_holds_is_a_warning(
+    bitbucket, capsys, monkeypatch, new_instance
+):
+    """`_BITBUCKET_KEY` naming another tool's status (its account's, so Bitbucket answers 403) is the build's to mend:
+    otherwise any build could page whoever runs the relay. Under the trigger's own key a 403 stays an ERROR (above)."""
+    another_tool = "JiSTXZP__esjHh5H4z3IcuMzcNLoIXEd"
+    bitbucket.app.accept_token(another_tool)
+    monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps({"token": another_tool}))
+    deliver(_keyed(build("SUCCESS"), "jenkins-webapp"))
+    new_instance()
+    monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps({"token": TOKEN}))
+    capsys.readouterr()
+    deliver(_keyed(build("FAILURE", "b-2"), "jenkins-webapp"))
+    lines = log_lines(capsys.readouterr().out)
+    [refused] = [line for line in lines if line["message"].startswith("Bitbucket refused the status")]
+    assert "403" in refused["message"]
+    assert [line["severity"] for line in lines if line["severity"] == "ERROR" or "@type" in line] == []
+    assert [s["state"] for s in shown(bitbucket)] == ["SUCCESSFUL"]
+
+
+def test_a_bad_request_answer_is_logged_as_a_warning_and_acknowledged(bitbucket, capsys):
+    """Bitbucket refusing a value of the build's (its log URL, its branch) is the build's to mend: no page."""
     bitbucket.app.fail_next("400")
     deliver(build("SUCCESS"))  # does not raise: retrying cannot mend a 400
-    [error] = [line for line in log_lines(capsys.readouterr().out) if line["severity"] == "ERROR"]
-    assert "400" in error["message"]
-    assert "Bad request" in error["message"]
+    [line] = log_lines(capsys.readouterr().out)
+    assert (line["severity"], "@type" in line) == ("WARNING", False)
+    assert "400" in line["message"]
+    assert "Bad request" in line["message"]
 
 
 @pytest.mark.parametrize("fault", ["500", "502", "503", "drop"])
@@ -284,3 +315,47 @@ def test_an_attempt_with_a_timeout_longer_than_the_deadline_still_ends_at_the_de
     with pytest.raises(main.TransientError):
         deliver(build("SUCCESS"))
     assert time.monotonic() - started < 3  # the deadline and slack, not the 10 s timeout
+
+
+# --- a key never changes a path -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", [".", ".."])
+def test_a_key_of_dots_reads_and_writes_the_builds_own_status_under_its_hash(bitbucket, key):
+    """`_BITBUCKET_KEY=..` would read `…/commit/{sha}/statuses/` (the list) and `.` `…/statuses/build/`."""
+    deliver(_keyed(build("WORKING"), key))
+    deliver(_keyed(build("SUCCESS"), key))
+    hashed = hashlib.sha1(key.encode(), usedforsecurity=False).hexdigest()
+    assert [(s["key"], s["state"]) for s in shown(bitbucket)] == [(hashed, "SUCCESSFUL")]
+    for call in bitbucket.app.calls:
+        assert ALLOWED_PATH.fullmatch(call.raw_uri), call.raw_uri
+    reads = [call.raw_uri for call in bitbucket.app.status_calls() if call.method == "GET"]
+    assert reads
+    assert all(uri.endswith(f"/statuses/build/{hashed}") for uri in reads)
+
+
+# --- a repository's visibility has a lifetime ------------------------------------------------------------
+
+FAILED_STEP = [{"id": "unit-tests", "name": "python:3.12", "status": "FAILURE", "exitCode": 1}]
+FAILED_LINE = "E       AssertionError: assert 'ADA' == 'Ada'"
+
+
+def test_a_repository_made_public_shows_no_more_log_lines_once_its_visibility_is_read_again(bitbucket, google):
+    """Read once per repository per instance, and again after 10 minutes (not only when the instance restarts): the
+    lines of a repository made public stop leaving Google Cloud within that lifetime."""
+    now = [5000.0]
+    main.warm_instance().reporter.clock = lambda: now[0]
+
+    def fail(build_id: str, commit: str) -> str:
+        google.app.write_log("acme-ci", build_id, {'Step #0 - "unit-tests"': [FAILED_LINE]})
+        deliver(build("FAILURE", build_id, commit=commit, steps=FAILED_STEP))
+        [report] = bitbucket.app.shown_reports("acme", "webapp", commit)
+        return report["details"]
+
+    assert FAILED_LINE in fail("b-1", "1" * 40)
+    bitbucket.app.public.add("acme/webapp")
+    now[0] += 599
+    assert FAILED_LINE in fail("b-2", "2" * 40)  # still within the lifetime of what was read
+    now[0] += 2
+    assert FAILED_LINE not in fail("b-3", "3" * 40)
+    assert "the repository is not known to be private" in fail("b-4", "4" * 40)

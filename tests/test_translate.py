@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-import math
+import hashlib
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from urllib3.util import parse_url
 
 import main
 from standins.builds import COMMIT, HOSTILE, HOSTILE_FIELDS, TRIGGER_ID, build, hostile_build, sample
 from tests.test_fuzz import ALLOWED_PATH, SERVER_PATH
 
 CONFIG = main.Config()
+ROOT = Path(__file__).resolve().parents[1]
 CLOUD = main.BitbucketCloud(api_url="https://api.bitbucket.example/2.0", client=None)  # its body alone
 
 
@@ -131,7 +134,7 @@ def test_connected_github_repository_is_skipped():
 @pytest.mark.parametrize("commit", ["65ca6a9", "z" * 40, "", COMMIT + "0"])
 def test_a_commit_that_is_not_a_full_sha_is_rejected(commit):
     skip = skip_for(build("SUCCESS", source="webhook", commit=commit))
-    assert skip.severity == "ERROR"
+    assert skip.severity == "WARNING"  # the build's to mend: an ERROR would page whoever runs the relay
     assert "40-hex" in skip.reason
 
 
@@ -140,7 +143,7 @@ def test_a_commit_that_is_not_a_full_sha_is_rejected(commit):
 )
 def test_a_repository_name_that_could_change_the_request_path_is_rejected(repo):
     skip = skip_for(build("SUCCESS", source="webhook", repo=repo))
-    assert skip.severity == "ERROR"
+    assert skip.severity == "WARNING"
     assert "no valid Bitbucket repository name" in skip.reason
 
 
@@ -349,7 +352,7 @@ def test_every_in_progress_description_comes_from_the_state_map_and_moves_forwar
     [
         ({"MAX_EVENT_AGE_SECONDS": "a day"}, "MAX_EVENT_AGE_SECONDS must be a number of seconds"),
         ({"HTTP_TIMEOUT_SECONDS": "nan"}, "HTTP_TIMEOUT_SECONDS must be a number of seconds"),
-        ({"EVENT_DEADLINE_SECONDS": "-1"}, "EVENT_DEADLINE_SECONDS must not be negative"),
+        ({"EVENT_DEADLINE_SECONDS": "-1"}, "EVENT_DEADLINE_SECONDS must be a number of seconds from 1 to 500"),
         ({"BITBUCKET_API_URL": "http://api.bitbucket.org/2.0"}, "BITBUCKET_API_URL must be an https:// URL"),
         ({"CLOUD_BUILD_API_ENDPOINT": "ftp://127.0.0.1"}, "CLOUD_BUILD_API_ENDPOINT must be an https:// URL"),
         ({"BITBUCKET_OAUTH_TOKEN_URL": "https://"}, "BITBUCKET_OAUTH_TOKEN_URL must be an https:// URL"),
@@ -375,7 +378,44 @@ def test_settings_are_read_from_the_environment_with_their_defaults():
     assert config.api_url == "http://127.0.0.1:8080/2.0"
     assert config.repositories == main.Patterns(("a/*", "b/c"))
     assert config.max_event_age_seconds == main.DEFAULT_MAX_EVENT_AGE_SECONDS
-    assert math.isinf(main.Config.from_env({"MAX_EVENT_AGE_SECONDS": "inf"}).max_event_age_seconds)
+    lines = main.Config.from_env({"LOG_EXCERPT_LINES": " 12 ", "THREADS": "80"})
+    assert (lines.log_excerpt_lines, type(lines.log_excerpt_lines), lines.connections) == (12, int, 80)
+
+
+NUMBERS = {number.variable: number for number in (*main.NUMBER_VARIABLES.values(), main.THREADS)}
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("LOG_EXCERPT_LINES", "inf"),
+        ("LOG_EXCERPT_LINES", "1e400"),
+        ("LOG_EXCERPT_LINES", "abc"),
+        ("LOG_EXCERPT_LINES", "2.5"),
+        ("LOG_EXCERPT_LINES", "1001"),
+        ("MAX_EVENT_AGE_SECONDS", "inf"),
+        ("THREADS", "80.5"),
+        *((name, value) for name in NUMBERS for value in ("-inf", "1e400", "nan", "abc")),
+        *((name, str(number.high * 2 + 1)) for name, number in NUMBERS.items()),
+        *((name, str(number.low - 1)) for name, number in NUMBERS.items()),
+    ],
+)
+def test_a_number_setting_outside_its_unit_and_bounds_is_a_configuration_error_saying_both(variable, value):
+    """Validated once, when the instance starts: never an OverflowError on every event (`LOG_EXCERPT_LINES=inf`), nor
+    "a number of seconds" said of lines."""
+    number = NUMBERS[variable]
+    with pytest.raises(main.ConfigurationError) as raised:
+        main.Config.from_env({variable: value})
+    said = str(raised.value)
+    assert said.startswith(f"{variable} must be ")
+    assert f" of {number.unit} from {number.low} to {number.high}" in said
+
+
+def test_each_number_settings_unit_and_bounds_are_in_the_configuration_reference():
+    rows = {line.split("|")[1].strip(): line for line in (ROOT / "docs" / "configuration.md").read_text().splitlines()
+            if line.startswith("| `")}  # fmt: skip
+    for name, number in NUMBERS.items():
+        assert f"from {number.low} to {number.high}" in rows[f"`{name}`"], name
 
 
 # --- hostile values never change a request's path ---------------------------------------------------
@@ -401,11 +441,17 @@ def request_paths(update: main.Update) -> list[str]:
     return paths
 
 
+def assert_unchanged_by_normalising(path: str) -> None:
+    """urllib3 (under requests) removes a path's `.` and `..` segments before the request leaves: none may be there."""
+    assert parse_url(f"https://bitbucket.example{path}").path == path, path
+
+
 def assert_only_status_paths(decision: main.Update | main.Skip) -> None:
     if isinstance(decision, main.Skip):
         return
     for path in request_paths(decision):
         assert ALLOWED_PATH.fullmatch(path), path
+        assert_unchanged_by_normalising(path)
     assert main.KEY_RE.fullmatch(decision.status.key)
     assert len(decision.status.key) <= 40
     assert len(decision.status.server_key) <= 255
@@ -437,3 +483,82 @@ def test_any_project_or_slug_on_a_server_reaches_no_other_path(project, slug):
         assert len(paths) == 2  # the builds and the report
         for path in paths:
             assert SERVER_PATH.fullmatch(path), path
+            assert_unchanged_by_normalising(path)
+
+
+# --- no value from a build is a path segment of dots alone ------------------------------------------------
+
+
+@pytest.mark.parametrize("key", [".", "..", "...", "...."])
+def test_a_key_of_dots_alone_is_hashed_on_both_sites_so_the_status_read_keeps_its_path(key):
+    """`_BITBUCKET_KEY=..` would make Cloud's status read `…/statuses/build/..`: urllib3 sends it to `…/statuses/`."""
+    b = build("SUCCESS")
+    b["substitutions"]["_BITBUCKET_KEY"] = key
+    status = update_for(b).status
+    hashed = hashlib.sha1(key.encode(), usedforsecurity=False).hexdigest()
+    assert (status.key, status.server_key) == (hashed, hashed)
+    assert_only_status_paths(update_for(b))
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "projects/../locations/europe-west1/connections/bb/repositories/webapp",
+        "projects/acme-ci/locations/europe-west1/connections/./repositories/webapp",
+        "projects/acme-ci/locations/europe-west1/connections/bb/repositories/..",
+        "projects/acme-ci/locations/europe-west1/connections/bb/repositories/...",
+    ],
+)
+def test_a_connected_repository_with_a_segment_of_dots_is_not_a_resource_name(name):
+    """Its name is the path of the request to Cloud Build's API (`/v2/{name}`), made with the function's credentials."""
+    b = build("SUCCESS", source="connection")
+    b["source"]["connectedRepository"]["repository"] = name
+    skip = skip_for(b)
+    assert (skip.severity, "is not a repository resource name" in skip.reason) == ("WARNING", True)
+
+
+@pytest.mark.parametrize("path", ["/bitbucket/..", "/./bitbucket", "/bitbucket/../admin", "/..."])
+def test_a_server_whose_context_path_has_a_segment_of_dots_is_not_a_server(path):
+    assert main.normalized_server(f"https://bb.example{path}") is None
+    b = build("SUCCESS", source="webhook", repo="PROJ/repo")
+    b["substitutions"]["_BITBUCKET_SERVER"] = f"https://bb.example{path}"
+    assert skip_for(b).severity == "WARNING"
+
+
+SEGMENT = st.text(alphabet="./-_aZ9%~", min_size=1, max_size=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(project=SEGMENT, connection=SEGMENT, repository=SEGMENT)
+def test_any_connected_repository_name_keeps_its_path_to_cloud_builds_api(project, connection, repository):
+    b = build("SUCCESS", source="connection")
+    name = f"projects/{project}/locations/europe-west1/connections/{connection}/repositories/{repository}"
+    b["source"]["connectedRepository"]["repository"] = name
+    decision = main.translate(b, CONFIG)
+    if isinstance(decision, main.Update):
+        assert_unchanged_by_normalising(f"/v2/{decision.target.connected}")
+
+
+@settings(max_examples=300, deadline=None)
+@given(path=st.lists(SEGMENT, max_size=3).map(lambda segments: "".join(f"/{s}" for s in segments)))
+def test_any_servers_context_path_keeps_the_path_of_every_request(path):
+    b = build("SUCCESS", source="webhook", repo="PROJ/repo")
+    b["substitutions"]["_BITBUCKET_SERVER"] = f"https://bb.example{path}"
+    decision = main.translate(b, CONFIG)
+    if isinstance(decision, main.Update):
+        _, data_center = SITES
+        [repository] = decision.target.candidates
+        assert_unchanged_by_normalising(urlsplit(data_center.builds_url(repository, COMMIT)).path)
+
+
+# --- an annotation's path is bounded once the step's dir is joined in ------------------------------------------
+
+
+def test_a_step_dir_of_6000_characters_gives_no_annotation_path_over_1000():
+    directory = "d" * 6000
+    assert main.repository_path("app.py", directory) is None
+    assert main.repository_path("app.py", "d" * 900) == "d" * 900 + "/app.py"
+    annotations = main.annotations_from(["app.py:3:1: error: boom"], directory)
+    assert all(len(a.path or "") <= 1000 for a in annotations)
+    results = main.TestResults(failed=1, failures=(main.FailedTest("t", "boom", "app.py:3: boom", "app.py", 3),))
+    assert all(len(a.path or "") <= 1000 for a in main.test_annotations(results, directory))
