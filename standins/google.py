@@ -373,6 +373,8 @@ def _selects(clauses: list[list[tuple[str, str]]], entry: dict[str, Any]) -> boo
         found = str(value(field[:-2]) or "")
         if field == "severity>=":
             return found in SEVERITIES and wanted in SEVERITIES and SEVERITIES.index(found) >= SEVERITIES.index(wanted)
+        if field == "timestamp>=":  # compared as instants, whatever digits of a second either names
+            return bool(found) and _instant(found) >= _instant(wanted)
         return found >= wanted
 
     return all(any(holds(field, wanted) for field, wanted in clause) for clause in clauses)

@@ -225,15 +225,20 @@ def test_one_error_line_alone_fails_the_check_of_the_functions_lines(deployment,
 
 def test_the_functions_lines_are_read_from_since_on(deployment, bitbucket, google):
     since = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+
+    def at(seconds: float) -> str:
+        return (since + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+
     google.app.write_function_log("acme-ci", "bitbucket-build-status", [
-        ("ERROR", "at SINCE", since.isoformat().replace("+00:00", "Z")),
-        ("ERROR", "a second before SINCE", (since - timedelta(seconds=1)).isoformat().replace("+00:00", "Z")),
+        ("ERROR", "at SINCE", at(0)), ("ERROR", "half a second after SINCE", at(0.5)),
+        ("ERROR", "a second before SINCE", at(-1)),
     ])  # fmt: skip
-    code, out = run_doctor(deployment, described(bitbucket), "--since", since.isoformat().replace("+00:00", "Z"))
+    code, out = run_doctor(deployment, described(bitbucket), "--since", at(0))
     assert code == 1, out
     assert "   1 \u00d7 ERROR   at SINCE" in out
+    assert "   1 \u00d7 ERROR   half a second after SINCE" in out
     assert "a second before SINCE" not in out
-    assert f"\u2717 the function logged 1 ERROR line since {since.isoformat().replace('+00:00', 'Z')}" in out
+    assert f"\u2717 the function logged 2 ERROR lines since {at(0)}" in out
 
 
 # --- what doctor holds and reads ----------------------------------------------------------------------------
