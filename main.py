@@ -454,9 +454,10 @@ def _depth(value: Any) -> int:
 BUILD_FIELDS = frozenset(
     {"id", "projectId", "status", "statusDetail", "failureInfo", "buildTriggerId", "logUrl", "createTime",
      "startTime", "finishTime", "substitutions", "source", "sourceProvenance", "steps", "warnings", "approval",
-     "options"}
+     "options", "results"}
 )  # fmt: skip
 STEP_FIELDS = frozenset({"id", "name", "entrypoint", "status", "exitCode", "allowFailure", "dir"})
+RESULTS_FIELDS = frozenset({"artifactManifest"})  # where a passing build's artifacts (its JUnit files) are listed
 
 
 def essentials(build: Mapping[str, Any]) -> dict[str, Any]:
@@ -464,6 +465,8 @@ def essentials(build: Mapping[str, Any]) -> dict[str, Any]:
     kept = {name: value for name, value in build.items() if name in BUILD_FIELDS}
     if isinstance(kept.get("steps"), list):
         kept["steps"] = [_essential_step(step) for step in kept["steps"]]
+    if isinstance(results := kept.get("results"), dict):  # not its images, step outputs and timings
+        kept["results"] = {name: value for name, value in results.items() if name in RESULTS_FIELDS}
     return kept
 
 

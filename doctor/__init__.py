@@ -4,12 +4,14 @@
 
 Run by a person with their own Google credentials, it reads the deployment as `make resync` does (`gcloud functions
 describe`: its environment, where its credentials are) and checks, each with ✓ or ✗ and, for each ✗, the one thing
-to do: the function (active, runtime, THREADS equal to the concurrency, the timeout above the event's deadline,
-retry on, its trigger and each served project's push subscription); the credentials (readable, a valid
-document); each repository built since SINCE (Cloud Build's list): which entry serves it and whether that entry can
-read it now (one read a repository); the statuses that disagree with Cloud Build (what a dry-run resync would
-correct: one read a status), with the `make resync` that heals them; and the function's own WARNING and ERROR lines
-of the period (Cloud Logging), grouped by message. It writes nothing anywhere.
+to do: the function's settings (each as the function reads it: one it refuses fails every event, and doctor goes on
+without it); the function (active, runtime, THREADS equal to the concurrency, the timeout above the event's
+deadline, retry on, its trigger, and for a hub its ingress and each served project's push subscription); the
+credentials (readable, a valid document); each repository built since SINCE (Cloud Build's list, kept as a resync
+keeps it: the newest build of each status, compressed): which entry serves it and whether that entry can read it now
+(one read a repository); the statuses that disagree with Cloud Build (what a dry-run resync would correct: one read
+a status, no log), with the `make resync` that heals them; and the function's own ERROR lines of the period, every
+one of them, and its newest WARNING lines (Cloud Logging), grouped by message. It writes nothing anywhere.
 
 Exit status: 0 all hold; 1 something is wrong; 2 doctor itself cannot run (and why).
 """
@@ -17,13 +19,12 @@ Exit status: 0 all hold; 1 something is wrong; 2 doctor itself cannot run (and w
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import sys
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from contextlib import redirect_stdout
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +35,11 @@ import resync
 
 GOOD, BAD = "\u2713", "\u2717"
 RUNTIME = "python313"
+DEFAULT_TIMEOUT_SECONDS = 60  # a function deployed without --timeout
 CREDENTIALS_FIX = "store a new credential: make credentials PROJECT={project} < credentials.json"
+DEPLOY_SETTINGS = ("BUILD_PROJECTS", "LOG_EXCERPTS", "LOG_VIEW", "TEST_REPORT_BUCKETS")  # what make deploy takes
+LINES_PAGE = 1000  # entries a page of Cloud Logging's entries.list (its most)
+ERROR_PAGES_MAX = 10  # the ERROR lines of a period are read to their end, up to 10,000 of them
 
 
 @dataclass
@@ -56,9 +61,30 @@ class Findings:
 # --- the function ---------------------------------------------------------------------------------------------
 
 
+def check_settings(
+    found: Findings, deployed: Mapping[str, str], env: Mapping[str, str], project: str
+) -> dict[str, str]:
+    """Each of the deployment's settings as the function reads it (main.Config): one it refuses fails every event
+    with a configuration error. Each refused setting is a failed check, and the environment without it (its
+    default in its place) is what the other checks run with."""
+    refused: dict[str, str] = {}
+    for name, value in sorted(deployed.items()):
+        try:
+            main.Config.from_env({name: value})
+        except main.ConfigurationError as error:
+            refused[name] = str(error)
+    for name, said in refused.items():
+        setting = f" {name}=..." if name in DEPLOY_SETTINGS else f" (it sets {name} back to its default)"
+        found.bad(f"the function refuses its setting {name}, so every event fails: {said}",
+                  f"deploy it again: make deploy PROJECT={project} REGION=...{setting}")  # fmt: skip
+    if not refused:
+        found.good("the function accepts each of its settings")
+    return {name: value for name, value in env.items() if name not in refused}
+
+
 def check_function(found: Findings, described: Mapping[str, Any], subscriptions: list[Any], project: str,
-                   env: Mapping[str, str]) -> None:  # fmt: skip
-    """Deployed, active, its runtime, THREADS and concurrency, timeout, retry, ingress, trigger and subscriptions."""
+                   env: Mapping[str, str], config: main.Config) -> None:  # fmt: skip
+    """Deployed, active, its runtime, THREADS and concurrency, timeout, retry, trigger, ingress and subscriptions."""
     deploy = f"make deploy PROJECT={project} REGION=..."
     service, build = main._dict(described.get("serviceConfig")), main._dict(described.get("buildConfig"))
     trigger = main._dict(described.get("eventTrigger"))
@@ -77,12 +103,15 @@ def check_function(found: Findings, described: Mapping[str, Any], subscriptions:
     else:
         found.bad(f"THREADS {threads or 'unset'}, a concurrency of {concurrency or 'unknown'}: events wait in a queue",
                   f"deploy it again (it sets both): {deploy}")  # fmt: skip
-    deadline = main.Config.from_env(env).event_deadline_seconds
-    timeout = service.get("timeoutSeconds")
-    if isinstance(timeout, (int, float)) and timeout > deadline:
-        found.good(f"timeout {timeout} s, above the event's deadline ({deadline:.0f} s)")
+    deadline, timeout = config.event_deadline_seconds, service.get("timeoutSeconds")
+    if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
+        said = f"timeout {timeout:g} s"
     else:
-        found.bad(f"timeout {timeout} s, not above the event's deadline ({deadline:.0f} s): events are cut short",
+        said, timeout = f"no timeout set, so the default of {DEFAULT_TIMEOUT_SECONDS} s", DEFAULT_TIMEOUT_SECONDS
+    if timeout > deadline:
+        found.good(f"{said}, above the event's deadline ({deadline:g} s)")
+    else:
+        found.bad(f"{said}, not above the event's deadline ({deadline:g} s): events are cut short",
                   f"deploy it again (--timeout=150s): {deploy}")  # fmt: skip
     if trigger.get("retryPolicy") == "RETRY_POLICY_RETRY":
         found.good("retry on: a failed event is delivered again")
@@ -95,6 +124,8 @@ def check_function(found: Findings, described: Mapping[str, Any], subscriptions:
     served = [p for p in env.get("BUILD_PROJECTS", "").replace(",", " ").split() if p != project]
     if served and main._text(service.get("ingressSettings")) != "ALLOW_INTERNAL_ONLY":
         found.bad("the function takes traffic from outside the project", f"deploy it again: {deploy}")
+    elif served:
+        found.good("the function takes traffic from inside the project only (its push subscriptions)")
     for team in served:
         topic = f"projects/{team}/topics/cloud-builds"
         pushed = [s for s in map(main._dict, subscriptions) if s.get("topic") == topic and main._text(
@@ -118,7 +149,7 @@ def check_credentials(found: Findings, env: Mapping[str, str], project: str) -> 
     return entries
 
 
-def check_repositories(found: Findings, warm: main.WarmInstance, builds: Sequence[Mapping[str, Any]], project: str,
+def check_repositories(found: Findings, warm: main.WarmInstance, builds: Iterable[Mapping[str, Any]], project: str,
                        function_project: str) -> None:  # fmt: skip
     """One read a repository: whether the entry serving it can read it now."""
     seen: dict[main.Repository, str] = {}
@@ -191,9 +222,8 @@ def probe(found: Findings, warm: main.WarmInstance, repository: main.Repository,
 # --- statuses that disagree with Cloud Build -----------------------------------------------------------------
 
 
-def check_statuses(found: Findings, warm: main.WarmInstance, builds: Sequence[Mapping[str, Any]], args: Any) -> None:
+def check_statuses(found: Findings, warm: main.WarmInstance, planned: resync.Plan, args: Any) -> None:
     """What a dry-run resync would correct (one read a status)."""
-    planned = resync.plan(builds, warm.config)
     todo, _ = planned.decided()
     now = resync.rfc3339(datetime.now(UTC))
     verdicts = [resync.resync_build(listed, warm, args.project, now) for listed in todo]
@@ -203,10 +233,10 @@ def check_statuses(found: Findings, warm: main.WarmInstance, builds: Sequence[Ma
         return
     for verdict in wrong:
         print(f"    {verdict.said} (build {verdict.build_id})", file=found.out)
-    since = min(v.created for v in wrong)
+    since = min(wrong, key=lambda v: main.parse_time(v.created) or datetime.max.replace(tzinfo=UTC)).created
     where = f" FUNCTION_PROJECT={args.function_project}" if args.function_project != args.project else ""
     found.bad(
-        f"{len(wrong)} status{'es' if len(wrong) > 1 else ''} disagree with Cloud Build",
+        f"{len(wrong)} status{'es disagree' if len(wrong) > 1 else ' disagrees'} with Cloud Build",
         f"heal them: make resync PROJECT={args.project}{where} REGION={args.region} SINCE={since}",
     )
 
@@ -214,37 +244,74 @@ def check_statuses(found: Findings, warm: main.WarmInstance, builds: Sequence[Ma
 # --- the function's own lines --------------------------------------------------------------------------------
 
 
-def check_lines(found: Findings, cloud_build: main.CloudBuild, api_url: str, function_project: str, service: str,
-                since: datetime) -> None:  # fmt: skip
-    session = cloud_build.authorized()
-    query = (f'resource.type="cloud_run_revision" AND resource.labels.service_name={main.quoted(service)} '
-             f'AND severity>=WARNING AND timestamp>={main.quoted(resync.rfc3339(since))}')  # fmt: skip
-    body = {"resourceNames": [f"projects/{function_project}"], "filter": query, "orderBy": "timestamp desc",
-            "pageSize": 1000}  # fmt: skip
-    response = cloud_build.request(session, "POST", f"{api_url}/v2/entries:list", json=body)
-    if not response.ok:
-        found.bad(
-            f"the function's lines could not be read (Cloud Logging answered {response.status_code})",
-            f"give yourself roles/logging.viewer on {function_project}",
-        )
-        return
-    groups: Counter[tuple[str, str]] = Counter()
-    last: dict[tuple[str, str], str] = {}
-    for entry in map(main._dict, main._json(response).get("entries") or ()):
+@dataclass
+class Lines:
+    """The function's log lines of one severity filter, grouped by (severity, first line of the message)."""
+
+    counts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    last: dict[tuple[str, str], str] = field(default_factory=dict)  # its newest timestamp
+    complete: bool = True  # every line of the filter was read
+
+    def add(self, entry: Mapping[str, Any]) -> None:
         message = main._text(main._dict(entry.get("jsonPayload")).get("message")) or main._text(
             entry.get("textPayload")
         )
         key = (main._text(entry.get("severity")), main._clip(message.splitlines()[0] if message else "", 200))
-        groups[key] += 1
-        last.setdefault(key, main._text(entry.get("timestamp")))
-    errors = sum(n for (severity, _), n in groups.items() if severity == "ERROR")
-    for (severity, message), count in sorted(groups.items(), key=lambda g: (g[0][0] != "ERROR", -g[1])):
-        print(f"    {count:>4} \u00d7 {severity:<7} {message}  (last {last[(severity, message)]})", file=found.out)
-    if errors:
-        found.bad(f"the function logged {errors} ERROR line{'s' if errors > 1 else ''} since {resync.rfc3339(since)}",
+        self.counts[key] += 1
+        self.last.setdefault(key, main._text(entry.get("timestamp")))
+
+    def total(self) -> str:
+        return f"{sum(self.counts.values()):,}" + ("" if self.complete else "+")
+
+
+def read_lines(cloud_build: main.CloudBuild, api_url: str, function_project: str, query: str,
+               pages: int) -> Lines | int:  # fmt: skip
+    """The lines the query selects, newest first, at most `pages` pages of them; or what Cloud Logging answered."""
+    session = cloud_build.authorized()
+    body: dict[str, Any] = {"resourceNames": [f"projects/{function_project}"], "filter": query,
+                            "orderBy": "timestamp desc", "pageSize": LINES_PAGE}  # fmt: skip
+    lines = Lines()
+    for _ in range(pages):
+        response = cloud_build.request(session, "POST", f"{api_url}/v2/entries:list", json=body)
+        if not response.ok:
+            return response.status_code
+        page = main._json(response)
+        for entry in map(main._dict, page.get("entries") or ()):
+            lines.add(entry)
+        body["pageToken"] = main._text(page.get("nextPageToken"))
+        if not body["pageToken"]:
+            return lines
+    lines.complete = False
+    return lines
+
+
+def check_lines(found: Findings, cloud_build: main.CloudBuild, api_url: str, function_project: str, service: str,
+                since: datetime) -> None:  # fmt: skip
+    """Every ERROR line of the period (up to ERROR_PAGES_MAX pages), asked for on its own so that no number of newer
+    warnings hides one; and the newest page of WARNING lines."""
+    period = resync.rfc3339(since)
+    where = (f'resource.type="cloud_run_revision" AND resource.labels.service_name={main.quoted(service)} '
+             f"AND timestamp>={main.quoted(period)}")  # fmt: skip
+    errors = read_lines(cloud_build, api_url, function_project, f"{where} AND severity>=ERROR", ERROR_PAGES_MAX)
+    warnings = read_lines(cloud_build, api_url, function_project, f"{where} AND severity=WARNING", 1)
+    if isinstance(errors, int) or isinstance(warnings, int):
+        code = errors if isinstance(errors, int) else warnings
+        found.bad(
+            f"the function's lines could not be read (Cloud Logging answered {code})",
+            f"give yourself roles/logging.viewer on {function_project}",
+        )
+        return
+    for lines in (errors, warnings):
+        for (severity, message), count in lines.counts.most_common():
+            print(f"    {count:>4} \u00d7 {severity:<7} {message}  (last {lines.last[(severity, message)]})",
+                  file=found.out)  # fmt: skip
+    shown = "" if warnings.complete else f", the newest {LINES_PAGE:,} shown"
+    if errors.counts:
+        plural = "s" if errors.total() != "1" else ""
+        found.bad(f"the function logged {errors.total()} ERROR line{plural} since {period}",
                   "each says what to do: fix it, then make resync the period")  # fmt: skip
     else:
-        found.good(f"no ERROR line of the function since {resync.rfc3339(since)} ({sum(groups.values())} warnings)")
+        found.good(f"no ERROR line of the function since {period} ({warnings.total()} warnings{shown})")
 
 
 # --- a run -----------------------------------------------------------------------------------------------------
@@ -278,13 +345,15 @@ def run(argv: list[str], base_env: Mapping[str, str], out: TextIO = sys.stdout) 
 def _run(args: argparse.Namespace, base_env: Mapping[str, str], found: Findings) -> int:
     described = _read_json(args.function_config)
     subscriptions = _read_json(args.subscriptions) if args.subscriptions else []
-    env = resync.run_env(base_env, resync.deployment_env(main._dict(described), args.function_project))
+    deployed = resync.deployment_env(main._dict(described), args.function_project)
     print(f"The function {main._text(main._dict(described).get('name')) or '(not found)'}", file=found.out)
+    env = check_settings(found, deployed, resync.run_env(base_env, deployed), args.function_project)
+    config = main.Config.from_env(env)
     check_function(found, main._dict(described), subscriptions if isinstance(subscriptions, list) else [],
-                   args.function_project, env)  # fmt: skip
+                   args.function_project, env, config)  # fmt: skip
     budget = resync.Allowance(1.0, resync.DEFAULT_HOURLY_BUDGET, 600.0)
-    with redirect_stdout(io.StringIO()):  # main.py's own JSON lines are not doctor's
-        warm = main.WarmInstance.from_env(env, budget=budget, client_type=resync.DryRunClient, reports_for_shown=False)
+    with quiet():
+        warm = resync.warm_instance(env, budget, dry_run=True)
     if warm.cloud_build.authorized() is None:
         raise main.ConfigurationError(
             "no Google credentials: run `gcloud auth application-default login` (doctor reads Cloud Build, Cloud "
@@ -294,19 +363,27 @@ def _run(args: argparse.Namespace, base_env: Mapping[str, str], found: Findings)
     now = datetime.now(UTC)
     since = resync.since_time(args.since, now)
     locations = args.locations.split() or ["global", args.region]
-    builds = list(resync.builds_since(warm.cloud_build, args.project, locations, since))
-    print(f"\nBuilds of {args.project} since {resync.rfc3339(since)}: {len(builds)}", file=found.out)
+    # As a resync holds them: the newest build of each status, compressed, the others let go as the pages arrive.
+    planned = resync.plan(resync.builds_since(warm.cloud_build, args.project, locations, since), config)
+    print(f"\nBuilds of {args.project} since {resync.rfc3339(since)}: {len(planned.created)}", file=found.out)
     if entries is not None:
-        with redirect_stdout(io.StringIO()):  # main.py's own JSON lines are not doctor's
-            check_repositories(found, warm, builds, args.project, args.function_project)
-            check_statuses(found, warm, builds, args)
+        with quiet():
+            check_repositories(found, warm, planned.kept(), args.project, args.function_project)
+            check_statuses(found, warm, planned, args)
     print("\nThe function's own warnings and errors:", file=found.out)
     service = main._text(main._dict(described).get("name")).rsplit("/", 1)[-1] or "bitbucket-build-status"
-    check_lines(found, warm.cloud_build, warm.config.logging_api_url, args.function_project, service, since)
+    check_lines(found, warm.cloud_build, config.logging_api_url, args.function_project, service, since)
     print(
         f"\n{'Something is wrong: see each ' + BAD + ' above.' if found.wrong else 'All checks hold.'}", file=found.out
     )
     return 1 if found.wrong else 0
+
+
+@contextmanager
+def quiet() -> Iterator[None]:
+    """main.py's own JSON lines are not doctor's: they go nowhere (not kept, however many builds are checked)."""
+    with open(os.devnull, "w") as nowhere, redirect_stdout(nowhere):
+        yield
 
 
 def _read_json(path: str) -> Any:

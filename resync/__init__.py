@@ -18,7 +18,10 @@ Data Center server on a private network) is tried once: its builds are reported 
 
 The listing is read page by page and only the newest build of each status is kept, compact (the fields the
 function's path reads, compressed): a day of a busy project fits in a small machine's memory. A listing
-that repeats a page token is stopped.
+that repeats a page token, or has not ended after PAGES_MAX pages, is stopped.
+
+A dry run writes nothing, so it reads nothing only a write needs: no failed step's log, no repository's
+visibility (both only go into a report).
 
 Exit status: 0 all done; 1 a failure; 2 resync cannot run (configuration, usage, a listing it cannot follow);
 3 builds left for a later run or not reached.
@@ -54,6 +57,10 @@ DEFAULT_SHARE = 0.5
 DEFAULT_HOURLY_BUDGET = 1000
 CALLS_PER_BUILD = 3  # a read, the status, the report: reserved before a build's first call with a credential
 PAGE_SIZE = 100
+# The most builds one listing gives a run (a dry run over 100,000 listed builds peaks at 427 MiB, docs/performance.md),
+# and so the most pages: a listing that has not ended by then is stopped as one that never would.
+LISTED_MAX = 100_000
+PAGES_MAX = LISTED_MAX // PAGE_SIZE
 DEFAULT_WORKERS = 8  # builds at once: 300 stuck builds take 18 s against a site answering in 150 ms (4: 35 s)
 LOCATION_RE = re.compile(r"[a-z][a-z0-9-]{0,62}", re.ASCII)
 AGO_RE = re.compile(r"(?P<count>\d{1,5})(?P<unit>[mhd])", re.ASCII)
@@ -82,7 +89,7 @@ class ShareSpent(Exception):
 
 
 class ListingError(Exception):
-    """Cloud Build's listing cannot be followed to its end (a page token repeated)."""
+    """Cloud Build's listing cannot be followed to its end (a page token repeated, or no end after PAGES_MAX pages)."""
 
 
 # --- The deployment's environment ---------------------------------------------------
@@ -179,7 +186,7 @@ def _listed(cloud_build: main.CloudBuild, project: str, location: str, since: da
     where = f"projects/{project}/locations/{location}"
     query = {"filter": f'create_time>="{rfc3339(since)}"', "pageSize": PAGE_SIZE}
     tokens: set[str] = set()
-    while True:
+    for _ in range(PAGES_MAX):
         response = cloud_build.get(session, f"{cloud_build.api_url}/v1/{where}/builds?{urlencode(query)}")
         if response.status_code in (401, 403):
             raise main.ConfigurationError(
@@ -200,6 +207,10 @@ def _listed(cloud_build: main.CloudBuild, project: str, location: str, since: da
             )
         tokens.add(token)
         query["pageToken"] = token
+    raise ListingError(
+        f"Cloud Build's listing of the builds of {where} had not ended after {PAGES_MAX:,} pages ({LISTED_MAX:,} "
+        "builds, the most a run lists of one location): stopped; resync a shorter period (a later SINCE)"
+    )
 
 
 # --- Each credential's share of its budget, and the client that keeps to it -------------
@@ -318,6 +329,17 @@ class DryRunClient(ResyncClient):
         return None
 
 
+def warm_instance(env: Mapping[str, str], budget: Allowance, dry_run: bool) -> main.WarmInstance:
+    """The function's instance as a resync (or doctor) runs it: its budget and client, no report owed for a status
+    already shown. A dry run writes no report, so it reads nothing that only goes into one: no failed step's log
+    (Cloud Logging) and no repository's visibility (which decides whether that log may be shown)."""
+    client = DryRunClient if dry_run else ResyncClient
+    warm = main.WarmInstance.from_env(env, budget=budget, client_type=client, reports_for_shown=False)
+    if dry_run:
+        warm.reporter.logs = None
+    return warm
+
+
 # --- One build -----------------------------------------------------------------------------
 
 
@@ -381,6 +403,12 @@ class Plan:
         if kept is not None:
             self.superseded.append(Verdict(kept[0].id, kept[0].created, SUPERSEDED, SUPERSEDED_SAID))
         self.newest[status] = (listed, final)
+
+    def kept(self) -> Iterator[dict[str, Any]]:
+        """Each build kept (the newest of each status, each build that translates to nothing), as the function's
+        path reads it, decompressed one at a time."""
+        for listed, _ in self.newest.values():
+            yield listed.build()
 
     def decided(self) -> tuple[list[Listed], list[Verdict]]:
         """The builds to resync, oldest first, and what was decided of the others."""
@@ -537,8 +565,7 @@ def _run(args: argparse.Namespace, base_env: Mapping[str, str], out: TextIO) -> 
     print(permissions(project, env), file=sys.stderr)
     config = main.Config.from_env(env)
     budget = Allowance(args.share, args.hourly_budget, config.rate_limit_cooldown_seconds)
-    client = DryRunClient if args.dry_run else ResyncClient
-    warm = main.WarmInstance.from_env(env, budget=budget, client_type=client, reports_for_shown=False)
+    warm = warm_instance(env, budget, args.dry_run)
     planned = plan(builds_since(warm.cloud_build, project, locations, since), config)
     for build_id, text in planned.created.items():  # a listed build's age is known before any status is compared
         if created := main.parse_time(text):

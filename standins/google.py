@@ -81,6 +81,9 @@ class Google:
     refuse_tokens: bool = False  # the token endpoint answers invalid_grant (a disabled service account)
     # A broken listing: every page is the first one again, and names these page tokens in turn as the next.
     token_cycle: tuple[str, ...] = ()
+    # A listing that does not end: this many pages are each the first one again, naming a page token never given
+    # before; the page asked with the last of them ends the listing.
+    fresh_tokens: int = 0
     log_entries: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # project → Cloud Logging's entries
     log_views: set[str] = field(default_factory=set)  # views the caller may read through (projects/P/.../views/V)
     logging_answer: int | None = None  # what entries.list answers instead: 403, 429, 500 ...
@@ -273,9 +276,11 @@ class Google:
         if args.get("filter") and since is None:
             return _google_error(400, "Invalid filter", "INVALID_ARGUMENT")
         token = args.get("pageToken", "")
-        if self.token_cycle:
-            with self._lock:
-                turn = self.counts["cloudbuild.builds.list"]
+        with self._lock:
+            turn = self.counts["cloudbuild.builds.list"]
+            fresh = self.fresh_tokens > 0
+            self.fresh_tokens -= fresh
+        if self.token_cycle or token.startswith("fresh-"):
             token = ""
         if token and not token.isdigit():
             return _google_error(400, "Invalid page token", "INVALID_ARGUMENT")
@@ -286,6 +291,8 @@ class Google:
             page["nextPageToken"] = str(start + size)
         if self.token_cycle:
             page["nextPageToken"] = self.token_cycle[turn % len(self.token_cycle)]
+        if fresh:
+            page["nextPageToken"] = f"fresh-{turn}"
         return _json(page)
 
     def _listing(self, project: str, location: str, since: str | None, inclusive: bool | None) -> list[dict[str, Any]]:
@@ -366,6 +373,8 @@ def _selects(clauses: list[list[tuple[str, str]]], entry: dict[str, Any]) -> boo
         found = str(value(field[:-2]) or "")
         if field == "severity>=":
             return found in SEVERITIES and wanted in SEVERITIES and SEVERITIES.index(found) >= SEVERITIES.index(wanted)
+        if field == "timestamp>=":  # compared as instants, whatever digits of a second either names
+            return bool(found) and _instant(found) >= _instant(wanted)
         return found >= wanted
 
     return all(any(holds(field, wanted) for field, wanted in clause) for clause in clauses)

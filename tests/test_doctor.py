@@ -8,6 +8,8 @@ import io
 import json
 import os
 import subprocess
+import sys
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,9 +17,11 @@ from typing import Any
 import pytest
 
 import doctor
-from standins.builds import build
+from standins.bitbucket import REPOSITORY
+from standins.builds import build, listed_build
 from tests.conftest import DC_TOKEN, TOKEN, deliver, document, remember_stored
 
+ROOT = Path(__file__).resolve().parents[1]
 SECRET = "projects/acme-ci/secrets/bitbucket-build-status-credentials"
 API_TOKEN = "api-repository-token-2"
 
@@ -191,3 +195,236 @@ case " $* " in
   *) echo "unexpected: gcloud $*" >&2; exit 1 ;;
 esac
 """
+
+
+# --- the function's own lines ----------------------------------------------------------------------------------
+
+RETRIED = "Will retry: Bitbucket answered 503 to reading a status"
+REFUSED = "Configuration error: BITBUCKET_CREDENTIALS_FILE (/etc/secrets/bitbucket.json) cannot be read"
+
+
+def test_one_error_behind_a_thousand_newer_warnings_is_found(deployment, bitbucket, google):
+    """Cloud Logging answers at most 1,000 entries a page: the ERROR lines are asked for on their own."""
+    google.app.write_function_log("acme-ci", "bitbucket-build-status", [
+        ("ERROR", REFUSED, ago(60)), *(("WARNING", RETRIED, ago(50 - n * 0.04)) for n in range(1000)),
+    ])  # fmt: skip
+    code, out = run_doctor(deployment, described(bitbucket))
+    assert code == 1, out
+    assert f"   1 \u00d7 ERROR   {REFUSED}" in out
+    assert "\u2717 the function logged 1 ERROR line since" in out
+    assert "All checks hold." not in out
+
+
+def test_one_error_line_alone_fails_the_check_of_the_functions_lines(deployment, bitbucket, google):
+    google.app.write_function_log("acme-ci", "bitbucket-build-status", [("ERROR", REFUSED, ago(10))])
+    code, out = run_doctor(deployment, described(bitbucket))
+    assert code == 1, out
+    assert "\u2717 the function logged 1 ERROR line since" in out
+    assert "    \u2192 each says what to do: fix it, then make resync the period" in out
+
+
+def test_the_functions_lines_are_read_from_since_on(deployment, bitbucket, google):
+    since = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+
+    def at(seconds: float) -> str:
+        return (since + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+
+    google.app.write_function_log("acme-ci", "bitbucket-build-status", [
+        ("ERROR", "at SINCE", at(0)), ("ERROR", "half a second after SINCE", at(0.5)),
+        ("ERROR", "a second before SINCE", at(-1)),
+    ])  # fmt: skip
+    code, out = run_doctor(deployment, described(bitbucket), "--since", at(0))
+    assert code == 1, out
+    assert "   1 \u00d7 ERROR   at SINCE" in out
+    assert "   1 \u00d7 ERROR   half a second after SINCE" in out
+    assert "a second before SINCE" not in out
+    assert f"\u2717 the function logged 2 ERROR lines since {at(0)}" in out
+
+
+# --- what doctor holds and reads ----------------------------------------------------------------------------
+
+
+MEASURED = """
+import io, json, os, sys, tracemalloc
+import doctor
+from google.cloud import secretmanager  # what the credentials' source imports on its first read: not measured
+tracemalloc.start()
+code = doctor.run(sys.argv[1:], os.environ, io.StringIO())
+print(json.dumps([code, tracemalloc.get_traced_memory()[1]]))
+"""
+
+
+def doctor_peak(tmp_path: Path, function: dict[str, Any], since: str) -> int:
+    """The peak of what doctor allocates (tracemalloc), run in a process of its own (not the stand-ins')."""
+    (tmp_path / "function.json").write_text(json.dumps(function))
+    ran = subprocess.run(
+        [sys.executable, "-c", MEASURED, "--project", "acme-ci", "--region", "europe-west1", "--locations", "global",
+         "--since", since, "--function-config", str(tmp_path / "function.json")],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    code, peak = json.loads(ran.stdout.splitlines()[-1])
+    assert code == 0, ran.stdout + ran.stderr
+    return int(peak)
+
+
+def test_doctor_holds_the_newest_build_of_each_status_not_the_whole_listing(deployment, bitbucket, google):
+    """3,000 listed builds of about 6 KB, re-runs of one commit: doctor keeps, as resync does, the newest build of
+    each status (compressed) and lets the others go as the pages arrive, so listing 2,000 more costs next to
+    nothing."""
+    builds = [listed_build(0, ago(300 - n * 0.09)) for n in range(3000)]  # from 300 to 30 minutes ago
+    for n, b in enumerate(builds):
+        b["id"] = b["substitutions"]["BUILD_ID"] = f"rerun-{n:04}"
+        b["logUrl"] = b["logUrl"].replace(listed_build(0, "")["id"], b["id"])
+    google.app.record(*builds)
+    deliver(builds[-1])  # the newest re-run's status is shown
+    more = sum(len(json.dumps(b)) for b in builds[:2000])  # what the longer period lists beyond the shorter one
+
+    shorter = doctor_peak(deployment, described(bitbucket), "120m")  # the newest 1,000
+    longer = doctor_peak(deployment, described(bitbucket), "24h")  # all 3,000
+
+    assert more > 12_000_000
+    assert longer - shorter < more / 4, f"{longer - shorter:,} bytes more at the peak for {more:,} bytes more listed"
+
+
+def test_doctors_dry_run_reads_no_failed_steps_log_and_no_visibility(deployment, bitbucket, google):
+    """The statuses' check writes no report, so it reads nothing that only goes into one; the repository's own
+    check reads it once."""
+    created = ago(20)
+    steps = [{"id": "unit-tests", "name": "python:3.12", "args": ["pytest"], "status": "FAILURE", "exitCode": 1}]
+    deliver(build("WORKING", "w-2", repo="acme/webapp", commit="2" * 40, createTime=created))
+    google.app.record(build("FAILURE", "w-2", repo="acme/webapp", commit="2" * 40, createTime=created, steps=steps))
+    google.app.write_log("acme-ci", "w-2", {'Step #0 - "unit-tests"': ["E   assert 1 == 2"]}, last="")
+    code, out = run_doctor(deployment, described(bitbucket))
+    assert code == 1, out
+    assert "acme/webapp@222222222222 (webapp-pr): INPROGRESS \u2192 FAILED (build w-2)" in out
+    assert [f for f in google.app.log_filters if "build_id" in f] == []
+    reads = Counter(c.path for c in bitbucket.app.calls if c.method == "GET" and REPOSITORY.fullmatch(c.path))
+    assert reads == {"/2.0/repositories/acme/webapp": 1, "/2.0/repositories/acme/api": 1}
+
+
+# --- the function's settings and its deployment -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("LOG_EXCERPTS", "public"), ("EVENT_DEADLINE_SECONDS", "two minutes"), ("TEST_REPORT_BUCKETS", "gs://x")],
+)
+def test_a_setting_the_function_refuses_is_a_failed_check_and_the_others_go_on(deployment, bitbucket, name, value):
+    function = described(bitbucket)
+    function["serviceConfig"]["environmentVariables"][name] = value
+    code, out = run_doctor(deployment, function)
+    assert code == 1, out
+    assert f"\u2717 the function refuses its setting {name}, so every event fails: " in out
+    assert "    \u2192 deploy it again: make deploy PROJECT=acme-ci REGION=..." in out
+    assert [line for line in out.splitlines() if line.startswith("\u2717")] == [
+        next(line for line in out.splitlines() if line.startswith(f"\u2717 the function refuses its setting {name}"))
+    ]
+    assert "\u2713 timeout 150 s, above the event's deadline (120 s)" in out
+    assert "\u2713 acme/webapp: credential entry 1 reads it" in out
+    assert "\u2713 every status shows its build's state (2 checked)" in out
+    assert "\u2713 no ERROR line of the function since" in out
+
+
+def test_a_function_deployed_without_a_timeout_is_said_to_have_the_default(deployment, bitbucket):
+    function = described(bitbucket)
+    del function["serviceConfig"]["timeoutSeconds"]
+    code, out = run_doctor(deployment, function)
+    assert code == 1, out
+    assert "\u2717 no timeout set, so the default of 60 s, not above the event's deadline (120 s)" in out
+    assert "None" not in out
+
+
+@pytest.mark.parametrize(
+    ("timeout", "deadline", "said"),
+    [
+        (120, None, "\u2717 timeout 120 s, not above the event's deadline (120 s): events are cut short"),
+        (121, None, "\u2713 timeout 121 s, above the event's deadline (120 s)"),
+        (140, "140", "\u2717 timeout 140 s, not above the event's deadline (140 s): events are cut short"),
+        (150, "140", "\u2713 timeout 150 s, above the event's deadline (140 s)"),
+    ],
+)
+def test_the_timeout_must_be_above_the_events_deadline_even_at_the_boundary(deployment, bitbucket, timeout, deadline,
+                                                                               said):  # fmt: skip
+    function = described(bitbucket, serviceConfig__timeoutSeconds=timeout)
+    if deadline:
+        function["serviceConfig"]["environmentVariables"]["EVENT_DEADLINE_SECONDS"] = deadline
+    code, out = run_doctor(deployment, function)
+    assert said in out
+    assert code == (1 if said.startswith("\u2717") else 0), out
+
+
+def test_a_credential_that_may_not_read_a_repository_is_told_its_scope(deployment, bitbucket):
+    bitbucket.app.accept_token(API_TOKEN, repositories={"acme/elsewhere"})  # it no longer reaches acme/api
+    code, out = run_doctor(deployment, described(bitbucket))
+    assert code == 1, out
+    assert (
+        "\u2717 acme/api: credential entry 2: Bitbucket answered 403: the credential may not read it\n"
+        "    \u2192 give it read on the repository (an access token's scope `repository`), then make credentials"
+    ) in out
+    assert "\u2713 acme/webapp: credential entry 1 reads it" in out
+
+
+def test_the_make_resync_that_heals_starts_at_the_oldest_build_whose_status_disagrees(deployment, bitbucket, google):
+    older, newer = ago(40), ago(20)
+    for build_id, commit, created in (("w-2", "2" * 40, older), ("w-3", "3" * 40, newer)):
+        deliver(build("WORKING", build_id, repo="acme/webapp", commit=commit, createTime=created))
+        google.app.record(build("FAILURE", build_id, repo="acme/webapp", commit=commit, createTime=created))
+    code, out = run_doctor(deployment, described(bitbucket))
+    assert code == 1, out
+    assert "\u2717 2 statuses disagree with Cloud Build" in out
+    assert f"\u2192 heal them: make resync PROJECT=acme-ci REGION=europe-west1 SINCE={older}" in out
+
+
+HUB = {"BUILD_PROJECTS": "acme-ci team-a"}
+TEAM_TOPIC = "projects/team-a/topics/cloud-builds"
+PUSHED = {
+    "name": "projects/acme-ci/subscriptions/bitbucket-build-status-team-a",
+    "topic": TEAM_TOPIC,
+    "pushConfig": {"pushEndpoint": f"https://bitbucket-build-status-x7k2-ew.a.run.app/{TEAM_TOPIC}"},
+}
+
+
+def hub(bitbucket: Any, ingress: str) -> dict[str, Any]:
+    function = described(bitbucket, serviceConfig__ingressSettings=ingress)
+    function["serviceConfig"]["environmentVariables"].update(HUB)
+    return function
+
+
+def with_subscriptions(tmp_path: Path, *subscriptions: dict[str, Any]) -> tuple[str, str]:
+    (tmp_path / "subscriptions.json").write_text(json.dumps(list(subscriptions)))
+    return "--subscriptions", str(tmp_path / "subscriptions.json")
+
+
+@pytest.mark.parametrize(
+    ("ingress", "said"),
+    [
+        ("ALLOW_ALL", "\u2717 the function takes traffic from outside the project"),
+        ("ALLOW_INTERNAL_AND_GCLB", "\u2717 the function takes traffic from outside the project"),
+        ("ALLOW_INTERNAL_ONLY", "\u2713 the function takes traffic from inside the project only"),
+    ],
+)
+def test_a_hub_must_take_traffic_from_inside_its_project_only(deployment, bitbucket, ingress, said):
+    code, out = run_doctor(deployment, hub(bitbucket, ingress), *with_subscriptions(deployment, PUSHED))
+    assert said in out
+    assert code == (1 if said.startswith("\u2717") else 0), out
+
+
+@pytest.mark.parametrize(
+    "subscription",
+    [
+        {**PUSHED, "pushConfig": {}},
+        {**PUSHED, "pushConfig": {"pushEndpoint": "https://bitbucket-build-status-x7k2-ew.a.run.app"}},
+        {**PUSHED, "pushConfig": {"pushEndpoint": PUSHED["pushConfig"]["pushEndpoint"].replace("team-a", "team-b")}},
+        {**PUSHED, "topic": "projects/team-b/topics/cloud-builds"},
+    ],
+    ids=["a pull subscription", "pushing to the root", "pushing as another project", "attached to another topic"],
+)
+def test_only_a_push_to_the_teams_topic_path_brings_its_builds(deployment, bitbucket, subscription):
+    function = hub(bitbucket, "ALLOW_INTERNAL_ONLY")
+    code, out = run_doctor(deployment, function, *with_subscriptions(deployment, subscription))
+    assert code == 1, out
+    assert "\u2717 no push subscription brings team-a's builds" in out
+
+    code, out = run_doctor(deployment, function, *with_subscriptions(deployment, subscription, PUSHED))
+    assert code == 0, out
+    assert f"\u2713 team-a's builds are pushed to the function ({PUSHED['name']})" in out

@@ -18,7 +18,7 @@ import pytest
 
 import main
 import resync
-from standins.bitbucket import went_to_older
+from standins.bitbucket import REPOSITORY, went_to_older
 from standins.builds import COMMIT, build
 from tests.conftest import DC_TOKEN, TOKEN, deliver, remember_stored, shown
 
@@ -175,6 +175,24 @@ def test_a_listing_that_repeats_its_page_token_stops_at_once_naming_the_listing(
     assert bitbucket.app.calls == []
 
 
+def test_a_listing_that_never_ends_stops_after_a_bounded_number_of_pages_naming_the_listing(
+    bitbucket, google, capsys, monkeypatch
+):
+    """A listing that names a fresh page token on every page (never one it gave before) is stopped once it has given
+    more pages than the most builds a run lists could fill."""
+    monkeypatch.setattr(google.app, "fresh_tokens", 2000)  # 200,000 builds' worth of pages, then it would end
+    google.app.record(*(made("SUCCESS", f"b-{n}", 100 - n, commit=commit(n)) for n in range(3)))
+    listed = google.app.counts["cloudbuild.builds.list"]
+
+    code, out = run_resync()
+
+    assert code == 2, out
+    assert google.app.counts["cloudbuild.builds.list"] - listed == 1000
+    assert "Cloud Build's listing of the builds of projects/acme-ci/locations/global had not ended after 1,000 " \
+        "pages (100,000 builds, the most a run lists of one location)" in capsys.readouterr().err  # fmt: skip
+    assert bitbucket.app.calls == []
+
+
 def test_statuses_of_two_branches_of_one_commit_are_grouped_as_one(bitbucket, google):
     """Bitbucket keeps one status per repository, commit and key; the branch is an attribute of it."""
     google.app.record(
@@ -252,6 +270,61 @@ def test_a_dry_run_lists_what_would_change_and_writes_nothing(bitbucket, google)
     assert "nothing → SUCCESSFUL" in out
     assert "statuses would be corrected: 2" in out
     assert "(dry run: Bitbucket is read, nothing is written)" in out
+
+
+FAILED_STEPS = [
+    {"id": "checkout", "name": "gcr.io/cloud-builders/git", "status": "SUCCESS"},
+    {"id": "unit-tests", "name": "python:3.12", "args": ["pytest"], "status": "FAILURE", "exitCode": 1},
+]
+
+
+def repository_reads(server) -> list:
+    return [c for c in server.app.calls if c.method == "GET" and REPOSITORY.fullmatch(c.path)]
+
+
+def test_a_dry_run_reads_no_failed_steps_log_and_no_repositorys_visibility(bitbucket, google):
+    """What only goes into a report (the failed step's lines, and whether the repository is private, which decides
+    if they may be shown) is not read by a dry run, which writes no report."""
+    deliver(made("WORKING", "b-1", 20))
+    google.app.record(made("FAILURE", "b-1", 20, steps=FAILED_STEPS))
+    google.app.write_log("acme-ci", "b-1", {'Step #1 - "unit-tests"': ["E   assert 1 == 2"]})
+    logs = google.app.counts["logging.entries.list"]
+
+    code, out = run_resync("--dry-run")
+
+    assert code == 0, out
+    assert "would correct: build b-1: acme/webapp@65ca6a99a257 (webapp-pr): INPROGRESS → FAILED" in out
+    assert google.app.counts["logging.entries.list"] == logs
+    assert repository_reads(bitbucket) == []
+
+    code, out = run_resync()  # the same build resynced for real: its report shows the lines, read once
+    assert code == 0, out
+    assert google.app.counts["logging.entries.list"] == logs + 1
+    assert len(repository_reads(bitbucket)) == 1
+    [report] = bitbucket.app.shown_reports("acme", "webapp", COMMIT)
+    assert "assert 1 == 2" in report["details"]
+
+
+def test_a_corrected_status_keeps_the_test_counts_of_its_builds_artifacts(bitbucket, google, storage, monkeypatch):
+    """A passing build's JUnit files listed in its artifact manifest (results.artifactManifest) count on the status
+    resync corrects, as on the status its live event would have posted."""
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", storage.host)
+    monkeypatch.setenv("TEST_REPORT_BUCKETS", "acme-resync-reports")
+    junit = Path(__file__).resolve().parent / "data" / "junit" / "surefire-passing.xml"
+    storage.put("acme-resync-reports", "target/surefire-reports/TEST-LedgerTest.xml", junit.read_bytes())
+    manifest = {"location": "gs://acme-resync-reports/target/surefire-reports/TEST-LedgerTest.xml#17", "file_hash": []}
+    storage.put("acme-resync-reports", "artifacts-b-1.json", json.dumps(manifest).encode())
+    results = {"artifactManifest": "gs://acme-resync-reports/artifacts-b-1.json", "numArtifacts": 1,
+               "images": [{"name": "i", "digest": "sha256:" + "ab" * 32}] * 20}  # fmt: skip
+    deliver(made("WORKING", "b-1", 20))
+    google.app.record(made("SUCCESS", "b-1", 20, results=results))
+
+    code, out = run_resync()
+
+    assert code == 0, out
+    [status] = shown(bitbucket)
+    assert status["description"] == "Succeeded in 3m 12s: 11 tests passed (1 skipped)"
+    assert len(main.essentials(made("SUCCESS", "b-1", 20, results=results))["results"]) == 1  # its manifest alone
 
 
 def test_the_log_of_the_function_is_not_mixed_into_the_summary(bitbucket, google, capsys):
