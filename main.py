@@ -474,12 +474,12 @@ def _essential_step(step: Any) -> Any:
     if not isinstance(step, dict):
         return step
     kept = {name: value for name, value in step.items() if name in STEP_FIELDS}
-    if isinstance(args := step.get("args"), list):  # a report shows the first COMMAND_MAX characters of the command
+    if isinstance(args := step.get("args"), list):  # what of the command is masked (MASK_WINDOW), then shown
         kept["args"], length = [], 0
         for arg in (a for a in args if isinstance(a, str)):
-            if length > COMMAND_MAX:
+            if length > MASK_WINDOW:
                 break
-            kept["args"].append(arg[: COMMAND_MAX + 1 - length])
+            kept["args"].append(arg[: MASK_WINDOW + 1 - length])
             length += len(arg) + 1
     return kept
 

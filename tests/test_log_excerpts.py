@@ -427,3 +427,13 @@ def test_a_private_repository_whose_visibility_the_budget_left_unasked_shows_its
     deliver(build("FAILURE", "b-1", steps=STEPS, commit="2" * 40))
     [report] = bitbucket.app.shown_reports("acme", "webapp", "2" * 40)
     assert report["details"].endswith(pytest_output[-1])
+
+
+def test_a_log_of_lines_too_long_to_read_lands_the_status_and_report_without_them(bitbucket, google):
+    huge = ["token " + "a." * 128_000] * 40  # 10 MB: Cloud Logging keeps entries of 256 KB
+    google.app.write_log("acme-ci", "b-1", {UNIT: huge})
+    lifecycle(build, "b-1", "FAILURE", steps=STEPS)
+
+    assert [s["state"] for s in bitbucket.app.shown("acme", "webapp", COMMIT)] == ["FAILED"]
+    [report] = bitbucket.app.shown_reports("acme", "webapp", COMMIT)
+    assert "No log excerpt: the step's last lines are too long to read (over 8 MB)" in report["details"]

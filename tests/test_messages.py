@@ -44,6 +44,8 @@ def cloud_event(data: dict) -> CloudEvent:
         (encode({"id": "b-1"}), "the Build has no 'status'"),
         (encode({"id": 7, "status": "SUCCESS"}), "the Build has no 'id'"),
         (12345, "the message data is a int, not base64 text"),
+        (encode(b'{"id": "b-1", "status": "SUCCESS", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"), "deeper"),
+        (encode(b'{"id": "b-1", "status": "SUCCESS", "x": ' + b"[" * 40 + b"]" * 40 + b"}"), "deeper than 32"),
     ],
 )
 def test_input_that_is_not_a_build_is_logged_with_the_reason_and_acknowledged(bitbucket, capsys, data, reason):
