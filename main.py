@@ -1421,8 +1421,6 @@ TEST_TEXT_MASKED = 4 * FIELD_MAX  # of a test's name or message, what is masked 
 # A place in a failure's text: a path that starts where a word starts (so a long word is tried once, not from each
 # of its characters) and is taken whole (possessive), then a line number of at most 9 digits.
 FAILURE_PLACE_RE = re.compile(r"(?<![^\s:\"'()\[\]])(?P<path>[^\s:\"'()\[\]]++):(?P<line>\d{1,9})(?!\d)")
-FAILURE_PLACE_EXTENSION_RE = re.compile(r"[A-Za-z]\w{0,9}")  # after the path's last dot: a file's extension
-LINE_ATTRIBUTE_RE = re.compile(r"[0-9]{1,9}")
 
 
 @dataclass(frozen=True)
@@ -1676,7 +1674,7 @@ class _Chunks:
 
 def _line_attribute(raw: str | None) -> int | None:
     """A testcase's `line` (pytest's xunit1: 0-based) as a 1-based line; None unless it is a plain number."""
-    return int(raw) + 1 if raw and LINE_ATTRIBUTE_RE.fullmatch(raw) else None
+    return int(raw) + 1 if raw and len(raw) <= 9 and raw.isascii() and raw.isdigit() else None
 
 
 def failure_place(text: str, directory: str) -> tuple[str, int] | None:
@@ -1686,9 +1684,10 @@ def failure_place(text: str, directory: str) -> tuple[str, int] | None:
         text = f"{text[:FAILURE_TEXT_SCANNED]}\n{text[-FAILURE_TEXT_SCANNED:]}"
     place = None
     for match in FAILURE_PLACE_RE.finditer(text):
-        head, dot, extension = match["path"].rpartition(".")
+        head, dot, extension = match["path"].rpartition(".")  # a file's: a letter, then up to 9 letters or digits
+        named = head and dot and len(extension) <= 10 and extension[:1].isascii() and extension[:1].isalpha()
         line = int(match["line"])
-        if head and dot and FAILURE_PLACE_EXTENSION_RE.fullmatch(extension) and line > 0:
+        if named and all(c.isalnum() or c == "_" for c in extension) and line > 0:
             path = repository_path(match["path"], directory)
             place = (path, line) if path else place
     return place
