@@ -467,6 +467,105 @@ def bench_test_files(stack: Stack, builds: int) -> None:
         read == 2 * builds and shown == ["Failed after 3m 12s: 4 of 400 tests failed"])  # fmt: skip
 
 
+# The pattern that found a place in a failure's text before 2026-12-07: on the whole text, and quadratic on a
+# long word without one (each of its characters a start, each start a scan to its end).
+FAILURE_PLACE_BEFORE = r"(?P<path>[^\s:\"'()\[\]]+\.[A-Za-z]\w{0,9}):(?P<line>\d+)"
+ADVERSARIAL_UNITS = ("a.", "a1-", "b-", "Zz9.")  # repeated: words the pattern may try from each character
+
+
+def bench_failure_text(size: int = 5 * 1024 * 1024) -> None:
+    """Finding the place of a failed test in a failure's text of 5 MB (a JUnit file's bound), the worst of
+    adversarial texts of one repeated unit, beside the pattern before on 16 KB of the same texts."""
+    import re
+
+    worst_ms, worst_unit, whole_ms, before_ms = 0.0, "", 0.0, 0.0
+    for unit in ADVERSARIAL_UNITS:
+        text = (unit * (size // len(unit) + 1))[:size] + "\ntests/test_app.py:7: AssertionError"
+        started = time.perf_counter()
+        place = main.failure_place(text, "")
+        ms = (time.perf_counter() - started) * 1000
+        assert place == ("tests/test_app.py", 7), place
+        if ms > worst_ms:
+            worst_ms, worst_unit = ms, unit
+        started = time.perf_counter()
+        list(main.FAILURE_PLACE_RE.finditer(text))  # the pattern itself, on all of the text
+        whole_ms = max(whole_ms, (time.perf_counter() - started) * 1000)
+        started = time.perf_counter()
+        list(re.finditer(FAILURE_PLACE_BEFORE, text[: 16 * 1024]))
+        before_ms = max(before_ms, (time.perf_counter() - started) * 1000)
+    row(f"placing a failed test from a {size // 2**20} MB failure text, worst of {', '.join(ADVERSARIAL_UNITS)} "
+        f"repeated (worst: {worst_unit!r})", f"{worst_ms:.1f} ms (its pattern over all 5 MB: {whole_ms:.0f} ms)",
+        f"{before_ms:.0f} ms the pattern before, on only 16 KB of it", "-", "< 1 s",
+        max(worst_ms, whole_ms) < 1000)  # fmt: skip
+
+
+JUNIT_MEMORY_CHILD = """
+import contextlib, ctypes, gc, json, os, sys
+import main
+from standins.builds import Context, background_event, build
+def status(name):
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(name + ":"))
+builds = json.loads(sys.argv[1])
+with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+    main.build_status(background_event(builds[0]), Context())  # the instance is warm: clients and parsers loaded
+    gc.collect()
+    trim = ctypes.CDLL("libc.so.6").malloc_trim  # gives back what malloc keeps of freed memory for reuse
+    trim(0)
+    start = status("VmRSS")
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")  # VmHWM from here
+    main.build_status(background_event(builds[1]), Context())
+    peak = status("VmHWM")
+    for b in builds[2:]:
+        main.build_status(background_event(b), Context())
+    gc.collect()
+    resident = status("VmRSS")
+    trim(0)
+    kept = status("VmRSS")
+print(json.dumps([start, peak, resident, kept]))
+"""
+
+
+def tiny_failing_tests(size: int, suite: str) -> bytes:
+    """A JUnit file of `size` bytes of tiny failing test cases: the most test cases, each failed, a file can hold."""
+    case = b'<testcase classname="%s" name="t"><failure/></testcase>' % suite.encode()
+    head, tail = b"<testsuites><testsuite>", b"</testsuite></testsuites>"
+    cases = (size - len(head) - len(tail)) // len(case)
+    return head + case * cases + tail
+
+
+def bench_junit_memory(stack: Stack, builds: int) -> None:
+    """One instance (a fresh process) handles the final events of failing builds that each read 20 MB of JUnit
+    files (four files of 5 MB, the bounds, of tiny failing test cases): its peak memory over the first, and what
+    it keeps after all of them (its resident memory after, over before; malloc keeps about 10 MiB of the freed
+    5 MB buffers for reuse, given back with malloc_trim to show what is held)."""
+    ids = [f"junit-memory-{n}" for n in range(builds + 1)]
+    folder = "memory/" + "/".join(ids) + "/"  # its path holds every build's id: each may read it, one upload
+    size = main.TEST_FILE_BYTES_MAX - 1024
+    for n in range(4):
+        stack.storage.put("bench-reports", f"{folder}part-{n}.xml", tiny_failing_tests(size, f"suite{n}"))
+    finals = [build("FAILURE", build_id, commit=f"{n + 50_000:040x}", substitutions={
+        "COMMIT_SHA": f"{n + 50_000:040x}", "_BITBUCKET_TEST_REPORTS": f"gs://bench-reports/{folder}"})
+        for n, build_id in enumerate(ids)]  # fmt: skip
+    env = {**stack.base, **stack.sources["environment variable"], "TEST_REPORT_BUCKETS": "bench-reports",
+           "STORAGE_EMULATOR_HOST": stack.storage.host, "LOG_EXCERPTS": "off", "PYTHONPATH": str(ROOT),
+           "NO_GCE_CHECK": "true"}  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", JUNIT_MEMORY_CHILD, json.dumps(finals)], cwd=ROOT, env=env,
+        capture_output=True, text=True, check=True, timeout=1800,
+    )  # fmt: skip
+    start, peak, resident, kept = (kib / 1024 for kib in json.loads(result.stdout.splitlines()[-1]))
+    [shown] = stack.app.shown("acme", "webapp", f"{50_001:040x}")
+    tests = 4 * ((size - 48) // len(b'<testcase classname="suite0" name="t"><failure/></testcase>'))
+    read = shown["description"] == f"Failed after 3m 12s: {tests} of {tests} tests failed"
+    row("a failing build's final event reading 20 MB of JUnit files (4 x 5 MB of tiny failing tests): peak "
+        "resident memory of the instance", f"{peak:.0f} MiB ({peak - start:+.0f} MiB over the warm instance)", "-",
+        "-", "< 128 MiB (half of --memory), every test counted", peak < 128 and read)  # fmt: skip
+    row(f"memory the instance keeps after {builds} such build{'s' if builds > 1 else ''} (resident, over before)",
+        f"{kept - start:.1f} MiB held", f"{resident - start:.1f} MiB with the freed memory malloc keeps for reuse",
+        "-", "< 8 MiB held", kept - start < 8)  # fmt: skip
+
+
 # --- 5. credential fetches --------------------------------------------------------------
 
 
@@ -719,6 +818,8 @@ def main_cli() -> None:
             bench_calls(stack)
             bench_failing(stack, 5 if args.quick else 50)
             bench_test_files(stack, 4 if args.quick else 40)
+            bench_failure_text()
+            bench_junit_memory(stack, 1 if args.quick else 10)
             bench_fetches(stack)
         finally:
             stack.stop()

@@ -54,6 +54,7 @@ ALERTS=${ALERTS:-on}
 ALERT_EMAIL=${ALERT_EMAIL:-}
 # Buckets where builds leave JUnit files: the function may read objects there, and nowhere else.
 TEST_REPORT_BUCKETS=${TEST_REPORT_BUCKETS:-}
+TEST_REPORT_BUCKETS=${TEST_REPORT_BUCKETS//,/ }  # spaces only: --set-env-vars splits on commas
 BUILD_PROJECTS=${BUILD_PROJECTS:-}
 # A push subscription's ack deadline must outlast the function's --timeout (150 s).
 ACK_DEADLINE=${ACK_DEADLINE:-180}
@@ -214,6 +215,17 @@ deploy() {
       "signs as it)." >&2
   fi
   : "${REGION:?set REGION, e.g. make deploy PROJECT=my-project REGION=europe-west1}"
+  if [ -n "$TEST_REPORT_BUCKETS" ]; then  # checked by main.py's own rule, as the function will read it
+    local served=${BUILD_PROJECTS:+$PROJECT $BUILD_PROJECTS}
+    PYTHONPATH="$ROOT" "${PYTHON:-python3}" -c '
+import sys
+import main
+try:
+    main.report_buckets(sys.argv[1], frozenset(sys.argv[2].split()))
+except main.ConfigurationError as error:
+    sys.exit(str(error))
+' "$TEST_REPORT_BUCKETS" "$served" || exit 2
+  fi
   local apis=(cloudfunctions.googleapis.com run.googleapis.com eventarc.googleapis.com
     cloudbuild.googleapis.com pubsub.googleapis.com artifactregistry.googleapis.com iam.googleapis.com
     logging.googleapis.com monitoring.googleapis.com)
@@ -302,8 +314,11 @@ deploy() {
     env_vars="SECRETS_BUCKET=$BUCKET,SECRETS_OBJECT=$OBJECT,KMS_CRYPTO_KEY_ID=$KEY_ID"
   fi
 
-  local bucket
-  for bucket in $TEST_REPORT_BUCKETS; do
+  local entry bucket granted=" "
+  for entry in $TEST_REPORT_BUCKETS; do
+    bucket=${entry#*=}  # PROJECT=bucket: a bucket only that project's builds may name
+    case "$granted" in *" $bucket "*) continue ;; esac  # given to two projects: granted once
+    granted="$granted$bucket "
     run gcloud storage buckets add-iam-policy-binding "gs://$bucket" --member="serviceAccount:$SA" \
       --role=roles/storage.objectViewer --project="$PROJECT"
   done

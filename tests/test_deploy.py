@@ -67,6 +67,9 @@ def commands() -> dict[str, list[list[str]]]:
     found["direct"] = dry_run("deploy", "file", "NETWORK=corp", "SUBNET=corp-europe-west1")
     found["projects"] = dry_run("deploy", "file", "BUILD_PROJECTS=team-a team-b")
     found["reports"] = dry_run("deploy", "file", "TEST_REPORT_BUCKETS=acme-reports acme-artifacts")
+    found["team reports"] = dry_run("deploy", "file", "BUILD_PROJECTS=team-a team-b",
+                                    "TEST_REPORT_BUCKETS=team-a=acme-a-reports team-b=acme-b-reports,"
+                                    "team-a=acme-shared team-b=acme-shared")  # fmt: skip
     found["alerts"] = dry_run("deploy", "file", "ALERT_EMAIL=ops@example.com")
     return found
 
@@ -192,7 +195,7 @@ def test_the_functions_account_gets_only_cloud_build_viewer_in_each_served_proje
                 assert command[4:] == [f"--member={SA}", "--role=roles/cloudbuild.builds.viewer",
                                        "--condition=None"], command  # fmt: skip
                 granted.append(command[3])
-        assert granted == (["x", "team-a", "team-b"] if source == "projects" else ["x"]), source
+        assert granted == (["x", "team-a", "team-b"] if source in ("projects", "team reports") else ["x"]), source
     assert "gsutil" not in (ROOT / "deploy" / "deploy.sh").read_text()
 
 
@@ -431,6 +434,33 @@ def test_test_report_buckets_get_object_read_for_the_function_and_nothing_more(c
     assert "TEST_REPORT_BUCKETS=acme-reports acme-artifacts" in next(
         a for a in deploy if a.startswith("--set-env-vars=")
     )
+
+
+def test_each_projects_test_report_buckets_are_granted_once_each_and_given_to_the_function_as_named(commands):
+    """PROJECT=bucket: a bucket only that project's builds may name; the function's account reads each bucket."""
+    storage = [g for g in grants(commands["team reports"]) if g[0] == "storage"]
+    assert storage == [
+        ("storage", f"gs://{bucket}", SA, "roles/storage.objectViewer", "")
+        for bucket in ("acme-a-reports", "acme-b-reports", "acme-shared")
+    ]
+    [deploy] = [c for c in commands["team reports"] if c[1:3] == ["functions", "deploy"]]
+    variables = next(a for a in deploy if a.startswith("--set-env-vars=")).split(",")
+    assert "TEST_REPORT_BUCKETS=team-a=acme-a-reports team-b=acme-b-reports team-a=acme-shared team-b=acme-shared" in (
+        variables
+    )
+
+
+def test_a_bucket_without_its_project_in_a_deployment_of_several_projects_stops_it_before_anything_runs():
+    """Any project's builds could name it, so one team's build could read another's test results: main.py's own
+    rule refuses it here, before the function would refuse every event."""
+    result = subprocess.run(
+        ["make", "--no-print-directory", "deploy", "DRY_RUN=1", "PROJECT=x", "REGION=europe-west1",
+         "BUILD_PROJECTS=team-a team-b", "TEST_REPORT_BUCKETS=acme-test-reports"],
+        cwd=ROOT, capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "TEST_REPORT_BUCKETS must name each bucket's project (PROJECT=bucket)" in result.stderr
+    assert "gcloud" not in result.stdout
 
 
 def test_alerts_open_an_incident_on_any_error_and_on_retries_for_30_minutes_and_email_when_asked(commands):

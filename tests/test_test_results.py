@@ -5,15 +5,20 @@ emulator and both stand-ins."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import subprocess
 import sys
+import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 import main
-from standins.builds import COMMIT, build
+from standins import remember_secret
+from standins.builds import COMMIT, Context, background_event, build
 from tests.conftest import dc_build, deliver, log_lines
 
 JUNIT = Path(__file__).resolve().parent / "data" / "junit"
@@ -67,7 +72,7 @@ def test_pytests_own_files_give_the_counts_and_each_failed_test_with_its_line(tm
     results = main.parse_junit(pytest_junit(tmp_path, family))
     assert (results.passed, results.failed, results.skipped) == (213, 2, 0)
     assert results.counts() == "2 of 215 tests failed"
-    annotations = main.test_annotations(results, "")
+    annotations = main.test_annotations(results)
     assert [(a.path, a.line) for a in annotations] == [("tests/test_auth.py", 15), ("tests/test_auth.py", 19)]
     assert annotations[0].message.startswith("tests.test_auth.test_login: AssertionError: assert 'ADA' == 'Ada'")
 
@@ -82,7 +87,7 @@ def test_each_dialect_is_counted_and_its_failures_placed_in_the_repository():
     assert failure.name == "example.com/gosvc/pricing.TestPrice"
     jest = main.parse_junit((JUNIT / "jest-junit.xml").read_bytes())
     assert (jest.passed, jest.failed) == (0, 1)
-    [annotation] = main.test_annotations(jest, "")
+    [annotation] = main.test_annotations(jest)
     assert (annotation.path, annotation.line) == ("web/src/cart.test.js", 3)  # the last place inside the repository
 
 
@@ -109,9 +114,13 @@ def test_a_hostile_or_foreign_file_is_refused_without_expanding_anything(data):
         main.parse_junit(data)
 
 
-def test_ten_thousand_levels_deep_is_parsed_or_refused_without_harm():
+def test_a_file_nested_deeper_than_a_thousand_levels_is_refused_and_one_within_is_read():
+    """Each open element is held while the file is read: nesting is what bounds them."""
     deep = b"<testsuite>" + b"<x>" * 10_000 + b"</x>" * 10_000 + b"<testcase name='t'/></testsuite>"
-    assert main.parse_junit(deep).passed == 1
+    with pytest.raises(ValueError, match="nests elements more than 1000 deep"):
+        main.parse_junit(deep)
+    within = b"<testsuite>" + b"<x>" * 998 + b"</x>" * 998 + b"<testcase name='t'/></testsuite>"
+    assert main.parse_junit(within).passed == 1
 
 
 # --- through Cloud Storage (the emulator) and both sites ----------------------------------------------------
@@ -120,8 +129,8 @@ def test_ten_thousand_levels_deep_is_parsed_or_refused_without_harm():
 def test_a_failing_pytest_build_shows_how_many_tests_failed_and_annotates_each_failed_test(
     reports_bucket, bitbucket, tmp_path
 ):
-    reports_bucket.put(BUCKET, "failing/junit.xml", pytest_junit(tmp_path))
-    subs = {"_BITBUCKET_TEST_REPORTS": f"gs://{BUCKET}/failing/", "COMMIT_SHA": COMMIT, "TRIGGER_NAME": "webapp-pr"}
+    reports_bucket.put(BUCKET, "failing/b-1/junit.xml", pytest_junit(tmp_path))
+    subs = {"_BITBUCKET_TEST_REPORTS": f"gs://{BUCKET}/failing/b-1/", "COMMIT_SHA": COMMIT, "TRIGGER_NAME": "webapp-pr"}
     deliver(build("FAILURE", "b-1", substitutions=subs))
 
     [status] = bitbucket.app.shown("acme", "webapp", COMMIT)
@@ -151,8 +160,8 @@ def test_a_passing_maven_builds_artifacts_put_test_results_on_its_data_center_st
 def test_a_bucket_outside_test_report_buckets_is_never_read(reports_bucket, bitbucket, capsys):
     reports_bucket.put("someone-elses-bucket", "b-1/junit.xml", (JUNIT / "gotestsum.xml").read_bytes())
     downloads = reports_bucket.downloads
-    subs = {"_BITBUCKET_TEST_REPORTS": "gs://someone-elses-bucket/b-1/", "COMMIT_SHA": COMMIT}
     for n in range(2):
+        subs = {"_BITBUCKET_TEST_REPORTS": f"gs://someone-elses-bucket/b-{n}/", "COMMIT_SHA": COMMIT}
         deliver(build("FAILURE", f"b-{n}", substitutions=subs))
     assert reports_bucket.downloads == downloads
     warnings = [line for line in log_lines(capsys.readouterr().out) if line["severity"] == "WARNING"]
@@ -176,14 +185,14 @@ def test_a_manifest_line_pointing_at_another_bucket_is_not_followed(reports_buck
 
 
 def test_an_entity_bomb_costs_nothing_and_the_status_still_lands(reports_bucket, bitbucket, capsys):
-    reports_bucket.put(BUCKET, "bomb/bomb.xml", BOMB)
-    reports_bucket.put(BUCKET, "bomb/go.xml", (JUNIT / "gotestsum.xml").read_bytes())
-    deliver(build("FAILURE", "b-1", substitutions={"_BITBUCKET_TEST_REPORTS": f"gs://{BUCKET}/bomb/",
+    reports_bucket.put(BUCKET, "bomb/b-1/bomb.xml", BOMB)
+    reports_bucket.put(BUCKET, "bomb/b-1/go.xml", (JUNIT / "gotestsum.xml").read_bytes())
+    deliver(build("FAILURE", "b-1", substitutions={"_BITBUCKET_TEST_REPORTS": f"gs://{BUCKET}/bomb/b-1/",
                                                    "COMMIT_SHA": COMMIT}))  # fmt: skip
     [status] = bitbucket.app.shown("acme", "webapp", COMMIT)
     assert status["description"] == "Failed after 3m 12s: 1 of 4 tests failed (partial)"
     out = capsys.readouterr().out
-    assert "Skipped the test report gs://acme-test-reports/bomb/bomb.xml: not a JUnit XML file" in out
+    assert "Skipped the test report gs://acme-test-reports/bomb/b-1/bomb.xml: not a JUnit XML file" in out
     assert "lol" not in out
 
 
@@ -192,9 +201,9 @@ def test_a_file_past_the_bound_is_not_read_past_it_and_the_counts_say_they_are_p
 ):
     monkeypatch.setattr(main, "TEST_FILE_BYTES_MAX", 64 * 1024)
     huge = b"<testsuite>" + b"<testcase name='t'/>" * 20_000 + b"</testsuite>"  # 400 KB: past 64 KB
-    reports_bucket.put(BUCKET, "huge/huge.xml", huge)
-    reports_bucket.put(BUCKET, "huge/junit.xml", pytest_junit(tmp_path))
-    deliver(build("FAILURE", "b-1", substitutions={"_BITBUCKET_TEST_REPORTS": f"gs://{BUCKET}/huge/",
+    reports_bucket.put(BUCKET, "huge/b-1/huge.xml", huge)
+    reports_bucket.put(BUCKET, "huge/b-1/junit.xml", pytest_junit(tmp_path))
+    deliver(build("FAILURE", "b-1", substitutions={"_BITBUCKET_TEST_REPORTS": f"gs://{BUCKET}/huge/b-1/",
                                                    "COMMIT_SHA": COMMIT}))  # fmt: skip
     [status] = bitbucket.app.shown("acme", "webapp", COMMIT)
     assert status["description"] == "Failed after 3m 12s: 2 of 215 tests failed (partial)"
@@ -207,8 +216,7 @@ def test_test_report_buckets_must_be_bucket_names():
 
 def test_a_report_carries_at_most_a_hundred_annotations_however_many_tests_failed():
     """Bitbucket Cloud takes 100 annotations a request: with LOG_EXCERPTS=off nothing else would cap them."""
-    failures = tuple(main.FailedTest(f"t{n}", "boom", f"tests/test_many.py:{n + 1}: AssertionError", "", None)
-                     for n in range(150))  # fmt: skip
+    failures = main.kept_failures(main.FailedTest(f"t{n}", "boom", "tests/test_many.py", n + 1) for n in range(150))
     update = main.translate(build("FAILURE"), main.Config())
     assert isinstance(update, main.Update)
     tested = main.with_tests(update, main.TestResults(passed=10, failed=150, failures=failures))
@@ -218,11 +226,420 @@ def test_a_report_carries_at_most_a_hundred_annotations_however_many_tests_faile
 
 
 def test_a_final_message_delivered_again_reads_the_test_files_once(reports_bucket, bitbucket, tmp_path):
-    reports_bucket.put(BUCKET, "again/junit.xml", pytest_junit(tmp_path))
-    subs = {"_BITBUCKET_TEST_REPORTS": f"gs://{BUCKET}/again/", "COMMIT_SHA": COMMIT}
+    reports_bucket.put(BUCKET, "again/b-1/junit.xml", pytest_junit(tmp_path))
+    subs = {"_BITBUCKET_TEST_REPORTS": f"gs://{BUCKET}/again/b-1/", "COMMIT_SHA": COMMIT}
     downloads = reports_bucket.downloads
     for _ in range(3):
         deliver(build("FAILURE", "b-1", substitutions=subs))
     assert reports_bucket.downloads == downloads + 1
     [status] = bitbucket.app.shown("acme", "webapp", COMMIT)
     assert status["description"] == "Failed after 3m 12s: 2 of 215 tests failed"
+
+
+# --- what a build's test files cost: bounded, and never the status ------------------------------------------------
+
+
+def junit(*cases: str, suite: str = "tests.test_app") -> bytes:
+    return f'<testsuite name="{suite}">{"".join(cases)}</testsuite>'.encode()
+
+
+def failing_case(name: str, text: str = "", message: str = "boom", **attributes: str) -> str:
+    shown = "".join(f' {k}="{v}"' for k, v in attributes.items())
+    failure = f'<failure message="{message}">{text}</failure>'
+    return f'<testcase classname="tests.test_app" name="{name}"{shown}>{failure}</testcase>'
+
+
+def delivered_with_tests(reports_bucket, folder: str, files: dict[str, bytes], status: str = "FAILURE",
+                         build_id: str = "b-1", commit: str = COMMIT) -> None:  # fmt: skip
+    """A build whose files are put under gs://BUCKET/FOLDER/BUILD_ID/, named by _BITBUCKET_TEST_REPORTS, delivered."""
+    for name, data in files.items():
+        reports_bucket.put(BUCKET, f"{folder}/{build_id}/{name}", data)
+    subs = {"_BITBUCKET_TEST_REPORTS": f"gs://{BUCKET}/{folder}/{build_id}/", "COMMIT_SHA": commit}
+    deliver(build(status, build_id, substitutions=subs))
+
+
+def test_a_5000_digit_line_number_in_a_failure_text_leaves_the_status_posted_and_logs_no_error(
+    reports_bucket, bitbucket, capsys
+):
+    """Python refuses to make an int of more than 4,300 digits: a line number is read only up to 9."""
+    text = "Traceback:\n  src/app.py:" + "7" * 5000 + ": in handler\nAssertionError"
+    delivered_with_tests(reports_bucket, "digits", {"junit.xml": junit(failing_case("test_digits", text))})
+    [status] = bitbucket.app.shown("acme", "webapp", COMMIT)
+    assert status["description"] == "Failed after 3m 12s: 1 of 1 tests failed"
+    assert all(line["severity"] != "ERROR" for line in log_lines(capsys.readouterr().out))
+
+
+def test_a_line_attribute_that_is_not_a_plain_number_costs_only_that_tests_line():
+    """'²' is a digit to str.isdigit, not to int(): the file is still read, that test annotated on its file."""
+    data = junit(failing_case("test_a", file="tests/test_app.py", line="²"), '<testcase name="test_b"/>',
+                 failing_case("test_c", file="tests/test_app.py", line="9" * 5000))  # fmt: skip
+    results = main.parse_junit(data)
+    assert (results.passed, results.failed) == (1, 2)
+    assert [(a.path, a.line) for a in main.test_annotations(results)] == [("tests/test_app.py", None)] * 2
+
+
+def test_an_unexpected_error_in_reading_test_results_leaves_the_status_posted_and_a_warning_naming_it(
+    reports_bucket, bitbucket, monkeypatch, capsys
+):
+    """The docs promise test results never cost the status: a bug there is a WARNING naming its type and place
+    (never its message, which may quote a file), not an ERROR and a redelivery."""
+
+    def broken(data, directory="", secrets=()):
+        raise TypeError("a message that may quote the file")
+
+    monkeypatch.setattr(main, "parse_junit", broken)
+    delivered_with_tests(reports_bucket, "broken", {"junit.xml": junit(failing_case("test_a"))})
+    [status] = bitbucket.app.shown("acme", "webapp", COMMIT)
+    assert status["description"] == "Failed after 3m 12s"
+    lines = log_lines(capsys.readouterr().out)
+    [warning] = [line for line in lines if line["severity"] == "WARNING"]
+    assert warning["message"].startswith("Test results left out: unexpected TypeError (")
+    assert "quote" not in warning["message"]
+    assert all(line["severity"] != "ERROR" for line in lines)
+
+
+def many_failures(count: int, text_size: int) -> bytes:
+    """`count` failed tests, each at its own place, each with a failure text of `text_size` characters."""
+    return junit(*(failing_case(f"test_{n}", "x" * text_size + f"\ntests/test_app.py:{n + 1}: AssertionError")
+                   for n in range(count)))  # fmt: skip
+
+
+def test_what_is_kept_of_a_builds_test_files_is_what_its_report_shows():
+    """Counts, the first five failed tests and one failed test per place up to the annotations' limit: never
+    every failure's text (a build's 20 MB of files kept in full, per build, exhausted an instance)."""
+    results = main.parse_junit(many_failures(300, 4000), "", ())
+    assert (results.failed, len(results.failures)) == (300, main.ANNOTATIONS_MAX)
+    kept = sum(len(t.name) + len(t.message) + len(t.path or "") for t in results.failures)
+    assert kept < main.ANNOTATIONS_MAX * (2 * main.FIELD_MAX + 100)  # 60 KB at most, of 1.2 MB of failure texts
+    both = results + results  # two files: still one failed test per place, the first five in order
+    assert (both.failed, len(both.failures)) == (600, main.ANNOTATIONS_MAX)
+    assert [t.name for t in both.failures[:5]] == [f"tests.test_app.test_{n}" for n in range(5)]
+
+
+def traced_peak(function, *args):
+    """The most memory Python had allocated, over what it held before, while `function` ran (counted by
+    tracemalloc: every allocation, so the same on every run)."""
+    tracemalloc.start()
+    with contextlib.suppress(ValueError):
+        function(*args)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return peak
+
+
+def filled(head: bytes, unit: Callable[[int], bytes], tail: bytes, size: int = 512 * 1024) -> bytes:
+    count = (size - len(head) - len(tail)) // len(unit(0))
+    return head + b"".join(unit(n) for n in range(count)) + tail
+
+
+HOSTILE_FILES = {
+    "tiny failing tests": lambda: filled(
+        b"<testsuite>", lambda n: b'<testcase name="t"><failure/></testcase>', b"</testsuite>"
+    ),
+    "elements in a test case": lambda: filled(b"<testsuite><testcase>", lambda n: b"<p/>", b"</testcase></testsuite>"),
+    "elements in a suite": lambda: filled(b"<testsuite>", lambda n: b"<p/>", b"</testsuite>"),
+    "distinct element names": lambda: filled(b"<testsuite>", lambda n: b"<a%07d/>" % n, b"</testsuite>"),
+    "distinct attribute names": lambda: filled(b"<testsuite>", lambda n: b'<testcase b%07d=""/>' % n, b"</testsuite>"),
+    "distinct namespaces": lambda: filled(b"<testsuite>", lambda n: b'<t xmlns:p%07d="u"/>' % n, b"</testsuite>"),
+    "attributes of one tag": lambda: filled(b"<testsuite><testcase", lambda n: b' a%07d=""' % n, b"/></testsuite>"),
+    "nesting": lambda: filled(b"<testsuite>", lambda n: b"<x>", b"") + b"</testsuite>",
+}
+
+
+@pytest.mark.parametrize("shape", HOSTILE_FILES)
+def test_a_file_costs_at_most_a_small_multiple_of_its_size_whatever_its_shape(shape, monkeypatch):
+    """A file of any shape is read, or refused as not JUnit, holding at most 4 times its size and what the parser
+    makes of one read (of 3-byte elements, at most 128 times the read): each element is dropped as it ends, and
+    names, attributes and nesting are bounded (the whole tree, before, held 9 to 90 times the file's size)."""
+    read = 16 * 1024
+    monkeypatch.setattr(main, "JUNIT_CHUNK", read, raising=False)
+    data = HOSTILE_FILES[shape]()
+    assert traced_peak(main.parse_junit, data) < 4 * len(data) + 128 * read
+
+
+def test_a_5_mb_failure_text_is_searched_for_places_only_at_its_start_and_end():
+    """A place is searched in the first and last 16 KB of a failure's text, so a 5 MB text costs no more to
+    search than 32 KB (the pattern on the whole of it, before, took seconds per file)."""
+    middle = "a." * 1_250_000 + "\ntests/test_app.py:7: in the middle\n" + "b-" * 1_250_000
+    text = "tests/test_app.py:3: at the start\n" + middle + "\ntests/test_app.py:9: AssertionError"
+    assert main.failure_place(text, "") == ("tests/test_app.py", 9)
+    assert main.failure_place(text[: -len("\ntests/test_app.py:9: AssertionError")], "") == ("tests/test_app.py", 3)
+
+
+# --- no credential leaves in a test's name or message ---------------------------------------------------------------
+
+OWN_TOKEN = "I1LKiusLrNeY7IF4IRZVET6QbYnAqpcK"  # the function's own credential in the tests below
+BEARER = "_alydG-AyyF_c6wRWI0IuomsiTCtudol"  # a credential shaped as one, not the function's
+
+
+def test_the_functions_own_credential_and_credential_shapes_are_masked_in_test_names_and_messages(
+    reports_bucket, bitbucket, monkeypatch
+):
+    """Test names and messages are posted to Bitbucket, public repositories included: the function's own
+    credentials and anything shaped like one are masked in them, and in the line of output shown for gotestsum."""
+    remember_secret(OWN_TOKEN, BEARER)
+    bitbucket.app.accept_token(OWN_TOKEN)
+    bitbucket.app.public.add("acme/webapp")
+    monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps({"token": OWN_TOKEN}))
+    data = junit(
+        failing_case(f"test_login[{OWN_TOKEN}]", "tests/test_app.py:3: AssertionError",
+                     message=f"expected token {OWN_TOKEN}"),
+        failing_case("test_api", "tests/test_app.py:8: Error", message=f"401 for Authorization: Bearer {BEARER}"),
+        failing_case("test_go", f"=== RUN   test_go\n    app_test.go:4: sent {OWN_TOKEN}\n", message="Failed"),
+    )  # fmt: skip
+    delivered_with_tests(reports_bucket, "masked", {"junit.xml": data})
+    [report] = bitbucket.app.shown_reports("acme", "webapp", COMMIT)
+    annotations = bitbucket.app.shown_annotations("acme", "webapp", COMMIT)
+    sent = json.dumps([report, annotations])
+    assert OWN_TOKEN not in sent
+    assert BEARER not in sent
+    assert "Failed test: tests.test_app.test_login[[masked]]: expected token [masked]" in report["details"]
+    assert "Failed test: tests.test_app.test_go: app_test.go:4: sent [masked]" in report["details"]
+    assert len(annotations) == 3
+
+
+# --- a build reads what is its own, and only its own ------------------------------------------------------------
+
+
+def test_a_later_build_never_shows_an_earlier_builds_counts(reports_bucket, bitbucket):
+    """Two builds naming one folder (it holds both ids): the second reads it again, never the first's counts."""
+    folder = f"gs://{BUCKET}/shared/b-1/b-2/"
+    reports_bucket.put(BUCKET, "shared/b-1/b-2/junit.xml", junit(failing_case("test_a"), '<testcase name="test_b"/>'))
+    deliver(build("FAILURE", "b-1", substitutions={"_BITBUCKET_TEST_REPORTS": folder, "COMMIT_SHA": COMMIT}))
+    reports_bucket.put(BUCKET, "shared/b-1/b-2/junit.xml", junit('<testcase name="test_a"/>', '<testcase name="b"/>'))
+    other = "2" * 40
+    deliver(build("SUCCESS", "b-2", substitutions={"_BITBUCKET_TEST_REPORTS": folder, "COMMIT_SHA": other}))
+    [first] = bitbucket.app.shown("acme", "webapp", COMMIT)
+    [second] = bitbucket.app.shown("acme", "webapp", other)
+    assert first["description"] == "Failed after 3m 12s: 1 of 2 tests failed"
+    assert second["description"] == "Succeeded in 3m 12s: 2 tests passed"
+
+
+def test_a_build_naming_another_builds_folder_reads_nothing_and_says_why(reports_bucket, bitbucket, capsys):
+    reports_bucket.put(BUCKET, "team-b/b-9/junit.xml", junit(failing_case("test_secret_feature", "team B's text")))
+    downloads = reports_bucket.downloads
+    subs = {"_BITBUCKET_TEST_REPORTS": f"gs://{BUCKET}/team-b/b-9/", "COMMIT_SHA": COMMIT}
+    deliver(build("FAILURE", "b-1", substitutions=subs))
+    assert reports_bucket.downloads == downloads
+    [status] = bitbucket.app.shown("acme", "webapp", COMMIT)
+    assert status["description"] == "Failed after 3m 12s"
+    [warning] = [line for line in log_lines(capsys.readouterr().out) if line["severity"] == "WARNING"]
+    assert warning["message"] == (
+        "Test results of this build left out: _BITBUCKET_TEST_REPORTS must name a folder of the build's own, whose "
+        "path holds its id (gs://BUCKET/PREFIX/$BUILD_ID/); nothing is read from it"
+    )
+
+
+def test_a_folder_named_by_the_builds_id_alone_is_that_folder(reports_bucket, bitbucket):
+    """gs://BUCKET/PREFIX/$BUILD_ID without its slash is the folder, not every object whose name starts so."""
+    reports_bucket.put(BUCKET, "bare/b-1/junit.xml", junit('<testcase name="test_a"/>'))
+    reports_bucket.put(BUCKET, "bare/b-1-forged/junit.xml", junit(failing_case("test_forged")))
+    deliver(build("SUCCESS", "b-1", substitutions={"_BITBUCKET_TEST_REPORTS": f"gs://{BUCKET}/bare/b-1",
+                                                   "COMMIT_SHA": COMMIT}))  # fmt: skip
+    [status] = bitbucket.app.shown("acme", "webapp", COMMIT)
+    assert status["description"] == "Succeeded in 3m 12s: 1 tests passed"
+
+
+def test_a_manifest_other_than_the_one_cloud_build_wrote_for_the_build_is_not_read(reports_bucket, bitbucket):
+    reports_bucket.put(BUCKET, "other/TEST-x.xml", junit(failing_case("test_x")))
+    reports_bucket.put(BUCKET, "other/artifacts-b-9.json",
+                       json.dumps({"location": f"gs://{BUCKET}/other/TEST-x.xml#5"}).encode())  # fmt: skip
+    downloads = reports_bucket.downloads
+    deliver(build("SUCCESS", "b-1", results={"artifactManifest": f"gs://{BUCKET}/other/artifacts-b-9.json"}))
+    assert reports_bucket.downloads == downloads
+    [status] = bitbucket.app.shown("acme", "webapp", COMMIT)
+    assert status["description"] == "Succeeded in 3m 12s"
+
+
+def test_a_manifest_line_is_read_only_beside_the_manifest_and_at_the_generation_it_names(reports_bucket, bitbucket):
+    """Cloud Build lists each object it uploaded into the manifest's folder, with its generation."""
+    reports_bucket.put(BUCKET, "gen/b-1/TEST-a.xml", junit('<testcase name="test_a"/>'))
+    reports_bucket.put(BUCKET, "gen/b-1/TEST-live.xml", junit(failing_case("test_live")))
+    reports_bucket.put(BUCKET, "elsewhere/TEST-x.xml", junit(failing_case("test_elsewhere")))
+    lines = [f"gs://{BUCKET}/gen/b-1/TEST-a.xml#7", f"gs://{BUCKET}/gen/b-1/TEST-live.xml",
+             f"gs://{BUCKET}/elsewhere/TEST-x.xml#8"]  # fmt: skip
+    reports_bucket.put(
+        BUCKET, "gen/b-1/artifacts-b-1.json", "\n".join(json.dumps({"location": x}) for x in lines).encode()
+    )
+    downloads = reports_bucket.downloads
+    deliver(build("SUCCESS", "b-1", results={"artifactManifest": f"gs://{BUCKET}/gen/b-1/artifacts-b-1.json"}))
+    assert reports_bucket.downloads == downloads + 2  # the manifest, and the one line it may follow
+    [status] = bitbucket.app.shown("acme", "webapp", COMMIT)
+    assert status["description"] == "Succeeded in 3m 12s: 1 tests passed"
+
+
+def team_build(project: str, build_id: str, folder: str) -> dict:
+    b = build("FAILURE", build_id, repo="acme/a-web", substitutions={"_BITBUCKET_TEST_REPORTS": folder,
+                                                                     "COMMIT_SHA": COMMIT})  # fmt: skip
+    b["projectId"] = project
+    return b
+
+
+def delivered_in(b: dict, project: str) -> None:
+    context = Context()
+    context.resource = {"service": "pubsub.googleapis.com", "name": f"projects/{project}/topics/cloud-builds"}
+    main.build_status(background_event(b), context)
+
+
+@pytest.fixture
+def two_teams(reports_bucket, bitbucket, monkeypatch):
+    """Team A's builds of acme/a-web with team A's credential, in a deployment serving team A and team B."""
+    bitbucket.app.accept_token(OWN_TOKEN, {"acme/a-web"})
+    remember_secret(OWN_TOKEN)
+    document = [{"token": OWN_TOKEN, "projects": ["team-a"]}]
+    monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps(document))
+    monkeypatch.setenv("BUILD_PROJECTS", "team-a team-b")
+    reports_bucket.put("acme-b-reports", "b-7/junit.xml", junit(failing_case("test_b", "team B's own text")))
+    reports_bucket.put("acme-test-reports", "team-b/b-7/junit.xml", junit(failing_case("test_b", "team B's text")))
+    return reports_bucket
+
+
+def test_a_teams_build_reads_nothing_from_a_bucket_another_project_is_given(two_teams, bitbucket, monkeypatch):
+    monkeypatch.setenv("TEST_REPORT_BUCKETS", "team-a=acme-a-reports team-b=acme-b-reports")
+    downloads = two_teams.downloads
+    delivered_in(team_build("team-a", "b-7", "gs://acme-b-reports/b-7/"), "team-a")  # team B's build id, even
+    assert two_teams.downloads == downloads
+    [status] = bitbucket.app.shown("acme", "a-web", COMMIT)
+    assert status["description"] == "Failed after 3m 12s"
+
+
+def test_a_teams_build_naming_another_teams_prefix_of_a_shared_bucket_reads_nothing(two_teams, bitbucket, monkeypatch):
+    monkeypatch.setenv("TEST_REPORT_BUCKETS", "team-a=acme-test-reports,team-b=acme-test-reports")
+    downloads = two_teams.downloads
+    delivered_in(team_build("team-a", "a-3", "gs://acme-test-reports/team-b/b-7/"), "team-a")
+    assert two_teams.downloads == downloads
+    [status] = bitbucket.app.shown("acme", "a-web", COMMIT)
+    assert status["description"] == "Failed after 3m 12s"
+
+
+@pytest.mark.parametrize(
+    ("buckets", "projects", "error"),
+    [
+        ("acme-test-reports", "team-a team-b", "must name each bucket's project (PROJECT=bucket) when BUILD_PROJECTS"),
+        ("team-c=acme-c-reports", "team-a team-b", "names project 'team-c', which is not in BUILD_PROJECTS"),
+        ("team-a=gs://acme-a-reports", "", "must be bucket names, or PROJECT=bucket"),
+        ("Team_A=acme-a-reports", "", "must be bucket names, or PROJECT=bucket"),
+    ],
+)
+def test_test_report_buckets_give_each_bucket_its_project_when_several_are_served(buckets, projects, error):
+    with pytest.raises(main.ConfigurationError, match=re.escape(error)):
+        main.Config.from_env({"TEST_REPORT_BUCKETS": buckets, "BUILD_PROJECTS": projects})
+
+
+def test_test_report_buckets_of_one_project_may_be_plain_names():
+    assert main.Config.from_env({"TEST_REPORT_BUCKETS": "acme-reports, team-a=acme-a", "BUILD_PROJECTS": "team-a"}
+                                ).test_report_buckets == {("", "acme-reports"), ("team-a", "acme-a")}  # fmt: skip
+
+
+# --- smaller ones ------------------------------------------------------------------------------------------------
+
+
+def test_the_buckets_warned_about_are_remembered_within_a_bound(reports_bucket, bitbucket, monkeypatch, capsys):
+    """Each bucket outside TEST_REPORT_BUCKETS is warned about once while remembered; a build can name a new one
+    each time, so what is remembered is bounded."""
+    monkeypatch.setattr(main.TestReports, "WARNED_MAX", 3, raising=False)
+    for n in range(5):
+        subs = {"_BITBUCKET_TEST_REPORTS": f"gs://not-allowed-{n}/b-{n}/", "COMMIT_SHA": COMMIT}
+        deliver(build("FAILURE", f"b-{n}", substitutions=subs))
+    assert main._warm is not None
+    assert main._warm.tests is not None
+    assert len(main._warm.tests._warned) <= 3
+    warnings = [line for line in log_lines(capsys.readouterr().out) if line["severity"] == "WARNING"]
+    assert len(warnings) == 5
+
+
+@pytest.mark.parametrize("data", [b"<testsuites/>", b"<testsuites><properties/></testsuites>",
+                                  b"<testsuites><testcase name='outside-a-suite'/></testsuites>"])  # fmt: skip
+def test_a_folder_of_xml_without_a_test_adds_nothing_to_the_status(reports_bucket, bitbucket, data):
+    folder = f"empty-{len(data)}"
+    delivered_with_tests(reports_bucket, folder, {"a.xml": data, "b.xml": data})
+    [status] = bitbucket.app.shown("acme", "webapp", COMMIT)
+    assert status["description"] == "Failed after 3m 12s"
+
+
+# --- each bound and rule, at its edge --------------------------------------------------------------------------------
+
+
+def test_fifty_files_are_all_read_and_a_fifty_first_makes_the_counts_partial(reports_bucket, bitbucket):
+    for count, build_id, commit in ((50, "b-50", COMMIT), (51, "b-51", "5" * 40)):
+        files = {f"t{n:02}.xml": junit(f'<testcase name="test_{n}"/>') for n in range(count)}
+        downloads = reports_bucket.downloads
+        delivered_with_tests(reports_bucket, "fifty", files, "SUCCESS", build_id, commit)
+        assert reports_bucket.downloads - downloads == 50
+    [fifty] = bitbucket.app.shown("acme", "webapp", COMMIT)
+    [past] = bitbucket.app.shown("acme", "webapp", "5" * 40)
+    assert fifty["description"] == "Succeeded in 3m 12s: 50 tests passed"
+    assert past["description"] == "Succeeded in 3m 12s: 50 tests passed (partial)"
+
+
+def sized(size: int, name: str) -> bytes:
+    head = junit(f'<testcase name="{name}"/>')
+    return head[: -len(b"</testsuite>")] + b" " * (size - len(head)) + b"</testsuite>"
+
+
+def test_each_download_takes_only_what_is_left_of_the_total_bound(reports_bucket, bitbucket, monkeypatch):
+    """Files of 1,500 and 1,800 bytes within 2,000 each but 3,000 in all: the second is not read past what is left."""
+    monkeypatch.setattr(main, "TEST_FILE_BYTES_MAX", 2000)
+    monkeypatch.setattr(main, "TEST_BYTES_MAX", 3000)
+    delivered_with_tests(reports_bucket, "total", {"a.xml": sized(1500, "test_a"), "b.xml": sized(1800, "test_b")})
+    [status] = bitbucket.app.shown("acme", "webapp", COMMIT)
+    assert status["description"] == "Failed after 3m 12s: 1 tests passed (partial)"
+
+
+def test_partial_counts_are_not_kept_so_a_delivery_of_the_message_again_reads_the_files_again(
+    reports_bucket, bitbucket, monkeypatch, capsys
+):
+    """A file that could not be read may be readable when Pub/Sub delivers the message again."""
+    monkeypatch.setattr(main, "TEST_FILE_BYTES_MAX", 2000)
+    delivered_with_tests(reports_bucket, "partial", {"a.xml": sized(1500, "test_a"), "b.xml": sized(2500, "test_b")})
+    reports_bucket.put(BUCKET, "partial/b-1/b.xml", sized(1500, "test_b"))
+    downloads = reports_bucket.downloads
+    deliver(build("FAILURE", "b-1", substitutions={"_BITBUCKET_TEST_REPORTS": f"gs://{BUCKET}/partial/b-1/",
+                                                   "COMMIT_SHA": COMMIT}))  # fmt: skip
+    assert reports_bucket.downloads == downloads + 2
+    said = [line["message"] for line in log_lines(capsys.readouterr().out)]
+    assert said[-1].startswith("Did not post FAILED (Failed after 3m 12s: 2 tests passed): Bitbucket already shows")
+
+
+def test_a_running_build_reads_no_test_files(reports_bucket, bitbucket):
+    downloads = reports_bucket.downloads
+    delivered_with_tests(reports_bucket, "running", {"junit.xml": junit(failing_case("test_a"))}, "WORKING")
+    assert reports_bucket.downloads == downloads
+    [status] = bitbucket.app.shown("acme", "webapp", COMMIT)
+    assert status["description"] == "Running"
+
+
+def test_pytests_xunit1_line_is_0_based_so_a_test_without_a_place_in_its_text_is_annotated_a_line_lower():
+    results = main.parse_junit(junit(failing_case("test_a", "no place here", file="tests/test_app.py", line="9")))
+    assert [(a.path, a.line) for a in main.test_annotations(results)] == [("tests/test_app.py", 10)]
+
+
+def test_gotestsums_failed_gives_way_to_the_first_line_of_output_that_says_more():
+    [failure] = main.parse_junit((JUNIT / "gotestsum.xml").read_bytes()).failures
+    assert failure.message == "price_test.go:7: Price(100) = 119, want 120"
+
+
+def test_the_last_place_in_the_repository_wins_and_line_0_is_no_place():
+    text = ("tests/test_app.py:12: in test_a\n    check()\ntests/helpers.py:5: AssertionError\n"
+            "/usr/lib/python3.12/unittest/case.py:9: in run\ntests/conftest.py:0: in fixture")  # fmt: skip
+    [annotation] = main.test_annotations(main.parse_junit(junit(failing_case("test_a", text))))
+    assert (annotation.path, annotation.line) == ("tests/helpers.py", 5)
+
+
+def test_the_counts_come_before_a_long_failure_detail_in_the_255_character_description():
+    b = build("FAILURE", "b-1", statusDetail="x" * 300)
+    update = main.translate(b, main.Config())
+    assert isinstance(update, main.Update)
+    tested = main.with_tests(update, main.TestResults(passed=1, failed=1))
+    assert tested.status.description == "Failed after 3m 12s: 1 of 2 tests failed"
+
+
+def test_the_first_five_failed_tests_are_shown_in_the_report():
+    update = main.translate(build("FAILURE", "b-1"), main.Config())
+    assert isinstance(update, main.Update)
+    cases = (failing_case(f"test_{n}", f"tests/test_app.py:{n + 1}: E", message=f"assert {n} == 7") for n in range(7))
+    tested = main.with_tests(update, main.parse_junit(junit(*cases)))
+    assert tested.report is not None
+    shown = [line for line in tested.report.details.splitlines() if line.startswith("Failed test: ")]
+    assert shown == [f"Failed test: tests.test_app.test_{n}: assert {n} == 7" for n in range(5)]
+    assert len(tested.report.annotations) == 7
