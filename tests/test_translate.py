@@ -560,5 +560,4 @@ def test_a_step_dir_of_6000_characters_gives_no_annotation_path_over_1000():
     assert main.repository_path("app.py", "d" * 900) == "d" * 900 + "/app.py"
     annotations = main.annotations_from(["app.py:3:1: error: boom"], directory)
     assert all(len(a.path or "") <= 1000 for a in annotations)
-    results = main.TestResults(failed=1, failures=(main.FailedTest("t", "boom", "app.py:3: boom", "app.py", 3),))
-    assert all(len(a.path or "") <= 1000 for a in main.test_annotations(results, directory))
+    assert main.failure_place("app.py:3: boom", directory) is None
