@@ -41,7 +41,7 @@ CONFIG_VARIABLES = (
     "LOG_VIEW",
     "LOG_WAIT_SECONDS",
 )
-TOKEN = "bb-access-token-7Qx2"  # the stand-in's only accepted credential unless a test adds more
+TOKEN = "bb-access-token-66AK1XTUzJVxvDEzXwW9p7-B"  # the stand-in's only accepted credential unless a test adds more
 SECRET_FIELDS = ("password", "token", "client_secret")
 
 
@@ -256,7 +256,7 @@ def shown(server: Server, repo: str = "acme/webapp", commit: str = builds.COMMIT
 
 # --- a Bitbucket Data Center server (over TLS from a private CA, under a context path) -------------
 
-DC_TOKEN = "dc-http-access-token-51ab"
+DC_TOKEN = "dc-http-access-token-rhUR72WR9InEj2VIeaN9jcRh"
 
 
 @dataclass
@@ -309,11 +309,14 @@ def dc_build(status: str, site: Site, build_id: str = "b-0001", url: str | None 
 
 # --- a document of three entries, each serving its own repositories -------------------------------
 
-WEBAPP, API, TOOLS = "webapp-repository-token-1", "api-and-tools-token-2", "unused-token-3"
+WEBAPP = "webapp-repository-token-4PLLnZVmMe206uj0bvPpes4z"
+API = "api-and-tools-token-YW-SJpV2uFjR8NzURCyfAyJq"
+TOOLS = "unused-token-vDLMxm-ZihPGTPhdY0COgpyC"
+OPS = "ATATT3xb6vpKw_tRnzyTVcEQ8GhXaDn"  # the ops entry's API token (a Basic password)
 DOCUMENT = [
     {"token": WEBAPP, "repositories": ["acme/webapp"]},
     {"token": API, "repositories": ["acme/api", "tools/*"]},
-    {"username": "ci@acme.example", "password": "ops-api-token-3", "repositories": ["Ops/*"]},
+    {"username": "ci@acme.example", "password": OPS, "repositories": ["Ops/*"]},
 ]
 
 
@@ -322,7 +325,7 @@ def three_entries(bitbucket, monkeypatch):
     bitbucket.app.revoke_all()
     bitbucket.app.accept_token(WEBAPP, {"acme/webapp"})
     bitbucket.app.accept_token(API, {"acme/api", "tools/ci"})
-    bitbucket.app.accept_basic("ci@acme.example", "ops-api-token-3")
+    bitbucket.app.accept_basic("ci@acme.example", OPS)
     for entry in DOCUMENT:
         remember_stored(entry)
     monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps(DOCUMENT))

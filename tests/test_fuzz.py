@@ -158,14 +158,17 @@ def legitimate(answers: tuple[tuple[str, str, set[int]], ...], method: str, path
     return next((codes for m, pattern, codes in answers if m == method and re.fullmatch(pattern, path)), set())
 
 
+SERVER_TOKEN = "fuzz-data-center-token-nwmEvbGd1vhNTQ-RWeaZKFm3"  # the Data Center entry's
+
+
 @pytest.fixture
 def server(bitbucket, google, monkeypatch) -> Iterator[DataCenter]:
     """A Data Center server beside Bitbucket Cloud, one entry of the credentials each."""
     app = DataCenter()
-    app.accept_token("fuzz-data-center-token")
+    app.accept_token(SERVER_TOKEN)
     running = app.serve(int(SERVER.split(":")[2].split("/")[0]))
     google.app.repositories[connected_repository("PROJ/service")] = f"{SERVER}/scm/proj/service.git"
-    document = [{"token": TOKEN}, {"server": SERVER, "token": "fuzz-data-center-token"}]
+    document = [{"token": TOKEN}, {"server": SERVER, "token": SERVER_TOKEN}]
     monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps(document))
     yield app
     running.stop()

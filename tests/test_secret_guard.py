@@ -11,8 +11,8 @@ LEAKY = """
 from standins import remember_secret
 
 def test_prints_a_credential():
-    remember_secret("leaked-token-0123456789")
-    print("Authorization: Bearer leaked-token-0123456789")
+    remember_secret("leaked-token-7BNEj9O2jo2BHw0WgcnRBP1l")
+    print("Authorization: Bearer leaked-token-7BNEj9O2jo2BHw0WgcnRBP1l")
 """
 
 
@@ -25,7 +25,7 @@ def test_a_session_that_prints_a_credential_fails_naming_where_not_what(tmp_path
     assert result.returncode == 1, result.stdout
     assert "1 passed" in result.stdout
     assert "A credential appeared in the output of: test_leaky.py::test_prints_a_credential" in result.stdout
-    assert "leaked-token-0123456789" not in result.stdout.split("A credential appeared")[1]
+    assert "leaked-token-7BNEj9O2jo2BHw0WgcnRBP1l" not in result.stdout.split("A credential appeared")[1]
 
 
 def test_a_session_with_capture_off_fails_loudly_instead_of_going_blind(tmp_path):
