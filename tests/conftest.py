@@ -51,8 +51,7 @@ def remember_stored(credentials: Any) -> None:
         for entry in credentials:
             remember_stored(entry)
         return
-    for name in SECRET_FIELDS:
-        remember_secret(credentials.get(name, ""))
+    remember_secret(*(credentials[name] for name in SECRET_FIELDS if name in credentials))
     if "password" in credentials:
         remember_basic(credentials.get("username", ""), credentials["password"])
     if "client_secret" in credentials:
@@ -75,6 +74,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 _WORKERS_LEAKS: list[str] = []  # what each pytest-xdist worker found, gathered by the controller
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook
 def pytest_testnodedown(node: Any, error: Any) -> None:
     """pytest-xdist's controller, as a worker ends: the secrets, the stand-ins and the processes live in the
     workers, so each worker checks its own outputs and sends what it found (workeroutput)."""
