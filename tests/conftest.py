@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 import main
 from standins import LOGS, SEEN_SECRETS, builds, remember_basic, remember_secret
@@ -56,6 +58,43 @@ def remember_stored(credentials: Any) -> None:
         remember_basic(credentials.get("username", ""), credentials["password"])
     if "client_secret" in credentials:
         remember_basic(credentials.get("client_id", ""), credentials["client_secret"])
+
+
+# --- hypothesis: the same examples on every run of `make test`; a new search on every run of `make fuzz` -------
+
+# Both take Hypothesis' own CI settings (no deadline, no database, too_slow not a failure: nothing depends on the
+# machine's speed or on an earlier run) but not its derandomize, which would ignore --hypothesis-seed.
+settings.register_profile("ci", settings.get_profile("ci"), derandomize=False)
+settings.register_profile("fuzz", settings.get_profile("ci"), derandomize=False)
+settings.load_profile("ci")  # the default; --hypothesis-profile=fuzz (make fuzz) replaces it
+CI_SEED = 0
+
+
+@pytest.hookimpl(tryfirst=True)  # before Hypothesis' own plugin reads --hypothesis-seed
+def pytest_configure(config: pytest.Config) -> None:
+    """Every run has one seed, printed in the header: profile "ci" a fixed one (a correct main is green on every
+    run), any other a new one each run. `--hypothesis-seed=N` repeats a run."""
+    if config.getoption("hypothesis_seed", None) is None and hasattr(config.option, "hypothesis_seed"):
+        profile = config.getoption("hypothesis_profile", None) or "ci"
+        seed = getattr(config, "workerinput", {}).get("hypothesis_seed")  # a pytest-xdist worker: the controller's
+        config.option.hypothesis_seed = seed or str(CI_SEED if profile == "ci" else random.randrange(2**32))
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook
+def pytest_configure_node(node: Any) -> None:
+    """pytest-xdist's controller, as it starts a worker: the worker takes the controller's seed."""
+    node.workerinput["hypothesis_seed"] = node.config.getoption("hypothesis_seed", None)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    profile = config.getoption("hypothesis_profile", None) or "ci"
+    return f"hypothesis: profile {profile!r}, --hypothesis-seed={config.getoption('hypothesis_seed', None)}"
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """A failed run says its seed again at the end (-q hides the header)."""
+    if exitstatus != 0:
+        terminalreporter.write_line(f"{pytest_report_header(config)} (the same option repeats this run)")
 
 
 # --- no secret in any output of the whole session --------------------------------
