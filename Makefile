@@ -22,16 +22,19 @@ typecheck: $(BIN)/.installed
 	$(BIN)/mypy --strict main.py resync doctor standins
 
 # The tests in parallel (a worker per core, at most four), then the quick benchmark alone, so that nothing
-# shares the machine with its measurements.
+# shares the machine with its measurements. Hypothesis' profile "ci": the same seed, so the same examples, on
+# every run (printed in the header; `make fuzz` searches anew each run).
 test: lint typecheck
-	$(BIN)/python -m pytest --numprocesses=auto --maxprocesses=4 --ignore=tests/test_bench.py
+	$(BIN)/python -m pytest --numprocesses=auto --maxprocesses=4 --hypothesis-profile=ci --ignore=tests/test_bench.py
 	$(BIN)/python -m pytest tests/test_bench.py
 
 soak: $(BIN)/.installed
 	$(BIN)/python -m tests.soak --builds 250
 
+# A new seed each run, printed in the header (and again at the end of a failed run): SEED=N repeats a run.
 fuzz: $(BIN)/.installed
-	FUZZ_EXAMPLES=100000 $(BIN)/python -m pytest tests/test_fuzz.py -q -p no:cacheprovider --hypothesis-show-statistics
+	FUZZ_EXAMPLES=100000 $(BIN)/python -m pytest tests/test_fuzz.py -p no:cacheprovider --hypothesis-profile=fuzz \
+	  $(if $(SEED),--hypothesis-seed=$(SEED)) --hypothesis-show-statistics
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m bench

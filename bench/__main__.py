@@ -43,8 +43,9 @@ from standins.load import group_usage, percentile, push_all
 from standins.processes import ROOT, FunctionServer, KeepAliveStandin, environment
 from standins.tls import self_signed
 
-TOKEN = "bench-access-token-5b21"
-BASIC = ("ci@bench.example", "bench-api-token-77c1")  # the original signs in with a user name and password
+TOKEN = "bench-access-token-g5Nkt_51HJUZU25YL3wnJfXG"
+BASIC = ("ci@bench.example", "ATATT3xnOsqGQBTqyqnuVUFNyq9jY5I")  # the original signs in with a user name and password
+CONSUMER_SECRET = "bench-consumer-secret-Wf_oO59vxXwaHs50He3obaPk"
 KMS_KEY = "projects/bench/locations/global/keyRings/r/cryptoKeys/k"
 GOOGLE_PREFIXES = ("google.cloud.", "grpc", "google.protobuf", "google.api_core")
 QUICK_MARGIN = 1.5  # a quick run's ratios may miss their target by this factor before the run fails
@@ -82,13 +83,13 @@ class Stack:
         self.app = standin.Bitbucket(validate=False)
         self.app.accept_token(TOKEN)
         self.app.accept_basic(*BASIC)
-        self.app.accept_consumer("bench-consumer", "bench-consumer-secret")
+        self.app.accept_consumer("bench-consumer", CONSUMER_SECRET)
         self.bitbucket = self.app.serve()
         self.sa_file = self.google.service_account_file(workdir)
         basic = json.dumps({"username": BASIC[0], "password": BASIC[1]}).encode()
         self.storage.put("bench", "creds.enc", self.google.app.encrypt(KMS_KEY, basic))
         self.google.app.add_secret_version("projects/bench/secrets/s", json.dumps({"token": TOKEN}).encode())
-        consumer = {"client_id": "bench-consumer", "client_secret": "bench-consumer-secret"}
+        consumer = {"client_id": "bench-consumer", "client_secret": CONSUMER_SECRET}
         self.google.app.add_secret_version("projects/bench/secrets/oauth", json.dumps(consumer).encode())
         self.base = {
             "PATH": os.environ["PATH"],
@@ -601,7 +602,10 @@ def bench_document(lookups: int) -> None:
     fnmatch at every lookup (main.py before 2026-12-01), in one run."""
     entries, patterns = 1_700, 20
     document = [
-        {"token": f"t-{n:04}", "repositories": [f"team{n}/service-{p}-*" for p in range(patterns)]}
+        {
+            "token": f"team-token-GOSfEODHb0p9ZZ14yQeCpn8d-{n:04}",
+            "repositories": [f"team{n}/service-{p}-*" for p in range(patterns)],
+        }
         for n in range(entries)
     ]
     raw = json.dumps(document)

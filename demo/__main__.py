@@ -32,9 +32,9 @@ from standins.tls import certificate_authority, signed_by
 
 # Two repository access tokens, as a team on a Standard plan has: each reaches only its repositories;
 # and an HTTP access token of the company's own Bitbucket Data Center, whose certificate a private CA signed.
-WEBAPP_TOKEN = "demo-webapp-repository-access-token"
-OPS_TOKEN = "demo-ops-repository-access-token"
-SERVER_TOKEN = "demo-data-center-http-access-token"
+WEBAPP_TOKEN = "demo-webapp-token-tj995UhwodFpQY3rUEnEjmae"
+OPS_TOKEN = "demo-ops-token-xSb9Y2ujodvCHkCOEzdOV0A3"
+SERVER_TOKEN = "demo-data-center-token-5xY_GHdUuSB9Snxfk-5eubL3"
 
 
 def credentials(server: str, ca: str) -> list[dict[str, Any]]:

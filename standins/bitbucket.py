@@ -45,7 +45,7 @@ from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from standins import LOGS, remember_basic, remember_secret, shut_down
+from standins import LOGS, new_secret, remember_basic, remember_secret, shut_down
 
 SPEC = Path(__file__).resolve().parent / "data" / "specs" / "bitbucket-cloud-2.0.openapi.json.gz"
 STATUSES = re.compile(
@@ -449,8 +449,7 @@ class Bitbucket:
                 return _json({"error": "unsupported_grant_type"}, 400)
             if client_id not in self.consumers or not secrets.compare_digest(self.consumers[client_id], secret):
                 return _json({"error": "invalid_client", "error_description": "Invalid OAuth client credentials"}, 400)
-            token = secrets.token_urlsafe(24)
-            remember_secret(token)
+            token = new_secret()
             self._oauth_tokens[token] = (client_id, time.monotonic() + self.token_lifetime)
         return _json(
             {"access_token": token, "token_type": "bearer", "expires_in": self.token_lifetime, "scopes": "repository"}

@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import re
-import secrets
 import threading
 import time
 from collections import Counter
@@ -32,7 +31,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from standins import remember_secret, shut_down
+from standins import new_secret, shut_down
 
 KMS_ACTION = re.compile(r"/v1/(?P<name>projects/[^:]+/cryptoKeys/[^/:]+):(?P<action>encrypt|decrypt)")
 CLOUD_BUILD_REPOSITORY = re.compile(
@@ -148,8 +147,7 @@ class Google:
             return _json({"error": "unsupported_grant_type"}, 400)
         if self.refuse_tokens or len(request.form.get("assertion", "").split(".")) != 3:
             return _json({"error": "invalid_grant"}, 400)
-        token = secrets.token_urlsafe(24)
-        remember_secret(token)
+        token = new_secret()
         with self._lock:
             self._tokens.add(token)
             self.counts["token"] += 1

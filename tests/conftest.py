@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 import main
 from standins import LOGS, SEEN_SECRETS, builds, remember_basic, remember_secret
@@ -41,7 +43,7 @@ CONFIG_VARIABLES = (
     "LOG_VIEW",
     "LOG_WAIT_SECONDS",
 )
-TOKEN = "bb-access-token-7Qx2"  # the stand-in's only accepted credential unless a test adds more
+TOKEN = "bb-access-token-66AK1XTUzJVxvDEzXwW9p7-B"  # the stand-in's only accepted credential unless a test adds more
 SECRET_FIELDS = ("password", "token", "client_secret")
 
 
@@ -51,12 +53,48 @@ def remember_stored(credentials: Any) -> None:
         for entry in credentials:
             remember_stored(entry)
         return
-    for name in SECRET_FIELDS:
-        remember_secret(credentials.get(name, ""))
+    remember_secret(*(credentials[name] for name in SECRET_FIELDS if name in credentials))
     if "password" in credentials:
         remember_basic(credentials.get("username", ""), credentials["password"])
     if "client_secret" in credentials:
         remember_basic(credentials.get("client_id", ""), credentials["client_secret"])
+
+
+# --- hypothesis: the same examples on every run of `make test`; a new search on every run of `make fuzz` -------
+
+# Both take Hypothesis' own CI settings (no deadline, no database, too_slow not a failure: nothing depends on the
+# machine's speed or on an earlier run) but not its derandomize, which would ignore --hypothesis-seed.
+settings.register_profile("ci", settings.get_profile("ci"), derandomize=False)
+settings.register_profile("fuzz", settings.get_profile("ci"), derandomize=False)
+settings.load_profile("ci")  # the default; --hypothesis-profile=fuzz (make fuzz) replaces it
+CI_SEED = 0
+
+
+@pytest.hookimpl(tryfirst=True)  # before Hypothesis' own plugin reads --hypothesis-seed
+def pytest_configure(config: pytest.Config) -> None:
+    """Every run has one seed, printed in the header: profile "ci" a fixed one (a correct main is green on every
+    run), any other a new one each run. `--hypothesis-seed=N` repeats a run."""
+    if config.getoption("hypothesis_seed", None) is None and hasattr(config.option, "hypothesis_seed"):
+        profile = config.getoption("hypothesis_profile", None) or "ci"
+        seed = getattr(config, "workerinput", {}).get("hypothesis_seed")  # a pytest-xdist worker: the controller's
+        config.option.hypothesis_seed = seed or str(CI_SEED if profile == "ci" else random.randrange(2**32))
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook
+def pytest_configure_node(node: Any) -> None:
+    """pytest-xdist's controller, as it starts a worker: the worker takes the controller's seed."""
+    node.workerinput["hypothesis_seed"] = node.config.getoption("hypothesis_seed", None)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    profile = config.getoption("hypothesis_profile", None) or "ci"
+    return f"hypothesis: profile {profile!r}, --hypothesis-seed={config.getoption('hypothesis_seed', None)}"
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """A failed run says its seed again at the end (-q hides the header)."""
+    if exitstatus != 0:
+        terminalreporter.write_line(f"{pytest_report_header(config)} (the same option repeats this run)")
 
 
 # --- no secret in any output of the whole session --------------------------------
@@ -75,6 +113,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 _WORKERS_LEAKS: list[str] = []  # what each pytest-xdist worker found, gathered by the controller
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook
 def pytest_testnodedown(node: Any, error: Any) -> None:
     """pytest-xdist's controller, as a worker ends: the secrets, the stand-ins and the processes live in the
     workers, so each worker checks its own outputs and sends what it found (workeroutput)."""
@@ -256,7 +295,7 @@ def shown(server: Server, repo: str = "acme/webapp", commit: str = builds.COMMIT
 
 # --- a Bitbucket Data Center server (over TLS from a private CA, under a context path) -------------
 
-DC_TOKEN = "dc-http-access-token-51ab"
+DC_TOKEN = "dc-http-access-token-rhUR72WR9InEj2VIeaN9jcRh"
 
 
 @dataclass
@@ -309,11 +348,14 @@ def dc_build(status: str, site: Site, build_id: str = "b-0001", url: str | None 
 
 # --- a document of three entries, each serving its own repositories -------------------------------
 
-WEBAPP, API, TOOLS = "webapp-repository-token-1", "api-and-tools-token-2", "unused-token-3"
+WEBAPP = "webapp-repository-token-4PLLnZVmMe206uj0bvPpes4z"
+API = "api-and-tools-token-YW-SJpV2uFjR8NzURCyfAyJq"
+TOOLS = "unused-token-vDLMxm-ZihPGTPhdY0COgpyC"
+OPS = "ATATT3xb6vpKw_tRnzyTVcEQ8GhXaDn"  # the ops entry's API token (a Basic password)
 DOCUMENT = [
     {"token": WEBAPP, "repositories": ["acme/webapp"]},
     {"token": API, "repositories": ["acme/api", "tools/*"]},
-    {"username": "ci@acme.example", "password": "ops-api-token-3", "repositories": ["Ops/*"]},
+    {"username": "ci@acme.example", "password": OPS, "repositories": ["Ops/*"]},
 ]
 
 
@@ -322,7 +364,7 @@ def three_entries(bitbucket, monkeypatch):
     bitbucket.app.revoke_all()
     bitbucket.app.accept_token(WEBAPP, {"acme/webapp"})
     bitbucket.app.accept_token(API, {"acme/api", "tools/ci"})
-    bitbucket.app.accept_basic("ci@acme.example", "ops-api-token-3")
+    bitbucket.app.accept_basic("ci@acme.example", OPS)
     for entry in DOCUMENT:
         remember_stored(entry)
     monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps(DOCUMENT))

@@ -43,8 +43,8 @@ from standins.processes import environment
 FINALS = {"SUCCESS": "SUCCESSFUL", "FAILURE": "FAILED", "TIMEOUT": "FAILED", "INTERNAL_ERROR": "FAILED",
           "CANCELLED": "STOPPED", "EXPIRED": "STOPPED"}  # fmt: skip
 FINAL_WEIGHTS = {"SUCCESS": 60, "FAILURE": 20, "TIMEOUT": 5, "INTERNAL_ERROR": 3, "CANCELLED": 8, "EXPIRED": 4}
-TOKEN = "soak-access-token-4f9a"
-SERVER_TOKEN = "soak-data-center-token-c3d8"
+TOKEN = "soak-access-token-lt2eMk8cr2wF3aeufMJoP4l5"
+SERVER_TOKEN = "soak-data-center-token-993GFSBat2afcRG0ik8DIsMS"
 SERVER_STATES = {"CANCELLED": "STOPPED"}  # what Data Center calls Cloud's STOPPED
 
 

@@ -10,14 +10,20 @@ import requests
 from standins.bitbucket import Bitbucket, Server
 from standins.builds import COMMIT
 
-BEARER = {"Authorization": "Bearer good-token"}
+GOOD_TOKEN = "good-token-Z-mrYMtjjBcMQ79skXXPgIWZ"
+API_TOKEN = "ATATT3xMwEiboi6X72XV14YdpEDcH-N"  # dev@acme.example's (Basic)
+CLIENT_SECRET = "client-secret-VeAJ0bflRwxk69ukyt7PlSIT"
+REPOSITORY_TOKEN = "repo-token-webapp-YWNJsm8v_srX66mazczfOdjW"
+REPORT_TOKEN = "standin-report-token-EXnjCKOEWgB7ycSr9_cD7e_S"
+ANNOTATION_TOKEN = "standin-annotation-token-U8WHC-dhDvZjwWuUVl_7gsLd"
+BEARER = {"Authorization": f"Bearer {GOOD_TOKEN}"}
 
 
 @pytest.fixture
 def standin() -> Iterator[Server]:
     app = Bitbucket(repositories={"acme/webapp"})
-    app.accept_token("good-token")
-    app.accept_basic("dev@acme.example", "api-token")
+    app.accept_token(GOOD_TOKEN)
+    app.accept_basic("dev@acme.example", API_TOKEN)
     server = app.serve()
     yield server
     server.stop()
@@ -79,7 +85,7 @@ def test_missing_or_wrong_credentials_get_401(standin, headers):
 
 def test_basic_with_the_right_api_token_is_accepted(standin):
     response = requests.post(
-        statuses(standin), json={"key": "k", "state": "FAILED"}, auth=("dev@acme.example", "api-token"), timeout=5
+        statuses(standin), json={"key": "k", "state": "FAILED"}, auth=("dev@acme.example", API_TOKEN), timeout=5
     )
     assert response.status_code == 201
 
@@ -87,7 +93,7 @@ def test_basic_with_the_right_api_token_is_accepted(standin):
 def test_only_the_creator_of_a_status_may_overwrite_it(standin):
     assert post(standin, {"key": "k", "state": "INPROGRESS"}).status_code == 201
     response = requests.post(
-        statuses(standin), json={"key": "k", "state": "FAILED"}, auth=("dev@acme.example", "api-token"), timeout=5
+        statuses(standin), json={"key": "k", "state": "FAILED"}, auth=("dev@acme.example", API_TOKEN), timeout=5
     )
     assert response.status_code == 403
     assert post(standin, {"key": "k", "state": "FAILED"}).status_code == 200
@@ -117,9 +123,9 @@ def test_put_updates_an_existing_status_and_refuses_a_missing_one(standin):
 
 
 def test_oauth_client_credentials_give_a_bearer_token(standin):
-    standin.app.accept_consumer("client-id", "client-secret")
+    standin.app.accept_consumer("client-id", CLIENT_SECRET)
     token = requests.post(
-        standin.token_url, data={"grant_type": "client_credentials"}, auth=("client-id", "client-secret"), timeout=5
+        standin.token_url, data={"grant_type": "client_credentials"}, auth=("client-id", CLIENT_SECRET), timeout=5
     ).json()
     assert token["expires_in"] == 7200
     headers = {"Authorization": f"Bearer {token['access_token']}"}
@@ -137,7 +143,7 @@ def test_each_credential_has_its_own_budget_and_access_tokens_see_it_in_headers(
     assert [a.headers["X-RateLimit-NearLimit"] for a in answers[:5]] == ["false"] * 3 + ["true"] * 2
     assert answers[0].headers["X-RateLimit-Limit"] == "5"
     basic = requests.post(
-        statuses(standin), json={"key": "b", "state": "FAILED"}, auth=("dev@acme.example", "api-token"), timeout=5
+        statuses(standin), json={"key": "b", "state": "FAILED"}, auth=("dev@acme.example", API_TOKEN), timeout=5
     )
     assert basic.status_code == 201  # another credential, another budget
     assert "X-RateLimit-Limit" not in basic.headers  # API tokens get no rate-limit headers
@@ -145,8 +151,8 @@ def test_each_credential_has_its_own_budget_and_access_tokens_see_it_in_headers(
 
 def test_a_repository_access_token_reaches_only_its_repository(standin):
     standin.app.repositories.add("acme/other")
-    standin.app.accept_token("repo-token-webapp", {"acme/webapp"})
-    headers = {"Authorization": "Bearer repo-token-webapp"}
+    standin.app.accept_token(REPOSITORY_TOKEN, {"acme/webapp"})
+    headers = {"Authorization": f"Bearer {REPOSITORY_TOKEN}"}
     assert post(standin, {"key": "k", "state": "FAILED"}, headers=headers).status_code == 201
     assert post(standin, {"key": "k", "state": "FAILED"}, headers=headers, repo="acme/other").status_code == 403
 
@@ -181,10 +187,10 @@ def test_reports_are_accepted_only_as_atlassians_descriptions_allow():
 
     from standins.datacenter import DataCenter
 
-    headers = {"Authorization": "Bearer standin-report-token-1"}
+    headers = {"Authorization": f"Bearer {REPORT_TOKEN}"}
     cloud, server = Bitbucket(), DataCenter()
-    cloud.accept_token("standin-report-token-1")
-    server.accept_token("standin-report-token-1")
+    cloud.accept_token(REPORT_TOKEN)
+    server.accept_token(REPORT_TOKEN)
     on_cloud = f"/2.0/repositories/acme/webapp/commit/{'a' * 40}/reports/cloud-build-x"
     on_server = f"/bitbucket/rest/insights/latest/projects/PROJ/repos/repo/commits/{'a' * 40}/reports/cloud-build-x"
     good = {"title": "t", "details": "d", "report_type": "TEST", "result": "PASSED",
@@ -208,10 +214,10 @@ def test_annotations_are_accepted_only_as_atlassians_descriptions_allow_and_outl
 
     from standins.datacenter import DataCenter
 
-    headers = {"Authorization": "Bearer standin-annotation-token-1"}
+    headers = {"Authorization": f"Bearer {ANNOTATION_TOKEN}"}
     cloud, server = Bitbucket(), DataCenter()
-    cloud.accept_token("standin-annotation-token-1")
-    server.accept_token("standin-annotation-token-1")
+    cloud.accept_token(ANNOTATION_TOKEN)
+    server.accept_token(ANNOTATION_TOKEN)
     on_cloud = f"/2.0/repositories/acme/webapp/commit/{'a' * 40}/reports/cloud-build-x"
     report = {"title": "t", "details": "d", "report_type": "TEST", "result": "FAILED", "data": []}
     assert Client(cloud).put(on_cloud, json=report, headers=headers).status_code == 200

@@ -15,6 +15,11 @@ from standins.builds import build
 from tests.conftest import API, TOKEN, WEBAPP, creator, deliver, log_lines, shown
 
 COMMIT = "c" * 40
+CATCH_ALL = "catch-all-token-RC1fGSB7yMgVshb5vrISN-zf"
+FIRST = "first-token-hmX_bP-y5FeQ-owYfSYLkS1u"
+SECOND = "second-token-wKpnyFaor2PW2-zLEYrN7C9d"
+PASTED = "pasted-token-Jqm2IFoy7HLnlRNtlu8nhuxy"  # followed by a character outside ASCII
+TEAM = "team-token-dyJuX63_m1geUNk6WL764xrF"  # and a number
 
 
 def test_each_repository_is_written_with_the_entry_that_serves_it_and_an_unserved_one_gets_nothing(
@@ -37,31 +42,31 @@ def test_each_repository_is_written_with_the_entry_that_serves_it_and_an_unserve
 
 
 def test_the_first_entry_that_matches_wins_and_an_entry_without_patterns_serves_the_rest(bitbucket, monkeypatch):
-    bitbucket.app.accept_token("catch-all-token-99")
-    document = [{"token": WEBAPP, "repositories": ["acme/webapp"]}, {"token": "catch-all-token-99"}]
+    bitbucket.app.accept_token(CATCH_ALL)
+    document = [{"token": WEBAPP, "repositories": ["acme/webapp"]}, {"token": CATCH_ALL}]
     bitbucket.app.accept_token(WEBAPP, {"acme/webapp"})
     monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps(document))
     deliver(build("SUCCESS", repo="acme/webapp", commit=COMMIT))
     deliver(build("SUCCESS", repo="acme/anything", commit=COMMIT))
     assert creator(bitbucket, "acme/webapp") == token_identity(WEBAPP)
-    assert creator(bitbucket, "acme/anything") == token_identity("catch-all-token-99")
+    assert creator(bitbucket, "acme/anything") == token_identity(CATCH_ALL)
 
 
 IN = "of BITBUCKET_CREDENTIALS"
 BAD_DOCUMENTS = [
-    ([{"token": "t-1"}, {"tokn": "t-2"}], f"entry 2 {IN} has an unknown field: 'tokn'"),
-    ([{"token": "t-1", "repository": ["acme/*"]}], f"entry 1 {IN} has an unknown field: 'repository'"),
-    ([{"token": "t-1"}, {"token": "t-2", "ATATT3x-SECRET": 1}], f"entry 2 {IN} has an unknown field: (a field that"),
-    ([{"token": "t-1"}, "t-2"], f"entry 2 {IN} is not a JSON object"),
-    ([{"token": "t-1", "username": "u", "password": "p"}], f"entry 1 {IN} does not hold Bitbucket credentials"),
-    ([{"token": "t-1", "repositories": "acme/*"}], f'entry 1 {IN} has "repositories" that are not'),
-    ([{"token": "t-1", "repositories": ["acme"]}], f'entry 1 {IN} has "repositories" that are not'),
+    ([{"token": FIRST}, {"tokn": SECOND}], f"entry 2 {IN} has an unknown field: 'tokn'"),
+    ([{"token": FIRST, "repository": ["acme/*"]}], f"entry 1 {IN} has an unknown field: 'repository'"),
+    ([{"token": FIRST}, {"token": SECOND, "ATATT3x-SECRET": 1}], f"entry 2 {IN} has an unknown field: (a field that"),
+    ([{"token": FIRST}, SECOND], f"entry 2 {IN} is not a JSON object"),
+    ([{"token": FIRST, "username": "u", "password": "p"}], f"entry 1 {IN} does not hold Bitbucket credentials"),
+    ([{"token": FIRST, "repositories": "acme/*"}], f'entry 1 {IN} has "repositories" that are not'),
+    ([{"token": FIRST, "repositories": ["acme"]}], f'entry 1 {IN} has "repositories" that are not'),
     ([], "BITBUCKET_CREDENTIALS does not hold Bitbucket credentials"),
-    ([{"token": "t-1", "repositories": []}], f'entry 1 {IN} has "repositories" that are not'),
-    ([{"token": "t-1", "server": None}], f"entry 1 {IN} has a null 'server'"),
-    ([{"token": "t-1", "repositories": None}], f"entry 1 {IN} has a null 'repositories'"),
+    ([{"token": FIRST, "repositories": []}], f'entry 1 {IN} has "repositories" that are not'),
+    ([{"token": FIRST, "server": None}], f"entry 1 {IN} has a null 'server'"),
+    ([{"token": FIRST, "repositories": None}], f"entry 1 {IN} has a null 'repositories'"),
     ([{"token": None}], f"entry 1 {IN} has a null 'token'"),
-    ([{"token": "t-1", "server": "https://bb.example", "ca_certificate": None}], f"entry 1 {IN} has a null"),
+    ([{"token": FIRST, "server": "https://bb.example", "ca_certificate": None}], f"entry 1 {IN} has a null"),
 ]
 
 
@@ -74,7 +79,7 @@ def test_a_bad_document_is_a_configuration_error_naming_the_source_and_position_
         deliver(build("SUCCESS"))
     assert message in str(raised.value)
     out = capsys.readouterr().out
-    for value in ("t-1", "t-2", "ATATT3x", "acme/*"):
+    for value in (FIRST, SECOND, "ATATT3x", "acme/*"):
         assert value not in str(raised.value)
         assert value not in out
     assert bitbucket.app.calls == []
@@ -108,13 +113,13 @@ def test_credentials_never_show_in_their_repr():
 def test_a_token_with_a_character_outside_ascii_is_a_configuration_error_naming_the_source(
     bitbucket, monkeypatch, capsys
 ):
-    monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps({"token": "pasted-token-with…"}))
+    monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps({"token": f"{PASTED}…"}))
     with pytest.raises(main.ConfigurationError, match="BITBUCKET_CREDENTIALS holds a token with a character outside"):
         deliver(build("SUCCESS"))
     out = capsys.readouterr().out
     assert log_lines(out)[-1]["severity"] == "ERROR"
     assert "BITBUCKET_CREDENTIALS" in log_lines(out)[-1]["message"]
-    assert "pasted-token" not in out
+    assert PASTED not in out
     assert bitbucket.app.calls == []
 
 
@@ -122,10 +127,10 @@ def test_a_token_with_a_character_outside_ascii_is_a_configuration_error_naming_
     ("entry", "message"),
     [
         ({"client_id": "c", "client_secret": "s", "server": "https://bb.example"}, "is an OAuth consumer"),
-        ({"token": "t-123", "server": "http://bb.example"}, '"server" that is not an https:// URL'),
-        ({"token": "t-123", "server": "https://user@bb.example"}, '"server" that is not an https:// URL'),
-        ({"token": "t-123", "ca_certificate": "x"}, '"ca_certificate" but no "server"'),
-        ({"token": "t-123", "server": "https://bb.example", "ca_certificate": "not a PEM"}, "not a PEM certificate"),
+        ({"token": FIRST, "server": "http://bb.example"}, '"server" that is not an https:// URL'),
+        ({"token": FIRST, "server": "https://user@bb.example"}, '"server" that is not an https:// URL'),
+        ({"token": FIRST, "ca_certificate": "x"}, '"ca_certificate" but no "server"'),
+        ({"token": FIRST, "server": "https://bb.example", "ca_certificate": "not a PEM"}, "not a PEM certificate"),
     ],
 )
 def test_a_bad_server_entry_is_a_configuration_error(bitbucket, monkeypatch, entry, message):
@@ -141,18 +146,18 @@ def entries(*document: dict) -> tuple[main.Credential, ...]:
 
 
 def test_a_data_center_entrys_patterns_match_project_and_slug_without_case():
-    [entry] = entries({"token": "t-1", "server": "https://bb.example", "repositories": ["proj/Repo-*"]})
+    [entry] = entries({"token": FIRST, "server": "https://bb.example", "repositories": ["proj/Repo-*"]})
     assert entry.serves(main.Repository("PROJ", "repo-api", server="https://bb.example"))
     assert not entry.serves(main.Repository("PROJ", "other", server="https://bb.example"))
     assert not entry.serves(main.Repository("PROJ", "repo-api"))  # the same name on Bitbucket Cloud
 
 
 def test_a_server_written_with_its_default_port_serves_clone_urls_without_it():
-    [entry] = entries({"token": "t-1", "server": "https://bb.example:443/bitbucket"})
+    [entry] = entries({"token": FIRST, "server": "https://bb.example:443/bitbucket"})
     found = main.repository_at("https://bb.example/bitbucket/scm/proj/repo.git")
     assert entry.server == "https://bb.example/bitbucket"
     assert entry.serves(main.valid_repository(found))
-    [other_port] = entries({"token": "t-1", "server": "https://bb.example:8443"})
+    [other_port] = entries({"token": FIRST, "server": "https://bb.example:8443"})
     assert other_port.server == "https://bb.example:8443"
 
 
@@ -161,11 +166,10 @@ def test_a_large_document_is_matched_without_falling_off_a_cliff(bitbucket, monk
     translated once, when the document is read, however many events look an entry up (before the patterns were
     compiled once, every lookup translated them all again: about 10 s an event; `make bench` times it)."""
     document = [
-        {"token": f"team-token-{n:04}", "repositories": [f"team{n}/service-{p}-*" for p in range(20)]}
-        for n in range(5_000)
+        {"token": f"{TEAM}-{n:04}", "repositories": [f"team{n}/service-{p}-*" for p in range(20)]} for n in range(5_000)
     ]
     for n in range(4_997, 5_000):
-        bitbucket.app.accept_token(f"team-token-{n:04}")
+        bitbucket.app.accept_token(f"{TEAM}-{n:04}")
     monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps(document))
     translated = []
     translate = fnmatch.translate

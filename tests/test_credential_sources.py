@@ -14,13 +14,25 @@ from standins.builds import build
 from tests.conftest import DOCUMENT, creator, deliver, log_lines, shown
 
 COMMIT = "c" * 40
+API_TOKEN = "ATATT3xKPrtec7qw99QbIUrkjTAXQUD"
+REVOKED = "revoked-token-Y6CTkdNj621b-9Ce5tShDwUH"
+OLD_API_TOKEN = "ATATT3xUHC-R_b2X4BmS3NwXNNQgiro"
+NEW_API_TOKEN = "ATATT3xaXApEDdpgh6t91yGeZa2-xX4"
+ROTATED_API_TOKEN = "ATATT3x7WdSl-p4_yiw85KChlrXIsNC"
+ACCESS_TOKEN = "repository-access-token-BLqGwpofKRSFFUeG_QkjcOZt"
+CONSUMER_SECRET = "consumer-secret-7HOAIoksibSZpIRLZh8vVP-0"
+ROTATED_SECRET = "rotated-secret-JTTuavxyMvCaFm3y_w7Z9wD7"
+NEWER_TOKEN = "a-newer-token-gJ0-uUbOPfTbOqMKIBAxBvLH"  # one Bitbucket does not know
+OPS_ROTATED = "ATATT3xpjvULH6J5Roizskz0Z8OWGlp"  # the ops entry's, rotated
+CONSUMER_A_SECRET = "consumer-a-secret-h1rgIeTlmLQ3hsOCRmzfQARj"
+CONSUMER_B_SECRET = "consumer-b-secret-4R418D033V8p4ckbFbsJvd22"
+ACME_TOKEN = "acme-repository-token-6w61pFCj9eLvXiMrxvYaXgYu"
+OTHER_TOKEN = "other-repository-token-0AHNIVFv83dsUv4iurR3670b"
 
 
 def test_username_and_api_token_sign_in_with_http_basic(bitbucket, monkeypatch):
-    bitbucket.app.accept_basic("dev@acme.example", "ATATT3x-api-token")
-    monkeypatch.setenv(
-        "BITBUCKET_CREDENTIALS", json.dumps({"username": "dev@acme.example", "password": "ATATT3x-api-token"})
-    )
+    bitbucket.app.accept_basic("dev@acme.example", API_TOKEN)
+    monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps({"username": "dev@acme.example", "password": API_TOKEN}))
     deliver(build("SUCCESS"))
     assert [s["state"] for s in shown(bitbucket)] == ["SUCCESSFUL"]
 
@@ -50,12 +62,12 @@ def test_none_two_or_half_a_credential_source_is_a_configuration_error_naming_th
 
 
 def test_an_invalid_credential_is_refetched_once_then_raised_for_redelivery(bitbucket, monkeypatch, capsys):
-    monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps({"token": "revoked-token"}))
+    monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps({"token": REVOKED}))
     with pytest.raises(main.TransientError, match="credentials refused after fetching them again") as raised:
         deliver(build("SUCCESS"))
     assert [c.status for c in bitbucket.app.calls] == [401, 401]
-    assert "revoked-token" not in str(raised.value)
-    assert "revoked-token" not in capsys.readouterr().out
+    assert REVOKED not in str(raised.value)
+    assert REVOKED not in capsys.readouterr().out
 
 
 # --- the bucket source: the original function's design, with the real client libraries ---
@@ -73,13 +85,13 @@ def test_bucket_credentials_are_fetched_and_decrypted_once_per_instance(bucket_c
 
 def test_bucket_credentials_rotate_on_a_warm_instance(bucket_credentials, google, bitbucket):
     # An API token rotated for the same account: the account may overwrite its own statuses.
-    bitbucket.app.accept_basic("ci@acme.example", "old-api-token")
-    bucket_credentials({"username": "ci@acme.example", "password": "old-api-token"})
+    bitbucket.app.accept_basic("ci@acme.example", OLD_API_TOKEN)
+    bucket_credentials({"username": "ci@acme.example", "password": OLD_API_TOKEN})
     deliver(build("WORKING", "b-1"))
     decrypts = google.app.counts["kms.decrypt"]
     bitbucket.app.revoke_all()
-    bitbucket.app.accept_basic("ci@acme.example", "new-api-token")
-    bucket_credentials({"username": "ci@acme.example", "password": "new-api-token"})
+    bitbucket.app.accept_basic("ci@acme.example", NEW_API_TOKEN)
+    bucket_credentials({"username": "ci@acme.example", "password": NEW_API_TOKEN})
     deliver(build("FAILURE", "b-1"))
     assert google.app.counts["kms.decrypt"] - decrypts == 1
     assert [s["state"] for s in shown(bitbucket)] == ["FAILED"]
@@ -113,18 +125,18 @@ def test_an_error_answer_from_bitbucket_is_reported(bucket_credentials, bitbucke
 # --- every source with every shape; OAuth consumers; Secret Manager; rotation ---
 
 SHAPES = {
-    "api token": {"username": "ci@acme.example", "password": "ATATT3x-api-token"},
-    "access token": {"token": "repository-access-token"},
-    "oauth consumer": {"client_id": "consumer-key", "client_secret": "consumer-secret"},
+    "api token": {"username": "ci@acme.example", "password": API_TOKEN},
+    "access token": {"token": ACCESS_TOKEN},
+    "oauth consumer": {"client_id": "consumer-key", "client_secret": CONSUMER_SECRET},
 }
 
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))
 def test_every_source_works_with_every_credential_shape(bitbucket, credential_store, monkeypatch, shape):
     bitbucket.app.revoke_all()
-    bitbucket.app.accept_basic("ci@acme.example", "ATATT3x-api-token")
-    bitbucket.app.accept_token("repository-access-token")
-    bitbucket.app.accept_consumer("consumer-key", "consumer-secret")
+    bitbucket.app.accept_basic("ci@acme.example", API_TOKEN)
+    bitbucket.app.accept_token(ACCESS_TOKEN)
+    bitbucket.app.accept_consumer("consumer-key", CONSUMER_SECRET)
     monkeypatch.setenv("BITBUCKET_OAUTH_TOKEN_URL", bitbucket.token_url)
     credential_store(SHAPES[shape])
     deliver(build("WORKING"))
@@ -133,7 +145,7 @@ def test_every_source_works_with_every_credential_shape(bitbucket, credential_st
 
 
 def oauth(bitbucket, monkeypatch, store) -> None:
-    bitbucket.app.accept_consumer("consumer-key", "consumer-secret")
+    bitbucket.app.accept_consumer("consumer-key", CONSUMER_SECRET)
     monkeypatch.setenv("BITBUCKET_OAUTH_TOKEN_URL", bitbucket.token_url)
     store(SHAPES["oauth consumer"])
 
@@ -176,8 +188,8 @@ def test_an_oauth_consumer_rotated_while_its_token_expired_is_fetched_again(
     oauth(bitbucket, monkeypatch, secret_credentials)
     deliver(build("WORKING"))
     reads = google.app.counts["secretmanager.access"]
-    bitbucket.app.accept_consumer("consumer-key", "rotated-secret")  # the consumer's secret is regenerated
-    secret_credentials({"client_id": "consumer-key", "client_secret": "rotated-secret"})
+    bitbucket.app.accept_consumer("consumer-key", ROTATED_SECRET)  # the consumer's secret is regenerated
+    secret_credentials({"client_id": "consumer-key", "client_secret": ROTATED_SECRET})
     time.sleep(1.1)  # the token runs out: the next event exchanges the consumer again
     deliver(build("SUCCESS"))
     assert google.app.counts["secretmanager.access"] - reads == 1
@@ -191,7 +203,7 @@ def test_a_refused_oauth_consumer_raises_without_showing_its_secret(bitbucket, e
         main.TransientError, match="Bitbucket refused the OAuth consumer of credential entry 1: 400 Invalid OAuth"
     ) as raised:
         deliver(build("SUCCESS"))
-    assert "consumer-secret" not in str(raised.value)
+    assert CONSUMER_SECRET not in str(raised.value)
 
 
 def test_secret_manager_is_read_once_per_instance(bitbucket, secret_credentials, google):
@@ -203,7 +215,7 @@ def test_secret_manager_is_read_once_per_instance(bitbucket, secret_credentials,
 
 def test_a_pinned_secret_version_is_read_as_named(bitbucket, secret_credentials, google, monkeypatch):
     secret = os.environ["CREDENTIALS_SECRET"]
-    secret_credentials({"token": "a-newer-token-bitbucket-does-not-know"})
+    secret_credentials({"token": NEWER_TOKEN})
     monkeypatch.setenv("CREDENTIALS_SECRET", f"{secret}/versions/1")
     deliver(build("SUCCESS"))
     assert [s["state"] for s in shown(bitbucket)] == ["SUCCESSFUL"]
@@ -228,12 +240,12 @@ def test_rotation_reaches_a_warm_instance_with_one_refetch_and_no_event_lost(
 ):
     store = request.getfixturevalue("bucket_credentials" if source == "bucket" else "secret_credentials")
     if source == "oauth":
-        old, new = SHAPES["oauth consumer"], {"client_id": "consumer-key", "client_secret": "rotated-secret"}
+        old, new = SHAPES["oauth consumer"], {"client_id": "consumer-key", "client_secret": ROTATED_SECRET}
         monkeypatch.setenv("BITBUCKET_OAUTH_TOKEN_URL", bitbucket.token_url)
-        bitbucket.app.accept_consumer("consumer-key", "consumer-secret")
+        bitbucket.app.accept_consumer("consumer-key", CONSUMER_SECRET)
     else:
-        old, new = SHAPES["api token"], {"username": "ci@acme.example", "password": "rotated-api-token"}
-        bitbucket.app.accept_basic("ci@acme.example", "ATATT3x-api-token")
+        old, new = SHAPES["api token"], {"username": "ci@acme.example", "password": ROTATED_API_TOKEN}
+        bitbucket.app.accept_basic("ci@acme.example", API_TOKEN)
     store(old)
     fetches = lambda: google.app.counts["secretmanager.access"] + google.app.counts["kms.decrypt"]  # noqa: E731
     deliver(build("WORKING"))
@@ -241,9 +253,9 @@ def test_rotation_reaches_a_warm_instance_with_one_refetch_and_no_event_lost(
 
     bitbucket.app.revoke_all()  # Bitbucket revokes the old credential ...
     if source == "oauth":
-        bitbucket.app.accept_consumer("consumer-key", "rotated-secret")
+        bitbucket.app.accept_consumer("consumer-key", ROTATED_SECRET)
     else:
-        bitbucket.app.accept_basic("ci@acme.example", "rotated-api-token")
+        bitbucket.app.accept_basic("ci@acme.example", ROTATED_API_TOKEN)
     store(new)  # ... and the stored one is replaced
     deliver(build("SUCCESS"))
 
@@ -265,12 +277,12 @@ def test_a_credentials_file_is_read_once_and_again_when_its_token_is_refused(bit
 
 
 def test_a_rewritten_credentials_file_rotates_a_warm_instance_with_nothing_lost(bitbucket, file_credentials):
-    bitbucket.app.accept_basic("ci@acme.example", "old-api-token")
-    file_credentials({"username": "ci@acme.example", "password": "old-api-token"})
+    bitbucket.app.accept_basic("ci@acme.example", OLD_API_TOKEN)
+    file_credentials({"username": "ci@acme.example", "password": OLD_API_TOKEN})
     deliver(build("QUEUED"))
     bitbucket.app.revoke_all()  # Bitbucket revokes the old token; a new secret version is mounted
-    bitbucket.app.accept_basic("ci@acme.example", "new-api-token")
-    file_credentials({"username": "ci@acme.example", "password": "new-api-token"})
+    bitbucket.app.accept_basic("ci@acme.example", NEW_API_TOKEN)
+    file_credentials({"username": "ci@acme.example", "password": NEW_API_TOKEN})
     deliver(build("WORKING"))
     deliver(build("SUCCESS"))
     assert [(s["state"], s["description"]) for _, s in bitbucket.app.history] == [
@@ -310,8 +322,8 @@ def test_rotating_one_entry_in_secret_manager_reaches_a_warm_instance_with_one_m
     reads = google.app.counts["secretmanager.access"]
     # Entry 3's API token is rotated for the same account (which may overwrite its own statuses).
     three_entries.app.basic.pop("ci@acme.example")
-    three_entries.app.accept_basic("ci@acme.example", "ops-api-token-3-rotated")
-    secret_credentials([*DOCUMENT[:2], {**DOCUMENT[2], "password": "ops-api-token-3-rotated"}])
+    three_entries.app.accept_basic("ci@acme.example", OPS_ROTATED)
+    secret_credentials([*DOCUMENT[:2], {**DOCUMENT[2], "password": OPS_ROTATED}])
     deliver(build("SUCCESS", "b-1", repo="ops/deploy", commit=COMMIT))
     deliver(build("SUCCESS", "b-2", repo="acme/webapp", commit=COMMIT))
     assert google.app.counts["secretmanager.access"] - reads == 1
@@ -320,12 +332,12 @@ def test_rotating_one_entry_in_secret_manager_reaches_a_warm_instance_with_one_m
 
 
 def test_one_oauth_token_per_consumer_entry(bitbucket, monkeypatch):
-    bitbucket.app.accept_consumer("consumer-a", "consumer-a-secret")
-    bitbucket.app.accept_consumer("consumer-b", "consumer-b-secret")
+    bitbucket.app.accept_consumer("consumer-a", CONSUMER_A_SECRET)
+    bitbucket.app.accept_consumer("consumer-b", CONSUMER_B_SECRET)
     monkeypatch.setenv("BITBUCKET_OAUTH_TOKEN_URL", bitbucket.token_url)
     document = [
-        {"client_id": "consumer-a", "client_secret": "consumer-a-secret", "repositories": ["acme/*"]},
-        {"client_id": "consumer-b", "client_secret": "consumer-b-secret", "repositories": ["tools/*"]},
+        {"client_id": "consumer-a", "client_secret": CONSUMER_A_SECRET, "repositories": ["acme/*"]},
+        {"client_id": "consumer-b", "client_secret": CONSUMER_B_SECRET, "repositories": ["tools/*"]},
     ]
     monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps(document))
     for n in range(6):
@@ -352,7 +364,7 @@ def test_a_credentials_file_that_cannot_be_read_this_time_is_a_transient_error(b
 def test_an_entry_removed_while_its_events_are_in_flight_skips_them_at_once(bitbucket, file_credentials, capsys):
     """The instance read the document with acme's entry; it was rotated out (and its token revoked) before the
     next acme event was posted: that event is skipped with one INFO line, not raised as a configuration error."""
-    acme, other = "acme-repository-token-11", "other-repository-token-12"
+    acme, other = ACME_TOKEN, OTHER_TOKEN
     bitbucket.app.revoke_all()
     bitbucket.app.accept_token(acme)
     bitbucket.app.accept_token(other)

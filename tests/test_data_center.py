@@ -19,6 +19,10 @@ from standins.datacenter import DataCenter
 from standins.tls import certificate_authority, signed_by
 from tests.conftest import DC_TOKEN, TOKEN, dc_build, deliver, document, log_lines, remember_stored
 
+PERSONAL_TOKEN = "personal-access-token-sLL5vlQxdtc-TnOwaUbC2PuF"  # ci-bot's (Basic)
+ROTATED_DC_TOKEN = "dc-http-access-token-Jbjy52TWDCn7rqVRI1I3XKfJ"  # DC_TOKEN's successor
+OTHER_SERVER_TOKEN = "dc-b-http-access-token-C74s5uynrDKe5KuXeTYMQc1A"  # a second server's
+
 # --- what a server shows ----------------------------------------------------------------
 
 
@@ -136,8 +140,8 @@ def test_each_token_reaches_only_its_own_site(both, bitbucket):
 
 
 def test_a_username_and_personal_token_sign_in_to_the_server_with_basic(bitbucket, server, monkeypatch):
-    server.app.accept_basic("ci-bot", "personal-access-token-77")
-    credentials = document(server, token=None, username="ci-bot", password="personal-access-token-77")
+    server.app.accept_basic("ci-bot", PERSONAL_TOKEN)
+    credentials = document(server, token=None, username="ci-bot", password=PERSONAL_TOKEN)
     remember_stored(credentials)
     monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps(credentials))
     deliver(dc_build("SUCCESS", server))
@@ -188,8 +192,8 @@ def test_a_retry_after_from_the_server_is_honoured(both, monkeypatch):
 def test_a_rotated_server_token_is_read_again_on_a_401(both, monkeypatch):
     deliver(dc_build("WORKING", both))
     both.app.tokens.clear()
-    both.app.accept_token("dc-http-access-token-rotated")
-    monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps(document(both, token="dc-http-access-token-rotated")))
+    both.app.accept_token(ROTATED_DC_TOKEN)
+    monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps(document(both, token=ROTATED_DC_TOKEN)))
     deliver(dc_build("SUCCESS", both))
     assert [s["state"] for s in both.shown()] == ["SUCCESSFUL"]
 
@@ -268,12 +272,12 @@ def test_a_ca_given_for_one_server_is_not_used_for_another(bitbucket, server, mo
     other_ca = certificate_authority("Acme Other CA")
     (tmp_path / "b").mkdir()
     other = DataCenter()
-    other.accept_token("dc-b-http-access-token-62")
+    other.accept_token(OTHER_SERVER_TOKEN)
     running = other.serve(ssl_context=signed_by(other_ca, tmp_path / "b"))
     system_cas = tmp_path / "system-cas.pem"
     system_cas.write_text(other_ca[0])
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(system_cas))
-    credentials = [*document(server), {"server": DataCenter.url(running), "token": "dc-b-http-access-token-62"}]
+    credentials = [*document(server), {"server": DataCenter.url(running), "token": OTHER_SERVER_TOKEN}]
     remember_stored(credentials)
     monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps(credentials))
     try:

@@ -24,6 +24,12 @@ USAGE_ERRORS = ("unrecognized arguments", "Invalid choice", "argument", "expecte
 SOURCES = ("file", "secret", "bucket")
 BUILD_SA = "serviceAccount:bitbucket-build-status-build@x.iam.gserviceaccount.com"
 PUBSUB_AGENT = "serviceAccount:service-PROJECT_NUMBER@gcp-sa-pubsub.iam.gserviceaccount.com"
+PASTED = "pasted-8cgNv1u9tHiyvVidIkoK1w4w"  # followed by a character outside ASCII
+PASSWORD_ALONE = "my-password-1FK1Bm43yg6Ktsf23H0qdQa6"  # not a JSON document
+ACCESS_TOKEN = "repository-access-token-3uWG9Gh3dwpn-JClw6BubpQQ"
+ENTRY_ONE = "repo-token-one-WkML-3LxA_DAqhwkfk4f4efm"
+ENTRY_TWO = "repo-token-two-itUYKTWdrsabEkJObR-m6Wo9"
+MISSPELT = "misspelt-entry-token-Mst0fSJU2hHKVu3lKZZiCfBA"
 
 
 @pytest.fixture(scope="module")
@@ -279,7 +285,7 @@ def test_running_it_again_creates_nothing_and_grants_and_deploys_again(tmp_path,
 
 @pytest.mark.parametrize(
     "stored",
-    ['{"token": 5}', '{"username": "a:b", "password": "p"}', '{"token": "pasted…"}', "my-password-on-its-own"],
+    ['{"token": 5}', '{"username": "a:b", "password": "p"}', f'{{"token": "{PASTED}…"}}', PASSWORD_ALONE],
 )
 def test_credentials_the_function_would_refuse_are_refused_before_anything_runs(tmp_path, stored):
     bin_dir = tmp_path / "bin"
@@ -293,14 +299,14 @@ def test_credentials_the_function_would_refuse_are_refused_before_anything_runs(
     assert result.returncode == 2
     assert "nothing was stored" in result.stderr
     assert result.stderr.startswith("standard input ")  # the function's own words, naming where, not what
-    for part in ("a:b", "pasted", "my-password"):
+    for part in ("a:b", PASTED, PASSWORD_ALONE):
         assert part not in result.stdout + result.stderr
     assert not (tmp_path / "called").exists()
 
 
 @pytest.mark.parametrize("existing", ["none", "all"])
 def test_credentials_the_function_accepts_are_stored_in_a_secret_created_when_missing(tmp_path, existing):
-    ran = run_script(tmp_path, "credentials", existing=existing, stdin='{"token": "a-repository-access-token"}')
+    ran = run_script(tmp_path, "credentials", existing=existing, stdin=f'{{"token": "{ACCESS_TOKEN}"}}')
     assert [line.split(" --")[0] for line in ran if " describe " not in line] == [
         "services enable secretmanager.googleapis.com",
         *(["secrets create bitbucket-build-status-credentials"] if existing == "none" else []),
@@ -328,19 +334,19 @@ def test_the_readme_by_hand_commands_are_exactly_what_the_script_runs(source):
 
 
 def test_make_credentials_accepts_a_document_of_several_entries(tmp_path):
-    document = '[{"token": "repo-token-one", "repositories": ["acme/webapp"]}, {"token": "repo-token-two"}]'
+    document = f'[{{"token": "{ENTRY_ONE}", "repositories": ["acme/webapp"]}}, {{"token": "{ENTRY_TWO}"}}]'
     ran = run_script(tmp_path, "credentials", existing="all", stdin=document)
     assert ran[-1] == "secrets versions add bitbucket-build-status-credentials --data-file=- --project=x"
 
 
 def test_make_credentials_refuses_a_document_with_a_misspelt_field(tmp_path):
     result = subprocess.run(
-        ["deploy/deploy.sh", "credentials"], cwd=ROOT, input='[{"token": "t-0123456789", "repos": ["a/b"]}]',
+        ["deploy/deploy.sh", "credentials"], cwd=ROOT, input=f'[{{"token": "{MISSPELT}", "repos": ["a/b"]}}]',
         capture_output=True, text=True, env={**os.environ, "PROJECT": "x", "DRY_RUN": ""}, check=False,
     )  # fmt: skip
     assert result.returncode == 2
     assert "entry 1 of standard input has an unknown field: 'repos'" in result.stderr
-    assert "t-0123456789" not in result.stderr
+    assert MISSPELT not in result.stderr
 
 
 def test_connections_get_the_viewer_role_only_when_named_and_only_on_themselves(commands):

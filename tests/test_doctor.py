@@ -23,7 +23,7 @@ from tests.conftest import DC_TOKEN, TOKEN, deliver, document, remember_stored
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "projects/acme-ci/secrets/bitbucket-build-status-credentials"
-API_TOKEN = "api-repository-token-2"
+API_TOKEN = "api-repository-token-Ldzk1oN-ZGBVCMXAKbf0m1jU"
 
 
 def ago(minutes: float) -> str:
@@ -68,7 +68,7 @@ def deployment(bitbucket, google, monkeypatch, tmp_path):
         deliver(done)
         google.app.record(done)
     # the person's own credentials are not the deployment's: doctor reads the deployment's
-    monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps({"token": "a-persons-own-token-never-used"}))
+    monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps({"token": "a-persons-own-token-jXRPc-3EE7EuK3r0DaVpx3ib"}))
     return tmp_path
 
 

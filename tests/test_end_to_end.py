@@ -29,6 +29,12 @@ from tests.conftest import KMS_KEY, TOKEN, remember_stored, shown
 pytestmark = pytest.mark.emulator
 SIGNATURES = {"event": "build_status", "cloudevent": "build_status_cloudevent"}
 TOPIC = "cloud-builds"
+ROTATED_TOKEN = "rotated-repository-access-token-Ou1jnls1zC2glAq701-J2kII"
+WEBAPP_TOKEN = "webapp-access-token-e2e-hZ1EsA8XxuuyVeE8INLwCJ_j"
+INFRA_TOKEN = "infra-access-token-e2e-T7j0off8Tiv742yLktRQ5Cue"
+SERVER_TOKEN = "dc-e2e-http-access-token-5p1FeI8R0iBTkkFKegJUcCGK"
+TEAM_A_TOKEN = "team-a-e2e-token-l2Hdh2xz5kVzZO26yhhV6j-e"
+TEAM_B_TOKEN = "team-b-e2e-token-PZbwBBT3qqAvps22vazWKRGq"
 
 
 @pytest.fixture(scope="session")
@@ -214,8 +220,8 @@ def test_credentials_from_a_mounted_file_rotate_on_the_running_function(pubsub, 
         deployment.publish(build("QUEUED", "b-1"), build("WORKING", "b-1"), build("SUCCESS", "b-1"))
         deployment.wait_for([("SUCCESSFUL", "Succeeded in 3m 12s")])
         bitbucket.app.revoke_all()
-        bitbucket.app.accept_token("rotated-repository-access-token")
-        credentials.write_text(json.dumps({"token": "rotated-repository-access-token"}))
+        bitbucket.app.accept_token(ROTATED_TOKEN)
+        credentials.write_text(json.dumps({"token": ROTATED_TOKEN}))
         deployment.publish(build("QUEUED", "b-2", commit="b" * 40), build("FAILURE", "b-2", commit="b" * 40))
         wait_until(lambda: [s["state"] for s in shown(bitbucket, commit="b" * 40)] == ["FAILED"], 60, "build b-2")
         assert function.process.popen.poll() is None  # one instance throughout
@@ -228,12 +234,12 @@ def test_credentials_from_a_mounted_file_rotate_on_the_running_function(pubsub, 
 def test_a_document_of_two_tokens_routes_each_repository_to_its_own_through_pubsub(pubsub, bitbucket, tmp_path):
     """Two repository access tokens, each reaching only its repository (a Standard plan's setup)."""
     bitbucket.app.revoke_all()
-    bitbucket.app.accept_token("webapp-access-token-e2e", {"acme/webapp"})
-    bitbucket.app.accept_token("infra-access-token-e2e", {"acme/infra"})
+    bitbucket.app.accept_token(WEBAPP_TOKEN, {"acme/webapp"})
+    bitbucket.app.accept_token(INFRA_TOKEN, {"acme/infra"})
     credentials = tmp_path / "bitbucket-credentials.json"
     document = [
-        {"token": "webapp-access-token-e2e", "repositories": ["acme/webapp"]},
-        {"token": "infra-access-token-e2e", "repositories": ["acme/infra"]},
+        {"token": WEBAPP_TOKEN, "repositories": ["acme/webapp"]},
+        {"token": INFRA_TOKEN, "repositories": ["acme/infra"]},
     ]
     credentials.write_text(json.dumps(document))
     env = {"BITBUCKET_API_URL": bitbucket.api_url, "BITBUCKET_CREDENTIALS_FILE": str(credentials)}
@@ -249,8 +255,8 @@ def test_a_document_of_two_tokens_routes_each_repository_to_its_own_through_pubs
     finally:
         pubsub.delete_subscription(subscription)
         function.stop()
-    assert shown(bitbucket, "acme/webapp")[0]["_creator"] == token_identity("webapp-access-token-e2e")
-    assert shown(bitbucket, "acme/infra")[0]["_creator"] == token_identity("infra-access-token-e2e")
+    assert shown(bitbucket, "acme/webapp")[0]["_creator"] == token_identity(WEBAPP_TOKEN)
+    assert shown(bitbucket, "acme/infra")[0]["_creator"] == token_identity(INFRA_TOKEN)
     assert not [c for c in bitbucket.app.calls if "/acme/unknown/" in c.path]
     unknown = [line["message"] for line in function.log_lines() if line.get("build_id") == "b-acme/unknown"]
     assert unknown == ["Skipped: no entry of the credentials serves repository acme/unknown, so nothing is sent"] * 3
@@ -261,13 +267,13 @@ def test_data_center_and_cloud_builds_land_on_their_sites_through_pubsub(pubsub,
     of a Data Center connection beside a Bitbucket Cloud one, through the emulator and functions-framework."""
     ca = certificate_authority("Acme Internal CA")
     server_app = DataCenter()
-    server_app.accept_token("dc-e2e-http-access-token")
+    server_app.accept_token(SERVER_TOKEN)
     server = server_app.serve(ssl_context=signed_by(ca, tmp_path))
     url = DataCenter.url(server)
     google.app.repositories[connected_repository("PLAT/payments")] = f"{url}/scm/plat/payments.git"
     credentials = tmp_path / "bitbucket-credentials.json"
     credentials.write_text(
-        json.dumps([{"token": TOKEN}, {"server": url, "token": "dc-e2e-http-access-token", "ca_certificate": ca[0]}])
+        json.dumps([{"token": TOKEN}, {"server": url, "token": SERVER_TOKEN, "ca_certificate": ca[0]}])
     )
     env = {
         "BITBUCKET_API_URL": bitbucket.api_url,
@@ -310,7 +316,7 @@ def test_data_center_and_cloud_builds_land_on_their_sites_through_pubsub(pubsub,
 def test_one_relay_serves_two_projects_and_the_three_forged_deliveries_write_nothing(pubsub, bitbucket, tmp_path):
     """Topics in three projects; in the hub, push subscriptions as `make deploy BUILD_PROJECTS=...` makes
     them (the endpoint's path names the topic); two teams' tokens limited to their projects."""
-    team_a, team_b = "team-a-e2e-token-31", "team-b-e2e-token-57"
+    team_a, team_b = TEAM_A_TOKEN, TEAM_B_TOKEN
     bitbucket.app.revoke_all()
     bitbucket.app.accept_token(team_a, {"acme/a-web"})
     bitbucket.app.accept_token(team_b, {"acme/b-web"})

@@ -12,7 +12,7 @@ import main
 from standins.builds import COMMIT, Context, background_event, build
 from tests.conftest import log_lines, remember_stored
 
-TEAM_A, TEAM_B = "team-a-token-4412", "team-b-token-8871"
+TEAM_A, TEAM_B = "team-a-token-Tiw4K0vwtWY3V5vQyuTqYguK", "team-b-token-B1ioFclurNRU-VxDZN8HyoHG"
 DOCUMENT = [
     {"token": TEAM_A, "projects": ["team-a"], "repositories": ["acme/a-*"]},
     {"token": TEAM_B, "projects": ["team-b"], "repositories": ["acme/b-*"]},
@@ -137,7 +137,7 @@ def test_a_delivery_speaks_for_the_project_of_the_topic_it_names(topic, project)
 
 def test_an_entry_limited_to_projects_serves_only_their_builds():
     [limited, anyone] = main.parse_credentials(
-        json.dumps([{"token": "t-1", "projects": ["team-*"]}, {"token": "t-2"}]), "test"
+        json.dumps([{"token": TEAM_A, "projects": ["team-*"]}, {"token": TEAM_B}]), "test"
     )
     repository = main.Repository("acme", "web")
     assert limited.serves(repository, "team-a")
@@ -149,7 +149,7 @@ def test_an_entry_limited_to_projects_serves_only_their_builds():
 @pytest.mark.parametrize("value", [[], None, "team-a", ["Team A"], ["team/a"]])
 def test_projects_that_are_not_a_list_of_project_id_patterns_are_a_configuration_error(value):
     with pytest.raises(main.ConfigurationError):
-        main.parse_credentials(json.dumps([{"token": "t-1", "projects": value}]), "test")
+        main.parse_credentials(json.dumps([{"token": TEAM_A, "projects": value}]), "test")
 
 
 def test_build_projects_must_be_project_ids():

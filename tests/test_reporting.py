@@ -105,8 +105,8 @@ def test_a_repository_bitbucket_does_not_know_is_logged_with_bitbucket_words_and
 
 
 def test_a_status_created_by_someone_else_is_reported_as_forbidden(bitbucket, capsys, monkeypatch, new_instance):
-    bitbucket.app.accept_token("someone-else")
-    monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps({"token": "someone-else"}))
+    bitbucket.app.accept_token("someone-elses-token-l57_b6PiMz0Ct43ERWEnJKAp")
+    monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps({"token": "someone-elses-token-l57_b6PiMz0Ct43ERWEnJKAp"}))
     deliver(build("SUCCESS"))
     new_instance()
     monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps({"token": TOKEN}))

@@ -596,7 +596,7 @@ def test_resync_reads_the_deployments_credentials_from_secret_manager_not_the_pe
 ):
     secret = "projects/acme-ci/secrets/bitbucket-build-status-credentials"
     google.app.add_secret_version(secret, json.dumps({"token": TOKEN}).encode())
-    monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps({"token": "a-persons-own-token-not-the-deployments"}))
+    monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps({"token": "a-persons-own-token-N_jXRyFnZ4zu6MnOjoW40jOx"}))
     monkeypatch.setenv("SECRET_MANAGER_API_ENDPOINT", google.endpoint)
     described = json.loads(json.dumps(DESCRIBED))
     described["serviceConfig"]["environmentVariables"]["BITBUCKET_API_URL"] = bitbucket.api_url

@@ -13,13 +13,16 @@ from standins.builds import build
 from standins.tls import self_signed
 from tests.conftest import TOKEN, deliver, shown
 
+CONSUMER_SECRET = "consumer-secret-0jmL9cl4h0s5uS96EfYUuK9y"
+OTHER_CONSUMER_SECRET = "consumer-secret-sxTeaXtYNEm8hcFstxGrh17C"
+
 
 @pytest.fixture
 def tls_bitbucket(tmp_path, monkeypatch):
     cert, context = self_signed(tmp_path)
     app = Bitbucket()
     app.accept_token(TOKEN)
-    app.accept_consumer("consumer-key", "consumer-secret-1")
+    app.accept_consumer("consumer-key", CONSUMER_SECRET)
     server = app.serve(ssl_context=context)
     monkeypatch.setenv("BITBUCKET_API_URL", server.api_url)
     monkeypatch.setenv("BITBUCKET_OAUTH_TOKEN_URL", server.token_url)
@@ -46,7 +49,7 @@ def test_the_same_server_is_used_once_its_certificate_is_trusted(tls_bitbucket, 
 def test_the_oauth_token_request_verifies_tls_too(tls_bitbucket, monkeypatch):
     server, _ = tls_bitbucket
     monkeypatch.setenv(
-        "BITBUCKET_CREDENTIALS", json.dumps({"client_id": "consumer-key", "client_secret": "consumer-secret-1"})
+        "BITBUCKET_CREDENTIALS", json.dumps({"client_id": "consumer-key", "client_secret": CONSUMER_SECRET})
     )
     with pytest.raises(main.TransientError, match="is not trusted, so nothing was sent"):
         deliver(build("SUCCESS"))
@@ -58,12 +61,12 @@ def test_the_oauth_token_request_verifies_tls_too(tls_bitbucket, monkeypatch):
     [
         ("SUCCESS", {"token": TOKEN}, "GET"),  # a new instance reads before a final state too
         ("WORKING", {"token": TOKEN}, "GET"),
-        ("SUCCESS", {"client_id": "consumer-key", "client_secret": "consumer-secret-2"}, "POST /site/oauth2"),
+        ("SUCCESS", {"client_id": "consumer-key", "client_secret": OTHER_CONSUMER_SECRET}, "POST /site/oauth2"),
     ],
 )
 def test_a_server_that_never_answers_cannot_hold_the_function(bitbucket, monkeypatch, status, credentials, first_call):
     """Bitbucket holds every answer for a minute; the call gives up after its timeout and its retries."""
-    bitbucket.app.accept_consumer("consumer-key", "consumer-secret-2")
+    bitbucket.app.accept_consumer("consumer-key", OTHER_CONSUMER_SECRET)
     monkeypatch.setenv("BITBUCKET_OAUTH_TOKEN_URL", bitbucket.token_url)
     monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps(credentials))
     monkeypatch.setenv("HTTP_TIMEOUT_SECONDS", "0.3")
