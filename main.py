@@ -1089,7 +1089,7 @@ def report_of(build: Mapping[str, Any], status: CommitStatus) -> Report:
     details = "\n".join(_clip(plain(line), LINE_MAX) for line in lines)  # 9 lines at most: within DETAILS_MAX
     return Report(
         key=f"{REPORT_PREFIX}{status.key}",
-        server_key=hashed_key(f"{REPORT_PREFIX}{status.server_key}", SERVER_KEY_MAX),
+        server_key=REPORT_PREFIX + hashed_key(status.server_key, SERVER_KEY_MAX - len(REPORT_PREFIX)),
         title=_clip(plain(f"{trigger or DEFAULT_NAME}: {status.description}"), TITLE_MAX),
         details=_clip(details, DETAILS_MAX),
         passed=status.state == "SUCCESSFUL",

@@ -40,7 +40,7 @@ ALLOWED_PATH = re.compile(
 SERVER_PATH = re.compile(
     r"/bitbucket/rest/(?:api|insights)/latest/projects/(?:[A-Z][A-Z0-9_]*|~[A-Za-z0-9_][A-Za-z0-9_.-]*)"
     r"/repos/[A-Za-z0-9_][A-Za-z0-9._-]*/commits/[0-9a-f]{40}"
-    r"/(?:builds(?:\?key=(?!\.+$)[A-Za-z0-9._-]{1,255})?|reports/cloud-build-[A-Za-z0-9._-]{1,40})"
+    r"/(?:builds(?:\?key=(?!\.+$)[A-Za-z0-9._-]{1,255})?|reports/cloud-build-[A-Za-z0-9._-]{1,243})"
 )
 SERVER = f"http://127.0.0.1:{free_port()}/bitbucket"  # a Data Center server, served by the `server` fixture
 

@@ -207,6 +207,17 @@ def test_a_data_center_report_is_keyed_cloud_build_and_the_status_key_a_required
     assert [c.path.rsplit("/", 1)[-1] for c in both.app.report_calls()] == [f"cloud-build-{key}"]
 
 
+@pytest.mark.parametrize("length", [243, 244, 255])
+def test_a_data_center_reports_key_always_begins_cloud_build_however_long_the_status_key(both, length):
+    """Never a key another tool's report could hold: past 255 characters the status key is hashed, not the prefix."""
+    key = "k" * length
+    deliver(dc_build("FAILURE", both, substitutions={"_BITBUCKET_KEY": key, "COMMIT_SHA": COMMIT}))
+    [report_key] = {c.path.rsplit("/", 1)[-1] for c in both.app.report_calls()}
+    assert report_key.startswith("cloud-build-")
+    assert len(report_key) <= 255
+    assert report_key == f"cloud-build-{key}" if length <= 243 else len(report_key) == len("cloud-build-") + 40
+
+
 def test_a_429_on_the_report_skips_it_and_the_status_still_lands(site, capsys):
     make, reports, _, app = site
     app.report_answer = 429
