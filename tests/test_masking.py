@@ -15,13 +15,12 @@ import pytest
 import main
 from standins import remember_basic, remember_secret
 from standins.builds import COMMIT, build
-from tests.conftest import dc_build, deliver, remember_stored
+from tests.conftest import TOKEN, dc_build, deliver, remember_stored
 
 # Each an unmistakable credential, never a word of prose.
 OWN_TOKEN = "Y3bHX02KdvhiYcNR0V-0QVDIfWjG_TH7"
-BASIC_USER, BASIC_PASSWORD = "ci-bot@acme.example", "dOUZunRVO53qy7sYZoiv8YhcYEirewdZ"
+BASIC_USER, BASIC_PASSWORD = "ci-bot@acme.example", "dOUZ+unRV/O53qy7sYZoiv8Yhc=YEirewdZ"  # changes when URL-encoded
 CONSUMER_ID, CONSUMER_SECRET = "hryNPnyeZNVFEVBwhfmBjr", "iVzMBQLx3Ey6SBJz-5UrrI1MxNZZ-t68"
-SLASHED = "Qk9+cmV/c3Q=Xy7Lm2Pz9Aq4I5H5E5MMXN"  # changes when URL-encoded
 SUBSTITUTED = "IECw8xUT3SELt0zM6voW5B455jHDFt03"  # a build's own _DEPLOY_TOKEN
 STEP = {"id": "deploy", "name": "gcr.io/cloud-builders/curl", "status": "FAILURE", "exitCode": 22}
 STEPS = [{"id": "checkout", "status": "SUCCESS"}, STEP]
@@ -226,3 +225,15 @@ def test_a_text_is_masked_within_its_window_and_nothing_past_it_is_kept():
     [cleaned] = main.clean_lines([line])
     assert len(cleaned) == main.LOG_LINE_MAX
     assert len(main.masked(line)) <= main.MASK_WINDOW
+
+
+def test_a_body_holding_the_functions_own_credential_is_masked_as_it_is_sent(bitbucket):
+    """The last guard, below every text's own masking: whatever reaches a body (a field no mask knew of) is sent
+    without the credential."""
+    warm = main.warm_instance()
+    repository = main.Repository("acme", "webapp")
+    body = {"key": "k", "state": "FAILED", "name": "n", "url": "https://x", "description": f"a {TOKEN} b"}
+    warm.reporter.cloud.write(repository, COMMIT, body)
+
+    [status] = bitbucket.app.shown("acme", "webapp", COMMIT)
+    assert status["description"] == "a [masked] b"
