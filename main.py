@@ -2915,7 +2915,7 @@ class TestReports:
             try:
                 data = self._download(bucket, name, generation, min(TEST_FILE_BYTES_MAX, TEST_BYTES_MAX - read))
             except Exception as error:
-                self._failed(error, f"reading gs://{bucket}/{_clip(plain(name), 100)}")
+                self._failed(error, f"reading gs://{bucket}/{loggable(name, 100)}")
                 results += TestResults(partial=True)
                 continue
             if data is None:  # past a bound
@@ -2925,7 +2925,7 @@ class TestReports:
             try:
                 results += parse_junit(data, directory, secrets)
             except ValueError as error:
-                log("WARNING", f"Skipped the test report gs://{bucket}/{_clip(plain(name), 100)}: not a JUnit XML file "
+                log("WARNING", f"Skipped the test report gs://{bucket}/{loggable(name, 100)}: not a JUnit XML file "
                                f"({error})")  # fmt: skip
                 results += TestResults(partial=True)
             del data

@@ -196,6 +196,17 @@ def test_an_entity_bomb_costs_nothing_and_the_status_still_lands(reports_bucket,
     assert "lol" not in out
 
 
+def test_a_test_files_name_reaches_the_log_without_its_query(reports_bucket, bitbucket, capsys):
+    secret = "Tb8uQ2wXr5ZkLm9PvN3sY7cJ"
+    remember_secret(secret)
+    reports_bucket.put(BUCKET, f"named/b-1/bad.xml?access_token={secret}#x.xml", b"not xml")
+    deliver(build("FAILURE", "b-1", substitutions={"_BITBUCKET_TEST_REPORTS": f"gs://{BUCKET}/named/b-1/",
+                                                   "COMMIT_SHA": COMMIT}))  # fmt: skip
+    out = capsys.readouterr().out
+    assert "Skipped the test report gs://acme-test-reports/named/b-1/bad.xml: not a JUnit XML file" in out
+    assert secret not in out
+
+
 def test_a_file_past_the_bound_is_not_read_past_it_and_the_counts_say_they_are_partial(
     reports_bucket, bitbucket, monkeypatch, tmp_path
 ):
