@@ -616,7 +616,7 @@ def steps_of(build: Mapping[str, Any]) -> Steps:
 def step_text(step: Mapping[str, Any], index: int, status: str, secrets: Sequence[str] = ()) -> str:
     """'unit-tests (golang:1.23): go test ./..., exit code 1' - the step's id, image, command (credentials masked)
     and outcome."""
-    name = _text(step.get("id")) or f"step {index + 1}"
+    name = _text(step.get("id")) or f"step {index}"
     image = _text(step.get("name"))
     args = step["args"] if isinstance(step.get("args"), list) else []
     words, length = [], 0

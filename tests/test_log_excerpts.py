@@ -437,3 +437,14 @@ def test_a_log_of_lines_too_long_to_read_lands_the_status_and_report_without_the
     assert [s["state"] for s in bitbucket.app.shown("acme", "webapp", COMMIT)] == ["FAILED"]
     [report] = bitbucket.app.shown_reports("acme", "webapp", COMMIT)
     assert "No log excerpt: the step's last lines are too long to read (over 8 MB)" in report["details"]
+
+
+def test_a_step_without_an_id_is_numbered_alike_in_the_failed_step_and_its_lines(bitbucket, google):
+    steps = [{"name": "gcr.io/cloud-builders/git", "status": "SUCCESS"},
+             {"name": "python:3.12", "args": ["pytest"], "status": "FAILURE", "exitCode": 1}]  # fmt: skip
+    google.app.write_log("acme-ci", "b-1", {"Step #1": ["E   assert 1 == 2", "1 failed"]})
+    deliver(build("FAILURE", "b-1", steps=steps))
+
+    [report] = bitbucket.app.shown_reports("acme", "webapp", COMMIT)
+    assert "Failed step: step 1 (python:3.12): pytest, exit code 1" in report["details"]
+    assert "Last lines of step 1:" in report["details"]
