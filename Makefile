@@ -19,7 +19,7 @@ lint: $(BIN)/.installed
 
 # Types: what is deployed, the tools around it and the stand-ins, strictly (each `type: ignore` names its code and why).
 typecheck: $(BIN)/.installed
-	$(BIN)/mypy --strict main.py resync doctor standins
+	$(BIN)/mypy --strict main.py relay resync doctor standins
 
 # The tests in parallel (a worker per core, at most four), then the quick benchmark alone, so that nothing
 # shares the machine with its measurements. Hypothesis' profile "ci": the same seed, so the same examples, on

@@ -36,6 +36,15 @@ from typing import Any
 import requests
 
 import main
+import relay.bitbucket_cloud
+import relay.cloud_build
+import relay.config
+import relay.credentials
+import relay.junit
+import relay.repository
+import relay.step_log
+import relay.translate
+import relay.warm
 from standins import bitbucket as standin
 from standins.builds import Context, background_event, build, listed_build, push_body
 from standins.google import Google, Storage
@@ -226,21 +235,21 @@ def bench_warm(events: int, rounds: int, workdir: Path, margin: float) -> None:
             "REQUESTS_CA_BUNDLE": str(cert),
         }
         with environment(env):
-            main._warm = None
+            relay.warm._warm = None
             builds = [build("SUCCESS", f"w-{n}", commit=f"{n:040x}") for n in range(events * (rounds + 1))]
             events_in = [background_event(b) for b in builds]
             # each build's Running, posted by this instance before its result: the normal lifecycle, in which a
             # final state needs no read (a final state this instance did not see begin is read first)
             running = [background_event({**b, "status": "WORKING"}) for b in builds]
-            cloud = main.BitbucketCloud(api, client=None)
-            updates = [main.translate(b, main.Config()) for b in builds]
+            cloud = relay.bitbucket_cloud.BitbucketCloud(api, client=None)
+            updates = [relay.translate.translate(b, relay.config.Config()) for b in builds]
             bodies = [cloud.body(u.status) for u in updates]
             reports = [cloud.report_body(u.report) for u in updates]
             url = [
                 f"{api}/repositories/acme/webapp/commit/{b['substitutions']['COMMIT_SHA']}/statuses/build"
                 for b in builds
             ]
-            webapp = main.Repository("acme", "webapp")
+            webapp = relay.repository.Repository("acme", "webapp")
             report_url = [cloud.report_url(webapp, u.target.commit, u.report.key) for u in updates]
             headers = {"Authorization": f"Bearer {TOKEN}"}
             session = requests.Session()
@@ -281,7 +290,7 @@ def bench_warm(events: int, rounds: int, workdir: Path, margin: float) -> None:
                     measured[name].append(runners[name](part))
                     if name == "ours":
                         ours_connections += connections() - before
-            main._warm = None
+            relay.warm._warm = None
     finally:
         server.stop()
     a, f, b = (statistics.median(measured[k]) * 1000 for k in ("ours", "floor", "fresh"))
@@ -318,11 +327,11 @@ def calls_for(stack: Stack, module: Any, order: list[str], n: int) -> tuple[int,
     env = {**stack.base, **stack.original}
     before, reports = len(stack.app.status_calls()), len(stack.app.report_calls())
     with environment(env), function_log():
-        main._warm = None
-        module._credentials = None  # the original's cache (main keeps its own in main._warm)
+        relay.warm._warm = None
+        module._credentials = None  # the original's cache (main keeps its own in relay.warm._warm)
         for status in order:
             module.build_status(background_event(build(status, commit=commit, source="mirror")), Context())
-        main._warm = None
+        relay.warm._warm = None
     [shown] = stack.app.shown("acme", "webapp", commit)
     return len(stack.app.status_calls()) - before, len(stack.app.report_calls()) - reports, shown["state"]
 
@@ -379,7 +388,7 @@ def bench_failing(stack: Stack, builds: int) -> None:
         times, calls = [], []
         reads = stack.google.app.counts["logging.entries.list"]
         with environment({**env, **extra}), function_log():
-            main._warm = None
+            relay.warm._warm = None
             for n in range(builds):
                 build_id, commit = f"fail-{mode[0]}-{n}", f"{n + 30_000 + (builds if extra else 0):040x}"
                 stack.google.app.write_log("acme-ci", build_id, {'Step #0 - "unit-tests"': failing_log(200)})
@@ -391,7 +400,7 @@ def bench_failing(stack: Stack, builds: int) -> None:
                 main.build_status(background_event(final), Context())
                 times.append(time.perf_counter() - started)
                 calls.append(len(stack.app.calls) - before)
-            main._warm = None
+            relay.warm._warm = None
         measured[mode] = (times, calls, stack.google.app.counts["logging.entries.list"] - reads)
     (full, full_calls, reads), (alone, alone_calls, _) = measured["full"], measured["status alone"]
     annotated = [c for c in stack.app.calls if c.path.endswith("/annotations")]
@@ -413,7 +422,9 @@ def bench_hostile_lines(sizes: list[int]) -> None:
     ordinary pytest log. Each line is one shared string, so the row costs no memory."""
     ordinary = failing_log(992)
     started = time.perf_counter()
-    main.excerpt_of(main.FailedStep("b", 0, "unit", "service"), ordinary, True, 30, ["Y3bHX02KdvhiYcNR0V"])
+    relay.step_log.excerpt_of(
+        relay.step_log.FailedStep("b", 0, "unit", "service"), ordinary, True, 30, ["Y3bHX02KdvhiYcNR0V"]
+    )
     baseline = time.perf_counter() - started
     for size in sizes:
         worst, slowest = 0.0, ""
@@ -421,7 +432,9 @@ def bench_hostile_lines(sizes: list[int]) -> None:
             for unit in HOSTILE_UNITS:
                 line = word + unit * (size // len(unit))
                 started = time.perf_counter()
-                main.excerpt_of(main.FailedStep("b", 0, "unit", "service"), [line] * 1000, True, 30, ["Y3bHX02KdvhiY"])
+                relay.step_log.excerpt_of(
+                    relay.step_log.FailedStep("b", 0, "unit", "service"), [line] * 1000, True, 30, ["Y3bHX02KdvhiY"]
+                )
                 took = time.perf_counter() - started
                 if took > worst:
                     worst, slowest = took, f"{word}{unit}…"
@@ -446,7 +459,7 @@ def bench_test_files(stack: Stack, builds: int) -> None:
     times: dict[str, list[float]] = {"with": [], "without": []}
     downloads = stack.storage.downloads
     with environment(env), function_log():
-        main._warm = None
+        relay.warm._warm = None
         for n in range(builds):
             for kind in ("with", "without") if n % 2 == 0 else ("without", "with"):
                 build_id, commit = f"tests-{kind}-{n}", f"{n + 40_000 + (builds if kind == 'with' else 0):040x}"
@@ -459,7 +472,7 @@ def bench_test_files(stack: Stack, builds: int) -> None:
                 started = time.perf_counter()
                 main.build_status(background_event(final), Context())
                 times[kind].append(time.perf_counter() - started)
-        main._warm = None
+        relay.warm._warm = None
     read = stack.storage.downloads - downloads
     shown = [s["description"] for s in stack.app.shown("acme", "webapp", f"{40_000 + builds:040x}")]
     a, b = statistics.median(times["with"]) * 1000, statistics.median(times["without"]) * 1000
@@ -483,13 +496,13 @@ def bench_failure_text(size: int = 5 * 1024 * 1024) -> None:
     for unit in ADVERSARIAL_UNITS:
         text = (unit * (size // len(unit) + 1))[:size] + "\ntests/test_app.py:7: AssertionError"
         started = time.perf_counter()
-        place = main.failure_place(text, "")
+        place = relay.junit.failure_place(text, "")
         ms = (time.perf_counter() - started) * 1000
         assert place == ("tests/test_app.py", 7), place
         if ms > worst_ms:
             worst_ms, worst_unit = ms, unit
         started = time.perf_counter()
-        list(main.FAILURE_PLACE_RE.finditer(text))  # the pattern itself, on all of the text
+        list(relay.junit.FAILURE_PLACE_RE.finditer(text))  # the pattern itself, on all of the text
         whole_ms = max(whole_ms, (time.perf_counter() - started) * 1000)
         started = time.perf_counter()
         list(re.finditer(FAILURE_PLACE_BEFORE, text[: 16 * 1024]))
@@ -542,7 +555,7 @@ def bench_junit_memory(stack: Stack, builds: int) -> None:
     5 MB buffers for reuse, given back with malloc_trim to show what is held)."""
     ids = [f"junit-memory-{n}" for n in range(builds + 1)]
     folder = "memory/" + "/".join(ids) + "/"  # its path holds every build's id: each may read it, one upload
-    size = main.TEST_FILE_BYTES_MAX - 1024
+    size = relay.junit.TEST_FILE_BYTES_MAX - 1024
     for n in range(4):
         stack.storage.put("bench-reports", f"{folder}part-{n}.xml", tiny_failing_tests(size, f"suite{n}"))
     finals = [build("FAILURE", build_id, commit=f"{n + 50_000:040x}", substitutions={
@@ -581,14 +594,14 @@ def bench_fetches(stack: Stack) -> None:
     }
     for what, (env, expected) in sources.items():
         with environment({**stack.base, **env}), function_log():
-            main._warm = None
+            relay.warm._warm = None
             before = stack.fetches()
             main.build_status(background_event(build("SUCCESS", "c-0", commit="c" * 40)), Context())
             first = stack.fetches() - before
             for n in range(1, 101):
                 main.build_status(background_event(build("SUCCESS", f"c-{n}", commit=f"{n:040x}")), Context())
             rest = stack.fetches() - before - first
-            main._warm = None
+            relay.warm._warm = None
         row(f"credential fetches, {what}", f"{first} first event, {rest} next 100", "-", "-",
             f"{expected} then 0", (first, rest) == (expected, 0))  # fmt: skip
 
@@ -610,14 +623,18 @@ def bench_document(lookups: int) -> None:
     ]
     raw = json.dumps(document)
     started = time.perf_counter()
-    main.parse_credentials(raw, "bench")
+    relay.credentials.parse_credentials(raw, "bench")
     parse_ms = (time.perf_counter() - started) * 1000
     names = [f"team{n}/service-{patterns - 1}-api" for n in range(entries - lookups, entries)]
     with environment({"BITBUCKET_CREDENTIALS": raw}):
-        keyring = main.Keyring(main.EnvironmentCredentials(os.environ), session=None, token_url="", timeout=None)
-        keyring.entry_for(main.Repository("warm", "up"))  # the document is read (and compiled) here, not timed
+        keyring = relay.credentials.Keyring(
+            relay.credentials.EnvironmentCredentials(os.environ), session=None, token_url="", timeout=None
+        )
+        keyring.entry_for(
+            relay.repository.Repository("warm", "up")
+        )  # the document is read (and compiled) here, not timed
         started = time.perf_counter()
-        ours = [keyring.entry_for(main.Repository(*name.split("/"))).position for name in names]
+        ours = [keyring.entry_for(relay.repository.Repository(*name.split("/"))).position for name in names]
         ours_ms = (time.perf_counter() - started) * 1000 / lookups
     texts = [(n + 1, [p.lower() for p in entry["repositories"]]) for n, entry in enumerate(document)]
     started = time.perf_counter()
@@ -715,7 +732,7 @@ import json, os, sys
 import resync
 if sys.argv[1] == "whole":  # the listing kept whole, as resync held it before 2026-12-02
     import main
-    cloud_build = main.CloudBuild(os.environ["CLOUD_BUILD_API_ENDPOINT"], (3.05, 60))
+    cloud_build = relay.cloud_build.CloudBuild(os.environ["CLOUD_BUILD_API_ENDPOINT"], (3.05, 60))
     since = resync.since_time("30d", resync.datetime.now(resync.UTC))
     kept = list(resync.builds_since(cloud_build, "acme-ci", ["global"], since))
     code = 0 if kept else 1
@@ -790,14 +807,14 @@ def bench_memory(events: int, workdir: Path, warm_up: int = 3000) -> None:
         encoded = [background_event(build("SUCCESS", f"m-{n}", commit=f"{n:040x}")) for n in range(events + warm_up)]
         warm, measured = range(0, warm_up), range(warm_up, warm_up + events)
         with environment(env):
-            main._warm = None
+            relay.warm._warm = None
             run_function(encoded, warm)  # the instance's memory of statuses is full
             gc.collect()
             before = rss_kib()
             run_function(encoded, measured)
             gc.collect()
             after = rss_kib()
-            main._warm = None
+            relay.warm._warm = None
     finally:
         server.stop()
     growth = (after - before) / 1024

@@ -219,10 +219,11 @@ deploy() {
     local served=${BUILD_PROJECTS:+$PROJECT $BUILD_PROJECTS}
     PYTHONPATH="$ROOT" "${PYTHON:-python3}" -c '
 import sys
-import main
+from relay.config import report_buckets
+from relay.errors import ConfigurationError
 try:
-    main.report_buckets(sys.argv[1], frozenset(sys.argv[2].split()))
-except main.ConfigurationError as error:
+    report_buckets(sys.argv[1], frozenset(sys.argv[2].split()))
+except ConfigurationError as error:
     sys.exit(str(error))
 ' "$TEST_REPORT_BUCKETS" "$served" || exit 2
   fi
@@ -367,10 +368,11 @@ credentials() {
     # Checked by the function's own parser (standard library only), so what is stored is what it accepts.
     printf '%s' "$json" | PYTHONPATH="$ROOT" python3 -c '
 import sys
-import main
+from relay.credentials import parse_credentials
+from relay.errors import ConfigurationError
 try:
-    main.parse_credentials(sys.stdin.read(), "standard input")
-except main.ConfigurationError as error:
+    parse_credentials(sys.stdin.read(), "standard input")
+except ConfigurationError as error:
     sys.exit(str(error))
 ' || { echo "standard input is not credentials JSON the function accepts; nothing was stored" >&2; exit 2; }
     exec 3<<<"$json"

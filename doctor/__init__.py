@@ -30,7 +30,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-import main
+import relay.bitbucket
+import relay.cloud_build
+import relay.config
+import relay.credentials
+import relay.decoding
+import relay.errors
+import relay.event
+import relay.repository
+import relay.scope
+import relay.step_log
+import relay.text
+import relay.translate
+import relay.transport
+import relay.warm
 import resync
 
 GOOD, BAD = "\u2713", "\u2717"
@@ -64,14 +77,14 @@ class Findings:
 def check_settings(
     found: Findings, deployed: Mapping[str, str], env: Mapping[str, str], project: str
 ) -> dict[str, str]:
-    """Each of the deployment's settings as the function reads it (main.Config): one it refuses fails every event
-    with a configuration error. Each refused setting is a failed check, and the environment without it (its
+    """Each of the deployment's settings as the function reads it (relay.config.Config): one it refuses fails every
+    event with a configuration error. Each refused setting is a failed check, and the environment without it (its
     default in its place) is what the other checks run with."""
     refused: dict[str, str] = {}
     for name, value in sorted(deployed.items()):
         try:
-            main.Config.from_env({name: value})
-        except main.ConfigurationError as error:
+            relay.config.Config.from_env({name: value})
+        except relay.errors.ConfigurationError as error:
             refused[name] = str(error)
     for name, said in refused.items():
         setting = f" {name}=..." if name in DEPLOY_SETTINGS else f" (it sets {name} back to its default)"
@@ -83,16 +96,16 @@ def check_settings(
 
 
 def check_function(found: Findings, described: Mapping[str, Any], subscriptions: list[Any], project: str,
-                   env: Mapping[str, str], config: main.Config) -> None:  # fmt: skip
+                   env: Mapping[str, str], config: relay.config.Config) -> None:  # fmt: skip
     """Deployed, active, its runtime, THREADS and concurrency, timeout, retry, trigger, ingress and subscriptions."""
     deploy = f"make deploy PROJECT={project} REGION=..."
-    service, build = main._dict(described.get("serviceConfig")), main._dict(described.get("buildConfig"))
-    trigger = main._dict(described.get("eventTrigger"))
-    state = main._text(described.get("state"))
+    service, build = relay.text._dict(described.get("serviceConfig")), relay.text._dict(described.get("buildConfig"))
+    trigger = relay.text._dict(described.get("eventTrigger"))
+    state = relay.text._text(described.get("state"))
     (found.good if state == "ACTIVE" else lambda w: found.bad(w, f"deploy it again: {deploy}"))(
         f"the function is deployed and {state.lower() or 'in no known state'}"
     )
-    runtime = main._text(build.get("runtime"))
+    runtime = relay.text._text(build.get("runtime"))
     if runtime == RUNTIME:
         found.good(f"runtime {runtime}")
     else:
@@ -117,21 +130,21 @@ def check_function(found: Findings, described: Mapping[str, Any], subscriptions:
         found.good("retry on: a failed event is delivered again")
     else:
         found.bad("retry off: an event that fails once is lost", f"deploy it again (--retry): {deploy}")
-    if main._text(trigger.get("pubsubTopic")) == f"projects/{project}/topics/cloud-builds":
+    if relay.text._text(trigger.get("pubsubTopic")) == f"projects/{project}/topics/cloud-builds":
         found.good(f"triggered by projects/{project}/topics/cloud-builds")
     else:
         found.bad(f"not triggered by projects/{project}/topics/cloud-builds", f"deploy it again: {deploy}")
     served = [p for p in env.get("BUILD_PROJECTS", "").replace(",", " ").split() if p != project]
-    if served and main._text(service.get("ingressSettings")) != "ALLOW_INTERNAL_ONLY":
+    if served and relay.text._text(service.get("ingressSettings")) != "ALLOW_INTERNAL_ONLY":
         found.bad("the function takes traffic from outside the project", f"deploy it again: {deploy}")
     elif served:
         found.good("the function takes traffic from inside the project only (its push subscriptions)")
     for team in served:
         topic = f"projects/{team}/topics/cloud-builds"
-        pushed = [s for s in map(main._dict, subscriptions) if s.get("topic") == topic and main._text(
-            main._dict(s.get("pushConfig")).get("pushEndpoint")).endswith(f"/{topic}")]  # fmt: skip
+        pushed = [s for s in map(relay.text._dict, subscriptions) if s.get("topic") == topic and relay.text._text(
+            relay.text._dict(s.get("pushConfig")).get("pushEndpoint")).endswith(f"/{topic}")]  # fmt: skip
         if pushed:
-            found.good(f"{team}'s builds are pushed to the function ({main._text(pushed[0].get('name'))})")
+            found.good(f"{team}'s builds are pushed to the function ({relay.text._text(pushed[0].get('name'))})")
         else:
             found.bad(f"no push subscription brings {team}'s builds", f'deploy it again: {deploy} BUILD_PROJECTS="..."')
 
@@ -139,35 +152,39 @@ def check_function(found: Findings, described: Mapping[str, Any], subscriptions:
 # --- the credentials and the repositories -------------------------------------------------------------------
 
 
-def check_credentials(found: Findings, env: Mapping[str, str], project: str) -> tuple[main.Credential, ...] | None:
+def check_credentials(
+    found: Findings, env: Mapping[str, str], project: str
+) -> tuple[relay.credentials.Credential, ...] | None:
     try:
-        entries = main.credential_source(env).fetch()
-    except (main.ConfigurationError, main.TransientError) as error:
+        entries = relay.credentials.credential_source(env).fetch()
+    except (relay.errors.ConfigurationError, relay.errors.TransientError) as error:
         found.bad(f"the credentials cannot be used: {error}", CREDENTIALS_FIX.format(project=project))
         return None
     found.good(f"the credentials are readable: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}")
     return entries
 
 
-def check_repositories(found: Findings, warm: main.WarmInstance, builds: Iterable[Mapping[str, Any]], project: str,
-                       function_project: str) -> None:  # fmt: skip
+def check_repositories(
+    found: Findings, warm: relay.warm.WarmInstance, builds: Iterable[Mapping[str, Any]], project: str,
+    function_project: str,
+) -> None:  # fmt: skip
     """One read a repository: whether the entry serving it can read it now."""
-    seen: dict[main.Repository, str] = {}
+    seen: dict[relay.repository.Repository, str] = {}
     for build in builds:
-        with main.event_scope(warm.config.event_deadline_seconds, project):
-            decision = main.translate(build, warm.config)
-            if isinstance(decision, main.Update):
+        with relay.scope.event_scope(warm.config.event_deadline_seconds, project):
+            decision = relay.translate.translate(build, warm.config)
+            if isinstance(decision, relay.translate.Update):
                 try:
-                    decision = main.resolve(decision, warm)
-                except main.TransientError as error:
+                    decision = relay.event.resolve(decision, warm)
+                except relay.errors.TransientError as error:
                     found.bad(f"build {build.get('id')}: its repository could not be looked up ({error})",
                               "run make doctor again; if it stays, see the function's lines below")  # fmt: skip
                     continue
-            if isinstance(decision, main.Skip):
+            if isinstance(decision, relay.errors.Skip):
                 if "no entry of the credentials serves" in decision.reason:
                     name = decision.reason.split("repository ")[-1].split(",")[0]
                     if name not in seen.values():
-                        seen[main.Repository(name, "")] = name
+                        seen[relay.repository.Repository(name, "")] = name
                         found.bad(f"{name}: no entry of the credentials serves it",
                                   "add an entry for it: make credentials PROJECT=... < credentials.json")  # fmt: skip
                 continue
@@ -177,21 +194,23 @@ def check_repositories(found: Findings, warm: main.WarmInstance, builds: Iterabl
                     probe(found, warm, repository, function_project)
 
 
-def probe(found: Findings, warm: main.WarmInstance, repository: main.Repository, project: str) -> None:
-    site: main.Site = warm.reporter.cloud if repository.server is None else warm.reporter.data_center
+def probe(
+    found: Findings, warm: relay.warm.WarmInstance, repository: relay.repository.Repository, project: str
+) -> None:
+    site: relay.bitbucket.Site = warm.reporter.cloud if repository.server is None else warm.reporter.data_center
     name = repository.shown()
     try:
         entry, code = warm.reporter.cloud.client.answer(repository, site.repository_url(repository))
-    except main.NotServed:
+    except relay.errors.NotServed:
         found.bad(f"{name}: no entry of the credentials serves it", CREDENTIALS_FIX.format(project=project))
         return
-    except main.UntrustedCertificate:
+    except relay.errors.UntrustedCertificate:
         found.bad(
             f"{name}: the server's TLS certificate is not trusted",
             'set "ca_certificate" of its entry to the PEM of the CA that signed it, then make credentials',
         )
         return
-    except main.Unreachable as error:
+    except relay.errors.Unreachable as error:
         found.bad(
             f"{name}: {error.origin} could not be reached from here",
             "check the network (VPC connector or Direct VPC egress of the function, a firewall)",
@@ -222,7 +241,7 @@ def probe(found: Findings, warm: main.WarmInstance, repository: main.Repository,
 # --- statuses that disagree with Cloud Build -----------------------------------------------------------------
 
 
-def check_statuses(found: Findings, warm: main.WarmInstance, planned: resync.Plan, args: Any) -> None:
+def check_statuses(found: Findings, warm: relay.warm.WarmInstance, planned: resync.Plan, args: Any) -> None:
     """What a dry-run resync would correct (one read a status)."""
     todo, _ = planned.decided()
     now = resync.rfc3339(datetime.now(UTC))
@@ -233,7 +252,7 @@ def check_statuses(found: Findings, warm: main.WarmInstance, planned: resync.Pla
         return
     for verdict in wrong:
         print(f"    {verdict.said} (build {verdict.build_id})", file=found.out)
-    since = min(wrong, key=lambda v: main.parse_time(v.created) or datetime.max.replace(tzinfo=UTC)).created
+    since = min(wrong, key=lambda v: relay.decoding.parse_time(v.created) or datetime.max.replace(tzinfo=UTC)).created
     where = f" FUNCTION_PROJECT={args.function_project}" if args.function_project != args.project else ""
     found.bad(
         f"{len(wrong)} status{'es disagree' if len(wrong) > 1 else ' disagrees'} with Cloud Build",
@@ -253,18 +272,21 @@ class Lines:
     complete: bool = True  # every line of the filter was read
 
     def add(self, entry: Mapping[str, Any]) -> None:
-        message = main._text(main._dict(entry.get("jsonPayload")).get("message")) or main._text(
+        message = relay.text._text(relay.text._dict(entry.get("jsonPayload")).get("message")) or relay.text._text(
             entry.get("textPayload")
         )
-        key = (main._text(entry.get("severity")), main._clip(message.splitlines()[0] if message else "", 200))
+        key = (
+            relay.text._text(entry.get("severity")),
+            relay.text._clip(message.splitlines()[0] if message else "", 200),
+        )
         self.counts[key] += 1
-        self.last.setdefault(key, main._text(entry.get("timestamp")))
+        self.last.setdefault(key, relay.text._text(entry.get("timestamp")))
 
     def total(self) -> str:
         return f"{sum(self.counts.values()):,}" + ("" if self.complete else "+")
 
 
-def read_lines(cloud_build: main.CloudBuild, api_url: str, function_project: str, query: str,
+def read_lines(cloud_build: relay.cloud_build.CloudBuild, api_url: str, function_project: str, query: str,
                pages: int) -> Lines | int:  # fmt: skip
     """The lines the query selects, newest first, at most `pages` pages of them; or what Cloud Logging answered."""
     session = cloud_build.authorized()
@@ -275,23 +297,25 @@ def read_lines(cloud_build: main.CloudBuild, api_url: str, function_project: str
         response = cloud_build.request(session, "POST", f"{api_url}/v2/entries:list", json=body)
         if not response.ok:
             return response.status_code
-        page = main._json(response)
-        for entry in map(main._dict, page.get("entries") or ()):
+        page = relay.transport._json(response)
+        for entry in map(relay.text._dict, page.get("entries") or ()):
             lines.add(entry)
-        body["pageToken"] = main._text(page.get("nextPageToken"))
+        body["pageToken"] = relay.text._text(page.get("nextPageToken"))
         if not body["pageToken"]:
             return lines
     lines.complete = False
     return lines
 
 
-def check_lines(found: Findings, cloud_build: main.CloudBuild, api_url: str, function_project: str, service: str,
-                since: datetime) -> None:  # fmt: skip
+def check_lines(
+    found: Findings, cloud_build: relay.cloud_build.CloudBuild, api_url: str, function_project: str, service: str,
+    since: datetime,
+) -> None:  # fmt: skip
     """Every ERROR line of the period (up to ERROR_PAGES_MAX pages), asked for on its own so that no number of newer
     warnings hides one; and the newest page of WARNING lines."""
     period = resync.rfc3339(since)
-    where = (f'resource.type="cloud_run_revision" AND resource.labels.service_name={main.quoted(service)} '
-             f"AND timestamp>={main.quoted(period)}")  # fmt: skip
+    where = (f'resource.type="cloud_run_revision" AND resource.labels.service_name={relay.step_log.quoted(service)} '
+             f"AND timestamp>={relay.step_log.quoted(period)}")  # fmt: skip
     errors = read_lines(cloud_build, api_url, function_project, f"{where} AND severity>=ERROR", ERROR_PAGES_MAX)
     warnings = read_lines(cloud_build, api_url, function_project, f"{where} AND severity=WARNING", 1)
     if isinstance(errors, int) or isinstance(warnings, int):
@@ -337,7 +361,7 @@ def run(argv: list[str], base_env: Mapping[str, str], out: TextIO = sys.stdout) 
     except (resync.UsageError, resync.ListingError) as error:
         print(f"doctor cannot run: {error}", file=sys.stderr)
         return 2
-    except main.ConfigurationError as error:
+    except relay.errors.ConfigurationError as error:
         print(f"doctor cannot run: {error}", file=sys.stderr)
         return 2
 
@@ -345,17 +369,17 @@ def run(argv: list[str], base_env: Mapping[str, str], out: TextIO = sys.stdout) 
 def _run(args: argparse.Namespace, base_env: Mapping[str, str], found: Findings) -> int:
     described = _read_json(args.function_config)
     subscriptions = _read_json(args.subscriptions) if args.subscriptions else []
-    deployed = resync.deployment_env(main._dict(described), args.function_project)
-    print(f"The function {main._text(main._dict(described).get('name')) or '(not found)'}", file=found.out)
+    deployed = resync.deployment_env(relay.text._dict(described), args.function_project)
+    print(f"The function {relay.text._text(relay.text._dict(described).get('name')) or '(not found)'}", file=found.out)
     env = check_settings(found, deployed, resync.run_env(base_env, deployed), args.function_project)
-    config = main.Config.from_env(env)
-    check_function(found, main._dict(described), subscriptions if isinstance(subscriptions, list) else [],
+    config = relay.config.Config.from_env(env)
+    check_function(found, relay.text._dict(described), subscriptions if isinstance(subscriptions, list) else [],
                    args.function_project, env, config)  # fmt: skip
     budget = resync.Allowance(1.0, resync.DEFAULT_HOURLY_BUDGET, 600.0)
     with quiet():
         warm = resync.warm_instance(env, budget, dry_run=True)
     if warm.cloud_build.authorized() is None:
-        raise main.ConfigurationError(
+        raise relay.errors.ConfigurationError(
             "no Google credentials: run `gcloud auth application-default login` (doctor reads Cloud Build, Cloud "
             "Logging and the credentials' source with them)"
         )
@@ -371,7 +395,7 @@ def _run(args: argparse.Namespace, base_env: Mapping[str, str], found: Findings)
             check_repositories(found, warm, planned.kept(), args.project, args.function_project)
             check_statuses(found, warm, planned, args)
     print("\nThe function's own warnings and errors:", file=found.out)
-    service = main._text(main._dict(described).get("name")).rsplit("/", 1)[-1] or "bitbucket-build-status"
+    service = relay.text._text(relay.text._dict(described).get("name")).rsplit("/", 1)[-1] or "bitbucket-build-status"
     check_lines(found, warm.cloud_build, config.logging_api_url, args.function_project, service, since)
     print(
         f"\n{'Something is wrong: see each ' + BAD + ' above.' if found.wrong else 'All checks hold.'}", file=found.out
@@ -390,7 +414,7 @@ def _read_json(path: str) -> Any:
     try:
         return json.loads(sys.stdin.read() if path == "-" else Path(path).read_text())
     except (OSError, ValueError) as error:
-        raise main.ConfigurationError(f"the deployment's description cannot be read: {error}") from None
+        raise relay.errors.ConfigurationError(f"the deployment's description cannot be read: {error}") from None
 
 
 def cli() -> int:

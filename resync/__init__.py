@@ -4,7 +4,7 @@
 
 Lists the builds created since then in each location (Cloud Build's `projects.locations.builds.list`,
 filtered on create_time, paged), oldest first, and passes each one through the path a Pub/Sub message
-takes (`main.report_build`), as if its current state had just been published: never backwards and the
+takes (`relay.event.report_build`), as if its current state had just been published: never backwards and the
 newest build winning hold as for live events, so a run over statuses that are right changes nothing and
 costs one read each. It runs with the person's own Google credentials (application default credentials)
 and the deployment's Bitbucket credentials (its environment, read from `gcloud functions describe`; a
@@ -49,7 +49,20 @@ from urllib.parse import urlencode
 
 from tqdm import tqdm
 
-import main
+import relay.bitbucket
+import relay.budget
+import relay.cloud_build
+import relay.config
+import relay.credentials
+import relay.decoding
+import relay.errors
+import relay.event
+import relay.reporting
+import relay.repository
+import relay.text
+import relay.translate
+import relay.transport
+import relay.warm
 
 DEFAULT_SHARE = 0.5
 # Bitbucket Cloud's allowance per account or OAuth consumer; an access token's own X-RateLimit-Limit replaces
@@ -99,10 +112,10 @@ def deployment_env(function: Mapping[str, Any], project: str) -> dict[str, str]:
     """The environment a deployed function runs with (`gcloud functions describe --format=json`, 2nd gen), its
     credentials as resync reads them: a secret mounted as a file, or set as BITBUCKET_CREDENTIALS, becomes
     CREDENTIALS_SECRET, read with Secret Manager's API."""
-    service = main._dict(function.get("serviceConfig"))
-    env = {str(k): str(v) for k, v in main._dict(service.get("environmentVariables")).items()}
+    service = relay.text._dict(function.get("serviceConfig"))
+    env = {str(k): str(v) for k, v in relay.text._dict(service.get("environmentVariables")).items()}
     for secret in service.get("secretEnvironmentVariables") or []:
-        if main._dict(secret).get("key") == "BITBUCKET_CREDENTIALS":
+        if relay.text._dict(secret).get("key") == "BITBUCKET_CREDENTIALS":
             env["CREDENTIALS_SECRET"] = _secret_name(secret, secret.get("version"), project)
     path = env.pop("BITBUCKET_CREDENTIALS_FILE", None)
     if path:
@@ -113,25 +126,28 @@ def deployment_env(function: Mapping[str, Any], project: str) -> dict[str, str]:
 def _mounted_secret(volumes: list[Any], path: str, project: str) -> str:
     """The secret version mounted at `path`; a volume that names no versions mounts the latest as a file named
     after the secret."""
-    for volume in map(main._dict, volumes):
-        mount = main._text(volume.get("mountPath")).rstrip("/")
+    for volume in map(relay.text._dict, volumes):
+        mount = relay.text._text(volume.get("mountPath")).rstrip("/")
         versions = volume.get("versions") or [{"path": volume.get("secret"), "version": "latest"}]
-        for version in map(main._dict, versions):
-            if f"{mount}/{main._text(version.get('path')).lstrip('/')}" == path:
+        for version in map(relay.text._dict, versions):
+            if f"{mount}/{relay.text._text(version.get('path')).lstrip('/')}" == path:
                 return _secret_name(volume, version.get("version"), project)
-    raise main.ConfigurationError(f"the deployment reads BITBUCKET_CREDENTIALS_FILE={path}, which no secret mounts")
+    raise relay.errors.ConfigurationError(
+        f"the deployment reads BITBUCKET_CREDENTIALS_FILE={path}, which no secret mounts"
+    )
 
 
 def _secret_name(secret: Mapping[str, Any], version: Any, project: str) -> str:
-    owner = main._text(secret.get("projectId")) or project
-    return f"projects/{owner}/secrets/{main._text(secret.get('secret'))}/versions/{main._text(version) or 'latest'}"
+    owner = relay.text._text(secret.get("projectId")) or project
+    name, version = relay.text._text(secret.get("secret")), relay.text._text(version) or "latest"
+    return f"projects/{owner}/secrets/{name}/versions/{version}"
 
 
 def run_env(base: Mapping[str, str], deployed: Mapping[str, str] | None) -> dict[str, str]:
     """The person's environment, with the deployment's settings and credential source in place of their own."""
     if deployed is None:
         return dict(base)
-    sources = (*main.SINGLE_VARIABLES, *main.BUCKET_VARIABLES)
+    sources = (*relay.credentials.SINGLE_VARIABLES, *relay.credentials.BUCKET_VARIABLES)
     return {**{k: v for k, v in base.items() if k not in sources}, **deployed}
 
 
@@ -155,7 +171,7 @@ def since_time(text: str, now: datetime) -> datetime:
     """SINCE: an age (90m, 24h, 7d) or an RFC 3339 time (a date alone is its midnight, UTC)."""
     if match := AGO_RE.fullmatch(text.strip()):
         return now - timedelta(**{UNITS[match["unit"]]: int(match["count"])})
-    parsed = main.parse_time(text)
+    parsed = relay.decoding.parse_time(text)
     if parsed is None:
         raise UsageError(f"SINCE={text!r} is neither an age (90m, 24h, 7d) nor a time (2026-11-28T09:00:00Z)")
     return parsed
@@ -166,21 +182,23 @@ def rfc3339(moment: datetime) -> str:
 
 
 def builds_since(
-    cloud_build: main.CloudBuild, project: str, locations: list[str], since: datetime
+    cloud_build: relay.cloud_build.CloudBuild, project: str, locations: list[str], since: datetime
 ) -> Iterator[dict[str, Any]]:
     """Every build created at or after `since` in those locations, as the pages arrive, each once."""
     seen: set[str] = set()
     for location in locations:
         for build in _listed(cloud_build, project, location, since):
-            if (build_id := main._text(build.get("id"))) not in seen:
+            if (build_id := relay.text._text(build.get("id"))) not in seen:
                 seen.add(build_id)
                 yield build
 
 
-def _listed(cloud_build: main.CloudBuild, project: str, location: str, since: datetime) -> Iterator[dict[str, Any]]:
+def _listed(
+    cloud_build: relay.cloud_build.CloudBuild, project: str, location: str, since: datetime
+) -> Iterator[dict[str, Any]]:
     session = cloud_build.authorized()
     if session is None:
-        raise main.ConfigurationError(
+        raise relay.errors.ConfigurationError(
             "no Google credentials: run `gcloud auth application-default login` (resync uses them to list builds)"
         )
     where = f"projects/{project}/locations/{location}"
@@ -189,15 +207,15 @@ def _listed(cloud_build: main.CloudBuild, project: str, location: str, since: da
     for _ in range(PAGES_MAX):
         response = cloud_build.get(session, f"{cloud_build.api_url}/v1/{where}/builds?{urlencode(query)}")
         if response.status_code in (401, 403):
-            raise main.ConfigurationError(
+            raise relay.errors.ConfigurationError(
                 f"Cloud Build's API answered {response.status_code} to listing the builds of {where}: "
                 "you need cloudbuild.builds.list (roles/cloudbuild.builds.viewer)"
             )
         if not response.ok:
-            raise main.TransientError(f"Cloud Build's API answered {response.status_code} to listing {where}")
-        page = main._json(response)
-        yield from (b for b in page.get("builds") or [] if isinstance(b, dict) and main._text(b.get("id")))
-        token = main._text(page.get("nextPageToken"))
+            raise relay.errors.TransientError(f"Cloud Build's API answered {response.status_code} to listing {where}")
+        page = relay.transport._json(response)
+        yield from (b for b in page.get("builds") or [] if isinstance(b, dict) and relay.text._text(b.get("id")))
+        token = relay.text._text(page.get("nextPageToken"))
         if not token:
             return
         if token in tokens:
@@ -218,7 +236,7 @@ def _listed(cloud_build: main.CloudBuild, project: str, location: str, since: da
 _claims: contextvars.ContextVar[set[str] | None] = contextvars.ContextVar("claims", default=None)
 
 
-class Allowance(main.Budget):
+class Allowance(relay.budget.Budget):
     """The function's budget rule, and this run's share of each credential's hourly budget: a build reserves
     what it may cost before its first call with a credential; none is started once the share is spent or
     Bitbucket says the budget is nearly spent."""
@@ -230,10 +248,10 @@ class Allowance(main.Budget):
         self.reserved: Counter[str] = Counter()
         self.limits: dict[str, int] = {}  # credential secret → its X-RateLimit-Limit
         self.stopped: dict[str, str] = {}  # credential secret → why no build is started with it any more
-        self.entries: dict[str, main.Credential] = {}
+        self.entries: dict[str, relay.credentials.Credential] = {}
         self._guard = threading.Lock()
 
-    def note(self, entry: main.Credential, headers: Mapping[str, str]) -> None:
+    def note(self, entry: relay.credentials.Credential, headers: Mapping[str, str]) -> None:
         limit = headers.get("X-RateLimit-Limit", "")
         with self._guard:
             self.spent[entry.secret] += 1
@@ -244,7 +262,7 @@ class Allowance(main.Budget):
                 self.stopped.setdefault(entry.secret, said)
         super().note(entry, headers)
 
-    def spare(self, entry: main.Credential | None) -> bool:
+    def spare(self, entry: relay.credentials.Credential | None) -> bool:
         """A call beyond a build's own (its report's annotations, a repository's visibility) only within the share."""
         if entry is None or not super().spare(entry):
             return entry is None
@@ -252,10 +270,10 @@ class Allowance(main.Budget):
             spent = self.spent[entry.secret] + self.reserved[entry.secret]
             return entry.secret not in self.stopped and spent + 1 <= self.allowed(entry)
 
-    def allowed(self, entry: main.Credential) -> int:
+    def allowed(self, entry: relay.credentials.Credential) -> int:
         return int(self.share * self.limits.get(entry.secret, self.hourly))
 
-    def claim(self, entry: main.Credential) -> None:
+    def claim(self, entry: relay.credentials.Credential) -> None:
         """Before the current build's first call with `entry`: reserve its calls, or raise ShareSpent."""
         claims = _claims.get()
         if claims is None or entry.secret in claims:
@@ -270,7 +288,7 @@ class Allowance(main.Budget):
             self.reserved[entry.secret] += CALLS_PER_BUILD
         claims.add(entry.secret)
 
-    def refused(self, entry: main.Credential) -> None:
+    def refused(self, entry: relay.credentials.Credential) -> None:
         """Bitbucket answered 429 to the credential: its hourly budget is spent."""
         with self._guard:
             self.stopped.setdefault(
@@ -298,20 +316,22 @@ class Allowance(main.Budget):
 
 
 @dataclass
-class ResyncClient(main.Client):
+class ResyncClient(relay.bitbucket.Client):
     """The function's client, keeping to the allowance, and trying a site that did not answer only once."""
 
     unreached: set[str] = field(default_factory=set)
 
-    def _send(self, entry: main.Credential, method: str, url: str, body: Any, params: Any, header: str) -> Any:
-        origin = main.origin_of(url)
+    def _send(
+        self, entry: relay.credentials.Credential, method: str, url: str, body: Any, params: Any, header: str
+    ) -> Any:
+        origin = relay.transport.origin_of(url)
         if origin in self.unreached:
-            raise main.Unreachable(f"{origin} did not answer earlier in this run", origin)
+            raise relay.errors.Unreachable(f"{origin} did not answer earlier in this run", origin)
         assert isinstance(self.budget, Allowance)
         self.budget.claim(entry)
         try:
             response = super()._send(entry, method, url, body, params, header)
-        except main.Unreachable:
+        except relay.errors.Unreachable:
             self.unreached.add(origin)
             raise
         if response.status_code == 429:
@@ -322,19 +342,19 @@ class ResyncClient(main.Client):
 class DryRunClient(ResyncClient):
     """Reads as a resync does, and writes nothing: a status or report it would write is only counted as such."""
 
-    def write(self, repository: main.Repository, method: str, url: str, body: Any) -> None:
+    def write(self, repository: relay.repository.Repository, method: str, url: str, body: Any) -> None:
         return None
 
-    def delete(self, repository: main.Repository, url: str) -> None:
+    def delete(self, repository: relay.repository.Repository, url: str) -> None:
         return None
 
 
-def warm_instance(env: Mapping[str, str], budget: Allowance, dry_run: bool) -> main.WarmInstance:
+def warm_instance(env: Mapping[str, str], budget: Allowance, dry_run: bool) -> relay.warm.WarmInstance:
     """The function's instance as a resync (or doctor) runs it: its budget and client, no report owed for a status
     already shown. A dry run writes no report, so it reads nothing that only goes into one: no failed step's log
     (Cloud Logging) and no repository's visibility (which decides whether that log may be shown)."""
     client = DryRunClient if dry_run else ResyncClient
-    warm = main.WarmInstance.from_env(env, budget=budget, client_type=client, reports_for_shown=False)
+    warm = relay.warm.WarmInstance.from_env(env, budget=budget, client_type=client, reports_for_shown=False)
     if dry_run:
         warm.reporter.logs = None
     return warm
@@ -346,7 +366,7 @@ def warm_instance(env: Mapping[str, str], budget: Allowance, dry_run: bool) -> m
 @dataclass(frozen=True)
 class Listed:
     """A listed build as resync holds it: its id, when it was created, and what the function's path reads of it
-    (main.essentials), compressed JSON."""
+    (relay.decoding.essentials), compressed JSON."""
 
     id: str
     created: str
@@ -354,15 +374,17 @@ class Listed:
 
     @classmethod
     def of(cls, build: Mapping[str, Any]) -> Listed:
-        essentials = json.dumps(main.essentials(build), separators=(",", ":")).encode()
-        return cls(main._text(build.get("id")), main._text(build.get("createTime")), zlib.compress(essentials, 1))
+        essentials = json.dumps(relay.decoding.essentials(build), separators=(",", ":")).encode()
+        return cls(
+            relay.text._text(build.get("id")), relay.text._text(build.get("createTime")), zlib.compress(essentials, 1)
+        )
 
     def build(self) -> dict[str, Any]:
         build: dict[str, Any] = json.loads(zlib.decompress(self.data))
         return build
 
     def order(self) -> tuple[datetime, str]:
-        return (main.parse_time(self.created) or datetime.min.replace(tzinfo=UTC), self.id)
+        return (relay.decoding.parse_time(self.created) or datetime.min.replace(tzinfo=UTC), self.id)
 
 
 @dataclass(frozen=True)
@@ -385,7 +407,7 @@ class Plan:
     state cannot move its own build's status backwards). A build that translates to nothing goes on, to be
     skipped with the function's own reason."""
 
-    config: main.Config
+    config: relay.config.Config
     newest: dict[tuple[Any, ...], tuple[Listed, bool]] = field(default_factory=dict)  # status → (build, final)
     superseded: list[Verdict] = field(default_factory=list)
     created: dict[str, str] = field(default_factory=dict)  # every listed build's id → createTime
@@ -393,9 +415,9 @@ class Plan:
     def add(self, build: Mapping[str, Any]) -> None:
         listed = Listed.of(build)
         self.created[listed.id] = listed.created
-        update = main.translate(build, self.config)
+        update = relay.translate.translate(build, self.config)
         status = _status_of(listed.id, update)
-        final = not (isinstance(update, main.Update) and not update.status.is_final)
+        final = not (isinstance(update, relay.translate.Update) and not update.status.is_final)
         kept = self.newest.get(status)
         if kept is not None and kept[0].order() > listed.order():
             self.superseded.append(Verdict(listed.id, listed.created, SUPERSEDED, SUPERSEDED_SAID))
@@ -421,24 +443,24 @@ class Plan:
         return todo, decided
 
 
-def plan(builds: Iterable[Mapping[str, Any]], config: main.Config) -> Plan:
+def plan(builds: Iterable[Mapping[str, Any]], config: relay.config.Config) -> Plan:
     planned = Plan(config)
     for build in builds:
         planned.add(build)
     return planned
 
 
-def _status_of(build_id: str, update: main.Update | main.Skip) -> tuple[Any, ...]:
-    if isinstance(update, main.Skip):
+def _status_of(build_id: str, update: relay.translate.Update | relay.errors.Skip) -> tuple[Any, ...]:
+    if isinstance(update, relay.errors.Skip):
         return ("skipped", build_id)
     target, status = update.target, update.status
     return (target.connected, target.candidates, target.commit, status.key)
 
 
-def resync_build(listed: Listed, warm: main.WarmInstance, project: str, published: str) -> Verdict:
+def resync_build(listed: Listed, warm: relay.warm.WarmInstance, project: str, published: str) -> Verdict:
     """The build's current state through the path of a Pub/Sub message published now."""
     build = listed.build()
-    fields = main._log_fields(build)
+    fields = relay.event._log_fields(build)
     assert isinstance(warm.reporter.budget, Allowance)
 
     def verdict(kind: str, said: str, change: str = "", problem: str = "") -> Verdict:
@@ -446,26 +468,26 @@ def resync_build(listed: Listed, warm: main.WarmInstance, project: str, publishe
 
     try:
         with warm.reporter.budget.build():
-            result = main.report_build(build, published, fields, project, warm)
-    except (ShareSpent, main.RateLimited) as error:
+            result = relay.event.report_build(build, published, fields, project, warm)
+    except (ShareSpent, relay.errors.RateLimited) as error:
         return verdict(LEFT, str(error))
-    except main.Unreachable as error:
+    except relay.errors.Unreachable as error:
         return verdict(NOT_REACHED, str(error))
-    except main.TransientError as error:  # a ConfigurationError stops the run
+    except relay.errors.TransientError as error:  # a ConfigurationError stops the run
         return verdict(FAILED, str(error))
     where = _where(fields)
-    if result.kind == main.REPORTED and result.outcome is not None:
+    if result.kind == relay.event.REPORTED and result.outcome is not None:
         outcome = result.outcome
-        if outcome.status == main.POSTED:
-            problem = result.message if main.REPORT_REFUSED in outcome.report else ""
+        if outcome.status == relay.reporting.POSTED:
+            problem = result.message if relay.reporting.REPORT_REFUSED in outcome.report else ""
             change = f"{outcome.before or 'nothing'} → {fields['state']}"
             return verdict(CORRECTED, f"{where}: {change}", change, problem)
-        if outcome.status == main.BUDGET_SPENT:
-            return verdict(LEFT, main.BUDGET_SPENT)
+        if outcome.status == relay.reporting.BUDGET_SPENT:
+            return verdict(LEFT, relay.reporting.BUDGET_SPENT)
         return verdict(RIGHT, where)
-    if result.kind == main.REFUSED:
+    if result.kind == relay.event.REFUSED:
         return verdict(FAILED, f"{where}: {result.message}")
-    if result.kind == main.DROPPED:
+    if result.kind == relay.event.DROPPED:
         return verdict(LEFT, result.message)
     return verdict(SKIPPED, result.message)
 
@@ -543,10 +565,10 @@ def run(argv: list[str], base_env: Mapping[str, str], out: TextIO = sys.stdout) 
     except ListingError as error:
         print(f"resync stopped: {error}", file=sys.stderr)
         return 2
-    except main.ConfigurationError as error:
+    except relay.errors.ConfigurationError as error:
         print(f"resync stopped: configuration error: {error}", file=sys.stderr)
         return 2
-    except main.TransientError as error:
+    except relay.errors.TransientError as error:
         print(f"resync stopped: {error}; run it again", file=sys.stderr)
         return 1
 
@@ -554,7 +576,7 @@ def run(argv: list[str], base_env: Mapping[str, str], out: TextIO = sys.stdout) 
 def _run(args: argparse.Namespace, base_env: Mapping[str, str], out: TextIO) -> int:
     project, locations = args.project, args.locations.split()
     function_project = args.function_project or project
-    projects_valid = all(main.PROJECT_ID_RE.fullmatch(p) for p in (project, function_project))
+    projects_valid = all(relay.config.PROJECT_ID_RE.fullmatch(p) for p in (project, function_project))
     if not projects_valid or not all(LOCATION_RE.fullmatch(x) for x in locations):
         raise UsageError("PROJECT and FUNCTION_PROJECT must be project IDs, LOCATIONS Cloud Build regions (global …)")
     if not 0 < args.share <= 1 or args.hourly_budget < 1 or args.workers < 1:
@@ -563,12 +585,12 @@ def _run(args: argparse.Namespace, base_env: Mapping[str, str], out: TextIO) -> 
     since = since_time(args.since, now)
     env = run_env(base_env, _deployment(args.function_config, function_project))
     print(permissions(project, env), file=sys.stderr)
-    config = main.Config.from_env(env)
+    config = relay.config.Config.from_env(env)
     budget = Allowance(args.share, args.hourly_budget, config.rate_limit_cooldown_seconds)
     warm = warm_instance(env, budget, args.dry_run)
     planned = plan(builds_since(warm.cloud_build, project, locations, since), config)
     for build_id, text in planned.created.items():  # a listed build's age is known before any status is compared
-        if created := main.parse_time(text):
+        if created := relay.decoding.parse_time(text):
             warm.reporter.memory.created.put((project, build_id), created)
     mode = " (dry run: Bitbucket is read, nothing is written)" if args.dry_run else ""
     listed = len(planned.created)
@@ -589,13 +611,19 @@ def _deployment(path: str | None, project: str) -> dict[str, str] | None:
         return None
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text()
-        return deployment_env(main._dict(json.loads(text)), project)
+        return deployment_env(relay.text._dict(json.loads(text)), project)
     except (OSError, ValueError) as error:
-        raise main.ConfigurationError(f"the deployment's configuration cannot be read: {error}") from None
+        raise relay.errors.ConfigurationError(f"the deployment's configuration cannot be read: {error}") from None
 
 
 def _each(
-    builds: list[Listed], tally: Tally, warm: main.WarmInstance, project: str, published: str, args: Any, out: TextIO
+    builds: list[Listed],
+    tally: Tally,
+    warm: relay.warm.WarmInstance,
+    project: str,
+    published: str,
+    args: Any,
+    out: TextIO,
 ) -> None:
     verb = "would correct" if args.dry_run else "corrected"
     with ThreadPoolExecutor(args.workers) as pool, redirect_stdout(LogLines()):

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import settings
 
 import main
+import relay.warm
 from standins import LOGS, SEEN_SECRETS, builds, remember_basic, remember_secret
 from standins.bitbucket import Bitbucket, Server
 from standins.builds import COMMIT, build
@@ -153,7 +154,7 @@ def fresh_instance(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HTTP_RETRY_BACKOFF_SECONDS", "0.01")
     monkeypatch.setenv("LOG_WAIT_SECONDS", "0")  # a test that waits for a late log says so
     monkeypatch.setenv("NO_GCE_CHECK", "true")  # google-auth never looks for a metadata server (off loopback)
-    monkeypatch.setattr(main, "_warm", None)
+    monkeypatch.setattr(relay.warm, "_warm", None)
 
 
 @pytest.fixture
@@ -161,7 +162,7 @@ def new_instance(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
     """Call it, and the next event reaches a new instance: cold, with no memory of earlier events."""
 
     def start() -> None:
-        monkeypatch.setattr(main, "_warm", None)
+        monkeypatch.setattr(relay.warm, "_warm", None)
 
     return start
 

@@ -33,6 +33,9 @@ from pathlib import Path
 from typing import Any
 
 import main
+import relay.errors
+import relay.reporting
+import relay.warm
 from standins import remember_secret
 from standins.bitbucket import FAULTS, Bitbucket, went_to_older
 from standins.builds import Context, background_event, build, now
@@ -156,20 +159,20 @@ class PubSub:
         started = time.monotonic()
         log = io.StringIO()
         with contextlib.redirect_stdout(log):
-            main._warm = None
+            relay.warm._warm = None
             threads = [threading.Thread(target=self._work, args=(started + deadline,)) for _ in range(self.workers)]
             for thread in threads:
                 thread.start()
             for thread in threads:
                 thread.join()
-            main._warm = None
+            relay.warm._warm = None
         return self._pending, log.getvalue()
 
     def _take(self) -> Delivery | None:
         """The next delivery that is due; now and then the instance is replaced, once it has drained."""
         with self._lock:
             if self._replacing and self._in_flight == 0:
-                main._warm = None  # a new instance: cold, with no memory of earlier events
+                relay.warm._warm = None  # a new instance: cold, with no memory of earlier events
                 self.figures.new_instances += 1
                 self._replacing = False
             due = next((i for i, d in enumerate(self.queue) if d.ready_at <= time.monotonic()), None)
@@ -192,7 +195,7 @@ class PubSub:
                 continue
             try:
                 main.build_status(delivery.event, Context(delivery.published))
-            except main.TransientError:
+            except relay.errors.TransientError:
                 with self._lock:  # Pub/Sub redelivers it later, with its original publish time
                     self.figures.redeliveries += 1
                     delivery.ready_at = time.monotonic() + self.redelivery_delay()
@@ -262,7 +265,7 @@ def run(
         1
         for line in log.splitlines()
         if json.loads(line)["message"].startswith("Did not post INPROGRESS")
-        and ("429" in line or main.BUDGET_SPENT in line)
+        and ("429" in line or relay.reporting.BUDGET_SPENT in line)
     )
     figures.server_builds = sum(1 for repo, _ in truth if repo == SERVER_REPOSITORY)
     verify(bitbucket, server_app, truth, pending, deadline)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-import main
+import relay.errors
+import relay.reporting
 from standins.builds import build
 from tests.conftest import deliver, log_lines, shown
 
@@ -23,7 +24,7 @@ def test_an_in_progress_state_refused_with_429_is_acknowledged_with_a_warning(bi
 
 def test_a_final_state_refused_with_429_is_redelivered_and_lands(bitbucket):
     bitbucket.app.fail_next("429")
-    with pytest.raises(main.RateLimited):
+    with pytest.raises(relay.errors.RateLimited):
         deliver(build("SUCCESS"))
     deliver(build("SUCCESS"))  # the redelivery
     assert [s["state"] for s in bitbucket.app.shown("acme", "webapp", build()["substitutions"]["COMMIT_SHA"])] == [
@@ -48,7 +49,7 @@ def test_after_near_limit_only_final_states_are_posted_with_that_credential(thre
     assert [w["credential"] for w in warnings] == [1, 2]  # the allowance, once per cooldown and entry
     skipped = [line for line in lines if line.get("build_id") == "b-1" and line["state"] == "INPROGRESS"]
     assert [line["message"] for line in skipped] == [
-        f"Did not post INPROGRESS ({what}): {main.BUDGET_SPENT}" for what in ("Queued", "Running")
+        f"Did not post INPROGRESS ({what}): {relay.reporting.BUDGET_SPENT}" for what in ("Queued", "Running")
     ]
 
 
@@ -62,7 +63,7 @@ def test_the_cooldown_ends(three_entries, monkeypatch):
 
 def test_a_429_without_retry_after_is_not_retried_inside_the_call_so_the_budget_is_not_spent_on_it(bitbucket):
     bitbucket.app.fail_next("429")
-    with pytest.raises(main.RateLimited):
+    with pytest.raises(relay.errors.RateLimited):
         deliver(build("SUCCESS"))
     assert len(bitbucket.app.calls) == 1
     deliver(build("SUCCESS"))  # the redelivery

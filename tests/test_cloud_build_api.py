@@ -7,7 +7,9 @@ import json
 
 import pytest
 
-import main
+import relay.cloud_build
+import relay.errors
+import relay.warm
 from standins.builds import build, connected_repository
 from tests.conftest import deliver, log_lines
 
@@ -50,7 +52,7 @@ def test_without_permission_to_ask_cloud_build_repo_full_name_is_taken_for_bitbu
 
 def test_a_transient_cloud_build_api_failure_is_redelivered(both, google, monkeypatch):
     monkeypatch.setenv("CLOUD_BUILD_API_ENDPOINT", "http://127.0.0.1:9")  # nothing listens: connection refused
-    with pytest.raises(main.TransientError):
+    with pytest.raises(relay.errors.TransientError):
         deliver(build("SUCCESS", source="connection", repo="acme/webapp"))
 
 
@@ -70,7 +72,7 @@ def test_a_remote_uri_with_user_info_lands_on_its_server(both, google):
 def test_a_transient_answer_of_the_api_is_redelivered_and_the_redelivery_lands(both, google, capsys, answer):
     google.app.repositories[connected_repository("PROJ/repo")] = f"{both.url}/scm/proj/repo.git"
     google.app.cloud_build_answer = answer
-    with pytest.raises(main.TransientError):
+    with pytest.raises(relay.errors.TransientError):
         deliver(connected())
     [line] = log_lines(capsys.readouterr().out)
     assert line["severity"] == "WARNING"
@@ -144,7 +146,7 @@ def test_googles_token_endpoint_unreachable_is_a_transient_error_logged_like_the
     monkeypatch.setenv(
         "GOOGLE_APPLICATION_CREDENTIALS", service_account_with_token_uri(google, tmp_path, "http://127.0.0.1:9/token")
     )
-    with pytest.raises(main.TransientError):
+    with pytest.raises(relay.errors.TransientError):
         deliver(connected("acme/webapp"))
     [line] = log_lines(capsys.readouterr().out)
     assert line["severity"] == "WARNING"
@@ -154,7 +156,7 @@ def test_googles_token_endpoint_unreachable_is_a_transient_error_logged_like_the
 
 def test_google_refusing_the_functions_credentials_is_a_configuration_error(bitbucket, google, capsys):
     google.app.refuse_tokens = True
-    with pytest.raises(main.ConfigurationError):
+    with pytest.raises(relay.errors.ConfigurationError):
         deliver(connected("acme/webapp"))
     [line] = log_lines(capsys.readouterr().out)
     assert line["severity"] == "ERROR"
@@ -164,12 +166,12 @@ def test_google_refusing_the_functions_credentials_is_a_configuration_error(bitb
 
 def test_the_answers_remembered_are_bounded_and_the_oldest_forgotten_first(bitbucket, google, monkeypatch):
     """Builds can name any number of connected repositories: the instance remembers the last REMOTES answers."""
-    monkeypatch.setattr(main.CloudBuild, "REMOTES", 3)
+    monkeypatch.setattr(relay.cloud_build.CloudBuild, "REMOTES", 3)
     for n in range(5):
         google.app.repositories[connected_repository(f"acme/repo-{n}")] = f"https://bitbucket.org/acme/repo-{n}.git"
     lookups = google.app.counts["cloudbuild.repositories.get"]
     for n in (*range(5), 4, 0):  # repo-4 is still remembered; repo-0 was forgotten
         deliver(build("SUCCESS", f"b-{n}", source="connection", repo=f"acme/repo-{n}"))
     assert google.app.counts["cloudbuild.repositories.get"] - lookups == 6
-    assert main._warm is not None
-    assert len(main._warm.cloud_build._remotes._items) == 3
+    assert relay.warm._warm is not None
+    assert len(relay.warm._warm.cloud_build._remotes._items) == 3

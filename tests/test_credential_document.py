@@ -9,7 +9,9 @@ import json
 
 import pytest
 
-import main
+import relay.credentials
+import relay.errors
+import relay.repository
 from standins.bitbucket import token_identity
 from standins.builds import build
 from tests.conftest import API, TOKEN, WEBAPP, creator, deliver, log_lines, shown
@@ -75,7 +77,7 @@ def test_a_bad_document_is_a_configuration_error_naming_the_source_and_position_
     bitbucket, monkeypatch, capsys, document, message
 ):
     monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps(document))
-    with pytest.raises(main.ConfigurationError) as raised:
+    with pytest.raises(relay.errors.ConfigurationError) as raised:
         deliver(build("SUCCESS"))
     assert message in str(raised.value)
     out = capsys.readouterr().out
@@ -93,7 +95,7 @@ def test_malformed_credentials_are_a_configuration_error_naming_the_variable_not
     bitbucket, monkeypatch, capsys, value
 ):
     monkeypatch.setenv("BITBUCKET_CREDENTIALS", value or " ")
-    with pytest.raises(main.ConfigurationError) as raised:
+    with pytest.raises(relay.errors.ConfigurationError) as raised:
         deliver(build("SUCCESS"))
     assert "BITBUCKET_CREDENTIALS" in str(raised.value)
     out = capsys.readouterr().out
@@ -105,7 +107,7 @@ def test_malformed_credentials_are_a_configuration_error_naming_the_variable_not
 
 
 def test_credentials_never_show_in_their_repr():
-    [credentials] = main.parse_credentials(json.dumps({"token": TOKEN}), "test")
+    [credentials] = relay.credentials.parse_credentials(json.dumps({"token": TOKEN}), "test")
     assert TOKEN not in repr(credentials)
     assert TOKEN not in str(credentials)
 
@@ -114,7 +116,9 @@ def test_a_token_with_a_character_outside_ascii_is_a_configuration_error_naming_
     bitbucket, monkeypatch, capsys
 ):
     monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps({"token": f"{PASTED}…"}))
-    with pytest.raises(main.ConfigurationError, match="BITBUCKET_CREDENTIALS holds a token with a character outside"):
+    with pytest.raises(
+        relay.errors.ConfigurationError, match="BITBUCKET_CREDENTIALS holds a token with a character outside"
+    ):
         deliver(build("SUCCESS"))
     out = capsys.readouterr().out
     assert log_lines(out)[-1]["severity"] == "ERROR"
@@ -135,28 +139,28 @@ def test_a_token_with_a_character_outside_ascii_is_a_configuration_error_naming_
 )
 def test_a_bad_server_entry_is_a_configuration_error(bitbucket, monkeypatch, entry, message):
     monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps([{"token": TOKEN}, entry]))
-    with pytest.raises(main.ConfigurationError, match="entry 2 of BITBUCKET_CREDENTIALS"):
+    with pytest.raises(relay.errors.ConfigurationError, match="entry 2 of BITBUCKET_CREDENTIALS"):
         deliver(build("SUCCESS"))
-    with pytest.raises(main.ConfigurationError, match=message):
-        main.parse_credentials(json.dumps([entry]), "x")
+    with pytest.raises(relay.errors.ConfigurationError, match=message):
+        relay.credentials.parse_credentials(json.dumps([entry]), "x")
 
 
-def entries(*document: dict) -> tuple[main.Credential, ...]:
-    return main.parse_credentials(json.dumps(list(document)), "test")
+def entries(*document: dict) -> tuple[relay.credentials.Credential, ...]:
+    return relay.credentials.parse_credentials(json.dumps(list(document)), "test")
 
 
 def test_a_data_center_entrys_patterns_match_project_and_slug_without_case():
     [entry] = entries({"token": FIRST, "server": "https://bb.example", "repositories": ["proj/Repo-*"]})
-    assert entry.serves(main.Repository("PROJ", "repo-api", server="https://bb.example"))
-    assert not entry.serves(main.Repository("PROJ", "other", server="https://bb.example"))
-    assert not entry.serves(main.Repository("PROJ", "repo-api"))  # the same name on Bitbucket Cloud
+    assert entry.serves(relay.repository.Repository("PROJ", "repo-api", server="https://bb.example"))
+    assert not entry.serves(relay.repository.Repository("PROJ", "other", server="https://bb.example"))
+    assert not entry.serves(relay.repository.Repository("PROJ", "repo-api"))  # the same name on Bitbucket Cloud
 
 
 def test_a_server_written_with_its_default_port_serves_clone_urls_without_it():
     [entry] = entries({"token": FIRST, "server": "https://bb.example:443/bitbucket"})
-    found = main.repository_at("https://bb.example/bitbucket/scm/proj/repo.git")
+    found = relay.repository.repository_at("https://bb.example/bitbucket/scm/proj/repo.git")
     assert entry.server == "https://bb.example/bitbucket"
-    assert entry.serves(main.valid_repository(found))
+    assert entry.serves(relay.repository.valid_repository(found))
     [other_port] = entries({"token": FIRST, "server": "https://bb.example:8443"})
     assert other_port.server == "https://bb.example:8443"
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-import main
+import relay.errors
 from standins.builds import build
 from tests.conftest import DOCUMENT, creator, deliver, log_lines, shown
 
@@ -57,13 +57,13 @@ def test_access_token_signs_in_as_bearer(bitbucket):
 def test_none_two_or_half_a_credential_source_is_a_configuration_error_naming_the_variables(monkeypatch, env, message):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    with pytest.raises(main.ConfigurationError, match=re.escape(message)):
+    with pytest.raises(relay.errors.ConfigurationError, match=re.escape(message)):
         deliver(build("SUCCESS"))
 
 
 def test_an_invalid_credential_is_refetched_once_then_raised_for_redelivery(bitbucket, monkeypatch, capsys):
     monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps({"token": REVOKED}))
-    with pytest.raises(main.TransientError, match="credentials refused after fetching them again") as raised:
+    with pytest.raises(relay.errors.TransientError, match="credentials refused after fetching them again") as raised:
         deliver(build("SUCCESS"))
     assert [c.status for c in bitbucket.app.calls] == [401, 401]
     assert REVOKED not in str(raised.value)
@@ -104,14 +104,14 @@ def test_bucket_object_encrypted_with_another_key_is_a_configuration_error(
         "acme-secrets", "other.enc", google.app.encrypt("projects/p/locations/l/keyRings/r/cryptoKeys/other", b"{}")
     )
     monkeypatch.setenv("SECRETS_OBJECT", "other.enc")
-    with pytest.raises(main.ConfigurationError, match=re.escape("gs://acme-secrets/other.enc")) as raised:
+    with pytest.raises(relay.errors.ConfigurationError, match=re.escape("gs://acme-secrets/other.enc")) as raised:
         deliver(build("SUCCESS"))
     assert "400" in str(raised.value)
 
 
 def test_a_missing_bucket_object_is_a_configuration_error(bucket_credentials, monkeypatch):
     monkeypatch.setenv("SECRETS_OBJECT", "missing.enc")
-    with pytest.raises(main.ConfigurationError, match=r"gs://acme-secrets/missing\.enc.*404"):
+    with pytest.raises(relay.errors.ConfigurationError, match=r"gs://acme-secrets/missing\.enc.*404"):
         deliver(build("SUCCESS"))
 
 
@@ -200,7 +200,8 @@ def test_a_refused_oauth_consumer_raises_without_showing_its_secret(bitbucket, e
     monkeypatch.setenv("BITBUCKET_OAUTH_TOKEN_URL", bitbucket.token_url)
     environment_credentials(SHAPES["oauth consumer"])
     with pytest.raises(
-        main.TransientError, match="Bitbucket refused the OAuth consumer of credential entry 1: 400 Invalid OAuth"
+        relay.errors.TransientError,
+        match="Bitbucket refused the OAuth consumer of credential entry 1: 400 Invalid OAuth",
     ) as raised:
         deliver(build("SUCCESS"))
     assert CONSUMER_SECRET not in str(raised.value)
@@ -224,13 +225,15 @@ def test_a_pinned_secret_version_is_read_as_named(bitbucket, secret_credentials,
 @pytest.mark.parametrize("value", ["my-secret", "projects/p/secrets/s/extra", "projects/p/secrets/s/versions/1/x"])
 def test_a_malformed_secret_name_is_a_configuration_error(monkeypatch, value):
     monkeypatch.setenv("CREDENTIALS_SECRET", value)
-    with pytest.raises(main.ConfigurationError, match="CREDENTIALS_SECRET must be projects/PROJECT/secrets/SECRET"):
+    with pytest.raises(
+        relay.errors.ConfigurationError, match="CREDENTIALS_SECRET must be projects/PROJECT/secrets/SECRET"
+    ):
         deliver(build("SUCCESS"))
 
 
 def test_a_missing_secret_is_a_configuration_error_naming_it(bitbucket, secret_credentials, monkeypatch):
     monkeypatch.setenv("CREDENTIALS_SECRET", "projects/local-project/secrets/absent")
-    with pytest.raises(main.ConfigurationError, match="projects/local-project/secrets/absent/versions/latest"):
+    with pytest.raises(relay.errors.ConfigurationError, match="projects/local-project/secrets/absent/versions/latest"):
         deliver(build("SUCCESS"))
 
 
@@ -272,7 +275,7 @@ def test_a_credentials_file_is_read_once_and_again_when_its_token_is_refused(bit
     deliver(build("WORKING", "b-2", commit="a" * 40))  # the instance keeps what it read
     assert len(shown(bitbucket, commit="a" * 40)) == 1
     bitbucket.app.revoke_all()  # the old token is revoked: the next 401 reads the file again
-    with pytest.raises(main.ConfigurationError, match="BITBUCKET_CREDENTIALS_FILE"):
+    with pytest.raises(relay.errors.ConfigurationError, match="BITBUCKET_CREDENTIALS_FILE"):
         deliver(build("SUCCESS"))
 
 
@@ -304,7 +307,7 @@ def test_a_bad_credentials_file_is_a_configuration_error_naming_the_variable_and
         path.mkdir()
     else:
         file_credentials("{token: secret-looking-text" if problem == "not json" else "")
-    with pytest.raises(main.ConfigurationError) as raised:
+    with pytest.raises(relay.errors.ConfigurationError) as raised:
         deliver(build("SUCCESS"))
     assert f"BITBUCKET_CREDENTIALS_FILE ({path})" in str(raised.value)
     out = capsys.readouterr().out
@@ -352,7 +355,7 @@ def test_a_credentials_file_that_cannot_be_read_this_time_is_a_transient_error(b
     not be served, is worth another try: the event is redelivered, not held as a configuration error."""
     monkeypatch.delenv("BITBUCKET_CREDENTIALS")
     monkeypatch.setenv("BITBUCKET_CREDENTIALS_FILE", "/proc/self/mem")
-    with pytest.raises(main.TransientError):
+    with pytest.raises(relay.errors.TransientError):
         deliver(build("SUCCESS"))
     [line] = log_lines(capsys.readouterr().out)
     assert line["severity"] == "WARNING"
@@ -385,7 +388,7 @@ def test_reading_secret_manager_ends_by_the_events_deadline(bitbucket, secret_cr
     google.app.secret_delay = 3
     monkeypatch.setenv("EVENT_DEADLINE_SECONDS", "1")
     started = time.monotonic()
-    with pytest.raises(main.TransientError):
+    with pytest.raises(relay.errors.TransientError):
         deliver(build("SUCCESS"))
     assert time.monotonic() - started < 2.5
     assert bitbucket.app.calls == []

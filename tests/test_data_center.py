@@ -12,7 +12,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-import main
+import relay.config
+import relay.errors
+import relay.translate
+import relay.warm
 from standins.bitbucket import Bitbucket
 from standins.builds import COMMIT, build
 from standins.datacenter import DataCenter
@@ -86,7 +89,9 @@ def test_a_long_trigger_name_is_a_key_of_up_to_255_characters_on_a_server_and_ha
     deliver(dc_build("SUCCESS", both, trigger_id=None, trigger_name=name))
     deliver(build("SUCCESS", trigger_id=None, trigger_name=name))
     assert both.shown()[0]["key"] == name
-    cloud_key = main.translate(build("SUCCESS", trigger_id=None, trigger_name=name), main.Config()).status.key
+    cloud_key = relay.translate.translate(
+        build("SUCCESS", trigger_id=None, trigger_name=name), relay.config.Config()
+    ).status.key
     assert len(cloud_key) == 40
     assert cloud_key != name
 
@@ -155,7 +160,7 @@ def test_a_server_whose_ca_is_not_configured_receives_nothing_and_the_event_wait
     pem = None if ca == "missing" else certificate_authority("Some Other CA")[0]
     monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps(document(server, ca_certificate=pem)))
     remember_stored(document(server))
-    with pytest.raises(main.UntrustedCertificate):
+    with pytest.raises(relay.errors.UntrustedCertificate):
         deliver(dc_build("SUCCESS", server))
     assert server.app.calls == []
     [line] = log_lines(capsys.readouterr().out)
@@ -171,7 +176,7 @@ def test_the_servers_ca_is_trusted_for_that_server_only(both, private_ca, monkey
     running = cloud.serve(ssl_context=signed_by(private_ca, tmp_path))
     monkeypatch.setenv("BITBUCKET_API_URL", running.api_url)
     try:
-        with pytest.raises(main.UntrustedCertificate):
+        with pytest.raises(relay.errors.UntrustedCertificate):
             deliver(build("SUCCESS"))
         deliver(dc_build("SUCCESS", both))
     finally:
@@ -315,6 +320,6 @@ def test_an_instance_that_trusted_a_servers_ca_leaves_no_file_in_the_temporary_f
     deliver(dc_build("SUCCESS", both))
     assert [s["state"] for s in both.shown()] == ["SUCCESSFUL"]
     assert len(list(folder.iterdir())) == 1  # the CA's file, while the instance that verifies with it lives
-    main._warm = None  # the instance is gone (not monkeypatch: it would keep the instance to put it back)
+    relay.warm._warm = None  # the instance is gone (not monkeypatch: it would keep the instance to put it back)
     gc.collect()
     assert list(folder.iterdir()) == []

@@ -181,12 +181,12 @@ def test_the_default_deployment_mounts_the_secret_as_a_file(commands):
 
 
 def test_the_timeout_leaves_room_beyond_the_functions_own_deadline(commands):
-    import main
+    import relay.config
 
     [deploy] = [c for c in commands["file"] if c[1:3] == ["functions", "deploy"]]
     timeout = next(arg for arg in deploy if arg.startswith("--timeout=")).removeprefix("--timeout=")
     assert timeout.endswith("s")
-    assert float(timeout[:-1]) >= main.DEFAULT_EVENT_DEADLINE_SECONDS + 15
+    assert float(timeout[:-1]) >= relay.config.DEFAULT_EVENT_DEADLINE_SECONDS + 15
 
 
 def test_the_functions_account_gets_only_cloud_build_viewer_in_each_served_project_and_nothing_uses_gsutil(commands):

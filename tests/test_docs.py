@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-import main
+import relay.config
+import relay.credentials
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -19,9 +20,13 @@ READ_BY_LIBRARIES = {"STORAGE_EMULATOR_HOST"}
 
 
 def variables_read() -> set[str]:
-    found = set(main.URL_VARIABLES.values()) | {number.variable for number in main.NUMBER_VARIABLES.values()}
-    found |= set(main.SINGLE_VARIABLES) | set(main.BUCKET_VARIABLES)
-    for source in (ROOT / "main.py", ROOT / "resync" / "__init__.py", ROOT / "doctor" / "__init__.py"):
+    found = set(relay.config.URL_VARIABLES.values()) | {
+        number.variable for number in relay.config.NUMBER_VARIABLES.values()
+    }
+    found |= set(relay.credentials.SINGLE_VARIABLES) | set(relay.credentials.BUCKET_VARIABLES)
+    sources = [ROOT / "main.py", *sorted((ROOT / "relay").glob("*.py")), ROOT / "resync" / "__init__.py",
+               ROOT / "doctor" / "__init__.py"]  # fmt: skip
+    for source in sources:
         found |= set(READ_RE.findall(source.read_text()))
     return found
 

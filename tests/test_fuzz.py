@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import main
+import relay.errors
 from standins.builds import COMMIT, Context, build, connected_repository, encode, sample
 from standins.datacenter import DataCenter
 from standins.processes import free_port
@@ -216,7 +217,7 @@ def test_only_a_transient_bitbucket_failure_asks_for_redelivery(bitbucket, monke
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             main.build_status({"data": data}, Context())
-    except main.TransientError:
+    except relay.errors.TransientError:
         faults = [call.fault for call in bitbucket.app.calls[before:]]
         assert faults, "a redelivery was asked for without any failed call"
         assert faults[-1] is not None

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import main
+import relay.warm
 from standins.bitbucket import Bitbucket
 from standins.builds import Context, background_event, build, push_body
 from standins.load import push_all
@@ -77,8 +78,8 @@ def test_an_instance_keeps_a_connection_for_each_event_at_once_and_opens_none_af
             with ThreadPoolExecutor(EVENTS) as pool, contextlib.redirect_stdout(io.StringIO()):
                 list(pool.map(lambda event: main.build_status(event, Context()), events))
             opened.append(site.connections() - before)
-            assert main._warm is not None
-            assert main._warm.reporter.memory._locks == {}
+            assert relay.warm._warm is not None
+            assert relay.warm._warm.reporter.memory._locks == {}
     finally:
         site.stop()
     assert opened[0] > 10, opened  # the events ran at once

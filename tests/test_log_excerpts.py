@@ -13,7 +13,14 @@ from typing import Any
 
 import pytest
 
-import main
+import relay.budget
+import relay.cloud_logging
+import relay.config
+import relay.repository
+import relay.scope
+import relay.translate
+import relay.transport
+import relay.warm
 from standins.builds import COMMIT, build
 from tests.conftest import TOKEN, dc_build, deliver, log_lines
 
@@ -159,7 +166,7 @@ def test_log_excerpts_all_shows_a_public_repositorys_lines_and_off_reads_nothing
     monkeypatch.setenv("LOG_EXCERPTS", "all")
     deliver(build("FAILURE", "b-1", steps=STEPS))
     assert bitbucket.app.shown_annotations("acme", "webapp", COMMIT)
-    monkeypatch.setattr(main, "_warm", None)
+    monkeypatch.setattr(relay.warm, "_warm", None)
     monkeypatch.setenv("LOG_EXCERPTS", "off")
     listed = reads()
     deliver(build("FAILURE", "b-2", steps=STEPS, commit="2" * 40))
@@ -229,13 +236,19 @@ class StoppedClock:
             self.meanwhile = None
 
 
+def stopped(monkeypatch: pytest.MonkeyPatch, clock: StoppedClock) -> None:
+    """The clock of the event's deadline, of the log's waits and of the budget's cooldown, where each is looked up."""
+    for module in (relay.scope, relay.cloud_logging, relay.budget):
+        monkeypatch.setattr(module, "time", clock)
+
+
 def test_a_log_not_complete_yet_is_read_again_and_a_log_that_never_completes_is_shown_as_it_is(
     bitbucket, google, monkeypatch, reads
 ):
     monkeypatch.setenv("LOG_WAIT_SECONDS", "1.2")
     google.app.write_log("acme-ci", "b-1", {UNIT: ["collected 2 items"]}, last="")  # not complete yet
     the_rest = {UNIT: ["E   assert 1 == 2"]}
-    monkeypatch.setattr(main, "time", StoppedClock(lambda: google.app.write_log("acme-ci", "b-1", the_rest)))
+    stopped(monkeypatch, StoppedClock(lambda: google.app.write_log("acme-ci", "b-1", the_rest)))
     deliver(build("FAILURE", "b-1", steps=STEPS))
     assert reads() == 2  # not complete at first, complete after the first wait
     [report] = bitbucket.app.shown_reports("acme", "webapp", COMMIT)
@@ -243,7 +256,7 @@ def test_a_log_not_complete_yet_is_read_again_and_a_log_that_never_completes_is_
 
     google.app.write_log("acme-ci", "b-2", {UNIT: ["still running"]}, last="")  # Cloud Build's last line never comes
     deliver(build("FAILURE", "b-2", steps=STEPS, commit="2" * 40))
-    assert reads() == 2 + main.LOG_READS
+    assert reads() == 2 + relay.cloud_logging.LOG_READS
     [report] = bitbucket.app.shown_reports("acme", "webapp", "2" * 40)
     assert "(the log may be incomplete: Cloud Build's last line was not in Cloud Logging yet):" in report["details"]
 
@@ -338,7 +351,7 @@ def test_a_log_not_complete_is_read_again_only_while_more_than_the_writes_reserv
 ):
     """LOG_WAIT_SECONDS=3: read, wait 1 s, read, wait 2 s, read; a wait that would leave no more than the 30 s kept for
     the report's own writes (WRITES_RESERVE) of EVENT_DEADLINE_SECONDS is not waited, and the log not read again."""
-    monkeypatch.setattr(main, "time", StoppedClock())
+    stopped(monkeypatch, StoppedClock())
     monkeypatch.setenv("LOG_WAIT_SECONDS", "3")
     monkeypatch.setenv("EVENT_DEADLINE_SECONDS", str(deadline))
     google.app.write_log("acme-ci", "b-1", {UNIT: ["still running"]}, last="")  # Cloud Build's last line never comes
@@ -359,14 +372,14 @@ def test_a_public_repository_shows_no_log_line_when_the_budget_leaves_no_call_to
     bitbucket.app.budget, bitbucket.app.near_limit_share = 1000, 0.001  # nearly spent from the first answer
     google.app.write_log("acme-ci", "b-1", {UNIT: pytest_output})
     deliver(build("WORKING", "b-1", steps=STEPS))
-    reporter = main.warm_instance().reporter
-    assert reporter.budget.nearly_spent(reporter.keyring.entry_for(main.Repository("acme", "webapp")))
-    update = main.translate(build("FAILURE", "b-1", steps=STEPS), main.Config())
-    assert isinstance(update, main.Update)
+    reporter = relay.warm.warm_instance().reporter
+    assert reporter.budget.nearly_spent(reporter.keyring.entry_for(relay.repository.Repository("acme", "webapp")))
+    update = relay.translate.translate(build("FAILURE", "b-1", steps=STEPS), relay.config.Config())
+    assert isinstance(update, relay.translate.Update)
     assert update.report is not None
     calls = len(bitbucket.app.calls)
 
-    with main.event_scope(60, "acme-ci"):
+    with relay.scope.event_scope(60, "acme-ci"):
         report = reporter._with_log(reporter.cloud, update.target.candidates[0], update.report)
 
     assert not any(line in report.details for line in pytest_output if len(line) > 20)
@@ -381,7 +394,7 @@ def test_a_repository_whose_visibility_cannot_be_read_shows_no_log_line(bitbucke
     google.app.write_log("acme-ci", "b-1", {UNIT: pytest_output})
     for status in ("QUEUED", "WORKING"):
         deliver(build(status, "b-1", steps=STEPS))
-    tries = main.HTTP_RETRIES + 1 if int(fault) in main.RETRY_STATUSES else 1
+    tries = relay.transport.HTTP_RETRIES + 1 if int(fault) in relay.transport.RETRY_STATUSES else 1
     bitbucket.app.fail_next("", *[fault] * tries)  # the status, then every try of the visibility read
     deliver(build("FAILURE", "b-1", steps=STEPS))
 
@@ -395,7 +408,9 @@ def test_a_repository_whose_visibility_cannot_be_read_shows_no_log_line(bitbucke
 def test_a_visibility_read_that_failed_is_asked_again_for_the_next_build(bitbucket, google, pytest_output):
     for n in range(2):
         google.app.write_log("acme-ci", f"b-{n}", {UNIT: pytest_output})
-    bitbucket.app.fail_next("", "", *["500"] * (main.HTTP_RETRIES + 1))  # b-0's status read and write, its visibility
+    bitbucket.app.fail_next(
+        "", "", *["500"] * (relay.transport.HTTP_RETRIES + 1)
+    )  # b-0's status read and write, its visibility
     deliver(build("FAILURE", "b-0", steps=STEPS, commit="1" * 40))
     deliver(build("FAILURE", "b-1", steps=STEPS, commit="2" * 40))
 
@@ -409,20 +424,20 @@ def test_a_private_repository_whose_visibility_the_budget_left_unasked_shows_its
     bitbucket, google, monkeypatch, pytest_output
 ):
     clock = StoppedClock()
-    monkeypatch.setattr(main, "time", clock)
+    stopped(monkeypatch, clock)
     bitbucket.app.budget, bitbucket.app.near_limit_share = 1000, 0.001
     for n in range(2):
         google.app.write_log("acme-ci", f"b-{n}", {UNIT: pytest_output})
     deliver(build("WORKING", "b-0", steps=STEPS, commit="1" * 40))  # the budget is nearly spent
-    reporter = main.warm_instance().reporter
-    update = main.translate(build("FAILURE", "b-0", steps=STEPS, commit="1" * 40), main.Config())
-    assert isinstance(update, main.Update)
+    reporter = relay.warm.warm_instance().reporter
+    update = relay.translate.translate(build("FAILURE", "b-0", steps=STEPS, commit="1" * 40), relay.config.Config())
+    assert isinstance(update, relay.translate.Update)
     assert update.report is not None
-    with main.event_scope(60, "acme-ci"):
+    with relay.scope.event_scope(60, "acme-ci"):
         unasked = reporter._with_log(reporter.cloud, update.target.candidates[0], update.report)
     assert "No log excerpt: the repository is not known to be private" in unasked.details
 
-    clock.sleep(main.DEFAULT_RATE_LIMIT_COOLDOWN_SECONDS + 1)
+    clock.sleep(relay.config.DEFAULT_RATE_LIMIT_COOLDOWN_SECONDS + 1)
     bitbucket.app.near_limit_share = 0.8
     deliver(build("FAILURE", "b-1", steps=STEPS, commit="2" * 40))
     [report] = bitbucket.app.shown_reports("acme", "webapp", "2" * 40)

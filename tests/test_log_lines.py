@@ -13,7 +13,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import main
+import relay.annotations
+import relay.config
+import relay.masking
+import relay.report
+import relay.step_log
+import relay.translate
 from standins.builds import build
 from standins.google import _parse_filter
 
@@ -21,8 +26,8 @@ LOGS = Path(__file__).resolve().parent / "data" / "logs"
 
 
 def found(name: str, directory: str) -> list[tuple[str | None, int | None, str, str]]:
-    lines = main.clean_lines((LOGS / f"{name}.txt").read_text().splitlines())
-    return [(a.path, a.line, a.severity, a.message) for a in main.annotations_from(lines, directory)]
+    lines = relay.step_log.clean_lines((LOGS / f"{name}.txt").read_text().splitlines())
+    return [(a.path, a.line, a.severity, a.message) for a in relay.step_log.annotations_from(lines, directory)]
 
 
 # --- each tool's row, on its real output ---------------------------------------------------------------
@@ -98,7 +103,7 @@ def test_pytests_own_output_puts_the_assertion_on_its_test_file_and_line(tmp_pat
     ran = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "tests"], cwd=tmp_path,
                          capture_output=True, text=True, check=False)  # fmt: skip
     assert ran.returncode == 1
-    annotations = main.annotations_from(main.clean_lines(ran.stdout.splitlines()), "service")
+    annotations = relay.step_log.annotations_from(relay.step_log.clean_lines(ran.stdout.splitlines()), "service")
     assert [(a.path, a.line, a.tool) for a in annotations] == [("service/tests/test_auth.py", 7, "pytest")]
     assert annotations[0].message.startswith("AssertionError: assert 'ADA' == 'Ada'")
 
@@ -131,7 +136,7 @@ def test_a_pytest_failure_whose_e_line_names_no_error_is_annotated_with_its_type
     ran = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "tests"], cwd=tmp_path,
                          capture_output=True, text=True, check=False)  # fmt: skip
     assert "tests/test_pay.py:7: Unpaid" in ran.stdout.splitlines()
-    annotations = main.annotations_from(main.clean_lines(ran.stdout.splitlines()), "service")
+    annotations = relay.step_log.annotations_from(relay.step_log.clean_lines(ran.stdout.splitlines()), "service")
     assert [(a.path, a.line, a.severity, a.message) for a in annotations] == [
         ("service/tests/test_pay.py", 11, "error", "assert 3 == 4"),
         ("service/tests/test_pay.py", 7, "error", "Unpaid"),
@@ -152,33 +157,33 @@ def test_a_pytest_failure_whose_e_line_names_no_error_is_annotated_with_its_type
     ],
 )
 def test_no_annotation_is_placed_outside_the_repository(line, directory):
-    assert [a for a in main.annotations_from([line], directory) if a.path is not None] == []
+    assert [a for a in relay.step_log.annotations_from([line], directory) if a.path is not None] == []
 
 
 def test_paths_become_repository_paths():
-    assert main.repository_path("/workspace/service/app.py", "web") == "service/app.py"
-    assert main.repository_path("tests/test_x.py", "service") == "service/tests/test_x.py"
-    assert main.repository_path("./src/../lib/x.ts", "web") == "web/lib/x.ts"
-    assert main.repository_path("x.go", "/workspace/gosvc") == "gosvc/x.go"
-    assert main.repository_path("file:///workspace/app/A.kt", "") == "app/A.kt"
+    assert relay.annotations.repository_path("/workspace/service/app.py", "web") == "service/app.py"
+    assert relay.annotations.repository_path("tests/test_x.py", "service") == "service/tests/test_x.py"
+    assert relay.annotations.repository_path("./src/../lib/x.ts", "web") == "web/lib/x.ts"
+    assert relay.annotations.repository_path("x.go", "/workspace/gosvc") == "gosvc/x.go"
+    assert relay.annotations.repository_path("file:///workspace/app/A.kt", "") == "app/A.kt"
 
 
 def test_at_most_a_hundred_annotations_errors_first():
     lines = [f"src/w{n}.c:1:1: warning: w" for n in range(60)] + [f"src/e{n}.c:1:1: error: e" for n in range(60)]
-    annotations = main.annotations_from(lines, "")
-    assert len(annotations) == main.ANNOTATIONS_MAX
+    annotations = relay.step_log.annotations_from(lines, "")
+    assert len(annotations) == relay.annotations.ANNOTATIONS_MAX
     assert [a.severity for a in annotations] == ["error"] * 60 + ["warning"] * 40
 
 
 def test_of_two_errors_on_one_line_the_first_found_is_the_one_annotated():
-    annotations = main.annotations_from(
+    annotations = relay.step_log.annotations_from(
         ["src/app.c:4:5: error: expected ';' before 'return'", "src/app.c:4:12: error: 'total' undeclared"], ""
     )
     assert [(a.path, a.line, a.message) for a in annotations] == [("src/app.c", 4, "expected ';' before 'return'")]
 
 
 def test_a_warning_found_first_keeps_its_place_and_errors_come_first_each_in_the_order_found():
-    annotations = main.annotations_from(
+    annotations = relay.step_log.annotations_from(
         ["src/c.c:1:1: warning: w1", "src/d.c:2:1: error: e1", "src/c.c:1:9: error: e0", "src/a.c:3:1: warning: w2",
          "src/b.c:4:1: error: e2"], ""
     )  # fmt: skip
@@ -198,7 +203,7 @@ def test_a_file_is_annotated_as_a_whole_only_where_none_of_its_lines_is():
         "FAILED tests/test_cart.py::test_total - AssertionError: assert 3 == 4",
         "FAILED tests/test_tax.py::test_rate - KeyError: 'FR'",
     ]
-    annotations = main.annotations_from(lines, "")
+    annotations = relay.step_log.annotations_from(lines, "")
     assert [(a.path, a.line, a.message) for a in annotations] == [
         ("tests/test_cart.py", 12, "AssertionError"),
         ("tests/test_tax.py", None, "test_rate: KeyError: 'FR'"),
@@ -207,7 +212,7 @@ def test_a_file_is_annotated_as_a_whole_only_where_none_of_its_lines_is():
 
 def test_each_failure_placed_on_no_file_is_its_own_annotation_of_the_report():
     lines = ["    price_test.go:7: Price(100) = 119, want 120", "    tax_test.go:9: Tax(FR) = 0, want 20"]
-    annotations = main.annotations_from(lines, "gosvc")
+    annotations = relay.step_log.annotations_from(lines, "gosvc")
     assert [(a.path, a.line, a.message) for a in annotations] == [
         (None, None, "price_test.go:7: Price(100) = 119, want 120"),
         (None, None, "tax_test.go:9: Tax(FR) = 0, want 20"),
@@ -215,14 +220,16 @@ def test_each_failure_placed_on_no_file_is_its_own_annotation_of_the_report():
 
 
 def test_a_failed_tests_annotation_from_its_junit_file_wins_over_the_log_line_at_the_same_place():
-    update = main.translate(build("FAILURE", steps=[{"id": "unit", "status": "FAILURE"}]), main.Config())
-    assert isinstance(update, main.Update)
+    update = relay.translate.translate(
+        build("FAILURE", steps=[{"id": "unit", "status": "FAILURE"}]), relay.config.Config()
+    )
+    assert isinstance(update, relay.translate.Update)
     assert update.report is not None
-    junit = main.Annotation("tests/test_cart.py", 12, "error", "test_total: assert 3 == 4", "JUnit")
+    junit = relay.annotations.Annotation("tests/test_cart.py", 12, "error", "test_total: assert 3 == 4", "JUnit")
     report = replace(update.report, annotations=(junit,))
-    from_log = main.Annotation("tests/test_cart.py", 12, "error", "AssertionError", "pytest")
-    elsewhere = main.Annotation("tests/test_cart.py", 30, "error", "KeyError", "pytest")
-    shown = report.with_excerpt(main.Excerpt("step 0 (unit)", ("E   assert 3 == 4",), (from_log, elsewhere)))
+    from_log = relay.annotations.Annotation("tests/test_cart.py", 12, "error", "AssertionError", "pytest")
+    elsewhere = relay.annotations.Annotation("tests/test_cart.py", 30, "error", "KeyError", "pytest")
+    shown = report.with_excerpt(relay.step_log.Excerpt("step 0 (unit)", ("E   assert 3 == 4",), (from_log, elsewhere)))
     assert shown.annotations == (junit, elsewhere)
 
 
@@ -230,12 +237,12 @@ def test_a_failed_tests_annotation_from_its_junit_file_wins_over_the_log_line_at
 
 
 def test_escape_codes_and_control_characters_are_removed_and_lines_clipped():
-    [line] = main.clean_lines(
+    [line] = relay.step_log.clean_lines(
         ["\x1b[31mFAILED\x1b[0m \x1b]8;;https://x\x07link\x1b]8;;\x07 a\x00b\u202ec\u200bd" + "x" * 500]
     )
     assert line.startswith("FAILED link abcd")
     assert line.isprintable()
-    assert len(line) <= main.LOG_LINE_MAX
+    assert len(line) <= relay.step_log.LOG_LINE_MAX
 
 
 @pytest.mark.parametrize(
@@ -253,9 +260,9 @@ def test_escape_codes_and_control_characters_are_removed_and_lines_clipped():
     ],
 )
 def test_anything_shaped_like_a_credential_is_masked(secret):
-    [line] = main.clean_lines([f"token in use: {secret} (from the environment)"])
+    [line] = relay.step_log.clean_lines([f"token in use: {secret} (from the environment)"])
     assert secret not in line
-    assert main.MASKED in line
+    assert relay.masking.MASKED in line
 
 
 @pytest.mark.parametrize(
@@ -268,13 +275,13 @@ def test_anything_shaped_like_a_credential_is_masked(secret):
     ],
 )
 def test_credentials_in_headers_urls_and_assignments_are_masked_keeping_what_they_are(raw, kept):
-    [line] = main.clean_lines([raw])
+    [line] = relay.step_log.clean_lines([raw])
     assert kept in line
     assert not any(s in line for s in ("s3cr3t", "hunter2", "wJalrX", "horse"))
 
 
 def test_the_functions_own_credentials_are_masked_and_a_private_key_block_removed_whole():
-    lines = main.clean_lines(
+    lines = relay.step_log.clean_lines(
         ["using bb-token-own-1234 now", "-----BEGIN RSA PRIVATE KEY-----", "MIIEow...", "-----END RSA PRIVATE KEY-----",
          "after"],
         secrets=["bb-token-own-1234"],
@@ -286,10 +293,10 @@ def test_the_functions_own_credentials_are_masked_and_a_private_key_block_remove
 @given(lines=st.lists(st.text(max_size=300), max_size=30), directory=st.sampled_from(["", "service", "/workspace/x"]))
 def test_any_log_text_gives_plain_lines_and_annotations_only_inside_the_repository(lines, directory):
     secret = "own-secret-value-42"
-    cleaned = main.clean_lines([*lines, f"x {secret} y"], secrets=[secret])
-    assert all(line.isprintable() and len(line) <= main.LOG_LINE_MAX for line in cleaned)
+    cleaned = relay.step_log.clean_lines([*lines, f"x {secret} y"], secrets=[secret])
+    assert all(line.isprintable() and len(line) <= relay.step_log.LOG_LINE_MAX for line in cleaned)
     assert not any(secret in line for line in cleaned)
-    for annotation in main.annotations_from(cleaned, directory):
+    for annotation in relay.step_log.annotations_from(cleaned, directory):
         assert annotation.message.isprintable()
         if annotation.path is not None:
             assert not annotation.path.startswith(("/", "..")), annotation.path
@@ -302,29 +309,29 @@ def test_any_log_text_gives_plain_lines_and_annotations_only_inside_the_reposito
 def test_the_first_step_that_failed_the_build_is_read_and_a_passing_build_reads_nothing():
     steps = [{"id": "lint", "status": "FAILURE", "allowFailure": True}, {"id": "unit", "status": "FAILURE",
              "dir": "service"}, {"id": "deploy", "status": "QUEUED"}]  # fmt: skip
-    step = main.failed_step(build("FAILURE", steps=steps))
-    assert step == main.FailedStep("b-0001", 1, "unit", "service")
+    step = relay.step_log.failed_step(build("FAILURE", steps=steps))
+    assert step == relay.step_log.FailedStep("b-0001", 1, "unit", "service")
     assert step.label == 'Step #1 - "unit"'
-    assert main.failed_step(build("SUCCESS", steps=steps)) is None
-    assert main.failed_step(build("CANCELLED", steps=steps)) is None
+    assert relay.step_log.failed_step(build("SUCCESS", steps=steps)) is None
+    assert relay.step_log.failed_step(build("CANCELLED", steps=steps)) is None
 
 
 def test_without_step_statuses_failure_info_names_the_step():
     b = build("FAILURE", steps=[{"name": "a"}, {"name": "b"}],
               failureInfo={"type": "USER_BUILD_STEP", "detail": 'Build step 1 "b" failed: exit status 2'})  # fmt: skip
-    assert main.failed_step(b) == main.FailedStep("b-0001", 1, "", "")
-    assert main.failed_step(b).label == "Step #1"
+    assert relay.step_log.failed_step(b) == relay.step_log.FailedStep("b-0001", 1, "", "")
+    assert relay.step_log.failed_step(b).label == "Step #1"
 
 
 def test_failure_info_naming_a_step_past_the_last_reads_no_step_and_the_last_step_is_read():
     """Cloud Build counts steps from 0 (`build step 0` is `Step #0`): with two steps, `build step 2` names none."""
     steps = [{"name": "a"}, {"name": "b"}]
     past = build("FAILURE", steps=steps, failureInfo={"type": "USER_BUILD_STEP", "detail": 'build step 2 "c" failed'})
-    assert main.failed_step(past) is None
+    assert relay.step_log.failed_step(past) is None
     last = build("FAILURE", steps=steps, failureInfo={"type": "USER_BUILD_STEP", "detail": 'build step 1 "b" failed'})
-    assert main.failed_step(last) == main.FailedStep("b-0001", 1, "", "")
+    assert relay.step_log.failed_step(last) == relay.step_log.FailedStep("b-0001", 1, "", "")
     first = build("FAILURE", steps=steps, failureInfo={"type": "USER_BUILD_STEP", "detail": 'build step 0 "a" failed'})
-    assert main.failed_step(first) == main.FailedStep("b-0001", 0, "", "")
+    assert relay.step_log.failed_step(first) == relay.step_log.FailedStep("b-0001", 0, "", "")
 
 
 @pytest.mark.parametrize(
@@ -332,15 +339,17 @@ def test_failure_info_naming_a_step_past_the_last_reads_no_step_and_the_last_ste
     [("NONE", "the build's logging is NONE"), ("GCS_ONLY", "only to its logs bucket (options.logging GCS_ONLY)")],
 )
 def test_a_build_whose_log_is_not_in_cloud_logging_says_why(logging, why):
-    said = main.failed_step(build("FAILURE", steps=[{"id": "x", "status": "FAILURE"}], options={"logging": logging}))
+    said = relay.step_log.failed_step(
+        build("FAILURE", steps=[{"id": "x", "status": "FAILURE"}], options={"logging": logging})
+    )
     assert isinstance(said, str)
     assert why in said
 
 
 @given(step_id=st.text(max_size=40).filter(str.isprintable))
 def test_the_query_names_exactly_the_build_and_its_step_whatever_the_steps_id(step_id):
-    step = main.FailedStep("b-0001", 3, step_id, "")
-    clauses = _parse_filter(main.log_filter("acme-ci", step))
+    step = relay.step_log.FailedStep("b-0001", 3, step_id, "")
+    clauses = _parse_filter(relay.step_log.log_filter("acme-ci", step))
     assert clauses == [
         [("logName", "projects/acme-ci/logs/cloudbuild")],
         [("resource.type", "build")],
@@ -353,24 +362,28 @@ def test_the_query_names_exactly_the_build_and_its_step_whatever_the_steps_id(st
 
 
 def test_the_excerpt_ends_the_reports_details_and_within_2000_characters_the_last_lines_win():
-    update = main.translate(build("FAILURE", steps=[{"id": "unit", "status": "FAILURE"}]), main.Config())
-    assert isinstance(update, main.Update)
+    update = relay.translate.translate(
+        build("FAILURE", steps=[{"id": "unit", "status": "FAILURE"}]), relay.config.Config()
+    )
+    assert isinstance(update, relay.translate.Update)
     assert update.report is not None
     lines = [f"line {n:03} " + "x" * 150 for n in range(30)]
-    report = update.report.with_excerpt(main.Excerpt("step 0 (unit)", tuple(lines)))
-    assert len(report.details) <= main.DETAILS_MAX
+    report = update.report.with_excerpt(relay.step_log.Excerpt("step 0 (unit)", tuple(lines)))
+    assert len(report.details) <= relay.report.DETAILS_MAX
     assert report.details.endswith(lines[-1])
     assert "Last lines of step 0 (unit):" in report.details
     assert lines[0] not in report.details  # the first lines gave way
     assert report.details.startswith(update.report.details)
 
 
-def _excerpt_shown(lines: list[str]) -> tuple[main.Report, list[str]]:
+def _excerpt_shown(lines: list[str]) -> tuple[relay.report.Report, list[str]]:
     """A failed build's report with `lines` as its step's last lines, and the lines its details show."""
-    update = main.translate(build("FAILURE", steps=[{"id": "unit", "status": "FAILURE"}]), main.Config())
-    assert isinstance(update, main.Update)
+    update = relay.translate.translate(
+        build("FAILURE", steps=[{"id": "unit", "status": "FAILURE"}]), relay.config.Config()
+    )
+    assert isinstance(update, relay.translate.Update)
     assert update.report is not None
-    report = update.report.with_excerpt(main.Excerpt("step 0 (unit)", tuple(lines)))
+    report = update.report.with_excerpt(relay.step_log.Excerpt("step 0 (unit)", tuple(lines)))
     head = f"{update.report.details}\nLast lines of step 0 (unit):"
     assert report.details.startswith(head + "\n")
     return report, report.details[len(head) + 1 :].split("\n")
@@ -379,33 +392,33 @@ def _excerpt_shown(lines: list[str]) -> tuple[main.Report, list[str]]:
 def test_the_excerpt_is_the_steps_last_lines_in_order_with_no_line_skipped_for_an_earlier_one():
     """Stopping at the first line that does not fit: a long line is never left out while lines above it are shown."""
     base, _ = _excerpt_shown(["x"])
-    room = main.DETAILS_MAX - len(base.details) + 2  # what the lines may take, each with its newline
+    room = relay.report.DETAILS_MAX - len(base.details) + 2  # what the lines may take, each with its newline
     tail = ["t" * 99] * (room // 100 - 1)  # the last lines: room for one more short line, not for a long one
     lines = [f"early {n}" for n in range(5)] + ["L" * 200] + tail
     report, shown = _excerpt_shown(lines)
     assert shown == tail
-    assert len(report.details) <= main.DETAILS_MAX
+    assert len(report.details) <= relay.report.DETAILS_MAX
 
 
 @pytest.mark.parametrize(("spare", "fits"), [(1, True), (0, True), (-1, False)])
 def test_a_line_is_shown_when_it_fits_to_the_last_character_and_not_when_it_needs_one_more(spare, fits):
     base, _ = _excerpt_shown(["x"])
-    room = main.DETAILS_MAX - len(base.details) + 2
+    room = relay.report.DETAILS_MAX - len(base.details) + 2
     last = ["c" * 199] * (room // 200)  # each with its newline: 200
     length = room % 200 - 1 - spare  # the line above them: 1 character to spare, none, or 1 too many
-    assert 0 <= length <= main.LOG_LINE_MAX
+    assert 0 <= length <= relay.step_log.LOG_LINE_MAX
     lines = ["a" * 150, "b" * length, *last]
     report, shown = _excerpt_shown(lines)
     assert shown == (lines[1:] if fits else last)
-    assert len(report.details) == (main.DETAILS_MAX - spare if fits else main.DETAILS_MAX - room % 200)
+    assert len(report.details) == (relay.report.DETAILS_MAX - spare if fits else relay.report.DETAILS_MAX - room % 200)
 
 
 @settings(max_examples=200, deadline=None)
-@given(lengths=st.lists(st.integers(min_value=0, max_value=main.LOG_LINE_MAX), min_size=1, max_size=60))
+@given(lengths=st.lists(st.integers(min_value=0, max_value=relay.step_log.LOG_LINE_MAX), min_size=1, max_size=60))
 def test_whatever_the_lines_lengths_the_excerpt_is_the_longest_run_of_last_lines_that_fits(lengths):
     lines = [f"{n % 10}" * length for n, length in enumerate(lengths)]
     report, shown = _excerpt_shown(lines)
     assert shown == lines[len(lines) - len(shown) :]  # the last lines, contiguous, in order
-    assert len(report.details) <= main.DETAILS_MAX
+    assert len(report.details) <= relay.report.DETAILS_MAX
     if len(shown) < len(lines):  # the line before them would not have fitted
-        assert len(report.details) + 1 + len(lines[-len(shown) - 1]) > main.DETAILS_MAX
+        assert len(report.details) + 1 + len(lines[-len(shown) - 1]) > relay.report.DETAILS_MAX

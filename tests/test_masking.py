@@ -12,7 +12,11 @@ from urllib.parse import quote
 
 import pytest
 
-import main
+import relay.decoding
+import relay.masking
+import relay.repository
+import relay.step_log
+import relay.warm
 from standins import remember_basic, remember_secret
 from standins.builds import COMMIT, build
 from tests.conftest import TOKEN, dc_build, deliver, remember_stored
@@ -87,7 +91,7 @@ def test_no_form_of_the_functions_own_credential_reaches_bitbucket_cloud_from_an
 
     [report] = bitbucket.app.shown_reports("acme", "webapp", "1" * 40)
     assert "Last lines of step 1 (deploy)" in report["details"]
-    assert main.MASKED in report["details"]
+    assert relay.masking.MASKED in report["details"]
     assert leaked(bitbucket.app.calls, secrets) == []
     out = capsys.readouterr().out
     assert [p for p in parts(secrets) if p in out] == []  # nor the function's own log lines
@@ -171,7 +175,7 @@ JWT = (
     ],
 )
 def test_each_shape_of_a_credential_is_masked_keeping_what_it_is(line, secret, kept):
-    for text in (main.masked(line), main.clean_lines([line])[0]):
+    for text in (relay.masking.masked(line), relay.step_log.clean_lines([line])[0]):
         assert secret not in text
         assert kept in text
 
@@ -190,7 +194,7 @@ def test_each_shape_of_a_credential_is_masked_keeping_what_it_is(line, secret, k
     ],
 )
 def test_cleaning_keeps_a_line_that_holds_no_secret(line):
-    assert main.clean_lines([line]) == [line]
+    assert relay.step_log.clean_lines([line]) == [line]
 
 
 def test_an_unterminated_private_key_hides_only_its_own_lines():
@@ -198,40 +202,42 @@ def test_an_unterminated_private_key_hides_only_its_own_lines():
         "-----BEGIN OPENSSH PRIVATE KEY-----", "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ", "QyNTUxOQAAACB=",
         "Error: permission denied (publickey)", "deploy failed", "-----BEGIN RSA PRIVATE KEY----- MIIEpAIBAAKCAQEA",
     ]  # fmt: skip
-    assert main.clean_lines(lines) == [
+    assert relay.step_log.clean_lines(lines) == [
         "[private key removed]",
         "Error: permission denied (publickey)",
         "deploy failed",
         "[private key removed]",
     ]
-    assert main.masked('{"key": "-----BEGIN PRIVATE KEY-----\\nMIIEv\\n-----END PRIVATE KEY-----", "id": 7}') == (
-        '{"key": "[masked]", "id": 7}'
-    )
+    assert relay.masking.masked(
+        '{"key": "-----BEGIN PRIVATE KEY-----\\nMIIEv\\n-----END PRIVATE KEY-----", "id": 7}'
+    ) == ('{"key": "[masked]", "id": 7}')
 
 
 def test_a_known_secret_is_masked_whole_though_it_holds_another_and_from_six_characters():
     short, long = "Zq81xK", "Zq81xKf797a180fb83e71b"
-    assert main.clean_lines([f"a {long} b {short} c Zq81x"], secrets=[short, long]) == ["a [masked] b [masked] c Zq81x"]
+    assert relay.step_log.clean_lines([f"a {long} b {short} c Zq81x"], secrets=[short, long]) == [
+        "a [masked] b [masked] c Zq81x"
+    ]
 
 
 def test_a_tab_is_spaces_so_words_stay_apart():
-    assert main.clean_lines(["FAIL\tgithub.com/acme/webapp/auth\t0.012s"]) == [
+    assert relay.step_log.clean_lines(["FAIL\tgithub.com/acme/webapp/auth\t0.012s"]) == [
         "FAIL    github.com/acme/webapp/auth    0.012s"
     ]
 
 
 def test_a_text_is_masked_within_its_window_and_nothing_past_it_is_kept():
     line = "token " + "a." * 128_000 + SHAPED
-    [cleaned] = main.clean_lines([line])
-    assert len(cleaned) == main.LOG_LINE_MAX
-    assert len(main.masked(line)) <= main.MASK_WINDOW
+    [cleaned] = relay.step_log.clean_lines([line])
+    assert len(cleaned) == relay.step_log.LOG_LINE_MAX
+    assert len(relay.masking.masked(line)) <= relay.decoding.MASK_WINDOW
 
 
 def test_a_body_holding_the_functions_own_credential_is_masked_as_it_is_sent(bitbucket):
     """The last guard, below every text's own masking: whatever reaches a body (a field no mask knew of) is sent
     without the credential."""
-    warm = main.warm_instance()
-    repository = main.Repository("acme", "webapp")
+    warm = relay.warm.warm_instance()
+    repository = relay.repository.Repository("acme", "webapp")
     body = {"key": "k", "state": "FAILED", "name": "n", "url": "https://x", "description": f"a {TOKEN} b"}
     warm.reporter.cloud.write(repository, COMMIT, body)
 

@@ -13,6 +13,11 @@ import pytest
 from cloudevents.http import CloudEvent
 
 import main
+import relay.config
+import relay.decoding
+import relay.errors
+import relay.event
+import relay.warm
 from standins import remember_secret
 from standins.builds import SAMPLES, Context, background_event, build, encode, now, push_body
 from tests.conftest import TOKEN, log_lines, shown
@@ -158,7 +163,7 @@ def test_a_skipped_event_loads_no_google_client_even_with_the_bucket_source(tmp_
     ["2026-11-27T09:00:05Z", "2026-11-27T09:00:05z", "2026-11-27t09:00:05.123456789z", "2026-11-27T09:00:05.1+00:00"],
 )
 def test_rfc3339_times_with_z_or_nine_fraction_digits_parse(text):
-    parsed = main.parse_time(text)
+    parsed = relay.decoding.parse_time(text)
     assert (parsed.year, parsed.second, parsed.utcoffset().total_seconds()) == (2026, 5, 0)
 
 
@@ -222,7 +227,7 @@ def test_an_error_line_carries_what_error_reporting_groups_it_by_and_a_warning_d
     monkeypatch.setenv("K_SERVICE", "bitbucket-build-status")
     monkeypatch.setenv("K_REVISION", "bitbucket-build-status-00007-xyz")
     monkeypatch.setenv("BITBUCKET_CREDENTIALS", "not json")
-    with pytest.raises(main.ConfigurationError):
+    with pytest.raises(relay.errors.ConfigurationError):
         main.build_status(background_event(build("SUCCESS")), Context())
     main.build_status({"data": "not base64!"}, Context())
     error, warning = log_lines(capsys.readouterr().out)
@@ -237,10 +242,10 @@ def test_an_error_line_carries_what_error_reporting_groups_it_by_and_a_warning_d
 
 
 def test_an_unexpected_exception_logs_its_stack_trace_once_and_not_the_events_data(bitbucket, capsys, monkeypatch):
-    def broken(build: dict, config: main.Config) -> None:
+    def broken(build: dict, config: relay.config.Config) -> None:
         raise KeyError(build["substitutions"]["TRIGGER_NAME"])
 
-    monkeypatch.setattr(main, "translate", broken)
+    monkeypatch.setattr(relay.event, "translate", broken)
     with pytest.raises(RuntimeError, match="its stack trace is logged above"):
         main.build_status(background_event(build("SUCCESS", trigger_name="secret-trigger-x")),
                           Context())  # fmt: skip
@@ -318,11 +323,11 @@ VALUES_WITH_A_SECRET = {
 @pytest.mark.parametrize("value", VALUES_WITH_A_SECRET.values(), ids=VALUES_WITH_A_SECRET.keys())
 def test_a_secret_in_any_value_from_a_build_reaches_no_log_line_nor_resyncs_output(bitbucket, capsys, value):
     """Every value from a build reaches a log without its user info, query, fragment or parameters: the function's
-    log line and its fields, and the message resync prints for the same build (main.report_build's result)."""
+    log line and its fields, and the message resync prints for the same build (relay.event.report_build's result)."""
     remember_secret(LEAKED)
     main.build_status(background_event(value), Context())
-    fields = main._log_fields(value)
-    result = main.report_build(value, now(), fields, "acme-ci", main.warm_instance())
+    fields = relay.event._log_fields(value)
+    result = relay.event.report_build(value, now(), fields, "acme-ci", relay.warm.warm_instance())
     lines = log_lines(capsys.readouterr().out)
     assert lines
     said = json.dumps([lines, result.message, fields])
@@ -371,7 +376,7 @@ def test_a_number_setting_that_is_infinite_is_a_configuration_error_not_an_unexp
     bitbucket, capsys, monkeypatch
 ):
     monkeypatch.setenv("LOG_EXCERPT_LINES", "inf")
-    with pytest.raises(main.ConfigurationError):
+    with pytest.raises(relay.errors.ConfigurationError):
         main.build_status(background_event(build("SUCCESS")), Context())
     [line] = log_lines(capsys.readouterr().out)
     assert line["severity"] == "ERROR"

@@ -11,7 +11,10 @@ from typing import Any
 
 import pytest
 
-import main
+import relay.errors
+import relay.status
+import relay.transport
+import relay.warm
 from standins.builds import build
 from tests.conftest import dc_build, deliver, log_lines
 
@@ -180,7 +183,7 @@ def test_a_transient_failure_of_cloud_builds_api_is_redelivered_and_the_redelive
     deliver(build("FAILURE", "b-1", createTime=CREATED["b-1"]))
     new_instance()
     google.app.cloud_build_answer = 503
-    with pytest.raises(main.TransientError, match="Cloud Build's API answered 503"):
+    with pytest.raises(relay.errors.TransientError, match="Cloud Build's API answered 503"):
         deliver(build("SUCCESS", "b-2", createTime=CREATED["b-2"]))
     google.app.cloud_build_answer = None
     deliver(build("SUCCESS", "b-2", createTime=CREATED["b-2"]))
@@ -201,13 +204,13 @@ def test_a_create_time_in_the_future_counts_as_the_publish_time(bitbucket, new_i
     ("url", "ref"),
     [
         ("https://console.cloud.google.com/cloud-build/builds;region=europe-west1/0b4f-9a?project=1234",
-         main.BuildRef("1234", "europe-west1", "0b4f-9a")),
+         relay.status.BuildRef("1234", "europe-west1", "0b4f-9a")),
         ("https://console.cloud.google.com/cloud-build/builds/0b4f-9a?project=acme-ci",
-         main.BuildRef("acme-ci", "global", "0b4f-9a")),
+         relay.status.BuildRef("acme-ci", "global", "0b4f-9a")),
         ("https://console.cloud.google.com/gcr/builds/aeccd2ef-f51a?project=292927648743",
-         main.BuildRef("292927648743", "global", "aeccd2ef-f51a")),
+         relay.status.BuildRef("292927648743", "global", "aeccd2ef-f51a")),
         ("https://console.cloud.google.com/cloud-build/builds/0b4f-9a?authuser=1&project=p-1",
-         main.BuildRef("p-1", "global", "0b4f-9a")),
+         relay.status.BuildRef("p-1", "global", "0b4f-9a")),
         ("https://console.cloud.google.com/cloud-build/builds/..?project=1234", None),
         ("https://console.cloud.google.com/cloud-build/builds/a%2F..?project=1234", None),
         ("https://console.cloud.google.com/cloud-build/builds;region=../x?project=1234", None),
@@ -218,7 +221,7 @@ def test_a_create_time_in_the_future_counts_as_the_publish_time(bitbucket, new_i
     ],
 )  # fmt: skip
 def test_a_status_url_names_its_build_only_in_cloud_builds_shapes(url, ref):
-    assert main.build_at(url) == ref
+    assert relay.status.build_at(url) == ref
 
 
 def shown_build(bitbucket, commit: str) -> tuple[str, str]:
@@ -235,9 +238,9 @@ def test_a_status_this_instance_only_read_is_read_again_before_the_same_builds_n
     google.app.record(build("QUEUED", "b-2", createTime=CREATED["b-2"]))
 
     def on(instance: Any, status: str, build_id: str) -> Any:
-        monkeypatch.setattr(main, "_warm", instance)
+        monkeypatch.setattr(relay.warm, "_warm", instance)
         deliver(build(status, build_id, commit=commit, createTime=CREATED[build_id]))
-        return main._warm
+        return relay.warm._warm
 
     first = on(None, "QUEUED", "b-1")  # instance 1 posts build 1's Queued
     second = on(None, "QUEUED", "b-1")  # a duplicate reaches instance 2: it reads, and posts nothing
@@ -253,8 +256,10 @@ def test_a_write_that_fails_forgets_what_it_was_about_to_show_so_the_next_event_
     monkeypatch.setenv("HTTP_TIMEOUT_SECONDS", "0.2")
     bitbucket.app.fault_delay = 0.4
     deliver(build("QUEUED", "b-1", commit=commit, createTime=CREATED["b-1"]))
-    bitbucket.app.fail_next("", *["timeout"] * (main.HTTP_RETRIES + 1))  # the read answers; each POST lands late
-    with pytest.raises(main.TransientError):
+    bitbucket.app.fail_next(
+        "", *["timeout"] * (relay.transport.HTTP_RETRIES + 1)
+    )  # the read answers; each POST lands late
+    with pytest.raises(relay.errors.TransientError):
         deliver(build("QUEUED", "b-2", commit=commit, createTime=CREATED["b-2"]))
     assert shown_build(bitbucket, commit) == ("Queued", "b-2")
     deliver(build("WORKING", "b-1", commit=commit, createTime=CREATED["b-1"]))

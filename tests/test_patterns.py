@@ -7,6 +7,8 @@ pattern takes (about a tenth of it); a quadratic one takes seconds."""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import re
 import time
 from collections.abc import Iterator
@@ -14,7 +16,8 @@ from typing import Any
 
 import pytest
 
-import main
+import relay
+import relay.step_log
 
 try:
     import re._parser as sre_parse  # Python 3.11+
@@ -28,16 +31,17 @@ WORDS = ("", "token ", "password=", "secret: ", "api_key=", "passwd:", "access_k
 
 
 def module_patterns() -> dict[str, re.Pattern[str]]:
-    """Every pattern of the function: compiled ones, the credential shapes kept as text, each matcher's."""
+    """Every pattern of the function's modules: compiled ones, the credential shapes kept as text, each matcher's."""
     found: dict[str, re.Pattern[str]] = {}
-    for name, value in vars(main).items():
+    modules = [importlib.import_module(f"relay.{m.name}") for m in pkgutil.iter_modules(relay.__path__)]
+    for name, value in (item for module in modules for item in vars(module).items()):
         if isinstance(value, re.Pattern):
             found[name] = value
         elif name.endswith(("_SHAPES", "_SHAPE", "_WORDS")):  # kept as text: compiled on first use
             rows = (value,) if isinstance(value, str) else value
             texts = [text for row in rows for text in ((row,) if isinstance(row, str) else row)]
             found.update({f"{name}[{n}]": re.compile(text) for n, text in enumerate(texts)})
-    for matcher in main.MATCHERS:
+    for matcher in relay.step_log.MATCHERS:
         for part in ("pattern", "before", "after", "stop"):
             if text := getattr(matcher, part):
                 found[f"{matcher.tool} ({part})"] = re.compile(text)

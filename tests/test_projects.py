@@ -9,6 +9,11 @@ import json
 import pytest
 
 import main
+import relay.config
+import relay.credentials
+import relay.errors
+import relay.event
+import relay.repository
 from standins.builds import COMMIT, Context, background_event, build
 from tests.conftest import log_lines, remember_stored
 
@@ -132,14 +137,14 @@ def test_a_build_id_claimed_in_another_teams_topic_cannot_freeze_a_teams_status(
     ],
 )
 def test_a_delivery_speaks_for_the_project_of_the_topic_it_names(topic, project):
-    assert main.delivered_from(topic) == project
+    assert relay.event.delivered_from(topic) == project
 
 
 def test_an_entry_limited_to_projects_serves_only_their_builds():
-    [limited, anyone] = main.parse_credentials(
+    [limited, anyone] = relay.credentials.parse_credentials(
         json.dumps([{"token": TEAM_A, "projects": ["team-*"]}, {"token": TEAM_B}]), "test"
     )
-    repository = main.Repository("acme", "web")
+    repository = relay.repository.Repository("acme", "web")
     assert limited.serves(repository, "team-a")
     assert not limited.serves(repository, "other")
     assert not limited.serves(repository, "")  # a build whose project is not known
@@ -148,14 +153,14 @@ def test_an_entry_limited_to_projects_serves_only_their_builds():
 
 @pytest.mark.parametrize("value", [[], None, "team-a", ["Team A"], ["team/a"]])
 def test_projects_that_are_not_a_list_of_project_id_patterns_are_a_configuration_error(value):
-    with pytest.raises(main.ConfigurationError):
-        main.parse_credentials(json.dumps([{"token": TEAM_A, "projects": value}]), "test")
+    with pytest.raises(relay.errors.ConfigurationError):
+        relay.credentials.parse_credentials(json.dumps([{"token": TEAM_A, "projects": value}]), "test")
 
 
 def test_build_projects_must_be_project_ids():
-    with pytest.raises(main.ConfigurationError, match="BUILD_PROJECTS must be project IDs"):
-        main.Config.from_env({"BUILD_PROJECTS": "team-a, ../x"})
-    assert main.Config.from_env({"BUILD_PROJECTS": "team-a, team-b hub-project"}).build_projects == {
+    with pytest.raises(relay.errors.ConfigurationError, match="BUILD_PROJECTS must be project IDs"):
+        relay.config.Config.from_env({"BUILD_PROJECTS": "team-a, ../x"})
+    assert relay.config.Config.from_env({"BUILD_PROJECTS": "team-a, team-b hub-project"}).build_projects == {
         "team-a",
         "team-b",
         "hub-project",

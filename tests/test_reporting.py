@@ -10,7 +10,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 
-import main
+import relay.errors
+import relay.reporting
+import relay.transport
+import relay.warm
 from standins.builds import COMMIT, build
 from tests.conftest import TOKEN, deliver, log_lines, shown
 from tests.test_fuzz import ALLOWED_PATH
@@ -164,8 +167,8 @@ def test_a_slow_answer_times_out_and_is_retried(bitbucket, monkeypatch):
 
 
 def test_an_outage_raises_so_pubsub_redelivers_and_the_redelivery_lands(bitbucket, capsys):
-    bitbucket.app.fail_next(*["503"] * (main.HTTP_RETRIES + 1))
-    with pytest.raises(main.TransientError, match="503"):
+    bitbucket.app.fail_next(*["503"] * (relay.transport.HTTP_RETRIES + 1))
+    with pytest.raises(relay.errors.TransientError, match="503"):
         deliver(build("SUCCESS"))
     assert shown(bitbucket) == []
     deliver(build("SUCCESS"))  # the redelivery
@@ -228,7 +231,7 @@ def test_a_skipped_build_leaves_one_info_line_and_sends_nothing(bitbucket, capsy
 
 
 def test_the_memory_of_statuses_forgets_the_least_recently_used_first(bitbucket, monkeypatch):
-    monkeypatch.setattr(main.Memory, "SIZE", 4)
+    monkeypatch.setattr(relay.reporting.Memory, "SIZE", 4)
     commits = [f"{n:040x}" for n in range(5)]
     for commit in commits[:4]:
         deliver(build("WORKING", commit=commit))  # read + post: each is remembered
@@ -250,12 +253,12 @@ def test_retries_stop_at_the_events_deadline_and_the_event_is_redelivered(bitbuc
     monkeypatch.setenv("EVENT_DEADLINE_SECONDS", "1")
     monkeypatch.setenv("HTTP_TIMEOUT_SECONDS", "0.4")
     bitbucket.app.fault_delay = 30
-    bitbucket.app.fail_next(*["timeout"] * (main.HTTP_RETRIES + 1))
+    bitbucket.app.fail_next(*["timeout"] * (relay.transport.HTTP_RETRIES + 1))
     started = time.monotonic()
-    with pytest.raises(main.TransientError):
+    with pytest.raises(relay.errors.TransientError):
         deliver(build("WORKING"))
     assert time.monotonic() - started < 1 + 0.4 + 1  # the deadline, one attempt's timeout, and slack
-    assert 1 <= len(bitbucket.app.calls) < main.HTTP_RETRIES + 1
+    assert 1 <= len(bitbucket.app.calls) < relay.transport.HTTP_RETRIES + 1
 
 
 @pytest.mark.parametrize(
@@ -271,7 +274,7 @@ def test_a_retry_after_that_cannot_end_before_the_deadline_is_not_waited_for(
     bitbucket.app.retry_after = retry_after
     bitbucket.app.fail_next("429")
     started = time.monotonic()
-    with pytest.raises(main.TransientError, match="429"):
+    with pytest.raises(relay.errors.TransientError, match="429"):
         deliver(build("SUCCESS"))
     assert time.monotonic() - started < 2
     assert len(bitbucket.app.calls) == 1
@@ -312,7 +315,7 @@ def test_an_attempt_with_a_timeout_longer_than_the_deadline_still_ends_at_the_de
     bitbucket.app.fault_delay = 30
     bitbucket.app.fail_next("timeout")
     started = time.monotonic()
-    with pytest.raises(main.TransientError):
+    with pytest.raises(relay.errors.TransientError):
         deliver(build("SUCCESS"))
     assert time.monotonic() - started < 3  # the deadline and slack, not the 10 s timeout
 
@@ -344,7 +347,7 @@ def test_a_repository_made_public_shows_no_more_log_lines_once_its_visibility_is
     """Read once per repository per instance, and again after 10 minutes (not only when the instance restarts): the
     lines of a repository made public stop leaving Google Cloud within that lifetime."""
     now = [5000.0]
-    main.warm_instance().reporter.clock = lambda: now[0]
+    relay.warm.warm_instance().reporter.clock = lambda: now[0]
 
     def fail(build_id: str, commit: str) -> str:
         google.app.write_log("acme-ci", build_id, {'Step #0 - "unit-tests"': [FAILED_LINE]})

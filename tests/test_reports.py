@@ -9,7 +9,11 @@ from typing import Any
 
 import pytest
 
-import main
+import relay.config
+import relay.errors
+import relay.report
+import relay.reporting
+import relay.translate
 from standins.builds import COMMIT, build
 from tests.conftest import dc_build, deliver, log_lines
 
@@ -141,7 +145,7 @@ def test_a_nearly_spent_budget_skips_the_report_with_one_info_line_and_the_statu
     warning, line = log_lines(capsys.readouterr().out)
     assert "hourly budget of credential entry 1 is nearly spent" in warning["message"]  # said by the status's answer
     assert (line["severity"], line["report"]) == ("INFO", "skipped")
-    assert line["message"] == f"Posted SUCCESSFUL (Succeeded in 3m 12s); {main.REPORT_SKIPPED}"
+    assert line["message"] == f"Posted SUCCESSFUL (Succeeded in 3m 12s); {relay.reporting.REPORT_SKIPPED}"
     assert [s["state"] for s in bitbucket.app.shown("acme", "webapp", COMMIT)] == ["SUCCESSFUL"]
     assert bitbucket.app.report_calls() == []
 
@@ -164,7 +168,7 @@ def test_a_failing_report_endpoint_redelivers_without_posting_the_status_again(s
     for status in ("QUEUED", "WORKING"):
         deliver(make(status))
     app.report_answer = 503
-    with pytest.raises(main.TransientError):
+    with pytest.raises(relay.errors.TransientError):
         deliver(make("FAILURE"))
     app.report_answer = None
     deliver(make("FAILURE"))  # the redelivery
@@ -181,7 +185,7 @@ def test_code_insights_off_writes_no_report(bitbucket, monkeypatch):
 
 def test_code_insights_must_be_on_or_off(bitbucket, monkeypatch):
     monkeypatch.setenv("CODE_INSIGHTS", "maybe")
-    with pytest.raises(main.ConfigurationError, match="CODE_INSIGHTS must be on or off"):
+    with pytest.raises(relay.errors.ConfigurationError, match="CODE_INSIGHTS must be on or off"):
         deliver(build("SUCCESS"))
 
 
@@ -224,14 +228,14 @@ def test_a_429_on_the_report_skips_it_and_the_status_still_lands(site, capsys):
     deliver(make("FAILURE"))  # acknowledged: the report is not worth a redelivery once the budget is spent
     [line] = log_lines(capsys.readouterr().out)
     assert (line["severity"], line["report"]) == ("INFO", "skipped")
-    assert line["message"].endswith(main.REPORT_SKIPPED)
+    assert line["message"].endswith(relay.reporting.REPORT_SKIPPED)
     assert reports() == []
     assert len([c for c in app.status_calls() if c.method == "POST"]) == 1
 
 
-def report_for(**build_fields: Any) -> main.Report:
-    update = main.translate(build(**build_fields), main.Config())
-    assert isinstance(update, main.Update)
+def report_for(**build_fields: Any) -> relay.report.Report:
+    update = relay.translate.translate(build(**build_fields), relay.config.Config())
+    assert isinstance(update, relay.translate.Update)
     assert update.report is not None
     return update.report
 
@@ -249,7 +253,7 @@ def test_the_first_three_warnings_are_shown_and_the_rest_counted(warnings, said)
         status="SUCCESS", warnings=[{"text": f"warning {n}", "priority": "INFO"} for n in range(warnings)]
     )
     assert [line for line in report.details.splitlines() if line.startswith("Warning:")] == [
-        f"Warning: warning {n}" for n in range(min(warnings, main.WARNINGS_SHOWN))
+        f"Warning: warning {n}" for n in range(min(warnings, relay.report.WARNINGS_SHOWN))
     ]
     assert ("more warnings" in report.details) is (said is not None)
     if said:

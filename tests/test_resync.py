@@ -16,7 +16,11 @@ from pathlib import Path
 
 import pytest
 
-import main
+import relay.config
+import relay.decoding
+import relay.errors
+import relay.translate
+import relay.transport
 import resync
 from standins.bitbucket import REPOSITORY, went_to_older
 from standins.builds import COMMIT, build
@@ -208,7 +212,7 @@ def test_statuses_of_two_branches_of_one_commit_are_grouped_as_one(bitbucket, go
 
 
 def test_a_listed_builds_essentials_give_the_same_status_and_report_as_the_build():
-    """What resync holds of each listed build (main.essentials) is what the function's path reads of it."""
+    """What resync holds of each listed build (relay.decoding.essentials) is what the function's path reads of it."""
     long_script = ["bash", "-c", "set -e; " + "echo step; " * 2000]
     cases = [
         build(
@@ -234,10 +238,10 @@ def test_a_listed_builds_essentials_give_the_same_status_and_report_as_the_build
         build("SUCCESS", source="mirror", approval={"state": "REJECTED", "result": {"comment": "no"}}),
         build("CANCELLED", source="connection", steps=[{"entrypoint": "bash", "args": ["-c", "x" * 500, 7]}]),
     ]
-    config = main.Config()
+    config = relay.config.Config()
     for b in cases:
-        essentials = main.essentials(b)
-        assert main.translate(essentials, config) == main.translate(b, config)
+        essentials = relay.decoding.essentials(b)
+        assert relay.translate.translate(essentials, config) == relay.translate.translate(b, config)
         assert len(json.dumps(essentials)) < 2500
 
 
@@ -324,7 +328,9 @@ def test_a_corrected_status_keeps_the_test_counts_of_its_builds_artifacts(bitbuc
     assert code == 0, out
     [status] = shown(bitbucket)
     assert status["description"] == "Succeeded in 3m 12s: 11 tests passed (1 skipped)"
-    assert len(main.essentials(made("SUCCESS", "b-1", 20, results=results))["results"]) == 1  # its manifest alone
+    assert (
+        len(relay.decoding.essentials(made("SUCCESS", "b-1", 20, results=results))["results"]) == 1
+    )  # its manifest alone
 
 
 def test_the_log_of_the_function_is_not_mixed_into_the_summary(bitbucket, google, capsys):
@@ -410,7 +416,9 @@ def test_a_429_stops_that_credentials_builds_and_leaves_them_for_a_later_run(thr
 
 
 def test_a_failed_build_is_where_the_next_run_starts(bitbucket, google):
-    bitbucket.app.fail_next("", *["503"] * (main.HTTP_RETRIES + 1))  # b-0's read answers, its write never does
+    bitbucket.app.fail_next(
+        "", *["503"] * (relay.transport.HTTP_RETRIES + 1)
+    )  # b-0's read answers, its write never does
     builds = [made("SUCCESS", f"b-{n}", 50 - n, commit=commit(n)) for n in range(3)]
     google.app.record(*builds)
 
@@ -587,7 +595,7 @@ def test_a_secret_volume_without_versions_mounts_the_latest_in_a_file_named_afte
 def test_a_mounted_file_no_secret_volume_provides_is_a_configuration_error():
     described = json.loads(json.dumps(DESCRIBED))
     described["serviceConfig"]["secretVolumes"][0]["mountPath"] = "/var/secrets"
-    with pytest.raises(main.ConfigurationError, match="no secret mounts"):
+    with pytest.raises(relay.errors.ConfigurationError, match="no secret mounts"):
         resync.deployment_env(described, "acme-ci")
 
 

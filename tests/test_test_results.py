@@ -17,6 +17,14 @@ from pathlib import Path
 import pytest
 
 import main
+import relay.annotations
+import relay.cloud_storage
+import relay.config
+import relay.errors
+import relay.junit
+import relay.report
+import relay.translate
+import relay.warm
 from standins import remember_secret
 from standins.builds import COMMIT, Context, background_event, build
 from tests.conftest import dc_build, deliver, log_lines
@@ -69,30 +77,32 @@ def reports_bucket(monkeypatch, storage, bitbucket):
 
 @pytest.mark.parametrize("family", ["xunit2", "xunit1"])
 def test_pytests_own_files_give_the_counts_and_each_failed_test_with_its_line(tmp_path, family):
-    results = main.parse_junit(pytest_junit(tmp_path, family))
+    results = relay.junit.parse_junit(pytest_junit(tmp_path, family))
     assert (results.passed, results.failed, results.skipped) == (213, 2, 0)
     assert results.counts() == "2 of 215 tests failed"
-    annotations = main.test_annotations(results)
+    annotations = relay.junit.test_annotations(results)
     assert [(a.path, a.line) for a in annotations] == [("tests/test_auth.py", 15), ("tests/test_auth.py", 19)]
     assert annotations[0].message.startswith("tests.test_auth.test_login: AssertionError: assert 'ADA' == 'Ada'")
 
 
 def test_each_dialect_is_counted_and_its_failures_placed_in_the_repository():
-    surefire = main.parse_junit((JUNIT / "surefire-passing.xml").read_bytes())
+    surefire = relay.junit.parse_junit((JUNIT / "surefire-passing.xml").read_bytes())
     assert (surefire.passed, surefire.failed, surefire.skipped) == (11, 0, 1)  # a flaky test passed on its rerun
     assert surefire.counts() == "11 tests passed (1 skipped)"
-    gotestsum = main.parse_junit((JUNIT / "gotestsum.xml").read_bytes())
+    gotestsum = relay.junit.parse_junit((JUNIT / "gotestsum.xml").read_bytes())
     assert (gotestsum.passed, gotestsum.failed, gotestsum.skipped) == (2, 1, 1)
     [failure] = gotestsum.failures
     assert failure.name == "example.com/gosvc/pricing.TestPrice"
-    jest = main.parse_junit((JUNIT / "jest-junit.xml").read_bytes())
+    jest = relay.junit.parse_junit((JUNIT / "jest-junit.xml").read_bytes())
     assert (jest.passed, jest.failed) == (0, 1)
-    [annotation] = main.test_annotations(jest)
+    [annotation] = relay.junit.test_annotations(jest)
     assert (annotation.path, annotation.line) == ("web/src/cart.test.js", 3)  # the last place inside the repository
 
 
 def test_several_files_add_up(tmp_path):
-    both = main.parse_junit(pytest_junit(tmp_path)) + main.parse_junit((JUNIT / "surefire-passing.xml").read_bytes())
+    both = relay.junit.parse_junit(pytest_junit(tmp_path)) + relay.junit.parse_junit(
+        (JUNIT / "surefire-passing.xml").read_bytes()
+    )
     assert both.counts() == "2 of 227 tests failed"
 
 
@@ -111,16 +121,16 @@ EXTERNAL = b"""<?xml version="1.0"?><!DOCTYPE t [<!ENTITY x SYSTEM "file:///etc/
 )  # fmt: skip
 def test_a_hostile_or_foreign_file_is_refused_without_expanding_anything(data):
     with pytest.raises(ValueError):  # noqa: PT011 (what it says is the file's fault, named in the log)
-        main.parse_junit(data)
+        relay.junit.parse_junit(data)
 
 
 def test_a_file_nested_deeper_than_a_thousand_levels_is_refused_and_one_within_is_read():
     """Each open element is held while the file is read: nesting is what bounds them."""
     deep = b"<testsuite>" + b"<x>" * 10_000 + b"</x>" * 10_000 + b"<testcase name='t'/></testsuite>"
     with pytest.raises(ValueError, match="nests elements more than 1000 deep"):
-        main.parse_junit(deep)
+        relay.junit.parse_junit(deep)
     within = b"<testsuite>" + b"<x>" * 998 + b"</x>" * 998 + b"<testcase name='t'/></testsuite>"
-    assert main.parse_junit(within).passed == 1
+    assert relay.junit.parse_junit(within).passed == 1
 
 
 # --- through Cloud Storage (the emulator) and both sites ----------------------------------------------------
@@ -210,7 +220,7 @@ def test_a_test_files_name_reaches_the_log_without_its_query(reports_bucket, bit
 def test_a_file_past_the_bound_is_not_read_past_it_and_the_counts_say_they_are_partial(
     reports_bucket, bitbucket, monkeypatch, tmp_path
 ):
-    monkeypatch.setattr(main, "TEST_FILE_BYTES_MAX", 64 * 1024)
+    monkeypatch.setattr(relay.cloud_storage, "TEST_FILE_BYTES_MAX", 64 * 1024)
     huge = b"<testsuite>" + b"<testcase name='t'/>" * 20_000 + b"</testsuite>"  # 400 KB: past 64 KB
     reports_bucket.put(BUCKET, "huge/b-1/huge.xml", huge)
     reports_bucket.put(BUCKET, "huge/b-1/junit.xml", pytest_junit(tmp_path))
@@ -221,18 +231,20 @@ def test_a_file_past_the_bound_is_not_read_past_it_and_the_counts_say_they_are_p
 
 
 def test_test_report_buckets_must_be_bucket_names():
-    with pytest.raises(main.ConfigurationError, match="TEST_REPORT_BUCKETS must be bucket names"):
-        main.Config.from_env({"TEST_REPORT_BUCKETS": "gs://acme-reports"})
+    with pytest.raises(relay.errors.ConfigurationError, match="TEST_REPORT_BUCKETS must be bucket names"):
+        relay.config.Config.from_env({"TEST_REPORT_BUCKETS": "gs://acme-reports"})
 
 
 def test_a_report_carries_at_most_a_hundred_annotations_however_many_tests_failed():
     """Bitbucket Cloud takes 100 annotations a request: with LOG_EXCERPTS=off nothing else would cap them."""
-    failures = main.kept_failures(main.FailedTest(f"t{n}", "boom", "tests/test_many.py", n + 1) for n in range(150))
-    update = main.translate(build("FAILURE"), main.Config())
-    assert isinstance(update, main.Update)
-    tested = main.with_tests(update, main.TestResults(passed=10, failed=150, failures=failures))
+    failures = relay.junit.kept_failures(
+        relay.junit.FailedTest(f"t{n}", "boom", "tests/test_many.py", n + 1) for n in range(150)
+    )
+    update = relay.translate.translate(build("FAILURE"), relay.config.Config())
+    assert isinstance(update, relay.translate.Update)
+    tested = relay.junit.with_tests(update, relay.junit.TestResults(passed=10, failed=150, failures=failures))
     assert tested.report is not None
-    assert len(tested.report.annotations) == main.ANNOTATIONS_MAX
+    assert len(tested.report.annotations) == relay.annotations.ANNOTATIONS_MAX
     assert tested.status.description == "Failed after 3m 12s: 150 of 160 tests failed"
 
 
@@ -284,9 +296,9 @@ def test_a_line_attribute_that_is_not_a_plain_number_costs_only_that_tests_line(
     """'²' is a digit to str.isdigit, not to int(): the file is still read, that test annotated on its file."""
     data = junit(failing_case("test_a", file="tests/test_app.py", line="²"), '<testcase name="test_b"/>',
                  failing_case("test_c", file="tests/test_app.py", line="9" * 5000))  # fmt: skip
-    results = main.parse_junit(data)
+    results = relay.junit.parse_junit(data)
     assert (results.passed, results.failed) == (1, 2)
-    assert [(a.path, a.line) for a in main.test_annotations(results)] == [("tests/test_app.py", None)] * 2
+    assert [(a.path, a.line) for a in relay.junit.test_annotations(results)] == [("tests/test_app.py", None)] * 2
 
 
 def test_an_unexpected_error_in_reading_test_results_leaves_the_status_posted_and_a_warning_naming_it(
@@ -298,7 +310,7 @@ def test_an_unexpected_error_in_reading_test_results_leaves_the_status_posted_an
     def broken(data, directory="", secrets=()):
         raise TypeError("a message that may quote the file")
 
-    monkeypatch.setattr(main, "parse_junit", broken)
+    monkeypatch.setattr(relay.cloud_storage, "parse_junit", broken)
     delivered_with_tests(reports_bucket, "broken", {"junit.xml": junit(failing_case("test_a"))})
     [status] = bitbucket.app.shown("acme", "webapp", COMMIT)
     assert status["description"] == "Failed after 3m 12s"
@@ -318,12 +330,14 @@ def many_failures(count: int, text_size: int) -> bytes:
 def test_what_is_kept_of_a_builds_test_files_is_what_its_report_shows():
     """Counts, the first five failed tests and one failed test per place up to the annotations' limit: never
     every failure's text (a build's 20 MB of files kept in full, per build, exhausted an instance)."""
-    results = main.parse_junit(many_failures(300, 4000), "", ())
-    assert (results.failed, len(results.failures)) == (300, main.ANNOTATIONS_MAX)
+    results = relay.junit.parse_junit(many_failures(300, 4000), "", ())
+    assert (results.failed, len(results.failures)) == (300, relay.annotations.ANNOTATIONS_MAX)
     kept = sum(len(t.name) + len(t.message) + len(t.path or "") for t in results.failures)
-    assert kept < main.ANNOTATIONS_MAX * (2 * main.FIELD_MAX + 100)  # 60 KB at most, of 1.2 MB of failure texts
+    assert kept < relay.annotations.ANNOTATIONS_MAX * (
+        2 * relay.report.FIELD_MAX + 100
+    )  # 60 KB at most, of 1.2 MB of failure texts
     both = results + results  # two files: still one failed test per place, the first five in order
-    assert (both.failed, len(both.failures)) == (600, main.ANNOTATIONS_MAX)
+    assert (both.failed, len(both.failures)) == (600, relay.annotations.ANNOTATIONS_MAX)
     assert [t.name for t in both.failures[:5]] == [f"tests.test_app.test_{n}" for n in range(5)]
 
 
@@ -363,9 +377,9 @@ def test_a_file_costs_at_most_a_small_multiple_of_its_size_whatever_its_shape(sh
     makes of one read (of 3-byte elements, at most 128 times the read): each element is dropped as it ends, and
     names, attributes and nesting are bounded (the whole tree, before, held 9 to 90 times the file's size)."""
     read = 16 * 1024
-    monkeypatch.setattr(main, "JUNIT_CHUNK", read, raising=False)
+    monkeypatch.setattr(relay.junit, "JUNIT_CHUNK", read, raising=False)
     data = HOSTILE_FILES[shape]()
-    assert traced_peak(main.parse_junit, data) < 4 * len(data) + 128 * read
+    assert traced_peak(relay.junit.parse_junit, data) < 4 * len(data) + 128 * read
 
 
 def test_a_5_mb_failure_text_is_searched_for_places_only_at_its_start_and_end():
@@ -373,8 +387,11 @@ def test_a_5_mb_failure_text_is_searched_for_places_only_at_its_start_and_end():
     search than 32 KB (the pattern on the whole of it, before, took seconds per file)."""
     middle = "a." * 1_250_000 + "\ntests/test_app.py:7: in the middle\n" + "b-" * 1_250_000
     text = "tests/test_app.py:3: at the start\n" + middle + "\ntests/test_app.py:9: AssertionError"
-    assert main.failure_place(text, "") == ("tests/test_app.py", 9)
-    assert main.failure_place(text[: -len("\ntests/test_app.py:9: AssertionError")], "") == ("tests/test_app.py", 3)
+    assert relay.junit.failure_place(text, "") == ("tests/test_app.py", 9)
+    assert relay.junit.failure_place(text[: -len("\ntests/test_app.py:9: AssertionError")], "") == (
+        "tests/test_app.py",
+        3,
+    )
 
 
 # --- no credential leaves in a test's name or message ---------------------------------------------------------------
@@ -533,13 +550,13 @@ def test_a_teams_build_naming_another_teams_prefix_of_a_shared_bucket_reads_noth
     ],
 )
 def test_test_report_buckets_give_each_bucket_its_project_when_several_are_served(buckets, projects, error):
-    with pytest.raises(main.ConfigurationError, match=re.escape(error)):
-        main.Config.from_env({"TEST_REPORT_BUCKETS": buckets, "BUILD_PROJECTS": projects})
+    with pytest.raises(relay.errors.ConfigurationError, match=re.escape(error)):
+        relay.config.Config.from_env({"TEST_REPORT_BUCKETS": buckets, "BUILD_PROJECTS": projects})
 
 
 def test_test_report_buckets_of_one_project_may_be_plain_names():
-    assert main.Config.from_env({"TEST_REPORT_BUCKETS": "acme-reports, team-a=acme-a", "BUILD_PROJECTS": "team-a"}
-                                ).test_report_buckets == {("", "acme-reports"), ("team-a", "acme-a")}  # fmt: skip
+    env = {"TEST_REPORT_BUCKETS": "acme-reports, team-a=acme-a", "BUILD_PROJECTS": "team-a"}
+    assert relay.config.Config.from_env(env).test_report_buckets == {("", "acme-reports"), ("team-a", "acme-a")}
 
 
 # --- smaller ones ------------------------------------------------------------------------------------------------
@@ -548,13 +565,13 @@ def test_test_report_buckets_of_one_project_may_be_plain_names():
 def test_the_buckets_warned_about_are_remembered_within_a_bound(reports_bucket, bitbucket, monkeypatch, capsys):
     """Each bucket outside TEST_REPORT_BUCKETS is warned about once while remembered; a build can name a new one
     each time, so what is remembered is bounded."""
-    monkeypatch.setattr(main.TestReports, "WARNED_MAX", 3, raising=False)
+    monkeypatch.setattr(relay.cloud_storage.TestReports, "WARNED_MAX", 3, raising=False)
     for n in range(5):
         subs = {"_BITBUCKET_TEST_REPORTS": f"gs://not-allowed-{n}/b-{n}/", "COMMIT_SHA": COMMIT}
         deliver(build("FAILURE", f"b-{n}", substitutions=subs))
-    assert main._warm is not None
-    assert main._warm.tests is not None
-    assert len(main._warm.tests._warned) <= 3
+    assert relay.warm._warm is not None
+    assert relay.warm._warm.tests is not None
+    assert len(relay.warm._warm.tests._warned) <= 3
     warnings = [line for line in log_lines(capsys.readouterr().out) if line["severity"] == "WARNING"]
     assert len(warnings) == 5
 
@@ -590,8 +607,8 @@ def sized(size: int, name: str) -> bytes:
 
 def test_each_download_takes_only_what_is_left_of_the_total_bound(reports_bucket, bitbucket, monkeypatch):
     """Files of 1,500 and 1,800 bytes within 2,000 each but 3,000 in all: the second is not read past what is left."""
-    monkeypatch.setattr(main, "TEST_FILE_BYTES_MAX", 2000)
-    monkeypatch.setattr(main, "TEST_BYTES_MAX", 3000)
+    monkeypatch.setattr(relay.cloud_storage, "TEST_FILE_BYTES_MAX", 2000)
+    monkeypatch.setattr(relay.cloud_storage, "TEST_BYTES_MAX", 3000)
     delivered_with_tests(reports_bucket, "total", {"a.xml": sized(1500, "test_a"), "b.xml": sized(1800, "test_b")})
     [status] = bitbucket.app.shown("acme", "webapp", COMMIT)
     assert status["description"] == "Failed after 3m 12s: 1 tests passed (partial)"
@@ -601,7 +618,7 @@ def test_partial_counts_are_not_kept_so_a_delivery_of_the_message_again_reads_th
     reports_bucket, bitbucket, monkeypatch, capsys
 ):
     """A file that could not be read may be readable when Pub/Sub delivers the message again."""
-    monkeypatch.setattr(main, "TEST_FILE_BYTES_MAX", 2000)
+    monkeypatch.setattr(relay.cloud_storage, "TEST_FILE_BYTES_MAX", 2000)
     delivered_with_tests(reports_bucket, "partial", {"a.xml": sized(1500, "test_a"), "b.xml": sized(2500, "test_b")})
     reports_bucket.put(BUCKET, "partial/b-1/b.xml", sized(1500, "test_b"))
     downloads = reports_bucket.downloads
@@ -621,35 +638,37 @@ def test_a_running_build_reads_no_test_files(reports_bucket, bitbucket):
 
 
 def test_pytests_xunit1_line_is_0_based_so_a_test_without_a_place_in_its_text_is_annotated_a_line_lower():
-    results = main.parse_junit(junit(failing_case("test_a", "no place here", file="tests/test_app.py", line="9")))
-    assert [(a.path, a.line) for a in main.test_annotations(results)] == [("tests/test_app.py", 10)]
+    results = relay.junit.parse_junit(
+        junit(failing_case("test_a", "no place here", file="tests/test_app.py", line="9"))
+    )
+    assert [(a.path, a.line) for a in relay.junit.test_annotations(results)] == [("tests/test_app.py", 10)]
 
 
 def test_gotestsums_failed_gives_way_to_the_first_line_of_output_that_says_more():
-    [failure] = main.parse_junit((JUNIT / "gotestsum.xml").read_bytes()).failures
+    [failure] = relay.junit.parse_junit((JUNIT / "gotestsum.xml").read_bytes()).failures
     assert failure.message == "price_test.go:7: Price(100) = 119, want 120"
 
 
 def test_the_last_place_in_the_repository_wins_and_line_0_is_no_place():
     text = ("tests/test_app.py:12: in test_a\n    check()\ntests/helpers.py:5: AssertionError\n"
             "/usr/lib/python3.12/unittest/case.py:9: in run\ntests/conftest.py:0: in fixture")  # fmt: skip
-    [annotation] = main.test_annotations(main.parse_junit(junit(failing_case("test_a", text))))
+    [annotation] = relay.junit.test_annotations(relay.junit.parse_junit(junit(failing_case("test_a", text))))
     assert (annotation.path, annotation.line) == ("tests/helpers.py", 5)
 
 
 def test_the_counts_come_before_a_long_failure_detail_in_the_255_character_description():
     b = build("FAILURE", "b-1", statusDetail="x" * 300)
-    update = main.translate(b, main.Config())
-    assert isinstance(update, main.Update)
-    tested = main.with_tests(update, main.TestResults(passed=1, failed=1))
+    update = relay.translate.translate(b, relay.config.Config())
+    assert isinstance(update, relay.translate.Update)
+    tested = relay.junit.with_tests(update, relay.junit.TestResults(passed=1, failed=1))
     assert tested.status.description == "Failed after 3m 12s: 1 of 2 tests failed"
 
 
 def test_the_first_five_failed_tests_are_shown_in_the_report():
-    update = main.translate(build("FAILURE", "b-1"), main.Config())
-    assert isinstance(update, main.Update)
+    update = relay.translate.translate(build("FAILURE", "b-1"), relay.config.Config())
+    assert isinstance(update, relay.translate.Update)
     cases = (failing_case(f"test_{n}", f"tests/test_app.py:{n + 1}: E", message=f"assert {n} == 7") for n in range(7))
-    tested = main.with_tests(update, main.parse_junit(junit(*cases)))
+    tested = relay.junit.with_tests(update, relay.junit.parse_junit(junit(*cases)))
     assert tested.report is not None
     shown = [line for line in tested.report.details.splitlines() if line.startswith("Failed test: ")]
     assert shown == [f"Failed test: tests.test_app.test_{n}: assert {n} == 7" for n in range(5)]

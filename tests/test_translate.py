@@ -11,24 +11,35 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from urllib3.util import parse_url
 
-import main
+import relay.annotations
+import relay.bitbucket_cloud
+import relay.bitbucket_data_center
+import relay.config
+import relay.errors
+import relay.junit
+import relay.repository
+import relay.states
+import relay.status
+import relay.step_log
+import relay.text
+import relay.translate
 from standins.builds import COMMIT, HOSTILE, HOSTILE_FIELDS, TRIGGER_ID, build, hostile_build, sample
 from tests.test_fuzz import ALLOWED_PATH, SERVER_PATH
 
-CONFIG = main.Config()
+CONFIG = relay.config.Config()
 ROOT = Path(__file__).resolve().parents[1]
-CLOUD = main.BitbucketCloud(api_url="https://api.bitbucket.example/2.0", client=None)  # its body alone
+CLOUD = relay.bitbucket_cloud.BitbucketCloud(api_url="https://api.bitbucket.example/2.0", client=None)  # its body alone
 
 
-def update_for(b: dict) -> main.Update:
-    result = main.translate(b, CONFIG)
-    assert isinstance(result, main.Update), result
+def update_for(b: dict) -> relay.translate.Update:
+    result = relay.translate.translate(b, CONFIG)
+    assert isinstance(result, relay.translate.Update), result
     return result
 
 
-def skip_for(b: dict, config: main.Config = CONFIG) -> main.Skip:
-    result = main.translate(b, config)
-    assert isinstance(result, main.Skip), result
+def skip_for(b: dict, config: relay.config.Config = CONFIG) -> relay.errors.Skip:
+    result = relay.translate.translate(b, config)
+    assert isinstance(result, relay.errors.Skip), result
     return result
 
 
@@ -37,7 +48,7 @@ def skip_for(b: dict, config: main.Config = CONFIG) -> main.Skip:
 
 def test_mirror_sample_reports_success_on_the_mirrored_repository_commit_and_branch():
     update = update_for(sample("bitbucket-mirror-branch"))
-    assert update.target.candidates == (main.Repository("garman", "webapp"),)
+    assert update.target.candidates == (relay.repository.Repository("garman", "webapp"),)
     assert update.target.commit == "65ca6a99a2573f0f1ff5dc93f78a77966248ea2d"
     assert CLOUD.body(update.status) == {
         "key": "2bceb582-3141-44bf-b444-5640cbcaecc5",
@@ -66,7 +77,7 @@ def test_trigger_sample_without_repository_evidence_is_skipped():
 @pytest.mark.parametrize("source", ["connection", "git", "mirror", "webhook"])
 def test_every_bitbucket_source_gives_repository_commit_and_branch(source):
     update = update_for(build("WORKING", source=source))
-    assert update.target.candidates == (main.Repository("acme", "webapp"),)
+    assert update.target.candidates == (relay.repository.Repository("acme", "webapp"),)
     assert update.target.commit == COMMIT
     assert update.status.refname == "feature/fish"
 
@@ -77,7 +88,7 @@ def test_substitutions_win_over_every_other_source():
         _BITBUCKET_REPO="acme/chosen", _BITBUCKET_COMMIT="a" * 40, _BITBUCKET_BRANCH="release/1.0"
     )
     update = update_for(b)
-    assert update.target.candidates == (main.Repository("acme", "chosen"),)
+    assert update.target.candidates == (relay.repository.Repository("acme", "chosen"),)
     assert (update.target.commit, update.status.refname) == ("a" * 40, "release/1.0")
 
 
@@ -87,16 +98,16 @@ def test_git_source_falls_back_to_the_resolved_revision_and_accepts_ssh_urls():
     b["source"]["gitSource"] = {"url": "git@bitbucket.org:acme/webapp.git", "revision": "main"}
     b["sourceProvenance"] = {"resolvedGitSource": {"revision": COMMIT}}
     update = update_for(b)
-    assert update.target.candidates == (main.Repository("acme", "webapp"),)
+    assert update.target.candidates == (relay.repository.Repository("acme", "webapp"),)
     assert update.target.commit == COMMIT
 
 
 def test_mirror_name_with_underscores_tries_every_split_first_underscore_first():
     update = update_for(build("WORKING", source="mirror", repo="my_team/web_app"))
     assert update.target.candidates == (
-        main.Repository("my", "team_web_app"),
-        main.Repository("my_team", "web_app"),
-        main.Repository("my_team_web", "app"),
+        relay.repository.Repository("my", "team_web_app"),
+        relay.repository.Repository("my_team", "web_app"),
+        relay.repository.Repository("my_team_web", "app"),
     )
     assert update.target.mirror == "bitbucket_my_team_web_app"
 
@@ -148,16 +159,16 @@ def test_a_repository_name_that_could_change_the_request_path_is_rejected(repo):
 
 
 def test_allowlist_limits_what_is_reported():
-    config = main.Config(repositories=main.Patterns(("acme/*", "other/one")))
-    assert isinstance(main.translate(build("SUCCESS", repo="acme/webapp"), config), main.Update)
-    assert isinstance(main.translate(build("SUCCESS", repo="Other/One"), config), main.Update)
+    config = relay.config.Config(repositories=relay.config.Patterns(("acme/*", "other/one")))
+    assert isinstance(relay.translate.translate(build("SUCCESS", repo="acme/webapp"), config), relay.translate.Update)
+    assert isinstance(relay.translate.translate(build("SUCCESS", repo="Other/One"), config), relay.translate.Update)
     assert "BITBUCKET_REPOSITORIES" in skip_for(build("SUCCESS", repo="evil/webapp"), config).reason
 
 
 def test_allowlist_narrows_the_mirror_splits():
-    config = main.Config(repositories=main.Patterns(("my_team/*",)))
-    update = main.translate(build("SUCCESS", source="mirror", repo="my_team/web_app"), config)
-    assert update.target.candidates == (main.Repository("my_team", "web_app"),)
+    config = relay.config.Config(repositories=relay.config.Patterns(("my_team/*",)))
+    update = relay.translate.translate(build("SUCCESS", source="mirror", repo="my_team/web_app"), config)
+    assert update.target.candidates == (relay.repository.Repository("my_team", "web_app"),)
 
 
 # --- what is posted ---------------------------------------------------------------
@@ -208,7 +219,7 @@ def test_description_never_exceeds_255_characters():
     ("seconds", "text"), [(0, "0s"), (59.4, "59s"), (60, "1m"), (65, "1m 5s"), (3600, "1h"), (3725, "1h 2m")]
 )
 def test_durations_read_as_a_person_writes_them(seconds, text):
-    assert main.format_duration(seconds) == text
+    assert relay.status.format_duration(seconds) == text
 
 
 def test_key_is_the_trigger_id_so_statuses_of_the_original_function_are_updated():
@@ -254,22 +265,31 @@ def test_refname_is_the_bare_branch_name(branch, refname):
 @pytest.mark.parametrize(
     ("url", "repository"),
     [
-        ("https://bb.example/scm/proj/repo.git", main.Repository("PROJ", "repo", "https://bb.example")),
-        ("https://bb.example:443/scm/PROJ/repo", main.Repository("PROJ", "repo", "https://bb.example")),
+        ("https://bb.example/scm/proj/repo.git", relay.repository.Repository("PROJ", "repo", "https://bb.example")),
+        ("https://bb.example:443/scm/PROJ/repo", relay.repository.Repository("PROJ", "repo", "https://bb.example")),
         (
             "https://bb.example:8443/git/scm/proj/repo.git",
-            main.Repository("PROJ", "repo", "https://bb.example:8443/git"),
+            relay.repository.Repository("PROJ", "repo", "https://bb.example:8443/git"),
         ),
-        ("https://jdoe@bb.example/scm/proj/repo.git", main.Repository("PROJ", "repo", "https://bb.example")),
-        ("https://jdoe:s3cret@bb.example/scm/proj/repo.git", main.Repository("PROJ", "repo", "https://bb.example")),
-        ("https://BB.Example/scm/~jdoe/scratch.git", main.Repository("~jdoe", "scratch", "https://bb.example")),
-        ("ssh://git@bb.example:7999/proj/repo.git", main.Repository("PROJ", "repo", ssh_host="bb.example")),
-        ("https://jdoe@bitbucket.org/acme/webapp.git", main.Repository("acme", "webapp")),
-        ("git@bitbucket.org:acme/webapp.git", main.Repository("acme", "webapp")),
+        (
+            "https://jdoe@bb.example/scm/proj/repo.git",
+            relay.repository.Repository("PROJ", "repo", "https://bb.example"),
+        ),
+        (
+            "https://jdoe:s3cret@bb.example/scm/proj/repo.git",
+            relay.repository.Repository("PROJ", "repo", "https://bb.example"),
+        ),
+        (
+            "https://BB.Example/scm/~jdoe/scratch.git",
+            relay.repository.Repository("~jdoe", "scratch", "https://bb.example"),
+        ),
+        ("ssh://git@bb.example:7999/proj/repo.git", relay.repository.Repository("PROJ", "repo", ssh_host="bb.example")),
+        ("https://jdoe@bitbucket.org/acme/webapp.git", relay.repository.Repository("acme", "webapp")),
+        ("git@bitbucket.org:acme/webapp.git", relay.repository.Repository("acme", "webapp")),
     ],
 )
 def test_clone_urls_of_both_sites_name_their_repository_with_user_info_ignored(url, repository):
-    assert main.valid_repository(main.repository_at(url)) == repository
+    assert relay.repository.valid_repository(relay.repository.repository_at(url)) == repository
 
 
 @pytest.mark.parametrize(
@@ -277,7 +297,7 @@ def test_clone_urls_of_both_sites_name_their_repository_with_user_info_ignored(u
     ["http://bb.example/scm/proj/repo.git", "https://github.com/acme/webapp.git", "https://bb.example/proj/repo.git"],
 )
 def test_urls_of_no_bitbucket_site_name_no_repository(url):
-    assert main.repository_at(url) is None
+    assert relay.repository.repository_at(url) is None
 
 
 def test_a_skipped_clone_url_is_shown_without_its_password():
@@ -307,7 +327,7 @@ def test_a_trigger_name_reaches_either_site_as_plain_text():
     cloud, data_center = SITES
     bodies = (cloud.body(update.status), data_center.body(update.status))
     for text in (bodies[0]["name"], bodies[1]["name"], bodies[1]["parent"]):
-        assert text == main.plain(text)
+        assert text == relay.text.plain(text)
         assert text.isprintable()
         assert text.startswith("deploy")
 
@@ -315,7 +335,7 @@ def test_a_trigger_name_reaches_either_site_as_plain_text():
 def test_a_personal_repository_keeps_its_tilde_project_and_a_project_key_goes_upper_case():
     b = build("SUCCESS", source="webhook", repo="proj/repo")
     b["substitutions"]["_BITBUCKET_SERVER"] = "https://bb.example/"
-    assert update_for(b).target.candidates == (main.Repository("PROJ", "repo", "https://bb.example"),)
+    assert update_for(b).target.candidates == (relay.repository.Repository("PROJ", "repo", "https://bb.example"),)
 
 
 # --- how far along a shown status is (the state map's phases) --------------------------------------
@@ -327,19 +347,20 @@ def test_a_personal_repository_keeps_its_tilde_project_and_a_project_key_goes_up
         ("INPROGRESS", "Awaiting approval", 0),
         ("INPROGRESS", "Queued", 1),
         ("INPROGRESS", "Running", 2),
-        ("SUCCESSFUL", "Succeeded in 1m", main.FINAL),
-        ("STOPPED", "anything", main.FINAL),
+        ("SUCCESSFUL", "Succeeded in 1m", relay.states.FINAL),
+        ("STOPPED", "anything", relay.states.FINAL),
         ("INPROGRESS", "Building (another tool's words)", -1),
         ("INPROGRESS", "", -1),
     ],
 )
 def test_a_shown_status_is_as_far_along_as_its_state_and_description_say(state, description, phase):
-    assert main.phase(state, description) == phase
+    assert relay.states.phase(state, description) == phase
 
 
 def test_every_in_progress_description_comes_from_the_state_map_and_moves_forward():
     phases = [
-        main.phase("INPROGRESS", update_for(build(s)).status.description) for s in ("PENDING", "QUEUED", "WORKING")
+        relay.states.phase("INPROGRESS", update_for(build(s)).status.description)
+        for s in ("PENDING", "QUEUED", "WORKING")
     ]
     assert phases == sorted(phases) == [0, 1, 2]
 
@@ -361,12 +382,12 @@ def test_every_in_progress_description_comes_from_the_state_map_and_moves_forwar
     ],
 )
 def test_a_bad_setting_is_a_configuration_error_naming_the_variable(env, message):
-    with pytest.raises(main.ConfigurationError, match=message):
-        main.Config.from_env(env)
+    with pytest.raises(relay.errors.ConfigurationError, match=message):
+        relay.config.Config.from_env(env)
 
 
 def test_settings_are_read_from_the_environment_with_their_defaults():
-    config = main.Config.from_env(
+    config = relay.config.Config.from_env(
         {
             "HTTP_TIMEOUT_SECONDS": "2.5",
             "BITBUCKET_API_URL": "http://127.0.0.1:8080/2.0/",
@@ -376,13 +397,13 @@ def test_settings_are_read_from_the_environment_with_their_defaults():
     assert config.http_timeout_seconds == 2.5
     assert config.timeout == (2.5, 2.5)
     assert config.api_url == "http://127.0.0.1:8080/2.0"
-    assert config.repositories == main.Patterns(("a/*", "b/c"))
-    assert config.max_event_age_seconds == main.DEFAULT_MAX_EVENT_AGE_SECONDS
-    lines = main.Config.from_env({"LOG_EXCERPT_LINES": " 12 ", "THREADS": "80"})
+    assert config.repositories == relay.config.Patterns(("a/*", "b/c"))
+    assert config.max_event_age_seconds == relay.config.DEFAULT_MAX_EVENT_AGE_SECONDS
+    lines = relay.config.Config.from_env({"LOG_EXCERPT_LINES": " 12 ", "THREADS": "80"})
     assert (lines.log_excerpt_lines, type(lines.log_excerpt_lines), lines.connections) == (12, int, 80)
 
 
-NUMBERS = {number.variable: number for number in (*main.NUMBER_VARIABLES.values(), main.THREADS)}
+NUMBERS = {number.variable: number for number in (*relay.config.NUMBER_VARIABLES.values(), relay.config.THREADS)}
 
 
 @pytest.mark.parametrize(
@@ -404,8 +425,8 @@ def test_a_number_setting_outside_its_unit_and_bounds_is_a_configuration_error_s
     """Validated once, when the instance starts: never an OverflowError on every event (`LOG_EXCERPT_LINES=inf`), nor
     "a number of seconds" said of lines."""
     number = NUMBERS[variable]
-    with pytest.raises(main.ConfigurationError) as raised:
-        main.Config.from_env({variable: value})
+    with pytest.raises(relay.errors.ConfigurationError) as raised:
+        relay.config.Config.from_env({variable: value})
     said = str(raised.value)
     assert said.startswith(f"{variable} must be ")
     assert f" of {number.unit} from {number.low} to {number.high}" in said
@@ -421,10 +442,13 @@ def test_each_number_settings_unit_and_bounds_are_in_the_configuration_reference
 # --- hostile values never change a request's path ---------------------------------------------------
 
 CLOUD_API = "https://api.bitbucket.org/2.0"
-SITES = (main.BitbucketCloud(CLOUD_API, client=None), main.BitbucketDataCenter(client=None))
+SITES = (
+    relay.bitbucket_cloud.BitbucketCloud(CLOUD_API, client=None),
+    relay.bitbucket_data_center.BitbucketDataCenter(client=None),
+)
 
 
-def request_paths(update: main.Update) -> list[str]:
+def request_paths(update: relay.translate.Update) -> list[str]:
     """Every path the update's site would be sent: Cloud's write and read, Data Center's builds, the report."""
     cloud, data_center = SITES
     paths = []
@@ -446,13 +470,13 @@ def assert_unchanged_by_normalising(path: str) -> None:
     assert parse_url(f"https://bitbucket.example{path}").path == path, path
 
 
-def assert_only_status_paths(decision: main.Update | main.Skip) -> None:
-    if isinstance(decision, main.Skip):
+def assert_only_status_paths(decision: relay.translate.Update | relay.errors.Skip) -> None:
+    if isinstance(decision, relay.errors.Skip):
         return
     for path in request_paths(decision):
         assert ALLOWED_PATH.fullmatch(path), path
         assert_unchanged_by_normalising(path)
-    assert main.KEY_RE.fullmatch(decision.status.key)
+    assert relay.status.KEY_RE.fullmatch(decision.status.key)
     assert len(decision.status.key) <= 40
     assert len(decision.status.server_key) <= 255
 
@@ -460,16 +484,16 @@ def assert_only_status_paths(decision: main.Update | main.Skip) -> None:
 @pytest.mark.parametrize("field", HOSTILE_FIELDS)
 @pytest.mark.parametrize("value", HOSTILE, ids=[repr(v)[:30] for v in HOSTILE])
 def test_hostile_values_reach_no_other_path(field, value):
-    decision = main.translate(hostile_build(field, value), CONFIG)
+    decision = relay.translate.translate(hostile_build(field, value), CONFIG)
     assert_only_status_paths(decision)
     if field in ("workspace", "slug", "commit") and value == value.strip():
-        assert isinstance(decision, main.Skip)  # rejected, not escaped (surrounding whitespace is trimmed)
+        assert isinstance(decision, relay.errors.Skip)  # rejected, not escaped (surrounding whitespace is trimmed)
 
 
 @settings(max_examples=500, deadline=None)
 @given(field=st.sampled_from(HOSTILE_FIELDS), value=st.text(min_size=1, max_size=300))
 def test_any_text_in_any_field_reaches_no_other_path(field, value):
-    assert_only_status_paths(main.translate(hostile_build(field, value), CONFIG))
+    assert_only_status_paths(relay.translate.translate(hostile_build(field, value), CONFIG))
 
 
 @settings(max_examples=300, deadline=None)
@@ -477,8 +501,8 @@ def test_any_text_in_any_field_reaches_no_other_path(field, value):
 def test_any_project_or_slug_on_a_server_reaches_no_other_path(project, slug):
     b = build("SUCCESS", source="webhook", repo=f"{project}/{slug}")
     b["substitutions"]["_BITBUCKET_SERVER"] = "https://bb.example/bitbucket"
-    decision = main.translate(b, CONFIG)
-    if isinstance(decision, main.Update):
+    decision = relay.translate.translate(b, CONFIG)
+    if isinstance(decision, relay.translate.Update):
         paths = request_paths(decision)
         assert len(paths) == 2  # the builds and the report
         for path in paths:
@@ -519,7 +543,7 @@ def test_a_connected_repository_with_a_segment_of_dots_is_not_a_resource_name(na
 
 @pytest.mark.parametrize("path", ["/bitbucket/..", "/./bitbucket", "/bitbucket/../admin", "/..."])
 def test_a_server_whose_context_path_has_a_segment_of_dots_is_not_a_server(path):
-    assert main.normalized_server(f"https://bb.example{path}") is None
+    assert relay.repository.normalized_server(f"https://bb.example{path}") is None
     b = build("SUCCESS", source="webhook", repo="PROJ/repo")
     b["substitutions"]["_BITBUCKET_SERVER"] = f"https://bb.example{path}"
     assert skip_for(b).severity == "WARNING"
@@ -534,8 +558,8 @@ def test_any_connected_repository_name_keeps_its_path_to_cloud_builds_api(projec
     b = build("SUCCESS", source="connection")
     name = f"projects/{project}/locations/europe-west1/connections/{connection}/repositories/{repository}"
     b["source"]["connectedRepository"]["repository"] = name
-    decision = main.translate(b, CONFIG)
-    if isinstance(decision, main.Update):
+    decision = relay.translate.translate(b, CONFIG)
+    if isinstance(decision, relay.translate.Update):
         assert_unchanged_by_normalising(f"/v2/{decision.target.connected}")
 
 
@@ -544,8 +568,8 @@ def test_any_connected_repository_name_keeps_its_path_to_cloud_builds_api(projec
 def test_any_servers_context_path_keeps_the_path_of_every_request(path):
     b = build("SUCCESS", source="webhook", repo="PROJ/repo")
     b["substitutions"]["_BITBUCKET_SERVER"] = f"https://bb.example{path}"
-    decision = main.translate(b, CONFIG)
-    if isinstance(decision, main.Update):
+    decision = relay.translate.translate(b, CONFIG)
+    if isinstance(decision, relay.translate.Update):
         _, data_center = SITES
         [repository] = decision.target.candidates
         assert_unchanged_by_normalising(urlsplit(data_center.builds_url(repository, COMMIT)).path)
@@ -556,8 +580,8 @@ def test_any_servers_context_path_keeps_the_path_of_every_request(path):
 
 def test_a_step_dir_of_6000_characters_gives_no_annotation_path_over_1000():
     directory = "d" * 6000
-    assert main.repository_path("app.py", directory) is None
-    assert main.repository_path("app.py", "d" * 900) == "d" * 900 + "/app.py"
-    annotations = main.annotations_from(["app.py:3:1: error: boom"], directory)
+    assert relay.annotations.repository_path("app.py", directory) is None
+    assert relay.annotations.repository_path("app.py", "d" * 900) == "d" * 900 + "/app.py"
+    annotations = relay.step_log.annotations_from(["app.py:3:1: error: boom"], directory)
     assert all(len(a.path or "") <= 1000 for a in annotations)
-    assert main.failure_place("app.py:3: boom", directory) is None
+    assert relay.junit.failure_place("app.py:3: boom", directory) is None

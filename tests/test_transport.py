@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-import main
+import relay.errors
+import relay.transport
 from standins.bitbucket import Bitbucket
 from standins.builds import build
 from standins.tls import self_signed
@@ -34,7 +35,7 @@ def tls_bitbucket(tmp_path, monkeypatch):
 def test_a_certificate_nobody_trusts_is_refused_and_nothing_is_sent(tls_bitbucket, monkeypatch):
     server, _ = tls_bitbucket
     monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
-    with pytest.raises(main.TransientError, match="is not trusted, so nothing was sent"):
+    with pytest.raises(relay.errors.TransientError, match="is not trusted, so nothing was sent"):
         deliver(build("SUCCESS"))
     assert server.app.calls == []
 
@@ -51,7 +52,7 @@ def test_the_oauth_token_request_verifies_tls_too(tls_bitbucket, monkeypatch):
     monkeypatch.setenv(
         "BITBUCKET_CREDENTIALS", json.dumps({"client_id": "consumer-key", "client_secret": CONSUMER_SECRET})
     )
-    with pytest.raises(main.TransientError, match="is not trusted, so nothing was sent"):
+    with pytest.raises(relay.errors.TransientError, match="is not trusted, so nothing was sent"):
         deliver(build("SUCCESS"))
     assert server.app.calls == []
 
@@ -71,11 +72,11 @@ def test_a_server_that_never_answers_cannot_hold_the_function(bitbucket, monkeyp
     monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps(credentials))
     monkeypatch.setenv("HTTP_TIMEOUT_SECONDS", "0.3")
     bitbucket.app.fault_delay = 60
-    bitbucket.app.fail_next(*["timeout"] * (main.HTTP_RETRIES + 1))
+    bitbucket.app.fail_next(*["timeout"] * (relay.transport.HTTP_RETRIES + 1))
     started = time.monotonic()
-    with pytest.raises(main.TransientError):
+    with pytest.raises(relay.errors.TransientError):
         deliver(build(status))
     assert time.monotonic() - started < 30  # without a timeout this would wait 60 s per attempt
     attempts = [f"{c.method} {c.path}" for c in bitbucket.app.calls if c.fault == "timeout"]
-    assert len(attempts) == main.HTTP_RETRIES + 1
+    assert len(attempts) == relay.transport.HTTP_RETRIES + 1
     assert all(a.startswith(first_call) for a in attempts)

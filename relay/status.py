@@ -1,0 +1,209 @@
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
+from urllib.parse import urlsplit
+
+from relay.decoding import MASK_WINDOW, parse_time, substitutions, trigger_name
+from relay.masking import masked, substituted_secrets
+from relay.states import FINAL, FINAL_STATES, STATUS_MAP
+from relay.text import _clip, _dict, _text, plain
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any
+
+
+KEY_MAX = 40  # Bitbucket Cloud: "key: Ensure this value has at most 40 characters"
+SERVER_KEY_MAX = 255  # Bitbucket Data Center
+NAME_MAX = 255
+DESCRIPTION_MAX = 255
+URL_MAX = 450
+PARENT_MAX = 1024  # Data Center
+COMMAND_MAX = 120  # how much of a failed step's command a report shows
+DEFAULT_NAME = "Cloud Build"
+DEFAULT_KEY = "cloud-build"
+KEY_RE = re.compile(r"[A-Za-z0-9._-]+", re.ASCII)
+# Cloud Build's log URLs: .../cloud-build/builds;region=R/ID?project=P, and the older .../builds/ID (global).
+LOG_PATH_RE = re.compile(
+    r"/(?:cloud-build|gcr)/builds(?:;region=(?P<region>[a-z0-9-]{1,63}))?/(?P<id>[A-Za-z0-9_-][A-Za-z0-9._-]{0,127})",
+    re.ASCII,
+)
+PROJECT_PARAMETER_RE = re.compile(r"(?:^|&)project=(?P<project>[a-z0-9][a-z0-9-]{0,62})(?:&|$)", re.ASCII)
+
+
+def describe(build: Mapping[str, Any]) -> str:
+    """What a person reads next to the state."""
+    meaning = STATUS_MAP[build["status"]]
+    text = meaning.text
+    took = _duration(build) if meaning.took else ""
+    if took:
+        text = f"{text} {meaning.took} {took}"
+    detail = _text(_dict(build.get("failureInfo")).get("detail")) or _text(build.get("statusDetail"))
+    if detail and meaning.detail:
+        text = f"{text}: {' '.join(masked(detail, substituted_secrets(build)).split())}"
+    allowed = steps_of(build).allowed
+    if meaning.state == "SUCCESSFUL" and allowed:
+        text = f"{text}, {allowed} step{'s' if allowed > 1 else ''} allowed to fail"
+    if meaning.phase == FINAL and (rejected := rejection(build)):
+        text = f"{text}: {rejected}"
+    return _clip(plain(text), DESCRIPTION_MAX)
+
+
+class Steps(NamedTuple):
+    """What a build's steps did."""
+
+    total: int
+    passed: int
+    failed: int  # failed, or timed out, and not allowed to
+    allowed: int  # failed, and allowed to
+    not_run: int  # never started, or cancelled
+    failed_step: str  # the first step that failed the build, as a reviewer reads it; "" for none
+    failed_index: int = -1  # its position (Cloud Build's "Step #N"); -1 for none
+
+
+def steps_of(build: Mapping[str, Any]) -> Steps:
+    steps = [step for step in build.get("steps") or () if isinstance(step, dict)] if isinstance(
+        build.get("steps"), list
+    ) else []  # fmt: skip
+    passed = failed = allowed = not_run = 0
+    failed_step, failed_index = "", -1
+    secrets = substituted_secrets(build)
+    for index, step in enumerate(steps):
+        status = _text(step.get("status"))
+        if status == "SUCCESS":
+            passed += 1
+        elif status in ("FAILURE", "TIMEOUT", "INTERNAL_ERROR") and step.get("allowFailure") is True:
+            allowed += 1
+        elif status in ("FAILURE", "TIMEOUT", "INTERNAL_ERROR"):
+            failed += 1
+            if not failed_step:
+                failed_step, failed_index = step_text(step, index, status, secrets), index
+        else:
+            not_run += 1
+    return Steps(len(steps), passed, failed, allowed, not_run, failed_step, failed_index)
+
+
+def step_text(step: Mapping[str, Any], index: int, status: str, secrets: Sequence[str] = ()) -> str:
+    """'unit-tests (golang:1.23): go test ./..., exit code 1' - the step's id, image, command (credentials masked)
+    and outcome."""
+    name = _text(step.get("id")) or f"step {index}"
+    image = _text(step.get("name"))
+    args = step["args"] if isinstance(step.get("args"), list) else []
+    words, length = [], 0
+    for word in _text(step.get("entrypoint")).split() + [a for a in args if isinstance(a, str)]:
+        if length > MASK_WINDOW:  # what follows is never shown: a command of 100,000 args costs nothing more
+            break
+        words.append(word[:MASK_WINDOW])
+        length += len(words[-1]) + 1
+    command = masked(" ".join(words), secrets)
+    code = step.get("exitCode")
+    outcome = "timed out" if status == "TIMEOUT" else f"exit code {code}" if isinstance(code, int) else "failed"
+    text = f"{name} ({image})" if image else name
+    return plain(f"{text}: {_clip(command, COMMAND_MAX)}, {outcome}" if command.strip() else f"{text}, {outcome}")
+
+
+def rejection(build: Mapping[str, Any]) -> str:
+    """Who rejected the build's approval and why, when it was rejected (Build.approval.result)."""
+    approval = _dict(build.get("approval"))
+    if _text(approval.get("state")) != "REJECTED":
+        return ""
+    result = _dict(approval.get("result"))
+    who, comment = _text(result.get("approverAccount")), masked(_text(result.get("comment")))
+    return plain(f"approval rejected{f' by {who}' if who else ''}{f' ({comment})' if comment else ''}")
+
+
+def _duration_ms(build: Mapping[str, Any]) -> int | None:
+    start, finish = parse_time(build.get("startTime")), parse_time(build.get("finishTime"))
+    if not start or not finish or finish < start:
+        return None
+    return round((finish - start).total_seconds() * 1000)
+
+
+def _duration(build: Mapping[str, Any]) -> str:
+    milliseconds = _duration_ms(build)
+    return "" if milliseconds is None else format_duration(milliseconds / 1000)
+
+
+def format_duration(seconds: float) -> str:
+    total = round(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes}m" if minutes else f"{hours}h"
+    if minutes:
+        return f"{minutes}m {secs}s" if secs else f"{minutes}m"
+    return f"{secs}s"
+
+
+@dataclass(frozen=True)
+class CommitStatus:
+    """A build's status, in the terms both sites share; each site makes its own body of it."""
+
+    key: str  # at most 40 characters (Cloud)
+    state: str  # Cloud's name: INPROGRESS, SUCCESSFUL, FAILED or STOPPED
+    name: str
+    url: str
+    description: str
+    refname: str | None = None  # the bare branch name
+    server_key: str = ""  # the same key, at most 255 characters (Data Center)
+    tag: str | None = None
+    parent: str = ""  # the trigger's name, else the key: what a Required builds merge check names
+    duration_ms: int | None = None  # of a finished build
+    tests: tuple[int, int, int] | None = None  # (passed, failed, skipped) of its JUnit files, when read
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in FINAL_STATES
+
+
+def status_key(build: Mapping[str, Any], limit: int = KEY_MAX) -> str:
+    """A key stable across runs of one trigger, so a re-run replaces its status."""
+    chosen = (
+        _text(substitutions(build).get("_BITBUCKET_KEY")) or _text(build.get("buildTriggerId")) or trigger_name(build)
+    )
+    if not chosen:
+        return DEFAULT_KEY
+    return hashed_key(chosen, limit)
+
+
+def hashed_key(chosen: str, limit: int) -> str:
+    """The key itself when it is plain and within `limit`, else its SHA-1 (a truncated key could collide). A key of
+    dots alone is not plain: as the last segment of Cloud's status read, `..` would make it a read of
+    `…/commit/{sha}/statuses/` and `.` of `…/statuses/build/` once urllib3 normalises the path."""
+    if len(chosen) <= limit and KEY_RE.fullmatch(chosen) and chosen.strip("."):
+        return chosen
+    return hashlib.sha1(chosen.encode("utf-8", "surrogatepass"), usedforsecurity=False).hexdigest()
+
+
+def build_url(build: Mapping[str, Any]) -> str:
+    url = _text(build.get("logUrl"))
+    if url.startswith("https://") and len(url) <= URL_MAX and url.isprintable():
+        return url
+    project = _text(build.get("projectId"))
+    fallback = f"https://console.cloud.google.com/cloud-build/builds/{build['id']}"
+    if project:
+        fallback += f"?project={project}"
+    return fallback[:URL_MAX]
+
+
+class BuildRef(NamedTuple):
+    """The build a status links to, as Cloud Build's API names it."""
+
+    project: str  # the project's ID or number
+    region: str
+    build_id: str
+
+
+def build_at(url: str) -> BuildRef | None:
+    """The build a status's URL names: both shapes of Cloud Build's log URL end in the build's id and carry
+    its project (`?project=`), the newer one its region too (`builds;region=R/ID`; the older means global).
+    None for any other URL. Each part is checked, so none can change the path of a request to Cloud Build."""
+    parts = urlsplit(url)
+    path = LOG_PATH_RE.fullmatch(parts.path)
+    project = PROJECT_PARAMETER_RE.search(parts.query)
+    if parts.scheme != "https" or parts.hostname != "console.cloud.google.com" or not path or not project:
+        return None
+    return BuildRef(project["project"], path["region"] or "global", path["id"])

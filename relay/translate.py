@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from relay.decoding import parse_time, trigger_name
+from relay.errors import Skip
+from relay.logs import loggable
+from relay.report import report_of
+from relay.repository import allowed, locate
+from relay.states import FINAL, meaning_of
+from relay.status import (
+    DEFAULT_NAME,
+    KEY_MAX,
+    NAME_MAX,
+    PARENT_MAX,
+    SERVER_KEY_MAX,
+    CommitStatus,
+    _duration_ms,
+    build_url,
+    describe,
+    status_key,
+)
+from relay.text import _clip, _text, plain
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from datetime import datetime
+    from typing import Any
+
+    from relay.config import Config
+    from relay.report import Report
+    from relay.repository import Target
+
+
+@dataclass(frozen=True)
+class Update:
+    """One build's state, ready to post."""
+
+    build_id: str
+    target: Target
+    status: CommitStatus
+    created: datetime | None = None  # the build's createTime: of two builds of one status, the later one wins
+    report: Report | None = None  # with a final state, its Code Insights report
+
+
+def translate(build: Mapping[str, Any], config: Config) -> Update | Skip:
+    """Decide what a Build means for Bitbucket; no I/O."""
+    meaning = meaning_of(build)
+    if meaning is None:
+        return Skip(f"build status {loggable(_text(build.get('status')), 40)!r} has no Bitbucket state", "WARNING")
+    target = locate(build)
+    if isinstance(target, Skip):
+        return target
+    if not target.connected:  # a connected repository is checked once Cloud Build's API has said which it is
+        target = allowed(target, config)
+        if isinstance(target, Skip):
+            return target
+    server_key = status_key(build, SERVER_KEY_MAX)
+    status = CommitStatus(
+        key=status_key(build, KEY_MAX),
+        state=meaning.state,
+        name=_clip(plain(trigger_name(build)) or DEFAULT_NAME, NAME_MAX),
+        url=build_url(build),
+        description=describe(build),
+        refname=target.branch,
+        server_key=server_key,
+        tag=target.tag,
+        parent=_clip(plain(trigger_name(build)), PARENT_MAX) or server_key,
+        duration_ms=_duration_ms(build) if meaning.phase == FINAL else None,
+    )
+    report = report_of(build, status) if config.code_insights and status.is_final else None
+    return Update(build["id"], target, status, parse_time(build.get("createTime")), report)
