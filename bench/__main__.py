@@ -235,7 +235,7 @@ def bench_warm(events: int, rounds: int, workdir: Path, margin: float) -> None:
             "REQUESTS_CA_BUNDLE": str(cert),
         }
         with environment(env):
-            relay.warm._warm = None
+            relay.warm.instance = None
             builds = [build("SUCCESS", f"w-{n}", commit=f"{n:040x}") for n in range(events * (rounds + 1))]
             events_in = [background_event(b) for b in builds]
             # each build's Running, posted by this instance before its result: the normal lifecycle, in which a
@@ -290,7 +290,7 @@ def bench_warm(events: int, rounds: int, workdir: Path, margin: float) -> None:
                     measured[name].append(runners[name](part))
                     if name == "ours":
                         ours_connections += connections() - before
-            relay.warm._warm = None
+            relay.warm.instance = None
     finally:
         server.stop()
     a, f, b = (statistics.median(measured[k]) * 1000 for k in ("ours", "floor", "fresh"))
@@ -327,11 +327,11 @@ def calls_for(stack: Stack, module: Any, order: list[str], n: int) -> tuple[int,
     env = {**stack.base, **stack.original}
     before, reports = len(stack.app.status_calls()), len(stack.app.report_calls())
     with environment(env), function_log():
-        relay.warm._warm = None
-        module._credentials = None  # the original's cache (main keeps its own in relay.warm._warm)
+        relay.warm.instance = None
+        module._credentials = None  # the original's cache (main keeps its own in relay.warm.instance)
         for status in order:
             module.build_status(background_event(build(status, commit=commit, source="mirror")), Context())
-        relay.warm._warm = None
+        relay.warm.instance = None
     [shown] = stack.app.shown("acme", "webapp", commit)
     return len(stack.app.status_calls()) - before, len(stack.app.report_calls()) - reports, shown["state"]
 
@@ -388,7 +388,7 @@ def bench_failing(stack: Stack, builds: int) -> None:
         times, calls = [], []
         reads = stack.google.app.counts["logging.entries.list"]
         with environment({**env, **extra}), function_log():
-            relay.warm._warm = None
+            relay.warm.instance = None
             for n in range(builds):
                 build_id, commit = f"fail-{mode[0]}-{n}", f"{n + 30_000 + (builds if extra else 0):040x}"
                 stack.google.app.write_log("acme-ci", build_id, {'Step #0 - "unit-tests"': failing_log(200)})
@@ -400,7 +400,7 @@ def bench_failing(stack: Stack, builds: int) -> None:
                 main.build_status(background_event(final), Context())
                 times.append(time.perf_counter() - started)
                 calls.append(len(stack.app.calls) - before)
-            relay.warm._warm = None
+            relay.warm.instance = None
         measured[mode] = (times, calls, stack.google.app.counts["logging.entries.list"] - reads)
     (full, full_calls, reads), (alone, alone_calls, _) = measured["full"], measured["status alone"]
     annotated = [c for c in stack.app.calls if c.path.endswith("/annotations")]
@@ -459,7 +459,7 @@ def bench_test_files(stack: Stack, builds: int) -> None:
     times: dict[str, list[float]] = {"with": [], "without": []}
     downloads = stack.storage.downloads
     with environment(env), function_log():
-        relay.warm._warm = None
+        relay.warm.instance = None
         for n in range(builds):
             for kind in ("with", "without") if n % 2 == 0 else ("without", "with"):
                 build_id, commit = f"tests-{kind}-{n}", f"{n + 40_000 + (builds if kind == 'with' else 0):040x}"
@@ -472,7 +472,7 @@ def bench_test_files(stack: Stack, builds: int) -> None:
                 started = time.perf_counter()
                 main.build_status(background_event(final), Context())
                 times[kind].append(time.perf_counter() - started)
-        relay.warm._warm = None
+        relay.warm.instance = None
     read = stack.storage.downloads - downloads
     shown = [s["description"] for s in stack.app.shown("acme", "webapp", f"{40_000 + builds:040x}")]
     a, b = statistics.median(times["with"]) * 1000, statistics.median(times["without"]) * 1000
@@ -594,14 +594,14 @@ def bench_fetches(stack: Stack) -> None:
     }
     for what, (env, expected) in sources.items():
         with environment({**stack.base, **env}), function_log():
-            relay.warm._warm = None
+            relay.warm.instance = None
             before = stack.fetches()
             main.build_status(background_event(build("SUCCESS", "c-0", commit="c" * 40)), Context())
             first = stack.fetches() - before
             for n in range(1, 101):
                 main.build_status(background_event(build("SUCCESS", f"c-{n}", commit=f"{n:040x}")), Context())
             rest = stack.fetches() - before - first
-            relay.warm._warm = None
+            relay.warm.instance = None
         row(f"credential fetches, {what}", f"{first} first event, {rest} next 100", "-", "-",
             f"{expected} then 0", (first, rest) == (expected, 0))  # fmt: skip
 
@@ -807,14 +807,14 @@ def bench_memory(events: int, workdir: Path, warm_up: int = 3000) -> None:
         encoded = [background_event(build("SUCCESS", f"m-{n}", commit=f"{n:040x}")) for n in range(events + warm_up)]
         warm, measured = range(0, warm_up), range(warm_up, warm_up + events)
         with environment(env):
-            relay.warm._warm = None
+            relay.warm.instance = None
             run_function(encoded, warm)  # the instance's memory of statuses is full
             gc.collect()
             before = rss_kib()
             run_function(encoded, measured)
             gc.collect()
             after = rss_kib()
-            relay.warm._warm = None
+            relay.warm.instance = None
     finally:
         server.stop()
     growth = (after - before) / 1024

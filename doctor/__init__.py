@@ -45,6 +45,7 @@ import relay.translate
 import relay.transport
 import relay.warm
 import resync
+from relay.text import as_mapping, as_text
 
 GOOD, BAD = "\u2713", "\u2717"
 RUNTIME = "python313"
@@ -99,13 +100,16 @@ def check_function(found: Findings, described: Mapping[str, Any], subscriptions:
                    env: Mapping[str, str], config: relay.config.Config) -> None:  # fmt: skip
     """Deployed, active, its runtime, THREADS and concurrency, timeout, retry, trigger, ingress and subscriptions."""
     deploy = f"make deploy PROJECT={project} REGION=..."
-    service, build = relay.text._dict(described.get("serviceConfig")), relay.text._dict(described.get("buildConfig"))
-    trigger = relay.text._dict(described.get("eventTrigger"))
-    state = relay.text._text(described.get("state"))
+    service, build = (
+        relay.text.as_mapping(described.get("serviceConfig")),
+        relay.text.as_mapping(described.get("buildConfig")),
+    )
+    trigger = relay.text.as_mapping(described.get("eventTrigger"))
+    state = relay.text.as_text(described.get("state"))
     (found.good if state == "ACTIVE" else lambda w: found.bad(w, f"deploy it again: {deploy}"))(
         f"the function is deployed and {state.lower() or 'in no known state'}"
     )
-    runtime = relay.text._text(build.get("runtime"))
+    runtime = relay.text.as_text(build.get("runtime"))
     if runtime == RUNTIME:
         found.good(f"runtime {runtime}")
     else:
@@ -130,23 +134,27 @@ def check_function(found: Findings, described: Mapping[str, Any], subscriptions:
         found.good("retry on: a failed event is delivered again")
     else:
         found.bad("retry off: an event that fails once is lost", f"deploy it again (--retry): {deploy}")
-    if relay.text._text(trigger.get("pubsubTopic")) == f"projects/{project}/topics/cloud-builds":
+    if relay.text.as_text(trigger.get("pubsubTopic")) == f"projects/{project}/topics/cloud-builds":
         found.good(f"triggered by projects/{project}/topics/cloud-builds")
     else:
         found.bad(f"not triggered by projects/{project}/topics/cloud-builds", f"deploy it again: {deploy}")
     served = [p for p in env.get("BUILD_PROJECTS", "").replace(",", " ").split() if p != project]
-    if served and relay.text._text(service.get("ingressSettings")) != "ALLOW_INTERNAL_ONLY":
+    if served and relay.text.as_text(service.get("ingressSettings")) != "ALLOW_INTERNAL_ONLY":
         found.bad("the function takes traffic from outside the project", f"deploy it again: {deploy}")
     elif served:
         found.good("the function takes traffic from inside the project only (its push subscriptions)")
     for team in served:
         topic = f"projects/{team}/topics/cloud-builds"
-        pushed = [s for s in map(relay.text._dict, subscriptions) if s.get("topic") == topic and relay.text._text(
-            relay.text._dict(s.get("pushConfig")).get("pushEndpoint")).endswith(f"/{topic}")]  # fmt: skip
+        pushed = [s for s in map(as_mapping, subscriptions) if s.get("topic") == topic and _pushes_to(s, topic)]
         if pushed:
-            found.good(f"{team}'s builds are pushed to the function ({relay.text._text(pushed[0].get('name'))})")
+            found.good(f"{team}'s builds are pushed to the function ({relay.text.as_text(pushed[0].get('name'))})")
         else:
             found.bad(f"no push subscription brings {team}'s builds", f'deploy it again: {deploy} BUILD_PROJECTS="..."')
+
+
+def _pushes_to(subscription: Mapping[str, Any], topic: str) -> bool:
+    """Whether a push subscription's endpoint names the topic (functions-framework takes it from the path)."""
+    return as_text(as_mapping(subscription.get("pushConfig")).get("pushEndpoint")).endswith(f"/{topic}")
 
 
 # --- the credentials and the repositories -------------------------------------------------------------------
@@ -272,15 +280,15 @@ class Lines:
     complete: bool = True  # every line of the filter was read
 
     def add(self, entry: Mapping[str, Any]) -> None:
-        message = relay.text._text(relay.text._dict(entry.get("jsonPayload")).get("message")) or relay.text._text(
-            entry.get("textPayload")
-        )
+        message = relay.text.as_text(
+            relay.text.as_mapping(entry.get("jsonPayload")).get("message")
+        ) or relay.text.as_text(entry.get("textPayload"))
         key = (
-            relay.text._text(entry.get("severity")),
-            relay.text._clip(message.splitlines()[0] if message else "", 200),
+            relay.text.as_text(entry.get("severity")),
+            relay.text.clip(message.splitlines()[0] if message else "", 200),
         )
         self.counts[key] += 1
-        self.last.setdefault(key, relay.text._text(entry.get("timestamp")))
+        self.last.setdefault(key, relay.text.as_text(entry.get("timestamp")))
 
     def total(self) -> str:
         return f"{sum(self.counts.values()):,}" + ("" if self.complete else "+")
@@ -297,10 +305,10 @@ def read_lines(cloud_build: relay.cloud_build.CloudBuild, api_url: str, function
         response = cloud_build.request(session, "POST", f"{api_url}/v2/entries:list", json=body)
         if not response.ok:
             return response.status_code
-        page = relay.transport._json(response)
-        for entry in map(relay.text._dict, page.get("entries") or ()):
+        page = relay.transport.json_body(response)
+        for entry in map(relay.text.as_mapping, page.get("entries") or ()):
             lines.add(entry)
-        body["pageToken"] = relay.text._text(page.get("nextPageToken"))
+        body["pageToken"] = relay.text.as_text(page.get("nextPageToken"))
         if not body["pageToken"]:
             return lines
     lines.complete = False
@@ -369,11 +377,14 @@ def run(argv: list[str], base_env: Mapping[str, str], out: TextIO = sys.stdout) 
 def _run(args: argparse.Namespace, base_env: Mapping[str, str], found: Findings) -> int:
     described = _read_json(args.function_config)
     subscriptions = _read_json(args.subscriptions) if args.subscriptions else []
-    deployed = resync.deployment_env(relay.text._dict(described), args.function_project)
-    print(f"The function {relay.text._text(relay.text._dict(described).get('name')) or '(not found)'}", file=found.out)
+    deployed = resync.deployment_env(relay.text.as_mapping(described), args.function_project)
+    print(
+        f"The function {relay.text.as_text(relay.text.as_mapping(described).get('name')) or '(not found)'}",
+        file=found.out,
+    )
     env = check_settings(found, deployed, resync.run_env(base_env, deployed), args.function_project)
     config = relay.config.Config.from_env(env)
-    check_function(found, relay.text._dict(described), subscriptions if isinstance(subscriptions, list) else [],
+    check_function(found, relay.text.as_mapping(described), subscriptions if isinstance(subscriptions, list) else [],
                    args.function_project, env, config)  # fmt: skip
     budget = resync.Allowance(1.0, resync.DEFAULT_HOURLY_BUDGET, 600.0)
     with quiet():
@@ -395,7 +406,9 @@ def _run(args: argparse.Namespace, base_env: Mapping[str, str], found: Findings)
             check_repositories(found, warm, planned.kept(), args.project, args.function_project)
             check_statuses(found, warm, planned, args)
     print("\nThe function's own warnings and errors:", file=found.out)
-    service = relay.text._text(relay.text._dict(described).get("name")).rsplit("/", 1)[-1] or "bitbucket-build-status"
+    service = (
+        relay.text.as_text(relay.text.as_mapping(described).get("name")).rsplit("/", 1)[-1] or "bitbucket-build-status"
+    )
     check_lines(found, warm.cloud_build, config.logging_api_url, args.function_project, service, since)
     print(
         f"\n{'Something is wrong: see each ' + BAD + ' above.' if found.wrong else 'All checks hold.'}", file=found.out

@@ -5,8 +5,8 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from relay.errors import RateLimited, Rejected, RepositoryNotFound, TransientError
 from relay.masking import known_secrets, scrubbed
-from relay.text import _clip, _dict, _text
-from relay.transport import _json, send
+from relay.text import as_mapping, as_text, clip
+from relay.transport import json_body, send
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -48,7 +48,7 @@ class Client:
     def read(self, repository: Repository, url: str, params: Any = None) -> Mapping[str, Any] | None:
         """The JSON body Bitbucket answers, or None for 404."""
         response = self._call(repository, "GET", url, params=params)
-        return None if response.status_code == 404 else _json(response)
+        return None if response.status_code == 404 else json_body(response)
 
     def write(self, repository: Repository, method: str, url: str, body: Any) -> None:
         response = self._call(repository, method, url, body=body)
@@ -61,11 +61,11 @@ class Client:
 
     def _call(self, repository: Repository, method: str, url: str, body: Any = None, params: Any = None) -> Any:
         entry, header = self.keyring.sign(repository)
-        response = self._send(entry, method, url, body, params, header)
+        response = self.send_as(entry, method, url, body, params, header)
         if response.status_code == 401:
             # The credential may have been rotated since this instance read it.
             entry, header = self.keyring.sign(repository, refused=header)
-            response = self._send(entry, method, url, body, params, header)
+            response = self.send_as(entry, method, url, body, params, header)
         self.budget.note(entry, response.headers)
         if response.ok or response.status_code == 404:
             return response
@@ -82,13 +82,13 @@ class Client:
         """The entry serving the repository and Bitbucket's answer to its GET of `url` (a 401 read again once, as
         every call is): what `make doctor` asks of each repository."""
         entry, header = self.keyring.sign(repository)
-        response = self._send(entry, "GET", url, None, None, header)
+        response = self.send_as(entry, "GET", url, None, None, header)
         if response.status_code == 401:
             entry, header = self.keyring.sign(repository, refused=header)
-            response = self._send(entry, "GET", url, None, None, header)
+            response = self.send_as(entry, "GET", url, None, None, header)
         return entry, response.status_code
 
-    def _send(self, entry: Credential, method: str, url: str, body: Any, params: Any, header: str) -> Any:
+    def send_as(self, entry: Credential, method: str, url: str, body: Any, params: Any, header: str) -> Any:
         headers = {"Authorization": header, "Accept": "application/json"}
         verify = self.certificates.verify(entry)
         body = scrubbed(body, known_secrets(self.keyring.secret_values()))  # whatever field a credential reached
@@ -97,14 +97,14 @@ class Client:
 
 def bitbucket_error(response: requests.Response) -> str:
     """Bitbucket's own words from an error body (Cloud's `error`, Data Center's `errors`), or the reason phrase."""
-    body = _json(response)
+    body = json_body(response)
     errors = body.get("errors")
-    error = _dict(body.get("error")) or (_dict(errors[0]) if isinstance(errors, list) and errors else {})
-    message = _text(error.get("message")) or response.reason or "no error message"
-    fields = _dict(error.get("fields"))
+    error = as_mapping(body.get("error")) or (as_mapping(errors[0]) if isinstance(errors, list) and errors else {})
+    message = as_text(error.get("message")) or response.reason or "no error message"
+    fields = as_mapping(error.get("fields"))
     if fields:
         message += " (" + "; ".join(f"{k}: {v}" for k, v in fields.items()) + ")"
-    return _clip(message, 500)
+    return clip(message, 500)
 
 
 class Site(Protocol):

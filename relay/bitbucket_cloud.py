@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 from relay.bitbucket import RemoteStatus
 from relay.decoding import parse_time
 from relay.report import REPORTER, report_fields
-from relay.text import _text
+from relay.text import as_text
 
 if TYPE_CHECKING:
     from typing import Any
@@ -42,9 +42,9 @@ class BitbucketCloud:
         if body is None:
             return None
         return RemoteStatus(
-            state=_text(body.get("state")),
-            url=_text(body.get("url")),
-            description=_text(body.get("description")),
+            state=as_text(body.get("state")),
+            url=as_text(body.get("url")),
+            description=as_text(body.get("description")),
             updated_on=parse_time(body.get("updated_on")),
         )
 

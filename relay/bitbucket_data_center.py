@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from relay.bitbucket import RemoteStatus
 from relay.report import report_fields
-from relay.text import _dict, _text
+from relay.text import as_mapping, as_text
 
 if TYPE_CHECKING:
     from typing import Any
@@ -56,11 +56,11 @@ class BitbucketDataCenter:
         body = self.client.read(repository, self.builds_url(repository, commit), params={"key": key})
         if body is None:
             return None
-        state, updated = _text(body.get("state")), body.get("updatedDate")
+        state, updated = as_text(body.get("state")), body.get("updatedDate")
         return RemoteStatus(
             state=STATES_FROM_DATA_CENTER.get(state, state),
-            url=_text(body.get("url")),
-            description=_text(body.get("description")),
+            url=as_text(body.get("url")),
+            description=as_text(body.get("description")),
             updated_on=datetime.fromtimestamp(updated / 1000, UTC) if isinstance(updated, int) else None,
         )
 
@@ -101,7 +101,7 @@ class BitbucketDataCenter:
         body = self.client.read(repository, self.repository_url(repository))
         if body is None or not isinstance(body.get("public"), bool):
             return None
-        return not (body["public"] or _dict(body.get("project")).get("public") is True)
+        return not (body["public"] or as_mapping(body.get("project")).get("public") is True)
 
     def report_url(self, repository: Repository, commit: str, key: str) -> str:
         project, slug = repository.owner, repository.slug

@@ -5,7 +5,7 @@ import time
 from typing import TYPE_CHECKING
 
 from relay.logs import log
-from relay.text import _clip
+from relay.text import clip
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -39,7 +39,7 @@ class Budget:
             if self.nearly_spent(entry):
                 return
             self._spent_until[entry.secret] = time.monotonic() + self.cooldown
-        limit = _clip(headers.get("X-RateLimit-Limit", "not given"), 20)
+        limit = clip(headers.get("X-RateLimit-Limit", "not given"), 20)
         log(
             "WARNING",
             f"Bitbucket says the hourly budget of credential entry {entry.position} is nearly spent "

@@ -7,8 +7,8 @@ from relay.decoding import parse_time
 from relay.errors import ConfigurationError, NotLocated, TransientError
 from relay.logs import log
 from relay.lru import Lru
-from relay.text import _text
-from relay.transport import _json, send
+from relay.text import as_text
+from relay.transport import json_body, send
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -45,16 +45,16 @@ class CloudBuild:
         self.api_url = api_url
         self.timeout = timeout
         self._session: Any = None
-        self._remotes = Lru(self.REMOTES)  # repository → (its remoteUri, or None: the API may not be asked)
+        self.remotes = Lru(self.REMOTES)  # repository → (its remoteUri, or None: the API may not be asked)
         self._warned: set[str] = set()
         self._lock = threading.Lock()
 
     def remote_uri(self, repository: str) -> str | None:
-        known: tuple[str | None] | None = self._remotes.get(repository)
+        known: tuple[str | None] | None = self.remotes.get(repository)
         if known is not None:
             return known[0]
         found = self._remote_uri(repository)
-        self._remotes.put(repository, (found,))
+        self.remotes.put(repository, (found,))
         return found
 
     def _remote_uri(self, repository: str) -> str | None:
@@ -64,13 +64,13 @@ class CloudBuild:
         if not response.ok:
             code = response.status_code
             raise NotLocated(f"Cloud Build's API answered {code} for the build's connected repository {repository}")
-        return _text(_json(response).get("remoteUri")) or None
+        return as_text(json_body(response).get("remoteUri")) or None
 
     def create_time(self, build: BuildRef) -> datetime | None:
         """When the build was created, or None when Cloud Build's API may not be asked or does not say."""
         name = f"projects/{build.project}/locations/{build.region}/builds/{build.build_id}"
         response = self._ask("builds", name, f"{self.api_url}/v1/{name}")
-        return parse_time(_json(response).get("createTime")) if response is not None and response.ok else None
+        return parse_time(json_body(response).get("createTime")) if response is not None and response.ok else None
 
     def _ask(self, topic: str, name: str, url: str) -> requests.Response | None:
         """Cloud Build's answer; None (with the instance's one WARNING) when the API may not be asked."""

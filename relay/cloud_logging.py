@@ -9,7 +9,7 @@ from relay.errors import ConfigurationError, TransientError
 from relay.logs import log
 from relay.scope import WRITES_RESERVE, time_left
 from relay.step_log import LOG_LINES_SCANNED, STEP_PREFIX_RE, log_filter
-from relay.text import _dict, _text
+from relay.text import as_mapping, as_text
 
 if TYPE_CHECKING:
     from typing import Any
@@ -82,13 +82,13 @@ class CloudLogging:
         if len(raw) > LOG_RESPONSE_MAX:
             raise LogUnavailable(f"the step's last lines are too long to read (over {LOG_RESPONSE_MAX >> 20} MB)")
         try:
-            answer = _dict(json.loads(raw))
+            answer = as_mapping(json.loads(raw))
         except ValueError:
             answer = {}
         entries = [e for e in answer.get("entries") or () if isinstance(e, dict)]
         lines, complete = [], False
         for entry in reversed(entries):  # asked newest first: the last lines of a long log
-            text, label = _text(entry.get("textPayload")), _dict(entry.get("labels")).get("build_step")
+            text, label = as_text(entry.get("textPayload")), as_mapping(entry.get("labels")).get("build_step")
             if label == "MAIN":
                 complete = complete or text in ("DONE", "ERROR", "TIMEOUT") or text.startswith("ERROR:")
             elif label == step.label:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 from relay.junit import TEST_BYTES_MAX, TEST_FILE_BYTES_MAX, TEST_FILES_MAX, TestResults, manifest_files, parse_junit
 from relay.logs import log, loggable
 from relay.lru import Lru
-from relay.scope import WRITES_RESERVE, _project, google_timeout, time_left
+from relay.scope import WRITES_RESERVE, current_project, google_timeout, time_left
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -28,7 +28,7 @@ class TestReports:
         self.buckets = buckets
         self._client: Any = None
         self._read = Lru(256)  # (project, sources) → (their results,)
-        self._warned: set[tuple[str, str]] = set()
+        self.warned: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
 
     def read(self, sources: TestSources, directory: str = "", secrets: Iterable[str] = ()) -> TestResults | None:
@@ -36,7 +36,7 @@ class TestReports:
         masked), or None when there are none to read."""
         if sources.refused:
             log("WARNING", f"Test results of this build left out: {sources.refused}; nothing is read from it")
-        key = (_project.get(), sources)
+        key = (current_project(), sources)
         known: tuple[TestResults] | None = self._read.get(key)
         if known is not None:
             return known[0]
@@ -85,14 +85,14 @@ class TestReports:
         return results
 
     def _allowed(self, bucket: str) -> bool:
-        project = _project.get()
+        project = current_project()
         if ("", bucket) in self.buckets or (project, bucket) in self.buckets:
             return True
         with self._lock:
-            warn = (project, bucket) not in self._warned
-            if len(self._warned) >= self.WARNED_MAX:
-                self._warned.clear()
-            self._warned.add((project, bucket))
+            warn = (project, bucket) not in self.warned
+            if len(self.warned) >= self.WARNED_MAX:
+                self.warned.clear()
+            self.warned.add((project, bucket))
         if warn:
             which = f" for project {project}" if any(p for p, _ in self.buckets) else ""
             log("WARNING", f"A build names test reports in gs://{bucket}, which is not one of TEST_REPORT_BUCKETS"

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import urlsplit
 
 from relay.errors import ConfigurationError
-from relay.text import _clip
+from relay.text import clip
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -193,19 +193,19 @@ def _number(env: Mapping[str, str], number: Number, default: float) -> float:
     except ValueError:
         value = math.nan
     if not number.low <= value <= number.high or (number.whole and not value.is_integer()):
-        raise ConfigurationError(f"{number.said()} (not {_clip(raw, 40)!r})")
+        raise ConfigurationError(f"{number.said()} (not {clip(raw, 40)!r})")
     return int(value) if number.whole else value
 
 
 def validated_url(env: Mapping[str, str], name: str, default: str) -> str:
     url = env.get(name) or default
     parts = urlsplit(url)
-    if parts.hostname and _secure(parts.scheme, parts.hostname):
+    if parts.hostname and is_secure(parts.scheme, parts.hostname):
         return url.rstrip("/")
     raise ConfigurationError(f"{name} must be an https:// URL (plain http only for loopback)")
 
 
-def _secure(scheme: str, host: str) -> bool:
+def is_secure(scheme: str, host: str) -> bool:
     """https, or plain http to this machine only (local runs and tests)."""
     return scheme == "https" or (scheme == "http" and _is_loopback(host))
 

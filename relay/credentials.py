@@ -12,9 +12,9 @@ from urllib.parse import urlsplit
 from relay.config import Patterns
 from relay.errors import ConfigurationError, ConsumerRefused, NotServed, TransientError
 from relay.repository import normalized_server
-from relay.scope import _project, google_timeout
-from relay.text import _clip, _text
-from relay.transport import _json, send
+from relay.scope import current_project, google_timeout
+from relay.text import as_text, clip
+from relay.transport import json_body, send
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -327,7 +327,7 @@ class Keyring:
     def entry_for(self, repository: Repository) -> Credential | None:
         """The first entry that serves the repository, for the project the current event speaks for; reads the
         document on first use."""
-        project = _project.get()
+        project = current_project()
         with self._lock:
             entries = self.load()
             if (repository, project) not in self._served:
@@ -389,14 +389,14 @@ class Keyring:
             headers={"Authorization": consumer.authorization()},
             timeout=self.timeout,
         )
-        body = _json(response)
+        body = json_body(response)
         token, lifetime = body.get("access_token"), body.get("expires_in")
         if response.status_code != 200 or not _all_text(token):
-            reason = _text(body.get("error_description")) or _text(body.get("error")) or response.reason
+            reason = as_text(body.get("error_description")) or as_text(body.get("error")) or response.reason
             refused = ConsumerRefused if response.status_code in (400, 401) else TransientError
             raise refused(
                 f"Bitbucket refused the OAuth consumer of credential entry {consumer.position}: "
-                f"{response.status_code} {_clip(reason)}"
+                f"{response.status_code} {clip(reason)}"
             )
         lifetime = float(lifetime) if isinstance(lifetime, (int, float)) and lifetime > 0 else 3600.0
         return f"Bearer {token}", time.monotonic() + lifetime - min(60.0, lifetime / 2)

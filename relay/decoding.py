@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from relay.errors import InvalidMessage
-from relay.text import _dict, _text
+from relay.text import as_mapping, as_text
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -101,11 +101,11 @@ def parse_time(value: Any) -> datetime | None:
 
 
 def substitutions(build: Mapping[str, Any]) -> Mapping[str, Any]:
-    return _dict(build.get("substitutions"))
+    return as_mapping(build.get("substitutions"))
 
 
 def trigger_name(build: Mapping[str, Any]) -> str:
-    return _text(substitutions(build).get("TRIGGER_NAME"))
+    return as_text(substitutions(build).get("TRIGGER_NAME"))
 
 
 MASK_WINDOW = 512  # of a text from a build, what is cleaned and masked: past it nothing is shown (200 of a line)

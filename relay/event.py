@@ -27,7 +27,7 @@ from relay.repository import allowed, repository_at, valid_repository
 from relay.scope import event_scope
 from relay.status import DESCRIPTION_MAX, format_duration
 from relay.step_log import FailedStep, failed_step
-from relay.text import _text
+from relay.text import as_text
 from relay.translate import translate
 from relay.warm import warm_instance
 
@@ -46,11 +46,11 @@ if TYPE_CHECKING:
 TOPIC_RE = re.compile(rf"(?://pubsub\.googleapis\.com/)?projects/(?P<project>{PROJECT_ID})/topics/[^/]+", re.ASCII)
 
 
-def _log_fields(build: Mapping[str, Any], update: Update | None = None) -> dict[str, Any]:
+def log_fields(build: Mapping[str, Any], update: Update | None = None) -> dict[str, Any]:
     fields: dict[str, Any] = {
-        "build_id": loggable(_text(build.get("id")), 100) or None,
-        "trigger": loggable(trigger_name(build) or _text(build.get("buildTriggerId")), 100) or None,
-        "build_status": loggable(_text(build.get("status")), 40) or None,
+        "build_id": loggable(as_text(build.get("id")), 100) or None,
+        "trigger": loggable(trigger_name(build) or as_text(build.get("buildTriggerId")), 100) or None,
+        "build_status": loggable(as_text(build.get("status")), 40) or None,
     }
     if update:
         fields.update(
@@ -71,7 +71,7 @@ def handle(data: Any, published_at: Any, topic: Any = None) -> None:
     except InvalidMessage as error:
         log("WARNING", f"Ignored a message that is not a Cloud Build notification: {error}")
         return
-    fields = _log_fields(build)
+    fields = log_fields(build)
     warm: WarmInstance | None = None
     try:
         warm = warm_instance()
@@ -121,7 +121,7 @@ def refused_origin(build: Mapping[str, Any], delivered: str | None, config: Conf
             return Skip("the delivery names no topic, and this deployment serves only the projects of "
                         "BUILD_PROJECTS, so nothing is sent", "WARNING")  # fmt: skip
         return None
-    claimed = _text(build.get("projectId"))
+    claimed = as_text(build.get("projectId"))
     if claimed != delivered:
         return Skip(f"the build claims project {loggable(claimed, 64)!r} but was published to project {delivered!r}'s"
                     " topic, so nothing is sent", "WARNING")  # fmt: skip
@@ -148,7 +148,7 @@ def report_build(
 ) -> Result:
     """Translate one decoded Build, find where it goes and report it there, within the event's deadline and
     for the project it speaks for; says what became of it, and adds what it found to the log fields."""
-    with event_scope(warm.config.event_deadline_seconds, delivered or _text(build.get("projectId"))):
+    with event_scope(warm.config.event_deadline_seconds, delivered or as_text(build.get("projectId"))):
         published = parse_time(published_at)
         if published_at and not published:
             shown = loggable(str(published_at), 60)
@@ -165,11 +165,11 @@ def report_build(
             build, decision = again, _translated(again, warm)
         if isinstance(decision, Skip):
             return Result(SKIPPED, decision.severity, f"Skipped: {decision.reason}")
-        fields.update(_log_fields(build, decision))
+        fields.update(log_fields(build, decision))
         if warm.tests is not None and (sources := test_sources(build)):
             decision = tested(decision, build, sources, warm, fields)
         try:
-            return post(decision, published, warm, fields, bool(_text(substitutions(build).get("_BITBUCKET_KEY"))))
+            return post(decision, published, warm, fields, bool(as_text(substitutions(build).get("_BITBUCKET_KEY"))))
         except NotServed as error:  # the document changed while the event was on its way
             return Result(SKIPPED, "INFO", f"Skipped: {error}")
 

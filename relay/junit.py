@@ -13,7 +13,7 @@ from relay.report import DETAILS_MAX, FIELD_MAX, LINE_MAX
 from relay.states import FINAL, meaning_of
 from relay.status import DESCRIPTION_MAX
 from relay.step_log import BUILD_ID_RE
-from relay.text import _clip, _dict, _text, plain
+from relay.text import as_mapping, as_text, clip, plain
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
@@ -60,11 +60,11 @@ def test_sources(build: Mapping[str, Any]) -> TestSources | None:
     reads only what is its own: a folder whose path holds its id as a whole segment (gs://BUCKET/PREFIX/$BUILD_ID/),
     and the manifest Cloud Build wrote for it; which buckets a project's builds may name is the deployment's."""
     meaning = meaning_of(build)
-    build_id = _text(build.get("id"))
+    build_id = as_text(build.get("id"))
     if meaning is None or meaning.phase != FINAL or not BUILD_ID_RE.fullmatch(build_id):
         return None
-    named = GCS_URL_RE.fullmatch(_text(substitutions(build).get(TEST_REPORTS_SUBSTITUTION)))
-    manifest = GCS_URL_RE.fullmatch(_text(_dict(build.get("results")).get("artifactManifest")))
+    named = GCS_URL_RE.fullmatch(as_text(substitutions(build).get(TEST_REPORTS_SUBSTITUTION)))
+    manifest = GCS_URL_RE.fullmatch(as_text(as_mapping(build.get("results")).get("artifactManifest")))
     folder, listed, refused = None, None, []
     if named:
         prefix = named["name"] + ("/" if named["name"].rpartition("/")[2] == build_id else "")
@@ -93,7 +93,7 @@ def manifest_files(text: str, manifest: tuple[str, str]) -> list[tuple[str, str,
     found: list[tuple[str, str, str]] = []
     for line in text.splitlines():
         try:
-            location = _text(_dict(json.loads(line)).get("location"))
+            location = as_text(as_mapping(json.loads(line)).get("location"))
         except (ValueError, RecursionError):
             continue
         place = GCS_URL_RE.fullmatch(location)
@@ -248,7 +248,7 @@ def _junit_cases(data: bytes) -> Iterator[Any]:
             if depth >= JUNIT_DEPTH_MAX:
                 raise ValueError(f"it nests elements more than {JUNIT_DEPTH_MAX} deep")
             if depth == 0 and element.tag not in ("testsuites", "testsuite"):
-                raise ValueError(f"its root is <{_clip(str(element.tag), 40)}>, not <testsuites> or <testsuite>")
+                raise ValueError(f"its root is <{clip(str(element.tag), 40)}>, not <testsuites> or <testsuite>")
             if case >= 0:
                 if failure is None and element.tag in ("failure", "error"):
                     failure = element
@@ -326,13 +326,13 @@ def _failure_message(message: str, text: str) -> str:
 def _shown_text(text: str, secrets: list[str]) -> str:
     """A test's name or message as a report may show it: plain, the function's own credentials and anything shaped
     like a credential masked, clipped (masked before it is clipped, so no credential is cut in two)."""
-    return _clip(masked(plain(text[:TEST_TEXT_MASKED]), secrets), FIELD_MAX)
+    return clip(masked(plain(text[:TEST_TEXT_MASKED]), secrets), FIELD_MAX)
 
 
 def test_annotations(results: TestResults) -> list[Annotation]:
     """One annotation per failed test a report shows: at the place found for it (the last place in its failure's
     text that is in the repository, else its file and line attributes), else on no file (the report's own)."""
-    return [Annotation(t.path, t.line, "error", _clip(f"{t.name}: {t.message}" if t.message else f"{t.name} failed",
+    return [Annotation(t.path, t.line, "error", clip(f"{t.name}: {t.message}" if t.message else f"{t.name} failed",
                                                       SUMMARY_MAX), "JUnit") for t in results.failures]  # fmt: skip
 
 
@@ -341,12 +341,12 @@ def with_tests(update: Update, results: TestResults) -> Update:
     server's status (testResults); the report names them and its first failed tests, and annotates them."""
     status = update.status
     head = status.description.partition(": ")[0] if results.failed else status.description
-    status = replace(status, description=_clip(f"{head}: {results.counts()}", DESCRIPTION_MAX),
+    status = replace(status, description=clip(f"{head}: {results.counts()}", DESCRIPTION_MAX),
                      tests=(results.passed, results.failed, results.skipped))  # fmt: skip
     report = update.report
     if report is not None:
         shown = [f"{t.name}: {t.message}" if t.message else t.name for t in results.failures[:FAILED_TESTS_SHOWN]]
-        lines = [f"Tests: {results.counts()}", *(f"Failed test: {_clip(s, LINE_MAX - 13)}" for s in shown)]
-        report = replace(report, details=_clip("\n".join([report.details, *lines]), DETAILS_MAX),
+        lines = [f"Tests: {results.counts()}", *(f"Failed test: {clip(s, LINE_MAX - 13)}" for s in shown)]
+        report = replace(report, details=clip("\n".join([report.details, *lines]), DETAILS_MAX),
                          tests=results.counts(), annotations=merged(test_annotations(results)))  # fmt: skip
     return replace(update, status=status, report=report)

@@ -5,7 +5,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from relay.text import SHOWN_MAX, _clip, plain
+from relay.text import SHOWN_MAX, clip, plain
 
 if TYPE_CHECKING:
     from typing import Any
@@ -40,4 +40,4 @@ def loggable(text: str, limit: int = SHOWN_MAX) -> str:
     for mark in "?#;":
         rest = rest.partition(mark)[0]
     shown = f"{scheme}://{rest}" if scheme else rest
-    return _clip(plain(shown[: limit + 1]), limit)
+    return clip(plain(shown[: limit + 1]), limit)

@@ -33,3 +33,6 @@ class Lru:
     def pop(self, key: Any) -> None:
         with self._lock:
             self._items.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._items)

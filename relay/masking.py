@@ -78,7 +78,7 @@ VALUE_SHAPES = (  # (gate, shape)
 def masked(text: str, secrets: Iterable[str] = ()) -> str:
     """Text from a build as it may leave Google Cloud: clipped to MASK_WINDOW, the function's own credentials
     (`secrets`, and their URL-encoded forms) and anything shaped like a credential masked."""
-    return _masked(text[:MASK_WINDOW], known_secrets(secrets))
+    return mask(text[:MASK_WINDOW], known_secrets(secrets))
 
 
 def known_secrets(secrets: Iterable[str]) -> list[str]:
@@ -90,7 +90,7 @@ def known_secrets(secrets: Iterable[str]) -> list[str]:
     return sorted(forms, key=len, reverse=True)
 
 
-def _masked(text: str, known: Sequence[str]) -> str:
+def mask(text: str, known: Sequence[str]) -> str:
     text = re.sub(TOKEN_SHAPE, MASKED, _masked_known(text, known))
     for gate, shape in VALUE_SHAPES:
         if re.search(gate, text):

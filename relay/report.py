@@ -8,7 +8,7 @@ from relay.decoding import trigger_name
 from relay.masking import masked, substituted_secrets
 from relay.status import DEFAULT_NAME, SERVER_KEY_MAX, hashed_key, steps_of
 from relay.step_log import failed_step
-from relay.text import _clip, _dict, _text, plain
+from relay.text import as_mapping, as_text, clip, plain
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -53,7 +53,7 @@ class Report:
         annotations = merged(self.annotations, excerpt.annotations)
         if not excerpt.lines:
             note = f"\nNo log excerpt: {excerpt.note}" if excerpt.note else ""
-            return replace(self, details=_clip(self.details + note, DETAILS_MAX), annotations=annotations)
+            return replace(self, details=clip(self.details + note, DETAILS_MAX), annotations=annotations)
         said = f" ({excerpt.note})" if excerpt.note else ""
         head = f"{self.details}\nLast lines of {excerpt.step}{said}:"
         room, tail = DETAILS_MAX - len(head), []
@@ -62,7 +62,7 @@ class Report:
                 break
             tail.append(line)
             room -= len(line) + 1
-        details = "\n".join([_clip(head, DETAILS_MAX), *reversed(tail)])
+        details = "\n".join([clip(head, DETAILS_MAX), *reversed(tail)])
         return replace(self, details=details, annotations=annotations)
 
     @property
@@ -75,9 +75,9 @@ def report_of(build: Mapping[str, Any], status: CommitStatus) -> Report:
     """What a reviewer reads first about a finished build: the outcome and duration, the step that failed
     and why, what the steps did, the warnings, the trigger, the link to the log; clipped, one line each."""
     steps = steps_of(build)
-    failure = _dict(build.get("failureInfo"))
+    failure = as_mapping(build.get("failureInfo"))
     secrets = substituted_secrets(build)
-    cause = masked(_text(failure.get("detail")) or _text(build.get("statusDetail")), secrets)
+    cause = masked(as_text(failure.get("detail")) or as_text(build.get("statusDetail")), secrets)
     warnings = [w for w in build.get("warnings") or () if isinstance(w, dict)] if isinstance(
         build.get("warnings"), list
     ) else []  # fmt: skip
@@ -85,30 +85,30 @@ def report_of(build: Mapping[str, Any], status: CommitStatus) -> Report:
     if steps.failed_step:
         lines.append(f"Failed step: {steps.failed_step}")
     if cause and status.state == "FAILED":
-        kind = _text(failure.get("type")).replace("_", " ").lower()
+        kind = as_text(failure.get("type")).replace("_", " ").lower()
         lines.append(f"Cause{f' ({kind})' if kind else ''}: {cause}")
     if steps.total:
         counts = [f"{steps.passed} passed", f"{steps.failed} failed", f"{steps.allowed} allowed to fail",
                   f"{steps.not_run} did not run"]  # fmt: skip
         lines.append(f"Steps: {steps.total} ({', '.join(c for c in counts if not c.startswith('0 '))})")
     for warning in warnings[:WARNINGS_SHOWN]:
-        lines.append(f"Warning: {_clip(plain(masked(_text(warning.get('text')), secrets)), FIELD_MAX)}")
+        lines.append(f"Warning: {clip(plain(masked(as_text(warning.get('text')), secrets)), FIELD_MAX)}")
     if len(warnings) > WARNINGS_SHOWN:
         lines.append(f"and {len(warnings) - WARNINGS_SHOWN} more warnings")
     trigger = trigger_name(build)
     if trigger:
         lines.append(f"Trigger: {trigger}")
-    details = "\n".join(_clip(plain(line), LINE_MAX) for line in lines)  # 9 lines at most: within DETAILS_MAX
+    details = "\n".join(clip(plain(line), LINE_MAX) for line in lines)  # 9 lines at most: within DETAILS_MAX
     return Report(
         key=f"{REPORT_PREFIX}{status.key}",
         server_key=REPORT_PREFIX + hashed_key(status.server_key, SERVER_KEY_MAX - len(REPORT_PREFIX)),
-        title=_clip(plain(f"{trigger or DEFAULT_NAME}: {status.description}"), TITLE_MAX),
-        details=_clip(details, DETAILS_MAX),
+        title=clip(plain(f"{trigger or DEFAULT_NAME}: {status.description}"), TITLE_MAX),
+        details=clip(details, DETAILS_MAX),
         passed=status.state == "SUCCESSFUL",
         link=status.url,
         duration_ms=status.duration_ms,
         steps=steps,
-        trigger=_clip(plain(trigger), FIELD_MAX),
+        trigger=clip(plain(trigger), FIELD_MAX),
         warnings=len(warnings),
         log=failed_step(build),
         masks=secrets,
@@ -125,7 +125,7 @@ def report_fields(report: Report, link_text: str) -> list[dict[str, Any]]:
     if report.duration_ms is not None:
         fields.append({"title": "Duration", "type": "DURATION", "value": report.duration_ms})
     if report.steps.failed_step:
-        fields.append({"title": "Failed step", "type": "TEXT", "value": _clip(report.steps.failed_step, FIELD_MAX)})
+        fields.append({"title": "Failed step", "type": "TEXT", "value": clip(report.steps.failed_step, FIELD_MAX)})
     if report.tests:
         fields.append({"title": "Tests", "type": "TEXT", "value": report.tests})
     if report.steps.total:

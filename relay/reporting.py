@@ -11,7 +11,7 @@ from relay.cloud_logging import LogUnavailable
 from relay.config import DEFAULT_LOG_EXCERPT_LINES
 from relay.errors import RateLimited, Rejected, RepositoryNotFound, TransientError
 from relay.lru import Lru
-from relay.scope import _project
+from relay.scope import current_project
 from relay.states import FINAL_STATES, phase
 from relay.status import build_at
 from relay.step_log import Excerpt, excerpt_of
@@ -99,6 +99,11 @@ class Memory:
                 if entry[1] == 0:
                     del self._locks[identity]
 
+    def identities_locked(self) -> int:
+        """How many status identities an event holds or awaits the lock of (none once every event is done)."""
+        with self._guard:
+            return len(self._locks)
+
 
 @dataclass
 class Reporter:
@@ -144,7 +149,7 @@ class Reporter:
         identity = (repository.server or "", repository.full_name.lower(), update.target.commit, body["key"])
         created = _claimed(update.created, published)
         if created:
-            self.memory.created.put((_project.get(), update.build_id), created)
+            self.memory.created.put((current_project(), update.build_id), created)
         with self.memory.locked(identity):
             outcome, before = self._post_unless_stale(site, repository, identity, body, update, created, published)
             due = self._report_due(identity, update)
@@ -170,7 +175,7 @@ class Reporter:
         before = last.state if last else ""
         if last and same_build and not _advances(last.state, last.description, status):
             return ALREADY_SHOWN, before
-        shown_created = self.memory.created.get((_project.get(), last.build_id)) if last else None
+        shown_created = self.memory.created.get((current_project(), last.build_id)) if last else None
         if last and not same_build and created and shown_created and shown_created > created:
             return STALE, before  # this instance knows a newer build is shown
         if not status.is_final and self.budget.nearly_spent(self.keyring.entry_for(repository)):
@@ -214,7 +219,7 @@ class Reporter:
             return REPORT_SKIPPED
         site_name = "Bitbucket Cloud" if repository.server is None else f"the Data Center server {repository.server}"
         try:
-            report = self._with_log(site, repository, update.report)
+            report = self.with_log(site, repository, update.report)
             last = self.memory.shown.get(identity)
             if last is None or last.foreign_report:  # its annotations would outlive the report it replaces
                 site.delete_report(repository, commit, report)
@@ -241,7 +246,7 @@ class Reporter:
         if last is not None and last.build_id == update.build_id:
             self.memory.shown.put(identity, last._replace(**changes))
 
-    def _with_log(self, site: Site, repository: Repository, report: Report) -> Report:
+    def with_log(self, site: Site, repository: Repository, report: Report) -> Report:
         """The report with its failed step's last lines and their annotations, where they may be shown: never for a
         public repository unless LOG_EXCERPTS=all, never with LOG_EXCERPTS=off."""
         source = report.log
@@ -252,7 +257,7 @@ class Reporter:
         if self.log_excerpts == "private" and not self._is_private(site, repository):
             return report.with_excerpt(Excerpt(note="the repository is not known to be private (LOG_EXCERPTS=private)"))
         try:
-            lines, complete = self.logs.step_lines(_project.get(), source)
+            lines, complete = self.logs.step_lines(current_project(), source)
         except LogUnavailable as error:
             return report.with_excerpt(Excerpt(note=str(error)))
         secrets = [*self.keyring.secret_values(), *report.masks]
@@ -278,11 +283,11 @@ class Reporter:
         created: as the project this event speaks for knows it (from its own messages or an earlier read), else
         asked of Cloud Build's API."""
         shown_id = urlsplit(remote.url).path.rsplit("/", 1)[-1]  # both log URL shapes end in /<build id>
-        created = self.memory.created.get((_project.get(), shown_id))
+        created = self.memory.created.get((current_project(), shown_id))
         if created is None and shown_id != build_id and (ref := build_at(remote.url)):
             created = self.cloud_build.create_time(ref)
             if created:
-                self.memory.created.put((_project.get(), shown_id), created)
+                self.memory.created.put((current_project(), shown_id), created)
         return LastShown(shown_id, remote.state, remote.description, False), created
 
 

@@ -5,11 +5,11 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from relay.config import _secure
+from relay.config import is_secure
 from relay.decoding import substitutions
 from relay.errors import Skip
 from relay.logs import loggable
-from relay.text import _dict, _text
+from relay.text import as_mapping, as_text
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -100,8 +100,8 @@ def locate(build: Mapping[str, Any]) -> Target | Skip:
         if isinstance(found, Skip):
             return found
         if found is not None:
-            return _target(found, _text(substitutions(build).get("TAG_NAME")))
-    source = _dict(build.get("source"))
+            return _target(found, as_text(substitutions(build).get("TAG_NAME")))
+    source = as_mapping(build.get("source"))
     if "storageSource" in source or "storageSourceManifest" in source:
         return Skip("the build's source is a storage bucket and names no Bitbucket repository")
     return Skip("the build names no Bitbucket repository")
@@ -121,43 +121,45 @@ class Evidence:
 
 def _source(build: Mapping[str, Any], declared: str, resolved: str) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
     """One kind of source as the build config declared it, and as Cloud Build resolved it."""
-    return _dict(_dict(build.get("source")).get(declared)), _dict(_dict(build.get("sourceProvenance")).get(resolved))
+    return as_mapping(as_mapping(build.get("source")).get(declared)), as_mapping(
+        as_mapping(build.get("sourceProvenance")).get(resolved)
+    )
 
 
 def _from_substitutions(build: Mapping[str, Any], subs: Mapping[str, Any]) -> Evidence | Skip | None:
-    explicit = _text(subs.get("_BITBUCKET_REPO"))
+    explicit = as_text(subs.get("_BITBUCKET_REPO"))
     if not explicit:
         return None
-    server = _text(subs.get("_BITBUCKET_SERVER"))
+    server = as_text(subs.get("_BITBUCKET_SERVER"))
     normalized = normalized_server(server) if server else None
     if server and not normalized:
         return Skip(f"_BITBUCKET_SERVER {loggable(server)!r} is not an https:// URL", "WARNING")
-    commit = _text(subs.get("_BITBUCKET_COMMIT")) or _text(subs.get("COMMIT_SHA"))
-    branch = _text(subs.get("_BITBUCKET_BRANCH")) or _text(subs.get("BRANCH_NAME"))
+    commit = as_text(subs.get("_BITBUCKET_COMMIT")) or as_text(subs.get("COMMIT_SHA"))
+    branch = as_text(subs.get("_BITBUCKET_BRANCH")) or as_text(subs.get("BRANCH_NAME"))
     owner, _, slug = explicit.partition("/")
     return Evidence("substitution _BITBUCKET_REPO", [Repository(owner, slug, normalized)], commit, branch)
 
 
 def _from_git_source(build: Mapping[str, Any], subs: Mapping[str, Any]) -> Evidence | Skip | None:
     declared, resolved = _source(build, "gitSource", "resolvedGitSource")
-    if not (url := _text(resolved.get("url")) or _text(declared.get("url"))):
+    if not (url := as_text(resolved.get("url")) or as_text(declared.get("url"))):
         return None
     found = repository_at(url)
     if found is None:
         return Skip(f"the build's git source {loggable(url)!r} is not on bitbucket.org or a Bitbucket server")
-    commit = _text(subs.get("COMMIT_SHA")) or _text(resolved.get("revision")) or _text(declared.get("revision"))
-    return Evidence("gitSource", [found], commit, _text(subs.get("BRANCH_NAME")))
+    commit = as_text(subs.get("COMMIT_SHA")) or as_text(resolved.get("revision")) or as_text(declared.get("revision"))
+    return Evidence("gitSource", [found], commit, as_text(subs.get("BRANCH_NAME")))
 
 
 def _from_mirror(build: Mapping[str, Any], subs: Mapping[str, Any]) -> Evidence | Skip | None:
     declared, resolved = _source(build, "repoSource", "resolvedRepoSource")
-    mirror = _text(resolved.get("repoName")) or _text(declared.get("repoName"))
+    mirror = as_text(resolved.get("repoName")) or as_text(declared.get("repoName"))
     if mirror and not mirror.startswith(MIRROR_PREFIX):
         return Skip(f"the build's mirror {loggable(mirror)!r} is not a Bitbucket mirror")
     if not mirror:
         return None
-    commit = _text(resolved.get("commitSha")) or _text(subs.get("COMMIT_SHA"))
-    branch = _text(declared.get("branchName")) or _text(subs.get("BRANCH_NAME"))
+    commit = as_text(resolved.get("commitSha")) or as_text(subs.get("COMMIT_SHA"))
+    branch = as_text(declared.get("branchName")) or as_text(subs.get("BRANCH_NAME"))
     splits = [Repository(owner, slug) for owner, slug in mirror_splits(mirror[len(MIRROR_PREFIX) :])]
     return Evidence("Cloud Source Repositories mirror", splits, commit, branch, mirror=mirror)
 
@@ -166,16 +168,16 @@ def _from_connection(build: Mapping[str, Any], subs: Mapping[str, Any]) -> Evide
     connected, resolved = _source(build, "connectedRepository", "resolvedConnectedRepository")
     if not connected:
         return None
-    name = _text(connected.get("repository"))
+    name = as_text(connected.get("repository"))
     if not CONNECTED_RE.fullmatch(name):
         return Skip(f"the build's connected repository {loggable(name)!r} is not a repository resource name", "WARNING")
-    if any(host in _text(subs.get("_HEAD_REPO_URL")).lower() for host in OTHER_HOSTS):
+    if any(host in as_text(subs.get("_HEAD_REPO_URL")).lower() for host in OTHER_HOSTS):
         return Skip("the build's connected repository is not on Bitbucket")
     # REPO_FULL_NAME is only the fallback for Bitbucket Cloud when Cloud Build's API cannot be asked.
-    owner, _, slug = _text(subs.get("REPO_FULL_NAME")).partition("/")
-    commit = _text(subs.get("COMMIT_SHA")) or _text(resolved.get("revision"))
+    owner, _, slug = as_text(subs.get("REPO_FULL_NAME")).partition("/")
+    commit = as_text(subs.get("COMMIT_SHA")) or as_text(resolved.get("revision"))
     fallback = [Repository(owner, slug)] if owner else []
-    return Evidence("Cloud Build connection", fallback, commit, _text(subs.get("BRANCH_NAME")), connected=name)
+    return Evidence("Cloud Build connection", fallback, commit, as_text(subs.get("BRANCH_NAME")), connected=name)
 
 
 def repository_at(url: str) -> Repository | None:
@@ -203,7 +205,7 @@ def normalized_server(url: str) -> str | None:
     host = (parts.hostname or "").lower()
     netloc = f"[{host}]" if ":" in host else host  # an IPv6 address keeps its brackets
     path = parts.path.rstrip("/")
-    if not _secure(parts.scheme, host) or parts.username or parts.query or parts.fragment or "@" in parts.netloc:
+    if not is_secure(parts.scheme, host) or parts.username or parts.query or parts.fragment or "@" in parts.netloc:
         return None
     if not SERVER_HOST_RE.fullmatch(netloc) or not SERVER_PATH_RE.fullmatch(path):
         return None

@@ -30,6 +30,11 @@ def event_scope(seconds: float, project: str) -> Iterator[None]:
         _project.reset(speaks_for)
 
 
+def current_project() -> str:
+    """The Google Cloud project the current event speaks for ("" outside an event)."""
+    return _project.get()
+
+
 def time_left() -> float:
     """Seconds until the current event's deadline (infinite outside an event)."""
     deadline = _deadline.get()

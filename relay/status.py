@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from relay.decoding import MASK_WINDOW, parse_time, substitutions, trigger_name
 from relay.masking import masked, substituted_secrets
 from relay.states import FINAL, FINAL_STATES, STATUS_MAP
-from relay.text import _clip, _dict, _text, plain
+from relay.text import as_mapping, as_text, clip, plain
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -41,7 +41,7 @@ def describe(build: Mapping[str, Any]) -> str:
     took = _duration(build) if meaning.took else ""
     if took:
         text = f"{text} {meaning.took} {took}"
-    detail = _text(_dict(build.get("failureInfo")).get("detail")) or _text(build.get("statusDetail"))
+    detail = as_text(as_mapping(build.get("failureInfo")).get("detail")) or as_text(build.get("statusDetail"))
     if detail and meaning.detail:
         text = f"{text}: {' '.join(masked(detail, substituted_secrets(build)).split())}"
     allowed = steps_of(build).allowed
@@ -49,7 +49,7 @@ def describe(build: Mapping[str, Any]) -> str:
         text = f"{text}, {allowed} step{'s' if allowed > 1 else ''} allowed to fail"
     if meaning.phase == FINAL and (rejected := rejection(build)):
         text = f"{text}: {rejected}"
-    return _clip(plain(text), DESCRIPTION_MAX)
+    return clip(plain(text), DESCRIPTION_MAX)
 
 
 class Steps(NamedTuple):
@@ -72,7 +72,7 @@ def steps_of(build: Mapping[str, Any]) -> Steps:
     failed_step, failed_index = "", -1
     secrets = substituted_secrets(build)
     for index, step in enumerate(steps):
-        status = _text(step.get("status"))
+        status = as_text(step.get("status"))
         if status == "SUCCESS":
             passed += 1
         elif status in ("FAILURE", "TIMEOUT", "INTERNAL_ERROR") and step.get("allowFailure") is True:
@@ -89,11 +89,11 @@ def steps_of(build: Mapping[str, Any]) -> Steps:
 def step_text(step: Mapping[str, Any], index: int, status: str, secrets: Sequence[str] = ()) -> str:
     """'unit-tests (golang:1.23): go test ./..., exit code 1' - the step's id, image, command (credentials masked)
     and outcome."""
-    name = _text(step.get("id")) or f"step {index}"
-    image = _text(step.get("name"))
+    name = as_text(step.get("id")) or f"step {index}"
+    image = as_text(step.get("name"))
     args = step["args"] if isinstance(step.get("args"), list) else []
     words, length = [], 0
-    for word in _text(step.get("entrypoint")).split() + [a for a in args if isinstance(a, str)]:
+    for word in as_text(step.get("entrypoint")).split() + [a for a in args if isinstance(a, str)]:
         if length > MASK_WINDOW:  # what follows is never shown: a command of 100,000 args costs nothing more
             break
         words.append(word[:MASK_WINDOW])
@@ -102,16 +102,16 @@ def step_text(step: Mapping[str, Any], index: int, status: str, secrets: Sequenc
     code = step.get("exitCode")
     outcome = "timed out" if status == "TIMEOUT" else f"exit code {code}" if isinstance(code, int) else "failed"
     text = f"{name} ({image})" if image else name
-    return plain(f"{text}: {_clip(command, COMMAND_MAX)}, {outcome}" if command.strip() else f"{text}, {outcome}")
+    return plain(f"{text}: {clip(command, COMMAND_MAX)}, {outcome}" if command.strip() else f"{text}, {outcome}")
 
 
 def rejection(build: Mapping[str, Any]) -> str:
     """Who rejected the build's approval and why, when it was rejected (Build.approval.result)."""
-    approval = _dict(build.get("approval"))
-    if _text(approval.get("state")) != "REJECTED":
+    approval = as_mapping(build.get("approval"))
+    if as_text(approval.get("state")) != "REJECTED":
         return ""
-    result = _dict(approval.get("result"))
-    who, comment = _text(result.get("approverAccount")), masked(_text(result.get("comment")))
+    result = as_mapping(approval.get("result"))
+    who, comment = as_text(result.get("approverAccount")), masked(as_text(result.get("comment")))
     return plain(f"approval rejected{f' by {who}' if who else ''}{f' ({comment})' if comment else ''}")
 
 
@@ -162,7 +162,9 @@ class CommitStatus:
 def status_key(build: Mapping[str, Any], limit: int = KEY_MAX) -> str:
     """A key stable across runs of one trigger, so a re-run replaces its status."""
     chosen = (
-        _text(substitutions(build).get("_BITBUCKET_KEY")) or _text(build.get("buildTriggerId")) or trigger_name(build)
+        as_text(substitutions(build).get("_BITBUCKET_KEY"))
+        or as_text(build.get("buildTriggerId"))
+        or trigger_name(build)
     )
     if not chosen:
         return DEFAULT_KEY
@@ -179,10 +181,10 @@ def hashed_key(chosen: str, limit: int) -> str:
 
 
 def build_url(build: Mapping[str, Any]) -> str:
-    url = _text(build.get("logUrl"))
+    url = as_text(build.get("logUrl"))
     if url.startswith("https://") and len(url) <= URL_MAX and url.isprintable():
         return url
-    project = _text(build.get("projectId"))
+    project = as_text(build.get("projectId"))
     fallback = f"https://console.cloud.google.com/cloud-build/builds/{build['id']}"
     if project:
         fallback += f"?project={project}"

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 
 from relay.annotations import SUMMARY_MAX, Annotation, merged, repository_path
 from relay.decoding import MASK_WINDOW
-from relay.masking import KEY_BLOCK_BEGIN, KEY_BLOCK_END, KEY_BLOCK_LINE, _masked, known_secrets
+from relay.masking import KEY_BLOCK_BEGIN, KEY_BLOCK_END, KEY_BLOCK_LINE, known_secrets, mask
 from relay.states import meaning_of
 from relay.status import steps_of
-from relay.text import _clip, _dict, _text, plain
+from relay.text import as_mapping, as_text, clip, plain
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -44,25 +44,25 @@ def failed_step(build: Mapping[str, Any]) -> FailedStep | str | None:
     """The step of a failed build whose log a report shows; a reason when its log cannot be read; None for a build
     that did not fail in a step."""
     meaning = meaning_of(build)
-    if meaning is None or meaning.state != "FAILED" or not BUILD_ID_RE.fullmatch(_text(build.get("id"))):
+    if meaning is None or meaning.state != "FAILED" or not BUILD_ID_RE.fullmatch(as_text(build.get("id"))):
         return None
     steps = [s if isinstance(s, dict) else {} for s in build.get("steps") or ()] if isinstance(
         build.get("steps"), list
     ) else []  # fmt: skip
     index = steps_of(build).failed_index
-    if index < 0 and (named := FAILED_STEP_RE.search(_text(_dict(build.get("failureInfo")).get("detail")))):
+    if index < 0 and (named := FAILED_STEP_RE.search(as_text(as_mapping(build.get("failureInfo")).get("detail")))):
         index = int(named[1])
     if not 0 <= index < len(steps):
         return None
-    logging = _text(_dict(build.get("options")).get("logging"))
+    logging = as_text(as_mapping(build.get("options")).get("logging"))
     if logging == "NONE":
         return "the build's logging is NONE"
     if logging == "GCS_ONLY":
         return "the build writes its log only to its logs bucket (options.logging GCS_ONLY)"
-    step_id, directory = _text(steps[index].get("id")), _text(steps[index].get("dir"))
+    step_id, directory = as_text(steps[index].get("id")), as_text(steps[index].get("dir"))
     if not (step_id.isprintable() and directory.isprintable()):
         return "the failed step's id is not plain text"
-    return FailedStep(_text(build["id"]), index, step_id, directory)
+    return FailedStep(as_text(build["id"]), index, step_id, directory)
 
 
 def log_filter(project: str, step: FailedStep) -> str:
@@ -98,7 +98,7 @@ def clean_lines(lines: Iterable[str], secrets: Iterable[str] = ()) -> list[str]:
             if not cleaned or cleaned[-1] != "[private key removed]":
                 cleaned.append("[private key removed]")
             continue
-        cleaned.append(_clip(_masked(text, known).rstrip(), LOG_LINE_MAX))
+        cleaned.append(clip(mask(text, known).rstrip(), LOG_LINE_MAX))
     return cleaned
 
 
@@ -193,7 +193,7 @@ def _annotation(
         message = f"{fields['test']}: {message}"
     if fields.get("code") and fields["code"] not in message:
         message = f"{message} ({fields['code']})"
-    return Annotation(path, line, severity, _clip(plain(message), SUMMARY_MAX), matcher.tool)
+    return Annotation(path, line, severity, clip(plain(message), SUMMARY_MAX), matcher.tool)
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,13 @@ def plain(text: str) -> str:
     return " ".join("".join(c if c.isprintable() else " " for c in text).split())
 
 
-def _clip(text: str, limit: int = SHOWN_MAX) -> str:
+def clip(text: str, limit: int = SHOWN_MAX) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _dict(value: Any) -> Mapping[str, Any]:
+def as_mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
     return value.strip() if isinstance(value, str) else ""

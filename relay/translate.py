@@ -21,7 +21,7 @@ from relay.status import (
     describe,
     status_key,
 )
-from relay.text import _clip, _text, plain
+from relay.text import as_text, clip, plain
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -48,7 +48,7 @@ def translate(build: Mapping[str, Any], config: Config) -> Update | Skip:
     """Decide what a Build means for Bitbucket; no I/O."""
     meaning = meaning_of(build)
     if meaning is None:
-        return Skip(f"build status {loggable(_text(build.get('status')), 40)!r} has no Bitbucket state", "WARNING")
+        return Skip(f"build status {loggable(as_text(build.get('status')), 40)!r} has no Bitbucket state", "WARNING")
     target = locate(build)
     if isinstance(target, Skip):
         return target
@@ -60,13 +60,13 @@ def translate(build: Mapping[str, Any], config: Config) -> Update | Skip:
     status = CommitStatus(
         key=status_key(build, KEY_MAX),
         state=meaning.state,
-        name=_clip(plain(trigger_name(build)) or DEFAULT_NAME, NAME_MAX),
+        name=clip(plain(trigger_name(build)) or DEFAULT_NAME, NAME_MAX),
         url=build_url(build),
         description=describe(build),
         refname=target.branch,
         server_key=server_key,
         tag=target.tag,
-        parent=_clip(plain(trigger_name(build)), PARENT_MAX) or server_key,
+        parent=clip(plain(trigger_name(build)), PARENT_MAX) or server_key,
         duration_ms=_duration_ms(build) if meaning.phase == FINAL else None,
     )
     report = report_of(build, status) if config.code_insights and status.is_final else None

@@ -5,7 +5,7 @@ from urllib.parse import urlsplit
 
 from relay.errors import TransientError, Unreachable, UntrustedCertificate
 from relay.scope import time_left
-from relay.text import _dict
+from relay.text import as_mapping
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -95,8 +95,8 @@ def origin_of(url: str) -> str:
     return "{0.scheme}://{0.netloc}".format(urlsplit(url))
 
 
-def _json(response: requests.Response) -> Mapping[str, Any]:
+def json_body(response: requests.Response) -> Mapping[str, Any]:
     try:
-        return _dict(response.json())
+        return as_mapping(response.json())
     except ValueError:
         return {}

@@ -60,14 +60,14 @@ class WarmInstance:
         return scrubbed(value, known_secrets(self.keyring.secret_values()))
 
 
-_warm: WarmInstance | None = None
+instance: WarmInstance | None = None
 _warm_lock = threading.Lock()
 
 
 def warm_instance() -> WarmInstance:
     """This instance's state, created on the first event that needs it."""
-    global _warm
+    global instance
     with _warm_lock:
-        if _warm is None:
-            _warm = WarmInstance.from_env(os.environ)
-        return _warm
+        if instance is None:
+            instance = WarmInstance.from_env(os.environ)
+        return instance

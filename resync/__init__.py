@@ -112,10 +112,10 @@ def deployment_env(function: Mapping[str, Any], project: str) -> dict[str, str]:
     """The environment a deployed function runs with (`gcloud functions describe --format=json`, 2nd gen), its
     credentials as resync reads them: a secret mounted as a file, or set as BITBUCKET_CREDENTIALS, becomes
     CREDENTIALS_SECRET, read with Secret Manager's API."""
-    service = relay.text._dict(function.get("serviceConfig"))
-    env = {str(k): str(v) for k, v in relay.text._dict(service.get("environmentVariables")).items()}
+    service = relay.text.as_mapping(function.get("serviceConfig"))
+    env = {str(k): str(v) for k, v in relay.text.as_mapping(service.get("environmentVariables")).items()}
     for secret in service.get("secretEnvironmentVariables") or []:
-        if relay.text._dict(secret).get("key") == "BITBUCKET_CREDENTIALS":
+        if relay.text.as_mapping(secret).get("key") == "BITBUCKET_CREDENTIALS":
             env["CREDENTIALS_SECRET"] = _secret_name(secret, secret.get("version"), project)
     path = env.pop("BITBUCKET_CREDENTIALS_FILE", None)
     if path:
@@ -126,11 +126,11 @@ def deployment_env(function: Mapping[str, Any], project: str) -> dict[str, str]:
 def _mounted_secret(volumes: list[Any], path: str, project: str) -> str:
     """The secret version mounted at `path`; a volume that names no versions mounts the latest as a file named
     after the secret."""
-    for volume in map(relay.text._dict, volumes):
-        mount = relay.text._text(volume.get("mountPath")).rstrip("/")
+    for volume in map(relay.text.as_mapping, volumes):
+        mount = relay.text.as_text(volume.get("mountPath")).rstrip("/")
         versions = volume.get("versions") or [{"path": volume.get("secret"), "version": "latest"}]
-        for version in map(relay.text._dict, versions):
-            if f"{mount}/{relay.text._text(version.get('path')).lstrip('/')}" == path:
+        for version in map(relay.text.as_mapping, versions):
+            if f"{mount}/{relay.text.as_text(version.get('path')).lstrip('/')}" == path:
                 return _secret_name(volume, version.get("version"), project)
     raise relay.errors.ConfigurationError(
         f"the deployment reads BITBUCKET_CREDENTIALS_FILE={path}, which no secret mounts"
@@ -138,8 +138,8 @@ def _mounted_secret(volumes: list[Any], path: str, project: str) -> str:
 
 
 def _secret_name(secret: Mapping[str, Any], version: Any, project: str) -> str:
-    owner = relay.text._text(secret.get("projectId")) or project
-    name, version = relay.text._text(secret.get("secret")), relay.text._text(version) or "latest"
+    owner = relay.text.as_text(secret.get("projectId")) or project
+    name, version = relay.text.as_text(secret.get("secret")), relay.text.as_text(version) or "latest"
     return f"projects/{owner}/secrets/{name}/versions/{version}"
 
 
@@ -188,7 +188,7 @@ def builds_since(
     seen: set[str] = set()
     for location in locations:
         for build in _listed(cloud_build, project, location, since):
-            if (build_id := relay.text._text(build.get("id"))) not in seen:
+            if (build_id := relay.text.as_text(build.get("id"))) not in seen:
                 seen.add(build_id)
                 yield build
 
@@ -213,9 +213,9 @@ def _listed(
             )
         if not response.ok:
             raise relay.errors.TransientError(f"Cloud Build's API answered {response.status_code} to listing {where}")
-        page = relay.transport._json(response)
-        yield from (b for b in page.get("builds") or [] if isinstance(b, dict) and relay.text._text(b.get("id")))
-        token = relay.text._text(page.get("nextPageToken"))
+        page = relay.transport.json_body(response)
+        yield from (b for b in page.get("builds") or [] if isinstance(b, dict) and relay.text.as_text(b.get("id")))
+        token = relay.text.as_text(page.get("nextPageToken"))
         if not token:
             return
         if token in tokens:
@@ -321,7 +321,7 @@ class ResyncClient(relay.bitbucket.Client):
 
     unreached: set[str] = field(default_factory=set)
 
-    def _send(
+    def send_as(
         self, entry: relay.credentials.Credential, method: str, url: str, body: Any, params: Any, header: str
     ) -> Any:
         origin = relay.transport.origin_of(url)
@@ -330,7 +330,7 @@ class ResyncClient(relay.bitbucket.Client):
         assert isinstance(self.budget, Allowance)
         self.budget.claim(entry)
         try:
-            response = super()._send(entry, method, url, body, params, header)
+            response = super().send_as(entry, method, url, body, params, header)
         except relay.errors.Unreachable:
             self.unreached.add(origin)
             raise
@@ -376,7 +376,9 @@ class Listed:
     def of(cls, build: Mapping[str, Any]) -> Listed:
         essentials = json.dumps(relay.decoding.essentials(build), separators=(",", ":")).encode()
         return cls(
-            relay.text._text(build.get("id")), relay.text._text(build.get("createTime")), zlib.compress(essentials, 1)
+            relay.text.as_text(build.get("id")),
+            relay.text.as_text(build.get("createTime")),
+            zlib.compress(essentials, 1),
         )
 
     def build(self) -> dict[str, Any]:
@@ -460,7 +462,7 @@ def _status_of(build_id: str, update: relay.translate.Update | relay.errors.Skip
 def resync_build(listed: Listed, warm: relay.warm.WarmInstance, project: str, published: str) -> Verdict:
     """The build's current state through the path of a Pub/Sub message published now."""
     build = listed.build()
-    fields = relay.event._log_fields(build)
+    fields = relay.event.log_fields(build)
     assert isinstance(warm.reporter.budget, Allowance)
 
     def verdict(kind: str, said: str, change: str = "", problem: str = "") -> Verdict:
@@ -611,7 +613,7 @@ def _deployment(path: str | None, project: str) -> dict[str, str] | None:
         return None
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text()
-        return deployment_env(relay.text._dict(json.loads(text)), project)
+        return deployment_env(relay.text.as_mapping(json.loads(text)), project)
     except (OSError, ValueError) as error:
         raise relay.errors.ConfigurationError(f"the deployment's configuration cannot be read: {error}") from None
 

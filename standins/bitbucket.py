@@ -265,7 +265,7 @@ class Bitbucket:
         if request.path == TOKEN_PATH and request.method == "POST":
             return self._token(request)
         if request.path == STATS_PATH:
-            return _json({"connections": len(self.peers), "calls": len(self.calls)})
+            return json_body({"connections": len(self.peers), "calls": len(self.calls)})
         identity = self._identity(request)
         if identity is None:
             return error(401, "Access token expired or invalid credentials")
@@ -306,11 +306,11 @@ class Bitbucket:
                 return self._write(repository, commit, body, identity, create=False)
             if request.method == "GET" and match["key"]:
                 shown = self.statuses.get((repository, commit, match["key"]))
-                return _json(shown) if shown else error(404, "No such status")
+                return json_body(shown) if shown else error(404, "No such status")
             if request.method == "GET" and request.path.endswith("/statuses"):
                 workspace, slug = repository.split("/")
                 values = self.shown(workspace, slug, commit)
-                return _json({"values": values, "pagelen": len(values) or 10, "size": len(values), "page": 1})
+                return json_body({"values": values, "pagelen": len(values) or 10, "size": len(values), "page": 1})
         return error(405, "Method not allowed")
 
     def _write(self, repository: str, commit: str, body: dict[str, Any], identity: str, *, create: bool) -> Response:
@@ -344,7 +344,7 @@ class Bitbucket:
         }
         self.statuses[identity_key] = status
         self.history.append((identity_key, dict(status)))
-        return _json(status, 201 if create and existing is None else 200)
+        return json_body(status, 201 if create and existing is None else 200)
 
     def _repository(self, repository: str, identity: str) -> Response:
         if self.repositories and repository not in self.repositories:
@@ -352,7 +352,7 @@ class Bitbucket:
         if identity in self._reach and repository not in self._reach[identity]:
             return error(403, f"This access token does not grant access to {repository}")
         workspace, slug = repository.split("/")
-        return _json({"type": "repository", "full_name": repository, "slug": slug, "name": slug,
+        return json_body({"type": "repository", "full_name": repository, "slug": slug, "name": slug,
                       "is_private": repository not in self.public, "workspace": {"slug": workspace}})  # fmt: skip
 
     def _annotate(self, method: str, repository: str, commit: str, report: str, body: Any, identity: str) -> Response:
@@ -360,7 +360,7 @@ class Bitbucket:
         key = (repository, commit, report)
         if method == "GET":
             values = list(self.annotations.get(key, {}).values())
-            return _json({"values": values, "pagelen": len(values) or 10, "size": len(values), "page": 1})
+            return json_body({"values": values, "pagelen": len(values) or 10, "size": len(values), "page": 1})
         if method != "POST":
             return error(405, "Method not allowed")
         annotated = self.reports.get(key)
@@ -375,14 +375,14 @@ class Bitbucket:
         stored = self.annotations.setdefault(key, {})
         for annotation in body:
             stored[annotation.get("external_id") or secrets.token_hex(8)] = dict(annotation)
-        return _json([dict(a) for a in body])
+        return json_body([dict(a) for a in body])
 
     def _report(self, method: str, repository: str, commit: str, report_id: str, body: Any, identity: str) -> Response:
         """PUT creates or replaces a Code Insights report (its annotations stay); GET reads it; DELETE deletes it with
         its annotations."""
         if method == "GET":
             found = self.reports.get((repository, commit, report_id))
-            return _json(found) if found else error(404, "No such report")
+            return json_body(found) if found else error(404, "No such report")
         if method == "DELETE":
             found = self.reports.get((repository, commit, report_id))
             if found is None:
@@ -408,7 +408,7 @@ class Bitbucket:
         report = {**body, "external_id": report_id, "created_on": existing["created_on"] if existing else now,
                   "updated_on": now, "_creator": identity}  # fmt: skip
         self.reports[(repository, commit, report_id)] = report
-        return _json(report)
+        return json_body(report)
 
     def shown_reports(self, workspace: str, slug: str, commit: str) -> list[dict[str, Any]]:
         with self._lock:
@@ -446,12 +446,14 @@ class Bitbucket:
         client_id, _, secret = _basic(value) if scheme == "Basic" else ("", "", "")
         with self._lock:
             if request.form.get("grant_type") != "client_credentials":
-                return _json({"error": "unsupported_grant_type"}, 400)
+                return json_body({"error": "unsupported_grant_type"}, 400)
             if client_id not in self.consumers or not secrets.compare_digest(self.consumers[client_id], secret):
-                return _json({"error": "invalid_client", "error_description": "Invalid OAuth client credentials"}, 400)
+                return json_body(
+                    {"error": "invalid_client", "error_description": "Invalid OAuth client credentials"}, 400
+                )
             token = new_secret()
             self._oauth_tokens[token] = (client_id, time.monotonic() + self.token_lifetime)
-        return _json(
+        return json_body(
             {"access_token": token, "token_type": "bearer", "expires_in": self.token_lifetime, "scopes": "repository"}
         )
 
@@ -528,7 +530,7 @@ def _basic(value: str) -> tuple[str, str, str]:
         return ("", "", "")
 
 
-def _json(body: Any, status: int = 200) -> Response:
+def json_body(body: Any, status: int = 200) -> Response:
     if isinstance(body, dict):
         body = {k: v for k, v in body.items() if not k.startswith("_")}
     return Response(json.dumps(body), status, content_type="application/json")

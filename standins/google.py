@@ -56,12 +56,12 @@ VIEW_NAME = re.compile(r"projects/(?P<project>[^/]+)/locations/global/buckets/_D
 SECRET_ACCESS = re.compile(r"/v1/(?P<secret>projects/[^/]+/secrets/[^/]+)/versions/(?P<version>[^/:]+):access")
 
 
-def _json(body: Any, status: int = 200) -> Response:
+def json_body(body: Any, status: int = 200) -> Response:
     return Response(json.dumps(body), status, content_type="application/json")
 
 
 def _google_error(status: int, message: str, reason: str) -> Response:
-    return _json({"error": {"code": status, "message": message, "status": reason}}, status)
+    return json_body({"error": {"code": status, "message": message, "status": reason}}, status)
 
 
 @dataclass
@@ -144,14 +144,14 @@ class Google:
 
     def _token(self, request: Request) -> Response:
         if request.form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer":
-            return _json({"error": "unsupported_grant_type"}, 400)
+            return json_body({"error": "unsupported_grant_type"}, 400)
         if self.refuse_tokens or len(request.form.get("assertion", "").split(".")) != 3:
-            return _json({"error": "invalid_grant"}, 400)
+            return json_body({"error": "invalid_grant"}, 400)
         token = new_secret()
         with self._lock:
             self._tokens.add(token)
             self.counts["token"] += 1
-        return _json({"access_token": token, "token_type": "Bearer", "expires_in": 3600})
+        return json_body({"access_token": token, "token_type": "Bearer", "expires_in": 3600})
 
     def _kms(self, name: str, action: str, body: dict[str, Any]) -> Response:
         with self._lock:
@@ -161,7 +161,7 @@ class Google:
         except ValueError:
             return _google_error(400, "Invalid base64", "INVALID_ARGUMENT")
         if action == "encrypt":
-            return _json({"name": name, "ciphertext": base64.b64encode(self.encrypt(name, data)).decode()})
+            return json_body({"name": name, "ciphertext": base64.b64encode(self.encrypt(name, data)).decode()})
         key = self.keys.get(name)
         if key is None:
             return _google_error(404, f"{name} not found", "NOT_FOUND")
@@ -169,7 +169,7 @@ class Google:
             plaintext = AESGCM(key).decrypt(data[:12], data[12:], name.encode())
         except Exception:
             return _google_error(400, "Decryption failed: the ciphertext is invalid.", "INVALID_ARGUMENT")
-        return _json({"plaintext": base64.b64encode(plaintext).decode()})
+        return json_body({"plaintext": base64.b64encode(plaintext).decode()})
 
     def _access(self, secret: str, version: str) -> Response:
         time.sleep(self.secret_delay)
@@ -182,7 +182,9 @@ class Google:
             if not 1 <= number <= len(versions):
                 return _google_error(404, f"Secret Version [{secret}/versions/{version}] not found.", "NOT_FOUND")
             payload = versions[number - 1]
-        return _json({"name": f"{secret}/versions/{number}", "payload": {"data": base64.b64encode(payload).decode()}})
+        return json_body(
+            {"name": f"{secret}/versions/{number}", "payload": {"data": base64.b64encode(payload).decode()}}
+        )
 
     def write_log(
         self, project: str, build_id: str, steps: dict[str, list[str]], last: str = "ERROR", lag: float = 0.0
@@ -250,7 +252,7 @@ class Google:
                                             for e in found[start : start + size]]}  # fmt: skip
         if start + size < len(found):
             page["nextPageToken"] = str(start + size)
-        return _json(page)
+        return json_body(page)
 
     def record(self, *builds: dict[str, Any]) -> None:
         """Builds Cloud Build's API knows, named as their log URL names them (project number and region)."""
@@ -291,7 +293,7 @@ class Google:
             page["nextPageToken"] = self.token_cycle[turn % len(self.token_cycle)]
         if fresh:
             page["nextPageToken"] = f"fresh-{turn}"
-        return _json(page)
+        return json_body(page)
 
     def _listing(self, project: str, location: str, since: str | None, inclusive: bool | None) -> list[dict[str, Any]]:
         """A location's builds created since then, newest first; kept while no build is added (a listing of 100,000
@@ -319,8 +321,8 @@ class Google:
         if name not in known:
             return _google_error(404, f"{name} not found", "NOT_FOUND")
         if kind == "builds":
-            return _json({"name": name, **known[name]})
-        return _json({"name": name, "remoteUri": known[name], "createTime": "2026-01-01T00:00:00Z"})
+            return json_body({"name": name, **known[name]})
+        return json_body({"name": name, "remoteUri": known[name], "createTime": "2026-01-01T00:00:00Z"})
 
     def serve(self) -> GoogleServer:
         return GoogleServer(self)

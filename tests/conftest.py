@@ -154,7 +154,7 @@ def fresh_instance(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HTTP_RETRY_BACKOFF_SECONDS", "0.01")
     monkeypatch.setenv("LOG_WAIT_SECONDS", "0")  # a test that waits for a late log says so
     monkeypatch.setenv("NO_GCE_CHECK", "true")  # google-auth never looks for a metadata server (off loopback)
-    monkeypatch.setattr(relay.warm, "_warm", None)
+    monkeypatch.setattr(relay.warm, "instance", None)
 
 
 @pytest.fixture
@@ -162,7 +162,7 @@ def new_instance(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
     """Call it, and the next event reaches a new instance: cold, with no memory of earlier events."""
 
     def start() -> None:
-        monkeypatch.setattr(relay.warm, "_warm", None)
+        monkeypatch.setattr(relay.warm, "instance", None)
 
     return start
 

@@ -159,20 +159,20 @@ class PubSub:
         started = time.monotonic()
         log = io.StringIO()
         with contextlib.redirect_stdout(log):
-            relay.warm._warm = None
+            relay.warm.instance = None
             threads = [threading.Thread(target=self._work, args=(started + deadline,)) for _ in range(self.workers)]
             for thread in threads:
                 thread.start()
             for thread in threads:
                 thread.join()
-            relay.warm._warm = None
+            relay.warm.instance = None
         return self._pending, log.getvalue()
 
     def _take(self) -> Delivery | None:
         """The next delivery that is due; now and then the instance is replaced, once it has drained."""
         with self._lock:
             if self._replacing and self._in_flight == 0:
-                relay.warm._warm = None  # a new instance: cold, with no memory of earlier events
+                relay.warm.instance = None  # a new instance: cold, with no memory of earlier events
                 self.figures.new_instances += 1
                 self._replacing = False
             due = next((i for i, d in enumerate(self.queue) if d.ready_at <= time.monotonic()), None)

@@ -173,5 +173,5 @@ def test_the_answers_remembered_are_bounded_and_the_oldest_forgotten_first(bitbu
     for n in (*range(5), 4, 0):  # repo-4 is still remembered; repo-0 was forgotten
         deliver(build("SUCCESS", f"b-{n}", source="connection", repo=f"acme/repo-{n}"))
     assert google.app.counts["cloudbuild.repositories.get"] - lookups == 6
-    assert relay.warm._warm is not None
-    assert len(relay.warm._warm.cloud_build._remotes._items) == 3
+    assert relay.warm.instance is not None
+    assert len(relay.warm.instance.cloud_build.remotes) == 3

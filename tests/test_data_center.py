@@ -320,6 +320,6 @@ def test_an_instance_that_trusted_a_servers_ca_leaves_no_file_in_the_temporary_f
     deliver(dc_build("SUCCESS", both))
     assert [s["state"] for s in both.shown()] == ["SUCCESSFUL"]
     assert len(list(folder.iterdir())) == 1  # the CA's file, while the instance that verifies with it lives
-    relay.warm._warm = None  # the instance is gone (not monkeypatch: it would keep the instance to put it back)
+    relay.warm.instance = None  # the instance is gone (not monkeypatch: it would keep the instance to put it back)
     gc.collect()
     assert list(folder.iterdir()) == []

@@ -78,8 +78,8 @@ def test_an_instance_keeps_a_connection_for_each_event_at_once_and_opens_none_af
             with ThreadPoolExecutor(EVENTS) as pool, contextlib.redirect_stdout(io.StringIO()):
                 list(pool.map(lambda event: main.build_status(event, Context()), events))
             opened.append(site.connections() - before)
-            assert relay.warm._warm is not None
-            assert relay.warm._warm.reporter.memory._locks == {}
+            assert relay.warm.instance is not None
+            assert relay.warm.instance.reporter.memory.identities_locked() == 0
     finally:
         site.stop()
     assert opened[0] > 10, opened  # the events ran at once

@@ -166,7 +166,7 @@ def test_log_excerpts_all_shows_a_public_repositorys_lines_and_off_reads_nothing
     monkeypatch.setenv("LOG_EXCERPTS", "all")
     deliver(build("FAILURE", "b-1", steps=STEPS))
     assert bitbucket.app.shown_annotations("acme", "webapp", COMMIT)
-    monkeypatch.setattr(relay.warm, "_warm", None)
+    monkeypatch.setattr(relay.warm, "instance", None)
     monkeypatch.setenv("LOG_EXCERPTS", "off")
     listed = reads()
     deliver(build("FAILURE", "b-2", steps=STEPS, commit="2" * 40))
@@ -380,7 +380,7 @@ def test_a_public_repository_shows_no_log_line_when_the_budget_leaves_no_call_to
     calls = len(bitbucket.app.calls)
 
     with relay.scope.event_scope(60, "acme-ci"):
-        report = reporter._with_log(reporter.cloud, update.target.candidates[0], update.report)
+        report = reporter.with_log(reporter.cloud, update.target.candidates[0], update.report)
 
     assert not any(line in report.details for line in pytest_output if len(line) > 20)
     assert report.annotations == ()
@@ -434,7 +434,7 @@ def test_a_private_repository_whose_visibility_the_budget_left_unasked_shows_its
     assert isinstance(update, relay.translate.Update)
     assert update.report is not None
     with relay.scope.event_scope(60, "acme-ci"):
-        unasked = reporter._with_log(reporter.cloud, update.target.candidates[0], update.report)
+        unasked = reporter.with_log(reporter.cloud, update.target.candidates[0], update.report)
     assert "No log excerpt: the repository is not known to be private" in unasked.details
 
     clock.sleep(relay.config.DEFAULT_RATE_LIMIT_COOLDOWN_SECONDS + 1)

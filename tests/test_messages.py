@@ -326,7 +326,7 @@ def test_a_secret_in_any_value_from_a_build_reaches_no_log_line_nor_resyncs_outp
     log line and its fields, and the message resync prints for the same build (relay.event.report_build's result)."""
     remember_secret(LEAKED)
     main.build_status(background_event(value), Context())
-    fields = relay.event._log_fields(value)
+    fields = relay.event.log_fields(value)
     result = relay.event.report_build(value, now(), fields, "acme-ci", relay.warm.warm_instance())
     lines = log_lines(capsys.readouterr().out)
     assert lines

@@ -238,9 +238,9 @@ def test_a_status_this_instance_only_read_is_read_again_before_the_same_builds_n
     google.app.record(build("QUEUED", "b-2", createTime=CREATED["b-2"]))
 
     def on(instance: Any, status: str, build_id: str) -> Any:
-        monkeypatch.setattr(relay.warm, "_warm", instance)
+        monkeypatch.setattr(relay.warm, "instance", instance)
         deliver(build(status, build_id, commit=commit, createTime=CREATED[build_id]))
-        return relay.warm._warm
+        return relay.warm.instance
 
     first = on(None, "QUEUED", "b-1")  # instance 1 posts build 1's Queued
     second = on(None, "QUEUED", "b-1")  # a duplicate reaches instance 2: it reads, and posts nothing

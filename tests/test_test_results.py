@@ -569,9 +569,9 @@ def test_the_buckets_warned_about_are_remembered_within_a_bound(reports_bucket, 
     for n in range(5):
         subs = {"_BITBUCKET_TEST_REPORTS": f"gs://not-allowed-{n}/b-{n}/", "COMMIT_SHA": COMMIT}
         deliver(build("FAILURE", f"b-{n}", substitutions=subs))
-    assert relay.warm._warm is not None
-    assert relay.warm._warm.tests is not None
-    assert len(relay.warm._warm.tests._warned) <= 3
+    assert relay.warm.instance is not None
+    assert relay.warm.instance.tests is not None
+    assert len(relay.warm.instance.tests.warned) <= 3
     warnings = [line for line in log_lines(capsys.readouterr().out) if line["severity"] == "WARNING"]
     assert len(warnings) == 5
 
