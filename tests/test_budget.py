@@ -3,6 +3,8 @@ through the function and the Bitbucket stand-in (which counts each credential's 
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 import relay.errors
@@ -68,3 +70,25 @@ def test_a_429_without_retry_after_is_not_retried_inside_the_call_so_the_budget_
     assert len(bitbucket.app.calls) == 1
     deliver(build("SUCCESS"))  # the redelivery
     assert [s["state"] for s in shown(bitbucket)] == ["SUCCESSFUL"]
+
+
+def test_annotations_give_way_when_bitbucket_answers_the_report_near_its_limit(bitbucket, google, capsys, monkeypatch):
+    """The report is written; its annotations, which matter less than the next build's status, are not."""
+    writes = bitbucket.app._report
+
+    def near_the_limit_from_this_answer_on(method: str, *args: Any) -> Any:
+        if method == "PUT":
+            bitbucket.app.near_limit_share = 0.0
+        return writes(method, *args)
+
+    monkeypatch.setattr(bitbucket.app, "_report", near_the_limit_from_this_answer_on)
+    step = 'Step #0 - "typecheck"'
+    google.app.write_log("acme-ci", "b-1", {step: ["src/app.ts(2,7): error TS2322: Type 'string' is not assignable."]})
+    steps = [{"id": "typecheck", "name": "node:22", "args": ["npx", "tsc"], "status": "FAILURE"}]
+    deliver(build("FAILURE", "b-1", steps=steps, commit=COMMIT))
+
+    [report] = bitbucket.app.shown_reports("acme", "webapp", COMMIT)
+    assert "src/app.ts(2,7)" in report["details"]  # the lines an annotation would have been made of
+    assert bitbucket.app.annotation_calls() == []
+    [line] = [line for line in log_lines(capsys.readouterr().out) if line.get("build_id") == "b-1"]
+    assert line["message"].endswith("; its Code Insights report written")

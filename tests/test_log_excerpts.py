@@ -16,11 +16,13 @@ import pytest
 import relay.budget
 import relay.cloud_logging
 import relay.config
+import relay.errors
 import relay.repository
 import relay.scope
 import relay.translate
 import relay.transport
 import relay.warm
+from standins.bitbucket import error
 from standins.builds import COMMIT, build
 from tests.conftest import TOKEN, dc_build, deliver, log_lines
 
@@ -463,3 +465,73 @@ def test_a_step_without_an_id_is_numbered_alike_in_the_failed_step_and_its_lines
     [report] = bitbucket.app.shown_reports("acme", "webapp", COMMIT)
     assert "Failed step: step 1 (python:3.12): pytest, exit code 1" in report["details"]
     assert "Last lines of step 1:" in report["details"]
+
+
+# --- what becomes of the annotations, in the function's log line ------------------------------------------------
+
+
+def test_the_log_line_says_how_many_annotations_the_report_carries(bitbucket, google, capsys, pytest_output):
+    tsc_steps = [{"id": "typecheck", "name": "node:22", "args": ["npx", "tsc"], "dir": "web", "status": "FAILURE"}]
+    google.app.write_log("acme-ci", "b-1", {UNIT: pytest_output})
+    google.app.write_log("acme-ci", "b-2", {'Step #0 - "typecheck"': (LOGS / "tsc.txt").read_text().splitlines()})
+    deliver(build("FAILURE", "b-1", steps=STEPS))
+    deliver(build("FAILURE", "b-2", steps=tsc_steps, commit="2" * 40))
+
+    one, two = (line["message"] for line in log_lines(capsys.readouterr().out))
+    assert one.endswith("; its Code Insights report written with 1 annotation")
+    assert two.endswith("; its Code Insights report written with 2 annotations")
+    assert len(bitbucket.app.shown_annotations("acme", "webapp", "2" * 40)) == 2
+
+
+@pytest.mark.parametrize(
+    ("answer", "severity", "said"),
+    [
+        (
+            400,
+            "WARNING",
+            "Bitbucket Cloud refused its annotations: Bitbucket answered 400 to POST: Annotations refused",
+        ),
+        (429, "INFO", "its annotations skipped: the hourly budget of its credential is spent"),
+    ],
+)
+def test_annotations_bitbucket_refuses_or_has_no_budget_for_leave_the_report_written_and_say_so(
+    bitbucket, google, capsys, monkeypatch, pytest_output, answer, severity, said
+):
+    monkeypatch.setattr(bitbucket.app, "_annotate", lambda *args: error(answer, "Annotations refused"))
+    google.app.write_log("acme-ci", "b-1", {UNIT: pytest_output})
+    deliver(build("FAILURE", "b-1", steps=STEPS))  # acknowledged: no raise
+
+    [line] = log_lines(capsys.readouterr().out)
+    assert (line["severity"], line["report"]) == (severity, "written")
+    assert line["message"].endswith(f"; its Code Insights report written; {said}")
+    [report] = bitbucket.app.shown_reports("acme", "webapp", COMMIT)
+    assert report["result"] == "FAILED"
+
+
+def test_annotations_of_an_attempt_that_failed_do_not_outlive_the_report_written_again(
+    bitbucket, google, monkeypatch, pytest_output
+):
+    """Bitbucket keeps the annotations but answers 500, again and again: the event is redelivered. By then the log
+    says more (Cloud Logging lags), and the report written again carries only the annotations of what it shows."""
+    keeps = bitbucket.app._annotate
+    failing = [True]
+
+    def keeps_them_but_fails(*args: Any) -> Any:
+        kept = keeps(*args)
+        return error(500, "Something went wrong") if failing[0] else kept
+
+    monkeypatch.setattr(bitbucket.app, "_annotate", keeps_them_but_fails)
+    google.app.write_log("acme-ci", "b-1", {UNIT: pytest_output})
+    with pytest.raises(relay.errors.TransientError):
+        deliver(build("FAILURE", "b-1", steps=STEPS))
+    [first] = bitbucket.app.shown_annotations("acme", "webapp", COMMIT)
+    assert (first["path"], first["line"]) == ("service/tests/test_auth.py", 7)
+
+    failing[0] = False
+    google.app.log_entries.clear()
+    later = [line.replace("test_auth.py:7:", "test_auth.py:8:") for line in pytest_output]
+    google.app.write_log("acme-ci", "b-1", {UNIT: later})
+    deliver(build("FAILURE", "b-1", steps=STEPS))  # the redelivery
+
+    [annotation] = bitbucket.app.shown_annotations("acme", "webapp", COMMIT)
+    assert (annotation["path"], annotation["line"]) == ("service/tests/test_auth.py", 8)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 import relay.errors
+import relay.reporting
 import relay.status
 import relay.transport
 import relay.warm
@@ -263,4 +264,54 @@ def test_a_write_that_fails_forgets_what_it_was_about_to_show_so_the_next_event_
         deliver(build("QUEUED", "b-2", commit=commit, createTime=CREATED["b-2"]))
     assert shown_build(bitbucket, commit) == ("Queued", "b-2")
     deliver(build("WORKING", "b-1", commit=commit, createTime=CREATED["b-1"]))
+    assert shown_build(bitbucket, commit) == ("Queued", "b-2")
+
+
+def test_a_new_instance_says_why_it_posts_nothing_an_earlier_state_of_the_shown_build_or_an_older_builds(
+    bitbucket, google, new_instance, capsys
+):
+    google.app.record(build("QUEUED", "b-2", createTime=CREATED["b-2"]))
+    deliver(build("SUCCESS", "b-2", createTime=CREATED["b-2"]))
+    new_instance()
+    deliver(build("WORKING", "b-2", createTime=CREATED["b-2"]))  # a late message of the build Bitbucket shows
+    new_instance()
+    deliver(build("SUCCESS", "b-1", createTime=CREATED["b-1"]))  # an older build's, read before it is sent
+
+    _, late, older = (line["message"] for line in log_lines(capsys.readouterr().out))
+    assert late == f"Did not post INPROGRESS (Running): {relay.reporting.ALREADY_SHOWN}"
+    assert older.startswith("Did not post SUCCESSFUL (Succeeded")
+    assert older.endswith(f": {relay.reporting.STALE}")
+
+
+def test_a_build_without_a_create_time_is_posted_and_a_late_state_of_it_asks_nothing_of_cloud_build(
+    bitbucket, google, new_instance
+):
+    """A message need not carry createTime: its build is posted, ordered by when the message was published; a late
+    message of the build Bitbucket already shows needs no age of any build."""
+
+    def undated(status: str) -> dict[str, Any]:
+        b = build(status, "b-1")
+        del b["createTime"]
+        return b
+
+    google.app.record(build("QUEUED", "b-1"))  # Cloud Build's API could tell its age: it need not be asked
+    deliver(undated("SUCCESS"))
+    new_instance()
+    asked = google.app.counts["cloudbuild.builds.get"]
+    deliver(undated("WORKING"))
+    assert shown_build(bitbucket, build()["substitutions"]["COMMIT_SHA"])[0].startswith("Succeeded")
+    assert google.app.counts["cloudbuild.builds.get"] == asked
+
+
+def test_a_status_whose_url_has_no_path_is_replaced_by_a_message_published_after_it_was_written(
+    bitbucket, new_instance
+):
+    """Under the status's key Bitbucket shows a URL of no path (another tool's, or an edited one): it names no
+    build, so the publish time decides, as for any status of unknown age."""
+    commit = build()["substitutions"]["COMMIT_SHA"]
+    deliver(build("SUCCESS", "b-1"))
+    [status] = bitbucket.app.statuses.values()
+    status["url"] = "https://ci.example.com"
+    new_instance()
+    deliver(build("QUEUED", "b-2"))
     assert shown_build(bitbucket, commit) == ("Queued", "b-2")

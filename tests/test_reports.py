@@ -5,6 +5,7 @@ as Atlassian's descriptions allow."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ import relay.errors
 import relay.report
 import relay.reporting
 import relay.translate
+from standins.bitbucket import Bitbucket
 from standins.builds import COMMIT, build
 from tests.conftest import dc_build, deliver, log_lines
 
@@ -120,6 +122,16 @@ def test_a_normal_lifecycle_costs_five_calls_with_its_report(site):
     assert [c.method for c in app.report_calls()] == ["PUT"]  # the duplicate result writes nothing
 
 
+def test_a_report_replacing_a_passing_builds_costs_no_delete_for_it_carries_no_annotations(site):
+    """A passing build's report has no annotations, and its own write removed any older ones: the next build's
+    report replaces it with one call (a failed build's is deleted first, with its annotations: test_log_excerpts)."""
+    make, reports, (_, failed), app = site
+    deliver(make("SUCCESS", "b-1", createTime="2026-11-27T09:00:00Z"))
+    deliver(make("FAILURE", "b-2", createTime="2026-11-27T09:10:00Z"))
+    assert [r["result"] for r in reports()] == [failed]
+    assert [c.method for c in app.report_calls()] == ["PUT", "PUT"]
+
+
 def test_huge_hostile_and_non_ascii_builds_still_give_a_report_the_site_accepts(site):
     make, reports, _, app = site
     steps = [{"id": f"step-{n}-" + "ü" * 300, "name": "img\u202e\n" * 50, "args": ["x" * 5000, "\x00\x1b[31m"],
@@ -158,8 +170,13 @@ def test_a_refused_report_is_one_warning_naming_the_site_and_the_message_is_ackn
     [line] = log_lines(capsys.readouterr().out)
     assert line["severity"] == "WARNING"
     assert line["report"] == "refused"
-    assert "refused its Code Insights report: Bitbucket answered " + str(answer) in line["message"]
-    assert ("Bitbucket Cloud" in line["message"]) != ("Data Center server" in line["message"])
+    refused = "refused its Code Insights report: Bitbucket answered " + str(answer)
+    by = (
+        "Bitbucket Cloud"
+        if isinstance(app, Bitbucket)
+        else r"the Data Center server https://127\.0\.0\.1:\d+/bitbucket"
+    )
+    assert re.search(f"; {by} {refused}", line["message"]), line["message"]
     assert len([c for c in app.status_calls() if c.method == "POST"]) == 1
 
 
