@@ -294,6 +294,28 @@ def test_a_ca_given_for_one_server_is_not_used_for_another(bitbucket, server, mo
     assert [s["state"] for s in other.shown("PROJ", "repo", COMMIT)] == ["SUCCESSFUL"]
 
 
+def test_a_newer_build_on_one_server_never_hides_an_older_builds_status_on_another(server, monkeypatch, tmp_path):
+    """Two servers, a repository of one name on each, one commit, one trigger: each status is its server's own, so
+    the newer build on server A is no reason to leave server B's build unposted."""
+    other_ca = certificate_authority("Acme Other CA")
+    (tmp_path / "b").mkdir()
+    other = DataCenter()
+    other.accept_token(OTHER_SERVER_TOKEN)
+    running = other.serve(ssl_context=signed_by(other_ca, tmp_path / "b"))
+    entry = {"server": DataCenter.url(running), "token": OTHER_SERVER_TOKEN, "ca_certificate": other_ca[0]}
+    credentials = [*document(server), entry]
+    remember_stored(credentials)
+    monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps(credentials))
+    try:
+        deliver(dc_build("SUCCESS", server, "b-newer", createTime="2026-11-27T09:10:00Z"))
+        on_b = f"{DataCenter.url(running)}/scm/proj/repo.git"
+        deliver(dc_build("FAILURE", server, "b-older", url=on_b, createTime="2026-11-27T09:00:00Z"))
+    finally:
+        running.stop()
+    assert [s["state"] for s in server.shown()] == ["SUCCESSFUL"]
+    assert [s["state"] for s in other.shown("PROJ", "repo", COMMIT)] == ["FAILED"]
+
+
 # --- a key never changes a path -------------------------------------------------------------------------
 
 

@@ -96,6 +96,28 @@ def test_mirror_split_is_found_by_trying_the_next_split_and_remembered(bitbucket
     assert len(bitbucket.app.status_calls()) == tried + 1
 
 
+def test_a_mirror_whose_remembered_split_stops_answering_finds_its_other_split(bitbucket):
+    """The split Bitbucket knew is tried first, not alone: a repository that moved (my_team/web_app became
+    my/team_web_app) is found again."""
+    bitbucket.app.repositories = {"my_team/web_app"}
+    deliver(build("QUEUED", source="mirror", repo="my_team/web_app"))
+    bitbucket.app.repositories = {"my/team_web_app"}
+    deliver(build("SUCCESS", source="mirror", repo="my_team/web_app"))
+    assert [s["state"] for s in shown(bitbucket, "my/team_web_app")] == ["SUCCESSFUL"]
+
+
+def test_a_mirror_builds_message_never_replaces_a_status_written_after_it_was_published(bitbucket, new_instance):
+    """The first split tried is the right one: the message's publish time still decides against a status of
+    unknown age (Cloud Build's API does not know the build it names)."""
+    bitbucket.app.repositories = {"my/team_web_app"}
+    deliver(build("QUEUED", "b-2", source="mirror", repo="my_team/web_app"))
+    new_instance()
+    published = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
+    deliver(build("WORKING", "b-1", source="mirror", repo="my_team/web_app"), published)
+    [status] = shown(bitbucket, "my/team_web_app")
+    assert (status["description"], "b-2" in status["url"]) == ("Queued", True)
+
+
 def test_a_repository_bitbucket_does_not_know_is_logged_with_bitbucket_words_and_acknowledged(bitbucket, capsys):
     """A WARNING: the repository a build names is its author's to mend (make doctor tells a token's reach apart)."""
     bitbucket.app.repositories = {"acme/other"}
@@ -359,6 +381,6 @@ def test_a_repository_made_public_shows_no_more_log_lines_once_its_visibility_is
     bitbucket.app.public.add("acme/webapp")
     now[0] += 599
     assert FAILED_LINE in fail("b-2", "2" * 40)  # still within the lifetime of what was read
-    now[0] += 2
+    now[0] += 1  # ten minutes to the second: read again
     assert FAILED_LINE not in fail("b-3", "3" * 40)
     assert "the repository is not known to be private" in fail("b-4", "4" * 40)
