@@ -22,6 +22,7 @@ FIRST = "first-token-hmX_bP-y5FeQ-owYfSYLkS1u"
 SECOND = "second-token-wKpnyFaor2PW2-zLEYrN7C9d"
 PASTED = "pasted-token-Jqm2IFoy7HLnlRNtlu8nhuxy"  # followed by a character outside ASCII
 TEAM = "team-token-dyJuX63_m1geUNk6WL764xrF"  # and a number
+PEM_MARKERS_ONLY = "-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n"  # a pasted stub
 
 
 def test_each_repository_is_written_with_the_entry_that_serves_it_and_an_unserved_one_gets_nothing(
@@ -135,6 +136,11 @@ def test_a_token_with_a_character_outside_ascii_is_a_configuration_error_naming_
         ({"token": FIRST, "server": "https://user@bb.example"}, '"server" that is not an https:// URL'),
         ({"token": FIRST, "ca_certificate": "x"}, '"ca_certificate" but no "server"'),
         ({"token": FIRST, "server": "https://bb.example", "ca_certificate": "not a PEM"}, "not a PEM certificate"),
+        ({"token": FIRST, "server": "https://bb.example", "ca_certificate": 5}, "not a PEM certificate"),
+        (
+            {"token": FIRST, "server": "https://bb.example", "ca_certificate": PEM_MARKERS_ONLY},
+            "not a PEM certificate",
+        ),
     ],
 )
 def test_a_bad_server_entry_is_a_configuration_error(bitbucket, monkeypatch, entry, message):

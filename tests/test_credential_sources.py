@@ -6,12 +6,16 @@ import json
 import os
 import re
 import time
+from typing import Any
 
 import pytest
 
+import relay.credentials
 import relay.errors
+import relay.transport
+from standins.bitbucket import json_body
 from standins.builds import build
-from tests.conftest import DOCUMENT, creator, deliver, log_lines, shown
+from tests.conftest import DOCUMENT, KMS_KEY, creator, deliver, log_lines, shown
 
 COMMIT = "c" * 40
 API_TOKEN = "ATATT3xKPrtec7qw99QbIUrkjTAXQUD"
@@ -207,6 +211,59 @@ def test_a_refused_oauth_consumer_raises_without_showing_its_secret(bitbucket, e
     assert CONSUMER_SECRET not in str(raised.value)
 
 
+class StoppedClock:
+    """relay.credentials' clock: it moves only when the test moves it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize(
+    ("expires_in", "renewed_after"),
+    [(7200, 7140.0), (1, 0.5), (None, 3540.0), (0, 3540.0), ("soon", 3540.0)],
+    ids=["a minute before it expires", "half a short lifetime", "no lifetime: an hour", "0: an hour", "text: an hour"],
+)
+def test_an_oauth_token_is_renewed_a_minute_before_it_expires_or_after_an_hour_when_its_lifetime_is_not_usable(
+    bitbucket, environment_credentials, monkeypatch, expires_in, renewed_after
+):
+    clock = StoppedClock()
+    monkeypatch.setattr(relay.credentials, "time", clock)
+    issues = bitbucket.app._token
+
+    def with_lifetime(request: Any) -> Any:
+        answer = {k: v for k, v in issues(request).get_json().items() if k != "expires_in"}
+        return json_body(answer if expires_in is None else {**answer, "expires_in": expires_in})
+
+    monkeypatch.setattr(bitbucket.app, "_token", with_lifetime)
+    oauth(bitbucket, monkeypatch, environment_credentials)
+    deliver(build("QUEUED"))
+    clock.now += renewed_after - 0.25
+    deliver(build("WORKING"))
+    assert token_requests(bitbucket) == 1
+    clock.now += 0.25
+    deliver(build("SUCCESS"))
+    assert token_requests(bitbucket) == 2
+
+
+@pytest.mark.parametrize(
+    ("answer", "exchanges"), [(401, 2), (503, 1 + relay.transport.HTTP_RETRIES)], ids=["refused", "failing"]
+)
+def test_a_refused_oauth_consumer_is_tried_once_more_with_the_credentials_read_again_and_a_failing_endpoint_is_not(
+    bitbucket, environment_credentials, monkeypatch, answer, exchanges
+):
+    """Refused (its secret may have been rotated since it was read): the document is read again and the consumer
+    exchanged once more. A token endpoint that fails is retried inside the call, then the event is redelivered."""
+    oauth(bitbucket, monkeypatch, environment_credentials)
+    monkeypatch.setattr(bitbucket.app, "_token", lambda request: json_body({"error": "invalid_client"}, answer))
+    said = f"Bitbucket refused the OAuth consumer of credential entry 1: {answer} invalid_client"
+    with pytest.raises(relay.errors.TransientError, match=f"^{said}$"):
+        deliver(build("SUCCESS"))
+    assert token_requests(bitbucket) == exchanges
+
+
 def test_secret_manager_is_read_once_per_instance(bitbucket, secret_credentials, google):
     reads = google.app.counts["secretmanager.access"]
     for n in range(3):
@@ -233,7 +290,26 @@ def test_a_malformed_secret_name_is_a_configuration_error(monkeypatch, value):
 
 def test_a_missing_secret_is_a_configuration_error_naming_it(bitbucket, secret_credentials, monkeypatch):
     monkeypatch.setenv("CREDENTIALS_SECRET", "projects/local-project/secrets/absent")
-    with pytest.raises(relay.errors.ConfigurationError, match="projects/local-project/secrets/absent/versions/latest"):
+    opening = "reading credentials from projects/local-project/secrets/absent/versions/latest failed: NotFound 404: "
+    with pytest.raises(relay.errors.ConfigurationError, match=f"^{re.escape(opening)}"):
+        deliver(build("SUCCESS"))
+
+
+def test_a_secret_that_holds_no_credentials_is_a_configuration_error_naming_it(bitbucket, secret_credentials, google):
+    secret = os.environ["CREDENTIALS_SECRET"]
+    google.app.add_secret_version(secret, b"[]")
+    said = f"{secret}/versions/latest (CREDENTIALS_SECRET) does not hold Bitbucket credentials"
+    with pytest.raises(relay.errors.ConfigurationError, match=f"^{re.escape(said)}"):
+        deliver(build("SUCCESS"))
+
+
+def test_a_bucket_object_that_holds_no_credentials_is_a_configuration_error_naming_it(
+    bucket_credentials, google, storage, monkeypatch
+):
+    storage.put("acme-secrets", "empty.enc", google.app.encrypt(KMS_KEY, b"[]"))
+    monkeypatch.setenv("SECRETS_OBJECT", "empty.enc")
+    said = "gs://acme-secrets/empty.enc (decrypted with KMS_CRYPTO_KEY_ID) does not hold Bitbucket credentials"
+    with pytest.raises(relay.errors.ConfigurationError, match=f"^{re.escape(said)}"):
         deliver(build("SUCCESS"))
 
 
@@ -295,7 +371,7 @@ def test_a_rewritten_credentials_file_rotates_a_warm_instance_with_nothing_lost(
     ]
 
 
-@pytest.mark.parametrize("problem", ["missing", "a directory", "not json", "empty"])
+@pytest.mark.parametrize("problem", ["missing", "a directory", "not json", "empty", "not utf-8"])
 def test_a_bad_credentials_file_is_a_configuration_error_naming_the_variable_and_path_not_the_content(
     bitbucket, file_credentials, capsys, problem
 ):
@@ -305,6 +381,8 @@ def test_a_bad_credentials_file_is_a_configuration_error_naming_the_variable_and
     elif problem == "a directory":
         path.unlink()
         path.mkdir()
+    elif problem == "not utf-8":
+        path.write_bytes(b'{"token": "secret-looking-text\x80\x81"}')
     else:
         file_credentials("{token: secret-looking-text" if problem == "not json" else "")
     with pytest.raises(relay.errors.ConfigurationError) as raised:
