@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from relay.errors import RateLimited, Rejected, RepositoryNotFound, TransientError
-from relay.masking import known_secrets, scrubbed
+from relay.masking import UNMISTAKABLE_MIN, known_secrets, scrubbed
 from relay.text import as_mapping, as_text, clip
 from relay.transport import json_body, send
 
@@ -91,7 +91,8 @@ class Client:
     def send_as(self, entry: Credential, method: str, url: str, body: Any, params: Any, header: str) -> Any:
         headers = {"Authorization": header, "Accept": "application/json"}
         verify = self.certificates.verify(entry)
-        body = scrubbed(body, known_secrets(self.keyring.secret_values()))  # whatever field a credential reached
+        own = known_secrets(self.keyring.secret_values())
+        body = scrubbed(body, [s for s in own if len(s) >= UNMISTAKABLE_MIN])  # whatever field a credential reached
         return send(self.session, method, url, self.timeout, verify, json=body, params=params, headers=headers)
 
 

@@ -170,12 +170,16 @@ def _all_text(*values: Any) -> bool:
 
 
 class CredentialSource(Protocol):
+    local: bool  # read without a client or a network call of the function's own (a file, the environment)
+
     def fetch(self) -> tuple[Credential, ...]: ...
 
 
 class FileCredentials:
     """BITBUCKET_CREDENTIALS_FILE: a file, such as a secret Cloud Run mounts, which it reads from
     Secret Manager each time the file is read: a new version reaches warm instances, no client needed."""
+
+    local = True
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -195,6 +199,8 @@ class FileCredentials:
 class EnvironmentCredentials:
     """BITBUCKET_CREDENTIALS: the JSON itself (local runs, --set-secrets), read from the environment each time."""
 
+    local = True
+
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = env
 
@@ -204,6 +210,8 @@ class EnvironmentCredentials:
 
 class SecretManagerCredentials:
     """CREDENTIALS_SECRET: a Secret Manager secret, its latest version unless one is named."""
+
+    local = False
 
     def __init__(self, secret: str, endpoint: str | None = None) -> None:
         self.secret = secret
@@ -228,6 +236,7 @@ class SecretManagerCredentials:
 class BucketCredentials:
     """A KMS-encrypted object in a bucket: the original function's design."""
 
+    local = False
     bucket: str
     blob: str
     key_id: str

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, NamedTuple
 
 from relay.config import PROJECT_ID
-from relay.decoding import decode_build, parse_time, substitutions, trigger_name
+from relay.decoding import decode_build, parse_time, substituted_secrets, substitutions, trigger_name
 from relay.errors import (
     ConfigurationError,
     InvalidMessage,
@@ -32,7 +32,7 @@ from relay.translate import translate
 from relay.warm import warm_instance
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
     from typing import Any
 
     from relay.config import Config
@@ -99,10 +99,18 @@ RAISED = (
 
 # Bitbucket's refusals of a status that only the build's author can mend (a value Bitbucket finds invalid, a repository
 # that does not exist or that the credential cannot see), logged as WARNINGs: any build could otherwise page whoever
-# runs the relay. So is a 403 under a key the build chose (_BITBUCKET_KEY: another account's status holds it). Any other
-# refusal (a 403 under the trigger's key: the credential may not write, or another account wrote the trigger's
-# statuses) is the operator's, an ERROR.
+# runs the relay. So is a 403 where the build chose the key or the repository (chosen_by_the_build). Any other refusal
+# (a 403 for a trigger's repository under the trigger's key: the credential may not write it, or another account wrote
+# the trigger's statuses) is the operator's, an ERROR.
 REFUSED_FOR_THE_BUILD = frozenset({400, 404})
+
+
+def chosen_by_the_build(build: Mapping[str, Any], update: Update) -> bool:
+    """Whether whoever ran the build chose where its status goes: a key (_BITBUCKET_KEY), a repository
+    (_BITBUCKET_REPO), or any of it in a build no trigger made (gcloud builds submit names any source)."""
+    subs = substitutions(build)
+    named = as_text(subs.get("_BITBUCKET_KEY")) or update.target.origin == "substitution _BITBUCKET_REPO"
+    return bool(named) or not as_text(build.get("buildTriggerId"))
 
 
 def delivered_from(topic: Any) -> str | None:
@@ -157,25 +165,28 @@ def report_build(
             return Result(SKIPPED, "WARNING", old)
         if refused := refused_origin(build, delivered, warm.config):
             return Result(SKIPPED, refused.severity, f"Refused: {refused.reason}")
-        # A build may show one of the function's own credentials (in its failure, a command): never even a part of it
-        # is shown, so it is masked before the texts are clipped — again when this event read the credentials.
-        build = warm.masked(build)
-        decision = _translated(build, warm)
-        if not isinstance(decision, Skip) and (again := warm.masked(build)) != build:
-            build, decision = again, _translated(again, warm)
+        if warm.keyring.source.local:  # read at once where that costs no client: its credentials are then masked
+            warm.keyring.load()
+        # A build may show one of the function's own credentials (in its failure, a command): they are masked in its
+        # texts before these are clipped, so no part of one is shown — translated again if this event read them.
+        secrets = warm.keyring.secret_values()
+        decision = _translated(build, warm, secrets)
+        if not isinstance(decision, Skip) and warm.keyring.secret_values() != secrets:
+            decision = _translated(build, warm, warm.keyring.secret_values())
         if isinstance(decision, Skip):
             return Result(SKIPPED, decision.severity, f"Skipped: {decision.reason}")
         fields.update(log_fields(build, decision))
         if warm.tests is not None and (sources := test_sources(build)):
             decision = tested(decision, build, sources, warm, fields)
+        chose = chosen_by_the_build(build, decision)
         try:
-            return post(decision, published, warm, fields, bool(as_text(substitutions(build).get("_BITBUCKET_KEY"))))
+            return post(decision, published, warm, fields, chose)
         except NotServed as error:  # the document changed while the event was on its way
             return Result(SKIPPED, "INFO", f"Skipped: {error}")
 
 
-def _translated(build: Mapping[str, Any], warm: WarmInstance) -> Update | Skip:
-    decision = translate(build, warm.config)
+def _translated(build: Mapping[str, Any], warm: WarmInstance, secrets: Sequence[str]) -> Update | Skip:
+    decision = translate(build, warm.config, secrets)
     return decision if isinstance(decision, Skip) else resolve(decision, warm)
 
 
@@ -189,7 +200,8 @@ def tested(update: Update, build: Mapping[str, Any], sources: TestSources, warm:
     try:
         step = failed_step(build)
         directory = step.directory if isinstance(step, FailedStep) else ""
-        results = warm.tests.read(sources, directory, warm.keyring.secret_values())
+        secrets = [*warm.keyring.secret_values(), *substituted_secrets(build)]
+        results = warm.tests.read(sources, directory, secrets)
         return with_tests(update, results) if results is not None and results.total else update
     except Exception as error:
         frame = traceback.extract_tb(error.__traceback__)[-1]
@@ -239,15 +251,15 @@ def resolve(update: Update, warm: WarmInstance) -> Update | Skip:
 
 
 def post(
-    update: Update, published: datetime | None, warm: WarmInstance, fields: dict[str, Any], key_chosen: bool = False
+    update: Update, published: datetime | None, warm: WarmInstance, fields: dict[str, Any], chose: bool = False
 ) -> Result:
     """Report the update and say what became of it; a refusal is acknowledged, as an ERROR only when the operator
-    must mend it (`key_chosen`: the build chose the status's key, _BITBUCKET_KEY)."""
+    must mend it (`chose`: the build itself chose the status's key or repository)."""
     shown = f"{update.status.state} ({loggable(update.status.description, DESCRIPTION_MAX)})"
     try:
         outcome = warm.reporter.report(update, published)
     except Rejected as error:
-        for_the_build = error.status in REFUSED_FOR_THE_BUILD or (error.status == 403 and key_chosen)
+        for_the_build = error.status in REFUSED_FOR_THE_BUILD or (error.status == 403 and chose)
         severity = "WARNING" if for_the_build else "ERROR"
         return Result(REFUSED, severity, f"Bitbucket refused the status: {error}")
     except RateLimited as error:

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 from relay.annotations import ANNOTATIONS_MAX, SUMMARY_MAX, Annotation, merged, repository_path
 from relay.decoding import substitutions
-from relay.masking import masked
+from relay.logs import loggable
+from relay.masking import known_secrets, masked
 from relay.report import DETAILS_MAX, FIELD_MAX, LINE_MAX
 from relay.states import FINAL, meaning_of
 from relay.status import DESCRIPTION_MAX
@@ -16,7 +17,7 @@ from relay.step_log import BUILD_ID_RE
 from relay.text import as_mapping, as_text, clip, plain
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Mapping
+    from collections.abc import Iterable, Iterator, Mapping, Sequence
     from typing import Any
 
     from relay.translate import Update
@@ -174,7 +175,7 @@ def parse_junit(data: bytes, directory: str = "", secrets: Iterable[str] = ()) -
     a file that is not JUnit or not well-formed."""
     from junitparser import Error, Failure, Skipped, TestCase
 
-    known = list(secrets)
+    known = known_secrets(secrets)
     passed = failed = skipped = 0
     kept: list[FailedTest] = []
     places: set[tuple[str, int | None]] = set()
@@ -248,7 +249,7 @@ def _junit_cases(data: bytes) -> Iterator[Any]:
             if depth >= JUNIT_DEPTH_MAX:
                 raise ValueError(f"it nests elements more than {JUNIT_DEPTH_MAX} deep")
             if depth == 0 and element.tag not in ("testsuites", "testsuite"):
-                raise ValueError(f"its root is <{clip(str(element.tag), 40)}>, not <testsuites> or <testsuite>")
+                raise ValueError(f"its root is <{loggable(str(element.tag), 40)}>, not <testsuites> or <testsuite>")
             if case >= 0:
                 if failure is None and element.tag in ("failure", "error"):
                     failure = element
@@ -323,10 +324,10 @@ def _failure_message(message: str, text: str) -> str:
     return next((line for line in said if line and not line.startswith(("=== ", "--- "))), message)
 
 
-def _shown_text(text: str, secrets: list[str]) -> str:
+def _shown_text(text: str, known: Sequence[str]) -> str:
     """A test's name or message as a report may show it: plain, the function's own credentials and anything shaped
     like a credential masked, clipped (masked before it is clipped, so no credential is cut in two)."""
-    return clip(masked(plain(text[:TEST_TEXT_MASKED]), secrets), FIELD_MAX)
+    return clip(plain(masked(text, known)), FIELD_MAX)
 
 
 def test_annotations(results: TestResults) -> list[Annotation]:

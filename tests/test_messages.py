@@ -242,7 +242,7 @@ def test_an_error_line_carries_what_error_reporting_groups_it_by_and_a_warning_d
 
 
 def test_an_unexpected_exception_logs_its_stack_trace_once_and_not_the_events_data(bitbucket, capsys, monkeypatch):
-    def broken(build: dict, config: relay.config.Config) -> None:
+    def broken(build: dict, config: relay.config.Config, secrets: object = ()) -> None:
         raise KeyError(build["substitutions"]["TRIGGER_NAME"])
 
     monkeypatch.setattr(relay.event, "translate", broken)
@@ -381,3 +381,19 @@ def test_a_number_setting_that_is_infinite_is_a_configuration_error_not_an_unexp
     [line] = log_lines(capsys.readouterr().out)
     assert line["severity"] == "ERROR"
     assert line["message"].startswith("Configuration error: LOG_EXCERPT_LINES must be a whole number of lines from 0")
+
+
+def test_a_build_naming_a_repository_its_credential_may_not_write_pages_no_one(bitbucket, monkeypatch, capsys):
+    """A token of one repository and an entry serving any: a build naming another (_BITBUCKET_REPO) is refused 403,
+    a WARNING; the same refusal for a trigger's own repository would be the operator's to mend (an ERROR)."""
+    token = "webapp-only-Qm3ZtK9vR2pX8sLw4NyB7cJd"
+    bitbucket.app.revoke_all()
+    bitbucket.app.accept_token(token, {"acme/webapp"})
+    remember_secret(token)
+    monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps({"token": token}))
+    deliver_to = {"_BITBUCKET_REPO": "acme/api", "COMMIT_SHA": "a" * 40}
+    main.build_status(background_event(build("SUCCESS", "b-1", substitutions=deliver_to)), Context())
+    submitted = build("SUCCESS", "b-2", repo="acme/api", trigger_id=None, trigger_name=None)
+    main.build_status(background_event(submitted), Context())
+    lines = log_lines(capsys.readouterr().out)
+    assert [(line["severity"], "403" in line["message"]) for line in lines] == [("WARNING", True), ("WARNING", True)]
