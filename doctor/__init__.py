@@ -10,8 +10,9 @@ deadline, retry on, its trigger, and for a hub its ingress and each served proje
 credentials (readable, a valid document); each repository built since SINCE (Cloud Build's list, kept as a resync
 keeps it: the newest build of each status, compressed): which entry serves it and whether that entry can read it now
 (one read a repository); the statuses that disagree with Cloud Build (what a dry-run resync would correct: one read
-a status, no log), with the `make resync` that heals them; and the function's own ERROR lines of the period, every
-one of them, and its newest WARNING lines (Cloud Logging), grouped by message. It writes nothing anywhere.
+a status, no log, no test file), with the `make resync` that heals them; and the function's own ERROR lines of the
+period, every one of them, and its newest WARNING lines (Cloud Logging), grouped by message. It writes nothing
+anywhere.
 
 Exit status: 0 all hold; 1 something is wrong; 2 doctor itself cannot run (and why).
 """

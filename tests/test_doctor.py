@@ -302,6 +302,28 @@ def test_doctors_dry_run_reads_no_failed_steps_log_and_no_visibility(deployment,
     assert reads == {"/2.0/repositories/acme/webapp": 1, "/2.0/repositories/acme/api": 1}
 
 
+def test_doctors_dry_run_downloads_no_junit_file(deployment, bitbucket, google, storage, monkeypatch):
+    """A build's JUnit files (up to 20 MB, seconds of processor time to parse) only end the description of a final
+    state: the statuses' check writes none, so it downloads none of them."""
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", storage.host)
+    created = ago(20)
+    failing = (b'<testsuite name="tests.test_app"><testcase classname="tests.test_app" name="test_login">'
+               b'<failure message="boom"/></testcase></testsuite>')  # fmt: skip
+    for n in range(3):
+        storage.put("acme-test-reports", f"doctor/w-2/junit-{n}.xml", failing)
+    deliver(build("WORKING", "w-2", repo="acme/webapp", commit="2" * 40, createTime=created))
+    failed = build("FAILURE", "w-2", repo="acme/webapp", commit="2" * 40, createTime=created)
+    failed["substitutions"]["_BITBUCKET_TEST_REPORTS"] = "gs://acme-test-reports/doctor/w-2/"
+    google.app.record(failed)
+    function = described(bitbucket)
+    function["serviceConfig"]["environmentVariables"]["TEST_REPORT_BUCKETS"] = "acme-test-reports"
+    downloads = storage.downloads
+    code, out = run_doctor(deployment, function)
+    assert code == 1, out
+    assert "acme/webapp@222222222222 (webapp-pr): INPROGRESS \u2192 FAILED (build w-2)" in out
+    assert storage.downloads == downloads
+
+
 # --- the function's settings and its deployment -------------------------------------------------------------
 
 
