@@ -351,12 +351,15 @@ class DryRunClient(ResyncClient):
 
 def warm_instance(env: Mapping[str, str], budget: Allowance, dry_run: bool) -> relay.warm.WarmInstance:
     """The function's instance as a resync (or doctor) runs it: its budget and client, no report owed for a status
-    already shown. A dry run writes no report, so it reads nothing that only goes into one: no failed step's log
-    (Cloud Logging) and no repository's visibility (which decides whether that log may be shown)."""
+    already shown. A dry run writes nothing, so it reads nothing that only goes into what it would write: no failed
+    step's log (Cloud Logging), no repository's visibility (which decides whether that log may be shown) and no
+    build's test results (JUnit files in Cloud Storage: their counts end a final state's description, which never
+    decides whether a status is corrected)."""
     client = DryRunClient if dry_run else ResyncClient
     warm = relay.warm.WarmInstance.from_env(env, budget=budget, client_type=client, reports_for_shown=False)
     if dry_run:
         warm.reporter.logs = None
+        warm.tests = None
     return warm
 
 

@@ -302,6 +302,28 @@ def test_doctors_dry_run_reads_no_failed_steps_log_and_no_visibility(deployment,
     assert reads == {"/2.0/repositories/acme/webapp": 1, "/2.0/repositories/acme/api": 1}
 
 
+def test_doctors_dry_run_downloads_no_junit_file(deployment, bitbucket, google, storage, monkeypatch):
+    """A build's JUnit files (up to 20 MB, seconds of processor time to parse) only end the description of a final
+    state: the statuses' check writes none, so it downloads none of them."""
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", storage.host)
+    created = ago(20)
+    failing = (b'<testsuite name="tests.test_app"><testcase classname="tests.test_app" name="test_login">'
+               b'<failure message="boom"/></testcase></testsuite>')  # fmt: skip
+    for n in range(3):
+        storage.put("acme-test-reports", f"doctor/w-2/junit-{n}.xml", failing)
+    deliver(build("WORKING", "w-2", repo="acme/webapp", commit="2" * 40, createTime=created))
+    failed = build("FAILURE", "w-2", repo="acme/webapp", commit="2" * 40, createTime=created)
+    failed["substitutions"]["_BITBUCKET_TEST_REPORTS"] = "gs://acme-test-reports/doctor/w-2/"
+    google.app.record(failed)
+    function = described(bitbucket)
+    function["serviceConfig"]["environmentVariables"]["TEST_REPORT_BUCKETS"] = "acme-test-reports"
+    downloads = storage.downloads
+    code, out = run_doctor(deployment, function)
+    assert code == 1, out
+    assert "acme/webapp@222222222222 (webapp-pr): INPROGRESS \u2192 FAILED (build w-2)" in out
+    assert storage.downloads == downloads
+
+
 # --- the function's settings and its deployment -------------------------------------------------------------
 
 
@@ -428,3 +450,93 @@ def test_only_a_push_to_the_teams_topic_path_brings_its_builds(deployment, bitbu
     code, out = run_doctor(deployment, function, *with_subscriptions(deployment, subscription, PUSHED))
     assert code == 0, out
     assert f"\u2713 team-a's builds are pushed to the function ({PUSHED['name']})" in out
+
+
+# --- what the function reads together: its settings, its one credential source ----------------------------------
+
+
+def wrong_lines(out: str) -> list[str]:
+    return [line for line in out.splitlines() if line.startswith("\u2717")]
+
+
+@pytest.mark.parametrize(
+    ("settings", "said"),
+    [
+        (
+            {"BUILD_PROJECTS": "acme-ci team-a", "TEST_REPORT_BUCKETS": "acme-test-reports"},
+            "TEST_REPORT_BUCKETS must name each bucket's project (PROJECT=bucket) when BUILD_PROJECTS lists several",
+        ),
+        (
+            {"BUILD_PROJECTS": "acme-ci", "TEST_REPORT_BUCKETS": "team-c=acme-c-reports"},
+            "TEST_REPORT_BUCKETS names project 'team-c', which is not in BUILD_PROJECTS",
+        ),
+    ],
+    ids=["a bucket of no project in a hub", "a bucket of a project not served"],
+)
+def test_settings_the_function_refuses_only_together_are_one_failed_check_naming_both(deployment, bitbucket,
+                                                                                       settings, said):  # fmt: skip
+    """Each is taken alone, but the function reads them together: every event would fail."""
+    function = hub(bitbucket, "ALLOW_INTERNAL_ONLY")
+    function["serviceConfig"]["environmentVariables"].update(settings)
+    code, out = run_doctor(deployment, function, *with_subscriptions(deployment, PUSHED))
+    assert code == 1, out
+    [wrong] = wrong_lines(out)
+    assert wrong.startswith(
+        "\u2717 the function refuses its setting TEST_REPORT_BUCKETS together with BUILD_PROJECTS, so every event "
+        f"fails: {said}"
+    )
+    assert "    \u2192 deploy it again: make deploy PROJECT=acme-ci REGION=... TEST_REPORT_BUCKETS=..." in out
+    assert "\u2713 acme/webapp: credential entry 1 reads it" in out  # the other checks go on, BUILD_PROJECTS kept
+    assert ("\u2713 team-a's builds are pushed" in out) == (settings["BUILD_PROJECTS"] == HUB["BUILD_PROJECTS"])
+
+
+SECRET_VARIABLE = {"key": "BITBUCKET_CREDENTIALS", "projectId": "acme-ci", "secret": SECRET.rsplit("/", 1)[-1],
+                   "version": "latest"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("where", "also", "found"),
+    [
+        ("environmentVariables", {"CREDENTIALS_SECRET": SECRET}, "BITBUCKET_CREDENTIALS_FILE, CREDENTIALS_SECRET"),
+        ("secretEnvironmentVariables", [SECRET_VARIABLE], "BITBUCKET_CREDENTIALS_FILE, BITBUCKET_CREDENTIALS"),
+    ],
+    ids=["a secret's name", "a secret set as a variable"],
+)
+def test_a_second_credential_source_beside_the_mounted_file_is_a_failed_check(deployment, bitbucket, where, also,
+                                                                               found):  # fmt: skip
+    """The function refuses two credential sources on every event, though doctor could read either of them."""
+    function = described(bitbucket)
+    service = function["serviceConfig"]
+    service[where] = {**service[where], **also} if isinstance(also, dict) else also
+    code, out = run_doctor(deployment, function)
+    assert code == 1, out
+    assert wrong_lines(out) == [
+        "\u2717 the function refuses its credential source, so every event fails: configure exactly one credential "
+        f"source, found {found}"
+    ]
+    assert "    \u2192 deploy it again, which configures one source: make deploy PROJECT=acme-ci REGION=..." in out
+    assert "\u2713 no ERROR line of the function since" in out  # the checks that need no credentials go on
+    assert "All checks hold." not in out
+
+
+def test_a_credentials_file_no_secret_mounts_is_a_failed_check(deployment, bitbucket):
+    function = described(bitbucket)
+    function["serviceConfig"]["secretVolumes"] = []
+    code, out = run_doctor(deployment, function)
+    assert code == 1, out
+    assert wrong_lines(out) == [
+        "\u2717 the function cannot read its credentials, so every event fails: the deployment reads "
+        "BITBUCKET_CREDENTIALS_FILE=/etc/secrets/bitbucket.json, which no secret mounts"
+    ]
+    assert "\u2713 no ERROR line of the function since" in out
+
+
+def test_credentials_in_a_secret_set_as_a_variable_hold_every_check(deployment, bitbucket):
+    function = described(bitbucket)
+    service = function["serviceConfig"]
+    del service["environmentVariables"]["BITBUCKET_CREDENTIALS_FILE"], service["secretVolumes"]
+    service["secretEnvironmentVariables"] = [SECRET_VARIABLE]
+    code, out = run_doctor(deployment, function)
+    assert code == 0, out
+    assert "\u2713 the credentials are readable: 2 entries" in out
+    assert "\u2713 acme/api: credential entry 2 reads it" in out

@@ -309,6 +309,37 @@ def test_a_dry_run_reads_no_failed_steps_log_and_no_repositorys_visibility(bitbu
     assert "assert 1 == 2" in report["details"]
 
 
+REPORTS = "acme-test-reports"
+FAILED_JUNIT = (b'<testsuite name="tests.test_app"><testcase classname="tests.test_app" name="test_login">'
+                b'<failure message="boom"/></testcase></testsuite>')  # fmt: skip
+
+
+def test_a_dry_run_downloads_no_junit_file(bitbucket, google, storage, monkeypatch):
+    """A build's JUnit files (up to 20 MB, seconds of processor time to parse) only end the description of a final
+    state the dry run does not write: it downloads none; the same build resynced for real reads each file once."""
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", storage.host)
+    monkeypatch.setenv("TEST_REPORT_BUCKETS", REPORTS)
+    for n in range(3):
+        storage.put(REPORTS, f"resync/b-1/junit-{n}.xml", FAILED_JUNIT)
+    failed = made("FAILURE", "b-1", 20)
+    failed["substitutions"]["_BITBUCKET_TEST_REPORTS"] = f"gs://{REPORTS}/resync/b-1/"
+    deliver(made("WORKING", "b-1", 20))
+    google.app.record(failed)
+    downloads = storage.downloads
+
+    code, out = run_resync("--dry-run")
+
+    assert code == 0, out
+    assert "would correct: build b-1: acme/webapp@65ca6a99a257 (webapp-pr): INPROGRESS → FAILED" in out
+    assert storage.downloads == downloads
+
+    code, out = run_resync()  # the same build resynced for real: its status ends with the files' counts
+    assert code == 0, out
+    assert storage.downloads == downloads + 3
+    [status] = shown(bitbucket)
+    assert status["description"].endswith(": 3 of 3 tests failed")
+
+
 def test_a_corrected_status_keeps_the_test_counts_of_its_builds_artifacts(bitbucket, google, storage, monkeypatch):
     """A passing build's JUnit files listed in its artifact manifest (results.artifactManifest) count on the status
     resync corrects, as on the status its live event would have posted."""
