@@ -3,8 +3,8 @@ entry points in main.py hand to relay.event.
 
 A module per concern, in data-flow order (each imports only modules before it; docs/development.md has what each
 owns and a diagram of their imports, .importlinter the layers `make lint` checks):
-errors, text, logs, lru, config, scope, decoding (the event's input and settings);
-states, masking, repository, status, annotations, step_log, report, translate, junit (translation, pure);
+errors, text, masking, logs, lru, config, scope, decoding (the event's input and settings, and what of a text may
+leave); states, repository, status, annotations, step_log, report, translate, junit (translation, pure);
 transport, credentials, budget, certificates (how a request is sent, and as whom);
 bitbucket, bitbucket_cloud, bitbucket_data_center, cloud_build, cloud_logging, cloud_storage (the sites and Google's
 APIs); reporting, warm, event (never backwards, the instance's clients, the event's path).
