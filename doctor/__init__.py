@@ -217,7 +217,7 @@ def check_source(found: Findings, described: Mapping[str, Any], project: str) ->
 
 def check_credentials(
     found: Findings, env: Mapping[str, str], project: str
-) -> tuple[relay.credentials.Credential, ...] | None:
+) -> tuple[relay.credentials.Credential | relay.credentials.JiraEntry, ...] | None:
     try:
         entries = relay.credentials.credential_source(env).fetch()
     except (relay.errors.ConfigurationError, relay.errors.TransientError) as error:

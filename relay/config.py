@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 DEFAULT_API_URL = "https://api.bitbucket.org/2.0"
 DEFAULT_OAUTH_TOKEN_URL = "https://bitbucket.org/site/oauth2/access_token"  # noqa: S105 (a URL)
 DEFAULT_CLOUD_BUILD_API_URL = "https://cloudbuild.googleapis.com"
+DEFAULT_JIRA_API_URL = "https://api.atlassian.com"
 DEFAULT_LOGGING_API_URL = "https://logging.googleapis.com"
 DEFAULT_LOG_EXCERPT_LINES = 30  # the failed step's last lines a report shows
 DEFAULT_LOG_WAIT_SECONDS = 6.0  # a log whose end is not in Cloud Logging yet is read again within this
@@ -63,6 +64,7 @@ class Config:
     api_url: str = DEFAULT_API_URL
     oauth_token_url: str = DEFAULT_OAUTH_TOKEN_URL
     cloud_build_api_url: str = DEFAULT_CLOUD_BUILD_API_URL
+    jira_api_url: str = DEFAULT_JIRA_API_URL  # Atlassian's API: Jira's OAuth tokens, builds and deployments
     repositories: Patterns = field(default_factory=Patterns)  # BITBUCKET_REPOSITORIES
     max_event_age_seconds: float = DEFAULT_MAX_EVENT_AGE_SECONDS
     retry_backoff_seconds: float = DEFAULT_RETRY_BACKOFF_SECONDS
@@ -123,6 +125,7 @@ URL_VARIABLES = {
     "api_url": "BITBUCKET_API_URL",
     "oauth_token_url": "BITBUCKET_OAUTH_TOKEN_URL",
     "cloud_build_api_url": "CLOUD_BUILD_API_ENDPOINT",
+    "jira_api_url": "JIRA_API_URL",
     "logging_api_url": "LOGGING_API_ENDPOINT",
 }
 

@@ -39,8 +39,12 @@ ENTRY_FIELDS = frozenset(
         "projects",
         "server",
         "ca_certificate",
+        "jira",
+        "cloud_id",
     }
 )
+JIRA_FIELDS = frozenset({"jira", "client_id", "client_secret", "repositories", "projects", "cloud_id"})
+CLOUD_ID_RE = re.compile(r"[A-Za-z0-9-]{1,100}", re.ASCII)  # a path segment of Atlassian's API: no '/' or dots
 FIELD_NAME_RE = re.compile(r"[a-z_]{1,40}", re.ASCII)  # an unknown field is named only if it looks like a name
 PATTERN_RE = re.compile(r"(?<![!-~])[!-~]+/[!-~]+", re.ASCII)  # workspace/repo_slug, or PROJECT/repo_slug on a server
 PROJECT_PATTERN_RE = re.compile(r"[a-z0-9.:*?!\[\]-]{1,100}", re.ASCII)  # Google Cloud project IDs, shell-style
@@ -75,7 +79,26 @@ class Credential:
         return f"{scheme} {self.secret}"
 
 
-def parse_credentials(raw: str | bytes, where: str) -> tuple[Credential, ...]:
+@dataclass(frozen=True)
+class JiraEntry:
+    """An entry of the credentials document for a Jira site (Jira settings → Apps → OAuth credentials): its client id
+    and secret, the repositories and projects whose builds it is told of. repr never shows the secret."""
+
+    position: int
+    site: str  # https://acme.atlassian.net
+    client_id: str
+    secret: str = field(repr=False)
+    repositories: Patterns = field(default_factory=Patterns)  # none: every repository
+    projects: Patterns = field(default_factory=Patterns)  # none: any Google Cloud project
+    cloud_id: str | None = None  # the site's cloud id, when the entry gives it (else asked of the site)
+
+    def serves(self, repository: Repository, project: str = "") -> bool:
+        if not self.repositories.match(repository.full_name):
+            return False
+        return not self.projects or (bool(project) and self.projects.match(project))
+
+
+def parse_credentials(raw: str | bytes, where: str) -> tuple[Credential | JiraEntry, ...]:
     """The credentials document: one credential object, or a JSON array of entries.
     Errors name `where` and the entry's position, never a value."""
     try:
@@ -92,9 +115,11 @@ def parse_credentials(raw: str | bytes, where: str) -> tuple[Credential, ...]:
     )
 
 
-def _entry(data: Any, position: int, where: str) -> Credential:
+def _entry(data: Any, position: int, where: str) -> Credential | JiraEntry:
     if not isinstance(data, dict):
         raise ConfigurationError(f"{where} is not a JSON object")
+    if "jira" in data:
+        return _jira_entry(data, position, where)
     unknown = sorted(set(data) - ENTRY_FIELDS)
     if unknown:
         shown = [repr(name) if FIELD_NAME_RE.fullmatch(name) else "(a field that is not a name)" for name in unknown]
@@ -118,6 +143,23 @@ def _entry(data: Any, position: int, where: str) -> Credential:
         secret = base64.b64encode(f"{user}:{password}".encode()).decode()
     repositories, projects = _patterns(data, "repositories", where), _patterns(data, "projects", where)
     return Credential(position, scheme, secret, repositories, server, ca_certificate, projects)
+
+
+def _jira_entry(data: Mapping[str, Any], position: int, where: str) -> JiraEntry:
+    unknown = sorted(set(data) - JIRA_FIELDS)
+    if unknown:
+        shown = [repr(name) if FIELD_NAME_RE.fullmatch(name) else "(a field that is not a name)" for name in unknown]
+        raise ConfigurationError(f"{where} is a Jira entry with a field it cannot hold: {', '.join(shown)}")
+    site = normalized_server(data["jira"]) if isinstance(data["jira"], str) else None
+    if site is None:
+        raise ConfigurationError(f'{where} has a "jira" that is not an https:// URL of a Jira site')
+    if not _all_text(data.get("client_id"), data.get("client_secret")):
+        raise ConfigurationError(f'{where} is a Jira entry without its "client_id" and "client_secret"')
+    cloud_id = data.get("cloud_id")
+    if cloud_id is not None and not (isinstance(cloud_id, str) and CLOUD_ID_RE.fullmatch(cloud_id)):
+        raise ConfigurationError(f'{where} has a "cloud_id" that is not a cloud id (letters, digits and dashes)')
+    repositories, projects = _patterns(data, "repositories", where), _patterns(data, "projects", where)
+    return JiraEntry(position, site, data["client_id"], data["client_secret"], repositories, projects, cloud_id)
 
 
 def _site(data: Mapping[str, Any], scheme: str, where: str) -> tuple[str | None, str | None]:
@@ -172,7 +214,7 @@ def _all_text(*values: Any) -> bool:
 class CredentialSource(Protocol):
     local: bool  # read without a client or a network call of the function's own (a file, the environment)
 
-    def fetch(self) -> tuple[Credential, ...]: ...
+    def fetch(self) -> tuple[Credential | JiraEntry, ...]: ...
 
 
 class FileCredentials:
@@ -184,7 +226,7 @@ class FileCredentials:
     def __init__(self, path: str) -> None:
         self.path = path
 
-    def fetch(self) -> tuple[Credential, ...]:
+    def fetch(self) -> tuple[Credential | JiraEntry, ...]:
         where = f"BITBUCKET_CREDENTIALS_FILE ({self.path})"
         try:
             with open(self.path, "rb") as file:
@@ -204,7 +246,7 @@ class EnvironmentCredentials:
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = env
 
-    def fetch(self) -> tuple[Credential, ...]:
+    def fetch(self) -> tuple[Credential | JiraEntry, ...]:
         return parse_credentials(self.env.get("BITBUCKET_CREDENTIALS", ""), "BITBUCKET_CREDENTIALS")
 
 
@@ -218,7 +260,7 @@ class SecretManagerCredentials:
         self.endpoint = endpoint
         self._client: Any = None
 
-    def fetch(self) -> tuple[Credential, ...]:
+    def fetch(self) -> tuple[Credential | JiraEntry, ...]:
         if self._client is None:
             from google.cloud import secretmanager
 
@@ -243,7 +285,7 @@ class BucketCredentials:
     kms_endpoint: str | None = None
     _clients: tuple[Any, Any] | None = field(default=None, init=False, repr=False)
 
-    def fetch(self) -> tuple[Credential, ...]:
+    def fetch(self) -> tuple[Credential | JiraEntry, ...]:
         storage_client, kms_client = self._get_clients()
         where = f"gs://{self.bucket}/{self.blob}"
         try:
@@ -321,6 +363,7 @@ class Keyring:
     token_url: str
     timeout: Any
     _entries: tuple[Credential, ...] | None = field(default=None, init=False)
+    _jira: tuple[JiraEntry, ...] = field(default=(), init=False)
     _served: dict[tuple[Repository, str], Credential | None] = field(default_factory=dict, init=False)
     _tokens: dict[str, tuple[str, float]] = field(default_factory=dict, init=False)  # secret → (header, renew at)
     _lock: threading.RLock = field(default_factory=threading.RLock, init=False)
@@ -329,9 +372,18 @@ class Keyring:
         """The document's entries, read from its source on first use (and after a credential was refused)."""
         with self._lock:
             if self._entries is None:
-                self._entries = self.source.fetch()
+                entries = self.source.fetch()
+                self._entries = tuple(e for e in entries if isinstance(e, Credential))
+                self._jira = tuple(e for e in entries if isinstance(e, JiraEntry))
                 self._served = {}
             return self._entries
+
+    def jira_entries_for(self, repository: Repository) -> tuple[JiraEntry, ...]:
+        """The Jira entries told of the repository's builds, for the project the current event speaks for."""
+        project = current_project()
+        with self._lock:
+            self.load()
+            return tuple(e for e in self._jira if e.serves(repository, project))
 
     def entry_for(self, repository: Repository) -> Credential | None:
         """The first entry that serves the repository, for the project the current event speaks for; reads the
@@ -382,6 +434,7 @@ class Keyring:
         its OAuth tokens, and each Basic credential as sent (masked in a log line before it leaves)."""
         with self._lock:
             values = [header.partition(" ")[2] for header in self._token_headers()]
+            values += [entry.secret for entry in self._jira]
             for entry in self._entries or ():
                 values.append(entry.secret)
                 if entry.scheme != "Bearer":

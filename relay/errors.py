@@ -54,6 +54,11 @@ class UntrustedCertificate(TransientError):
     """A server's TLS certificate is not trusted: nothing was sent. Logged as an ERROR, redelivered."""
 
 
+class JiraRefused(Exception):
+    """Jira refused a credential (401 after a fresh token, 403) or a body (400): logged as an ERROR naming the entry,
+    never retried."""
+
+
 class RateLimited(TransientError):
     """Bitbucket answered 429 after the retries inside the call: the credential's hourly budget is spent."""
 

@@ -180,9 +180,28 @@ def report_build(
             decision = tested(decision, build, sources, warm, fields)
         chose = chosen_by_the_build(build, decision)
         try:
-            return post(decision, published, warm, fields, chose)
+            result = post(decision, published, warm, fields, chose)
+            return tracked(result, decision, build, warm, fields)
         except NotServed as error:  # the document changed while the event was on its way
             return Result(SKIPPED, "INFO", f"Skipped: {error}")
+
+
+def tracked(
+    result: Result, update: Update, build: Mapping[str, Any], warm: WarmInstance, fields: dict[str, Any]
+) -> Result:
+    """After Bitbucket, Jira (and a Data Center commit's deployment). A transient failure there is redelivered: the
+    status, already shown, is said first, so the line that asks for redelivery is not all that is logged."""
+    if result.outcome is None or warm.tracking is None:
+        return result
+    try:
+        told = warm.tracking.track(update, build, result.outcome)
+    except TransientError:
+        log(result.severity, warm.masked(result.message), **warm.masked(fields))
+        raise
+    if not told.said:
+        return result
+    severity = "ERROR" if told.refused else result.severity
+    return result._replace(severity=severity, message=f"{result.message}; {told.said}")
 
 
 def _translated(build: Mapping[str, Any], warm: WarmInstance, secrets: Sequence[str]) -> Update | Skip:

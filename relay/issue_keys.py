@@ -1,0 +1,44 @@
+"""Which Jira issues a build implements: the issue keys in its branch, in its commit's message and in its
+_JIRA_ISSUES substitution (pure)."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from relay.decoding import substitutions
+from relay.text import as_text
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+    from typing import Any
+
+ISSUES_SUBSTITUTION = "_JIRA_ISSUES"
+ISSUE_KEYS_MAX = 100  # Jira's limit for one build or deployment
+TEXT_READ = 4096  # of a commit's message or _JIRA_ISSUES, what is searched for keys
+# Jira's key shape: a project key (a letter, then letters, digits or '_') and a number, standing alone — not inside a
+# word ("utf8-2x" holds none). Any case in a branch and in _JIRA_ISSUES (upper-cased: feature/abc-123-login names
+# ABC-123); upper case only in a commit's message, as Jira reads smart commits, so prose ("sha-256") names none.
+ANY_CASE_KEY_RE = re.compile(r"(?<![A-Za-z0-9_])[A-Za-z][A-Za-z0-9_]{1,255}-[0-9]{1,100}(?![A-Za-z0-9])")
+KEY_RE = re.compile(r"(?<![A-Za-z0-9_])[A-Z][A-Z0-9_]{1,255}-[0-9]{1,100}(?![A-Za-z0-9])")
+
+
+def named_keys(build: Mapping[str, Any], branch: str | None) -> tuple[str, ...]:
+    """The keys the build names without asking Bitbucket: its branch's, then its _JIRA_ISSUES' (spaces or commas)."""
+    named = as_text(substitutions(build).get(ISSUES_SUBSTITUTION))[:TEXT_READ]
+    return issue_keys(ANY_CASE_KEY_RE.findall(branch or ""), ANY_CASE_KEY_RE.findall(named))
+
+
+def message_keys(message: str) -> list[str]:
+    """The keys a commit's message names (upper case only)."""
+    return KEY_RE.findall(message[:TEXT_READ])
+
+
+def issue_keys(*found: Iterable[str]) -> tuple[str, ...]:
+    """Keys found, upper-cased, each once, in the order found, at most ISSUE_KEYS_MAX."""
+    keys: dict[str, None] = {}
+    for key in (k.upper() for group in found for k in group):
+        if len(keys) >= ISSUE_KEYS_MAX:
+            break
+        keys.setdefault(key, None)
+    return tuple(keys)
