@@ -100,9 +100,12 @@ class TestReports:
         return False
 
     def _listed(self, bucket: str, prefix: str) -> list[tuple[str, str, str]]:
+        """The first XML objects under the prefix in name order, one more than TEST_FILES_MAX at most (so that a cut
+        listing says partial): Cloud Storage lists only those, whatever else the folder holds."""
         storage = self._storage()
-        blobs = storage.list_blobs(bucket, prefix=prefix, max_results=10 * TEST_FILES_MAX, timeout=google_timeout())
-        return sorted((bucket, b.name, "") for b in blobs if b.name.endswith(".xml"))
+        blobs = storage.list_blobs(bucket, prefix=prefix, match_glob="**.xml", max_results=TEST_FILES_MAX + 1,
+                                   timeout=google_timeout())  # fmt: skip
+        return sorted((bucket, b.name, "") for b in blobs)
 
     def _download(self, bucket: str, name: str, generation: str, limit: int) -> bytes | None:
         """The object, or None when it is larger than `limit` (nothing past it is read)."""

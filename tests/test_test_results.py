@@ -588,6 +588,44 @@ def test_a_folder_of_xml_without_a_test_adds_nothing_to_the_status(reports_bucke
 # --- each bound and rule, at its edge --------------------------------------------------------------------------------
 
 
+def test_the_storage_stand_in_lists_as_cloud_storage_does_a_page_at_a_time(reports_bucket):
+    """Cloud Storage answers a listing a page of at most maxResults (1,000) names at a time, in name order; the
+    emulator answered every object at once, so a test could not see what a bound on the listing leaves out."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    for n in range(5):
+        reports_bucket.put(BUCKET, f"paged/{n}.html", b"<html/>")
+        reports_bucket.put(BUCKET, f"paged/sub/{n}.xml", b"<testsuite/>")
+    client = storage.Client(project="local-project", credentials=AnonymousCredentials(),
+                            client_options={"api_endpoint": reports_bucket.host})  # fmt: skip
+    listed = client.list_blobs(BUCKET, prefix="paged/", page_size=3)
+    assert [[b.name for b in page] for page in listed.pages] == [
+        ["paged/0.html", "paged/1.html", "paged/2.html"], ["paged/3.html", "paged/4.html", "paged/sub/0.xml"],
+        ["paged/sub/1.xml", "paged/sub/2.xml", "paged/sub/3.xml"], ["paged/sub/4.xml"]]  # fmt: skip
+    assert [b.name for b in client.list_blobs(BUCKET, prefix="paged/", max_results=2)] == ["paged/0.html",
+                                                                                          "paged/1.html"]  # fmt: skip
+    xml = client.list_blobs(BUCKET, prefix="paged/", match_glob="**.xml", max_results=2)
+    assert [b.name for b in xml] == ["paged/sub/0.xml", "paged/sub/1.xml"]
+
+
+def test_xml_files_behind_more_other_objects_than_a_listing_takes_are_read_and_a_bound_says_partial(
+    reports_bucket, bitbucket, monkeypatch
+):
+    """The listing asks Cloud Storage for XML files alone: an HTML coverage report of many files sorting before
+    them hides none (before, the first 10 x TEST_FILES_MAX objects were listed, whatever they were, and the XML among
+    them read: here TEST_FILES_MAX is 5, the coverage report 50 files), and one more XML file than the bound says
+    "(partial)"."""
+    monkeypatch.setattr(relay.cloud_storage, "TEST_FILES_MAX", 5)
+    files = {f"htmlcov/f{n:03}.html": b"<html/>" for n in range(50)}
+    files |= {f"t{n}.xml": junit(f'<testcase name="test_{n}"/>') for n in range(6)}
+    downloads = reports_bucket.downloads
+    delivered_with_tests(reports_bucket, "coverage", files, "SUCCESS")
+    assert reports_bucket.downloads - downloads == 5
+    [status] = bitbucket.app.shown("acme", "webapp", COMMIT)
+    assert status["description"] == "Succeeded in 3m 12s: 5 tests passed (partial)"
+
+
 def test_fifty_files_are_all_read_and_a_fifty_first_makes_the_counts_partial(reports_bucket, bitbucket):
     for count, build_id, commit in ((50, "b-50", COMMIT), (51, "b-51", "5" * 40)):
         files = {f"t{n:02}.xml": junit(f'<testcase name="test_{n}"/>') for n in range(count)}
