@@ -548,11 +548,21 @@ def tiny_failing_tests(size: int, suite: str) -> bytes:
     return head + case * cases + tail
 
 
+def elements_counted(files: int, per_case: int, around: int) -> int:
+    """How many test cases of `files` files, each `around` elements around test cases of `per_case` elements, are
+    counted within the bounds on elements read (of a file, and of the build's files)."""
+    counted, left = 0, relay.junit.JUNIT_BUILD_ELEMENTS_MAX
+    for _ in range(files):
+        read = min(relay.junit.JUNIT_FILE_ELEMENTS_MAX, left)
+        counted, left = counted + max(read - around, 0) // per_case, left - read
+    return counted
+
+
 def bench_junit_memory(stack: Stack, builds: int) -> None:
-    """One instance (a fresh process) handles the final events of failing builds that each read 20 MB of JUnit
-    files (four files of 5 MB, the bounds, of tiny failing test cases): its peak memory over the first, and what
-    it keeps after all of them (its resident memory after, over before; malloc keeps about 10 MiB of the freed
-    5 MB buffers for reuse, given back with malloc_trim to show what is held)."""
+    """One instance (a fresh process) handles the final events of failing builds that each name 20 MB of JUnit
+    files (four files of 5 MB, the bounds, of tiny failing test cases, read up to the bounds on elements): its peak
+    memory over the first, and what it keeps after all of them (its resident memory after, over before; malloc
+    keeps about 10 MiB of the freed 5 MB buffers for reuse, given back with malloc_trim to show what is held)."""
     ids = [f"junit-memory-{n}" for n in range(builds + 1)]
     folder = "memory/" + "/".join(ids) + "/"  # its path holds every build's id: each may read it, one upload
     size = relay.junit.TEST_FILE_BYTES_MAX - 1024
@@ -570,14 +580,76 @@ def bench_junit_memory(stack: Stack, builds: int) -> None:
     )  # fmt: skip
     start, peak, resident, kept = (kib / 1024 for kib in json.loads(result.stdout.splitlines()[-1]))
     [shown] = stack.app.shown("acme", "webapp", f"{50_001:040x}")
-    tests = 4 * ((size - 48) // len(b'<testcase classname="suite0" name="t"><failure/></testcase>'))
-    read = shown["description"] == f"Failed after 3m 12s: {tests} of {tests} tests failed"
-    row("a failing build's final event reading 20 MB of JUnit files (4 x 5 MB of tiny failing tests): peak "
+    tests = elements_counted(4, 2, 2)
+    read = shown["description"] == f"Failed after 3m 12s: {tests} of {tests} tests failed (partial)"
+    row("a failing build's final event naming 20 MB of JUnit files (4 x 5 MB of tiny failing tests): peak "
         "resident memory of the instance", f"{peak:.0f} MiB ({peak - start:+.0f} MiB over the warm instance)", "-",
-        "-", "< 128 MiB (half of --memory), every test counted", peak < 128 and read)  # fmt: skip
+        "-", "< 128 MiB (half of --memory), every test counted up to the bounds", peak < 128 and read)  # fmt: skip
     row(f"memory the instance keeps after {builds} such build{'s' if builds > 1 else ''} (resident, over before)",
         f"{kept - start:.1f} MiB held", f"{resident - start:.1f} MiB with the freed memory malloc keeps for reuse",
         "-", "< 8 MiB held", kept - start < 8)  # fmt: skip
+
+
+JUNIT_CPU_CHILD = """
+import contextlib, json, os, sys, time
+import main
+from standins.builds import Context, background_event
+took = []
+with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+    for final in json.loads(sys.argv[1]):
+        started = time.process_time()
+        main.build_status(background_event(final), Context())
+        took.append(time.process_time() - started)
+print(json.dumps(took))
+"""
+
+
+def junit_filled(size: int, head: bytes, unit: bytes, tail: bytes) -> bytes:
+    return head + unit * ((size - len(head) - len(tail)) // len(unit)) + tail
+
+
+JUNIT_CPU_SHAPES: dict[str, Callable[[int], bytes]] = {  # 5 MB files whose reading costs the most processor time
+    "tiny failing tests": lambda size: tiny_failing_tests(size, "suite"),
+    "<a/>": lambda size: junit_filled(size, b"<testsuite>", b"<a/>", b"</testsuite>"),
+    "attributes": lambda size: junit_filled(
+        size, b"<testsuite>", b"<a " + b" ".join(b'a%03d=""' % n for n in range(900)) + b"/>", b"</testsuite>"
+    ),
+    "processing instructions": lambda size: junit_filled(size, b"<testsuite>", b"<?a?>", b"</testsuite>"),
+}
+
+
+def bench_junit_cpu(stack: Stack, shapes: list[str]) -> None:
+    """The processor time (the process's CPU time, which holds the GIL) of a failing build's final event naming 20
+    MB of JUnit files (four files of 5 MB, the bounds) of each shape, in one warm instance (a fresh process), beside
+    the same event without test files; the worst shape is the row's."""
+    size = relay.junit.TEST_FILE_BYTES_MAX - 1024
+    finals = []
+    for n, shape in enumerate(["warm-up", "none", *shapes]):  # the first loads the clients and parsers
+        build_id, commit = f"junit-cpu-{n}", f"{n + 60_000:040x}"
+        subs = {"COMMIT_SHA": commit}
+        if shape != "none":
+            files = [junit_file(200, 2, "api")] if shape == "warm-up" else [JUNIT_CPU_SHAPES[shape](size)] * 4
+            for part, data in enumerate(files):
+                stack.storage.put("bench-reports", f"cpu/{build_id}/part-{part}.xml", data)
+            subs["_BITBUCKET_TEST_REPORTS"] = f"gs://bench-reports/cpu/{build_id}/"
+        finals.append(build("FAILURE", build_id, commit=commit, substitutions=subs))
+    env = {**stack.base, **stack.sources["environment variable"], "TEST_REPORT_BUCKETS": "bench-reports",
+           "STORAGE_EMULATOR_HOST": stack.storage.host, "LOG_EXCERPTS": "off", "PYTHONPATH": str(ROOT),
+           "NO_GCE_CHECK": "true"}  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", JUNIT_CPU_CHILD, json.dumps(finals)], cwd=ROOT, env=env,
+        capture_output=True, text=True, check=True, timeout=1800,
+    )  # fmt: skip
+    took = json.loads(result.stdout.splitlines()[-1])
+    without, worst, slowest = took[1], 0.0, ""
+    for n, (shape, seconds) in enumerate(zip(shapes, took[2:], strict=True)):
+        shown = stack.app.shown("acme", "webapp", f"{n + 2 + 60_000:040x}")
+        assert [s["description"][:19] for s in shown] == ["Failed after 3m 12s"], (shape, shown)
+        if seconds >= worst:
+            worst, slowest = seconds, shape
+    row(f"a failing build's final event naming 20 MB of JUnit files (4 x 5 MB), worst of {', '.join(shapes)} "
+        f"(worst: {slowest}): processor time", f"{worst * 1000:.0f} ms", f"{without * 1000:.0f} ms without test files",
+        f"{worst / without:.0f}x", "< 2 s", worst < 2.0)  # fmt: skip
 
 
 # --- 5. credential fetches --------------------------------------------------------------
@@ -841,6 +913,7 @@ def main_cli() -> None:
             bench_test_files(stack, 4 if args.quick else 40)
             bench_failure_text()
             bench_junit_memory(stack, 1 if args.quick else 10)
+            bench_junit_cpu(stack, list(JUNIT_CPU_SHAPES)[:2] if args.quick else list(JUNIT_CPU_SHAPES))
             bench_fetches(stack)
         finally:
             stack.stop()

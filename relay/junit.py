@@ -35,6 +35,11 @@ JUNIT_DEPTH_MAX = 1000  # elements open at once in a JUnit file (its suites nest
 JUNIT_NAMES_MAX = 1000  # distinct element, attribute and namespace names in a file (JUnit's dialects use a few dozen)
 JUNIT_CHUNK = 64 * 1024  # what the parser is given at a time
 JUNIT_BATCH = 1024  # ended elements taken out of their parent at once (one at a time moves all after it, each time)
+# Elements (and namespace declarations) read, of a file and of a build's files in all; past either the counts are
+# partial. Each costs 2 to 5 µs of processor time, holding the GIL (20 MB of <a/> took 12 s): 150,000 at most 0.75 s.
+# A 5 MB file of pytest's passing tests holds about 69,000 (75 bytes each).
+JUNIT_FILE_ELEMENTS_MAX = 100_000
+JUNIT_BUILD_ELEMENTS_MAX = 150_000
 JUNIT_ATTRIBUTES_MAX = 1000  # in one start tag: the parser holds each as two strings and a dict entry (~25x its bytes)
 JUNIT_LONG_TAG_RE = re.compile(r"<[^\s<>!?/][^<>]{65535,}+")  # a start tag of 64 KB or more: its attributes counted
 JUNIT_ATTRIBUTE_RE = re.compile(r"[\"']\s++[^\s=<>\"']++\s*+=\s*+[\"']")  # an attribute after another's value
@@ -166,30 +171,45 @@ def _shows(path: str | None, line: int | None, kept: int, places: set[tuple[str,
     return True
 
 
-def parse_junit(data: bytes, directory: str = "", secrets: Iterable[str] = ()) -> TestResults:
+@dataclass
+class ElementsRead:
+    """Elements (and namespace declarations) read of a build's JUnit files so far: each costs processor time, so at
+    most JUNIT_FILE_ELEMENTS_MAX of a file and JUNIT_BUILD_ELEMENTS_MAX of a build's files are read."""
+
+    count: int = 0
+
+    def spent(self) -> bool:
+        return self.count >= JUNIT_BUILD_ELEMENTS_MAX
+
+
+def parse_junit(
+    data: bytes, directory: str = "", secrets: Iterable[str] = (), elements: ElementsRead | None = None
+) -> TestResults:
     """One JUnit XML file (pytest xunit1 and xunit2, Maven Surefire and Failsafe, gotestsum, jest-junit; a
     <testsuites> root or a bare <testsuite>): its counts and what a report shows of its failed tests, placed in the
     repository (`directory`: the failed step's) with the function's own credentials (`secrets`) and anything shaped
     like a credential masked. Parsed with defusedxml, one test case at a time (junitparser reads each), so entity
-    declarations and external entities are refused and a file costs a bounded multiple of its size; ValueError for
-    a file that is not JUnit or not well-formed."""
-    from junitparser import Error, Failure, Skipped, TestCase
+    declarations and external entities are refused and a file costs a bounded multiple of its size; only its first
+    JUNIT_FILE_ELEMENTS_MAX elements (and namespace declarations), and only while the build's `elements` are not
+    spent, are read (past them the counts are partial). ValueError for a file that is not JUnit or not well-formed."""
+    from junitparser import Error, Failure, TestCase
 
     known = known_secrets(secrets)
     passed = failed = skipped = 0
     kept: list[FailedTest] = []
     places: set[tuple[str, int | None]] = set()
-    for element in _junit_cases(data):
-        case = TestCase.fromelem(element)  # type: ignore[no-untyped-call]  # junitparser ships no hints
-        outcomes = case.result
-        failure = next((r for r in outcomes if isinstance(r, (Failure, Error))), None)
-        if failure is None:
-            skipped, passed = (skipped + 1, passed) if any(isinstance(r, Skipped) for r in outcomes) else (
-                skipped, passed + 1)  # fmt: skip
+    for element in _junit_cases(data, ElementsRead() if elements is None else elements):
+        if element is None:  # a bound: what was read is counted, nothing after it
+            return TestResults(passed, failed, skipped, tuple(kept), partial=True)
+        outcome = element[0].tag if len(element) else ""  # its <failure> or <error> first, else its <skipped>
+        if outcome in ("", "skipped"):
+            skipped, passed = (skipped + 1, passed) if outcome else (skipped, passed + 1)
             continue
         failed += 1
         if len(kept) >= ANNOTATIONS_MAX:
             continue
+        case = TestCase.fromelem(element)  # type: ignore[no-untyped-call]  # junitparser ships no hints
+        failure = next(r for r in case.result if isinstance(r, (Failure, Error)))
         text = failure.text or ""
         path, line = failure_place(text, directory) or (None, None)
         if path is None and (file := element.get("file")) and (path := repository_path(file, directory)):
@@ -201,11 +221,13 @@ def parse_junit(data: bytes, directory: str = "", secrets: Iterable[str] = ()) -
     return TestResults(passed, failed, skipped, tuple(kept))
 
 
-def _junit_cases(data: bytes) -> Iterator[Any]:
+def _junit_cases(data: bytes, elements: ElementsRead) -> Iterator[Any | None]:
     """Each <testcase> of a JUnit file that junitparser counts (a child of a <testsuite> within the root), as it ends;
     dropped after. Only the open elements are held, and within a test case only its first <failure> or <error> and
-    its first <skipped> (all that junitparser's result is read for); ValueError for a file that is not JUnit, not
-    well-formed, nested deeper than JUNIT_DEPTH_MAX or with a start tag of more than JUNIT_ATTRIBUTES_MAX attributes."""
+    its first <skipped> (all that junitparser's result is read for). Each element and namespace declaration is
+    counted in `elements`: None, and nothing more, once JUNIT_FILE_ELEMENTS_MAX of the file's are, or
+    JUNIT_BUILD_ELEMENTS_MAX of the build's. ValueError for a file that is not JUnit, not well-formed, nested deeper
+    than JUNIT_DEPTH_MAX or with a start tag of more than JUNIT_ATTRIBUTES_MAX attributes."""
     import xml.etree.ElementTree
 
     import defusedxml.ElementTree
@@ -219,7 +241,11 @@ def _junit_cases(data: bytes) -> Iterator[Any]:
         if next(itertools.islice(attributes, JUNIT_ATTRIBUTES_MAX, None), None) is not None:
             raise ValueError(f"a start tag holds more than {JUNIT_ATTRIBUTES_MAX} attributes")
     del syntax
+    stop = min(elements.count + JUNIT_FILE_ELEMENTS_MAX, JUNIT_BUILD_ELEMENTS_MAX)
     parser = defusedxml.ElementTree.DefusedXMLParser(target=xml.etree.ElementTree.TreeBuilder())
+    # the tree keeps neither comments nor processing instructions: the builder's handlers made an element of each
+    parser.parser.CommentHandler = lambda text: None
+    parser.parser.ProcessingInstructionHandler = lambda target, text: None
     events = defusedxml.ElementTree.iterparse(_Chunks(data), events=("start", "end", "start-ns"), parser=parser)
     names: set[Any] = set()  # element, attribute and namespace names: expat keeps each it meets until the file's end
     opened: list[Any] = []  # the open elements, the root first
@@ -235,6 +261,11 @@ def _junit_cases(data: bytes) -> Iterator[Any]:
         if item is None:
             return
         event, element = item
+        if event != "end":
+            if elements.count >= stop:
+                yield None
+                return
+            elements.count += 1
         if event == "start-ns":
             names.add(element)  # (prefix, URI)
         elif event == "start":
