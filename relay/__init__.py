@@ -1,5 +1,5 @@
-"""The relay of Cloud Build's results to Bitbucket (and Jira): everything the function does but receive the event, which the
-entry points in main.py hand to relay.event.
+"""The relay of Cloud Build's results to Bitbucket (and Jira): everything the function does but receive the event,
+which the entry points in main.py hand to relay.event.
 
 A module per concern, in data-flow order (each imports only modules before it; docs/development.md has what each
 owns and a diagram of their imports, .importlinter the layers `make lint` checks):
