@@ -311,6 +311,9 @@ def test_a_data_center_commit_and_its_deployments_are_served_as_atlassians_descr
     assert [(d["deploymentSequenceNumber"], d["state"]) for d in server.deployments_for("PROJ", "repo", COMMIT)] == [
         (1, "SUCCESSFUL"), (2, "IN_PROGRESS")]  # fmt: skip
     assert server.deployments_for("PROJ", "repo", "b" * 40) == []
+    one = f"{commit}/deployments?key=acme-webapp-deploy&environmentKey=production&deploymentSequenceNumber=1"
+    assert Client(server).get(one, headers=headers).json["state"] == "SUCCESSFUL"
+    assert Client(server).get(one.replace("production", "staging"), headers=headers).status_code == 404
     environment = good["environment"]
     for bad in ({**good, "state": "successful"}, {**good, "state": "DONE"}, {**good, "url": "u" * 1025},
                 {**good, "environment": {**environment, "type": "production"}},  # the server's types are upper case
@@ -319,5 +322,5 @@ def test_a_data_center_commit_and_its_deployments_are_served_as_atlassians_descr
                 {k: v for k, v in good.items() if k != "deploymentSequenceNumber"}):  # fmt: skip
         assert Client(server).post(f"{commit}/deployments", json=bad, headers=headers).status_code == 400
     assert len(server.deployments_for("PROJ", "repo", COMMIT)) == 2
-    assert len(server.deployment_calls()) == 10
+    assert len(server.deployment_calls()) == 12
     assert len(server.commit_calls()) == 3

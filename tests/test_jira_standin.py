@@ -4,6 +4,8 @@ Atlassian's OpenAPI description, updateSequenceNumber, unknown issue keys, the p
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
 
 import pytest
@@ -13,7 +15,7 @@ from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAP
 from standins import SEEN_SECRETS
 from standins.jira import ANSWERS, openapi
 from standins.processes import wait_until
-from tests.conftest import JIRA_CLIENT_ID, JIRA_CLIENT_SECRET, JiraSite
+from tests.conftest import JIRA_CLIENT_ID, JIRA_CLIENT_SECRET, TOKEN, JiraSite
 
 OTHER_SECRET = "ATOA-i57Io5RC5Mie21bRAeanl30FDTWDtDBR"  # another site's OAuth credentials
 COMMIT = "4d2a3c1f0e9b8a7d6c5b4a3f2e1d0c9b8a7f6e5d"
@@ -344,3 +346,11 @@ def test_scripted_answers_are_statuses_or_faults_to_known_targets(jira):
         jira.app.answer_next(200)
     with pytest.raises(ValueError, match="to="):
         jira.app.answer_next(503, to="tenant_info")
+
+
+def test_the_fixture_puts_the_sites_entry_after_the_entries_the_document_has(bitbucket, jira):
+    entry = jira.add_entry(repositories=["acme/*"], projects=None)
+    assert entry == {"jira": jira.url, "client_id": JIRA_CLIENT_ID, "client_secret": JIRA_CLIENT_SECRET,
+                     "repositories": ["acme/*"]}  # fmt: skip
+    assert json.loads(os.environ["BITBUCKET_CREDENTIALS"]) == [{"token": TOKEN}, entry]
+    assert os.environ["JIRA_API_URL"] == jira.server.root
