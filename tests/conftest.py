@@ -4,7 +4,7 @@ import json
 import os
 import random
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -397,7 +397,7 @@ class JiraSite:
     cloud_id: str
     monkeypatch: pytest.MonkeyPatch
     client_id: str = JIRA_CLIENT_ID
-    client_secret: str = JIRA_CLIENT_SECRET
+    client_secret: str = field(default=JIRA_CLIENT_SECRET, repr=False)  # a failed test's report shows no secret
 
     def entry(self, **fields: Any) -> dict[str, Any]:
         """The site's entry of the credentials document, with `fields` (repositories, projects, cloud_id ...)
