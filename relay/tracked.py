@@ -26,7 +26,7 @@ JIRA_TEXT_MAX = 255  # Jira's limit of a pipeline id, a name, a label, an enviro
 ENVIRONMENT_TYPES = ("unmapped", "development", "testing", "staging", "production")
 # An environment's type when the build names none: the first row whose word its name holds (staging before production:
 # "preprod" is a staging environment).
-TYPE_WORDS = (
+IMPLIED_TYPES = (
     ("staging", ("stag", "uat", "preprod", "pre-prod")),
     ("production", ("prod", "live")),
     ("testing", ("test", "qa")),
@@ -74,7 +74,7 @@ def environment_of(build: Mapping[str, Any]) -> Environment | None:
     if not name:
         return None
     named = as_text(subs.get(TYPE_SUBSTITUTION)).lower()
-    implied = next((kind for kind, words in TYPE_WORDS if any(word in name.lower() for word in words)), "unmapped")
+    implied = next((kind for kind, words in IMPLIED_TYPES if any(word in name.lower() for word in words)), "unmapped")
     return Environment(name, named if named in ENVIRONMENT_TYPES else implied)
 
 
