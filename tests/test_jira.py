@@ -227,3 +227,14 @@ def test_a_production_deployment_of_a_data_center_repository_shows_in_jira_and_o
     assert (on_commit["state"], on_commit["environment"]["key"]) == ("SUCCESSFUL", "production")
     assert on_commit["environment"]["type"] == "PRODUCTION"
     assert jira.app.invalid == []
+
+
+def test_a_deployments_late_earlier_state_never_replaces_its_final_state_on_the_commit(both):
+    """Without Jira too: the deployment is written with its status, so it never goes back either."""
+    subs = {"_DEPLOY_ENVIRONMENT": "staging", "COMMIT_SHA": COMMIT}
+    for status in ("QUEUED", "SUCCESS", "WORKING"):
+        deliver(dc_build(status, both, substitutions=subs))
+    [on_commit] = both.app.deployments_for("PROJ", "repo", COMMIT)
+    assert (on_commit["state"], on_commit["environment"]["type"]) == ("SUCCESSFUL", "STAGING")
+    deliver(dc_build("SUCCESS", both, substitutions=subs))  # delivered again: the same final state, written again
+    assert [d["state"] for d in both.app.deployments_for("PROJ", "repo", COMMIT)] == ["SUCCESSFUL"]
