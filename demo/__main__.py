@@ -291,7 +291,8 @@ def show_server(server: DataCenter, url: str) -> None:
         print(f"    history      {path}")
         for report in server.shown_reports(*repo.split("/"), commit):
             show_report(report)
-        for deployment in server.deployments_for(*repo.split("/"), commit):
+        project, slug = repo.split("/")
+        for deployment in server.deployments_for(project, slug, commit):
             environment = deployment["environment"]
             kind = f" ({environment['type']})" if "type" in environment else ""
             print(f"    deployment   {deployment['state']}  to {environment['displayName']}{kind}  "
