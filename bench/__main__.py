@@ -48,6 +48,7 @@ import relay.warm
 from standins import bitbucket as standin
 from standins.builds import Context, background_event, build, listed_build, push_body
 from standins.google import Google, Storage
+from standins.jira import Jira
 from standins.load import group_usage, percentile, push_all
 from standins.processes import ROOT, FunctionServer, KeepAliveStandin, environment
 from standins.tls import self_signed
@@ -893,6 +894,135 @@ def bench_memory(events: int, workdir: Path, warm_up: int = 3000) -> None:
     row(f"resident memory growth over {events} warm events", f"{growth:.2f} MB", "-", "-", "< 1 MB", growth < 1)
 
 
+# --- 10. Jira: what a build costs on Jira and on Bitbucket, and the time of its final event ----------------------
+
+JIRA_CLIENT_ID = "bench-jira-client"  # not a secret
+JIRA_CLIENT_SECRET = "bench-jira-secret-GkmEwUT9cffsX5DEv_myCTx79UgTNDCz"
+JIRA_BRANCH = "feature/ABC-123-bench"  # names ABC-123; each commit's message names ABC-124
+JIRA_MESSAGE = "ABC-124: log in with SSO"
+
+
+def jira_counts(stack: Stack, jira: Jira) -> dict[str, int]:
+    """The calls made so far that a build's Jira side costs, on Jira, and Bitbucket's (its reads of a commit)."""
+    return {
+        "builds": len(jira.build_calls()), "deployments": len(jira.deployment_calls()),
+        "token": jira.token_requests, "site": jira.tenant_info_requests,
+        "statuses": len(stack.app.status_calls()), "reports": len(stack.app.report_calls()),
+        "commit": len(stack.app.commit_calls()),
+    }  # fmt: skip
+
+
+def jira_lifecycle(
+    stack: Stack, jira: Jira, build_id: str, commit: str, created: str, environment_name: str | None = None
+) -> dict[str, int]:
+    """The calls one build's QUEUED, WORKING and SUCCESS cost, delivered to the current instance."""
+    stack.app.commit_messages[("acme/webapp", commit)] = JIRA_MESSAGE
+    before = jira_counts(stack, jira)
+    for status in ("QUEUED", "WORKING", "SUCCESS"):
+        message = build(status, build_id, commit=commit, branch=JIRA_BRANCH, createTime=created)
+        if environment_name:
+            message["substitutions"]["_DEPLOY_ENVIRONMENT"] = environment_name
+        main.build_status(background_event(message), Context())
+    return {what: count - before[what] for what, count in jira_counts(stack, jira).items()}
+
+
+def on_jira(c: dict[str, int]) -> str:
+    return f"{c['builds']} builds + {c['deployments']} deployments, {c['token']} token, {c['site']} tenant_info"
+
+
+def on_bitbucket(c: dict[str, int], reads: bool = True) -> str:
+    said = f"{c['statuses']} + {c['reports']} report"
+    return f"{said} + {c['commit']} commit read" if reads else said
+
+
+def bench_jira_calls(stack: Stack, jira: Jira, cloud_id: str, env: dict[str, str], without: dict[str, str]) -> None:
+    """The calls, counted by running them against the stand-ins, of a build naming issues (its branch, its commit's
+    message) on a new instance, of a re-run of its trigger on the same commit, and of a deployment; beside the same
+    builds with no Jira entry in the credentials."""
+    measured: dict[str, list[dict[str, int]]] = {}
+    for mode, variables in (("with", env), ("without", without)):
+        offset = 70_000 if mode == "with" else 70_002  # commits of their own, so each mode's first build is first
+        commit, deployed = f"{offset:040x}", f"{offset + 1:040x}"
+        with environment(variables), function_log():
+            relay.warm.instance = None
+            measured[mode] = [
+                jira_lifecycle(stack, jira, f"jira-{mode}-1", commit, "2026-11-27T09:00:00Z"),
+                jira_lifecycle(stack, jira, f"jira-{mode}-2", commit, "2026-11-27T09:20:00Z"),
+                jira_lifecycle(stack, jira, f"jira-{mode}-3", deployed, "2026-11-27T09:40:00Z", "production"),
+            ]
+            relay.warm.instance = None
+    (first, rerun, deployment), base = measured["with"], measured["without"]
+    shown = {key: [b["state"] for b in jira.builds_for(cloud_id, key) if b["label"] == JIRA_BRANCH]
+             for key in ("ABC-123", "ABC-124")}  # fmt: skip
+    none = all(c[k] == 0 for c in base for k in ("builds", "deployments", "token", "site", "commit"))
+    jira_only = ("builds", "deployments", "token", "site")
+    row("Jira calls, a build naming issues (QUEUED, WORKING, SUCCESS), the instance's first",
+        f"{on_jira(first)}; on both issues, successful", "0 without a Jira entry", "-",
+        "3 builds, 1 token, 1 tenant_info", [first[k] for k in jira_only] == [3, 0, 1, 1] and none
+        and shown == {"ABC-123": ["successful"] * 3, "ABC-124": ["successful"] * 3})  # fmt: skip
+    row("Jira calls, a re-run of its trigger on the warm instance", on_jira(rerun), "0 without a Jira entry", "-",
+        "3 builds, no token, no tenant_info", [rerun[k] for k in jira_only] == [3, 0, 0, 0])  # fmt: skip
+    row("Jira calls, a deployment (_DEPLOY_ENVIRONMENT=production) on the warm instance", on_jira(deployment),
+        "0 without a Jira entry", "-", "3 builds + 3 deployments",
+        [deployment[k] for k in jira_only] == [3, 3, 0, 0])  # fmt: skip
+    pairs = zip(measured["with"], base, strict=True)
+    same = all((c["statuses"], c["reports"]) == (b["statuses"], b["reports"]) for c, b in pairs)
+    row("Bitbucket calls of a build naming issues, with a Jira entry (its commit's first build, then a re-run)",
+        f"{on_bitbucket(first)}, then {on_bitbucket(rerun)}",
+        f"{on_bitbucket(base[0], False)}, then {on_bitbucket(base[1], False)} without a Jira entry", "-",
+        "the same + 1 commit read per commit", same and (first["commit"], rerun["commit"]) == (1, 0))  # fmt: skip
+
+
+def bench_jira_time(stack: Stack, jira: Jira, builds: int) -> None:
+    """A build's final event (after its Running: the status, its report and, with Jira, the build on Jira), of a
+    repository a Jira entry serves and of one it does not, alternated in one warm instance. Each build is created a
+    second after the one before, so Jira has a build of its own for each (a build's number is its createTime)."""
+    times: dict[str, list[float]] = {"with": [], "without": []}
+    told = len(jira.build_calls())
+    with function_log():
+        relay.warm.instance = None
+        for n in range(builds):
+            for kind in ("with", "without") if n % 2 == 0 else ("without", "with"):
+                repo = "acme/webapp" if kind == "with" else "acme/api"
+                build_id, commit = f"jira-time-{kind}-{n}", f"{80_000 + n:040x}"
+                created = (datetime(2026, 11, 28, tzinfo=UTC) + timedelta(seconds=n)).isoformat()
+                stack.app.commit_messages[(repo, commit)] = JIRA_MESSAGE
+                for status in ("QUEUED", "WORKING"):
+                    message = build(status, build_id, repo=repo, commit=commit, branch=JIRA_BRANCH, createTime=created)
+                    main.build_status(background_event(message), Context())
+                final = build("SUCCESS", build_id, repo=repo, commit=commit, branch=JIRA_BRANCH, createTime=created)
+                started = time.perf_counter()
+                main.build_status(background_event(final), Context())
+                times[kind].append(time.perf_counter() - started)
+        relay.warm.instance = None
+    told = len(jira.build_calls()) - told
+    a, b = statistics.median(times["with"]) * 1000, statistics.median(times["without"]) * 1000
+    row("a build's final event with Jira: its status, its report, the build on Jira (loopback)",
+        f"{a:.1f} ms ({told} Jira calls for {builds} builds)", f"{b:.1f} ms its status and report, no Jira entry "
+        "serving it", f"{a / b:.2f}x", "a Jira call per state", told == 3 * builds)  # fmt: skip
+
+
+def bench_jira(stack: Stack, builds: int) -> None:
+    """What Jira costs a build: its calls, counted against the Jira and Bitbucket stand-ins, and the time of its final
+    event. The Jira stand-in does not validate bodies here (tests/test_jira.py does): its own work is not measured."""
+    jira = Jira(validate=False)
+    server = jira.serve()
+    try:
+        site, cloud_id = jira.add_site("acme")
+        jira.add_issues(cloud_id, "ABC-123", "ABC-124")
+        jira.accept_client(JIRA_CLIENT_ID, JIRA_CLIENT_SECRET)
+        entry = {"jira": site, "client_id": JIRA_CLIENT_ID, "client_secret": JIRA_CLIENT_SECRET,
+                 "repositories": ["acme/webapp"]}  # fmt: skip
+        env = {**stack.base, "JIRA_API_URL": server.root}
+        with_jira = {**env, "BITBUCKET_CREDENTIALS": json.dumps([{"token": TOKEN}, entry])}
+        without = {**env, "BITBUCKET_CREDENTIALS": json.dumps({"token": TOKEN})}
+        bench_jira_calls(stack, jira, cloud_id, with_jira, without)
+        with environment(with_jira):
+            bench_jira_time(stack, jira, builds)
+    finally:
+        server.stop()
+
+
 def main_cli() -> None:
     os.environ["NO_GCE_CHECK"] = "true"  # google-auth never looks for a metadata server: only loopback here
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -915,6 +1045,7 @@ def main_cli() -> None:
             bench_junit_memory(stack, 1 if args.quick else 10)
             bench_junit_cpu(stack, list(JUNIT_CPU_SHAPES)[:2] if args.quick else list(JUNIT_CPU_SHAPES))
             bench_fetches(stack)
+            bench_jira(stack, 10 if args.quick else 100)
         finally:
             stack.stop()
         bench_warm(events, rounds, workdir, margin)
