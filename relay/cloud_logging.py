@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import TYPE_CHECKING
 
@@ -44,7 +45,7 @@ class CloudLogging:
     def step_lines(self, project: str, step: FailedStep) -> tuple[list[str], bool]:
         """The step's lines, oldest first (its last LOG_LINES_SCANNED), and whether the log is complete (Cloud
         Build's last line is in): a log that is not is read again within LOG_WAIT_SECONDS."""
-        if not PROJECT_ID_RE.fullmatch(project):
+        if not re.fullmatch(PROJECT_ID_RE, project):
             raise LogUnavailable("the build's project is not a project ID")
         resource = f"projects/{project}/locations/global/buckets/_Default/views/{self.view}" if self.view else (
             f"projects/{project}"
@@ -92,7 +93,7 @@ class CloudLogging:
             if label == "MAIN":
                 complete = complete or text in ("DONE", "ERROR", "TIMEOUT") or text.startswith("ERROR:")
             elif label == step.label:
-                lines.append(STEP_PREFIX_RE.sub("", _text_raw(entry.get("textPayload")), count=1))
+                lines.append(re.sub(STEP_PREFIX_RE, "", _text_raw(entry.get("textPayload")), count=1))
         return lines, complete
 
     def _warn(self, code: int) -> None:

@@ -41,9 +41,9 @@ ENTRY_FIELDS = frozenset(
         "ca_certificate",
     }
 )
-FIELD_NAME_RE = re.compile(r"[a-z_]{1,40}", re.ASCII)  # an unknown field is named only if it looks like a name
-PATTERN_RE = re.compile(r"(?<![!-~])[!-~]+/[!-~]+", re.ASCII)  # workspace/repo_slug, or PROJECT/repo_slug on a server
-PROJECT_PATTERN_RE = re.compile(r"[a-z0-9.:*?!\[\]-]{1,100}", re.ASCII)  # Google Cloud project IDs, shell-style
+FIELD_NAME_RE = r"(?a)[a-z_]{1,40}"  # an unknown field is named only if it looks like a name
+PATTERN_RE = r"(?a)(?<![!-~])[!-~]+/[!-~]+"  # workspace/repo_slug, or PROJECT/repo_slug on a server
+PROJECT_PATTERN_RE = r"(?a)[a-z0-9.:*?!\[\]-]{1,100}"  # Google Cloud project IDs, shell-style
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,9 @@ def _entry(data: Any, position: int, where: str) -> Credential:
         raise ConfigurationError(f"{where} is not a JSON object")
     unknown = sorted(set(data) - ENTRY_FIELDS)
     if unknown:
-        shown = [repr(name) if FIELD_NAME_RE.fullmatch(name) else "(a field that is not a name)" for name in unknown]
+        shown = [
+            repr(name) if re.fullmatch(FIELD_NAME_RE, name) else "(a field that is not a name)" for name in unknown
+        ]
         raise ConfigurationError(f"{where} has an unknown field: {', '.join(shown)}")
     nulls = sorted(name for name, value in data.items() if value is None)
     if nulls:  # a null is not an absent field: {"server": null} must not become a Bitbucket Cloud entry
@@ -160,7 +162,11 @@ def _patterns(data: Mapping[str, Any], name: str, where: str) -> Patterns:
     if name not in data:
         return Patterns()
     value, (shape, what) = data[name], PATTERN_LISTS[name]
-    if not isinstance(value, list) or not value or not all(isinstance(p, str) and shape.fullmatch(p) for p in value):
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(p, str) and re.fullmatch(shape, p) for p in value)
+    ):
         raise ConfigurationError(f'{where} has "{name}" that are not a list of {what}')
     return Patterns(tuple(value))
 
@@ -277,7 +283,7 @@ def _google_error(error: Exception, where: str) -> Exception:
 
 SINGLE_VARIABLES = ("BITBUCKET_CREDENTIALS_FILE", "BITBUCKET_CREDENTIALS", "CREDENTIALS_SECRET")
 BUCKET_VARIABLES = ("SECRETS_BUCKET", "SECRETS_OBJECT", "KMS_CRYPTO_KEY_ID")
-SECRET_RE = re.compile(r"projects/[^/]+/secrets/[^/]+(?:/versions/[^/]+)?", re.ASCII)
+SECRET_RE = r"(?a)projects/[^/]+/secrets/[^/]+(?:/versions/[^/]+)?"  # noqa: S105 (a pattern)
 
 
 def credential_source(env: Mapping[str, str]) -> CredentialSource:
@@ -291,7 +297,7 @@ def credential_source(env: Mapping[str, str]) -> CredentialSource:
     if "BITBUCKET_CREDENTIALS" in sources:
         return EnvironmentCredentials(env)
     if "CREDENTIALS_SECRET" in sources:
-        if not SECRET_RE.fullmatch(env["CREDENTIALS_SECRET"]):
+        if not re.fullmatch(SECRET_RE, env["CREDENTIALS_SECRET"]):
             raise ConfigurationError(
                 "CREDENTIALS_SECRET must be projects/PROJECT/secrets/SECRET, optionally with /versions/VERSION"
             )

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 
 # The topic a delivery came from: a CloudEvent's source, a 1st gen context's resource, a push request's path.
-TOPIC_RE = re.compile(rf"(?://pubsub\.googleapis\.com/)?projects/(?P<project>{PROJECT_ID})/topics/[^/]+", re.ASCII)
+TOPIC_RE = rf"(?a)(?://pubsub\.googleapis\.com/)?projects/(?P<project>{PROJECT_ID})/topics/[^/]+"
 
 
 def log_fields(build: Mapping[str, Any], update: Update | None = None) -> dict[str, Any]:
@@ -116,7 +116,7 @@ def chosen_by_the_build(build: Mapping[str, Any], update: Update) -> bool:
 def delivered_from(topic: Any) -> str | None:
     """The project of the topic a delivery names (`projects/P/topics/T`, or a CloudEvent source of that
     topic); None when it names none (a local run, a push to the function's root)."""
-    match = TOPIC_RE.fullmatch(topic) if isinstance(topic, str) else None
+    match = re.fullmatch(TOPIC_RE, topic) if isinstance(topic, str) else None
     return match["project"] if match else None
 
 
