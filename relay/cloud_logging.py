@@ -9,7 +9,6 @@ from relay.config import PROJECT_ID_RE
 from relay.errors import ConfigurationError, TransientError
 from relay.logs import log
 from relay.scope import WRITES_RESERVE, time_left
-from relay.step_log import LOG_LINES_SCANNED, STEP_PREFIX_RE, log_filter
 from relay.text import as_mapping, as_text
 
 if TYPE_CHECKING:
@@ -45,6 +44,8 @@ class CloudLogging:
     def step_lines(self, project: str, step: FailedStep) -> tuple[list[str], bool]:
         """The step's lines, oldest first (its last LOG_LINES_SCANNED), and whether the log is complete (Cloud
         Build's last line is in): a log that is not is read again within LOG_WAIT_SECONDS."""
+        from relay.step_log import LOG_LINES_SCANNED, log_filter  # a failed build's: no other event loads it
+
         if not re.fullmatch(PROJECT_ID_RE, project):
             raise LogUnavailable("the build's project is not a project ID")
         resource = f"projects/{project}/locations/global/buckets/_Default/views/{self.view}" if self.view else (
@@ -60,6 +61,8 @@ class CloudLogging:
             time.sleep(waits.pop(0))
 
     def _read(self, body: dict[str, Any], step: FailedStep) -> tuple[list[str], bool]:
+        from relay.step_log import STEP_PREFIX_RE
+
         session = self.google.authorized()
         if session is None:
             raise LogUnavailable("the function has no Google credentials")

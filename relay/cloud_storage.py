@@ -3,7 +3,6 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from relay.junit import TEST_BYTES_MAX, TEST_FILE_BYTES_MAX, TEST_FILES_MAX, TestResults, manifest_files, parse_junit
 from relay.logs import log, loggable
 from relay.lru import Lru
 from relay.scope import WRITES_RESERVE, current_project, google_timeout, time_left
@@ -12,7 +11,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
     from typing import Any
 
-    from relay.junit import TestSources
+    from relay.junit import TestResults, TestSources
 
 
 class TestReports:
@@ -46,6 +45,15 @@ class TestReports:
         return results
 
     def _read_all(self, sources: TestSources, directory: str, secrets: list[str]) -> TestResults | None:
+        from relay.junit import (  # with the first build that names test files: no other event loads it
+            TEST_BYTES_MAX,
+            TEST_FILE_BYTES_MAX,
+            TEST_FILES_MAX,
+            TestResults,
+            manifest_files,
+            parse_junit,
+        )
+
         files: list[tuple[str, str, str]] = []
         partial = False
         try:
@@ -100,6 +108,8 @@ class TestReports:
         return False
 
     def _listed(self, bucket: str, prefix: str) -> list[tuple[str, str, str]]:
+        from relay.junit import TEST_FILES_MAX
+
         storage = self._storage()
         blobs = storage.list_blobs(bucket, prefix=prefix, max_results=10 * TEST_FILES_MAX, timeout=google_timeout())
         return sorted((bucket, b.name, "") for b in blobs if b.name.endswith(".xml"))

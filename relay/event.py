@@ -20,13 +20,11 @@ from relay.errors import (
     TransientError,
     UntrustedCertificate,
 )
-from relay.junit import test_sources, with_tests
 from relay.logs import log, loggable
 from relay.reporting import ANNOTATIONS_REFUSED, POSTED, REPORT_REFUSED, REPORT_WRITTEN
 from relay.repository import allowed, repository_at, valid_repository
 from relay.scope import event_scope
 from relay.status import DESCRIPTION_MAX, format_duration
-from relay.step_log import FailedStep, failed_step
 from relay.text import as_text
 from relay.translate import translate
 from relay.warm import warm_instance
@@ -176,8 +174,11 @@ def report_build(
         if isinstance(decision, Skip):
             return Result(SKIPPED, decision.severity, f"Skipped: {decision.reason}")
         fields.update(log_fields(build, decision))
-        if warm.tests is not None and (sources := test_sources(build)):
-            decision = tested(decision, build, sources, warm, fields)
+        if warm.tests is not None and decision.status.is_final:
+            from relay.junit import test_sources  # with a final state: an event in progress loads no test results
+
+            if sources := test_sources(build):
+                decision = tested(decision, build, sources, warm, fields)
         chose = chosen_by_the_build(build, decision)
         try:
             return post(decision, published, warm, fields, chose)
@@ -197,6 +198,9 @@ def tested(update: Update, build: Mapping[str, Any], sources: TestSources, warm:
     (never its message: it may quote a file), so that a bug is seen."""
     if warm.tests is None:
         return update
+    from relay.junit import with_tests
+    from relay.step_log import FailedStep, failed_step
+
     try:
         step = failed_step(build)
         directory = step.directory if isinstance(step, FailedStep) else ""

@@ -220,7 +220,7 @@ def test_a_test_files_name_reaches_the_log_without_its_query(reports_bucket, bit
 def test_a_file_past_the_bound_is_not_read_past_it_and_the_counts_say_they_are_partial(
     reports_bucket, bitbucket, monkeypatch, tmp_path
 ):
-    monkeypatch.setattr(relay.cloud_storage, "TEST_FILE_BYTES_MAX", 64 * 1024)
+    monkeypatch.setattr(relay.junit, "TEST_FILE_BYTES_MAX", 64 * 1024)
     huge = b"<testsuite>" + b"<testcase name='t'/>" * 20_000 + b"</testsuite>"  # 400 KB: past 64 KB
     reports_bucket.put(BUCKET, "huge/b-1/huge.xml", huge)
     reports_bucket.put(BUCKET, "huge/b-1/junit.xml", pytest_junit(tmp_path))
@@ -310,7 +310,7 @@ def test_an_unexpected_error_in_reading_test_results_leaves_the_status_posted_an
     def broken(data, directory="", secrets=()):
         raise TypeError("a message that may quote the file")
 
-    monkeypatch.setattr(relay.cloud_storage, "parse_junit", broken)
+    monkeypatch.setattr(relay.junit, "parse_junit", broken)
     delivered_with_tests(reports_bucket, "broken", {"junit.xml": junit(failing_case("test_a"))})
     [status] = bitbucket.app.shown("acme", "webapp", COMMIT)
     assert status["description"] == "Failed after 3m 12s"
@@ -607,8 +607,8 @@ def sized(size: int, name: str) -> bytes:
 
 def test_each_download_takes_only_what_is_left_of_the_total_bound(reports_bucket, bitbucket, monkeypatch):
     """Files of 1,500 and 1,800 bytes within 2,000 each but 3,000 in all: the second is not read past what is left."""
-    monkeypatch.setattr(relay.cloud_storage, "TEST_FILE_BYTES_MAX", 2000)
-    monkeypatch.setattr(relay.cloud_storage, "TEST_BYTES_MAX", 3000)
+    monkeypatch.setattr(relay.junit, "TEST_FILE_BYTES_MAX", 2000)
+    monkeypatch.setattr(relay.junit, "TEST_BYTES_MAX", 3000)
     delivered_with_tests(reports_bucket, "total", {"a.xml": sized(1500, "test_a"), "b.xml": sized(1800, "test_b")})
     [status] = bitbucket.app.shown("acme", "webapp", COMMIT)
     assert status["description"] == "Failed after 3m 12s: 1 tests passed (partial)"
@@ -618,7 +618,7 @@ def test_partial_counts_are_not_kept_so_a_delivery_of_the_message_again_reads_th
     reports_bucket, bitbucket, monkeypatch, capsys
 ):
     """A file that could not be read may be readable when Pub/Sub delivers the message again."""
-    monkeypatch.setattr(relay.cloud_storage, "TEST_FILE_BYTES_MAX", 2000)
+    monkeypatch.setattr(relay.junit, "TEST_FILE_BYTES_MAX", 2000)
     delivered_with_tests(reports_bucket, "partial", {"a.xml": sized(1500, "test_a"), "b.xml": sized(2500, "test_b")})
     reports_bucket.put(BUCKET, "partial/b-1/b.xml", sized(1500, "test_b"))
     downloads = reports_bucket.downloads
