@@ -2,14 +2,18 @@
 
     python -m bench            # full: medians of several runs
     python -m bench --quick    # a short run, so the benchmark cannot rot (make test runs it)
+    python -m bench --imports [--before CHECKOUT]   # only what a cold start imports, beside an older commit's
 
 Rows: the cold first event of each credential source against the original
-function's shape (bench/original.py), in fresh processes; the import alone;
-a warm event over TLS against a bare keep-alive POST (the floor) and a new
-connection per event; Bitbucket calls per build, ours and the original's, both
-counted by running them; credential fetches; resident memory over many warm
-events. Each row says whether its target is met; the quick run allows a margin
-for the noise of a short run on a shared machine.
+function's shape (bench/original.py), in fresh processes; the import alone, and
+what an in-progress event and a failed build's final event import, on each
+Python of BENCH_PYTHONS (their paths, space-separated; else this one), the code
+compiled as Google's buildpack compiles it at deploy; a warm event over TLS
+against a bare keep-alive POST (the floor) and a new connection per event;
+Bitbucket calls per build, ours and the original's, both counted by running
+them; credential fetches; resident memory over many warm events. Each row says
+whether its target is met; the quick run allows a margin for the noise of a
+short run on a shared machine.
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ import gc
 import json
 import os
 import platform
-import py_compile
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -75,10 +79,12 @@ def function_log() -> Iterator[None]:
         yield
 
 
-def compiled() -> None:
-    """Installed code is compiled (pip compiles the libraries); so are main.py and the original here."""
-    for name in ("main.py", "bench/original.py"):
-        py_compile.compile(str(ROOT / name), cfile=None, doraise=True)
+def compiled(python: str = sys.executable, tree: Path = ROOT) -> None:
+    """What is deployed, compiled as Google's Python buildpack compiles it at deploy (`python3 -m compileall -f -q`
+    over the uploaded files: main.py and relay/), by the interpreter that runs it; the original here too (pip
+    compiles the libraries)."""
+    names = [name for name in ("main.py", "relay", "bench/original.py") if (tree / name).exists()]
+    subprocess.run([python, "-m", "compileall", "-f", "-q", *names], cwd=tree, capture_output=True, check=True)
 
 
 # --- 1. the cold first event: a fresh process, its first event end to end -------------------
@@ -189,37 +195,148 @@ def bench_cold(stack: Stack, runs: int, margin: float) -> None:
             row("Google client modules loaded by that first event", str(len(loaded)), "-", "-", "0", not loaded)
 
 
-# --- 2. the import alone ----------------------------------------------------------------
+# --- 2. the import alone, and what a cold instance imports for each kind of first event ----------------------------
+
+# A fresh interpreter that has loaded functions_framework (as the runtime has) imports main and, when given one,
+# handles an event: the modules it loaded, in the order it loaded them.
+PATH_CHILD = """
+import functions_framework, json, sys
+before = set(sys.modules)
+import main
+if len(sys.argv) > 1:
+    main.build_status(json.loads(sys.argv[1]), None)
+print(json.dumps([name for name in sys.modules if name not in before]))
+"""
+
+# A fresh interpreter that has loaded functions_framework imports each list of modules in turn: the milliseconds of
+# processor time each takes (an import is all processor work: on a shared machine, wall time adds others' load).
+TIMED_CHILD = """
+import functions_framework, importlib, json, sys, time
+def load(names):
+    started = time.process_time()
+    for name in names:
+        if name not in sys.modules:
+            try:
+                importlib.import_module(name)
+            except ImportError:  # a name a library gives a module it makes itself (Cython's): loaded with it
+                pass
+    return (time.process_time() - started) * 1000
+print(json.dumps([load(names) for names in json.loads(sys.argv[1])]))
+"""
+EAGER = ["google.cloud.kms", "google.cloud.storage", "requests"]  # what the original imports when it is loaded
 
 
-def import_ms(statement: str) -> tuple[float, list[str]]:
-    """Milliseconds `statement` takes in a fresh interpreter that has imported functions_framework."""
-    code = (
-        "import functions_framework, sys, time, json\n"
-        "before = set(sys.modules)\n"
-        f"t = time.perf_counter()\n{statement}\nt = time.perf_counter() - t\n"
-        "print(json.dumps([t * 1000, sorted(set(sys.modules) - before)]))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    ms, modules = json.loads(out.splitlines()[-1])
-    return ms, modules
+def interpreters() -> list[str]:
+    """The Pythons the import rows measure: BENCH_PYTHONS (their paths, space-separated, each with requirements.txt and
+    functions-framework installed: the deployed runtime's version beside this one), else this one."""
+    return os.environ.get("BENCH_PYTHONS", "").split() or [sys.executable]
 
 
-def bench_import(runs: int) -> None:
-    compiled()
-    ours, theirs, loaded = [], [], []
-    for r in range(runs):  # alternated, so both see the same machine
-        for which in ("ours", "theirs") if r % 2 == 0 else ("theirs", "ours"):
-            if which == "ours":
-                ms, modules = import_ms("import main")
-                ours.append(ms)
-                loaded = [m for m in modules if m.startswith(GOOGLE_PREFIXES)]
+def version(python: str) -> str:
+    command = [python, "-c", "import platform; print(platform.python_version())"]
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def path_modules(python: str, tree: Path, env: dict[str, str], event: dict[str, Any] | None) -> list[str]:
+    """What `import main` and then `event` (None: none) load in a fresh process of `python` serving `tree`."""
+    command = [python, "-c", PATH_CHILD, *([json.dumps(event)] if event else [])]
+    result = subprocess.run(command, cwd=tree, env={**env, "PYTHONPATH": str(tree)}, capture_output=True, text=True,
+                            check=True, timeout=120)  # fmt: skip
+    assert event is None or '"Posted ' in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]
+    modules: list[str] = json.loads(result.stdout.splitlines()[-1])
+    return modules
+
+
+def imports_ms(python: str, tree: Path, parts: list[list[str]]) -> list[float]:
+    """Milliseconds of processor time a fresh process of `python` takes to import each part of `parts` in turn, from
+    `tree`."""
+    result = subprocess.run([python, "-c", TIMED_CHILD, json.dumps(parts)], cwd=tree,
+                            env={**os.environ, "PYTHONPATH": str(tree)}, capture_output=True, text=True, check=True,
+                            timeout=120)  # fmt: skip
+    times: list[float] = json.loads(result.stdout.splitlines()[-1])
+    return times
+
+
+def package_modules(names: list[str]) -> list[str]:
+    return [name for name in names if name == "main" or name.split(".")[0] == "relay"]
+
+
+def first_event(stack: Stack, kind: str, n: int) -> dict[str, Any] | None:
+    """A cold instance's first event of `kind` (its build's own id and commit), or None for `import main` alone."""
+    if kind == "in progress":
+        return background_event(build("WORKING", f"cold-{n}", commit=f"{n:040x}"))
+    if kind == "failed":
+        stack.google.app.write_log("acme-ci", f"cold-{n}", {'Step #0 - "unit-tests"': failing_log(200)})
+        return background_event(build("FAILURE", f"cold-{n}", commit=f"{n:040x}", steps=FAILING_STEPS))
+    return None
+
+
+PATHS = {
+    "import main": "import main alone",
+    "in progress": "an in-progress event's imports",
+    "failed": "a failed final event's imports (its step's last lines read, no test files)",
+}
+
+
+def bench_import(stack: Stack, runs: int, pythons: list[str], before: Path | None) -> None:
+    """`import main` alone, and what a cold instance imports for its first event (one in progress; a failed build's
+    final event, its failed step's lines read from Cloud Logging), in fresh processes with the code compiled as at
+    deploy, on each interpreter: the package's modules (main.py and relay/), then the libraries the event loads
+    (requests, google-auth). Beside each, the same in `before` (a checkout of an older commit) when given, else
+    `import main` beside the original's eager imports."""
+    env = {**stack.base, **stack.sources["a mounted file"]}
+    trees = {"ours": ROOT, **({"before": before} if before else {})}
+    n = 60_000
+    for python in pythons:
+        loaded: dict[tuple[str, str], list[str]] = {}
+        for which, tree in trees.items():
+            compiled(python, tree)
+            for kind in PATHS:
+                n += 1
+                reads = stack.google.app.counts["logging.entries.list"]
+                loaded[which, kind] = path_modules(python, tree, env, first_event(stack, kind, n))
+                read = stack.google.app.counts["logging.entries.list"] > reads
+                assert read == (kind == "failed"), f"{kind}: the failed step's lines read: {read}"
+        times: dict[tuple[str, str] | str, list[list[float]]] = {key: [] for key in loaded}
+        if not before:
+            times["eager"] = []  # the original's imports, beside `import main`
+        for r in range(runs):
+            order = list(times) if r % 2 == 0 else list(reversed(times))  # alternated: all see the same machine
+            for key in order:
+                if isinstance(key, str):
+                    times[key].append(imports_ms(python, ROOT, [EAGER]))
+                    continue
+                package = package_modules(loaded[key])
+                libraries = [name for name in loaded[key] if name not in package]
+                times[key].append(imports_ms(python, trees[key[0]], [package, libraries]))
+        at = f"Python {version(python)}"
+        for kind, what in PATHS.items():
+            package_ms, libraries_ms = (statistics.median(t[part] for t in times["ours", kind]) for part in (0, 1))
+            modules = len([name for name in loaded["ours", kind] if name.startswith("relay.")])
+            label = f"{what}, {at}: main.py and {modules} modules of relay/"
+            said = f"{package_ms:.1f} ms" + (f" + {libraries_ms:.0f} ms of libraries" if kind != "import main" else "")
+            if before:
+                old = statistics.median(t[0] for t in times["before", kind])
+                row(label, said, f"{old:.1f} ms before ({commit_of(before)}), the package alone",
+                    f"{old / package_ms:.1f}x as fast", "-")  # fmt: skip
+            elif kind == "import main":
+                eager = statistics.median(t[0] for t in times["eager"])
+                row(label, said, f"{eager:.0f} ms eager kms+storage+requests", f"{eager / package_ms:.0f}x cheaper",
+                    "-")  # fmt: skip
             else:
-                theirs.append(import_ms("import google.cloud.kms, google.cloud.storage, requests")[0])
-    a, b = statistics.median(ours), statistics.median(theirs)
-    row("import main alone (clients load on the first event that needs them)", f"{a:.1f} ms",
-        f"{b:.0f} ms eager kms+storage+requests", f"{b / a:.0f}x cheaper", "-")  # fmt: skip
-    row("Google client modules loaded by `import main`", str(len(loaded)), "-", "-", "0", not loaded)
+                row(label, said, "-", "-", "-")
+        if python == pythons[0]:
+            google = [name for name in loaded["ours", "import main"] if name.startswith(GOOGLE_PREFIXES)]
+            row("Google client modules loaded by `import main`", str(len(google)), "-", "-", "0", not google)
+
+
+def commit_of(tree: Path) -> str:
+    """The commit a checkout is at (its folder's name where git cannot say)."""
+    git = shutil.which("git")
+    result = subprocess.run([git, "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True) if (
+        git
+    ) else None  # fmt: skip
+    return result.stdout.strip() if result and result.stdout.strip() else tree.name
 
 
 # --- 3. a warm event over TLS --------------------------------------------------------------
@@ -503,7 +620,7 @@ def bench_failure_text(size: int = 5 * 1024 * 1024) -> None:
         if ms > worst_ms:
             worst_ms, worst_unit = ms, unit
         started = time.perf_counter()
-        list(relay.junit.FAILURE_PLACE_RE.finditer(text))  # the pattern itself, on all of the text
+        list(re.finditer(relay.junit.FAILURE_PLACE_RE, text))  # the pattern itself, on all of the text
         whole_ms = max(whole_ms, (time.perf_counter() - started) * 1000)
         started = time.perf_counter()
         list(re.finditer(FAILURE_PLACE_BEFORE, text[: 16 * 1024]))
@@ -1027,17 +1144,28 @@ def main_cli() -> None:
     os.environ["NO_GCE_CHECK"] = "true"  # google-auth never looks for a metadata server: only loopback here
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short run (make test)")
+    parser.add_argument("--imports", action="store_true", help="only the rows of what a cold start imports")
+    parser.add_argument("--before", type=Path, help="a checkout of an older commit: the import rows' baseline")
     args = parser.parse_args()
     runs, events, rounds, memory_events = (3, 100, 3, 500) if args.quick else (9, 1000, 5, 10_000)
     margin = QUICK_MARGIN if args.quick else 1.0
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     print(f"Benchmark{' (quick)' if args.quick else ''}: {machine}, {datetime.now(UTC):%Y-%m-%d}", file=sys.stderr)
+    if args.imports:
+        with tempfile.TemporaryDirectory() as tmp:
+            stack = Stack(Path(tmp))
+            try:
+                bench_import(stack, runs, interpreters(), args.before)
+            finally:
+                stack.stop()
+        print_table(runs, 0, 0, margin, args.quick)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         stack = Stack(workdir)
         try:
             bench_cold(stack, runs, margin)
-            bench_import(runs)
+            bench_import(stack, runs, interpreters(), args.before)
             bench_calls(stack)
             bench_failing(stack, 5 if args.quick else 50)
             bench_test_files(stack, 4 if args.quick else 40)
@@ -1056,12 +1184,17 @@ def main_cli() -> None:
         bench_load(48 if args.quick else 800, 80, 0.15, workdir)
         bench_backlog(60 if args.quick else 500, 4 if args.quick else 10, 80, 0.15, workdir)
         bench_resync([1_000] if args.quick else [20_000, 100_000], workdir)
+    print_table(runs, rounds, events, margin, args.quick)
+
+
+def print_table(runs: int, rounds: int, events: int, margin: float, quick: bool) -> None:
     print("\n| What | Ours | Baseline | Ratio | Target | Met |\n|---|---|---|---|---|---|")
     for r in ROWS:
         print("| " + " | ".join(r) + " |")
-    quick = f"; a quick run: ratios may miss their target by a factor of {margin}" if args.quick else ""
-    print(f"\n{machine}, {datetime.now(UTC):%Y-%m-%d}; medians of {runs} fresh processes (cold, import) and "
-          f"{rounds} rounds of {events} events (warm){quick}")  # fmt: skip
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    short = f"; a quick run: ratios may miss their target by a factor of {margin}" if quick else ""
+    warm = f" and {rounds} rounds of {events} events (warm)" if rounds else ""
+    print(f"\n{machine}, {datetime.now(UTC):%Y-%m-%d}; medians of {runs} fresh processes (cold, import){warm}{short}")
     if any(r[-1] == "NO" for r in ROWS):
         sys.exit("a target was missed")
 

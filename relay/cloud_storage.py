@@ -3,15 +3,6 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from relay.junit import (
-    TEST_BYTES_MAX,
-    TEST_FILE_BYTES_MAX,
-    TEST_FILES_MAX,
-    ElementsRead,
-    TestResults,
-    manifest_files,
-    parse_junit,
-)
 from relay.logs import log, loggable
 from relay.lru import Lru
 from relay.scope import WRITES_RESERVE, current_project, google_timeout, time_left
@@ -20,7 +11,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
     from typing import Any
 
-    from relay.junit import TestSources
+    from relay.junit import TestResults, TestSources
 
 
 class TestReports:
@@ -55,6 +46,16 @@ class TestReports:
         return results
 
     def _read_all(self, sources: TestSources, directory: str, secrets: list[str]) -> TestResults | None:
+        from relay.junit import (  # with the first build that names test files: no other event loads it
+            TEST_BYTES_MAX,
+            TEST_FILE_BYTES_MAX,
+            TEST_FILES_MAX,
+            ElementsRead,
+            TestResults,
+            manifest_files,
+            parse_junit,
+        )
+
         files: list[tuple[str, str, str]] = []
         partial = False
         try:
@@ -111,6 +112,8 @@ class TestReports:
     def _listed(self, bucket: str, prefix: str) -> list[tuple[str, str, str]]:
         """The first XML objects under the prefix in name order, one more than TEST_FILES_MAX at most (so that a cut
         listing says partial): Cloud Storage lists only those, whatever else the folder holds."""
+        from relay.junit import TEST_FILES_MAX
+
         storage = self._storage()
         blobs = storage.list_blobs(bucket, prefix=prefix, match_glob="**.xml", max_results=TEST_FILES_MAX + 1,
                                    timeout=google_timeout())  # fmt: skip

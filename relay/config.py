@@ -31,8 +31,8 @@ DEFAULT_RATE_LIMIT_COOLDOWN_SECONDS = 600.0
 CONNECT_TIMEOUT_SECONDS = 3.05
 # A project ID, also a domain-scoped one (example.com:project); the lookbehind keeps a search linear.
 PROJECT_ID = r"(?:(?<![a-z0-9.-])[a-z0-9.-]++:)?[a-z0-9][a-z0-9-]{0,62}"
-PROJECT_ID_RE = re.compile(PROJECT_ID, re.ASCII)
-LOG_VIEW_RE = re.compile(r"[A-Za-z0-9_-]{1,100}", re.ASCII)
+PROJECT_ID_RE = f"(?a){PROJECT_ID}"
+LOG_VIEW_RE = r"(?a)[A-Za-z0-9_-]{1,100}"
 
 
 class Patterns:
@@ -94,12 +94,12 @@ class Config:
         if excerpts not in ("private", "all", "off"):
             raise ConfigurationError("LOG_EXCERPTS must be private, all or off")
         view = env.get("LOG_VIEW", "").strip()
-        if view and not LOG_VIEW_RE.fullmatch(view):
+        if view and not re.fullmatch(LOG_VIEW_RE, view):
             raise ConfigurationError("LOG_VIEW must be a log view's ID (letters, digits, '_' and '-')")
         repositories = Patterns(tuple(p for p in patterns if p))
         connections = max(cls.connections, _threads(env))
         projects = frozenset(env.get("BUILD_PROJECTS", "").replace(",", " ").split())
-        if any(not PROJECT_ID_RE.fullmatch(p) for p in projects):
+        if any(not re.fullmatch(PROJECT_ID_RE, p) for p in projects):
             raise ConfigurationError("BUILD_PROJECTS must be project IDs, separated by spaces or commas")
         buckets = report_buckets(env.get("TEST_REPORT_BUCKETS", ""), projects)
         settings: dict[str, Any] = {**urls, **numbers}
@@ -165,7 +165,7 @@ def report_buckets(raw: str, projects: frozenset[str]) -> frozenset[tuple[str, s
     found = set()
     for entry in raw.replace(",", " ").split():
         project, _, bucket = entry.rpartition("=")
-        if not BUCKET_RE.fullmatch(bucket) or (project and not PROJECT_ID_RE.fullmatch(project)):
+        if not re.fullmatch(BUCKET_RE, bucket) or (project and not re.fullmatch(PROJECT_ID_RE, project)):
             raise ConfigurationError(
                 "TEST_REPORT_BUCKETS must be bucket names, or PROJECT=bucket, separated by spaces or commas"
             )
@@ -222,4 +222,4 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]", re.ASCII)
+BUCKET_RE = r"(?a)[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]"

@@ -44,10 +44,10 @@ ENTRY_FIELDS = frozenset(
     }
 )
 JIRA_FIELDS = frozenset({"jira", "client_id", "client_secret", "repositories", "projects", "cloud_id"})
-CLOUD_ID_RE = re.compile(r"[A-Za-z0-9-]{1,100}", re.ASCII)  # a path segment of Atlassian's API: no '/' or dots
-FIELD_NAME_RE = re.compile(r"[a-z_]{1,40}", re.ASCII)  # an unknown field is named only if it looks like a name
-PATTERN_RE = re.compile(r"(?<![!-~])[!-~]+/[!-~]+", re.ASCII)  # workspace/repo_slug, or PROJECT/repo_slug on a server
-PROJECT_PATTERN_RE = re.compile(r"[a-z0-9.:*?!\[\]-]{1,100}", re.ASCII)  # Google Cloud project IDs, shell-style
+CLOUD_ID_RE = r"(?a)[A-Za-z0-9-]{1,100}"  # a path segment of Atlassian's API: no '/' or dots
+FIELD_NAME_RE = r"(?a)[a-z_]{1,40}"  # an unknown field is named only if it looks like a name
+PATTERN_RE = r"(?a)(?<![!-~])[!-~]+/[!-~]+"  # workspace/repo_slug, or PROJECT/repo_slug on a server
+PROJECT_PATTERN_RE = r"(?a)[a-z0-9.:*?!\[\]-]{1,100}"  # Google Cloud project IDs, shell-style
 
 
 @dataclass(frozen=True)
@@ -120,10 +120,8 @@ def _entry(data: Any, position: int, where: str) -> Credential | JiraEntry:
         raise ConfigurationError(f"{where} is not a JSON object")
     if "jira" in data:
         return _jira_entry(data, position, where)
-    unknown = sorted(set(data) - ENTRY_FIELDS)
-    if unknown:
-        shown = [repr(name) if FIELD_NAME_RE.fullmatch(name) else "(a field that is not a name)" for name in unknown]
-        raise ConfigurationError(f"{where} has an unknown field: {', '.join(shown)}")
+    if unknown := _unknown_fields(data, ENTRY_FIELDS):
+        raise ConfigurationError(f"{where} has an unknown field: {unknown}")
     nulls = sorted(name for name, value in data.items() if value is None)
     if nulls:  # a null is not an absent field: {"server": null} must not become a Bitbucket Cloud entry
         raise ConfigurationError(f"{where} has a null {', '.join(repr(n) for n in nulls)}: leave a field out instead")
@@ -145,18 +143,22 @@ def _entry(data: Any, position: int, where: str) -> Credential | JiraEntry:
     return Credential(position, scheme, secret, repositories, server, ca_certificate, projects)
 
 
+def _unknown_fields(data: Mapping[str, Any], known: frozenset[str]) -> str:
+    """The fields an entry may not hold, each named only if it looks like a name (never a value pasted as a key)."""
+    unknown = sorted(set(data) - known)
+    return ", ".join(repr(n) if re.fullmatch(FIELD_NAME_RE, n) else "(a field that is not a name)" for n in unknown)
+
+
 def _jira_entry(data: Mapping[str, Any], position: int, where: str) -> JiraEntry:
-    unknown = sorted(set(data) - JIRA_FIELDS)
-    if unknown:
-        shown = [repr(name) if FIELD_NAME_RE.fullmatch(name) else "(a field that is not a name)" for name in unknown]
-        raise ConfigurationError(f"{where} is a Jira entry with a field it cannot hold: {', '.join(shown)}")
+    if unknown := _unknown_fields(data, JIRA_FIELDS):
+        raise ConfigurationError(f"{where} is a Jira entry with a field it cannot hold: {unknown}")
     site = normalized_server(data["jira"]) if isinstance(data["jira"], str) else None
     if site is None:
         raise ConfigurationError(f'{where} has a "jira" that is not an https:// URL of a Jira site')
     if not _all_text(data.get("client_id"), data.get("client_secret")):
         raise ConfigurationError(f'{where} is a Jira entry without its "client_id" and "client_secret"')
     cloud_id = data.get("cloud_id")
-    if cloud_id is not None and not (isinstance(cloud_id, str) and CLOUD_ID_RE.fullmatch(cloud_id)):
+    if cloud_id is not None and not (isinstance(cloud_id, str) and re.fullmatch(CLOUD_ID_RE, cloud_id)):
         raise ConfigurationError(f'{where} has a "cloud_id" that is not a cloud id (letters, digits and dashes)')
     repositories, projects = _patterns(data, "repositories", where), _patterns(data, "projects", where)
     return JiraEntry(position, site, data["client_id"], data["client_secret"], repositories, projects, cloud_id)
@@ -202,7 +204,11 @@ def _patterns(data: Mapping[str, Any], name: str, where: str) -> Patterns:
     if name not in data:
         return Patterns()
     value, (shape, what) = data[name], PATTERN_LISTS[name]
-    if not isinstance(value, list) or not value or not all(isinstance(p, str) and shape.fullmatch(p) for p in value):
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(p, str) and re.fullmatch(shape, p) for p in value)
+    ):
         raise ConfigurationError(f'{where} has "{name}" that are not a list of {what}')
     return Patterns(tuple(value))
 
@@ -319,7 +325,7 @@ def _google_error(error: Exception, where: str) -> Exception:
 
 SINGLE_VARIABLES = ("BITBUCKET_CREDENTIALS_FILE", "BITBUCKET_CREDENTIALS", "CREDENTIALS_SECRET")
 BUCKET_VARIABLES = ("SECRETS_BUCKET", "SECRETS_OBJECT", "KMS_CRYPTO_KEY_ID")
-SECRET_RE = re.compile(r"projects/[^/]+/secrets/[^/]+(?:/versions/[^/]+)?", re.ASCII)
+SECRET_RE = r"(?a)projects/[^/]+/secrets/[^/]+(?:/versions/[^/]+)?"  # noqa: S105 (a pattern)
 
 
 def credential_source(env: Mapping[str, str]) -> CredentialSource:
@@ -333,7 +339,7 @@ def credential_source(env: Mapping[str, str]) -> CredentialSource:
     if "BITBUCKET_CREDENTIALS" in sources:
         return EnvironmentCredentials(env)
     if "CREDENTIALS_SECRET" in sources:
-        if not SECRET_RE.fullmatch(env["CREDENTIALS_SECRET"]):
+        if not re.fullmatch(SECRET_RE, env["CREDENTIALS_SECRET"]):
             raise ConfigurationError(
                 "CREDENTIALS_SECRET must be projects/PROJECT/secrets/SECRET, optionally with /versions/VERSION"
             )

@@ -20,13 +20,11 @@ from relay.errors import (
     TransientError,
     UntrustedCertificate,
 )
-from relay.junit import test_sources, with_tests
 from relay.logs import log, loggable
 from relay.reporting import ANNOTATIONS_REFUSED, POSTED, REPORT_REFUSED, REPORT_WRITTEN
 from relay.repository import allowed, repository_at, valid_repository
 from relay.scope import event_scope
 from relay.status import DESCRIPTION_MAX, format_duration
-from relay.step_log import FailedStep, failed_step
 from relay.text import as_text
 from relay.translate import translate
 from relay.warm import warm_instance
@@ -43,7 +41,7 @@ if TYPE_CHECKING:
 
 
 # The topic a delivery came from: a CloudEvent's source, a 1st gen context's resource, a push request's path.
-TOPIC_RE = re.compile(rf"(?://pubsub\.googleapis\.com/)?projects/(?P<project>{PROJECT_ID})/topics/[^/]+", re.ASCII)
+TOPIC_RE = rf"(?a)(?://pubsub\.googleapis\.com/)?projects/(?P<project>{PROJECT_ID})/topics/[^/]+"
 
 
 def log_fields(build: Mapping[str, Any], update: Update | None = None) -> dict[str, Any]:
@@ -116,7 +114,7 @@ def chosen_by_the_build(build: Mapping[str, Any], update: Update) -> bool:
 def delivered_from(topic: Any) -> str | None:
     """The project of the topic a delivery names (`projects/P/topics/T`, or a CloudEvent source of that
     topic); None when it names none (a local run, a push to the function's root)."""
-    match = TOPIC_RE.fullmatch(topic) if isinstance(topic, str) else None
+    match = re.fullmatch(TOPIC_RE, topic) if isinstance(topic, str) else None
     return match["project"] if match else None
 
 
@@ -176,8 +174,11 @@ def report_build(
         if isinstance(decision, Skip):
             return Result(SKIPPED, decision.severity, f"Skipped: {decision.reason}")
         fields.update(log_fields(build, decision))
-        if warm.tests is not None and (sources := test_sources(build)):
-            decision = tested(decision, build, sources, warm, fields)
+        if warm.tests is not None and decision.status.is_final:
+            from relay.junit import test_sources  # with a final state: an event in progress loads no test results
+
+            if sources := test_sources(build):
+                decision = tested(decision, build, sources, warm, fields)
         chose = chosen_by_the_build(build, decision)
         try:
             result = post(decision, published, warm, fields, chose)
@@ -216,6 +217,9 @@ def tested(update: Update, build: Mapping[str, Any], sources: TestSources, warm:
     (never its message: it may quote a file), so that a bug is seen."""
     if warm.tests is None:
         return update
+    from relay.junit import with_tests
+    from relay.step_log import FailedStep, failed_step
+
     try:
         step = failed_step(build)
         directory = step.directory if isinstance(step, FailedStep) else ""

@@ -19,19 +19,19 @@ TEXT_READ = 4096  # of a commit's message or _JIRA_ISSUES, what is searched for 
 # Jira's key shape: a project key (a letter, then letters, digits or '_') and a number, standing alone — not inside a
 # word ("utf8-2x" holds none). Any case in a branch and in _JIRA_ISSUES (upper-cased: feature/abc-123-login names
 # ABC-123); upper case only in a commit's message, as Jira reads smart commits, so prose ("sha-256") names none.
-ANY_CASE_KEY_RE = re.compile(r"(?<![A-Za-z0-9_])[A-Za-z][A-Za-z0-9_]{1,255}-[0-9]{1,100}(?![A-Za-z0-9])")
-KEY_RE = re.compile(r"(?<![A-Za-z0-9_])[A-Z][A-Z0-9_]{1,255}-[0-9]{1,100}(?![A-Za-z0-9])")
+ANY_CASE_KEY_RE = r"(?<![A-Za-z0-9_])[A-Za-z][A-Za-z0-9_]{1,255}-[0-9]{1,100}(?![A-Za-z0-9])"
+KEY_RE = r"(?<![A-Za-z0-9_])[A-Z][A-Z0-9_]{1,255}-[0-9]{1,100}(?![A-Za-z0-9])"
 
 
 def named_keys(build: Mapping[str, Any], branch: str | None) -> tuple[str, ...]:
     """The keys the build names without asking Bitbucket: its branch's, then its _JIRA_ISSUES' (spaces or commas)."""
     named = as_text(substitutions(build).get(ISSUES_SUBSTITUTION))[:TEXT_READ]
-    return issue_keys(ANY_CASE_KEY_RE.findall(branch or ""), ANY_CASE_KEY_RE.findall(named))
+    return issue_keys(re.findall(ANY_CASE_KEY_RE, branch or ""), re.findall(ANY_CASE_KEY_RE, named))
 
 
 def message_keys(message: str) -> list[str]:
     """The keys a commit's message names (upper case only)."""
-    return KEY_RE.findall(message[:TEXT_READ])
+    return re.findall(KEY_RE, message[:TEXT_READ])
 
 
 def issue_keys(*found: Iterable[str]) -> tuple[str, ...]:

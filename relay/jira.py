@@ -3,6 +3,7 @@ the builds and deployments bulk endpoints — their paths, bodies and answers.""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -141,7 +142,7 @@ class Jira:
         response = self._send("GET", f"{entry.site}/_edge/tenant_info")
         self._said(entry, response, "the cloud id of")
         found = as_text(json_body(response).get("cloudId"))
-        if not CLOUD_ID_RE.fullmatch(found):  # it goes into the path of every call
+        if not re.fullmatch(CLOUD_ID_RE, found):  # it goes into the path of every call
             raise JiraRefused(f'Jira entry {entry.position}\'s site answered no cloud id: set "cloud_id" in the entry')
         self._cloud_ids.put(entry.site, found)
         return found

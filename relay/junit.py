@@ -24,9 +24,7 @@ if TYPE_CHECKING:
 
 
 TEST_REPORTS_SUBSTITUTION = "_BITBUCKET_TEST_REPORTS"
-GCS_URL_RE = re.compile(
-    r"gs://(?P<bucket>[a-z0-9][a-z0-9._-]{1,220}[a-z0-9])/(?P<name>[^#\s]*+)(?:#(?P<generation>\d{1,20}))?"
-)
+GCS_URL_RE = r"gs://(?P<bucket>[a-z0-9][a-z0-9._-]{1,220}[a-z0-9])/(?P<name>[^#\s]*+)(?:#(?P<generation>\d{1,20}))?"
 TEST_FILES_MAX = 50
 TEST_FILE_BYTES_MAX = 5 * 1024 * 1024
 TEST_BYTES_MAX = 20 * 1024 * 1024
@@ -41,13 +39,13 @@ JUNIT_BATCH = 1024  # ended elements taken out of their parent at once (one at a
 JUNIT_FILE_ELEMENTS_MAX = 100_000
 JUNIT_BUILD_ELEMENTS_MAX = 150_000
 JUNIT_ATTRIBUTES_MAX = 1000  # in one start tag: the parser holds each as two strings and a dict entry (~25x its bytes)
-JUNIT_LONG_TAG_RE = re.compile(r"<[^\s<>!?/][^<>]{65535,}+")  # a start tag of 64 KB or more: its attributes counted
-JUNIT_ATTRIBUTE_RE = re.compile(r"[\"']\s++[^\s=<>\"']++\s*+=\s*+[\"']")  # an attribute after another's value
+JUNIT_LONG_TAG_RE = r"<[^\s<>!?/][^<>]{65535,}+"  # a start tag of 64 KB or more: its attributes counted
+JUNIT_ATTRIBUTE_RE = r"[\"']\s++[^\s=<>\"']++\s*+=\s*+[\"']"  # an attribute after another's value
 FAILURE_TEXT_SCANNED = 16 * 1024  # of a failure's text (up to 5 MB), the first and the last characters searched
 TEST_TEXT_MASKED = 4 * FIELD_MAX  # of a test's name or message, what is masked before it is clipped to FIELD_MAX
 # A place in a failure's text: a path that starts where a word starts (so a long word is tried once, not from each
 # of its characters) and is taken whole (possessive), then a line number of at most 9 digits.
-FAILURE_PLACE_RE = re.compile(r"(?<![^\s:\"'()\[\]])(?P<path>[^\s:\"'()\[\]]++):(?P<line>\d{1,9})(?!\d)")
+FAILURE_PLACE_RE = r"(?<![^\s:\"'()\[\]])(?P<path>[^\s:\"'()\[\]]++):(?P<line>\d{1,9})(?!\d)"
 
 
 @dataclass(frozen=True)
@@ -67,10 +65,10 @@ def test_sources(build: Mapping[str, Any]) -> TestSources | None:
     and the manifest Cloud Build wrote for it; which buckets a project's builds may name is the deployment's."""
     meaning = meaning_of(build)
     build_id = as_text(build.get("id"))
-    if meaning is None or meaning.phase != FINAL or not BUILD_ID_RE.fullmatch(build_id):
+    if meaning is None or meaning.phase != FINAL or not re.fullmatch(BUILD_ID_RE, build_id):
         return None
-    named = GCS_URL_RE.fullmatch(as_text(substitutions(build).get(TEST_REPORTS_SUBSTITUTION)))
-    manifest = GCS_URL_RE.fullmatch(as_text(as_mapping(build.get("results")).get("artifactManifest")))
+    named = re.fullmatch(GCS_URL_RE, as_text(substitutions(build).get(TEST_REPORTS_SUBSTITUTION)))
+    manifest = re.fullmatch(GCS_URL_RE, as_text(as_mapping(build.get("results")).get("artifactManifest")))
     folder, listed, refused = None, None, []
     if named:
         prefix = named["name"] + ("/" if named["name"].rpartition("/")[2] == build_id else "")
@@ -102,7 +100,7 @@ def manifest_files(text: str, manifest: tuple[str, str]) -> list[tuple[str, str,
             location = as_text(as_mapping(json.loads(line)).get("location"))
         except (ValueError, RecursionError):
             continue
-        place = GCS_URL_RE.fullmatch(location)
+        place = re.fullmatch(GCS_URL_RE, location)
         if place and place["bucket"] == bucket and place["name"].startswith(folder) and place["generation"]:
             found += [(bucket, place["name"], place["generation"])] if place["name"].endswith(".xml") else []
         if len(found) > TEST_FILES_MAX:
@@ -236,8 +234,8 @@ def _junit_cases(data: bytes, elements: ElementsRead) -> Iterator[Any | None]:
     if data[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in data[:4]:
         raise ValueError("it is UTF-16 (only files in UTF-8 or another 8-bit encoding are read)")
     syntax = data.decode("latin-1")  # each byte a character: the markup as expat reads it
-    for tag in JUNIT_LONG_TAG_RE.finditer(syntax):  # rare: only there can attributes be many
-        attributes = JUNIT_ATTRIBUTE_RE.finditer(syntax, tag.start(), tag.end())
+    for tag in re.finditer(JUNIT_LONG_TAG_RE, syntax):  # rare: only there can attributes be many
+        attributes = re.compile(JUNIT_ATTRIBUTE_RE).finditer(syntax, tag.start(), tag.end())
         if next(itertools.islice(attributes, JUNIT_ATTRIBUTES_MAX, None), None) is not None:
             raise ValueError(f"a start tag holds more than {JUNIT_ATTRIBUTES_MAX} attributes")
     del syntax
@@ -336,7 +334,7 @@ def failure_place(text: str, directory: str) -> tuple[str, int] | None:
     if len(text) > 2 * FAILURE_TEXT_SCANNED:
         text = f"{text[:FAILURE_TEXT_SCANNED]}\n{text[-FAILURE_TEXT_SCANNED:]}"
     place = None
-    for match in FAILURE_PLACE_RE.finditer(text):
+    for match in re.finditer(FAILURE_PLACE_RE, text):
         head, dot, extension = match["path"].rpartition(".")  # a file's: a letter, then up to 9 letters or digits
         named = head and dot and len(extension) <= 10 and extension[:1].isascii() and extension[:1].isalpha()
         line = int(match["line"])

@@ -9,12 +9,12 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-KEY_BLOCK_BEGIN = re.compile(r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----")
-KEY_BLOCK_END = re.compile(r"-----END [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----")
+KEY_BLOCK_BEGIN_RE = r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----"
+KEY_BLOCK_END_RE = r"-----END [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----"
 # A line within a private key block: base64 of some length, whatever precedes it (a BuildKit step's `#7 0.312 `, a
 # timestamp), its last line (padded, or alone on its line), or one of the PEM headers (an encrypted key's). A block
 # hides at most KEY_BLOCK_LINES of them.
-KEY_MATERIAL = re.compile(
+KEY_MATERIAL_RE = (
     r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/=]{16,}+|={1,2}\s*+$|^\s*+[A-Za-z0-9+/=]++\s*+$|\b(?:Proc-Type|DEK-Info|Comment):"
 )
 KEY_BLOCK_LINES = 200  # an RSA key of 8,192 bits is about 100 lines of base64

@@ -3,11 +3,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from relay.annotations import merged
 from relay.decoding import substituted_secrets, trigger_name
 from relay.masking import masked
 from relay.status import DEFAULT_NAME, SERVER_KEY_MAX, hashed_key, steps_of
-from relay.step_log import failed_step
 from relay.text import as_mapping, as_text, clip, plain
 
 if TYPE_CHECKING:
@@ -50,6 +48,8 @@ class Report:
     def with_excerpt(self, excerpt: Excerpt) -> Report:
         """The report with the failed step's last lines ending its details (within DETAILS_MAX: the last lines
         win) and the errors found in them as its annotations."""
+        from relay.annotations import merged  # a failed build's: no other event loads it
+
         annotations = merged(self.annotations, excerpt.annotations)
         if not excerpt.lines:
             note = f"\nNo log excerpt: {excerpt.note}" if excerpt.note else ""
@@ -75,6 +75,8 @@ def report_of(build: Mapping[str, Any], status: CommitStatus, known: Sequence[st
     """What a reviewer reads first about a finished build: the outcome and duration, the step that failed
     and why, what the steps did, the warnings, the trigger, the link to the log; clipped, one line each, the `known`
     secrets (known_secrets()) masked."""
+    from relay.step_log import failed_step  # a final state's: an event in progress loads no log reader
+
     steps = steps_of(build, known)
     failure = as_mapping(build.get("failureInfo"))
     cause = masked(as_text(failure.get("detail")) or as_text(build.get("statusDetail")), known)

@@ -14,7 +14,6 @@ from relay.lru import Lru
 from relay.scope import current_project
 from relay.states import FINAL_STATES, phase
 from relay.status import build_at
-from relay.step_log import Excerpt, excerpt_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -249,6 +248,8 @@ class Reporter:
     def with_log(self, site: Site, repository: Repository, report: Report) -> Report:
         """The report with its failed step's last lines and their annotations, where they may be shown: never for a
         public repository unless LOG_EXCERPTS=all, never with LOG_EXCERPTS=off."""
+        from relay.step_log import Excerpt, excerpt_of  # with the first report: an event in progress reads no log
+
         source = report.log
         if source is None or self.logs is None or self.log_excerpts == "off":
             return report

@@ -25,13 +25,13 @@ PARENT_MAX = 1024  # Data Center
 COMMAND_MAX = 120  # how much of a failed step's command a report shows
 DEFAULT_NAME = "Cloud Build"
 DEFAULT_KEY = "cloud-build"
-KEY_RE = re.compile(r"[A-Za-z0-9._-]+", re.ASCII)
+KEY_RE = r"(?a)[A-Za-z0-9._-]+"
 # Cloud Build's log URLs: .../cloud-build/builds;region=R/ID?project=P, and the older .../builds/ID (global).
-LOG_PATH_RE = re.compile(
-    r"/(?:cloud-build|gcr)/builds(?:;region=(?P<region>[a-z0-9-]{1,63}))?/(?P<id>[A-Za-z0-9_-][A-Za-z0-9._-]{0,127})",
-    re.ASCII,
+LOG_PATH_RE = (
+    r"(?a)/(?:cloud-build|gcr)/builds(?:;region=(?P<region>[a-z0-9-]{1,63}))?"
+    r"/(?P<id>[A-Za-z0-9_-][A-Za-z0-9._-]{0,127})"
 )
-PROJECT_PARAMETER_RE = re.compile(r"(?:^|&)project=(?P<project>[a-z0-9][a-z0-9-]{0,62})(?:&|$)", re.ASCII)
+PROJECT_PARAMETER_RE = r"(?a)(?:^|&)project=(?P<project>[a-z0-9][a-z0-9-]{0,62})(?:&|$)"
 
 
 def describe(build: Mapping[str, Any], known: Sequence[str] = ()) -> str:
@@ -175,7 +175,7 @@ def hashed_key(chosen: str, limit: int) -> str:
     """The key itself when it is plain and within `limit`, else its SHA-1 (a truncated key could collide). A key of
     dots alone is not plain: as the last segment of Cloud's status read, `..` would make it a read of
     `…/commit/{sha}/statuses/` and `.` of `…/statuses/build/` once urllib3 normalises the path."""
-    if len(chosen) <= limit and KEY_RE.fullmatch(chosen) and chosen.strip("."):
+    if len(chosen) <= limit and re.fullmatch(KEY_RE, chosen) and chosen.strip("."):
         return chosen
     return hashlib.sha1(chosen.encode("utf-8", "surrogatepass"), usedforsecurity=False).hexdigest()
 
@@ -204,8 +204,8 @@ def build_at(url: str) -> BuildRef | None:
     its project (`?project=`), the newer one its region too (`builds;region=R/ID`; the older means global).
     None for any other URL. Each part is checked, so none can change the path of a request to Cloud Build."""
     parts = urlsplit(url)
-    path = LOG_PATH_RE.fullmatch(parts.path)
-    project = PROJECT_PARAMETER_RE.search(parts.query)
+    path = re.fullmatch(LOG_PATH_RE, parts.path)
+    project = re.search(PROJECT_PARAMETER_RE, parts.query)
     if parts.scheme != "https" or parts.hostname != "console.cloud.google.com" or not path or not project:
         return None
     return BuildRef(project["project"], path["region"] or "global", path["id"])

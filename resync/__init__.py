@@ -581,7 +581,7 @@ def run(argv: list[str], base_env: Mapping[str, str], out: TextIO = sys.stdout) 
 def _run(args: argparse.Namespace, base_env: Mapping[str, str], out: TextIO) -> int:
     project, locations = args.project, args.locations.split()
     function_project = args.function_project or project
-    projects_valid = all(relay.config.PROJECT_ID_RE.fullmatch(p) for p in (project, function_project))
+    projects_valid = all(re.fullmatch(relay.config.PROJECT_ID_RE, p) for p in (project, function_project))
     if not projects_valid or not all(LOCATION_RE.fullmatch(x) for x in locations):
         raise UsageError("PROJECT and FUNCTION_PROJECT must be project IDs, LOCATIONS Cloud Build regions (global …)")
     if not 0 < args.share <= 1 or args.hourly_budget < 1 or args.workers < 1:

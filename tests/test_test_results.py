@@ -220,7 +220,7 @@ def test_a_test_files_name_reaches_the_log_without_its_query(reports_bucket, bit
 def test_a_file_past_the_bound_is_not_read_past_it_and_the_counts_say_they_are_partial(
     reports_bucket, bitbucket, monkeypatch, tmp_path
 ):
-    monkeypatch.setattr(relay.cloud_storage, "TEST_FILE_BYTES_MAX", 64 * 1024)
+    monkeypatch.setattr(relay.junit, "TEST_FILE_BYTES_MAX", 64 * 1024)
     huge = b"<testsuite>" + b"<testcase name='t'/>" * 20_000 + b"</testsuite>"  # 400 KB: past 64 KB
     reports_bucket.put(BUCKET, "huge/b-1/huge.xml", huge)
     reports_bucket.put(BUCKET, "huge/b-1/junit.xml", pytest_junit(tmp_path))
@@ -310,7 +310,7 @@ def test_an_unexpected_error_in_reading_test_results_leaves_the_status_posted_an
     def broken(data, directory="", secrets=()):
         raise TypeError("a message that may quote the file")
 
-    monkeypatch.setattr(relay.cloud_storage, "parse_junit", broken)
+    monkeypatch.setattr(relay.junit, "parse_junit", broken)
     delivered_with_tests(reports_bucket, "broken", {"junit.xml": junit(failing_case("test_a"))})
     [status] = bitbucket.app.shown("acme", "webapp", COMMIT)
     assert status["description"] == "Failed after 3m 12s"
@@ -616,7 +616,7 @@ def test_xml_files_behind_more_other_objects_than_a_listing_takes_are_read_and_a
     them hides none (before, the first 10 x TEST_FILES_MAX objects were listed, whatever they were, and the XML among
     them read: here TEST_FILES_MAX is 5, the coverage report 50 files), and one more XML file than the bound says
     "(partial)"."""
-    monkeypatch.setattr(relay.cloud_storage, "TEST_FILES_MAX", 5)
+    monkeypatch.setattr(relay.junit, "TEST_FILES_MAX", 5)
     files = {f"htmlcov/f{n:03}.html": b"<html/>" for n in range(50)}
     files |= {f"t{n}.xml": junit(f'<testcase name="test_{n}"/>') for n in range(6)}
     downloads = reports_bucket.downloads
@@ -645,8 +645,8 @@ def sized(size: int, name: str) -> bytes:
 
 def test_each_download_takes_only_what_is_left_of_the_total_bound(reports_bucket, bitbucket, monkeypatch):
     """Files of 1,500 and 1,800 bytes within 2,000 each but 3,000 in all: the second is not read past what is left."""
-    monkeypatch.setattr(relay.cloud_storage, "TEST_FILE_BYTES_MAX", 2000)
-    monkeypatch.setattr(relay.cloud_storage, "TEST_BYTES_MAX", 3000)
+    monkeypatch.setattr(relay.junit, "TEST_FILE_BYTES_MAX", 2000)
+    monkeypatch.setattr(relay.junit, "TEST_BYTES_MAX", 3000)
     delivered_with_tests(reports_bucket, "total", {"a.xml": sized(1500, "test_a"), "b.xml": sized(1800, "test_b")})
     [status] = bitbucket.app.shown("acme", "webapp", COMMIT)
     assert status["description"] == "Failed after 3m 12s: 1 tests passed (partial)"
@@ -658,7 +658,7 @@ def test_partial_counts_are_kept_for_the_build_so_a_delivery_of_the_message_agai
     """Reading a build's files to a bound costs the same each time, for the same counts (20 MB of them cost 10 s of
     processor time, before, on every delivery of the final message while Bitbucket refused it): what they showed,
     partial or not, is kept for the build."""
-    monkeypatch.setattr(relay.cloud_storage, "TEST_FILE_BYTES_MAX", 2000)
+    monkeypatch.setattr(relay.junit, "TEST_FILE_BYTES_MAX", 2000)
     delivered_with_tests(reports_bucket, "partial", {"a.xml": sized(1500, "test_a"), "b.xml": sized(2500, "test_b")})
     downloads = reports_bucket.downloads
     deliver(build("FAILURE", "b-1", substitutions={"_BITBUCKET_TEST_REPORTS": f"gs://{BUCKET}/partial/b-1/",
@@ -670,7 +670,7 @@ def test_partial_counts_are_kept_for_the_build_so_a_delivery_of_the_message_agai
 
 def test_a_later_build_never_shows_an_earlier_builds_partial_counts(reports_bucket, bitbucket, monkeypatch):
     """Partial counts are kept for their build alone: a later build naming the same folder reads it again."""
-    monkeypatch.setattr(relay.cloud_storage, "TEST_FILE_BYTES_MAX", 2000)
+    monkeypatch.setattr(relay.junit, "TEST_FILE_BYTES_MAX", 2000)
     folder = f"gs://{BUCKET}/kept/b-1/b-2/"
     reports_bucket.put(BUCKET, "kept/b-1/b-2/a.xml", sized(1500, "test_a"))
     reports_bucket.put(BUCKET, "kept/b-1/b-2/b.xml", sized(2500, "test_b"))
