@@ -606,6 +606,22 @@ def test_jira_answering_429_stops_telling_that_entry_and_leaves_its_builds_for_a
     assert len(on_jira(webapp, "ABC-124")) == 3
 
 
+def test_a_jira_that_cannot_be_reached_is_tried_once_and_its_builds_are_not_reached(webapp, bitbucket, google,
+                                                                                     monkeypatch):  # fmt: skip
+    monkeypatch.setenv("JIRA_API_URL", f"http://127.0.0.1:{closed_port()}")
+    builds = [made("SUCCESS", f"b-{n}", 50 - n, commit=commit(n), branch=BRANCH) for n in range(2)]
+    google.app.record(*builds)
+
+    code, out = run_resync("--workers", "1")
+
+    assert code == 3, out
+    assert all(shown(bitbucket, commit=commit(n)) for n in range(2))
+    assert "not reached: build b-0: Jira entry 2" in out
+    assert "not reached: build b-1: Jira entry 2" in out
+    assert "Jira: told of 0 builds; not of 2 (not reached: 2)" in out
+    assert f"SINCE={builds[0]['createTime']}" in out
+
+
 def test_each_build_told_to_jira_carries_its_commits_issues_up_to_the_end_of_the_share(webapp, bitbucket, google):
     """The read of a build's commit's message is reserved with its other calls: a build is never told to Jira
     without the issues its commit names because the share ran out, which no later run could mend (Jira ignores the
