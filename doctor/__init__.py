@@ -10,9 +10,10 @@ above the event's deadline, retry on, its trigger, and for a hub its ingress and
 subscription); the credentials (the one source the function reads, readable, a valid document); each repository
 built since SINCE (Cloud Build's list, kept as a resync keeps it: the newest build of each status, compressed): which
 entry serves it and whether that entry can read it now (one read a repository); the statuses that disagree with
-Cloud Build (what a dry-run resync would correct: one read a status, no log, no test file), with the `make resync`
-that heals them; and the function's own ERROR lines of the period, every one of them, and its newest WARNING lines
-(Cloud Logging), grouped by message. It writes nothing anywhere.
+Cloud Build (what a dry-run resync would correct: one read a status, no log, no test file, no commit's message), with
+the `make resync` that heals them; each Jira entry of the credentials (doctor.jira: a token, the site's cloud id, the
+permission to send builds and deployments); and the function's own ERROR lines of the period, every one of them, and
+its newest WARNING lines (Cloud Logging), grouped by message. It writes nothing anywhere, Jira included.
 
 Exit status: 0 all hold; 1 something is wrong; 2 doctor itself cannot run (and why).
 """
@@ -46,6 +47,7 @@ import relay.translate
 import relay.transport
 import relay.warm
 import resync
+from doctor.jira import check_jira
 from relay.text import as_mapping, as_text
 
 GOOD, BAD = "\u2713", "\u2717"
@@ -459,6 +461,7 @@ def _run(args: argparse.Namespace, base_env: Mapping[str, str], found: Findings)
             warm = resync.warm_instance(env, budget, dry_run=True)
             check_repositories(found, warm, planned.kept(), args.project, args.function_project)
             check_statuses(found, warm, planned, args)
+        check_jira(found, config, entries, planned.kept(), args.project, args.function_project, resync.rfc3339(since))
     print("\nThe function's own warnings and errors:", file=found.out)
     service = relay.text.as_text(described.get("name")).rsplit("/", 1)[-1] or "bitbucket-build-status"
     check_lines(found, cloud_build, config.logging_api_url, args.function_project, service, since)

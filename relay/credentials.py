@@ -384,6 +384,12 @@ class Keyring:
                 self._served = {}
             return self._entries
 
+    def jira_entries(self) -> tuple[JiraEntry, ...]:
+        """Every Jira entry of the document (what `make resync` reserves a commit's message read for)."""
+        with self._lock:
+            self.load()
+            return self._jira
+
     def jira_entries_for(self, repository: Repository) -> tuple[JiraEntry, ...]:
         """The Jira entries told of the repository's builds, for the project the current event speaks for."""
         project = current_project()

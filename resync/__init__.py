@@ -20,8 +20,14 @@ The listing is read page by page and only the newest build of each status is kep
 function's path reads, compressed): a day of a busy project fits in a small machine's memory. A listing
 that repeats a page token, or has not ended after PAGES_MAX pages, is stopped.
 
+A build's Jira side (relay.tracking: its issues, Jira's builds and deployments, a Data Center commit's deployment)
+comes with it, after its status: each Jira entry serving it is told of its final state, its calls counted per entry
+(Jira publishes no budget: its 429 stops telling that entry for the run); what Jira is not told is a failure, or
+left for a later run, beside the status's own verdict. The read of its commit's message (the issues it names) is
+reserved with the build's calls.
+
 A dry run writes nothing, so it reads nothing only a write needs: no failed step's log, no repository's
-visibility (both only go into a report).
+visibility (both only go into a report), no commit's message, and nothing of Jira.
 
 Exit status: 0 all done; 1 a failure; 2 resync cannot run (configuration, usage, a listing it cannot follow);
 3 builds left for a later run or not reached.
@@ -44,10 +50,13 @@ from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import urlencode
 
 from tqdm import tqdm
+
+if TYPE_CHECKING:
+    import requests
 
 import relay.bitbucket
 import relay.budget
@@ -57,9 +66,11 @@ import relay.credentials
 import relay.decoding
 import relay.errors
 import relay.event
+import relay.jira
 import relay.reporting
 import relay.repository
 import relay.text
+import relay.tracked
 import relay.translate
 import relay.transport
 import relay.warm
@@ -69,6 +80,8 @@ DEFAULT_SHARE = 0.5
 # it once Bitbucket has answered. Data Center servers document none: admins who turn rate limiting on set it.
 DEFAULT_HOURLY_BUDGET = 1000
 CALLS_PER_BUILD = 3  # a read, the status, the report: reserved before a build's first call with a credential
+# and besides, when the build may be told to Jira, the read of its commit's message (the issues it names), and when it
+# deploys, its deployment on a Data Center commit
 PAGE_SIZE = 100
 # The most builds one listing gives a run (a dry run over 100,000 listed builds peaks at 427 MiB, docs/performance.md),
 # and so the most pages: a listing that has not ended by then is stopped as one that never would.
@@ -233,7 +246,18 @@ def _listed(
 
 # --- Each credential's share of its budget, and the client that keeps to it -------------
 
-_claims: contextvars.ContextVar[set[str] | None] = contextvars.ContextVar("claims", default=None)
+
+@dataclass
+class Claims:
+    """One build's claims: the calls it reserves of each credential it uses, the credentials it claimed, and whether
+    its commit's message (read for Jira) is among the calls reserved and not read yet."""
+
+    calls: int = CALLS_PER_BUILD
+    secrets: set[str] = field(default_factory=set)
+    message: bool = False
+
+
+_claims: contextvars.ContextVar[Claims | None] = contextvars.ContextVar("claims", default=None)
 
 
 class Allowance(relay.budget.Budget):
@@ -270,23 +294,34 @@ class Allowance(relay.budget.Budget):
             spent = self.spent[entry.secret] + self.reserved[entry.secret]
             return entry.secret not in self.stopped and spent + 1 <= self.allowed(entry)
 
+    def message(self, entry: relay.credentials.Credential | None) -> bool:
+        """Whether the current build may read its commit's message (for Jira) with `entry`: the read it reserved,
+        once, unless Bitbucket stopped the credential since; else as any call beyond a build's own."""
+        claims = _claims.get()
+        if entry is not None and claims is not None and claims.message and entry.secret in claims.secrets:
+            with self._guard:
+                if entry.secret not in self.stopped:
+                    claims.message = False
+                    return True
+        return self.spare(entry)
+
     def allowed(self, entry: relay.credentials.Credential) -> int:
         return int(self.share * self.limits.get(entry.secret, self.hourly))
 
     def claim(self, entry: relay.credentials.Credential) -> None:
         """Before the current build's first call with `entry`: reserve its calls, or raise ShareSpent."""
         claims = _claims.get()
-        if claims is None or entry.secret in claims:
+        if claims is None or entry.secret in claims.secrets:
             return
         with self._guard:
             self.entries[entry.secret] = entry
             if entry.secret in self.stopped:
                 raise ShareSpent(self.stopped[entry.secret])
-            if self.spent[entry.secret] + self.reserved[entry.secret] + CALLS_PER_BUILD > self.allowed(entry):
+            if self.spent[entry.secret] + self.reserved[entry.secret] + claims.calls > self.allowed(entry):
                 raise ShareSpent(f"this run's share of credential entry {entry.position}'s hourly budget is spent "
                                  f"({self.allowed(entry)} calls)")  # fmt: skip
-            self.reserved[entry.secret] += CALLS_PER_BUILD
-        claims.add(entry.secret)
+            self.reserved[entry.secret] += claims.calls
+        claims.secrets.add(entry.secret)
 
     def refused(self, entry: relay.credentials.Credential) -> None:
         """Bitbucket answered 429 to the credential: its hourly budget is spent."""
@@ -296,17 +331,18 @@ class Allowance(relay.budget.Budget):
             )
 
     @contextmanager
-    def build(self) -> Iterator[None]:
-        """One build's calls: what it reserved is given back when it ends (its calls were counted as made)."""
-        claims: set[str] = set()
+    def build(self, calls: int = CALLS_PER_BUILD, message: bool = False) -> Iterator[None]:
+        """One build's calls: it reserves `calls` of each credential it uses (`message`: its commit's message among
+        them), given back when it ends (its calls were counted as made)."""
+        claims = Claims(calls, message=message)
         token = _claims.set(claims)
         try:
             yield
         finally:
             _claims.reset(token)
             with self._guard:
-                for secret in claims:
-                    self.reserved[secret] -= CALLS_PER_BUILD
+                for secret in claims.secrets:
+                    self.reserved[secret] -= calls
 
     def usage(self) -> list[str]:
         with self._guard:
@@ -349,17 +385,119 @@ class DryRunClient(ResyncClient):
         return None
 
 
+class MessageReads(relay.budget.Budget):
+    """The allowance as the Jira side of the function's path asks it before reading a build's commit's message
+    (relay.tracking): the read the build reserved is its own, so no build is told to Jira without the issues its
+    commit names merely because the share was nearly spent (Jira would ignore the same state sent again with them)."""
+
+    def __init__(self, allowance: Allowance) -> None:
+        super().__init__(allowance.cooldown)
+        self.allowance = allowance
+
+    def nearly_spent(self, entry: relay.credentials.Credential | None) -> bool:
+        return self.allowance.nearly_spent(entry)
+
+    def spare(self, entry: relay.credentials.Credential | None) -> bool:
+        return self.allowance.message(entry)
+
+    def note(self, entry: relay.credentials.Credential, headers: Mapping[str, str]) -> None:
+        self.allowance.note(entry, headers)
+
+
+@dataclass
+class Told:
+    """What one build's Jira side came to: whether Jira was told of it (and rejected it), and what it was not told:
+    (FAILED, LEFT or NOT_REACHED, why)."""
+
+    told: bool = False
+    rejected: bool = False
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+
+_told: contextvars.ContextVar[Told | None] = contextvars.ContextVar("told", default=None)
+_jira_entry: contextvars.ContextVar[int] = contextvars.ContextVar("jira_entry", default=0)
+
+
+@dataclass
+class ResyncJira(relay.jira.Jira):
+    """The function's Jira client as a resync runs it: each entry's calls counted; an entry that Jira answers 429
+    (after the retries inside the call) or that cannot be reached is told nothing more in this run, its builds left
+    for a later run, as a Bitbucket credential is. Whatever Jira is not told is said in the build's verdict and raised
+    as a refusal, which the function's path says and goes on from: the build's status is already done."""
+
+    calls: Counter[int] = field(default_factory=Counter, init=False)  # Jira entry position → calls made
+    stopped: dict[int, tuple[str, str]] = field(default_factory=dict, init=False)  # position → (LEFT …, why)
+    _guard: threading.Lock = field(default_factory=threading.Lock, init=False)
+
+    def post_build(self, entry: relay.credentials.JiraEntry, build: Any) -> relay.jira.JiraAnswer:
+        post = super().post_build
+        return self._sent(entry, lambda: post(entry, build))
+
+    def post_deployment(self, entry: relay.credentials.JiraEntry, build: Any) -> relay.jira.JiraAnswer:
+        post = super().post_deployment
+        return self._sent(entry, lambda: post(entry, build))
+
+    def _sent(self, entry: relay.credentials.JiraEntry, post: Any) -> relay.jira.JiraAnswer:
+        told = _told.get() or Told()
+        with self._guard:
+            stopped = self.stopped.get(entry.position)
+        if stopped is not None:
+            told.problems.append(stopped)
+            raise relay.errors.JiraRefused(stopped[1])
+        token = _jira_entry.set(entry.position)
+        try:
+            answer: relay.jira.JiraAnswer = post()
+        except relay.errors.Unreachable as error:
+            problem = (NOT_REACHED, f"Jira entry {entry.position} ({entry.site}): {error}; not tried again in this run")
+            told.problems.append(self._stop(entry, problem))
+            raise relay.errors.JiraRefused(problem[1]) from None
+        except (relay.errors.TransientError, relay.errors.JiraRefused) as error:
+            with self._guard:  # a 429 stopped the entry (_send); any other failure is this build's
+                problem = self.stopped.get(entry.position) or (FAILED, str(error))
+            told.problems.append(problem)
+            raise relay.errors.JiraRefused(problem[1]) from None
+        finally:
+            _jira_entry.reset(token)
+        told.told = True
+        told.rejected = told.rejected or not answer.accepted
+        return answer
+
+    def _stop(self, entry: relay.credentials.JiraEntry, problem: tuple[str, str]) -> tuple[str, str]:
+        with self._guard:
+            return self.stopped.setdefault(entry.position, problem)
+
+    def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        position = _jira_entry.get()
+        response = super()._send(method, url, **kwargs)
+        with self._guard:
+            self.calls[position] += 1
+            if response.status_code == 429:
+                said = f"Jira answered 429 to Jira entry {position}: nothing more is sent to it in this run"
+                self.stopped.setdefault(position, (LEFT, said))
+        return response
+
+    def usage(self) -> list[str]:
+        with self._guard:
+            return [f"Jira entry {position}: {count} calls" for position, count in sorted(self.calls.items())]
+
+
 def warm_instance(env: Mapping[str, str], budget: Allowance, dry_run: bool) -> relay.warm.WarmInstance:
     """The function's instance as a resync (or doctor) runs it: its budget and client, no report owed for a status
     already shown. A dry run writes nothing, so it reads nothing that only goes into what it would write: no failed
-    step's log (Cloud Logging), no repository's visibility (which decides whether that log may be shown) and no
+    step's log (Cloud Logging), no repository's visibility (which decides whether that log may be shown), no
     build's test results (JUnit files in Cloud Storage: their counts end a final state's description, which never
-    decides whether a status is corrected)."""
+    decides whether a status is corrected), and nothing of Jira's side (no commit's message, no Jira, no Data Center
+    deployment). A resync tells Jira through the function's own path, with ResyncJira and MessageReads."""
     client = DryRunClient if dry_run else ResyncClient
     warm = relay.warm.WarmInstance.from_env(env, budget=budget, client_type=client, reports_for_shown=False)
     if dry_run:
         warm.reporter.logs = None
         warm.tests = None
+        warm.tracking = None
+    elif warm.tracking is not None:
+        jira = warm.tracking.jira
+        warm.tracking.jira = ResyncJira(jira.api_url, jira.session, jira.timeout)
+        warm.tracking.budget = MessageReads(budget)
     return warm
 
 
@@ -402,6 +540,7 @@ class Verdict:
     said: str = ""
     change: str = ""  # "INPROGRESS → SUCCESSFUL"
     problem: str = ""  # a corrected status whose report was refused
+    told: Told | None = None  # its Jira side, when the function's path reached it
 
 
 @dataclass
@@ -467,12 +606,18 @@ def resync_build(listed: Listed, warm: relay.warm.WarmInstance, project: str, pu
     build = listed.build()
     fields = relay.event.log_fields(build)
     assert isinstance(warm.reporter.budget, Allowance)
+    told = Told()
 
     def verdict(kind: str, said: str, change: str = "", problem: str = "") -> Verdict:
-        return Verdict(listed.id, listed.created, kind, said, change, problem)
+        return Verdict(listed.id, listed.created, kind, said, change, problem, told)
 
+    token = _told.set(told)
     try:
-        with warm.reporter.budget.build():
+        # Its calls: a read, the status, the report; and when Jira may be told, its commit's message; when it
+        # deploys, its deployment on a Data Center commit (relay.tracking), each reserved.
+        message = warm.tracking is not None and bool(warm.keyring.jira_entries())
+        deploys = warm.tracking is not None and relay.tracked.environment_of(build) is not None
+        with warm.reporter.budget.build(CALLS_PER_BUILD + message + deploys, message):
             result = relay.event.report_build(build, published, fields, project, warm)
     except (ShareSpent, relay.errors.RateLimited) as error:
         return verdict(LEFT, str(error))
@@ -480,6 +625,8 @@ def resync_build(listed: Listed, warm: relay.warm.WarmInstance, project: str, pu
         return verdict(NOT_REACHED, str(error))
     except relay.errors.TransientError as error:  # a ConfigurationError stops the run
         return verdict(FAILED, str(error))
+    finally:
+        _told.reset(token)
     where = _where(fields)
     if result.kind == relay.event.REPORTED and result.outcome is not None:
         outcome = result.outcome
@@ -514,6 +661,9 @@ class Tally:
     changes: Counter[str] = field(default_factory=Counter)
     problems: int = 0
     first_not_done: Verdict | None = None  # the builds are done oldest first
+    told: int = 0  # builds Jira was told of, by every entry serving them
+    rejected: int = 0  # of which Jira rejected (it knows none of their issues)
+    jira: Counter[str] = field(default_factory=Counter)  # builds Jira was not told of: FAILED, LEFT, NOT_REACHED
 
     def add(self, verdict: Verdict) -> None:
         self.seen += 1
@@ -521,13 +671,19 @@ class Tally:
         if verdict.change:
             self.changes[verdict.change] += 1
         self.problems += bool(verdict.problem)
-        if verdict.kind in (LEFT, NOT_REACHED, FAILED) and self.first_not_done is None:
+        told = verdict.told or Told()
+        self.told += told.told and not told.problems
+        self.rejected += told.told and not told.problems and told.rejected
+        for kind in dict.fromkeys(kind for kind, _ in told.problems):
+            self.jira[kind] += 1
+        not_done = verdict.kind in (LEFT, NOT_REACHED, FAILED) or told.problems
+        if not_done and self.first_not_done is None:
             self.first_not_done = verdict
 
     def exit_status(self) -> int:
-        if self.kinds[FAILED] or self.problems:
+        if self.kinds[FAILED] or self.problems or self.jira[FAILED]:
             return 1
-        return 3 if self.kinds[LEFT] or self.kinds[NOT_REACHED] else 0
+        return 3 if self.kinds[LEFT] or self.kinds[NOT_REACHED] or self.jira[LEFT] or self.jira[NOT_REACHED] else 0
 
 
 class LogLines:
@@ -597,7 +753,12 @@ def _run(args: argparse.Namespace, base_env: Mapping[str, str], out: TextIO) -> 
     for build_id, text in planned.created.items():  # a listed build's age is known before any status is compared
         if created := relay.decoding.parse_time(text):
             warm.reporter.memory.created.put((project, build_id), created)
-    mode = " (dry run: Bitbucket is read, nothing is written)" if args.dry_run else ""
+    told = (
+        "; Jira is told nothing, and no commit's message is read"
+        if args.dry_run and warm.keyring.jira_entries()
+        else ""
+    )
+    mode = f" (dry run: Bitbucket is read, nothing is written{told})" if args.dry_run else ""
     listed = len(planned.created)
     print(f"Resync of {project} since {rfc3339(since)} in {', '.join(locations)}: {listed} builds{mode}", file=out)
     todo, decided = planned.decided()
@@ -607,7 +768,8 @@ def _run(args: argparse.Namespace, base_env: Mapping[str, str], out: TextIO) -> 
         if verdict.kind == RUNNING:
             print(f"{RUNNING}: build {verdict.build_id}: {verdict.said}", file=out)
     _each(todo, tally, warm, project, rfc3339(now), args, out)
-    _summary(tally, budget, args, out)
+    jira = warm.tracking.jira if warm.tracking is not None else None
+    _summary(tally, budget, jira if isinstance(jira, ResyncJira) else None, args, out)
     return tally.exit_status()
 
 
@@ -642,6 +804,8 @@ def _each(
                     tqdm.write(f"{said}: build {verdict.build_id}: {verdict.said}", file=out)
                 if verdict.problem:
                     tqdm.write(f"failed: build {verdict.build_id}: {verdict.problem}", file=out)
+                for kind, said in verdict.told.problems if verdict.told else ():
+                    tqdm.write(f"{kind}: build {verdict.build_id}: {said}", file=out)
                 bar.update()
         except BaseException:
             pool.shutdown(cancel_futures=True)
@@ -650,7 +814,7 @@ def _each(
             bar.close()
 
 
-def _summary(tally: Tally, budget: Allowance, args: Any, out: TextIO) -> None:
+def _summary(tally: Tally, budget: Allowance, jira: ResyncJira | None, args: Any, out: TextIO) -> None:
     changes = "; ".join(f"{change}: {count}" for change, count in tally.changes.most_common())
     corrected = "would be corrected" if args.dry_run else "corrected"
     lines = [
@@ -662,11 +826,18 @@ def _summary(tally: Tally, budget: Allowance, args: Any, out: TextIO) -> None:
         f"  skipped: {tally.kinds[SKIPPED]}",
         f"  not reached: {tally.kinds[NOT_REACHED]}",
         f"  left for a later run: {tally.kinds[LEFT]}",
-        f"  failures: {tally.kinds[FAILED] + tally.problems}",
+        f"  failures: {tally.kinds[FAILED] + tally.problems + tally.jira[FAILED]}",
     ]
+    if jira is not None and (jira.calls or tally.told or tally.jira):
+        rejected = f" ({tally.rejected} of them rejected by Jira)" if tally.rejected else ""
+        kinds = [kind for kind in (FAILED, LEFT, NOT_REACHED) if tally.jira[kind]]
+        not_told = f"; not of {sum(tally.jira.values())} (" + ", ".join(f"{k}: {tally.jira[k]}" for k in kinds) + ")"
+        lines.append(f"Jira: told of {tally.told} builds{rejected}" + (not_told if kinds else ""))
     usage = budget.usage()
     if usage:
         lines.append(f"Bitbucket calls ({args.share:g} of each credential's hourly budget): " + "; ".join(usage))
+    if jira is not None and jira.calls:
+        lines.append("Jira calls: " + "; ".join(jira.usage()))
     if tally.first_not_done is not None:
         since = tally.first_not_done.created
         lines.append(f"To continue, run resync again with SINCE={since} (the first build not done)")

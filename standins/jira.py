@@ -13,6 +13,10 @@ behaves as Jira does, not as the function would like:
   deployment it refuses is rejected in the 202's answer ("in the case of an individual build having an invalid
   format (rather than the request as a whole) the response for the request will be a 202", the description says);
   both are recorded in `invalid`.
+- `GET …/builds/0.1/cloud/{cloudId}/pipelines/{pipelineId}/builds/{buildNumber}` and `GET …/deployments/0.1/cloud/
+  {cloudId}/pipelines/{pipelineId}/environments/{environmentId}/deployments/{deploymentSequenceNumber}` (the
+  description's getBuildByKey and getDeploymentByKey, which "on-premise integrations can access"): the same 401 and
+  403, then the stored data (200) or 404 ("No build data found for the given key"). A read that writes nothing.
 - Jira's rules, from the same description: a build is (cloud id, pipelineId, buildNumber), a deployment (cloud id,
   pipeline id, environment id, deploymentSequenceNumber); stored data is replaced only by a greater
   updateSequenceNumber (an equal or lower one is accepted and ignored); issue keys the site does not know are listed
@@ -52,6 +56,14 @@ TOKEN_PATH = "/oauth/token"
 AUDIENCE = "api.atlassian.com"
 BULK = re.compile(r"/jira/(?P<kind>builds|deployments)/0\.1/cloud/(?P<cloud_id>[^/]+)/bulk")
 TENANT_INFO = re.compile(r"/(?P<site>[^/]+)/_edge/tenant_info")
+KEY_PATHS = {  # getBuildByKey and getDeploymentByKey, under /jira/{kind}/0.1/cloud/{cloudId}/
+    "builds": "pipelines/{pipelineId}/builds/{buildNumber}",
+    "deployments": "pipelines/{pipelineId}/environments/{environmentId}/deployments/{deploymentSequenceNumber}",
+}
+BY_KEY = {
+    kind: re.compile(rf"/jira/{kind}/0\.1/cloud/(?P<cloudId>[^/]+)/" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path))
+    for kind, path in KEY_PATHS.items()
+}
 KINDS = ("builds", "deployments")  # also the permissions a Jira admin gives OAuth credentials
 TARGETS = ("api", "token", "bulk", *KINDS)  # where a scripted answer goes ("api": any path but tenant_info)
 FAULTS = ("timeout", "drop")
@@ -74,8 +86,11 @@ def openapi() -> OpenAPI:
     spec = json.loads(gzip.decompress(SPEC.read_bytes()))
     cloud_id = {"name": "cloudId", "in": "path", "required": True, "schema": {"type": "string"}}
     operations = {kind: spec["paths"][f"/rest/{kind}/0.1/bulk"] for kind in KINDS}
+    reads = {kind: spec["paths"][f"/rest/{kind}/0.1/{KEY_PATHS[kind]}"]["get"] for kind in KINDS}
     spec["paths"] = {f"/jira/{kind}/0.1/cloud/{{cloudId}}/bulk": {**operations[kind], "parameters": [cloud_id]}
                      for kind in KINDS}  # fmt: skip
+    spec["paths"].update({f"/jira/{kind}/0.1/cloud/{{cloudId}}/{KEY_PATHS[kind]}": {"get": reads[kind],
+                          "parameters": [cloud_id]} for kind in KINDS})  # fmt: skip
     spec["servers"] = [{"url": "/"}]
     return OpenAPI.from_dict(spec)
 
@@ -223,7 +238,8 @@ class Jira:
     def answer_next(self, *answers: int | str, to: str = "api") -> None:
         """The next calls to `to` are answered these, in order, instead of being served: a status (401, 403, 429
         with Retry-After, 5xx), "timeout" (served, answered after fault_delay) or "drop" (the connection closed).
-        `to`: "api" (any path but tenant_info), "token", "bulk" (either bulk path), "builds" or "deployments"."""
+        `to`: "api" (any path but tenant_info), "token", "bulk" (either bulk path), "builds" or "deployments" (that
+        API's bulk path and its reads by key)."""
         if to not in TARGETS:
             raise ValueError(f"answer_next(to=...) takes one of {TARGETS}")
         for answer in answers:
@@ -256,10 +272,16 @@ class Jira:
 
     def build_calls(self) -> list[Call]:
         """The calls to the builds bulk path that were served (not answered by a scripted fault)."""
-        return [c for c in self.calls if c.path.startswith("/jira/builds/") and c.fault in (None, "timeout")]
+        return self._served("builds")
 
     def deployment_calls(self) -> list[Call]:
-        return [c for c in self.calls if c.path.startswith("/jira/deployments/") and c.fault in (None, "timeout")]
+        return self._served("deployments")
+
+    def _served(self, kind: str) -> list[Call]:
+        with self._lock:
+            calls = list(self.calls)
+        return [c for c in calls if (found := BULK.fullmatch(c.path)) and found["kind"] == kind
+                and c.fault in (None, "timeout")]  # fmt: skip
 
     # --- the WSGI application ---------------------------------------------------
 
@@ -284,7 +306,8 @@ class Jira:
     def _scripted(self, target: str | None) -> int | str | None:
         with self._lock:
             for at, (to, answer) in enumerate(self.scripted):
-                if target is not None and (to in ("api", target) or (to == "bulk" and target in KINDS)):
+                api = target.partition(":")[0] if target else None  # "builds:read" is the builds API's too
+                if target is not None and (to in ("api", target, api) or (to == "bulk" and target in KINDS)):
                     del self.scripted[at]
                     return answer
         return None
@@ -316,6 +339,9 @@ class Jira:
             return json_body({"cloudId": cloud_id}) if cloud_id else gateway(404)
         if found := BULK.fullmatch(request.path):
             return self._bulk(request, found["kind"], found["cloud_id"]) if request.method == "POST" else gateway(405)
+        for kind, pattern in BY_KEY.items():
+            if found := pattern.fullmatch(request.path):
+                return self._by_key(request, kind, found.groupdict()) if request.method == "GET" else gateway(405)
         return gateway(404)
 
     def _token(self, request: Request) -> Response:
@@ -341,7 +367,8 @@ class Jira:
             client_id, expiry = self._tokens.get(token, ("", 0.0)) if scheme == "Bearer" else ("", 0.0)
             return self.clients.get(client_id) if expiry > time.monotonic() else None
 
-    def _bulk(self, request: Request, kind: str, cloud_id: str) -> Response:
+    def _refused(self, request: Request, kind: str, cloud_id: str) -> Response | None:
+        """401 for a token no client holds (or an expired one), 403 for a site or an API the client may not use."""
         client = self._client(request)
         if client is None:
             return gateway(401)
@@ -349,6 +376,26 @@ class Jira:
             return gateway(403, "The credentials do not grant access to this site")
         if kind not in client.permissions:
             return gateway(403, f"The credentials have no permission for {kind}")
+        return None
+
+    def _by_key(self, request: Request, kind: str, key: dict[str, str]) -> Response:
+        """getBuildByKey, getDeploymentByKey: what is stored for the key (200), or 404. Nothing is written."""
+        cloud_id, *names, number = key.values()  # the cloud id, the pipeline (and environment), the number
+        if refused := self._refused(request, kind, cloud_id):
+            return refused
+        errors = openapi().unmarshal_request(WerkzeugOpenAPIRequest(request)).errors if self.validate else []
+        if errors or not number.isdigit():
+            reasons = [f"{type(error).__name__}: {error}" for error in errors] or [f"{number[:100]!r} is no number"]
+            return json_body([{"message": reason} for reason in reasons], 400)
+        store = self.builds if kind == "builds" else self.deployments
+        with self._lock:
+            stored = store.get((cloud_id, *names, int(number)))
+            data = copy.deepcopy(stored.data) if stored else None
+        return json_body(data) if data is not None else gateway(404, f"No {kind[:-1]} data found for the given key")
+
+    def _bulk(self, request: Request, kind: str, cloud_id: str) -> Response:
+        if refused := self._refused(request, kind, cloud_id):
+            return refused
         body: Any = request.get_json(silent=True)
         LOGS.append(request.get_data(as_text=True))  # scanned for credentials, like the tests' output
         problems, whole = self._check(request, kind, body)
@@ -442,6 +489,8 @@ def _target(path: str) -> str | None:
         return "token"
     if found := BULK.fullmatch(path):
         return found["kind"]
+    if kind := next((kind for kind, pattern in BY_KEY.items() if pattern.fullmatch(path)), None):
+        return f"{kind}:read"
     return None if TENANT_INFO.fullmatch(path) else "other"
 
 

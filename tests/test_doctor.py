@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 
 import doctor
+import relay.transport
 from standins.bitbucket import REPOSITORY
 from standins.builds import build, listed_build
-from tests.conftest import DC_TOKEN, TOKEN, deliver, document, remember_stored
+from tests.conftest import DC_TOKEN, JIRA_CLIENT_SECRET, TOKEN, deliver, document, remember_stored
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "projects/acme-ci/secrets/bitbucket-build-status-credentials"
@@ -540,3 +541,164 @@ def test_credentials_in_a_secret_set_as_a_variable_hold_every_check(deployment, 
     assert code == 0, out
     assert "\u2713 the credentials are readable: 2 entries" in out
     assert "\u2713 acme/api: credential entry 2 reads it" in out
+
+
+# --- the Jira entries: a token, the site, the permissions; nothing written to Jira --------------------------------
+
+BRANCH = "feature/ABC-123-login"
+ENTRIES = [{"token": TOKEN, "repositories": ["acme/webapp"]}, {"token": API_TOKEN, "repositories": ["acme/api"]}]
+OTHER_JIRA_SECRET = "ATOA-d0vtQ9x3MXbKZr7WqJH2u5nNeLcPyF8g"  # credentials Atlassian never issued
+
+
+def store_jira(google: Any, site: Any, **fields: Any) -> None:
+    """The deployment's credentials, the Jira site `acme` their entry 3 (with `fields`)."""
+    entries = [*ENTRIES, site.entry(**fields)]
+    remember_stored(entries)
+    google.app.add_secret_version(SECRET, json.dumps(entries).encode())
+
+
+def jira_lines(out: str) -> list[str]:
+    return [line for line in out.split("\nJira: ", 1)[-1].split("\n\n")[0].splitlines()[1:] if line[:1] != " "]
+
+
+def test_each_jira_entry_holds_its_token_site_and_permission_checks_and_doctor_writes_nothing_to_jira(
+    deployment, bitbucket, google, jira
+):
+    """Its status disagreeing with Cloud Build, a build naming ABC-123 goes through doctor's dry run: Jira is told
+    nothing of it, and its commit's message is not read."""
+    created = ago(20)
+    deliver(build("WORKING", "w-2", repo="acme/webapp", commit="2" * 40, branch=BRANCH, createTime=created))
+    google.app.record(build("FAILURE", "w-2", repo="acme/webapp", commit="2" * 40, branch=BRANCH, createTime=created))
+    store_jira(google, jira)
+    reads = len(bitbucket.app.commit_calls())
+
+    code, out = run_doctor(deployment, described(bitbucket))
+
+    assert code == 1, out  # the status that disagrees
+    assert "acme/webapp@222222222222 (webapp-pr): INPROGRESS \u2192 FAILED (build w-2)" in out
+    assert jira_lines(out) == [
+        f"\u2713 Jira entry 3 ({jira.url}): Atlassian gives its OAuth credentials a token",
+        f"\u2713 Jira entry 3 ({jira.url}): its site's cloud id is {jira.cloud_id}",
+        f"\u2713 Jira entry 3 ({jira.url}): Jira takes builds and deployments from its OAuth credentials",
+    ]
+    assert [c.method for c in jira.app.calls if not c.path.endswith("/oauth/token")] == ["GET"] * 3  # site, 2 reads
+    assert jira.app.build_calls() == jira.app.deployment_calls() == []
+    assert (jira.app.builds, jira.app.deployments) == ({}, {})
+    assert len(bitbucket.app.commit_calls()) == reads
+    tokens = {a.partition(" ")[2] for a in jira.app.authorizations if a}
+    assert [s for s in (JIRA_CLIENT_SECRET, *tokens) if s in out] == []
+
+
+def test_jira_credentials_atlassian_refuses_are_to_be_created_anew(deployment, bitbucket, google, jira):
+    store_jira(google, jira, client_secret=OTHER_JIRA_SECRET)
+
+    code, out = run_doctor(deployment, described(bitbucket))
+
+    assert code == 1, out
+    assert jira_lines(out) == [
+        f"\u2717 Jira entry 3 ({jira.url}): Atlassian refuses its client id and secret",
+        f"\u2713 Jira entry 3 ({jira.url}): its site's cloud id is {jira.cloud_id}",
+    ]
+    assert (
+        "    \u2192 create new OAuth credentials in Jira settings \u2192 Apps \u2192 OAuth credentials, put their "
+        "client id and secret in the entry, then make credentials PROJECT=acme-ci < credentials.json"
+    ) in out
+    assert OTHER_JIRA_SECRET not in out
+
+
+@pytest.mark.parametrize(
+    ("fields", "said", "fix"),
+    [
+        (
+            {"jira": "SITE/../initech"},
+            "the site's cloud id cannot be found (the site gives no cloud id)",
+            'check the site\'s URL in "jira" (https://<your-site>.atlassian.net), or set "cloud_id" in the entry',
+        ),
+        (
+            {"cloud_id": "0f3c2b1a-7d6e-4f5a-9b8c-1d2e3f4a5b6c"},
+            'its "cloud_id" 0f3c2b1a-7d6e-4f5a-9b8c-1d2e3f4a5b6c is not its site\'s (CLOUD_ID, the site says)',
+            'set "cloud_id" to CLOUD_ID, or remove it',
+        ),
+    ],
+    ids=["a site that is not there", "a cloud id of another site"],
+)
+def test_a_jira_site_whose_cloud_id_cannot_be_found_or_differs_names_the_fix(deployment, bitbucket, google, jira,
+                                                                               fields, said, fix):  # fmt: skip
+    site = fields.get("jira", jira.url).replace("SITE/..", jira.server.root)
+    store_jira(google, jira, **{**fields, "jira": site})
+
+    code, out = run_doctor(deployment, described(bitbucket))
+
+    assert code == 1, out
+    assert f"\u2717 Jira entry 3 ({site}): {said.replace('CLOUD_ID', jira.cloud_id)}" in out
+    assert f"    \u2192 {fix.replace('CLOUD_ID', jira.cloud_id)}" in out
+    assert "takes builds" not in out  # not asked of Jira without the site's cloud id
+
+
+def test_a_cloud_id_the_entry_gives_stands_where_the_site_cannot_be_asked(deployment, bitbucket, google, jira):
+    """The function never asks the site when the entry names its cloud id: nor does doctor insist."""
+    store_jira(google, jira, jira=f"{jira.server.root}/initech", cloud_id=jira.cloud_id)
+    code, out = run_doctor(deployment, described(bitbucket))
+    assert code == 0, out
+    assert f"its site's cloud id is the entry's \"cloud_id\" {jira.cloud_id}" in out
+    assert "Jira takes builds and deployments from its OAuth credentials" in out
+
+
+def test_jira_credentials_without_the_builds_permission_are_told_to_get_it(deployment, bitbucket, google, jira):
+    jira.app.accept_client(jira.client_id, jira.client_secret, permissions=("deployments",))
+    store_jira(google, jira)
+
+    code, out = run_doctor(deployment, described(bitbucket))
+
+    assert code == 1, out
+    assert (
+        f"\u2717 Jira entry 3 ({jira.url}): its OAuth credentials may not send builds (Jira answered 403)\n"
+        "    \u2192 give them the permission Builds in Jira settings \u2192 Apps \u2192 OAuth credentials"
+    ) in out
+    assert jira.app.build_calls() == []
+
+
+@pytest.mark.parametrize("deploys", [False, True], ids=["no build deploys", "a build deploys"])
+def test_credentials_without_the_deployments_permission_fail_only_where_a_build_deploys(
+    deployment, bitbucket, google, jira, deploys
+):
+    jira.app.accept_client(jira.client_id, jira.client_secret, permissions=("builds",))
+    store_jira(google, jira)
+    if deploys:
+        subs = {"_DEPLOY_ENVIRONMENT": "production"}
+        google.app.record(build("SUCCESS", "w-3", repo="acme/webapp", commit="3" * 40, createTime=ago(10),
+                                substitutions=subs))  # fmt: skip
+        deliver(build("SUCCESS", "w-3", repo="acme/webapp", commit="3" * 40, createTime=ago(10), substitutions=subs))
+
+    code, out = run_doctor(deployment, described(bitbucket))
+
+    [said] = jira_lines(out)[2:]
+    if deploys:
+        assert code == 1, out
+        assert said.startswith(f"\u2717 Jira entry 3 ({jira.url}): its OAuth credentials may send builds, not "
+                               "deployments, and 1 build it is told of deploys since ")  # fmt: skip
+        assert "    \u2192 give them the permission Deployments in Jira settings" in out
+    else:
+        assert code == 0, out
+        assert said.startswith(f"\u2713 Jira entry 3 ({jira.url}): Jira takes builds from its OAuth credentials "
+                               "(not deployments, which no build it is told of since ")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("to", "said"),
+    [
+        ("token", "Atlassian gave no token (Jira answered 503 to a token for Jira entry 3 (SITE))"),
+        ("builds", "Jira answered 503 to reading a build"),
+    ],
+)
+def test_atlassian_not_answering_is_a_failed_check_to_run_again(deployment, bitbucket, google, jira, to, said):
+    jira.app.answer_next(*[503] * (relay.transport.HTTP_RETRIES + 1), to=to)
+    store_jira(google, jira)
+
+    code, out = run_doctor(deployment, described(bitbucket))
+
+    assert code == 1, out
+    assert (
+        f"\u2717 Jira entry 3 ({jira.url}): {said.replace('SITE', jira.url)}\n"
+        "    \u2192 run make doctor again; if it stays, see Atlassian's status (https://status.atlassian.com)"
+    ) in out

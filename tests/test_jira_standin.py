@@ -309,6 +309,42 @@ def test_a_deployments_deprecated_top_level_issue_keys_still_associate_it(jira):
     assert len(jira.deployments("ABC-124")) == 1
 
 
+# --- reads by key: what a self-hosted tool may read, and nothing written --------------------------------
+
+
+def by_key(jira: JiraSite, kind: str, *key: Any, headers: dict[str, str] | None = None,
+           cloud_id: str | None = None) -> requests.Response:  # fmt: skip
+    """getBuildByKey (pipeline, number) or getDeploymentByKey (pipeline, environment, number)."""
+    parts = ("pipelines", "builds") if kind == "builds" else ("pipelines", "environments", "deployments")
+    path = "/".join(f"{part}/{value}" for part, value in zip(parts, key, strict=True))
+    url = f"{jira.server.root}/jira/{kind}/0.1/cloud/{cloud_id or jira.cloud_id}/{path}"
+    return requests.get(url, headers=headers or bearer(jira), timeout=5)
+
+
+def test_a_stored_build_or_deployment_is_read_by_its_key_and_one_never_sent_is_404(jira):
+    build, deployment = a_build(), a_deployment()
+    bulk(jira, "builds", {"builds": [build]})
+    bulk(jira, "deployments", {"deployments": [deployment]})
+    assert valid_answer(by_key(jira, "builds", build["pipelineId"], build["buildNumber"])) == build
+    stored = by_key(jira, "deployments", "acme-webapp-deploy", "production", deployment["deploymentSequenceNumber"])
+    assert valid_answer(stored) == deployment
+    assert by_key(jira, "builds", build["pipelineId"], build["buildNumber"] + 1).status_code == 404
+    assert by_key(jira, "deployments", "acme-webapp-deploy", "staging", 1767600000).status_code == 404
+    assert by_key(jira, "builds", build["pipelineId"], "latest").status_code == 400  # an int64, the description says
+    assert len(jira.app.build_calls()) == len(jira.app.deployment_calls()) == 1  # a read is no bulk call
+
+
+def test_reading_by_key_takes_the_same_token_site_and_permission_as_sending_and_writes_nothing(jira):
+    assert by_key(jira, "builds", "p", 1, headers={"Authorization": "Bearer wrong-token"}).status_code == 401
+    jira.app.accept_client(JIRA_CLIENT_ID, JIRA_CLIENT_SECRET, permissions=("builds",))
+    assert by_key(jira, "builds", "p", 1).status_code == 404
+    assert by_key(jira, "deployments", "p", "production", 1).status_code == 403
+    assert by_key(jira, "builds", "p", 1, cloud_id="no-such-site").status_code == 403
+    jira.app.answer_next(503, to="builds")
+    assert by_key(jira, "builds", "p", 1).status_code == 503  # a scripted answer to the builds API reaches its reads
+    assert (jira.app.builds, jira.app.deployments, jira.app.invalid) == ({}, {}, [])
+
+
 # --- scripted answers ---------------------------------------------------------------------------------
 
 
