@@ -101,10 +101,10 @@ class Jira:
     def _post(self, entry: JiraEntry, kind: str, body: dict[str, Any]) -> JiraAnswer:
         url = f"{self.api_url}/jira/{kind}/0.1/cloud/{self.cloud_id(entry)}/bulk"
         token = self.token(entry)
-        response = self._send("POST", url, json=body, headers={"Authorization": f"Bearer {token}"})
+        response = self.send("POST", url, json=body, headers={"Authorization": f"Bearer {token}"})
         if response.status_code == 401:  # the token may have been revoked before it expired: one fresh token
             token = self.token(entry, refused=token)
-            response = self._send("POST", url, json=body, headers={"Authorization": f"Bearer {token}"})
+            response = self.send("POST", url, json=body, headers={"Authorization": f"Bearer {token}"})
         self._said(entry, response, f"{kind} of")
         answer = json_body(response)
         rejected = [as_mapping(r) for r in answer.get(f"rejected{kind.capitalize()}") or () if isinstance(r, dict)]
@@ -121,7 +121,7 @@ class Jira:
                 return known[0]
         body = {"audience": AUDIENCE, "grant_type": "client_credentials", "client_id": entry.client_id,
                 "client_secret": entry.secret}  # fmt: skip
-        response = self._send("POST", f"{self.api_url}/oauth/token", json=body)
+        response = self.send("POST", f"{self.api_url}/oauth/token", json=body)
         self._said(entry, response, "a token for")
         answer = json_body(response)
         token, lifetime = as_text(answer.get("access_token")), answer.get("expires_in")
@@ -139,7 +139,7 @@ class Jira:
         known: str | None = self._cloud_ids.get(entry.site)
         if known is not None:
             return known
-        response = self._send("GET", f"{entry.site}/_edge/tenant_info")
+        response = self.send("GET", f"{entry.site}/_edge/tenant_info")
         self._said(entry, response, "the cloud id of")
         found = as_text(json_body(response).get("cloudId"))
         if not re.fullmatch(CLOUD_ID_RE, found):  # it goes into the path of every call
@@ -152,7 +152,8 @@ class Jira:
         with self._lock:
             return [token for token, _ in self._tokens.values()]
 
-    def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+    def send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        """Every request to Atlassian: the session's retries and the event's deadline (a resync counts them here)."""
         return send(self.session, method, url, self.timeout, **kwargs)
 
     def _said(self, entry: JiraEntry, response: requests.Response, what: str) -> None:

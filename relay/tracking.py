@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from relay.errors import JiraRefused, RateLimited, Rejected
+from relay.errors import JiraRefused, RateLimited, Rejected, TransientError
 from relay.issue_keys import issue_keys, message_keys, named_keys
 from relay.lru import Lru
 from relay.reporting import ALREADY_SHOWN, POSTED
@@ -58,7 +58,15 @@ class Tracking:
         deployed = self._deployment(update, build, outcome, repository) if repository.server else ""
         if not entries:
             return Tracked(deployed)
-        keys = issue_keys(named_keys(build, update.status.refname), self._message_keys(site, repository, update))
+        in_message = self._message_keys(site, repository, update)
+        if in_message is None and update.status.is_final:
+            # Jira keeps a state it was told, and ignores the same state told again: a final state told without the
+            # message's issues would leave them out for good. Delivered again, once the message can be read.
+            raise TransientError(
+                "Jira is told of the build once its commit's message can be read: the hourly budget of its "
+                "credential is nearly spent"
+            )
+        keys = issue_keys(named_keys(build, update.status.refname), in_message or [])
         branch = update.status.refname
         tracked = tracked_build(update, build, keys, site.page(repository), site.page(repository, branch))
         if not keys or tracked is None:  # a build that names no issue sends nothing to Jira
@@ -96,18 +104,20 @@ class Tracking:
             said += f"; it knows no issue {', '.join(answer.unknown_keys[:10])}"
         return said
 
-    def _message_keys(self, site: Site, repository: Repository, update: Update) -> list[str]:
+    def _message_keys(self, site: Site, repository: Repository, update: Update) -> list[str] | None:
         """The keys the built commit's message names, read from Bitbucket once per commit per instance, after the
-        statuses and only while the credential's budget has calls to spare."""
+        statuses and only while the credential's budget has calls to spare; None when it was not read this time."""
         commit = update.target.commit
         known: tuple[str] | None = self._messages.get((repository, commit))
         if known is None:
             if not self.budget.spare(self.keyring.entry_for(repository)):
-                return []
+                return None
             try:
                 message = site.commit_message(repository, commit) or ""
-            except (RateLimited, Rejected):
-                return []  # keys from the branch and _JIRA_ISSUES only, this time
+            except RateLimited:
+                return None
+            except Rejected:
+                message = ""  # no message to be had (the credential may not read the commit): the other keys
             known = (message,)
             self._messages.put((repository, commit), known)
         return message_keys(known[0])

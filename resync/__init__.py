@@ -452,7 +452,7 @@ class ResyncJira(relay.jira.Jira):
             told.problems.append(self._stop(entry, problem))
             raise relay.errors.JiraRefused(problem[1]) from None
         except (relay.errors.TransientError, relay.errors.JiraRefused) as error:
-            with self._guard:  # a 429 stopped the entry (_send); any other failure is this build's
+            with self._guard:  # a 429 stopped the entry (send); any other failure is this build's
                 problem = self.stopped.get(entry.position) or (FAILED, str(error))
             told.problems.append(problem)
             raise relay.errors.JiraRefused(problem[1]) from None
@@ -466,9 +466,9 @@ class ResyncJira(relay.jira.Jira):
         with self._guard:
             return self.stopped.setdefault(entry.position, problem)
 
-    def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+    def send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         position = _jira_entry.get()
-        response = super()._send(method, url, **kwargs)
+        response = super().send(method, url, **kwargs)
         with self._guard:
             self.calls[position] += 1
             if response.status_code == 429:

@@ -238,3 +238,21 @@ def test_a_deployments_late_earlier_state_never_replaces_its_final_state_on_the_
     assert (on_commit["state"], on_commit["environment"]["type"]) == ("SUCCESSFUL", "STAGING")
     deliver(dc_build("SUCCESS", both, substitutions=subs))  # delivered again: the same final state, written again
     assert [d["state"] for d in both.app.deployments_for("PROJ", "repo", COMMIT)] == ["SUCCESSFUL"]
+
+
+def test_a_final_state_waits_for_its_commits_message_when_the_budget_leaves_no_call_to_read_it(
+    webapp, bitbucket, new_instance
+):
+    """Jira ignores a state it was told already: told without the message's issue (ABC-124), it would never show the
+    build. So the final state is delivered again, and told once the message can be read; Bitbucket has it first."""
+    bitbucket.app.budget, bitbucket.app.near_limit_share = 1000, 0.001  # every answer says the budget is nearly spent
+    deliver(build("WORKING", "b-1", branch=BRANCH))
+    with pytest.raises(relay.errors.TransientError, match="commit's message"):
+        deliver(build("SUCCESS", "b-1", branch=BRANCH))
+    assert [s["state"] for s in shown(bitbucket)] == ["SUCCESSFUL"]
+    assert webapp.builds("ABC-124") == []
+
+    bitbucket.app.near_limit_share = 0.8
+    new_instance()  # the cooldown over (a new instance knows none)
+    deliver(build("SUCCESS", "b-1", branch=BRANCH))
+    assert [b["state"] for b in webapp.builds("ABC-124")] == ["successful"]
