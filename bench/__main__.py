@@ -919,12 +919,14 @@ def bench_backlog(builds_count: int, copies: int, senders: int, round_trip: floa
 
 RESYNC_CHILD = """
 import json, os, sys
+from datetime import UTC, datetime
+import relay.cloud_build
 import resync
+import resync.listing
 if sys.argv[1] == "whole":  # the listing kept whole, as resync held it before 2026-12-02
-    import main
     cloud_build = relay.cloud_build.CloudBuild(os.environ["CLOUD_BUILD_API_ENDPOINT"], (3.05, 60))
-    since = resync.since_time("30d", resync.datetime.now(resync.UTC))
-    kept = list(resync.builds_since(cloud_build, "acme-ci", ["global"], since))
+    since = resync.listing.since_time("30d", datetime.now(UTC))
+    kept = list(resync.listing.builds_since(cloud_build, "acme-ci", ["global"], since))
     code = 0 if kept else 1
 else:
     with open(os.devnull, "w") as out:

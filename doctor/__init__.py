@@ -47,6 +47,10 @@ import relay.translate
 import relay.transport
 import relay.warm
 import resync
+import resync.deployment
+import resync.listing
+import resync.share
+import resync.verdicts
 from doctor.jira import check_jira
 from relay.text import as_mapping, as_text
 
@@ -210,7 +214,7 @@ def check_source(found: Findings, described: Mapping[str, Any], project: str) ->
         found.bad(f"the function refuses its credential source, so every event fails: {error}", fix)
         return None
     try:
-        deployed = resync.deployment_env(described, project)
+        deployed = resync.deployment.deployment_env(described, project)
     except relay.errors.ConfigurationError as error:
         found.bad(f"the function cannot read its credentials, so every event fails: {error}", fix)
         return None
@@ -309,9 +313,9 @@ def probe(
 def check_statuses(found: Findings, warm: relay.warm.WarmInstance, planned: resync.Plan, args: Any) -> None:
     """What a dry-run resync would correct (one read a status)."""
     todo, _ = planned.decided()
-    now = resync.rfc3339(datetime.now(UTC))
+    now = resync.listing.rfc3339(datetime.now(UTC))
     verdicts = [resync.resync_build(listed, warm, args.project, now) for listed in todo]
-    wrong = [v for v in verdicts if v.kind == resync.CORRECTED]
+    wrong = [v for v in verdicts if v.kind == resync.verdicts.CORRECTED]
     if not wrong:
         found.good(f"every status shows its build's state ({len(verdicts)} checked)")
         return
@@ -378,7 +382,7 @@ def check_lines(
 ) -> None:  # fmt: skip
     """Every ERROR line of the period (up to ERROR_PAGES_MAX pages), asked for on its own so that no number of newer
     warnings hides one; and the newest page of WARNING lines."""
-    period = resync.rfc3339(since)
+    period = resync.listing.rfc3339(since)
     where = (f'resource.type="cloud_run_revision" AND resource.labels.service_name={relay.step_log.quoted(service)} '
              f"AND timestamp>={relay.step_log.quoted(period)}")  # fmt: skip
     errors = read_lines(cloud_build, api_url, function_project, f"{where} AND severity>=ERROR", ERROR_PAGES_MAX)
@@ -423,7 +427,7 @@ def run(argv: list[str], base_env: Mapping[str, str], out: TextIO = sys.stdout) 
         args = parse_args(argv)
         args.function_project = args.function_project or args.project
         return _run(args, base_env, Findings(out))
-    except (resync.UsageError, resync.ListingError) as error:
+    except (resync.listing.UsageError, resync.listing.ListingError) as error:
         print(f"doctor cannot run: {error}", file=sys.stderr)
         return 2
     except relay.errors.ConfigurationError as error:
@@ -436,7 +440,7 @@ def _run(args: argparse.Namespace, base_env: Mapping[str, str], found: Findings)
     subscriptions = _read_json(args.subscriptions) if args.subscriptions else []
     print(f"The function {relay.text.as_text(described.get('name')) or '(not found)'}", file=found.out)
     settings = settings_of(described)
-    env = check_settings(found, settings, resync.run_env(base_env, settings), args.function_project)
+    env = check_settings(found, settings, resync.deployment.run_env(base_env, settings), args.function_project)
     config = relay.config.Config.from_env(env)
     check_function(found, described, subscriptions if isinstance(subscriptions, list) else [],
                    args.function_project, env, config)  # fmt: skip
@@ -450,18 +454,20 @@ def _run(args: argparse.Namespace, base_env: Mapping[str, str], found: Findings)
     env = {**env, **(source or {})}
     entries = None if source is None else check_credentials(found, env, args.function_project)
     now = datetime.now(UTC)
-    since = resync.since_time(args.since, now)
+    since = resync.listing.since_time(args.since, now)
     locations = args.locations.split() or ["global", args.region]
     # As a resync holds them: the newest build of each status, compressed, the others let go as the pages arrive.
-    planned = resync.plan(resync.builds_since(cloud_build, args.project, locations, since), config)
-    print(f"\nBuilds of {args.project} since {resync.rfc3339(since)}: {len(planned.created)}", file=found.out)
+    planned = resync.plan(resync.listing.builds_since(cloud_build, args.project, locations, since), config)
+    print(f"\nBuilds of {args.project} since {resync.listing.rfc3339(since)}: {len(planned.created)}", file=found.out)
     if entries is not None:
-        budget = resync.Allowance(1.0, resync.DEFAULT_HOURLY_BUDGET, 600.0)
+        budget = resync.share.Allowance(1.0, resync.DEFAULT_HOURLY_BUDGET, 600.0)
         with quiet():
-            warm = resync.warm_instance(env, budget, dry_run=True)
+            warm = resync.share.warm_instance(env, budget, dry_run=True)
             check_repositories(found, warm, planned.kept(), args.project, args.function_project)
             check_statuses(found, warm, planned, args)
-        check_jira(found, config, entries, planned.kept(), args.project, args.function_project, resync.rfc3339(since))
+        check_jira(
+            found, config, entries, planned.kept(), args.project, args.function_project, resync.listing.rfc3339(since)
+        )
     print("\nThe function's own warnings and errors:", file=found.out)
     service = relay.text.as_text(described.get("name")).rsplit("/", 1)[-1] or "bitbucket-build-status"
     check_lines(found, cloud_build, config.logging_api_url, args.function_project, service, since)

@@ -36,27 +36,21 @@ Exit status: 0 all done; 1 a failure; 2 resync cannot run (configuration, usage,
 from __future__ import annotations
 
 import argparse
-import contextvars
 import json
 import os
 import re
 import sys
-import threading
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, redirect_stdout
+from contextlib import redirect_stdout
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
-from urllib.parse import urlencode
+from typing import Any, TextIO
 
 from tqdm import tqdm
-
-if TYPE_CHECKING:
-    import requests
 
 import relay.bitbucket
 import relay.budget
@@ -74,431 +68,19 @@ import relay.tracked
 import relay.translate
 import relay.transport
 import relay.warm
+from resync.deployment import deployment_env, permissions, run_env
+from resync.listing import ListingError, UsageError, builds_since, rfc3339, since_time
+from resync.share import CALLS_PER_BUILD, Allowance, ResyncJira, ShareSpent, Told, current_told, warm_instance
+from resync.verdicts import CORRECTED, FAILED, LEFT, NOT_REACHED, RIGHT, RUNNING, SKIPPED, SUPERSEDED
 
 DEFAULT_SHARE = 0.5
 # Bitbucket Cloud's allowance per account or OAuth consumer; an access token's own X-RateLimit-Limit replaces
 # it once Bitbucket has answered. Data Center servers document none: admins who turn rate limiting on set it.
 DEFAULT_HOURLY_BUDGET = 1000
-CALLS_PER_BUILD = 3  # a read, the status, the report: reserved before a build's first call with a credential
-# and besides, when the build may be told to Jira, the read of its commit's message (the issues it names), and when it
-# deploys, its deployment on a Data Center commit
-PAGE_SIZE = 100
-# The most builds one listing gives a run (a dry run over 100,000 listed builds peaks at 427 MiB, docs/performance.md),
-# and so the most pages: a listing that has not ended by then is stopped as one that never would.
-LISTED_MAX = 100_000
-PAGES_MAX = LISTED_MAX // PAGE_SIZE
 DEFAULT_WORKERS = 8  # builds at once: 300 stuck builds take 18 s against a site answering in 150 ms (4: 35 s)
 LOCATION_RE = re.compile(r"[a-z][a-z0-9-]{0,62}", re.ASCII)
-AGO_RE = re.compile(r"(?P<count>\d{1,5})(?P<unit>[mhd])", re.ASCII)
-UNITS = {"m": "minutes", "h": "hours", "d": "days"}
-
-RIGHT, CORRECTED, SUPERSEDED, RUNNING, SKIPPED, NOT_REACHED, LEFT, FAILED = (
-    "already right",
-    "corrected",
-    "superseded",
-    "running",
-    "skipped",
-    "not reached",
-    "left for a later run",
-    "failed",
-)
 SUPERSEDED_SAID = "a newer build of the same status is resynced instead"
 RUNNING_SAID = "still running: its live events report it"
-
-
-class UsageError(Exception):
-    """The command line asks for something resync cannot do."""
-
-
-class ShareSpent(Exception):
-    """This run's share of a credential's hourly budget is spent: the build is left for a later run."""
-
-
-class ListingError(Exception):
-    """Cloud Build's listing cannot be followed to its end (a page token repeated, or no end after PAGES_MAX pages)."""
-
-
-# --- The deployment's environment ---------------------------------------------------
-
-
-def deployment_env(function: Mapping[str, Any], project: str) -> dict[str, str]:
-    """The environment a deployed function runs with (`gcloud functions describe --format=json`, 2nd gen), its
-    credentials as resync reads them: a secret mounted as a file, or set as BITBUCKET_CREDENTIALS, becomes
-    CREDENTIALS_SECRET, read with Secret Manager's API."""
-    service = relay.text.as_mapping(function.get("serviceConfig"))
-    env = {str(k): str(v) for k, v in relay.text.as_mapping(service.get("environmentVariables")).items()}
-    for secret in service.get("secretEnvironmentVariables") or []:
-        if relay.text.as_mapping(secret).get("key") == "BITBUCKET_CREDENTIALS":
-            env["CREDENTIALS_SECRET"] = _secret_name(secret, secret.get("version"), project)
-    path = env.pop("BITBUCKET_CREDENTIALS_FILE", None)
-    if path:
-        env["CREDENTIALS_SECRET"] = _mounted_secret(service.get("secretVolumes") or [], path, project)
-    return env
-
-
-def _mounted_secret(volumes: list[Any], path: str, project: str) -> str:
-    """The secret version mounted at `path`; a volume that names no versions mounts the latest as a file named
-    after the secret."""
-    for volume in map(relay.text.as_mapping, volumes):
-        mount = relay.text.as_text(volume.get("mountPath")).rstrip("/")
-        versions = volume.get("versions") or [{"path": volume.get("secret"), "version": "latest"}]
-        for version in map(relay.text.as_mapping, versions):
-            if f"{mount}/{relay.text.as_text(version.get('path')).lstrip('/')}" == path:
-                return _secret_name(volume, version.get("version"), project)
-    raise relay.errors.ConfigurationError(
-        f"the deployment reads BITBUCKET_CREDENTIALS_FILE={path}, which no secret mounts"
-    )
-
-
-def _secret_name(secret: Mapping[str, Any], version: Any, project: str) -> str:
-    owner = relay.text.as_text(secret.get("projectId")) or project
-    name, version = relay.text.as_text(secret.get("secret")), relay.text.as_text(version) or "latest"
-    return f"projects/{owner}/secrets/{name}/versions/{version}"
-
-
-def run_env(base: Mapping[str, str], deployed: Mapping[str, str] | None) -> dict[str, str]:
-    """The person's environment, with the deployment's settings and credential source in place of their own."""
-    if deployed is None:
-        return dict(base)
-    sources = (*relay.credentials.SINGLE_VARIABLES, *relay.credentials.BUCKET_VARIABLES)
-    return {**{k: v for k, v in base.items() if k not in sources}, **deployed}
-
-
-def permissions(project: str, env: Mapping[str, str]) -> str:
-    """What the person running resync needs, besides reading the deployment (roles/cloudfunctions.viewer)."""
-    needs = [f"cloudbuild.builds.list on {project} (roles/cloudbuild.builds.viewer)"]
-    if env.get("CREDENTIALS_SECRET"):
-        needs.append(f"secretmanager.versions.access on {env['CREDENTIALS_SECRET'].split('/versions/')[0]} "
-                     "(roles/secretmanager.secretAccessor)")  # fmt: skip
-    if env.get("SECRETS_BUCKET"):
-        needs.append(f"storage.objects.get on gs://{env['SECRETS_BUCKET']} (roles/storage.objectViewer) and "
-                     f"decrypt on {env.get('KMS_CRYPTO_KEY_ID')} (roles/cloudkms.cryptoKeyDecrypter)")  # fmt: skip
-    needs.append("for connected repositories, cloudbuild.repositories.get (roles/cloudbuild.connectionViewer)")
-    return "Resync runs with your application default credentials and needs " + "; ".join(needs) + "."
-
-
-# --- Cloud Build's record ---------------------------------------------------------------
-
-
-def since_time(text: str, now: datetime) -> datetime:
-    """SINCE: an age (90m, 24h, 7d) or an RFC 3339 time (a date alone is its midnight, UTC)."""
-    if match := AGO_RE.fullmatch(text.strip()):
-        return now - timedelta(**{UNITS[match["unit"]]: int(match["count"])})
-    parsed = relay.decoding.parse_time(text)
-    if parsed is None:
-        raise UsageError(f"SINCE={text!r} is neither an age (90m, 24h, 7d) nor a time (2026-11-28T09:00:00Z)")
-    return parsed
-
-
-def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def builds_since(
-    cloud_build: relay.cloud_build.CloudBuild, project: str, locations: list[str], since: datetime
-) -> Iterator[dict[str, Any]]:
-    """Every build created at or after `since` in those locations, as the pages arrive, each once."""
-    seen: set[str] = set()
-    for location in locations:
-        for build in _listed(cloud_build, project, location, since):
-            if (build_id := relay.text.as_text(build.get("id"))) not in seen:
-                seen.add(build_id)
-                yield build
-
-
-def _listed(
-    cloud_build: relay.cloud_build.CloudBuild, project: str, location: str, since: datetime
-) -> Iterator[dict[str, Any]]:
-    session = cloud_build.authorized()
-    if session is None:
-        raise relay.errors.ConfigurationError(
-            "no Google credentials: run `gcloud auth application-default login` (resync uses them to list builds)"
-        )
-    where = f"projects/{project}/locations/{location}"
-    query = {"filter": f'create_time>="{rfc3339(since)}"', "pageSize": PAGE_SIZE}
-    tokens: set[str] = set()
-    for _ in range(PAGES_MAX):
-        response = cloud_build.get(session, f"{cloud_build.api_url}/v1/{where}/builds?{urlencode(query)}")
-        if response.status_code in (401, 403):
-            raise relay.errors.ConfigurationError(
-                f"Cloud Build's API answered {response.status_code} to listing the builds of {where}: "
-                "you need cloudbuild.builds.list (roles/cloudbuild.builds.viewer)"
-            )
-        if not response.ok:
-            raise relay.errors.TransientError(f"Cloud Build's API answered {response.status_code} to listing {where}")
-        page = relay.transport.json_body(response)
-        yield from (b for b in page.get("builds") or [] if isinstance(b, dict) and relay.text.as_text(b.get("id")))
-        token = relay.text.as_text(page.get("nextPageToken"))
-        if not token:
-            return
-        if token in tokens:
-            raise ListingError(
-                f"Cloud Build's listing of the builds of {where} gave a page token it had given before, so it would "
-                f"never end: stopped after {len(tokens) + 1} pages"
-            )
-        tokens.add(token)
-        query["pageToken"] = token
-    raise ListingError(
-        f"Cloud Build's listing of the builds of {where} had not ended after {PAGES_MAX:,} pages ({LISTED_MAX:,} "
-        "builds, the most a run lists of one location): stopped; resync a shorter period (a later SINCE)"
-    )
-
-
-# --- Each credential's share of its budget, and the client that keeps to it -------------
-
-
-@dataclass
-class Claims:
-    """One build's claims: the calls it reserves of each credential it uses, the credentials it claimed, and whether
-    its commit's message (read for Jira) is among the calls reserved and not read yet."""
-
-    calls: int = CALLS_PER_BUILD
-    secrets: set[str] = field(default_factory=set)
-    message: bool = False
-
-
-_claims: contextvars.ContextVar[Claims | None] = contextvars.ContextVar("claims", default=None)
-
-
-class Allowance(relay.budget.Budget):
-    """The function's budget rule, and this run's share of each credential's hourly budget: a build reserves
-    what it may cost before its first call with a credential; none is started once the share is spent or
-    Bitbucket says the budget is nearly spent."""
-
-    def __init__(self, share: float, hourly: int, cooldown: float) -> None:
-        super().__init__(cooldown)
-        self.share, self.hourly = share, hourly
-        self.spent: Counter[str] = Counter()  # credential secret → calls made this run
-        self.reserved: Counter[str] = Counter()
-        self.limits: dict[str, int] = {}  # credential secret → its X-RateLimit-Limit
-        self.stopped: dict[str, str] = {}  # credential secret → why no build is started with it any more
-        self.entries: dict[str, relay.credentials.Credential] = {}
-        self._guard = threading.Lock()
-
-    def note(self, entry: relay.credentials.Credential, headers: Mapping[str, str]) -> None:
-        limit = headers.get("X-RateLimit-Limit", "")
-        with self._guard:
-            self.spent[entry.secret] += 1
-            if limit.isdigit():
-                self.limits[entry.secret] = int(limit)
-            if headers.get("X-RateLimit-NearLimit", "").lower() == "true":
-                said = f"Bitbucket says the hourly budget of credential entry {entry.position} is nearly spent"
-                self.stopped.setdefault(entry.secret, said)
-        super().note(entry, headers)
-
-    def spare(self, entry: relay.credentials.Credential | None) -> bool:
-        """A call beyond a build's own (its report's annotations, a repository's visibility) only within the share."""
-        if entry is None or not super().spare(entry):
-            return entry is None
-        with self._guard:
-            spent = self.spent[entry.secret] + self.reserved[entry.secret]
-            return entry.secret not in self.stopped and spent + 1 <= self.allowed(entry)
-
-    def message(self, entry: relay.credentials.Credential | None) -> bool:
-        """Whether the current build may read its commit's message (for Jira) with `entry`: the read it reserved,
-        once, unless Bitbucket stopped the credential since; else as any call beyond a build's own."""
-        claims = _claims.get()
-        if entry is not None and claims is not None and claims.message and entry.secret in claims.secrets:
-            with self._guard:
-                if entry.secret not in self.stopped:
-                    claims.message = False
-                    return True
-        return self.spare(entry)
-
-    def allowed(self, entry: relay.credentials.Credential) -> int:
-        return int(self.share * self.limits.get(entry.secret, self.hourly))
-
-    def claim(self, entry: relay.credentials.Credential) -> None:
-        """Before the current build's first call with `entry`: reserve its calls, or raise ShareSpent."""
-        claims = _claims.get()
-        if claims is None or entry.secret in claims.secrets:
-            return
-        with self._guard:
-            self.entries[entry.secret] = entry
-            if entry.secret in self.stopped:
-                raise ShareSpent(self.stopped[entry.secret])
-            if self.spent[entry.secret] + self.reserved[entry.secret] + claims.calls > self.allowed(entry):
-                raise ShareSpent(f"this run's share of credential entry {entry.position}'s hourly budget is spent "
-                                 f"({self.allowed(entry)} calls)")  # fmt: skip
-            self.reserved[entry.secret] += claims.calls
-        claims.secrets.add(entry.secret)
-
-    def refused(self, entry: relay.credentials.Credential) -> None:
-        """Bitbucket answered 429 to the credential: its hourly budget is spent."""
-        with self._guard:
-            self.stopped.setdefault(
-                entry.secret, f"Bitbucket answered 429 to credential entry {entry.position}: its hourly budget is spent"
-            )
-
-    @contextmanager
-    def build(self, calls: int = CALLS_PER_BUILD, message: bool = False) -> Iterator[None]:
-        """One build's calls: it reserves `calls` of each credential it uses (`message`: its commit's message among
-        them), given back when it ends (its calls were counted as made)."""
-        claims = Claims(calls, message=message)
-        token = _claims.set(claims)
-        try:
-            yield
-        finally:
-            _claims.reset(token)
-            with self._guard:
-                for secret in claims.secrets:
-                    self.reserved[secret] -= calls
-
-    def usage(self) -> list[str]:
-        with self._guard:
-            entries = sorted(self.entries.values(), key=lambda e: e.position)
-            return [f"credential entry {e.position}: {self.spent[e.secret]} of {self.allowed(e)} calls"
-                    for e in entries]  # fmt: skip
-
-
-@dataclass
-class ResyncClient(relay.bitbucket.Client):
-    """The function's client, keeping to the allowance, and trying a site that did not answer only once."""
-
-    unreached: set[str] = field(default_factory=set)
-
-    def send_as(
-        self, entry: relay.credentials.Credential, method: str, url: str, body: Any, params: Any, header: str
-    ) -> Any:
-        origin = relay.transport.origin_of(url)
-        if origin in self.unreached:
-            raise relay.errors.Unreachable(f"{origin} did not answer earlier in this run", origin)
-        assert isinstance(self.budget, Allowance)
-        self.budget.claim(entry)
-        try:
-            response = super().send_as(entry, method, url, body, params, header)
-        except relay.errors.Unreachable:
-            self.unreached.add(origin)
-            raise
-        if response.status_code == 429:
-            self.budget.refused(entry)
-        return response
-
-
-class DryRunClient(ResyncClient):
-    """Reads as a resync does, and writes nothing: a status or report it would write is only counted as such."""
-
-    def write(self, repository: relay.repository.Repository, method: str, url: str, body: Any) -> None:
-        return None
-
-    def delete(self, repository: relay.repository.Repository, url: str) -> None:
-        return None
-
-
-class MessageReads(relay.budget.Budget):
-    """The allowance as the Jira side of the function's path asks it before reading a build's commit's message
-    (relay.tracking): the read the build reserved is its own, so no build is told to Jira without the issues its
-    commit names merely because the share was nearly spent (Jira would ignore the same state sent again with them)."""
-
-    def __init__(self, allowance: Allowance) -> None:
-        super().__init__(allowance.cooldown)
-        self.allowance = allowance
-
-    def nearly_spent(self, entry: relay.credentials.Credential | None) -> bool:
-        return self.allowance.nearly_spent(entry)
-
-    def spare(self, entry: relay.credentials.Credential | None) -> bool:
-        return self.allowance.message(entry)
-
-    def note(self, entry: relay.credentials.Credential, headers: Mapping[str, str]) -> None:
-        self.allowance.note(entry, headers)
-
-
-@dataclass
-class Told:
-    """What one build's Jira side came to: whether Jira was told of it (and rejected it), and what it was not told:
-    (FAILED, LEFT or NOT_REACHED, why)."""
-
-    told: bool = False
-    rejected: bool = False
-    problems: list[tuple[str, str]] = field(default_factory=list)
-
-
-_told: contextvars.ContextVar[Told | None] = contextvars.ContextVar("told", default=None)
-_jira_entry: contextvars.ContextVar[int] = contextvars.ContextVar("jira_entry", default=0)
-
-
-@dataclass
-class ResyncJira(relay.jira.Jira):
-    """The function's Jira client as a resync runs it: each entry's calls counted; an entry that Jira answers 429
-    (after the retries inside the call) or that cannot be reached is told nothing more in this run, its builds left
-    for a later run, as a Bitbucket credential is. Whatever Jira is not told is said in the build's verdict and raised
-    as a refusal, which the function's path says and goes on from: the build's status is already done."""
-
-    calls: Counter[int] = field(default_factory=Counter, init=False)  # Jira entry position → calls made
-    stopped: dict[int, tuple[str, str]] = field(default_factory=dict, init=False)  # position → (LEFT …, why)
-    _guard: threading.Lock = field(default_factory=threading.Lock, init=False)
-
-    def post_build(self, entry: relay.credentials.JiraEntry, build: Any) -> relay.jira.JiraAnswer:
-        post = super().post_build
-        return self._sent(entry, lambda: post(entry, build))
-
-    def post_deployment(self, entry: relay.credentials.JiraEntry, build: Any) -> relay.jira.JiraAnswer:
-        post = super().post_deployment
-        return self._sent(entry, lambda: post(entry, build))
-
-    def _sent(self, entry: relay.credentials.JiraEntry, post: Any) -> relay.jira.JiraAnswer:
-        told = _told.get() or Told()
-        with self._guard:
-            stopped = self.stopped.get(entry.position)
-        if stopped is not None:
-            told.problems.append(stopped)
-            raise relay.errors.JiraRefused(stopped[1])
-        token = _jira_entry.set(entry.position)
-        try:
-            answer: relay.jira.JiraAnswer = post()
-        except relay.errors.Unreachable as error:
-            problem = (NOT_REACHED, f"Jira entry {entry.position} ({entry.site}): {error}; not tried again in this run")
-            told.problems.append(self._stop(entry, problem))
-            raise relay.errors.JiraRefused(problem[1]) from None
-        except (relay.errors.TransientError, relay.errors.JiraRefused) as error:
-            with self._guard:  # a 429 stopped the entry (send); any other failure is this build's
-                problem = self.stopped.get(entry.position) or (FAILED, str(error))
-            told.problems.append(problem)
-            raise relay.errors.JiraRefused(problem[1]) from None
-        finally:
-            _jira_entry.reset(token)
-        told.told = True
-        told.rejected = told.rejected or not answer.accepted
-        return answer
-
-    def _stop(self, entry: relay.credentials.JiraEntry, problem: tuple[str, str]) -> tuple[str, str]:
-        with self._guard:
-            return self.stopped.setdefault(entry.position, problem)
-
-    def send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
-        position = _jira_entry.get()
-        response = super().send(method, url, **kwargs)
-        with self._guard:
-            self.calls[position] += 1
-            if response.status_code == 429:
-                said = f"Jira answered 429 to Jira entry {position}: nothing more is sent to it in this run"
-                self.stopped.setdefault(position, (LEFT, said))
-        return response
-
-    def usage(self) -> list[str]:
-        with self._guard:
-            return [f"Jira entry {position}: {count} calls" for position, count in sorted(self.calls.items())]
-
-
-def warm_instance(env: Mapping[str, str], budget: Allowance, dry_run: bool) -> relay.warm.WarmInstance:
-    """The function's instance as a resync (or doctor) runs it: its budget and client, no report owed for a status
-    already shown. A dry run writes nothing, so it reads nothing that only goes into what it would write: no failed
-    step's log (Cloud Logging), no repository's visibility (which decides whether that log may be shown), no
-    build's test results (JUnit files in Cloud Storage: their counts end a final state's description, which never
-    decides whether a status is corrected), and nothing of Jira's side (no commit's message, no Jira, no Data Center
-    deployment). A resync tells Jira through the function's own path, with ResyncJira and MessageReads."""
-    client = DryRunClient if dry_run else ResyncClient
-    warm = relay.warm.WarmInstance.from_env(env, budget=budget, client_type=client, reports_for_shown=False)
-    if dry_run:
-        warm.reporter.logs = None
-        warm.tests = None
-        warm.tracking = None
-    elif warm.tracking is not None:
-        jira = warm.tracking.jira
-        warm.tracking.jira = ResyncJira(jira.api_url, jira.session, jira.timeout)
-        warm.tracking.budget = MessageReads(budget)
-    return warm
 
 
 # --- One build -----------------------------------------------------------------------------
@@ -611,7 +193,7 @@ def resync_build(listed: Listed, warm: relay.warm.WarmInstance, project: str, pu
     def verdict(kind: str, said: str, change: str = "", problem: str = "") -> Verdict:
         return Verdict(listed.id, listed.created, kind, said, change, problem, told)
 
-    token = _told.set(told)
+    token = current_told.set(told)
     try:
         # Its calls: a read, the status, the report; and when Jira may be told, its commit's message; when it
         # deploys, its deployment on a Data Center commit (relay.tracking), each reserved.
@@ -626,7 +208,7 @@ def resync_build(listed: Listed, warm: relay.warm.WarmInstance, project: str, pu
     except relay.errors.TransientError as error:  # a ConfigurationError stops the run
         return verdict(FAILED, str(error))
     finally:
-        _told.reset(token)
+        current_told.reset(token)
     where = _where(fields)
     if result.kind == relay.event.REPORTED and result.outcome is not None:
         outcome = result.outcome

@@ -22,6 +22,8 @@ import relay.errors
 import relay.translate
 import relay.transport
 import resync
+import resync.deployment
+import resync.listing
 from standins.bitbucket import REPOSITORY, went_to_older
 from standins.builds import COMMIT, build
 from tests.conftest import DC_TOKEN, TOKEN, dc_build, deliver, remember_stored, shown
@@ -150,7 +152,7 @@ def test_a_build_still_running_is_left_to_its_live_events_and_its_older_runs_res
 
 
 def test_builds_over_several_pages_are_all_resynced_and_none_from_before_since(bitbucket, google, monkeypatch):
-    monkeypatch.setattr(resync, "PAGE_SIZE", 2)
+    monkeypatch.setattr(resync.listing, "PAGE_SIZE", 2)
     google.app.record(*(made("SUCCESS", f"b-{n}", 100 - n, commit=commit(n)) for n in range(5)))
     google.app.record(made("SUCCESS", "b-before", 200, commit=commit(7)))
     listed = google.app.counts["cloudbuild.builds.list"]
@@ -779,7 +781,7 @@ DESCRIBED = {
 
 
 def test_a_secret_the_deployment_mounts_as_a_file_is_read_with_secret_managers_api():
-    env = resync.deployment_env(DESCRIBED, "acme-ci")
+    env = resync.deployment.deployment_env(DESCRIBED, "acme-ci")
     assert env["CREDENTIALS_SECRET"] == "projects/acme-ci/secrets/bitbucket-build-status-credentials/versions/latest"
     assert "BITBUCKET_CREDENTIALS_FILE" not in env
     assert env["BUILD_PROJECTS"] == "acme-ci team-a"
@@ -787,14 +789,14 @@ def test_a_secret_the_deployment_mounts_as_a_file_is_read_with_secret_managers_a
 
 def test_a_secret_the_deployment_sets_as_a_variable_is_read_with_secret_managers_api():
     service = {"secretEnvironmentVariables": [{"key": "BITBUCKET_CREDENTIALS", "secret": "bb", "version": "3"}]}
-    env = resync.deployment_env({"serviceConfig": service}, "acme-ci")
+    env = resync.deployment.deployment_env({"serviceConfig": service}, "acme-ci")
     assert env == {"CREDENTIALS_SECRET": "projects/acme-ci/secrets/bb/versions/3"}
 
 
 def test_a_secret_mounted_from_another_project_is_read_there():
     described = json.loads(json.dumps(DESCRIBED))
     described["serviceConfig"]["secretVolumes"][0]["projectId"] = "secrets-hub"
-    env = resync.deployment_env(described, "acme-ci")
+    env = resync.deployment.deployment_env(described, "acme-ci")
     assert env["CREDENTIALS_SECRET"] == (
         "projects/secrets-hub/secrets/bitbucket-build-status-credentials/versions/latest"
     )
@@ -805,7 +807,7 @@ def test_a_secret_volume_without_versions_mounts_the_latest_in_a_file_named_afte
         "environmentVariables": {"BITBUCKET_CREDENTIALS_FILE": "/etc/secrets/bb-credentials"},
         "secretVolumes": [{"mountPath": "/etc/secrets", "secret": "bb-credentials"}],
     }
-    env = resync.deployment_env({"serviceConfig": service}, "acme-ci")
+    env = resync.deployment.deployment_env({"serviceConfig": service}, "acme-ci")
     assert env == {"CREDENTIALS_SECRET": "projects/acme-ci/secrets/bb-credentials/versions/latest"}
 
 
@@ -813,7 +815,7 @@ def test_a_mounted_file_no_secret_volume_provides_is_a_configuration_error():
     described = json.loads(json.dumps(DESCRIBED))
     described["serviceConfig"]["secretVolumes"][0]["mountPath"] = "/var/secrets"
     with pytest.raises(relay.errors.ConfigurationError, match="no secret mounts"):
-        resync.deployment_env(described, "acme-ci")
+        resync.deployment.deployment_env(described, "acme-ci")
 
 
 def test_resync_reads_the_deployments_credentials_from_secret_manager_not_the_persons_own(
