@@ -10,6 +10,7 @@ from relay.report import REPORTER, report_fields
 from relay.text import as_text
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
     from relay.annotations import Annotation
@@ -58,6 +59,9 @@ class BitbucketCloud:
 
     def write_report(self, repository: Repository, commit: str, report: Report) -> None:
         self.client.write(repository, "PUT", self.report_url(repository, commit, report.key), self.report_body(report))
+
+    def read_report(self, repository: Repository, commit: str, report: Report) -> Mapping[str, Any] | None:
+        return self.client.read(repository, self.report_url(repository, commit, report.key))
 
     def delete_report(self, repository: Repository, commit: str, report: Report) -> None:
         self.client.delete(repository, self.report_url(repository, commit, report.key))

@@ -10,6 +10,7 @@ from relay.report import report_fields
 from relay.text import as_mapping, as_text
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
     from relay.annotations import Annotation
@@ -79,6 +80,9 @@ class BitbucketDataCenter:
     def write_report(self, repository: Repository, commit: str, report: Report) -> None:
         url = self.report_url(repository, commit, report.server_key)
         self.client.write(repository, "PUT", url, self.report_body(report))
+
+    def read_report(self, repository: Repository, commit: str, report: Report) -> Mapping[str, Any] | None:
+        return self.client.read(repository, self.report_url(repository, commit, report.server_key))
 
     def delete_report(self, repository: Repository, commit: str, report: Report) -> None:
         """The report and its annotations: the server keeps a replaced report's annotations."""

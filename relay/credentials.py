@@ -14,7 +14,7 @@ from relay.errors import ConfigurationError, ConsumerRefused, NotServed, Transie
 from relay.repository import normalized_server
 from relay.scope import current_project, google_timeout
 from relay.text import as_text, clip
-from relay.transport import json_body, send
+from relay.transport import json_body, send, token_lifetime
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -39,11 +39,9 @@ ENTRY_FIELDS = frozenset(
         "projects",
         "server",
         "ca_certificate",
-        "jira",
-        "cloud_id",
     }
 )
-JIRA_FIELDS = frozenset({"jira", "client_id", "client_secret", "repositories", "projects", "cloud_id"})
+JIRA_FIELDS = frozenset({"jira", "client_id", "client_secret", "repositories", "projects", "server", "cloud_id"})
 CLOUD_ID_RE = r"(?a)[A-Za-z0-9-]{1,100}"  # a path segment of Atlassian's API: no '/' or dots
 FIELD_NAME_RE = r"(?a)[a-z_]{1,40}"  # an unknown field is named only if it looks like a name
 PATTERN_RE = r"(?a)(?<![!-~])[!-~]+/[!-~]+"  # workspace/repo_slug, or PROJECT/repo_slug on a server
@@ -88,12 +86,13 @@ class JiraEntry:
     site: str  # https://acme.atlassian.net
     client_id: str
     secret: str = field(repr=False)
-    repositories: Patterns = field(default_factory=Patterns)  # none: every repository
+    repositories: Patterns = field(default_factory=Patterns)  # none: every repository of its Bitbucket site
     projects: Patterns = field(default_factory=Patterns)  # none: any Google Cloud project
     cloud_id: str | None = None  # the site's cloud id, when the entry gives it (else asked of the site)
+    server: str | None = None  # the Data Center server whose repositories' builds it is told of; None: Cloud's
 
     def serves(self, repository: Repository, project: str = "") -> bool:
-        if not self.repositories.match(repository.full_name):
+        if self.server != repository.server or not self.repositories.match(repository.full_name):
             return False
         return not self.projects or (bool(project) and self.projects.match(project))
 
@@ -120,6 +119,8 @@ def _entry(data: Any, position: int, where: str) -> Credential | JiraEntry:
         raise ConfigurationError(f"{where} is not a JSON object")
     if "jira" in data:
         return _jira_entry(data, position, where)
+    if "cloud_id" in data:
+        raise ConfigurationError(f'{where} has a "cloud_id" but no "jira": a Jira entry names its site')
     if unknown := _unknown_fields(data, ENTRY_FIELDS):
         raise ConfigurationError(f"{where} has an unknown field: {unknown}")
     nulls = sorted(name for name, value in data.items() if value is None)
@@ -160,8 +161,13 @@ def _jira_entry(data: Mapping[str, Any], position: int, where: str) -> JiraEntry
     cloud_id = data.get("cloud_id")
     if cloud_id is not None and not (isinstance(cloud_id, str) and re.fullmatch(CLOUD_ID_RE, cloud_id)):
         raise ConfigurationError(f'{where} has a "cloud_id" that is not a cloud id (letters, digits and dashes)')
+    server = data.get("server")
+    bitbucket = normalized_server(server) if isinstance(server, str) else None
+    if server is not None and bitbucket is None:
+        raise ConfigurationError(f'{where} has a "server" that is not an https:// URL of a Data Center server')
     repositories, projects = _patterns(data, "repositories", where), _patterns(data, "projects", where)
-    return JiraEntry(position, site, data["client_id"], data["client_secret"], repositories, projects, cloud_id)
+    return JiraEntry(position, site, data["client_id"], data["client_secret"], repositories, projects, cloud_id,
+                     bitbucket)  # fmt: skip
 
 
 def _site(data: Mapping[str, Any], scheme: str, where: str) -> tuple[str | None, str | None]:
@@ -384,6 +390,11 @@ class Keyring:
                 self._served = {}
             return self._entries
 
+    def read_again(self) -> None:
+        """The document is read again before its next use (Atlassian refused a Jira entry: it may be rotated)."""
+        with self._lock:
+            self._entries = None
+
     def jira_entries(self) -> tuple[JiraEntry, ...]:
         """Every Jira entry of the document (what `make resync` reserves a commit's message read for)."""
         with self._lock:
@@ -472,5 +483,5 @@ class Keyring:
                 f"Bitbucket refused the OAuth consumer of credential entry {consumer.position}: "
                 f"{response.status_code} {clip(reason)}"
             )
-        lifetime = float(lifetime) if isinstance(lifetime, (int, float)) and lifetime > 0 else 3600.0
-        return f"Bearer {token}", time.monotonic() + lifetime - min(60.0, lifetime / 2)
+        seconds = token_lifetime(lifetime)
+        return f"Bearer {token}", time.monotonic() + seconds - min(60.0, seconds / 2)

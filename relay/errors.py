@@ -55,8 +55,13 @@ class UntrustedCertificate(TransientError):
 
 
 class JiraRefused(Exception):
-    """Jira refused a credential (401 after a fresh token, 403) or a body (400): logged as an ERROR naming the entry,
-    never retried."""
+    """Jira refused a credential (401 after a fresh token, 403), an address, or a body (400): logged naming the entry
+    and what to do (an ERROR, but for a body: a build's values), never retried."""
+
+    def __init__(self, message: str, status: int = 0, token: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.token = token  # Atlassian refused the entry's client id and secret: the document may have changed
 
 
 class RateLimited(TransientError):

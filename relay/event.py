@@ -21,6 +21,7 @@ from relay.errors import (
     UntrustedCertificate,
 )
 from relay.logs import log, loggable
+from relay.masking import known_secrets
 from relay.reporting import ANNOTATIONS_REFUSED, POSTED, REPORT_REFUSED, REPORT_WRITTEN
 from relay.repository import allowed, repository_at, valid_repository
 from relay.scope import event_scope
@@ -147,6 +148,7 @@ class Result(NamedTuple):
 
 
 SKIPPED, REFUSED, DROPPED, REPORTED = "skipped", "refused", "dropped", "reported"
+SEVERITIES = ("INFO", "WARNING", "ERROR")  # from the least
 
 
 def report_build(
@@ -194,14 +196,15 @@ def tracked(
     status, already shown, is said first, so the line that asks for redelivery is not all that is logged."""
     if result.outcome is None or warm.tracking is None:
         return result
+    known = known_secrets([*warm.keyring.secret_values(), *substituted_secrets(build)])
     try:
-        told = warm.tracking.track(update, build, result.outcome)
+        told = warm.tracking.track(update, build, result.outcome, known)
     except TransientError:
         log(result.severity, warm.masked(result.message), **warm.masked(fields))
         raise
     if not told.said:
         return result
-    severity = "ERROR" if told.refused else result.severity
+    severity = max(told.severity, result.severity, key=SEVERITIES.index)
     return result._replace(severity=severity, message=f"{result.message}; {told.said}")
 
 

@@ -16,22 +16,23 @@ if TYPE_CHECKING:
 ISSUES_SUBSTITUTION = "_JIRA_ISSUES"
 ISSUE_KEYS_MAX = 100  # Jira's limit for one build or deployment
 TEXT_READ = 4096  # of a commit's message or _JIRA_ISSUES, what is searched for keys
-# Jira's key shape: a project key (a letter, then letters, digits or '_') and a number, standing alone — not inside a
-# word ("utf8-2x" holds none). Any case in a branch and in _JIRA_ISSUES (upper-cased: feature/abc-123-login names
-# ABC-123); upper case only in a commit's message, as Jira reads smart commits, so prose ("sha-256") names none.
-ANY_CASE_KEY_RE = r"(?<![A-Za-z0-9_])[A-Za-z][A-Za-z0-9_]{1,255}-[0-9]{1,100}(?![A-Za-z0-9])"
-KEY_RE = r"(?<![A-Za-z0-9_])[A-Z][A-Z0-9_]{1,255}-[0-9]{1,100}(?![A-Za-z0-9])"
+# Jira's key shape: a project key (a letter, then letters, digits or '_': 2 to 255 characters, as Jira takes them) and a
+# number, standing alone, not inside a word ("utf8-2x" holds none). Upper case anywhere (as Jira reads smart commits,
+# so prose such as "sha-256" names none); in a branch and in _JIRA_ISSUES also a lower-case one of letters alone where
+# a segment begins (feature/abc-123-login names ABC-123), never before a dot (renovate/node-18.x names none).
+KEY_RE = r"(?<![A-Za-z0-9_])[A-Z][A-Z0-9_]{1,254}-[0-9]{1,100}(?![A-Za-z0-9])"
+ANY_CASE_KEY_RE = rf"{KEY_RE}|(?<![^/\s,])[A-Za-z]{{2,255}}-[0-9]{{1,100}}(?![A-Za-z0-9.])"
 
 
 def named_keys(build: Mapping[str, Any], branch: str | None) -> tuple[str, ...]:
     """The keys the build names without asking Bitbucket: its branch's, then its _JIRA_ISSUES' (spaces or commas)."""
-    named = as_text(substitutions(build).get(ISSUES_SUBSTITUTION))[:TEXT_READ]
+    named = _read(as_text(substitutions(build).get(ISSUES_SUBSTITUTION)))
     return issue_keys(re.findall(ANY_CASE_KEY_RE, branch or ""), re.findall(ANY_CASE_KEY_RE, named))
 
 
 def message_keys(message: str) -> list[str]:
     """The keys a commit's message names (upper case only)."""
-    return re.findall(KEY_RE, message[:TEXT_READ])
+    return re.findall(KEY_RE, _read(message))
 
 
 def issue_keys(*found: Iterable[str]) -> tuple[str, ...]:
@@ -42,3 +43,8 @@ def issue_keys(*found: Iterable[str]) -> tuple[str, ...]:
             break
         keys.setdefault(key, None)
     return tuple(keys)
+
+
+def _read(text: str) -> str:
+    """The first TEXT_READ characters of a text, without the word the cut falls in (it may be part of a key)."""
+    return text if len(text) <= TEXT_READ else text[:TEXT_READ].rpartition(" ")[0]

@@ -5,17 +5,19 @@ repository's and branch's pages."""
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from relay.decoding import parse_time, substitutions, trigger_name
+from relay.masking import masked
 from relay.states import FINAL, meaning_of
 from relay.status import DEFAULT_NAME, DESCRIPTION_MAX
 from relay.text import as_text, clip, plain
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
     from typing import Any
 
     from relay.translate import Update
@@ -24,13 +26,13 @@ ENVIRONMENT_SUBSTITUTION = "_DEPLOY_ENVIRONMENT"
 TYPE_SUBSTITUTION = "_DEPLOY_ENVIRONMENT_TYPE"
 JIRA_TEXT_MAX = 255  # Jira's limit of a pipeline id, a name, a label, an environment's id and name
 ENVIRONMENT_TYPES = ("unmapped", "development", "testing", "staging", "production")
-# An environment's type when the build names none: the first row whose word its name holds (staging before production:
-# "preprod" is a staging environment).
+# An environment's type when the build names none: the first row of which its name holds a word (staging before
+# production: "preprod" and "pre-prod" are staging environments); words, not parts of one ("product-catalog" is none).
 IMPLIED_TYPES = (
-    ("staging", ("stag", "uat", "preprod", "pre-prod")),
-    ("production", ("prod", "live")),
-    ("testing", ("test", "qa")),
-    ("development", ("dev", "sandbox")),
+    ("staging", ("staging", "stage", "stg", "uat", "preprod", "preproduction", "pre prod")),
+    ("production", ("production", "prod", "prd", "live")),
+    ("testing", ("testing", "test", "tst", "qa")),
+    ("development", ("development", "dev", "sandbox")),
 )
 
 
@@ -66,15 +68,17 @@ class TrackedBuild:
     environment: Environment | None = None
 
 
-def environment_of(build: Mapping[str, Any]) -> Environment | None:
-    """The environment a build deploys to (`_DEPLOY_ENVIRONMENT`, its type `_DEPLOY_ENVIRONMENT_TYPE` or one its
-    name implies, else unmapped); None for a build that is no deployment."""
+def environment_of(build: Mapping[str, Any], known: Sequence[str] = ()) -> Environment | None:
+    """The environment a build deploys to (`_DEPLOY_ENVIRONMENT`, the `known` secrets and credential shapes masked;
+    its type `_DEPLOY_ENVIRONMENT_TYPE` or one its name implies, else unmapped); None for a build that is no
+    deployment."""
     subs = substitutions(build)
-    name = clip(plain(as_text(subs.get(ENVIRONMENT_SUBSTITUTION))), JIRA_TEXT_MAX)
+    name = clip(plain(masked(as_text(subs.get(ENVIRONMENT_SUBSTITUTION)), known)), JIRA_TEXT_MAX)
     if not name:
         return None
     named = as_text(subs.get(TYPE_SUBSTITUTION)).lower()
-    implied = next((kind for kind, words in IMPLIED_TYPES if any(word in name.lower() for word in words)), "unmapped")
+    words = f" {' '.join(re.split(r'[^a-z0-9]+', name.lower()))} "
+    implied = next((kind for kind, names in IMPLIED_TYPES if any(f" {n} " in words for n in names)), "unmapped")
     return Environment(name, named if named in ENVIRONMENT_TYPES else implied)
 
 
@@ -88,7 +92,12 @@ def build_number(created: datetime | None, build_id: str) -> int:
 
 
 def tracked_build(
-    update: Update, build: Mapping[str, Any], keys: tuple[str, ...], repository_url: str, branch_url: str | None
+    update: Update,
+    build: Mapping[str, Any],
+    keys: tuple[str, ...],
+    repository_url: str,
+    branch_url: str | None,
+    known: Sequence[str] = (),
 ) -> TrackedBuild | None:
     """The build as Jira is told of it (its repository's and branch's pages as their site gives them), or None for a
     status of no Jira state."""
@@ -116,5 +125,5 @@ def tracked_build(
         branch=status.refname,
         branch_url=branch_url if status.refname else None,
         tests=status.tests,
-        environment=environment_of(build),
+        environment=environment_of(build, known),
     )

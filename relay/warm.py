@@ -56,7 +56,7 @@ class WarmInstance:
         logs = CloudLogging(config.logging_api_url, cloud_build, config.log_view, config.log_wait_seconds)
         reporter = Reporter(*sites, keyring, budget, cloud_build, reports_for_shown=reports_for_shown, logs=logs,
                             log_excerpts=config.log_excerpts, log_lines=config.log_excerpt_lines)  # fmt: skip
-        tracking = Tracking(Jira(config.jira_api_url, session, config.timeout), keyring, budget, *sites)
+        tracking = Tracking(Jira(config.jira_api_url, session, config.timeout, keyring), keyring, budget, *sites)
         return cls(config, keyring, cloud_build, reporter, TestReports(config.test_report_buckets), tracking)
 
     def masked(self, value: Any) -> Any:

@@ -287,6 +287,6 @@ def warm_instance(env: Mapping[str, str], budget: Allowance, dry_run: bool) -> r
         warm.tracking = None
     elif warm.tracking is not None:
         jira = warm.tracking.jira
-        warm.tracking.jira = ResyncJira(jira.api_url, jira.session, jira.timeout)
+        warm.tracking.jira = ResyncJira(jira.api_url, jira.session, jira.timeout, jira.keyring)
         warm.tracking.budget = MessageReads(budget)
     return warm

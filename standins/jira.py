@@ -153,6 +153,15 @@ def unchecked(kind: str, entity: dict[str, Any]) -> list[str]:
     return problems
 
 
+@dataclass(frozen=True)
+class Raw:
+    """A scripted answer sent as is: what no Jira should answer (a malformed body), for the client's sake."""
+
+    status: int
+    body: bytes = b""
+    headers: tuple[tuple[str, str], ...] = ()
+
+
 @dataclass
 class Client:
     """OAuth credentials a Jira admin created: their secret, their permissions, the sites (cloud ids) they serve."""
@@ -175,6 +184,7 @@ class Jira:
     """State and behaviour; `serve()` puts it on a loopback port, and sites are added after."""
 
     token_lifetime: int = 3600  # seconds an access token is good for (Atlassian's: about an hour)
+    expires_in: Any = None  # what a token's answer says of its lifetime, as is (None: token_lifetime)
     retry_after: int = 1  # seconds a 429 asks the client to wait
     fault_delay: float = 2.0  # how long a "timeout" answer keeps the client waiting
     validate: bool = True  # against the OpenAPI description; the benchmark turns it off to measure the function
@@ -188,7 +198,7 @@ class Jira:
     invalid: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) of each body the description refuses
     calls: list[Call] = field(default_factory=list)  # a token request's client_secret is not kept
     authorizations: list[str] = field(default_factory=list)  # every Authorization header received
-    scripted: deque[tuple[str, int | str]] = field(default_factory=deque)  # (target, answer) for the next calls
+    scripted: deque[tuple[str, int | str | Raw]] = field(default_factory=deque)  # (target, answer) for the next calls
     _tokens: dict[str, tuple[str, float]] = field(default_factory=dict)  # access token → (client id, expiry)
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
@@ -235,15 +245,19 @@ class Jira:
         with self._lock:
             self._tokens = {token: (client, 0.0) for token, (client, _) in self._tokens.items()}
 
-    def answer_next(self, *answers: int | str, to: str = "api") -> None:
+    def answer_next(self, *answers: int | str | Raw, to: str = "api") -> None:
         """The next calls to `to` are answered these, in order, instead of being served: a status (401, 403, 429
-        with Retry-After, 5xx), "timeout" (served, answered after fault_delay) or "drop" (the connection closed).
+        with Retry-After, 5xx), "timeout" (served, answered after fault_delay), "drop" (the connection closed) or
+        a Raw answer (its status and body, as is).
         `to`: "api" (any path but tenant_info), "token", "bulk" (either bulk path), "builds" or "deployments" (that
         API's bulk path and its reads by key)."""
         if to not in TARGETS:
             raise ValueError(f"answer_next(to=...) takes one of {TARGETS}")
         for answer in answers:
-            if answer not in FAULTS and not (isinstance(answer, int) and 400 <= answer <= 599):
+            scriptable = (
+                isinstance(answer, Raw) or answer in FAULTS or (isinstance(answer, int) and 400 <= answer <= 599)
+            )
+            if not scriptable:
                 raise ValueError(f"Not an answer the stand-in can script: {answer!r}")
         with self._lock:
             self.scripted.extend((to, answer) for answer in answers)
@@ -297,13 +311,20 @@ class Jira:
             if sock is not None:
                 sock.shutdown(socket.SHUT_RDWR)
             return Response("", 500)(environ, start_response)
-        response = self._fault(answer, target) if isinstance(answer, int) else self._handle(request)
+        if isinstance(answer, Raw):
+            response = Response(
+                answer.body, answer.status, headers=list(answer.headers), content_type="application/json"
+            )
+        elif isinstance(answer, int):
+            response = self._fault(answer, target)
+        else:
+            response = self._handle(request)
         self._record(request, response.status_code, answer)
         if answer == "timeout":  # served, and its answer comes too late for the client
             time.sleep(self.fault_delay)
         return response(environ, start_response)
 
-    def _scripted(self, target: str | None) -> int | str | None:
+    def _scripted(self, target: str | None) -> int | str | Raw | None:
         with self._lock:
             for at, (to, answer) in enumerate(self.scripted):
                 api = target.partition(":")[0] if target else None  # "builds:read" is the builds API's too
@@ -320,12 +341,12 @@ class Jira:
             response.headers["Retry-After"] = str(self.retry_after)
         return response
 
-    def _record(self, request: Request, status: int, answer: int | str | None) -> None:
+    def _record(self, request: Request, status: int, answer: int | str | Raw | None) -> None:
         body = request.get_json(silent=True) if request.is_json else request.form.to_dict() or None
         if request.path == TOKEN_PATH and isinstance(body, dict) and "client_secret" in body:
             body = {**body, "client_secret": "(not kept)"}
         raw_uri = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI", "")
-        fault = None if answer is None else str(answer)
+        fault = None if answer is None else "raw" if isinstance(answer, Raw) else str(answer)
         with self._lock:
             self.calls.append(Call(request.method, request.path, status, raw_uri, body, fault))
 
@@ -359,7 +380,8 @@ class Jira:
                 return json_body({"error": "access_denied", "error_description": f"Service not found: {audience}"}, 403)
             token = new_secret()
             self._tokens[token] = (client_id, time.monotonic() + self.token_lifetime)
-        return json_body({"access_token": token, "expires_in": self.token_lifetime, "token_type": "Bearer"})
+        said = self.token_lifetime if self.expires_in is None else self.expires_in
+        return json_body({"access_token": token, "expires_in": said, "token_type": "Bearer"})
 
     def _client(self, request: Request) -> Client | None:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")

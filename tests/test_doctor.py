@@ -687,7 +687,7 @@ def test_credentials_without_the_deployments_permission_fail_only_where_a_build_
 @pytest.mark.parametrize(
     ("to", "said"),
     [
-        ("token", "Atlassian gave no token (Jira answered 503 to a token for Jira entry 3 (SITE))"),
+        ("token", "Atlassian gave no token (Jira answered 503 to a token of Jira entry 3 (SITE))"),
         ("builds", "Jira answered 503 to reading a build"),
     ],
 )

@@ -5,6 +5,10 @@ order the messages arrive in and whatever Jira answers."""
 
 from __future__ import annotations
 
+import json
+import secrets
+import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from itertools import permutations
 from typing import Any
@@ -16,8 +20,10 @@ import relay.errors
 import relay.issue_keys
 import relay.tracked
 import relay.translate
+from standins import remember_secret
 from standins.builds import COMMIT, build
-from tests.conftest import dc_build, deliver, log_lines, shown
+from standins.jira import Raw
+from tests.conftest import TOKEN, dc_build, deliver, log_lines, shown
 
 # --- which issues: pure --------------------------------------------------------------------------------------------
 
@@ -60,6 +66,17 @@ def tracked(status: str, **kwargs: object) -> relay.tracked.TrackedBuild:
     return found
 
 
+@pytest.mark.parametrize("where", ["message", "_JIRA_ISSUES"])
+def test_a_key_the_read_limit_cuts_names_no_other_issue(where):
+    """ABC-123456 cut to ABC-1 would put the build on an unrelated issue."""
+    text = "x" * (relay.issue_keys.TEXT_READ - 13) + " ABC-12 ABC-123456"  # the read ends at ABC-1
+    if where == "message":
+        assert relay.issue_keys.message_keys(text) == ["ABC-12"]
+    else:
+        named = build("SUCCESS", substitutions={"_JIRA_ISSUES": text})
+        assert relay.issue_keys.named_keys(named, None) == ("ABC-12",)
+
+
 def test_a_builds_states_only_grow_in_jira_and_a_later_build_has_a_greater_number():
     states = [tracked(s) for s in ("PENDING", "QUEUED", "WORKING", "SUCCESS")]
     assert [t.state for t in states] == ["pending", "pending", "in_progress", "successful"]
@@ -89,6 +106,11 @@ def test_a_build_number_is_its_create_time_in_milliseconds():
         ("canary", "", "unmapped"),
         ("canary", "production", "production"),
         ("eu-west", "nonsense", "unmapped"),
+        ("delivery-sandbox", "", "development"),  # "live" inside "delivery" is no production
+        ("product-catalog-dev", "", "development"),  # nor "prod" inside "product"
+        ("evaluation", "", "unmapped"),
+        ("olive-test", "", "testing"),
+        ("prod.eu", "", "production"),
     ],
 )
 def test_an_environments_type_is_named_or_implied_by_its_name(name, kind, expected):
@@ -216,7 +238,7 @@ def test_a_refused_jira_credential_is_an_error_naming_the_entry_and_is_not_retri
 
 def test_a_production_deployment_of_a_data_center_repository_shows_in_jira_and_on_the_commit(both, jira):
     both.app.commit_messages[("PROJ/repo", COMMIT)] = "ABC-123 ship it"
-    jira.add_entry()
+    jira.add_entry(server=both.url)  # an entry for the server's repositories
     subs = {"_DEPLOY_ENVIRONMENT": "production", "COMMIT_SHA": COMMIT}
     for status in ("QUEUED", "WORKING", "SUCCESS"):
         deliver(dc_build(status, both, substitutions=subs))
@@ -256,3 +278,228 @@ def test_a_final_state_waits_for_its_commits_message_when_the_budget_leaves_no_c
     new_instance()  # the cooldown over (a new instance knows none)
     deliver(build("SUCCESS", "b-1", branch=BRANCH))
     assert [b["state"] for b in webapp.builds("ABC-124")] == ["successful"]
+
+
+# --- what a build carries, and what Jira answers: hostile values --------------------------------------------------
+
+
+def test_a_commits_long_message_is_kept_only_as_far_as_it_is_searched(bitbucket, jira):
+    jira.add_entry()
+    deliver(build("WORKING", "b-0", branch=BRANCH, commit="0" * 40))  # the clients made
+    for n in range(1, 4):
+        bitbucket.app.commit_messages[("acme/webapp", f"{n}" * 40)] = f"ABC-124 {'x' * 10_000_000}"
+    tracemalloc.start()
+    for n in range(1, 4):
+        deliver(build("WORKING", f"b-{n}", branch=BRANCH, commit=f"{n}" * 40, createTime=f"2026-11-27T09:0{n}:00Z"))
+    kept, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert kept < 1_000_000  # of three 10 MB messages
+    assert len(jira.builds("ABC-124")) == 3  # each message read all the same
+
+
+def test_an_overlong_key_in_jira_issues_costs_the_build_none_of_its_other_keys(bitbucket, jira):
+    jira.add_entry()
+    subs = {"_JIRA_ISSUES": f"{'A' * 256}-1, ABC-124", "BRANCH_NAME": BRANCH}
+    deliver(build("SUCCESS", "b-1", branch=BRANCH, substitutions=subs))
+    assert jira.app.invalid == []
+    [told] = jira.builds("ABC-123")
+    assert sorted(told["issueKeys"]) == ["ABC-123", "ABC-124"]
+
+
+@pytest.mark.parametrize("environment", ["prod.eu", "eu/west", "..", "E" * 300, "prod\nuction\u202e", "ünïcode-prod"])
+def test_any_environment_a_build_names_is_a_valid_deployment_in_jira_and_on_the_commit(both, jira, environment):
+    both.app.commit_messages[("PROJ/repo", COMMIT)] = "ABC-123 ship it"
+    jira.add_entry(server=both.url)
+    subs = {"_DEPLOY_ENVIRONMENT": environment, "COMMIT_SHA": COMMIT}
+    for status in ("WORKING", "SUCCESS"):
+        deliver(dc_build(status, both, substitutions=subs))
+    assert jira.app.invalid == []
+    [in_jira] = jira.deployments("ABC-123")
+    [on_commit] = both.app.deployments_for("PROJ", "repo", COMMIT)
+    assert (in_jira["state"], on_commit["state"]) == ("successful", "SUCCESSFUL")
+
+
+@pytest.mark.parametrize("secret_in", ["the credential", "a substitution", "a secret's substitution"])
+def test_an_environment_holding_a_secret_reaches_neither_jira_nor_the_commit_nor_the_log(both, jira, capsys, secret_in):
+    both.app.commit_messages[("PROJ/repo", COMMIT)] = "ABC-123 ship it"
+    jira.add_entry(server=both.url)
+    secret = TOKEN if secret_in == "the credential" else "Zx9-deploy-password-Qw3rTy-77aa-" + secret_in[:3]
+    subs = {"_DEPLOY_ENVIRONMENT": secret, "COMMIT_SHA": COMMIT}
+    b = dc_build("SUCCESS", both, substitutions=subs)
+    if secret_in == "a substitution":
+        b["substitutions"]["_DB_PASSWORD"] = secret
+    if secret_in == "a secret's substitution":
+        b["availableSecrets"] = {"secretManager": [{"versionName": "projects/p/secrets/s/versions/1", "env": "X"}]}
+        b["substitutions"]["_SECRET_ENV"] = secret
+    deliver(b)
+    sent = {"log": capsys.readouterr().out, "jira": json.dumps([c.body for c in jira.app.calls]),
+            "data center": json.dumps([c.body for c in both.app.calls])}  # fmt: skip
+    assert [where for where, text in sent.items() if secret in text] == []
+    assert jira.deployments("ABC-123")  # told, masked
+
+
+def test_a_jira_entry_without_a_server_is_not_told_of_a_data_center_project_of_the_same_name(both, jira):
+    jira.add_entry(repositories=["proj/*"])  # meant for bitbucket.org/proj/...
+    both.app.commit_messages[("PROJ/repo", COMMIT)] = "ABC-123 ship it"
+    deliver(dc_build("SUCCESS", both, substitutions={"COMMIT_SHA": COMMIT}))
+    assert jira.app.build_calls() == []
+
+
+def test_a_jira_entry_of_other_projects_is_never_told(bitbucket, jira):
+    jira.add_entry(projects=["team-b-ci"])
+    deliver(build("SUCCESS", "b-1", branch=BRANCH))
+    assert (jira.app.build_calls(), jira.app.token_requests) == ([], 0)
+
+
+def test_an_older_builds_deployment_is_not_left_in_progress_on_the_commit(both):
+    subs = {"_DEPLOY_ENVIRONMENT": "production", "COMMIT_SHA": COMMIT}
+    first, second = {"createTime": "2026-11-27T09:00:00Z"}, {"createTime": "2026-11-27T09:10:00Z"}
+    deliver(dc_build("WORKING", both, "b-1", substitutions=subs, **first))
+    deliver(dc_build("WORKING", both, "b-2", substitutions=subs, **second))
+    deliver(dc_build("FAILURE", both, "b-1", substitutions=subs, **first))
+    deliver(dc_build("SUCCESS", both, "b-2", substitutions=subs, **second))
+    states = sorted(
+        (d["deploymentSequenceNumber"], d["state"]) for d in both.app.deployments_for("PROJ", "repo", COMMIT)
+    )
+    assert [state for _, state in states] == ["FAILED", "SUCCESSFUL"]
+
+
+# --- redelivery: Bitbucket written once, every entry told -------------------------------------------------------
+
+
+def test_after_a_jira_outage_the_redelivery_writes_the_data_center_deployment_once(both, jira):
+    both.app.commit_messages[("PROJ/repo", COMMIT)] = "ABC-123 ship it"
+    jira.add_entry(server=both.url)
+    subs = {"_DEPLOY_ENVIRONMENT": "production", "COMMIT_SHA": COMMIT}
+    jira.app.answer_next(503, 503, 503, 503, 503, to="builds")
+    with pytest.raises(relay.errors.TransientError):
+        deliver(dc_build("SUCCESS", both, substitutions=subs))
+    written = len(both.app.deployment_calls())
+    for _ in range(3):  # Pub/Sub delivers it again
+        deliver(dc_build("SUCCESS", both, substitutions=subs))
+    assert len(both.app.deployment_calls()) == written
+    assert [d["state"] for d in jira.deployments("ABC-123")] == ["successful"]
+
+
+@pytest.mark.parametrize("instance", ["warm", "cold"])
+def test_a_jira_outage_costs_bitbucket_no_write_per_redelivery(bitbucket, jira, new_instance, instance):
+    jira.add_entry()
+    deliver(build("WORKING", "b-1", branch=BRANCH))
+    before = len(bitbucket.app.calls)
+    for _ in range(4):
+        if instance == "cold":
+            new_instance()  # Pub/Sub's redelivery reaches another instance
+        jira.app.answer_next(503, 503, 503, 503, 503, to="api")
+        with pytest.raises(relay.errors.TransientError):
+            deliver(build("SUCCESS", "b-1", branch=BRANCH))
+    calls = bitbucket.app.calls[before:]
+    writes = [(c.method, c.path.split("/")[-2]) for c in calls if c.method != "GET"]
+    assert [w for w in writes if w[0] != "DELETE"] == [("POST", "statuses"), ("PUT", "reports")]
+    reads = len(calls) - len(writes)
+    assert reads <= (0 if instance == "warm" else 3 * 4)  # a cold instance reads the status, report and message
+
+
+def test_a_final_state_jira_missed_reaches_it_whatever_the_order_of_the_redeliveries(bitbucket, jira, new_instance):
+    jira.add_entry()
+    deliver(build("QUEUED", "b-1", branch=BRANCH))
+    jira.app.answer_next(503, 503, 503, 503, 503, to="builds")
+    deliver(build("WORKING", "b-1", branch=BRANCH))  # said, and acknowledged: a later state tells Jira
+    deliver(build("SUCCESS", "b-1", branch=BRANCH))
+    new_instance()
+    deliver(build("WORKING", "b-1", branch=BRANCH))  # late, on a new instance
+    deliver(build("QUEUED", "b-1", branch=BRANCH))
+    assert [b["state"] for b in jira.builds("ABC-123")] == ["successful"]
+    assert [s["state"] for s in shown(bitbucket)] == ["SUCCESSFUL"]
+
+
+def test_an_entry_jira_fails_is_told_on_redelivery_and_the_other_is_told_at_once(bitbucket, jira):
+    other_site, other_cloud = jira.app.add_site("beta")
+    jira.app.add_issues(other_cloud, "ABC-123")
+    jira.add_entry()
+    jira.add_entry(jira=other_site)
+    jira.app.answer_next(503, 503, 503, 503, 503, to="builds")  # the first entry's call, and its retries
+    with pytest.raises(relay.errors.TransientError):
+        deliver(build("SUCCESS", "b-1", branch=BRANCH))
+    assert [b["state"] for b in jira.app.builds_for(other_cloud, "ABC-123")] == ["successful"]
+    told = len(jira.app.build_calls())
+    deliver(build("SUCCESS", "b-1", branch=BRANCH))
+    assert [b["state"] for b in jira.builds("ABC-123")] == ["successful"]
+    assert len(jira.app.build_calls()) == told + 1  # the other entry is not told again
+
+
+def test_a_jira_site_that_cannot_be_reached_does_not_keep_the_next_entry_waiting(bitbucket, jira):
+    jira.add_entry(jira="http://127.0.0.1:9/other")  # nothing listens: another team's site, down
+    jira.add_entry()
+    with pytest.raises(relay.errors.TransientError):
+        deliver(build("SUCCESS", "b-1", branch=BRANCH))
+    assert [b["state"] for b in jira.builds("ABC-123")] == ["successful"]
+
+
+# --- tokens ---------------------------------------------------------------------------------------------------------
+
+
+def test_a_rotated_jira_secret_reaches_a_warm_instance(file_credentials, jira):
+    file_credentials([{"token": TOKEN}, jira.entry()])
+    deliver(build("WORKING", "b-1", branch=BRANCH))
+    rotated = "ATOA-rotated-" + secrets.token_urlsafe(24)
+    remember_secret(rotated)
+    jira.app.accept_client(jira.client_id, rotated)  # the old secret is refused from now on
+    jira.app.expire_tokens()
+    file_credentials([{"token": TOKEN}, {**jira.entry(), "client_secret": rotated}])
+    deliver(build("SUCCESS", "b-1", branch=BRANCH))
+    assert [b["state"] for b in jira.builds("ABC-123")] == ["successful"]
+
+
+def test_a_cold_instances_concurrent_events_ask_one_token_and_one_cloud_id(bitbucket, jira):
+    jira.add_entry()
+    jira.app.fault_delay = 0.5
+    jira.app.answer_next("timeout", to="token")  # the first token is answered late: every event needs it meanwhile
+    builds = [build("WORKING", f"b-{n}", branch=BRANCH, commit=f"{n:040x}", createTime=f"2026-11-27T09:0{n}:00Z")
+              for n in range(1, 9)]  # fmt: skip
+    with ThreadPoolExecutor(len(builds)) as pool:
+        list(pool.map(deliver, builds))
+    assert (jira.app.token_requests, jira.app.tenant_info_requests) == (1, 1)
+    assert len(jira.builds("ABC-123")) == len(builds)
+
+
+@pytest.mark.parametrize("expires_in", [10**400, True, -5, 0, "3600", float("inf"), float("nan")])
+def test_whatever_a_tokens_expires_in_says_the_token_serves_the_next_build(bitbucket, jira, expires_in):
+    jira.add_entry()
+    jira.app.expires_in = expires_in  # the token lasts an hour all the same
+    lifecycle("b-1", ("WORKING",))
+    lifecycle("b-2", ("WORKING",), commit="2" * 40, createTime="2026-11-27T09:30:00Z")
+    assert jira.app.token_requests == 1
+    assert len(jira.builds("ABC-123")) == 2
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"rejectedBuilds": [{"key": {}, "errors": 5}]},
+        {"rejectedBuilds": [{"key": {}, "errors": [{"message": "x"}]}], "unknownIssueKeys": 7},
+        {"acceptedBuilds": [], "rejectedBuilds": 3},
+        {"unknownIssueKeys": True},
+        {"unknownIssueKeys": ["K" * 1_000_000] * 10},
+        [1, 2],
+    ],
+)
+def test_a_malformed_answer_of_jira_is_said_in_a_bounded_line(bitbucket, jira, capsys, answer):
+    jira.add_entry()
+    jira.app.answer_next(Raw(202, json.dumps(answer).encode()), to="builds")
+    deliver(build("SUCCESS", "b-1", branch=BRANCH))
+    [line] = log_lines(capsys.readouterr().out)
+    assert line["severity"] in ("INFO", "WARNING")
+    assert len(line["message"]) < 2000
+    assert [s["state"] for s in shown(bitbucket)] == ["SUCCESSFUL"]
+
+
+@pytest.mark.parametrize("to", ["token", "builds"])
+def test_a_redirect_is_not_followed_and_takes_no_secret_anywhere(bitbucket, jira, capsys, to):
+    jira.add_entry()
+    elsewhere = f"{jira.server.root}/steal"
+    jira.app.answer_next(Raw(307, headers=(("Location", elsewhere),)), to=to)
+    deliver(build("SUCCESS", "b-1", branch=BRANCH))  # an ERROR: the operator's to correct
+    [line] = log_lines(capsys.readouterr().out)
+    assert line["severity"] == "ERROR"
+    assert "redirect, not followed: check JIRA_API_URL" in line["message"]
+    assert [c.path for c in jira.app.calls if c.path.endswith("/steal")] == []
