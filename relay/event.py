@@ -22,7 +22,7 @@ from relay.errors import (
 )
 from relay.logs import log, loggable
 from relay.masking import known_secrets
-from relay.reporting import ANNOTATIONS_REFUSED, POSTED, REPORT_REFUSED, REPORT_WRITTEN
+from relay.reporting import ANNOTATIONS_REFUSED, POSTED, REPORT_ALREADY_WRITTEN, REPORT_REFUSED, REPORT_WRITTEN
 from relay.repository import allowed, repository_at, valid_repository
 from relay.scope import event_scope
 from relay.status import DESCRIPTION_MAX, format_duration
@@ -301,6 +301,6 @@ def post(
     if not outcome.report:
         return Result(REPORTED, "INFO", said, outcome)
     refused = REPORT_REFUSED in outcome.report or ANNOTATIONS_REFUSED in outcome.report
-    written = outcome.report.startswith(REPORT_WRITTEN)
+    written = outcome.report.startswith((REPORT_WRITTEN, REPORT_ALREADY_WRITTEN))
     fields["report"] = "refused" if REPORT_REFUSED in outcome.report else "written" if written else "skipped"
     return Result(REPORTED, "WARNING" if refused else "INFO", f"{said}; {outcome.report}", outcome)

@@ -382,7 +382,7 @@ def test_after_a_jira_outage_the_redelivery_writes_the_data_center_deployment_on
 
 
 @pytest.mark.parametrize("instance", ["warm", "cold"])
-def test_a_jira_outage_costs_bitbucket_no_write_per_redelivery(bitbucket, jira, new_instance, instance):
+def test_a_jira_outage_costs_bitbucket_no_write_per_redelivery(bitbucket, jira, new_instance, capsys, instance):
     jira.add_entry()
     deliver(build("WORKING", "b-1", branch=BRANCH))
     before = len(bitbucket.app.calls)
@@ -397,6 +397,11 @@ def test_a_jira_outage_costs_bitbucket_no_write_per_redelivery(bitbucket, jira, 
     assert [w for w in writes if w[0] != "DELETE"] == [("POST", "statuses"), ("PUT", "reports")]
     reads = len(calls) - len(writes)
     assert reads <= (0 if instance == "warm" else 3 * 4)  # a cold instance reads the status, report and message
+    said, retry = log_lines(capsys.readouterr().out)[-2:]  # what Bitbucket shows, then why it is delivered again
+    assert retry["severity"] == "WARNING"
+    if instance == "cold":  # a warm instance knows it wrote the report, and says nothing of it
+        assert said["report"] == "written"
+        assert "report already written" in said["message"]
 
 
 def test_a_final_state_jira_missed_reaches_it_whatever_the_order_of_the_redeliveries(bitbucket, jira, new_instance):
