@@ -53,8 +53,7 @@ def credentials(server: str, ca: str, jira_site: str) -> list[dict[str, Any]]:
         {"token": WEBAPP_TOKEN, "repositories": ["acme/webapp"]},
         {"token": OPS_TOKEN, "repositories": ["acme_ops/*", "acme/infra"]},
         {"server": server, "token": SERVER_TOKEN, "ca_certificate": ca},
-        {"jira": jira_site, "client_id": JIRA_CLIENT_ID, "client_secret": JIRA_CLIENT_SECRET},  # Cloud's repositories
-        {"jira": jira_site, "client_id": JIRA_CLIENT_ID, "client_secret": JIRA_CLIENT_SECRET, "server": server},
+        {"jira": jira_site, "client_id": JIRA_CLIENT_ID, "client_secret": JIRA_CLIENT_SECRET},
     ]
 
 

@@ -42,6 +42,7 @@ ENTRY_FIELDS = frozenset(
     }
 )
 JIRA_FIELDS = frozenset({"jira", "client_id", "client_secret", "repositories", "projects", "server", "cloud_id"})
+BITBUCKET_CLOUD = "https://bitbucket.org"  # a Jira entry's "server" for Bitbucket Cloud's repositories only
 CLOUD_ID_RE = r"(?a)[A-Za-z0-9-]{1,100}"  # a path segment of Atlassian's API: no '/' or dots
 FIELD_NAME_RE = r"(?a)[a-z_]{1,40}"  # an unknown field is named only if it looks like a name
 PATTERN_RE = r"(?a)(?<![!-~])[!-~]+/[!-~]+"  # workspace/repo_slug, or PROJECT/repo_slug on a server
@@ -86,13 +87,16 @@ class JiraEntry:
     site: str  # https://acme.atlassian.net
     client_id: str
     secret: str = field(repr=False)
-    repositories: Patterns = field(default_factory=Patterns)  # none: every repository of its Bitbucket site
+    repositories: Patterns = field(default_factory=Patterns)  # none: every repository
     projects: Patterns = field(default_factory=Patterns)  # none: any Google Cloud project
     cloud_id: str | None = None  # the site's cloud id, when the entry gives it (else asked of the site)
-    server: str | None = None  # the Data Center server whose repositories' builds it is told of; None: Cloud's
+    server: str | None = None  # the Bitbucket site whose builds it is told of (BITBUCKET_CLOUD, or a Data Center
+    # server's URL); None: every site's
 
     def serves(self, repository: Repository, project: str = "") -> bool:
-        if self.server != repository.server or not self.repositories.match(repository.full_name):
+        if self.server not in (None, repository.server or BITBUCKET_CLOUD):
+            return False
+        if not self.repositories.match(repository.full_name):
             return False
         return not self.projects or (bool(project) and self.projects.match(project))
 
@@ -164,7 +168,9 @@ def _jira_entry(data: Mapping[str, Any], position: int, where: str) -> JiraEntry
     server = data.get("server")
     bitbucket = normalized_server(server) if isinstance(server, str) else None
     if server is not None and bitbucket is None:
-        raise ConfigurationError(f'{where} has a "server" that is not an https:// URL of a Data Center server')
+        raise ConfigurationError(
+            f'{where} has a "server" that is neither {BITBUCKET_CLOUD} nor an https:// URL of a Data Center server'
+        )
     repositories, projects = _patterns(data, "repositories", where), _patterns(data, "projects", where)
     return JiraEntry(position, site, data["client_id"], data["client_secret"], repositories, projects, cloud_id,
                      bitbucket)  # fmt: skip

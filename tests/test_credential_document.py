@@ -190,7 +190,7 @@ def test_a_large_document_is_matched_without_falling_off_a_cliff(bitbucket, monk
         ({"jira": "http://acme.atlassian.net"}, '"jira" that is not an https:// URL'),
         ({"jira": "https://acme.atlassian.net", "client_secret": None}, 'without its "client_id" and "client_secret"'),
         ({"jira": "https://acme.atlassian.net", "cloud_id": "../other"}, '"cloud_id" that is not a cloud id'),
-        ({"jira": "https://acme.atlassian.net", "server": "http://bb.example"}, '"server" that is not an https://'),
+        ({"jira": "https://acme.atlassian.net", "server": "http://bb.example"}, '"server" that is neither'),
         ({"jira": "https://acme.atlassian.net", "token": FIRST}, "a Jira entry with a field it cannot hold: 'token'"),
         ({"cloud_id": "abc-123", "token": FIRST}, 'has a "cloud_id" but no "jira"'),
     ],

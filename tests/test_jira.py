@@ -238,7 +238,7 @@ def test_a_refused_jira_credential_is_an_error_naming_the_entry_and_is_not_retri
 
 def test_a_production_deployment_of_a_data_center_repository_shows_in_jira_and_on_the_commit(both, jira):
     both.app.commit_messages[("PROJ/repo", COMMIT)] = "ABC-123 ship it"
-    jira.add_entry(server=both.url)  # an entry for the server's repositories
+    jira.add_entry()
     subs = {"_DEPLOY_ENVIRONMENT": "production", "COMMIT_SHA": COMMIT}
     for status in ("QUEUED", "WORKING", "SUCCESS"):
         deliver(dc_build(status, both, substitutions=subs))
@@ -338,10 +338,15 @@ def test_an_environment_holding_a_secret_reaches_neither_jira_nor_the_commit_nor
     assert jira.deployments("ABC-123")  # told, masked
 
 
-def test_a_jira_entry_without_a_server_is_not_told_of_a_data_center_project_of_the_same_name(both, jira):
-    jira.add_entry(repositories=["proj/*"])  # meant for bitbucket.org/proj/...
+@pytest.mark.parametrize("site", ["Cloud", "Data Center"])
+def test_a_jira_entry_for_one_bitbucket_site_is_not_told_of_a_repository_of_the_same_name_on_another(both, jira, site):
     both.app.commit_messages[("PROJ/repo", COMMIT)] = "ABC-123 ship it"
-    deliver(dc_build("SUCCESS", both, substitutions={"COMMIT_SHA": COMMIT}))
+    if site == "Cloud":
+        jira.add_entry(repositories=["proj/*"], server="https://bitbucket.org")  # bitbucket.org/proj/..., not PROJ
+        deliver(dc_build("SUCCESS", both, substitutions={"COMMIT_SHA": COMMIT}))
+    else:
+        jira.add_entry(server=both.url)
+        deliver(build("SUCCESS", "b-1", branch=BRANCH))
     assert jira.app.build_calls() == []
 
 
