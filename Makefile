@@ -16,6 +16,7 @@ venv: $(BIN)/.installed
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache --no-logo  # the layers of relay/ (.importlinter)
 
 # Types: what is deployed, the tools around it and the stand-ins, strictly (each `type: ignore` names its code and why).
 typecheck: $(BIN)/.installed

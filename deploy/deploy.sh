@@ -42,7 +42,7 @@ KEY=${KEY:-credentials}
 KMS_LOCATION=${KMS_LOCATION:-global}
 KEY_ID="projects/$PROJECT/locations/$KMS_LOCATION/keyRings/$KEYRING/cryptoKeys/$KEY"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-cd "$ROOT"  # `--source=.` uploads what .gcloudignore lets through: main.py and requirements.txt
+cd "$ROOT"  # `--source=.` uploads what .gcloudignore lets through: main.py, requirements.txt, relay/*.py
 
 CONNECTIONS=${CONNECTIONS:-}
 # The log view through which the function reads a failed step's lines: builds' logs only, in each served project.

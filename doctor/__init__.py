@@ -4,14 +4,16 @@
 
 Run by a person with their own Google credentials, it reads the deployment as `make resync` does (`gcloud functions
 describe`: its environment, where its credentials are) and checks, each with ✓ or ✗ and, for each ✗, the one thing
-to do: the function's settings (each as the function reads it: one it refuses fails every event, and doctor goes on
-without it); the function (active, runtime, THREADS equal to the concurrency, the timeout above the event's
-deadline, retry on, its trigger, and for a hub its ingress and each served project's push subscription); the
-credentials (readable, a valid document); each repository built since SINCE (Cloud Build's list, kept as a resync
-keeps it: the newest build of each status, compressed): which entry serves it and whether that entry can read it now
-(one read a repository); the statuses that disagree with Cloud Build (what a dry-run resync would correct: one read
-a status, no log), with the `make resync` that heals them; and the function's own ERROR lines of the period, every
-one of them, and its newest WARNING lines (Cloud Logging), grouped by message. It writes nothing anywhere.
+to do: the function's settings (as the function reads them, each alone and all together: one it refuses fails every
+event, and doctor goes on without it); the function (active, runtime, THREADS equal to the concurrency, the timeout
+above the event's deadline, retry on, its trigger, and for a hub its ingress and each served project's push
+subscription); the credentials (the one source the function reads, readable, a valid document); each repository
+built since SINCE (Cloud Build's list, kept as a resync keeps it: the newest build of each status, compressed): which
+entry serves it and whether that entry can read it now (one read a repository); the statuses that disagree with
+Cloud Build (what a dry-run resync would correct: one read a status, no log, no test file, no commit's message), with
+the `make resync` that heals them; each Jira entry of the credentials (doctor.jira: a token, the site's cloud id, the
+permission to send builds and deployments); and the function's own ERROR lines of the period, every one of them, and
+its newest WARNING lines (Cloud Logging), grouped by message. It writes nothing anywhere, Jira included.
 
 Exit status: 0 all hold; 1 something is wrong; 2 doctor itself cannot run (and why).
 """
@@ -45,12 +47,18 @@ import relay.translate
 import relay.transport
 import relay.warm
 import resync
+import resync.deployment
+import resync.listing
+import resync.share
+import resync.verdicts
+from doctor.jira import check_jira
 from relay.text import as_mapping, as_text
 
 GOOD, BAD = "\u2713", "\u2717"
 RUNTIME = "python313"
 DEFAULT_TIMEOUT_SECONDS = 60  # a function deployed without --timeout
 CREDENTIALS_FIX = "store a new credential: make credentials PROJECT={project} < credentials.json"
+CREDENTIAL_VARIABLES = (*relay.credentials.SINGLE_VARIABLES, *relay.credentials.BUCKET_VARIABLES)  # its one source
 DEPLOY_SETTINGS = ("BUILD_PROJECTS", "LOG_EXCERPTS", "LOG_VIEW", "TEST_REPORT_BUCKETS")  # what make deploy takes
 LINES_PAGE = 1000  # entries a page of Cloud Logging's entries.list (its most)
 ERROR_PAGES_MAX = 10  # the ERROR lines of a period are read to their end, up to 10,000 of them
@@ -75,25 +83,48 @@ class Findings:
 # --- the function ---------------------------------------------------------------------------------------------
 
 
+def settings_of(described: Mapping[str, Any]) -> dict[str, str]:
+    """The deployed function's own variables, its credential source left out (check_source reads it)."""
+    variables = as_mapping(as_mapping(described.get("serviceConfig")).get("environmentVariables"))
+    return {str(k): str(v) for k, v in variables.items() if k not in CREDENTIAL_VARIABLES}
+
+
 def check_settings(
     found: Findings, deployed: Mapping[str, str], env: Mapping[str, str], project: str
 ) -> dict[str, str]:
-    """Each of the deployment's settings as the function reads it (relay.config.Config): one it refuses fails every
-    event with a configuration error. Each refused setting is a failed check, and the environment without it (its
-    default in its place) is what the other checks run with."""
+    """The deployment's settings as the function reads them (relay.config.Config.from_env), each alone and then
+    together: one it refuses fails every event with a configuration error, and so does a setting it refuses only with
+    another (TEST_REPORT_BUCKETS naming no project, or a project outside BUILD_PROJECTS). Each refused setting is a
+    failed check naming it, and the environment without it (its default in its place) is what the other checks run
+    with; taken in order of their names, so of BUILD_PROJECTS and TEST_REPORT_BUCKETS the latter is refused."""
     refused: dict[str, str] = {}
+    accepted: dict[str, str] = {}
     for name, value in sorted(deployed.items()):
-        try:
-            relay.config.Config.from_env({name: value})
-        except relay.errors.ConfigurationError as error:
-            refused[name] = str(error)
-    for name, said in refused.items():
+        said = _refusal({name: value})
+        if said is not None:
+            refused[name] = f"the function refuses its setting {name}, so every event fails: {said}"
+        elif (said := _refusal({**accepted, name: value})) is not None:
+            others = " and ".join(o for o in accepted if _refusal({o: accepted[o], name: value})) or "the others"
+            refused[name] = (
+                f"the function refuses its setting {name} together with {others}, so every event fails: {said}"
+            )
+        else:
+            accepted[name] = value
+    for name, what in refused.items():
         setting = f" {name}=..." if name in DEPLOY_SETTINGS else f" (it sets {name} back to its default)"
-        found.bad(f"the function refuses its setting {name}, so every event fails: {said}",
-                  f"deploy it again: make deploy PROJECT={project} REGION=...{setting}")  # fmt: skip
+        found.bad(what, f"deploy it again: make deploy PROJECT={project} REGION=...{setting}")
     if not refused:
-        found.good("the function accepts each of its settings")
+        found.good("the function accepts its settings, each and together")
     return {name: value for name, value in env.items() if name not in refused}
+
+
+def _refusal(env: Mapping[str, str]) -> str | None:
+    """Why the function refuses these settings, or None when it takes them."""
+    try:
+        relay.config.Config.from_env(env)
+    except relay.errors.ConfigurationError as error:
+        return str(error)
+    return None
 
 
 def check_function(found: Findings, described: Mapping[str, Any], subscriptions: list[Any], project: str,
@@ -160,9 +191,39 @@ def _pushes_to(subscription: Mapping[str, Any], topic: str) -> bool:
 # --- the credentials and the repositories -------------------------------------------------------------------
 
 
+def function_env(described: Mapping[str, Any]) -> dict[str, str]:
+    """The environment the deployed function reads: its variables, and each variable a secret sets (its value is not
+    doctor's to read: the secret's name stands for it)."""
+    service = as_mapping(described.get("serviceConfig"))
+    env = {str(k): str(v) for k, v in as_mapping(service.get("environmentVariables")).items()}
+    for secret in map(as_mapping, service.get("secretEnvironmentVariables") or ()):
+        if key := as_text(secret.get("key")):
+            owner, name = as_text(secret.get("projectId")) or "-", as_text(secret.get("secret")) or "-"
+            env[key] = f"projects/{owner}/secrets/{name}/versions/{as_text(secret.get('version')) or 'latest'}"
+    return env
+
+
+def check_source(found: Findings, described: Mapping[str, Any], project: str) -> dict[str, str] | None:
+    """The credential source as the function reads it (relay.credentials.credential_source of its environment, a
+    secret set as a variable included): two sources, or a file no secret mounts, fail every event. Returns the
+    source as doctor reads it (a mounted secret through Secret Manager's API), or None when the function has none."""
+    fix = f"deploy it again, which configures one source: make deploy PROJECT={project} REGION=..."
+    try:
+        relay.credentials.credential_source(function_env(described))
+    except relay.errors.ConfigurationError as error:
+        found.bad(f"the function refuses its credential source, so every event fails: {error}", fix)
+        return None
+    try:
+        deployed = resync.deployment.deployment_env(described, project)
+    except relay.errors.ConfigurationError as error:
+        found.bad(f"the function cannot read its credentials, so every event fails: {error}", fix)
+        return None
+    return {name: value for name, value in deployed.items() if name in CREDENTIAL_VARIABLES}
+
+
 def check_credentials(
     found: Findings, env: Mapping[str, str], project: str
-) -> tuple[relay.credentials.Credential, ...] | None:
+) -> tuple[relay.credentials.Credential | relay.credentials.JiraEntry, ...] | None:
     try:
         entries = relay.credentials.credential_source(env).fetch()
     except (relay.errors.ConfigurationError, relay.errors.TransientError) as error:
@@ -252,9 +313,9 @@ def probe(
 def check_statuses(found: Findings, warm: relay.warm.WarmInstance, planned: resync.Plan, args: Any) -> None:
     """What a dry-run resync would correct (one read a status)."""
     todo, _ = planned.decided()
-    now = resync.rfc3339(datetime.now(UTC))
+    now = resync.listing.rfc3339(datetime.now(UTC))
     verdicts = [resync.resync_build(listed, warm, args.project, now) for listed in todo]
-    wrong = [v for v in verdicts if v.kind == resync.CORRECTED]
+    wrong = [v for v in verdicts if v.kind == resync.verdicts.CORRECTED]
     if not wrong:
         found.good(f"every status shows its build's state ({len(verdicts)} checked)")
         return
@@ -321,7 +382,7 @@ def check_lines(
 ) -> None:  # fmt: skip
     """Every ERROR line of the period (up to ERROR_PAGES_MAX pages), asked for on its own so that no number of newer
     warnings hides one; and the newest page of WARNING lines."""
-    period = resync.rfc3339(since)
+    period = resync.listing.rfc3339(since)
     where = (f'resource.type="cloud_run_revision" AND resource.labels.service_name={relay.step_log.quoted(service)} '
              f"AND timestamp>={relay.step_log.quoted(period)}")  # fmt: skip
     errors = read_lines(cloud_build, api_url, function_project, f"{where} AND severity>=ERROR", ERROR_PAGES_MAX)
@@ -366,7 +427,7 @@ def run(argv: list[str], base_env: Mapping[str, str], out: TextIO = sys.stdout) 
         args = parse_args(argv)
         args.function_project = args.function_project or args.project
         return _run(args, base_env, Findings(out))
-    except (resync.UsageError, resync.ListingError) as error:
+    except (resync.listing.UsageError, resync.listing.ListingError) as error:
         print(f"doctor cannot run: {error}", file=sys.stderr)
         return 2
     except relay.errors.ConfigurationError as error:
@@ -375,41 +436,41 @@ def run(argv: list[str], base_env: Mapping[str, str], out: TextIO = sys.stdout) 
 
 
 def _run(args: argparse.Namespace, base_env: Mapping[str, str], found: Findings) -> int:
-    described = _read_json(args.function_config)
+    described = relay.text.as_mapping(_read_json(args.function_config))
     subscriptions = _read_json(args.subscriptions) if args.subscriptions else []
-    deployed = resync.deployment_env(relay.text.as_mapping(described), args.function_project)
-    print(
-        f"The function {relay.text.as_text(relay.text.as_mapping(described).get('name')) or '(not found)'}",
-        file=found.out,
-    )
-    env = check_settings(found, deployed, resync.run_env(base_env, deployed), args.function_project)
+    print(f"The function {relay.text.as_text(described.get('name')) or '(not found)'}", file=found.out)
+    settings = settings_of(described)
+    env = check_settings(found, settings, resync.deployment.run_env(base_env, settings), args.function_project)
     config = relay.config.Config.from_env(env)
-    check_function(found, relay.text.as_mapping(described), subscriptions if isinstance(subscriptions, list) else [],
+    check_function(found, described, subscriptions if isinstance(subscriptions, list) else [],
                    args.function_project, env, config)  # fmt: skip
-    budget = resync.Allowance(1.0, resync.DEFAULT_HOURLY_BUDGET, 600.0)
-    with quiet():
-        warm = resync.warm_instance(env, budget, dry_run=True)
-    if warm.cloud_build.authorized() is None:
+    cloud_build = relay.cloud_build.CloudBuild(config.cloud_build_api_url, config.timeout)
+    if cloud_build.authorized() is None:
         raise relay.errors.ConfigurationError(
             "no Google credentials: run `gcloud auth application-default login` (doctor reads Cloud Build, Cloud "
             "Logging and the credentials' source with them)"
         )
-    entries = check_credentials(found, env, args.function_project)
+    source = check_source(found, described, args.function_project)
+    env = {**env, **(source or {})}
+    entries = None if source is None else check_credentials(found, env, args.function_project)
     now = datetime.now(UTC)
-    since = resync.since_time(args.since, now)
+    since = resync.listing.since_time(args.since, now)
     locations = args.locations.split() or ["global", args.region]
     # As a resync holds them: the newest build of each status, compressed, the others let go as the pages arrive.
-    planned = resync.plan(resync.builds_since(warm.cloud_build, args.project, locations, since), config)
-    print(f"\nBuilds of {args.project} since {resync.rfc3339(since)}: {len(planned.created)}", file=found.out)
+    planned = resync.plan(resync.listing.builds_since(cloud_build, args.project, locations, since), config)
+    print(f"\nBuilds of {args.project} since {resync.listing.rfc3339(since)}: {len(planned.created)}", file=found.out)
     if entries is not None:
+        budget = resync.share.Allowance(1.0, resync.DEFAULT_HOURLY_BUDGET, 600.0)
         with quiet():
+            warm = resync.share.warm_instance(env, budget, dry_run=True)
             check_repositories(found, warm, planned.kept(), args.project, args.function_project)
             check_statuses(found, warm, planned, args)
+        check_jira(
+            found, config, entries, planned.kept(), args.project, args.function_project, resync.listing.rfc3339(since)
+        )
     print("\nThe function's own warnings and errors:", file=found.out)
-    service = (
-        relay.text.as_text(relay.text.as_mapping(described).get("name")).rsplit("/", 1)[-1] or "bitbucket-build-status"
-    )
-    check_lines(found, warm.cloud_build, config.logging_api_url, args.function_project, service, since)
+    service = relay.text.as_text(described.get("name")).rsplit("/", 1)[-1] or "bitbucket-build-status"
+    check_lines(found, cloud_build, config.logging_api_url, args.function_project, service, since)
     print(
         f"\n{'Something is wrong: see each ' + BAD + ' above.' if found.wrong else 'All checks hold.'}", file=found.out
     )

@@ -61,7 +61,7 @@ def repository_path(path: str, directory: str) -> str | None:
     starts in the step's `dir`; None for anything outside the repository (another absolute path, `..` past the
     root), under node_modules, or longer than PATH_MAX once joined to the step's `dir`."""
     path = path.removeprefix("file://")
-    if len(path) > PATH_MAX or "\\" in path or not path.isprintable() or not FILE_NAME_RE.search(path):
+    if len(path) > PATH_MAX or "\\" in path or not path.isprintable() or not re.search(FILE_NAME_RE, path):
         return None
     if posixpath.isabs(path):
         relative = path.removeprefix(WORKSPACE) if path.startswith(WORKSPACE) else None
@@ -80,4 +80,4 @@ def repository_path(path: str, directory: str) -> str | None:
 WORKSPACE = "/workspace/"  # where Cloud Build checks the repository out
 PATH_MAX = 1000  # an annotation's path
 # A file's name: with an extension of letters (not a host's port, an address or a time), or a build file's name.
-FILE_NAME_RE = re.compile(r"(?:^|/)(?:[^/]*\.[A-Za-z][A-Za-z0-9]{0,9}|Dockerfile|Makefile|Jenkinsfile)$")
+FILE_NAME_RE = r"(?:^|/)(?:[^/]*\.[A-Za-z][A-Za-z0-9]{0,9}|Dockerfile|Makefile|Jenkinsfile)$"

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from relay.bitbucket import RemoteStatus
 from relay.decoding import parse_time
@@ -9,6 +10,7 @@ from relay.report import REPORTER, report_fields
 from relay.text import as_text
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
     from relay.annotations import Annotation
@@ -58,6 +60,9 @@ class BitbucketCloud:
     def write_report(self, repository: Repository, commit: str, report: Report) -> None:
         self.client.write(repository, "PUT", self.report_url(repository, commit, report.key), self.report_body(report))
 
+    def read_report(self, repository: Repository, commit: str, report: Report) -> Mapping[str, Any] | None:
+        return self.client.read(repository, self.report_url(repository, commit, report.key))
+
     def delete_report(self, repository: Repository, commit: str, report: Report) -> None:
         self.client.delete(repository, self.report_url(repository, commit, report.key))
 
@@ -80,6 +85,16 @@ class BitbucketCloud:
         body = self.client.read(repository, self.repository_url(repository))
         private = body.get("is_private") if body is not None else None
         return private if isinstance(private, bool) else None
+
+    def commit_message(self, repository: Repository, commit: str) -> str | None:
+        """The commit's message (where Jira issue keys are named); None when Bitbucket has no such commit."""
+        body = self.client.read(repository, f"{self.repository_url(repository)}/commit/{commit}")
+        return as_text(body.get("message")) if body is not None else None
+
+    def page(self, repository: Repository, branch: str | None = None) -> str:
+        """The repository's page (or its branch's) on bitbucket.org, as Jira links to it."""
+        page = f"https://bitbucket.org/{repository.owner}/{repository.slug}"
+        return f"{page}/branch/{quote(branch, safe='')}" if branch else page
 
     def repository_url(self, repository: Repository) -> str:
         return f"{self.api_url}/repositories/{repository.owner}/{repository.slug}"

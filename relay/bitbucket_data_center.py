@@ -3,12 +3,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from relay.bitbucket import RemoteStatus
 from relay.report import report_fields
 from relay.text import as_mapping, as_text
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
     from relay.annotations import Annotation
@@ -16,6 +18,7 @@ if TYPE_CHECKING:
     from relay.report import Report
     from relay.repository import Repository
     from relay.status import CommitStatus
+    from relay.tracked import TrackedBuild
 
 
 # Data Center names Cloud's STOPPED "CANCELLED".
@@ -78,6 +81,9 @@ class BitbucketDataCenter:
         url = self.report_url(repository, commit, report.server_key)
         self.client.write(repository, "PUT", url, self.report_body(report))
 
+    def read_report(self, repository: Repository, commit: str, report: Report) -> Mapping[str, Any] | None:
+        return self.client.read(repository, self.report_url(repository, commit, report.server_key))
+
     def delete_report(self, repository: Repository, commit: str, report: Report) -> None:
         """The report and its annotations: the server keeps a replaced report's annotations."""
         self.client.delete(repository, self.report_url(repository, commit, report.server_key))
@@ -102,6 +108,36 @@ class BitbucketDataCenter:
         if body is None or not isinstance(body.get("public"), bool):
             return None
         return not (body["public"] or as_mapping(body.get("project")).get("public") is True)
+
+    def commit_message(self, repository: Repository, commit: str) -> str | None:
+        """The commit's message (where Jira issue keys are named); None when the server has no such commit."""
+        body = self.client.read(repository, f"{self.repository_url(repository)}/commits/{commit}")
+        return as_text(body.get("message")) if body is not None else None
+
+    def page(self, repository: Repository, branch: str | None = None) -> str:
+        """The repository's page (or its branch's) on the server, as Jira links to it."""
+        page = f"{repository.server}/projects/{repository.owner}/repos/{repository.slug}"
+        return f"{page}/browse?at={quote(f'refs/heads/{branch}', safe='')}" if branch else f"{page}/browse"
+
+    def deployment_body(self, status: CommitStatus, build: TrackedBuild) -> dict[str, Any]:
+        assert build.environment is not None
+        environment: dict[str, Any] = {"key": build.environment.name, "displayName": build.environment.name}
+        if build.environment.type != "unmapped":  # the server has no such type
+            environment["type"] = build.environment.type.upper()
+        return {
+            "key": status.server_key,
+            "deploymentSequenceNumber": build.number,
+            "environment": environment,
+            "state": build.state.upper(),
+            "url": status.url,
+            "displayName": build.name,
+            "description": build.description,
+        }
+
+    def write_deployment(self, repository: Repository, commit: str, status: CommitStatus, build: TrackedBuild) -> None:
+        """The build's deployment to its environment, shown on the commit and its pull requests (7.16+)."""
+        url = f"{self.repository_url(repository)}/commits/{commit}/deployments"
+        self.client.write(repository, "POST", url, self.deployment_body(status, build))
 
     def report_url(self, repository: Repository, commit: str, key: str) -> str:
         project, slug = repository.owner, repository.slug

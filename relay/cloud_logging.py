@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import TYPE_CHECKING
 
@@ -8,7 +9,6 @@ from relay.config import PROJECT_ID_RE
 from relay.errors import ConfigurationError, TransientError
 from relay.logs import log
 from relay.scope import WRITES_RESERVE, time_left
-from relay.step_log import LOG_LINES_SCANNED, STEP_PREFIX_RE, log_filter
 from relay.text import as_mapping, as_text
 
 if TYPE_CHECKING:
@@ -44,7 +44,9 @@ class CloudLogging:
     def step_lines(self, project: str, step: FailedStep) -> tuple[list[str], bool]:
         """The step's lines, oldest first (its last LOG_LINES_SCANNED), and whether the log is complete (Cloud
         Build's last line is in): a log that is not is read again within LOG_WAIT_SECONDS."""
-        if not PROJECT_ID_RE.fullmatch(project):
+        from relay.step_log import LOG_LINES_SCANNED, log_filter  # a failed build's: no other event loads it
+
+        if not re.fullmatch(PROJECT_ID_RE, project):
             raise LogUnavailable("the build's project is not a project ID")
         resource = f"projects/{project}/locations/global/buckets/_Default/views/{self.view}" if self.view else (
             f"projects/{project}"
@@ -59,6 +61,8 @@ class CloudLogging:
             time.sleep(waits.pop(0))
 
     def _read(self, body: dict[str, Any], step: FailedStep) -> tuple[list[str], bool]:
+        from relay.step_log import STEP_PREFIX_RE
+
         session = self.google.authorized()
         if session is None:
             raise LogUnavailable("the function has no Google credentials")
@@ -92,7 +96,7 @@ class CloudLogging:
             if label == "MAIN":
                 complete = complete or text in ("DONE", "ERROR", "TIMEOUT") or text.startswith("ERROR:")
             elif label == step.label:
-                lines.append(STEP_PREFIX_RE.sub("", _text_raw(entry.get("textPayload")), count=1))
+                lines.append(re.sub(STEP_PREFIX_RE, "", _text_raw(entry.get("textPayload")), count=1))
         return lines, complete
 
     def _warn(self, code: int) -> None:

@@ -3,7 +3,6 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from relay.junit import TEST_BYTES_MAX, TEST_FILE_BYTES_MAX, TEST_FILES_MAX, TestResults, manifest_files, parse_junit
 from relay.logs import log, loggable
 from relay.lru import Lru
 from relay.scope import WRITES_RESERVE, current_project, google_timeout, time_left
@@ -12,15 +11,16 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
     from typing import Any
 
-    from relay.junit import TestSources
+    from relay.junit import TestResults, TestSources
 
 
 class TestReports:
     """A build's JUnit files, read from Cloud Storage with the function's Google credentials — only from the buckets
     TEST_REPORT_BUCKETS allows the project the event speaks for, at most TEST_FILES_MAX files, TEST_FILE_BYTES_MAX a
-    file and TEST_BYTES_MAX in all (past a bound the counts say they are partial). Reading them never costs the
-    status: any failure only leaves the counts out, or partial. What a build's files showed is kept for that build
-    alone (a final message delivered again reads nothing), and only what a report shows of them."""
+    file and TEST_BYTES_MAX in all, and of them at most JUNIT_BUILD_ELEMENTS_MAX elements (past a bound the counts
+    say they are partial). Reading them never costs the status: any failure only leaves the counts out, or partial.
+    What a build's files showed, partial or not, is kept for that build and project alone (a final message delivered
+    again reads nothing), and only what a report shows of them."""
 
     WARNED_MAX = 256  # (project, bucket) warned about, remembered; then forgotten at once (one more WARNING each)
 
@@ -41,11 +41,21 @@ class TestReports:
         if known is not None:
             return known[0]
         results = self._read_all(sources, directory, list(secrets))
-        if results is not None and not results.partial:  # partial may be a passing failure: read again next time
+        if results is not None:  # partial too: read again, they cost as much (a file that failed stays left out)
             self._read.put(key, (results,))
         return results
 
     def _read_all(self, sources: TestSources, directory: str, secrets: list[str]) -> TestResults | None:
+        from relay.junit import (  # with the first build that names test files: no other event loads it
+            TEST_BYTES_MAX,
+            TEST_FILE_BYTES_MAX,
+            TEST_FILES_MAX,
+            ElementsRead,
+            TestResults,
+            manifest_files,
+            parse_junit,
+        )
+
         files: list[tuple[str, str, str]] = []
         partial = False
         try:
@@ -61,9 +71,9 @@ class TestReports:
             return None
         if len(files) > TEST_FILES_MAX:
             files, partial = files[:TEST_FILES_MAX], True
-        results, read = TestResults(partial=partial), 0
+        results, read, elements = TestResults(partial=partial), 0, ElementsRead()
         for bucket, name, generation in files:
-            if read >= TEST_BYTES_MAX or time_left() < WRITES_RESERVE:
+            if read >= TEST_BYTES_MAX or elements.spent() or time_left() < WRITES_RESERVE:
                 return results + TestResults(partial=True)
             try:
                 data = self._download(bucket, name, generation, min(TEST_FILE_BYTES_MAX, TEST_BYTES_MAX - read))
@@ -76,7 +86,7 @@ class TestReports:
                 continue
             read += len(data)
             try:
-                results += parse_junit(data, directory, secrets)
+                results += parse_junit(data, directory, secrets, elements)
             except ValueError as error:
                 log("WARNING", f"Skipped the test report gs://{bucket}/{loggable(name, 100)}: not a JUnit XML file "
                                f"({error})")  # fmt: skip
@@ -100,9 +110,14 @@ class TestReports:
         return False
 
     def _listed(self, bucket: str, prefix: str) -> list[tuple[str, str, str]]:
+        """The first XML objects under the prefix in name order, one more than TEST_FILES_MAX at most (so that a cut
+        listing says partial): Cloud Storage lists only those, whatever else the folder holds."""
+        from relay.junit import TEST_FILES_MAX
+
         storage = self._storage()
-        blobs = storage.list_blobs(bucket, prefix=prefix, max_results=10 * TEST_FILES_MAX, timeout=google_timeout())
-        return sorted((bucket, b.name, "") for b in blobs if b.name.endswith(".xml"))
+        blobs = storage.list_blobs(bucket, prefix=prefix, match_glob="**.xml", max_results=TEST_FILES_MAX + 1,
+                                   timeout=google_timeout())  # fmt: skip
+        return sorted((bucket, b.name, "") for b in blobs)
 
     def _download(self, bucket: str, name: str, generation: str, limit: int) -> bytes | None:
         """The object, or None when it is larger than `limit` (nothing past it is read)."""

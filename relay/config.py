@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 DEFAULT_API_URL = "https://api.bitbucket.org/2.0"
 DEFAULT_OAUTH_TOKEN_URL = "https://bitbucket.org/site/oauth2/access_token"  # noqa: S105 (a URL)
 DEFAULT_CLOUD_BUILD_API_URL = "https://cloudbuild.googleapis.com"
+DEFAULT_JIRA_API_URL = "https://api.atlassian.com"
 DEFAULT_LOGGING_API_URL = "https://logging.googleapis.com"
 DEFAULT_LOG_EXCERPT_LINES = 30  # the failed step's last lines a report shows
 DEFAULT_LOG_WAIT_SECONDS = 6.0  # a log whose end is not in Cloud Logging yet is read again within this
@@ -30,8 +31,8 @@ DEFAULT_RATE_LIMIT_COOLDOWN_SECONDS = 600.0
 CONNECT_TIMEOUT_SECONDS = 3.05
 # A project ID, also a domain-scoped one (example.com:project); the lookbehind keeps a search linear.
 PROJECT_ID = r"(?:(?<![a-z0-9.-])[a-z0-9.-]++:)?[a-z0-9][a-z0-9-]{0,62}"
-PROJECT_ID_RE = re.compile(PROJECT_ID, re.ASCII)
-LOG_VIEW_RE = re.compile(r"[A-Za-z0-9_-]{1,100}", re.ASCII)
+PROJECT_ID_RE = f"(?a){PROJECT_ID}"
+LOG_VIEW_RE = r"(?a)[A-Za-z0-9_-]{1,100}"
 
 
 class Patterns:
@@ -63,6 +64,7 @@ class Config:
     api_url: str = DEFAULT_API_URL
     oauth_token_url: str = DEFAULT_OAUTH_TOKEN_URL
     cloud_build_api_url: str = DEFAULT_CLOUD_BUILD_API_URL
+    jira_api_url: str = DEFAULT_JIRA_API_URL  # Atlassian's API: Jira's OAuth tokens, builds and deployments
     repositories: Patterns = field(default_factory=Patterns)  # BITBUCKET_REPOSITORIES
     max_event_age_seconds: float = DEFAULT_MAX_EVENT_AGE_SECONDS
     retry_backoff_seconds: float = DEFAULT_RETRY_BACKOFF_SECONDS
@@ -92,12 +94,12 @@ class Config:
         if excerpts not in ("private", "all", "off"):
             raise ConfigurationError("LOG_EXCERPTS must be private, all or off")
         view = env.get("LOG_VIEW", "").strip()
-        if view and not LOG_VIEW_RE.fullmatch(view):
+        if view and not re.fullmatch(LOG_VIEW_RE, view):
             raise ConfigurationError("LOG_VIEW must be a log view's ID (letters, digits, '_' and '-')")
         repositories = Patterns(tuple(p for p in patterns if p))
         connections = max(cls.connections, _threads(env))
         projects = frozenset(env.get("BUILD_PROJECTS", "").replace(",", " ").split())
-        if any(not PROJECT_ID_RE.fullmatch(p) for p in projects):
+        if any(not re.fullmatch(PROJECT_ID_RE, p) for p in projects):
             raise ConfigurationError("BUILD_PROJECTS must be project IDs, separated by spaces or commas")
         buckets = report_buckets(env.get("TEST_REPORT_BUCKETS", ""), projects)
         settings: dict[str, Any] = {**urls, **numbers}
@@ -123,6 +125,7 @@ URL_VARIABLES = {
     "api_url": "BITBUCKET_API_URL",
     "oauth_token_url": "BITBUCKET_OAUTH_TOKEN_URL",
     "cloud_build_api_url": "CLOUD_BUILD_API_ENDPOINT",
+    "jira_api_url": "JIRA_API_URL",
     "logging_api_url": "LOGGING_API_ENDPOINT",
 }
 
@@ -162,7 +165,7 @@ def report_buckets(raw: str, projects: frozenset[str]) -> frozenset[tuple[str, s
     found = set()
     for entry in raw.replace(",", " ").split():
         project, _, bucket = entry.rpartition("=")
-        if not BUCKET_RE.fullmatch(bucket) or (project and not PROJECT_ID_RE.fullmatch(project)):
+        if not re.fullmatch(BUCKET_RE, bucket) or (project and not re.fullmatch(PROJECT_ID_RE, project)):
             raise ConfigurationError(
                 "TEST_REPORT_BUCKETS must be bucket names, or PROJECT=bucket, separated by spaces or commas"
             )
@@ -219,4 +222,4 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]", re.ASCII)
+BUCKET_RE = r"(?a)[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]"

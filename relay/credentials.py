@@ -14,7 +14,7 @@ from relay.errors import ConfigurationError, ConsumerRefused, NotServed, Transie
 from relay.repository import normalized_server
 from relay.scope import current_project, google_timeout
 from relay.text import as_text, clip
-from relay.transport import json_body, send
+from relay.transport import json_body, send, token_lifetime
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -41,9 +41,12 @@ ENTRY_FIELDS = frozenset(
         "ca_certificate",
     }
 )
-FIELD_NAME_RE = re.compile(r"[a-z_]{1,40}", re.ASCII)  # an unknown field is named only if it looks like a name
-PATTERN_RE = re.compile(r"(?<![!-~])[!-~]+/[!-~]+", re.ASCII)  # workspace/repo_slug, or PROJECT/repo_slug on a server
-PROJECT_PATTERN_RE = re.compile(r"[a-z0-9.:*?!\[\]-]{1,100}", re.ASCII)  # Google Cloud project IDs, shell-style
+JIRA_FIELDS = frozenset({"jira", "client_id", "client_secret", "repositories", "projects", "server", "cloud_id"})
+BITBUCKET_CLOUD = "https://bitbucket.org"  # a Jira entry's "server" for Bitbucket Cloud's repositories only
+CLOUD_ID_RE = r"(?a)[A-Za-z0-9-]{1,100}"  # a path segment of Atlassian's API: no '/' or dots
+FIELD_NAME_RE = r"(?a)[a-z_]{1,40}"  # an unknown field is named only if it looks like a name
+PATTERN_RE = r"(?a)(?<![!-~])[!-~]+/[!-~]+"  # workspace/repo_slug, or PROJECT/repo_slug on a server
+PROJECT_PATTERN_RE = r"(?a)[a-z0-9.:*?!\[\]-]{1,100}"  # Google Cloud project IDs, shell-style
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,30 @@ class Credential:
         return f"{scheme} {self.secret}"
 
 
-def parse_credentials(raw: str | bytes, where: str) -> tuple[Credential, ...]:
+@dataclass(frozen=True)
+class JiraEntry:
+    """An entry of the credentials document for a Jira site (Jira settings → Apps → OAuth credentials): its client id
+    and secret, the repositories and projects whose builds it is told of. repr never shows the secret."""
+
+    position: int
+    site: str  # https://acme.atlassian.net
+    client_id: str
+    secret: str = field(repr=False)
+    repositories: Patterns = field(default_factory=Patterns)  # none: every repository
+    projects: Patterns = field(default_factory=Patterns)  # none: any Google Cloud project
+    cloud_id: str | None = None  # the site's cloud id, when the entry gives it (else asked of the site)
+    server: str | None = None  # the Bitbucket site whose builds it is told of (BITBUCKET_CLOUD, or a Data Center
+    # server's URL); None: every site's
+
+    def serves(self, repository: Repository, project: str = "") -> bool:
+        if self.server not in (None, repository.server or BITBUCKET_CLOUD):
+            return False
+        if not self.repositories.match(repository.full_name):
+            return False
+        return not self.projects or (bool(project) and self.projects.match(project))
+
+
+def parse_credentials(raw: str | bytes, where: str) -> tuple[Credential | JiraEntry, ...]:
     """The credentials document: one credential object, or a JSON array of entries.
     Errors name `where` and the entry's position, never a value."""
     try:
@@ -92,13 +118,15 @@ def parse_credentials(raw: str | bytes, where: str) -> tuple[Credential, ...]:
     )
 
 
-def _entry(data: Any, position: int, where: str) -> Credential:
+def _entry(data: Any, position: int, where: str) -> Credential | JiraEntry:
     if not isinstance(data, dict):
         raise ConfigurationError(f"{where} is not a JSON object")
-    unknown = sorted(set(data) - ENTRY_FIELDS)
-    if unknown:
-        shown = [repr(name) if FIELD_NAME_RE.fullmatch(name) else "(a field that is not a name)" for name in unknown]
-        raise ConfigurationError(f"{where} has an unknown field: {', '.join(shown)}")
+    if "jira" in data:
+        return _jira_entry(data, position, where)
+    if "cloud_id" in data:
+        raise ConfigurationError(f'{where} has a "cloud_id" but no "jira": a Jira entry names its site')
+    if unknown := _unknown_fields(data, ENTRY_FIELDS):
+        raise ConfigurationError(f"{where} has an unknown field: {unknown}")
     nulls = sorted(name for name, value in data.items() if value is None)
     if nulls:  # a null is not an absent field: {"server": null} must not become a Bitbucket Cloud entry
         raise ConfigurationError(f"{where} has a null {', '.join(repr(n) for n in nulls)}: leave a field out instead")
@@ -118,6 +146,34 @@ def _entry(data: Any, position: int, where: str) -> Credential:
         secret = base64.b64encode(f"{user}:{password}".encode()).decode()
     repositories, projects = _patterns(data, "repositories", where), _patterns(data, "projects", where)
     return Credential(position, scheme, secret, repositories, server, ca_certificate, projects)
+
+
+def _unknown_fields(data: Mapping[str, Any], known: frozenset[str]) -> str:
+    """The fields an entry may not hold, each named only if it looks like a name (never a value pasted as a key)."""
+    unknown = sorted(set(data) - known)
+    return ", ".join(repr(n) if re.fullmatch(FIELD_NAME_RE, n) else "(a field that is not a name)" for n in unknown)
+
+
+def _jira_entry(data: Mapping[str, Any], position: int, where: str) -> JiraEntry:
+    if unknown := _unknown_fields(data, JIRA_FIELDS):
+        raise ConfigurationError(f"{where} is a Jira entry with a field it cannot hold: {unknown}")
+    site = normalized_server(data["jira"]) if isinstance(data["jira"], str) else None
+    if site is None:
+        raise ConfigurationError(f'{where} has a "jira" that is not an https:// URL of a Jira site')
+    if not _all_text(data.get("client_id"), data.get("client_secret")):
+        raise ConfigurationError(f'{where} is a Jira entry without its "client_id" and "client_secret"')
+    cloud_id = data.get("cloud_id")
+    if cloud_id is not None and not (isinstance(cloud_id, str) and re.fullmatch(CLOUD_ID_RE, cloud_id)):
+        raise ConfigurationError(f'{where} has a "cloud_id" that is not a cloud id (letters, digits and dashes)')
+    server = data.get("server")
+    bitbucket = normalized_server(server) if isinstance(server, str) else None
+    if server is not None and bitbucket is None:
+        raise ConfigurationError(
+            f'{where} has a "server" that is neither {BITBUCKET_CLOUD} nor an https:// URL of a Data Center server'
+        )
+    repositories, projects = _patterns(data, "repositories", where), _patterns(data, "projects", where)
+    return JiraEntry(position, site, data["client_id"], data["client_secret"], repositories, projects, cloud_id,
+                     bitbucket)  # fmt: skip
 
 
 def _site(data: Mapping[str, Any], scheme: str, where: str) -> tuple[str | None, str | None]:
@@ -160,7 +216,11 @@ def _patterns(data: Mapping[str, Any], name: str, where: str) -> Patterns:
     if name not in data:
         return Patterns()
     value, (shape, what) = data[name], PATTERN_LISTS[name]
-    if not isinstance(value, list) or not value or not all(isinstance(p, str) and shape.fullmatch(p) for p in value):
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(p, str) and re.fullmatch(shape, p) for p in value)
+    ):
         raise ConfigurationError(f'{where} has "{name}" that are not a list of {what}')
     return Patterns(tuple(value))
 
@@ -170,17 +230,21 @@ def _all_text(*values: Any) -> bool:
 
 
 class CredentialSource(Protocol):
-    def fetch(self) -> tuple[Credential, ...]: ...
+    local: bool  # read without a client or a network call of the function's own (a file, the environment)
+
+    def fetch(self) -> tuple[Credential | JiraEntry, ...]: ...
 
 
 class FileCredentials:
     """BITBUCKET_CREDENTIALS_FILE: a file, such as a secret Cloud Run mounts, which it reads from
     Secret Manager each time the file is read: a new version reaches warm instances, no client needed."""
 
+    local = True
+
     def __init__(self, path: str) -> None:
         self.path = path
 
-    def fetch(self) -> tuple[Credential, ...]:
+    def fetch(self) -> tuple[Credential | JiraEntry, ...]:
         where = f"BITBUCKET_CREDENTIALS_FILE ({self.path})"
         try:
             with open(self.path, "rb") as file:
@@ -195,22 +259,26 @@ class FileCredentials:
 class EnvironmentCredentials:
     """BITBUCKET_CREDENTIALS: the JSON itself (local runs, --set-secrets), read from the environment each time."""
 
+    local = True
+
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = env
 
-    def fetch(self) -> tuple[Credential, ...]:
+    def fetch(self) -> tuple[Credential | JiraEntry, ...]:
         return parse_credentials(self.env.get("BITBUCKET_CREDENTIALS", ""), "BITBUCKET_CREDENTIALS")
 
 
 class SecretManagerCredentials:
     """CREDENTIALS_SECRET: a Secret Manager secret, its latest version unless one is named."""
 
+    local = False
+
     def __init__(self, secret: str, endpoint: str | None = None) -> None:
         self.secret = secret
         self.endpoint = endpoint
         self._client: Any = None
 
-    def fetch(self) -> tuple[Credential, ...]:
+    def fetch(self) -> tuple[Credential | JiraEntry, ...]:
         if self._client is None:
             from google.cloud import secretmanager
 
@@ -228,13 +296,14 @@ class SecretManagerCredentials:
 class BucketCredentials:
     """A KMS-encrypted object in a bucket: the original function's design."""
 
+    local = False
     bucket: str
     blob: str
     key_id: str
     kms_endpoint: str | None = None
     _clients: tuple[Any, Any] | None = field(default=None, init=False, repr=False)
 
-    def fetch(self) -> tuple[Credential, ...]:
+    def fetch(self) -> tuple[Credential | JiraEntry, ...]:
         storage_client, kms_client = self._get_clients()
         where = f"gs://{self.bucket}/{self.blob}"
         try:
@@ -268,7 +337,7 @@ def _google_error(error: Exception, where: str) -> Exception:
 
 SINGLE_VARIABLES = ("BITBUCKET_CREDENTIALS_FILE", "BITBUCKET_CREDENTIALS", "CREDENTIALS_SECRET")
 BUCKET_VARIABLES = ("SECRETS_BUCKET", "SECRETS_OBJECT", "KMS_CRYPTO_KEY_ID")
-SECRET_RE = re.compile(r"projects/[^/]+/secrets/[^/]+(?:/versions/[^/]+)?", re.ASCII)
+SECRET_RE = r"(?a)projects/[^/]+/secrets/[^/]+(?:/versions/[^/]+)?"  # noqa: S105 (a pattern)
 
 
 def credential_source(env: Mapping[str, str]) -> CredentialSource:
@@ -282,7 +351,7 @@ def credential_source(env: Mapping[str, str]) -> CredentialSource:
     if "BITBUCKET_CREDENTIALS" in sources:
         return EnvironmentCredentials(env)
     if "CREDENTIALS_SECRET" in sources:
-        if not SECRET_RE.fullmatch(env["CREDENTIALS_SECRET"]):
+        if not re.fullmatch(SECRET_RE, env["CREDENTIALS_SECRET"]):
             raise ConfigurationError(
                 "CREDENTIALS_SECRET must be projects/PROJECT/secrets/SECRET, optionally with /versions/VERSION"
             )
@@ -312,6 +381,7 @@ class Keyring:
     token_url: str
     timeout: Any
     _entries: tuple[Credential, ...] | None = field(default=None, init=False)
+    _jira: tuple[JiraEntry, ...] = field(default=(), init=False)
     _served: dict[tuple[Repository, str], Credential | None] = field(default_factory=dict, init=False)
     _tokens: dict[str, tuple[str, float]] = field(default_factory=dict, init=False)  # secret → (header, renew at)
     _lock: threading.RLock = field(default_factory=threading.RLock, init=False)
@@ -320,9 +390,29 @@ class Keyring:
         """The document's entries, read from its source on first use (and after a credential was refused)."""
         with self._lock:
             if self._entries is None:
-                self._entries = self.source.fetch()
+                entries = self.source.fetch()
+                self._entries = tuple(e for e in entries if isinstance(e, Credential))
+                self._jira = tuple(e for e in entries if isinstance(e, JiraEntry))
                 self._served = {}
             return self._entries
+
+    def read_again(self) -> None:
+        """The document is read again before its next use (Atlassian refused a Jira entry: it may be rotated)."""
+        with self._lock:
+            self._entries = None
+
+    def jira_entries(self) -> tuple[JiraEntry, ...]:
+        """Every Jira entry of the document (what `make resync` reserves a commit's message read for)."""
+        with self._lock:
+            self.load()
+            return self._jira
+
+    def jira_entries_for(self, repository: Repository) -> tuple[JiraEntry, ...]:
+        """The Jira entries told of the repository's builds, for the project the current event speaks for."""
+        project = current_project()
+        with self._lock:
+            self.load()
+            return tuple(e for e in self._jira if e.serves(repository, project))
 
     def entry_for(self, repository: Repository) -> Credential | None:
         """The first entry that serves the repository, for the project the current event speaks for; reads the
@@ -373,6 +463,7 @@ class Keyring:
         its OAuth tokens, and each Basic credential as sent (masked in a log line before it leaves)."""
         with self._lock:
             values = [header.partition(" ")[2] for header in self._token_headers()]
+            values += [entry.secret for entry in self._jira]
             for entry in self._entries or ():
                 values.append(entry.secret)
                 if entry.scheme != "Bearer":
@@ -398,5 +489,5 @@ class Keyring:
                 f"Bitbucket refused the OAuth consumer of credential entry {consumer.position}: "
                 f"{response.status_code} {clip(reason)}"
             )
-        lifetime = float(lifetime) if isinstance(lifetime, (int, float)) and lifetime > 0 else 3600.0
-        return f"Bearer {token}", time.monotonic() + lifetime - min(60.0, lifetime / 2)
+        seconds = token_lifetime(lifetime)
+        return f"Bearer {token}", time.monotonic() + seconds - min(60.0, seconds / 2)

@@ -2,11 +2,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import json
+import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from relay.errors import InvalidMessage
+from relay.masking import MASK_WINDOW, SECRET_MIN, SECRET_WORDS, SUBSTITUTED_MAX
 from relay.text import as_mapping, as_text
 
 if TYPE_CHECKING:
@@ -108,4 +111,9 @@ def trigger_name(build: Mapping[str, Any]) -> str:
     return as_text(substitutions(build).get("TRIGGER_NAME"))
 
 
-MASK_WINDOW = 512  # of a text from a build, what is cleaned and masked: past it nothing is shown (200 of a line)
+def substituted_secrets(build: Mapping[str, Any]) -> tuple[str, ...]:
+    """The values of the build's substitutions whose names say they are secrets (_API_TOKEN, _DB_PASSWORD): Cloud
+    Build expands them into a step's args, so they are masked wherever the build's text is shown (the first
+    SUBSTITUTED_MAX: each is looked for in every text shown)."""
+    named = (v for k, v in substitutions(build).items() if isinstance(v, str) and re.search(SECRET_WORDS, str(k)))
+    return tuple(itertools.islice((v for v in named if len(v) >= SECRET_MIN), SUBSTITUTED_MAX))

@@ -54,6 +54,16 @@ class UntrustedCertificate(TransientError):
     """A server's TLS certificate is not trusted: nothing was sent. Logged as an ERROR, redelivered."""
 
 
+class JiraRefused(Exception):
+    """Jira refused a credential (401 after a fresh token, 403), an address, or a body (400): logged naming the entry
+    and what to do (an ERROR, but for a body: a build's values), never retried."""
+
+    def __init__(self, message: str, status: int = 0, token: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.token = token  # Atlassian refused the entry's client id and secret: the document may have changed
+
+
 class RateLimited(TransientError):
     """Bitbucket answered 429 after the retries inside the call: the credential's hourly budget is spent."""
 

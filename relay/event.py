@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, NamedTuple
 
 from relay.config import PROJECT_ID
-from relay.decoding import decode_build, parse_time, substitutions, trigger_name
+from relay.decoding import decode_build, parse_time, substituted_secrets, substitutions, trigger_name
 from relay.errors import (
     ConfigurationError,
     InvalidMessage,
@@ -20,19 +20,18 @@ from relay.errors import (
     TransientError,
     UntrustedCertificate,
 )
-from relay.junit import test_sources, with_tests
 from relay.logs import log, loggable
-from relay.reporting import ANNOTATIONS_REFUSED, POSTED, REPORT_REFUSED, REPORT_WRITTEN
+from relay.masking import known_secrets
+from relay.reporting import ANNOTATIONS_REFUSED, POSTED, REPORT_ALREADY_WRITTEN, REPORT_REFUSED, REPORT_WRITTEN
 from relay.repository import allowed, repository_at, valid_repository
 from relay.scope import event_scope
 from relay.status import DESCRIPTION_MAX, format_duration
-from relay.step_log import FailedStep, failed_step
 from relay.text import as_text
 from relay.translate import translate
 from relay.warm import warm_instance
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
     from typing import Any
 
     from relay.config import Config
@@ -43,7 +42,7 @@ if TYPE_CHECKING:
 
 
 # The topic a delivery came from: a CloudEvent's source, a 1st gen context's resource, a push request's path.
-TOPIC_RE = re.compile(rf"(?://pubsub\.googleapis\.com/)?projects/(?P<project>{PROJECT_ID})/topics/[^/]+", re.ASCII)
+TOPIC_RE = rf"(?a)(?://pubsub\.googleapis\.com/)?projects/(?P<project>{PROJECT_ID})/topics/[^/]+"
 
 
 def log_fields(build: Mapping[str, Any], update: Update | None = None) -> dict[str, Any]:
@@ -99,16 +98,24 @@ RAISED = (
 
 # Bitbucket's refusals of a status that only the build's author can mend (a value Bitbucket finds invalid, a repository
 # that does not exist or that the credential cannot see), logged as WARNINGs: any build could otherwise page whoever
-# runs the relay. So is a 403 under a key the build chose (_BITBUCKET_KEY: another account's status holds it). Any other
-# refusal (a 403 under the trigger's key: the credential may not write, or another account wrote the trigger's
-# statuses) is the operator's, an ERROR.
+# runs the relay. So is a 403 where the build chose the key or the repository (chosen_by_the_build). Any other refusal
+# (a 403 for a trigger's repository under the trigger's key: the credential may not write it, or another account wrote
+# the trigger's statuses) is the operator's, an ERROR.
 REFUSED_FOR_THE_BUILD = frozenset({400, 404})
+
+
+def chosen_by_the_build(build: Mapping[str, Any], update: Update) -> bool:
+    """Whether whoever ran the build chose where its status goes: a key (_BITBUCKET_KEY), a repository
+    (_BITBUCKET_REPO), or any of it in a build no trigger made (gcloud builds submit names any source)."""
+    subs = substitutions(build)
+    named = as_text(subs.get("_BITBUCKET_KEY")) or update.target.origin == "substitution _BITBUCKET_REPO"
+    return bool(named) or not as_text(build.get("buildTriggerId"))
 
 
 def delivered_from(topic: Any) -> str | None:
     """The project of the topic a delivery names (`projects/P/topics/T`, or a CloudEvent source of that
     topic); None when it names none (a local run, a push to the function's root)."""
-    match = TOPIC_RE.fullmatch(topic) if isinstance(topic, str) else None
+    match = re.fullmatch(TOPIC_RE, topic) if isinstance(topic, str) else None
     return match["project"] if match else None
 
 
@@ -141,6 +148,7 @@ class Result(NamedTuple):
 
 
 SKIPPED, REFUSED, DROPPED, REPORTED = "skipped", "refused", "dropped", "reported"
+SEVERITIES = ("INFO", "WARNING", "ERROR")  # from the least
 
 
 def report_build(
@@ -157,25 +165,51 @@ def report_build(
             return Result(SKIPPED, "WARNING", old)
         if refused := refused_origin(build, delivered, warm.config):
             return Result(SKIPPED, refused.severity, f"Refused: {refused.reason}")
-        # A build may show one of the function's own credentials (in its failure, a command): never even a part of it
-        # is shown, so it is masked before the texts are clipped — again when this event read the credentials.
-        build = warm.masked(build)
-        decision = _translated(build, warm)
-        if not isinstance(decision, Skip) and (again := warm.masked(build)) != build:
-            build, decision = again, _translated(again, warm)
+        if warm.keyring.source.local:  # read at once where that costs no client: its credentials are then masked
+            warm.keyring.load()
+        # A build may show one of the function's own credentials (in its failure, a command): they are masked in its
+        # texts before these are clipped, so no part of one is shown — translated again if this event read them.
+        secrets = warm.keyring.secret_values()
+        decision = _translated(build, warm, secrets)
+        if not isinstance(decision, Skip) and warm.keyring.secret_values() != secrets:
+            decision = _translated(build, warm, warm.keyring.secret_values())
         if isinstance(decision, Skip):
             return Result(SKIPPED, decision.severity, f"Skipped: {decision.reason}")
         fields.update(log_fields(build, decision))
-        if warm.tests is not None and (sources := test_sources(build)):
-            decision = tested(decision, build, sources, warm, fields)
+        if warm.tests is not None and decision.status.is_final:
+            from relay.junit import test_sources  # with a final state: an event in progress loads no test results
+
+            if sources := test_sources(build):
+                decision = tested(decision, build, sources, warm, fields)
+        chose = chosen_by_the_build(build, decision)
         try:
-            return post(decision, published, warm, fields, bool(as_text(substitutions(build).get("_BITBUCKET_KEY"))))
+            result = post(decision, published, warm, fields, chose)
+            return tracked(result, decision, build, warm, fields)
         except NotServed as error:  # the document changed while the event was on its way
             return Result(SKIPPED, "INFO", f"Skipped: {error}")
 
 
-def _translated(build: Mapping[str, Any], warm: WarmInstance) -> Update | Skip:
-    decision = translate(build, warm.config)
+def tracked(
+    result: Result, update: Update, build: Mapping[str, Any], warm: WarmInstance, fields: dict[str, Any]
+) -> Result:
+    """After Bitbucket, Jira (and a Data Center commit's deployment). A transient failure there is redelivered: the
+    status, already shown, is said first, so the line that asks for redelivery is not all that is logged."""
+    if result.outcome is None or warm.tracking is None:
+        return result
+    known = known_secrets([*warm.keyring.secret_values(), *substituted_secrets(build)])
+    try:
+        told = warm.tracking.track(update, build, result.outcome, known)
+    except TransientError:
+        log(result.severity, warm.masked(result.message), **warm.masked(fields))
+        raise
+    if not told.said:
+        return result
+    severity = max(told.severity, result.severity, key=SEVERITIES.index)
+    return result._replace(severity=severity, message=f"{result.message}; {told.said}")
+
+
+def _translated(build: Mapping[str, Any], warm: WarmInstance, secrets: Sequence[str]) -> Update | Skip:
+    decision = translate(build, warm.config, secrets)
     return decision if isinstance(decision, Skip) else resolve(decision, warm)
 
 
@@ -186,10 +220,14 @@ def tested(update: Update, build: Mapping[str, Any], sources: TestSources, warm:
     (never its message: it may quote a file), so that a bug is seen."""
     if warm.tests is None:
         return update
+    from relay.junit import with_tests
+    from relay.step_log import FailedStep, failed_step
+
     try:
         step = failed_step(build)
         directory = step.directory if isinstance(step, FailedStep) else ""
-        results = warm.tests.read(sources, directory, warm.keyring.secret_values())
+        secrets = [*warm.keyring.secret_values(), *substituted_secrets(build)]
+        results = warm.tests.read(sources, directory, secrets)
         return with_tests(update, results) if results is not None and results.total else update
     except Exception as error:
         frame = traceback.extract_tb(error.__traceback__)[-1]
@@ -239,15 +277,15 @@ def resolve(update: Update, warm: WarmInstance) -> Update | Skip:
 
 
 def post(
-    update: Update, published: datetime | None, warm: WarmInstance, fields: dict[str, Any], key_chosen: bool = False
+    update: Update, published: datetime | None, warm: WarmInstance, fields: dict[str, Any], chose: bool = False
 ) -> Result:
     """Report the update and say what became of it; a refusal is acknowledged, as an ERROR only when the operator
-    must mend it (`key_chosen`: the build chose the status's key, _BITBUCKET_KEY)."""
+    must mend it (`chose`: the build itself chose the status's key or repository)."""
     shown = f"{update.status.state} ({loggable(update.status.description, DESCRIPTION_MAX)})"
     try:
         outcome = warm.reporter.report(update, published)
     except Rejected as error:
-        for_the_build = error.status in REFUSED_FOR_THE_BUILD or (error.status == 403 and key_chosen)
+        for_the_build = error.status in REFUSED_FOR_THE_BUILD or (error.status == 403 and chose)
         severity = "WARNING" if for_the_build else "ERROR"
         return Result(REFUSED, severity, f"Bitbucket refused the status: {error}")
     except RateLimited as error:
@@ -263,6 +301,6 @@ def post(
     if not outcome.report:
         return Result(REPORTED, "INFO", said, outcome)
     refused = REPORT_REFUSED in outcome.report or ANNOTATIONS_REFUSED in outcome.report
-    written = outcome.report.startswith(REPORT_WRITTEN)
+    written = outcome.report.startswith((REPORT_WRITTEN, REPORT_ALREADY_WRITTEN))
     fields["report"] = "refused" if REPORT_REFUSED in outcome.report else "written" if written else "skipped"
     return Result(REPORTED, "WARNING" if refused else "INFO", f"{said}; {outcome.report}", outcome)

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 from relay.annotations import ANNOTATIONS_MAX, SUMMARY_MAX, Annotation, merged, repository_path
 from relay.decoding import substitutions
-from relay.masking import masked
+from relay.logs import loggable
+from relay.masking import known_secrets, masked
 from relay.report import DETAILS_MAX, FIELD_MAX, LINE_MAX
 from relay.states import FINAL, meaning_of
 from relay.status import DESCRIPTION_MAX
@@ -16,16 +17,14 @@ from relay.step_log import BUILD_ID_RE
 from relay.text import as_mapping, as_text, clip, plain
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Mapping
+    from collections.abc import Iterable, Iterator, Mapping, Sequence
     from typing import Any
 
     from relay.translate import Update
 
 
 TEST_REPORTS_SUBSTITUTION = "_BITBUCKET_TEST_REPORTS"
-GCS_URL_RE = re.compile(
-    r"gs://(?P<bucket>[a-z0-9][a-z0-9._-]{1,220}[a-z0-9])/(?P<name>[^#\s]*+)(?:#(?P<generation>\d{1,20}))?"
-)
+GCS_URL_RE = r"gs://(?P<bucket>[a-z0-9][a-z0-9._-]{1,220}[a-z0-9])/(?P<name>[^#\s]*+)(?:#(?P<generation>\d{1,20}))?"
 TEST_FILES_MAX = 50
 TEST_FILE_BYTES_MAX = 5 * 1024 * 1024
 TEST_BYTES_MAX = 20 * 1024 * 1024
@@ -34,14 +33,19 @@ JUNIT_DEPTH_MAX = 1000  # elements open at once in a JUnit file (its suites nest
 JUNIT_NAMES_MAX = 1000  # distinct element, attribute and namespace names in a file (JUnit's dialects use a few dozen)
 JUNIT_CHUNK = 64 * 1024  # what the parser is given at a time
 JUNIT_BATCH = 1024  # ended elements taken out of their parent at once (one at a time moves all after it, each time)
+# Elements (and namespace declarations) read, of a file and of a build's files in all; past either the counts are
+# partial. Each costs 2 to 5 µs of processor time, holding the GIL (20 MB of <a/> took 12 s): 150,000 at most 0.75 s.
+# A 5 MB file of pytest's passing tests holds about 69,000 (75 bytes each).
+JUNIT_FILE_ELEMENTS_MAX = 100_000
+JUNIT_BUILD_ELEMENTS_MAX = 150_000
 JUNIT_ATTRIBUTES_MAX = 1000  # in one start tag: the parser holds each as two strings and a dict entry (~25x its bytes)
-JUNIT_LONG_TAG_RE = re.compile(r"<[^\s<>!?/][^<>]{65535,}+")  # a start tag of 64 KB or more: its attributes counted
-JUNIT_ATTRIBUTE_RE = re.compile(r"[\"']\s++[^\s=<>\"']++\s*+=\s*+[\"']")  # an attribute after another's value
+JUNIT_LONG_TAG_RE = r"<[^\s<>!?/][^<>]{65535,}+"  # a start tag of 64 KB or more: its attributes counted
+JUNIT_ATTRIBUTE_RE = r"[\"']\s++[^\s=<>\"']++\s*+=\s*+[\"']"  # an attribute after another's value
 FAILURE_TEXT_SCANNED = 16 * 1024  # of a failure's text (up to 5 MB), the first and the last characters searched
 TEST_TEXT_MASKED = 4 * FIELD_MAX  # of a test's name or message, what is masked before it is clipped to FIELD_MAX
 # A place in a failure's text: a path that starts where a word starts (so a long word is tried once, not from each
 # of its characters) and is taken whole (possessive), then a line number of at most 9 digits.
-FAILURE_PLACE_RE = re.compile(r"(?<![^\s:\"'()\[\]])(?P<path>[^\s:\"'()\[\]]++):(?P<line>\d{1,9})(?!\d)")
+FAILURE_PLACE_RE = r"(?<![^\s:\"'()\[\]])(?P<path>[^\s:\"'()\[\]]++):(?P<line>\d{1,9})(?!\d)"
 
 
 @dataclass(frozen=True)
@@ -61,10 +65,10 @@ def test_sources(build: Mapping[str, Any]) -> TestSources | None:
     and the manifest Cloud Build wrote for it; which buckets a project's builds may name is the deployment's."""
     meaning = meaning_of(build)
     build_id = as_text(build.get("id"))
-    if meaning is None or meaning.phase != FINAL or not BUILD_ID_RE.fullmatch(build_id):
+    if meaning is None or meaning.phase != FINAL or not re.fullmatch(BUILD_ID_RE, build_id):
         return None
-    named = GCS_URL_RE.fullmatch(as_text(substitutions(build).get(TEST_REPORTS_SUBSTITUTION)))
-    manifest = GCS_URL_RE.fullmatch(as_text(as_mapping(build.get("results")).get("artifactManifest")))
+    named = re.fullmatch(GCS_URL_RE, as_text(substitutions(build).get(TEST_REPORTS_SUBSTITUTION)))
+    manifest = re.fullmatch(GCS_URL_RE, as_text(as_mapping(build.get("results")).get("artifactManifest")))
     folder, listed, refused = None, None, []
     if named:
         prefix = named["name"] + ("/" if named["name"].rpartition("/")[2] == build_id else "")
@@ -96,7 +100,7 @@ def manifest_files(text: str, manifest: tuple[str, str]) -> list[tuple[str, str,
             location = as_text(as_mapping(json.loads(line)).get("location"))
         except (ValueError, RecursionError):
             continue
-        place = GCS_URL_RE.fullmatch(location)
+        place = re.fullmatch(GCS_URL_RE, location)
         if place and place["bucket"] == bucket and place["name"].startswith(folder) and place["generation"]:
             found += [(bucket, place["name"], place["generation"])] if place["name"].endswith(".xml") else []
         if len(found) > TEST_FILES_MAX:
@@ -165,30 +169,45 @@ def _shows(path: str | None, line: int | None, kept: int, places: set[tuple[str,
     return True
 
 
-def parse_junit(data: bytes, directory: str = "", secrets: Iterable[str] = ()) -> TestResults:
+@dataclass
+class ElementsRead:
+    """Elements (and namespace declarations) read of a build's JUnit files so far: each costs processor time, so at
+    most JUNIT_FILE_ELEMENTS_MAX of a file and JUNIT_BUILD_ELEMENTS_MAX of a build's files are read."""
+
+    count: int = 0
+
+    def spent(self) -> bool:
+        return self.count >= JUNIT_BUILD_ELEMENTS_MAX
+
+
+def parse_junit(
+    data: bytes, directory: str = "", secrets: Iterable[str] = (), elements: ElementsRead | None = None
+) -> TestResults:
     """One JUnit XML file (pytest xunit1 and xunit2, Maven Surefire and Failsafe, gotestsum, jest-junit; a
     <testsuites> root or a bare <testsuite>): its counts and what a report shows of its failed tests, placed in the
     repository (`directory`: the failed step's) with the function's own credentials (`secrets`) and anything shaped
     like a credential masked. Parsed with defusedxml, one test case at a time (junitparser reads each), so entity
-    declarations and external entities are refused and a file costs a bounded multiple of its size; ValueError for
-    a file that is not JUnit or not well-formed."""
-    from junitparser import Error, Failure, Skipped, TestCase
+    declarations and external entities are refused and a file costs a bounded multiple of its size; only its first
+    JUNIT_FILE_ELEMENTS_MAX elements (and namespace declarations), and only while the build's `elements` are not
+    spent, are read (past them the counts are partial). ValueError for a file that is not JUnit or not well-formed."""
+    from junitparser import Error, Failure, TestCase
 
-    known = list(secrets)
+    known = known_secrets(secrets)
     passed = failed = skipped = 0
     kept: list[FailedTest] = []
     places: set[tuple[str, int | None]] = set()
-    for element in _junit_cases(data):
-        case = TestCase.fromelem(element)  # type: ignore[no-untyped-call]  # junitparser ships no hints
-        outcomes = case.result
-        failure = next((r for r in outcomes if isinstance(r, (Failure, Error))), None)
-        if failure is None:
-            skipped, passed = (skipped + 1, passed) if any(isinstance(r, Skipped) for r in outcomes) else (
-                skipped, passed + 1)  # fmt: skip
+    for element in _junit_cases(data, ElementsRead() if elements is None else elements):
+        if element is None:  # a bound: what was read is counted, nothing after it
+            return TestResults(passed, failed, skipped, tuple(kept), partial=True)
+        outcome = element[0].tag if len(element) else ""  # its <failure> or <error> first, else its <skipped>
+        if outcome in ("", "skipped"):
+            skipped, passed = (skipped + 1, passed) if outcome else (skipped, passed + 1)
             continue
         failed += 1
         if len(kept) >= ANNOTATIONS_MAX:
             continue
+        case = TestCase.fromelem(element)  # type: ignore[no-untyped-call]  # junitparser ships no hints
+        failure = next(r for r in case.result if isinstance(r, (Failure, Error)))
         text = failure.text or ""
         path, line = failure_place(text, directory) or (None, None)
         if path is None and (file := element.get("file")) and (path := repository_path(file, directory)):
@@ -200,11 +219,13 @@ def parse_junit(data: bytes, directory: str = "", secrets: Iterable[str] = ()) -
     return TestResults(passed, failed, skipped, tuple(kept))
 
 
-def _junit_cases(data: bytes) -> Iterator[Any]:
+def _junit_cases(data: bytes, elements: ElementsRead) -> Iterator[Any | None]:
     """Each <testcase> of a JUnit file that junitparser counts (a child of a <testsuite> within the root), as it ends;
     dropped after. Only the open elements are held, and within a test case only its first <failure> or <error> and
-    its first <skipped> (all that junitparser's result is read for); ValueError for a file that is not JUnit, not
-    well-formed, nested deeper than JUNIT_DEPTH_MAX or with a start tag of more than JUNIT_ATTRIBUTES_MAX attributes."""
+    its first <skipped> (all that junitparser's result is read for). Each element and namespace declaration is
+    counted in `elements`: None, and nothing more, once JUNIT_FILE_ELEMENTS_MAX of the file's are, or
+    JUNIT_BUILD_ELEMENTS_MAX of the build's. ValueError for a file that is not JUnit, not well-formed, nested deeper
+    than JUNIT_DEPTH_MAX or with a start tag of more than JUNIT_ATTRIBUTES_MAX attributes."""
     import xml.etree.ElementTree
 
     import defusedxml.ElementTree
@@ -213,12 +234,16 @@ def _junit_cases(data: bytes) -> Iterator[Any]:
     if data[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in data[:4]:
         raise ValueError("it is UTF-16 (only files in UTF-8 or another 8-bit encoding are read)")
     syntax = data.decode("latin-1")  # each byte a character: the markup as expat reads it
-    for tag in JUNIT_LONG_TAG_RE.finditer(syntax):  # rare: only there can attributes be many
-        attributes = JUNIT_ATTRIBUTE_RE.finditer(syntax, tag.start(), tag.end())
+    for tag in re.finditer(JUNIT_LONG_TAG_RE, syntax):  # rare: only there can attributes be many
+        attributes = re.compile(JUNIT_ATTRIBUTE_RE).finditer(syntax, tag.start(), tag.end())
         if next(itertools.islice(attributes, JUNIT_ATTRIBUTES_MAX, None), None) is not None:
             raise ValueError(f"a start tag holds more than {JUNIT_ATTRIBUTES_MAX} attributes")
     del syntax
+    stop = min(elements.count + JUNIT_FILE_ELEMENTS_MAX, JUNIT_BUILD_ELEMENTS_MAX)
     parser = defusedxml.ElementTree.DefusedXMLParser(target=xml.etree.ElementTree.TreeBuilder())
+    # the tree keeps neither comments nor processing instructions: the builder's handlers made an element of each
+    parser.parser.CommentHandler = lambda text: None
+    parser.parser.ProcessingInstructionHandler = lambda target, text: None
     events = defusedxml.ElementTree.iterparse(_Chunks(data), events=("start", "end", "start-ns"), parser=parser)
     names: set[Any] = set()  # element, attribute and namespace names: expat keeps each it meets until the file's end
     opened: list[Any] = []  # the open elements, the root first
@@ -234,6 +259,11 @@ def _junit_cases(data: bytes) -> Iterator[Any]:
         if item is None:
             return
         event, element = item
+        if event != "end":
+            if elements.count >= stop:
+                yield None
+                return
+            elements.count += 1
         if event == "start-ns":
             names.add(element)  # (prefix, URI)
         elif event == "start":
@@ -248,7 +278,7 @@ def _junit_cases(data: bytes) -> Iterator[Any]:
             if depth >= JUNIT_DEPTH_MAX:
                 raise ValueError(f"it nests elements more than {JUNIT_DEPTH_MAX} deep")
             if depth == 0 and element.tag not in ("testsuites", "testsuite"):
-                raise ValueError(f"its root is <{clip(str(element.tag), 40)}>, not <testsuites> or <testsuite>")
+                raise ValueError(f"its root is <{loggable(str(element.tag), 40)}>, not <testsuites> or <testsuite>")
             if case >= 0:
                 if failure is None and element.tag in ("failure", "error"):
                     failure = element
@@ -304,7 +334,7 @@ def failure_place(text: str, directory: str) -> tuple[str, int] | None:
     if len(text) > 2 * FAILURE_TEXT_SCANNED:
         text = f"{text[:FAILURE_TEXT_SCANNED]}\n{text[-FAILURE_TEXT_SCANNED:]}"
     place = None
-    for match in FAILURE_PLACE_RE.finditer(text):
+    for match in re.finditer(FAILURE_PLACE_RE, text):
         head, dot, extension = match["path"].rpartition(".")  # a file's: a letter, then up to 9 letters or digits
         named = head and dot and len(extension) <= 10 and extension[:1].isascii() and extension[:1].isalpha()
         line = int(match["line"])
@@ -323,10 +353,10 @@ def _failure_message(message: str, text: str) -> str:
     return next((line for line in said if line and not line.startswith(("=== ", "--- "))), message)
 
 
-def _shown_text(text: str, secrets: list[str]) -> str:
+def _shown_text(text: str, known: Sequence[str]) -> str:
     """A test's name or message as a report may show it: plain, the function's own credentials and anything shaped
     like a credential masked, clipped (masked before it is clipped, so no credential is cut in two)."""
-    return clip(masked(plain(text[:TEST_TEXT_MASKED]), secrets), FIELD_MAX)
+    return clip(plain(masked(text, known)), FIELD_MAX)
 
 
 def test_annotations(results: TestResults) -> list[Annotation]:

@@ -5,6 +5,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
+from relay.masking import masked
 from relay.text import SHOWN_MAX, clip, plain
 
 if TYPE_CHECKING:
@@ -31,8 +32,8 @@ def log(severity: str, message: str, **fields: Any) -> None:
 def loggable(text: str, limit: int = SHOWN_MAX) -> str:
     """A value from a build as a log line (and resync's output) may show it: without user info (everything up to
     the last '@', so a password holding '/' or '?' goes too), query, fragment or ';parameters' (where access tokens
-    ride), made plain and clipped. The one way any build value reaches a log; string methods only, so its cost is
-    linear in the value's length whatever the value holds."""
+    ride), cut to its window (without the word the cut falls in), credential shapes masked, made plain and clipped.
+    The one way any build value reaches a log; its cost is linear in the value's length whatever the value holds."""
     scheme, separator, rest = text.partition("://")
     if not (separator and 0 < len(scheme) <= 16 and all(c.isascii() and (c.isalnum() or c in "+-.") for c in scheme)):
         scheme, rest = "", text
@@ -40,4 +41,4 @@ def loggable(text: str, limit: int = SHOWN_MAX) -> str:
     for mark in "?#;":
         rest = rest.partition(mark)[0]
     shown = f"{scheme}://{rest}" if scheme else rest
-    return clip(plain(shown[: limit + 1]), limit)
+    return clip(plain(masked(shown, ())), limit)

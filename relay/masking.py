@@ -1,27 +1,30 @@
 from __future__ import annotations
 
+import base64
 import re
 from typing import TYPE_CHECKING
 
-from relay.decoding import MASK_WINDOW, substitutions
-
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Iterable, Sequence
     from typing import Any
 
 
-def substituted_secrets(build: Mapping[str, Any]) -> tuple[str, ...]:
-    """The values of the build's substitutions whose names say they are secrets (_API_TOKEN, _DB_PASSWORD): Cloud
-    Build expands them into a step's args, so they are masked wherever the build's text is shown."""
-    return tuple(v for k, v in substitutions(build).items() if isinstance(v, str) and re.search(SECRET_WORDS, str(k)))
-
-
-KEY_BLOCK_BEGIN = re.compile(r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----")
-KEY_BLOCK_END = re.compile(r"-----END [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----")
-# A line within a private key block: base64, or one of the PEM headers (an encrypted key's).
-KEY_BLOCK_LINE = re.compile(r"\s*+(?:[A-Za-z0-9+/=.]++|(?:Proc-Type|DEK-Info|Comment):.*+)?\s*+")
+KEY_BLOCK_BEGIN_RE = r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----"
+KEY_BLOCK_END_RE = r"-----END [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----"
+# A line within a private key block: base64 of some length, whatever precedes it (a BuildKit step's `#7 0.312 `, a
+# timestamp), its last line (padded, or alone on its line), or one of the PEM headers (an encrypted key's). A block
+# hides at most KEY_BLOCK_LINES of them.
+KEY_MATERIAL_RE = (
+    r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/=]{16,}+|={1,2}\s*+$|^\s*+[A-Za-z0-9+/=]++\s*+$|\b(?:Proc-Type|DEK-Info|Comment):"
+)
+KEY_BLOCK_LINES = 200  # an RSA key of 8,192 bits is about 100 lines of base64
 MASKED = "[masked]"
+MASK_WINDOW = 512  # of a text from a build, what is cleaned and masked: past it nothing is shown (200 of a line)
 SECRET_MIN = 6  # a known secret shorter than this is not looked for (it would mask ordinary words)
+UNMISTAKABLE_MIN = 16  # a known secret this long is masked in every field of a body, whatever the field means
+SUBSTITUTED_MAX = 20  # of a build's secret substitutions, how many are masked
+PIECE_MIN = 8  # a part of a known secret this long, at a line's edge, is masked (a secret split across two lines)
+CUT_DROPPED = 100  # of a word a window cuts, how much is dropped (more than any credential shape needs to be seen)
 # What a credential looks like, as secret scanners (gitleaks, GitHub's secret scanning) describe each kind; a
 # match is masked before any text leaves Google Cloud. Every shape is linear in its text: each unbounded run either
 # ends the match or starts only where a run of its characters starts (a lookbehind), so no text makes the engine
@@ -44,9 +47,11 @@ TOKEN_SHAPES = (  # masked whole, in one pass a text
 # One pass: a position that cannot start any of them is passed over at once.
 TOKEN_SHAPE = "(?=[AMNOgyxe-])(?:" + "|".join(f"(?:{shape})" for shape in TOKEN_SHAPES) + ")"
 # The words that make a name a secret's (API_KEY, "password", --token), and a URL's parameter's (?key=, &sig=).
-SECRET_WORDS = r"(?i:password|passwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key)"  # noqa: S105
+SECRET_WORDS = r"(?i:password|passwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|(?<![a-z])auth(?![a-z]))"  # noqa: S105
 PARAMETER_WORDS = r"(?i:password|passwd|secret|token|key|sig|credential|auth)"
-SECRET_NAME = rf"(?<![\w.-])(?=[\w.-]*?{SECRET_WORDS})[\w.-]++"  # a name holding one: linear, from where it starts
+# A name holding one, not a file's name before its line (src/token.c:42): linear, tried only where a name starts.
+SECRET_NAME = rf"(?<![\w.-])(?![\w.-]*\.[A-Za-z]\w{{0,9}}:\d)(?=[\w.-]*?{SECRET_WORDS})[\w.-]++"
+ASSIGNED = r"(?:=|:(?!:))"  # `name=` or `name:`, never a pytest node's `path::test`
 # The shapes of which only a part is masked: what follows the group `keep`. Each row is tried only on a text its gate
 # is found in: most lines hold none, and none is matched for nothing.
 VALUE_SHAPES = (  # (gate, shape)
@@ -59,9 +64,9 @@ VALUE_SHAPES = (  # (gate, shape)
     (r"(?i)cookie", r"(?i)(?P<keep>\b(?:set-)?cookie[\"']?\s*+:\s*+[\"']?)[^\"'\r\n]{4,}+"),  # Cookie: ...; the rest
     ("://", r"(?P<keep>(?<=://))(?!git@)[^\s/?#\"']+(?=@)"),  # user info in a URL: user:password@, TOKEN@, p@ss@
     ("=", rf"(?P<keep>[?&;#](?=[\w.-]*?{PARAMETER_WORDS})[\w.-]++=)[^&#\s\"'<>]++"),  # ?access_token=, ?key=, ?sig=
-    (SECRET_WORDS, rf"(?P<keep>{SECRET_NAME}[\"']?\s*+[=:]\s*+\")[^\"]{{4,}}+"),  # "password": "...", token="..."
-    (SECRET_WORDS, rf"(?P<keep>{SECRET_NAME}[\"']?\s*+[=:]\s*+')[^']{{4,}}+"),
-    (SECRET_WORDS, rf"(?P<keep>{SECRET_NAME}[\"']?\s*+[=:]\s*+)[^\s\"',;]{{4,}}+"),  # API_KEY=..., password: ...
+    (SECRET_WORDS, rf"(?P<keep>{SECRET_NAME}[\"']?\s*+{ASSIGNED}\s*+\")[^\"]{{4,}}+"),  # "password": "...", token="..."
+    (SECRET_WORDS, rf"(?P<keep>{SECRET_NAME}[\"']?\s*+{ASSIGNED}\s*+')[^']{{4,}}+"),
+    (SECRET_WORDS, rf"(?P<keep>{SECRET_NAME}[\"']?\s*+{ASSIGNED}\s*+)[^\s\"',;]{{4,}}+"),  # API_KEY=..., password: ...
     (
         SECRET_WORDS,
         rf"(?P<keep>(?<!\S)--(?=[\w-]*?{SECRET_WORDS})[\w-]++\s++)"
@@ -75,33 +80,70 @@ VALUE_SHAPES = (  # (gate, shape)
 )
 
 
-def masked(text: str, secrets: Iterable[str] = ()) -> str:
-    """Text from a build as it may leave Google Cloud: clipped to MASK_WINDOW, the function's own credentials
-    (`secrets`, and their URL-encoded forms) and anything shaped like a credential masked."""
-    return mask(text[:MASK_WINDOW], known_secrets(secrets))
+def masked(text: str, known: Sequence[str] = ()) -> str:
+    """Text from a build as it may leave Google Cloud: its first MASK_WINDOW characters (a word the cut falls in
+    dropped: it could be a part of a secret), the `known` secrets (known_secrets()) and anything shaped like a
+    credential masked."""
+    return mask(windowed(text, MASK_WINDOW), known)
 
 
-def known_secrets(secrets: Iterable[str]) -> list[str]:
-    """Secrets as text may show them (as they are, and URL-encoded), longest first: a secret that holds another
-    is masked whole."""
+def windowed(text: str, size: int) -> str:
+    """The text's first `size` characters; where it is cut, without the word the cut falls in (its last CUT_DROPPED
+    characters at most: of a longer run, the rest is kept), so that no part of a secret too short to recognise is kept.
+    """
+    if len(text) <= size:
+        return text
+    kept = text[:size]
+    partial = len(kept) - (kept.rfind(" ") + 1)  # the cut word's characters within the window
+    return kept[: size - min(partial, CUT_DROPPED)]
+
+
+def known_secrets(secrets: Iterable[str]) -> tuple[str, ...]:
+    """Secrets as a text may show them, longest first (a secret that holds another is masked whole): as they are,
+    URL-encoded, and within base64 at each of its three alignments (a token in a Docker config's `auth`, or echoed
+    through `base64`)."""
     from urllib.parse import quote, quote_plus
 
-    forms = {form for s in secrets if len(s) >= SECRET_MIN for form in (s, quote(s, safe=""), quote_plus(s))}
-    return sorted(forms, key=len, reverse=True)
+    forms = set()
+    for secret in (s for s in secrets if len(s) >= SECRET_MIN):
+        forms |= {secret, quote(secret, safe=""), quote_plus(secret)}
+        if len(secret) >= 12:  # what base64 shows of it whatever precedes it, without the edges others share
+            for shift, edge in ((0, 0), (1, 2), (2, 3)):
+                encoded = base64.b64encode(b"\0" * shift + secret.encode()).decode()
+                forms |= {encoded[edge:-4], encoded[edge:]}  # within a longer encoding, and ending one
+    return tuple(sorted(forms, key=len, reverse=True))
 
 
 def mask(text: str, known: Sequence[str]) -> str:
-    text = re.sub(TOKEN_SHAPE, MASKED, _masked_known(text, known))
+    """The `known` secrets and the credential shapes masked in a text already cut to its window."""
+    text = re.sub(TOKEN_SHAPE, MASKED, mask_known(text, known))
     for gate, shape in VALUE_SHAPES:
         if re.search(gate, text):
             text = re.sub(shape, rf"\g<keep>{MASKED}", text)
     return text
 
 
+def mask_pieces(line: str, known: Sequence[str]) -> str:
+    """A line with a part (PIECE_MIN characters or more) of a known secret masked where it begins or ends the line:
+    a secret split across two lines."""
+    for secret in known:
+        for size in range(min(len(secret), len(line)) - 1, PIECE_MIN - 1, -1):
+            if line.endswith(secret[:size]):
+                line = line[:-size] + MASKED
+                break
+        for size in range(min(len(secret), len(line)) - 1, PIECE_MIN - 1, -1):
+            if line.startswith(secret[-size:]):
+                line = MASKED + line[size:]
+                break
+    return line
+
+
 def scrubbed(value: Any, known: Sequence[str]) -> Any:
-    """A JSON value with every `known` secret masked in each of its strings: the last guard before a body leaves."""
+    """A JSON value with every `known` secret masked in each of its strings: the last guard before a body leaves. It
+    is given only secrets no branch, key or name can hold by chance (UNMISTAKABLE_MIN): a weak password is masked
+    where a build's text shows it, and never rewrites what routes a status."""
     if isinstance(value, str):
-        return _masked_known(value, known)
+        return mask_known(value, known)
     if isinstance(value, dict):
         return {key: scrubbed(item, known) for key, item in value.items()}
     if isinstance(value, list):
@@ -109,7 +151,7 @@ def scrubbed(value: Any, known: Sequence[str]) -> Any:
     return value
 
 
-def _masked_known(text: str, known: Sequence[str]) -> str:
+def mask_known(text: str, known: Sequence[str]) -> str:
     for secret in known:
         text = text.replace(secret, MASKED)
     return text

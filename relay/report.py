@@ -3,15 +3,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from relay.annotations import merged
-from relay.decoding import trigger_name
-from relay.masking import masked, substituted_secrets
+from relay.decoding import substituted_secrets, trigger_name
+from relay.masking import masked
 from relay.status import DEFAULT_NAME, SERVER_KEY_MAX, hashed_key, steps_of
-from relay.step_log import failed_step
 from relay.text import as_mapping, as_text, clip, plain
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
     from typing import Any
 
     from relay.annotations import Annotation
@@ -50,6 +48,8 @@ class Report:
     def with_excerpt(self, excerpt: Excerpt) -> Report:
         """The report with the failed step's last lines ending its details (within DETAILS_MAX: the last lines
         win) and the errors found in them as its annotations."""
+        from relay.annotations import merged  # a failed build's: no other event loads it
+
         annotations = merged(self.annotations, excerpt.annotations)
         if not excerpt.lines:
             note = f"\nNo log excerpt: {excerpt.note}" if excerpt.note else ""
@@ -71,13 +71,15 @@ class Report:
         return {"title": self.title, "details": self.details, "reporter": REPORTER, "link": self.link}
 
 
-def report_of(build: Mapping[str, Any], status: CommitStatus) -> Report:
+def report_of(build: Mapping[str, Any], status: CommitStatus, known: Sequence[str] = ()) -> Report:
     """What a reviewer reads first about a finished build: the outcome and duration, the step that failed
-    and why, what the steps did, the warnings, the trigger, the link to the log; clipped, one line each."""
-    steps = steps_of(build)
+    and why, what the steps did, the warnings, the trigger, the link to the log; clipped, one line each, the `known`
+    secrets (known_secrets()) masked."""
+    from relay.step_log import failed_step  # a final state's: an event in progress loads no log reader
+
+    steps = steps_of(build, known)
     failure = as_mapping(build.get("failureInfo"))
-    secrets = substituted_secrets(build)
-    cause = masked(as_text(failure.get("detail")) or as_text(build.get("statusDetail")), secrets)
+    cause = masked(as_text(failure.get("detail")) or as_text(build.get("statusDetail")), known)
     warnings = [w for w in build.get("warnings") or () if isinstance(w, dict)] if isinstance(
         build.get("warnings"), list
     ) else []  # fmt: skip
@@ -92,7 +94,7 @@ def report_of(build: Mapping[str, Any], status: CommitStatus) -> Report:
                   f"{steps.not_run} did not run"]  # fmt: skip
         lines.append(f"Steps: {steps.total} ({', '.join(c for c in counts if not c.startswith('0 '))})")
     for warning in warnings[:WARNINGS_SHOWN]:
-        lines.append(f"Warning: {clip(plain(masked(as_text(warning.get('text')), secrets)), FIELD_MAX)}")
+        lines.append(f"Warning: {clip(plain(masked(as_text(warning.get('text')), known)), FIELD_MAX)}")
     if len(warnings) > WARNINGS_SHOWN:
         lines.append(f"and {len(warnings) - WARNINGS_SHOWN} more warnings")
     trigger = trigger_name(build)
@@ -111,7 +113,7 @@ def report_of(build: Mapping[str, Any], status: CommitStatus) -> Report:
         trigger=clip(plain(trigger), FIELD_MAX),
         warnings=len(warnings),
         log=failed_step(build),
-        masks=secrets,
+        masks=substituted_secrets(build),
     )
 
 

@@ -14,7 +14,7 @@ from relay.lru import Lru
 from relay.scope import current_project
 from relay.states import FINAL_STATES, phase
 from relay.status import build_at
-from relay.step_log import Excerpt, excerpt_of
+from relay.text import as_text
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -65,6 +65,7 @@ BUDGET_SPENT = "the hourly budget of its credential is nearly spent: only final 
 REPORT_WRITTEN = "its Code Insights report written"
 REPORT_SKIPPED = "its Code Insights report skipped: the hourly budget of its credential is nearly spent"
 REPORT_REFUSED = "refused its Code Insights report"
+REPORT_ALREADY_WRITTEN = "its Code Insights report already written"
 ANNOTATIONS_REFUSED = "refused its annotations"
 VISIBILITY_SECONDS = 600.0  # a repository's visibility, read for a failed step's lines, is read again after this
 
@@ -219,8 +220,11 @@ class Reporter:
             return REPORT_SKIPPED
         site_name = "Bitbucket Cloud" if repository.server is None else f"the Data Center server {repository.server}"
         try:
-            report = self.with_log(site, repository, update.report)
             last = self.memory.shown.get(identity)
+            if last is not None and not last.written_here and self._written(site, repository, commit, update.report):
+                self._note(identity, update, reported=True, foreign_report=False)
+                return REPORT_ALREADY_WRITTEN
+            report = self.with_log(site, repository, update.report)
             if last is None or last.foreign_report:  # its annotations would outlive the report it replaces
                 site.delete_report(repository, commit, report)
             self._note(identity, update, foreign_report=True)  # until its annotations are in too
@@ -241,6 +245,12 @@ class Reporter:
         self._note(identity, update, reported=True, foreign_report=False)
         return said
 
+    def _written(self, site: Site, repository: Repository, commit: str, report: Report) -> bool:
+        """Whether the build's report is on Bitbucket already (another instance wrote it, and the event is delivered
+        again): one read rather than writing it again."""
+        shown = site.read_report(repository, commit, report)
+        return shown is not None and as_text(shown.get("link")) == report.link
+
     def _note(self, identity: tuple[str, ...], update: Update, **changes: bool) -> None:
         last = self.memory.shown.get(identity)
         if last is not None and last.build_id == update.build_id:
@@ -249,6 +259,8 @@ class Reporter:
     def with_log(self, site: Site, repository: Repository, report: Report) -> Report:
         """The report with its failed step's last lines and their annotations, where they may be shown: never for a
         public repository unless LOG_EXCERPTS=all, never with LOG_EXCERPTS=off."""
+        from relay.step_log import Excerpt, excerpt_of  # with the first report: an event in progress reads no log
+
         source = report.log
         if source is None or self.logs is None or self.log_excerpts == "off":
             return report

@@ -20,35 +20,31 @@ if TYPE_CHECKING:
 
 BRANCH_MAX = 255
 
-SHA_RE = re.compile(r"[0-9a-f]{40}", re.ASCII)
+SHA_RE = r"(?a)[0-9a-f]{40}"
 # Workspace IDs and repository slugs: ASCII letters, digits, '-', '_' and '.'
 # (slugs only), never starting with '.', so no value can add a path segment.
-WORKSPACE_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,99}", re.ASCII)
-SLUG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}", re.ASCII)
+WORKSPACE_RE = r"(?a)[A-Za-z0-9_][A-Za-z0-9_-]{0,99}"
+SLUG_RE = r"(?a)[A-Za-z0-9_][A-Za-z0-9._-]{0,99}"
 # Data Center project keys (upper case in the API), or ~user for a personal repository.
-PROJECT_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,127}|~[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}", re.ASCII)
+PROJECT_RE = r"(?a)[A-Za-z][A-Za-z0-9_]{0,127}|~[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}"
 # The user info of a clone URL (https://user:password@host/...), removed before a URL is matched.
-USER_INFO_RE = re.compile(r"(?<=://)[^/?#]*@")
-BITBUCKET_URL_RE = re.compile(
-    r"(?:https://|ssh://)?(?:(?<![^@/])[^@/]++@)?bitbucket\.org[:/]"
-    r"(?P<workspace>[^/]+)/(?P<slug>[^/]+?)(?:\.git)?/?",
-    re.IGNORECASE,
+USER_INFO_RE = r"(?<=://)[^/?#]*@"
+BITBUCKET_URL_RE = (
+    r"(?i)(?:https://|ssh://)?(?:(?<![^@/])[^@/]++@)?bitbucket\.org[:/]"
+    r"(?P<workspace>[^/]+)/(?P<slug>[^/]+?)(?:\.git)?/?"
 )
 # Data Center clone URLs: https://host[/context]/scm/PROJECT/slug.git and ssh://git@host[:port]/PROJECT/slug.git
-SERVER_HTTPS_URL_RE = re.compile(
-    r"(?P<server>https?://[^/?#@]+(?:/[^?#@]*?)?)/scm/(?P<project>[^/]+)/(?P<slug>[^/]+?)(?:\.git)?/?"
-)
-SERVER_SSH_URL_RE = re.compile(r"ssh://(?P<host>[^/:@]+)(?::\d+)?/(?P<project>[^/]+)/(?P<slug>[^/]+?)(?:\.git)?/?")
-SERVER_HOST_RE = re.compile(r"[a-z0-9.-]+|\[[0-9a-f:.]+\]", re.ASCII)
+SERVER_HTTPS_URL_RE = r"(?P<server>https?://[^/?#@]+(?:/[^?#@]*?)?)/scm/(?P<project>[^/]+)/(?P<slug>[^/]+?)(?:\.git)?/?"
+SERVER_SSH_URL_RE = r"ssh://(?P<host>[^/:@]+)(?::\d+)?/(?P<project>[^/]+)/(?P<slug>[^/]+?)(?:\.git)?/?"
+SERVER_HOST_RE = r"(?a)[a-z0-9.-]+|\[[0-9a-f:.]+\]"
 # A path segment of a value from a build is never made of dots alone: a URL normaliser (urllib3's, before any request
 # leaves) removes `.` and `..` with the segment before, so the request would go to another path.
 NOT_DOTS = r"(?!\.+(?:/|$))"
-SERVER_PATH_RE = re.compile(rf"(?:/{NOT_DOTS}[A-Za-z0-9._~-]+)*", re.ASCII)  # a context path, or none
+SERVER_PATH_RE = rf"(?a)(?:/{NOT_DOTS}[A-Za-z0-9._~-]+)*"  # a context path, or none
 DEFAULT_PORTS = {"https": 443, "http": 80}
-CONNECTED_RE = re.compile(
-    rf"projects/{NOT_DOTS}[A-Za-z0-9._-]+/locations/[A-Za-z0-9-]+/connections/{NOT_DOTS}[A-Za-z0-9._-]+"
-    rf"/repositories/{NOT_DOTS}[A-Za-z0-9._-]+",
-    re.ASCII,
+CONNECTED_RE = (
+    rf"(?a)projects/{NOT_DOTS}[A-Za-z0-9._-]+/locations/[A-Za-z0-9-]+/connections/{NOT_DOTS}[A-Za-z0-9._-]+"
+    rf"/repositories/{NOT_DOTS}[A-Za-z0-9._-]+"
 )
 OTHER_HOSTS = ("github.com", "gitlab.com", "gitlab.")
 MIRROR_PREFIX = "bitbucket_"
@@ -169,7 +165,7 @@ def _from_connection(build: Mapping[str, Any], subs: Mapping[str, Any]) -> Evide
     if not connected:
         return None
     name = as_text(connected.get("repository"))
-    if not CONNECTED_RE.fullmatch(name):
+    if not re.fullmatch(CONNECTED_RE, name):
         return Skip(f"the build's connected repository {loggable(name)!r} is not a repository resource name", "WARNING")
     if any(host in as_text(subs.get("_HEAD_REPO_URL")).lower() for host in OTHER_HOSTS):
         return Skip("the build's connected repository is not on Bitbucket")
@@ -184,12 +180,12 @@ def repository_at(url: str) -> Repository | None:
     """The repository of a clone URL on bitbucket.org or in the shape of a Data Center server's (user info
     such as https://jdoe@host/... ignored); None for any other URL. Its names are not checked yet (see
     `valid_repository`)."""
-    url = USER_INFO_RE.sub("", url, count=1)
-    if match := BITBUCKET_URL_RE.fullmatch(url):
+    url = re.sub(USER_INFO_RE, "", url, count=1)
+    if match := re.fullmatch(BITBUCKET_URL_RE, url):
         return Repository(match["workspace"], match["slug"])
-    if (match := SERVER_HTTPS_URL_RE.fullmatch(url)) and (server := normalized_server(match["server"])):
+    if (match := re.fullmatch(SERVER_HTTPS_URL_RE, url)) and (server := normalized_server(match["server"])):
         return Repository(match["project"], match["slug"], server=server)
-    if match := SERVER_SSH_URL_RE.fullmatch(url):
+    if match := re.fullmatch(SERVER_SSH_URL_RE, url):
         return Repository(match["project"], match["slug"], ssh_host=match["host"].lower())
     return None
 
@@ -207,7 +203,7 @@ def normalized_server(url: str) -> str | None:
     path = parts.path.rstrip("/")
     if not is_secure(parts.scheme, host) or parts.username or parts.query or parts.fragment or "@" in parts.netloc:
         return None
-    if not SERVER_HOST_RE.fullmatch(netloc) or not SERVER_PATH_RE.fullmatch(path):
+    if not re.fullmatch(SERVER_HOST_RE, netloc) or not re.fullmatch(SERVER_PATH_RE, path):
         return None
     shown_port = f":{port}" if port and port != DEFAULT_PORTS[parts.scheme] else ""
     return f"{parts.scheme}://{netloc}{shown_port}{path}"
@@ -225,7 +221,7 @@ def _target(found: Evidence, tag: str) -> Target | Skip:
         shown = ", ".join(loggable(r.full_name) for r in found.candidates) or "(none)"
         return Skip(f"{found.origin} gives no valid Bitbucket repository name: {shown!r}", "WARNING")
     commit = found.commit.lower()
-    if not SHA_RE.fullmatch(commit):
+    if not re.fullmatch(SHA_RE, commit):
         return Skip(f"{found.origin} gives no full 40-hex commit SHA (got {loggable(commit, 80)!r})", "WARNING")
     ambiguous = found.mirror if len(candidates) > 1 else None  # which split works is learnt
     branch = refname(found.branch)
@@ -235,11 +231,11 @@ def _target(found: Evidence, tag: str) -> Target | Skip:
 
 def valid_repository(repository: Repository) -> Repository | None:
     """The repository if its names cannot change the shape of a request path, else None."""
-    if not SLUG_RE.fullmatch(repository.slug):
+    if not re.fullmatch(SLUG_RE, repository.slug):
         return None
     if repository.on_cloud:
-        return repository if WORKSPACE_RE.fullmatch(repository.owner) else None
-    if not PROJECT_RE.fullmatch(repository.owner):
+        return repository if re.fullmatch(WORKSPACE_RE, repository.owner) else None
+    if not re.fullmatch(PROJECT_RE, repository.owner):
         return None
     # Project keys are upper case in the API and matched without case in clone URLs.
     return repository if repository.owner.startswith("~") else replace(repository, owner=repository.owner.upper())

@@ -8,26 +8,27 @@ if TYPE_CHECKING:
 
 
 class Meaning(NamedTuple):
-    """What one Cloud Build status means on Bitbucket."""
+    """What one Cloud Build status means on Bitbucket, and on Jira."""
 
     state: str  # Bitbucket Cloud's name: INPROGRESS, SUCCESSFUL, FAILED or STOPPED
     text: str  # how the description begins
     phase: int  # how far along the build is: a status is never moved back to a lower phase
     took: str = ""  # "in" or "after": a finished build's duration follows the text
     detail: bool = False  # failureInfo's detail (or statusDetail) follows
+    jira: str = "unknown"  # a build's and a deployment's state on Jira
 
 
 FINAL = 3  # the phase of every final state
 STATUS_MAP = {
-    "PENDING": Meaning("INPROGRESS", "Awaiting approval", 0),
-    "QUEUED": Meaning("INPROGRESS", "Queued", 1),
-    "WORKING": Meaning("INPROGRESS", "Running", 2),
-    "SUCCESS": Meaning("SUCCESSFUL", "Succeeded", FINAL, "in"),
-    "FAILURE": Meaning("FAILED", "Failed", FINAL, "after", detail=True),
-    "INTERNAL_ERROR": Meaning("FAILED", "Cloud Build internal error", FINAL, "after", detail=True),
-    "TIMEOUT": Meaning("FAILED", "Timed out", FINAL, "after", detail=True),
-    "CANCELLED": Meaning("STOPPED", "Cancelled", FINAL),
-    "EXPIRED": Meaning("STOPPED", "Expired in queue", FINAL),
+    "PENDING": Meaning("INPROGRESS", "Awaiting approval", 0, jira="pending"),
+    "QUEUED": Meaning("INPROGRESS", "Queued", 1, jira="pending"),
+    "WORKING": Meaning("INPROGRESS", "Running", 2, jira="in_progress"),
+    "SUCCESS": Meaning("SUCCESSFUL", "Succeeded", FINAL, "in", jira="successful"),
+    "FAILURE": Meaning("FAILED", "Failed", FINAL, "after", detail=True, jira="failed"),
+    "INTERNAL_ERROR": Meaning("FAILED", "Cloud Build internal error", FINAL, "after", detail=True, jira="failed"),
+    "TIMEOUT": Meaning("FAILED", "Timed out", FINAL, "after", detail=True, jira="failed"),
+    "CANCELLED": Meaning("STOPPED", "Cancelled", FINAL, jira="cancelled"),
+    "EXPIRED": Meaning("STOPPED", "Expired in queue", FINAL, jira="cancelled"),
 }
 FINAL_STATES = frozenset(m.state for m in STATUS_MAP.values() if m.phase == FINAL)
 

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import urlsplit
 
-from relay.decoding import MASK_WINDOW, parse_time, substitutions, trigger_name
-from relay.masking import masked, substituted_secrets
+from relay.decoding import parse_time, substitutions, trigger_name
+from relay.masking import MASK_WINDOW, masked
 from relay.states import FINAL, FINAL_STATES, STATUS_MAP
 from relay.text import as_mapping, as_text, clip, plain
 
@@ -25,17 +25,17 @@ PARENT_MAX = 1024  # Data Center
 COMMAND_MAX = 120  # how much of a failed step's command a report shows
 DEFAULT_NAME = "Cloud Build"
 DEFAULT_KEY = "cloud-build"
-KEY_RE = re.compile(r"[A-Za-z0-9._-]+", re.ASCII)
+KEY_RE = r"(?a)[A-Za-z0-9._-]+"
 # Cloud Build's log URLs: .../cloud-build/builds;region=R/ID?project=P, and the older .../builds/ID (global).
-LOG_PATH_RE = re.compile(
-    r"/(?:cloud-build|gcr)/builds(?:;region=(?P<region>[a-z0-9-]{1,63}))?/(?P<id>[A-Za-z0-9_-][A-Za-z0-9._-]{0,127})",
-    re.ASCII,
+LOG_PATH_RE = (
+    r"(?a)/(?:cloud-build|gcr)/builds(?:;region=(?P<region>[a-z0-9-]{1,63}))?"
+    r"/(?P<id>[A-Za-z0-9_-][A-Za-z0-9._-]{0,127})"
 )
-PROJECT_PARAMETER_RE = re.compile(r"(?:^|&)project=(?P<project>[a-z0-9][a-z0-9-]{0,62})(?:&|$)", re.ASCII)
+PROJECT_PARAMETER_RE = r"(?a)(?:^|&)project=(?P<project>[a-z0-9][a-z0-9-]{0,62})(?:&|$)"
 
 
-def describe(build: Mapping[str, Any]) -> str:
-    """What a person reads next to the state."""
+def describe(build: Mapping[str, Any], known: Sequence[str] = ()) -> str:
+    """What a person reads next to the state (the `known` secrets, known_secrets(), masked)."""
     meaning = STATUS_MAP[build["status"]]
     text = meaning.text
     took = _duration(build) if meaning.took else ""
@@ -43,11 +43,11 @@ def describe(build: Mapping[str, Any]) -> str:
         text = f"{text} {meaning.took} {took}"
     detail = as_text(as_mapping(build.get("failureInfo")).get("detail")) or as_text(build.get("statusDetail"))
     if detail and meaning.detail:
-        text = f"{text}: {' '.join(masked(detail, substituted_secrets(build)).split())}"
+        text = f"{text}: {' '.join(masked(detail, known).split())}"
     allowed = steps_of(build).allowed
     if meaning.state == "SUCCESSFUL" and allowed:
         text = f"{text}, {allowed} step{'s' if allowed > 1 else ''} allowed to fail"
-    if meaning.phase == FINAL and (rejected := rejection(build)):
+    if meaning.phase == FINAL and (rejected := rejection(build, known)):
         text = f"{text}: {rejected}"
     return clip(plain(text), DESCRIPTION_MAX)
 
@@ -64,13 +64,13 @@ class Steps(NamedTuple):
     failed_index: int = -1  # its position (Cloud Build's "Step #N"); -1 for none
 
 
-def steps_of(build: Mapping[str, Any]) -> Steps:
+def steps_of(build: Mapping[str, Any], known: Sequence[str] = ()) -> Steps:
+    """What the build's steps did, the failed one's command with the `known` secrets masked."""
     steps = [step for step in build.get("steps") or () if isinstance(step, dict)] if isinstance(
         build.get("steps"), list
     ) else []  # fmt: skip
     passed = failed = allowed = not_run = 0
     failed_step, failed_index = "", -1
-    secrets = substituted_secrets(build)
     for index, step in enumerate(steps):
         status = as_text(step.get("status"))
         if status == "SUCCESS":
@@ -80,13 +80,13 @@ def steps_of(build: Mapping[str, Any]) -> Steps:
         elif status in ("FAILURE", "TIMEOUT", "INTERNAL_ERROR"):
             failed += 1
             if not failed_step:
-                failed_step, failed_index = step_text(step, index, status, secrets), index
+                failed_step, failed_index = step_text(step, index, status, known), index
         else:
             not_run += 1
     return Steps(len(steps), passed, failed, allowed, not_run, failed_step, failed_index)
 
 
-def step_text(step: Mapping[str, Any], index: int, status: str, secrets: Sequence[str] = ()) -> str:
+def step_text(step: Mapping[str, Any], index: int, status: str, known: Sequence[str] = ()) -> str:
     """'unit-tests (golang:1.23): go test ./..., exit code 1' - the step's id, image, command (credentials masked)
     and outcome."""
     name = as_text(step.get("id")) or f"step {index}"
@@ -98,24 +98,24 @@ def step_text(step: Mapping[str, Any], index: int, status: str, secrets: Sequenc
             break
         words.append(word[:MASK_WINDOW])
         length += len(words[-1]) + 1
-    command = masked(" ".join(words), secrets)
+    command = masked(" ".join(words), known)
     code = step.get("exitCode")
     outcome = "timed out" if status == "TIMEOUT" else f"exit code {code}" if isinstance(code, int) else "failed"
     text = f"{name} ({image})" if image else name
     return plain(f"{text}: {clip(command, COMMAND_MAX)}, {outcome}" if command.strip() else f"{text}, {outcome}")
 
 
-def rejection(build: Mapping[str, Any]) -> str:
+def rejection(build: Mapping[str, Any], known: Sequence[str] = ()) -> str:
     """Who rejected the build's approval and why, when it was rejected (Build.approval.result)."""
     approval = as_mapping(build.get("approval"))
     if as_text(approval.get("state")) != "REJECTED":
         return ""
     result = as_mapping(approval.get("result"))
-    who, comment = as_text(result.get("approverAccount")), masked(as_text(result.get("comment")))
+    who, comment = as_text(result.get("approverAccount")), masked(as_text(result.get("comment")), known)
     return plain(f"approval rejected{f' by {who}' if who else ''}{f' ({comment})' if comment else ''}")
 
 
-def _duration_ms(build: Mapping[str, Any]) -> int | None:
+def duration_ms(build: Mapping[str, Any]) -> int | None:
     start, finish = parse_time(build.get("startTime")), parse_time(build.get("finishTime"))
     if not start or not finish or finish < start:
         return None
@@ -123,7 +123,7 @@ def _duration_ms(build: Mapping[str, Any]) -> int | None:
 
 
 def _duration(build: Mapping[str, Any]) -> str:
-    milliseconds = _duration_ms(build)
+    milliseconds = duration_ms(build)
     return "" if milliseconds is None else format_duration(milliseconds / 1000)
 
 
@@ -175,7 +175,7 @@ def hashed_key(chosen: str, limit: int) -> str:
     """The key itself when it is plain and within `limit`, else its SHA-1 (a truncated key could collide). A key of
     dots alone is not plain: as the last segment of Cloud's status read, `..` would make it a read of
     `…/commit/{sha}/statuses/` and `.` of `…/statuses/build/` once urllib3 normalises the path."""
-    if len(chosen) <= limit and KEY_RE.fullmatch(chosen) and chosen.strip("."):
+    if len(chosen) <= limit and re.fullmatch(KEY_RE, chosen) and chosen.strip("."):
         return chosen
     return hashlib.sha1(chosen.encode("utf-8", "surrogatepass"), usedforsecurity=False).hexdigest()
 
@@ -204,8 +204,8 @@ def build_at(url: str) -> BuildRef | None:
     its project (`?project=`), the newer one its region too (`builds;region=R/ID`; the older means global).
     None for any other URL. Each part is checked, so none can change the path of a request to Cloud Build."""
     parts = urlsplit(url)
-    path = LOG_PATH_RE.fullmatch(parts.path)
-    project = PROJECT_PARAMETER_RE.search(parts.query)
+    path = re.fullmatch(LOG_PATH_RE, parts.path)
+    project = re.search(PROJECT_PARAMETER_RE, parts.query)
     if parts.scheme != "https" or parts.hostname != "console.cloud.google.com" or not path or not project:
         return None
     return BuildRef(project["project"], path["region"] or "global", path["id"])

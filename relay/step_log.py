@@ -6,8 +6,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from relay.annotations import SUMMARY_MAX, Annotation, merged, repository_path
-from relay.decoding import MASK_WINDOW
-from relay.masking import KEY_BLOCK_BEGIN, KEY_BLOCK_END, KEY_BLOCK_LINE, known_secrets, mask
+from relay.masking import (
+    KEY_BLOCK_BEGIN_RE,
+    KEY_BLOCK_END_RE,
+    KEY_BLOCK_LINES,
+    KEY_MATERIAL_RE,
+    MASK_WINDOW,
+    known_secrets,
+    mask,
+    mask_pieces,
+    windowed,
+)
 from relay.states import meaning_of
 from relay.status import steps_of
 from relay.text import as_mapping, as_text, clip, plain
@@ -18,11 +27,12 @@ if TYPE_CHECKING:
 
 
 LOG_LINE_MAX = 200  # a log line as a report shows it
+RAW_WINDOW = 4096  # of a log line, what is cleaned at all (escape codes may fill much of it)
 LOG_LINES_SCANNED = 1000  # of the failed step's last lines, read and searched for errors
-BUILD_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}", re.ASCII)
-FAILED_STEP_RE = re.compile(r"\bbuild step (\d{1,4})\b", re.IGNORECASE)  # failureInfo's detail names the step
-STEP_PREFIX_RE = re.compile(r'Step #\d{1,4}(?: - "[^"\n]*")?: ')  # a line of the log file names its step
-ANSI_RE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
+BUILD_ID_RE = r"(?a)[A-Za-z0-9][A-Za-z0-9_-]{0,127}"
+FAILED_STEP_RE = r"(?i)\bbuild step (\d{1,4})\b"  # failureInfo's detail names the step
+STEP_PREFIX_RE = r'Step #\d{1,4}(?: - "[^"\n]*")?: '  # a line of the log file names its step
+ANSI_RE = r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])"
 
 
 @dataclass(frozen=True)
@@ -44,13 +54,13 @@ def failed_step(build: Mapping[str, Any]) -> FailedStep | str | None:
     """The step of a failed build whose log a report shows; a reason when its log cannot be read; None for a build
     that did not fail in a step."""
     meaning = meaning_of(build)
-    if meaning is None or meaning.state != "FAILED" or not BUILD_ID_RE.fullmatch(as_text(build.get("id"))):
+    if meaning is None or meaning.state != "FAILED" or not re.fullmatch(BUILD_ID_RE, as_text(build.get("id"))):
         return None
     steps = [s if isinstance(s, dict) else {} for s in build.get("steps") or ()] if isinstance(
         build.get("steps"), list
     ) else []  # fmt: skip
     index = steps_of(build).failed_index
-    if index < 0 and (named := FAILED_STEP_RE.search(as_text(as_mapping(build.get("failureInfo")).get("detail")))):
+    if index < 0 and (named := re.search(FAILED_STEP_RE, as_text(as_mapping(build.get("failureInfo")).get("detail")))):
         index = int(named[1])
     if not 0 <= index < len(steps):
         return None
@@ -81,25 +91,40 @@ def quoted(text: str) -> str:
 
 
 def clean_lines(lines: Iterable[str], secrets: Iterable[str] = ()) -> list[str]:
-    """Log lines as they may leave Google Cloud: each clipped to MASK_WINDOW first, terminal escape sequences and
-    control and format characters removed (a tab is spaces), private key blocks removed, the function's own
-    credentials and anything shaped like a credential masked, each line clipped to LOG_LINE_MAX."""
+    """Log lines as they may leave Google Cloud: each cut to its first RAW_WINDOW characters, terminal escape
+    sequences and control and format characters removed (a tab is spaces), cut to MASK_WINDOW (a word a cut falls
+    in dropped: it could be a part of a secret), private key blocks removed, the function's own credentials (a part
+    of one where it begins or ends a line: a secret split across two) and anything shaped like a credential masked,
+    clipped to LOG_LINE_MAX."""
     known = known_secrets(secrets)
+    texts = [_printable(raw) for raw in lines]
     cleaned: list[str] = []
-    in_key = False
-    for raw in lines:
-        text = ANSI_RE.sub("", raw[:MASK_WINDOW]).replace("\t", "    ")
-        if not text.isprintable():
-            text = "".join(c for c in text if c.isprintable())
-        if in_key and not (KEY_BLOCK_LINE.fullmatch(text) or KEY_BLOCK_END.search(text)):
-            in_key = False  # an unterminated block ends where its base64 does: the lines after it are kept
-        if in_key or KEY_BLOCK_BEGIN.search(text):
-            in_key = not KEY_BLOCK_END.search(text)
+    hidden = 0  # the lines after this one that a private key block hides
+    for index, text in enumerate(texts):
+        if hidden or re.search(KEY_BLOCK_BEGIN_RE, text):
+            hidden = hidden - 1 if hidden else _key_block(texts, index)
             if not cleaned or cleaned[-1] != "[private key removed]":
                 cleaned.append("[private key removed]")
             continue
-        cleaned.append(clip(mask(text, known).rstrip(), LOG_LINE_MAX))
+        cleaned.append(clip(mask(mask_pieces(windowed(text, MASK_WINDOW), known), known).rstrip(), LOG_LINE_MAX))
     return cleaned
+
+
+def _printable(raw: str) -> str:
+    text = re.sub(ANSI_RE, "", windowed(raw, RAW_WINDOW)).replace("\t", "    ")
+    return text if text.isprintable() else "".join(c for c in text if c.isprintable())
+
+
+def _key_block(texts: Sequence[str], begin: int) -> int:
+    """How many lines after a private key's BEGIN line its block hides: to its END line (within KEY_BLOCK_LINES), or,
+    for a block that never ends, while the lines carry key material, whatever precedes it on each."""
+    if re.search(KEY_BLOCK_END_RE, texts[begin]):
+        return 0
+    following = texts[begin + 1 : begin + 1 + KEY_BLOCK_LINES]
+    end = next((n for n, text in enumerate(following) if re.search(KEY_BLOCK_END_RE, text)), None)
+    if end is not None:
+        return end + 1
+    return next((n for n, text in enumerate(following) if not re.search(KEY_MATERIAL_RE, text)), len(following))
 
 
 @dataclass(frozen=True)

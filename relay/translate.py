@@ -3,9 +3,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from relay.decoding import parse_time, trigger_name
+from relay.decoding import parse_time, substituted_secrets, trigger_name
 from relay.errors import Skip
 from relay.logs import loggable
+from relay.masking import known_secrets
 from relay.report import report_of
 from relay.repository import allowed, locate
 from relay.states import FINAL, meaning_of
@@ -16,15 +17,15 @@ from relay.status import (
     PARENT_MAX,
     SERVER_KEY_MAX,
     CommitStatus,
-    _duration_ms,
     build_url,
     describe,
+    duration_ms,
     status_key,
 )
 from relay.text import as_text, clip, plain
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
     from datetime import datetime
     from typing import Any
 
@@ -44,8 +45,9 @@ class Update:
     report: Report | None = None  # with a final state, its Code Insights report
 
 
-def translate(build: Mapping[str, Any], config: Config) -> Update | Skip:
-    """Decide what a Build means for Bitbucket; no I/O."""
+def translate(build: Mapping[str, Any], config: Config, secrets: Sequence[str] = ()) -> Update | Skip:
+    """Decide what a Build means for Bitbucket; no I/O. The function's own credentials (`secrets`) and the build's
+    secret substitutions are masked in every text it shows, before the text is clipped."""
     meaning = meaning_of(build)
     if meaning is None:
         return Skip(f"build status {loggable(as_text(build.get('status')), 40)!r} has no Bitbucket state", "WARNING")
@@ -57,17 +59,18 @@ def translate(build: Mapping[str, Any], config: Config) -> Update | Skip:
         if isinstance(target, Skip):
             return target
     server_key = status_key(build, SERVER_KEY_MAX)
+    known = known_secrets([*secrets, *substituted_secrets(build)])
     status = CommitStatus(
         key=status_key(build, KEY_MAX),
         state=meaning.state,
         name=clip(plain(trigger_name(build)) or DEFAULT_NAME, NAME_MAX),
         url=build_url(build),
-        description=describe(build),
+        description=describe(build, known),
         refname=target.branch,
         server_key=server_key,
         tag=target.tag,
         parent=clip(plain(trigger_name(build)), PARENT_MAX) or server_key,
-        duration_ms=_duration_ms(build) if meaning.phase == FINAL else None,
+        duration_ms=duration_ms(build) if meaning.phase == FINAL else None,
     )
-    report = report_of(build, status) if config.code_insights and status.is_final else None
+    report = report_of(build, status, known) if config.code_insights and status.is_final else None
     return Update(build["id"], target, status, parse_time(build.get("createTime")), report)

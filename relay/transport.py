@@ -100,3 +100,13 @@ def json_body(response: requests.Response) -> Mapping[str, Any]:
         return as_mapping(response.json())
     except ValueError:
         return {}
+
+
+def token_lifetime(expires_in: Any) -> float:
+    """Seconds an OAuth token lasts, as its answer's `expires_in` says: a positive number, at most a day, else an hour
+    (whatever the answer holds: a boolean, a string, a number no float holds)."""
+    if isinstance(expires_in, bool) or not isinstance(expires_in, (int, float)):
+        return 3600.0
+    if not 0 < expires_in <= 86400:  # NaN is neither
+        return 86400.0 if expires_in > 86400 else 3600.0
+    return float(expires_in)

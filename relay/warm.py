@@ -15,8 +15,10 @@ from relay.cloud_logging import CloudLogging
 from relay.cloud_storage import TestReports
 from relay.config import Config
 from relay.credentials import Keyring, credential_source
+from relay.jira import Jira
 from relay.masking import known_secrets, scrubbed
 from relay.reporting import Reporter
+from relay.tracking import Tracking
 from relay.transport import http_session
 
 if TYPE_CHECKING:
@@ -33,6 +35,7 @@ class WarmInstance:
     cloud_build: CloudBuild
     reporter: Reporter
     tests: TestReports | None = None
+    tracking: Tracking | None = None  # Jira, and a Data Center commit's deployments
 
     @classmethod
     def from_env(
@@ -53,11 +56,13 @@ class WarmInstance:
         logs = CloudLogging(config.logging_api_url, cloud_build, config.log_view, config.log_wait_seconds)
         reporter = Reporter(*sites, keyring, budget, cloud_build, reports_for_shown=reports_for_shown, logs=logs,
                             log_excerpts=config.log_excerpts, log_lines=config.log_excerpt_lines)  # fmt: skip
-        return cls(config, keyring, cloud_build, reporter, TestReports(config.test_report_buckets))
+        tracking = Tracking(Jira(config.jira_api_url, session, config.timeout, keyring), keyring, budget, *sites)
+        return cls(config, keyring, cloud_build, reporter, TestReports(config.test_report_buckets), tracking)
 
     def masked(self, value: Any) -> Any:
         """A text (or a log line's fields) with every credential this instance holds masked: a build may show one."""
-        return scrubbed(value, known_secrets(self.keyring.secret_values()))
+        tokens = self.tracking.jira.secret_values() if self.tracking else []
+        return scrubbed(value, known_secrets([*self.keyring.secret_values(), *tokens]))
 
 
 instance: WarmInstance | None = None

@@ -20,8 +20,14 @@ The listing is read page by page and only the newest build of each status is kep
 function's path reads, compressed): a day of a busy project fits in a small machine's memory. A listing
 that repeats a page token, or has not ended after PAGES_MAX pages, is stopped.
 
+A build's Jira side (relay.tracking: its issues, Jira's builds and deployments, a Data Center commit's deployment)
+comes with it, after its status: each Jira entry serving it is told of its final state, its calls counted per entry
+(Jira publishes no budget: its 429 stops telling that entry for the run); what Jira is not told is a failure, or
+left for a later run, beside the status's own verdict. The read of its commit's message (the issues it names) is
+reserved with the build's calls.
+
 A dry run writes nothing, so it reads nothing only a write needs: no failed step's log, no repository's
-visibility (both only go into a report).
+visibility (both only go into a report), no commit's message, and nothing of Jira.
 
 Exit status: 0 all done; 1 a failure; 2 resync cannot run (configuration, usage, a listing it cannot follow);
 3 builds left for a later run or not reached.
@@ -30,22 +36,19 @@ Exit status: 0 all done; 1 a failure; 2 resync cannot run (configuration, usage,
 from __future__ import annotations
 
 import argparse
-import contextvars
 import json
 import os
 import re
 import sys
-import threading
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, redirect_stdout
+from contextlib import redirect_stdout
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
-from urllib.parse import urlencode
 
 from tqdm import tqdm
 
@@ -57,307 +60,27 @@ import relay.credentials
 import relay.decoding
 import relay.errors
 import relay.event
+import relay.jira
 import relay.reporting
 import relay.repository
 import relay.text
+import relay.tracked
 import relay.translate
 import relay.transport
 import relay.warm
+from resync.deployment import deployment_env, permissions, run_env
+from resync.listing import ListingError, UsageError, builds_since, rfc3339, since_time
+from resync.share import CALLS_PER_BUILD, Allowance, ResyncJira, ShareSpent, Told, current_told, warm_instance
+from resync.verdicts import CORRECTED, FAILED, LEFT, NOT_REACHED, RIGHT, RUNNING, SKIPPED, SUPERSEDED
 
 DEFAULT_SHARE = 0.5
 # Bitbucket Cloud's allowance per account or OAuth consumer; an access token's own X-RateLimit-Limit replaces
 # it once Bitbucket has answered. Data Center servers document none: admins who turn rate limiting on set it.
 DEFAULT_HOURLY_BUDGET = 1000
-CALLS_PER_BUILD = 3  # a read, the status, the report: reserved before a build's first call with a credential
-PAGE_SIZE = 100
-# The most builds one listing gives a run (a dry run over 100,000 listed builds peaks at 427 MiB, docs/performance.md),
-# and so the most pages: a listing that has not ended by then is stopped as one that never would.
-LISTED_MAX = 100_000
-PAGES_MAX = LISTED_MAX // PAGE_SIZE
 DEFAULT_WORKERS = 8  # builds at once: 300 stuck builds take 18 s against a site answering in 150 ms (4: 35 s)
 LOCATION_RE = re.compile(r"[a-z][a-z0-9-]{0,62}", re.ASCII)
-AGO_RE = re.compile(r"(?P<count>\d{1,5})(?P<unit>[mhd])", re.ASCII)
-UNITS = {"m": "minutes", "h": "hours", "d": "days"}
-
-RIGHT, CORRECTED, SUPERSEDED, RUNNING, SKIPPED, NOT_REACHED, LEFT, FAILED = (
-    "already right",
-    "corrected",
-    "superseded",
-    "running",
-    "skipped",
-    "not reached",
-    "left for a later run",
-    "failed",
-)
 SUPERSEDED_SAID = "a newer build of the same status is resynced instead"
 RUNNING_SAID = "still running: its live events report it"
-
-
-class UsageError(Exception):
-    """The command line asks for something resync cannot do."""
-
-
-class ShareSpent(Exception):
-    """This run's share of a credential's hourly budget is spent: the build is left for a later run."""
-
-
-class ListingError(Exception):
-    """Cloud Build's listing cannot be followed to its end (a page token repeated, or no end after PAGES_MAX pages)."""
-
-
-# --- The deployment's environment ---------------------------------------------------
-
-
-def deployment_env(function: Mapping[str, Any], project: str) -> dict[str, str]:
-    """The environment a deployed function runs with (`gcloud functions describe --format=json`, 2nd gen), its
-    credentials as resync reads them: a secret mounted as a file, or set as BITBUCKET_CREDENTIALS, becomes
-    CREDENTIALS_SECRET, read with Secret Manager's API."""
-    service = relay.text.as_mapping(function.get("serviceConfig"))
-    env = {str(k): str(v) for k, v in relay.text.as_mapping(service.get("environmentVariables")).items()}
-    for secret in service.get("secretEnvironmentVariables") or []:
-        if relay.text.as_mapping(secret).get("key") == "BITBUCKET_CREDENTIALS":
-            env["CREDENTIALS_SECRET"] = _secret_name(secret, secret.get("version"), project)
-    path = env.pop("BITBUCKET_CREDENTIALS_FILE", None)
-    if path:
-        env["CREDENTIALS_SECRET"] = _mounted_secret(service.get("secretVolumes") or [], path, project)
-    return env
-
-
-def _mounted_secret(volumes: list[Any], path: str, project: str) -> str:
-    """The secret version mounted at `path`; a volume that names no versions mounts the latest as a file named
-    after the secret."""
-    for volume in map(relay.text.as_mapping, volumes):
-        mount = relay.text.as_text(volume.get("mountPath")).rstrip("/")
-        versions = volume.get("versions") or [{"path": volume.get("secret"), "version": "latest"}]
-        for version in map(relay.text.as_mapping, versions):
-            if f"{mount}/{relay.text.as_text(version.get('path')).lstrip('/')}" == path:
-                return _secret_name(volume, version.get("version"), project)
-    raise relay.errors.ConfigurationError(
-        f"the deployment reads BITBUCKET_CREDENTIALS_FILE={path}, which no secret mounts"
-    )
-
-
-def _secret_name(secret: Mapping[str, Any], version: Any, project: str) -> str:
-    owner = relay.text.as_text(secret.get("projectId")) or project
-    name, version = relay.text.as_text(secret.get("secret")), relay.text.as_text(version) or "latest"
-    return f"projects/{owner}/secrets/{name}/versions/{version}"
-
-
-def run_env(base: Mapping[str, str], deployed: Mapping[str, str] | None) -> dict[str, str]:
-    """The person's environment, with the deployment's settings and credential source in place of their own."""
-    if deployed is None:
-        return dict(base)
-    sources = (*relay.credentials.SINGLE_VARIABLES, *relay.credentials.BUCKET_VARIABLES)
-    return {**{k: v for k, v in base.items() if k not in sources}, **deployed}
-
-
-def permissions(project: str, env: Mapping[str, str]) -> str:
-    """What the person running resync needs, besides reading the deployment (roles/cloudfunctions.viewer)."""
-    needs = [f"cloudbuild.builds.list on {project} (roles/cloudbuild.builds.viewer)"]
-    if env.get("CREDENTIALS_SECRET"):
-        needs.append(f"secretmanager.versions.access on {env['CREDENTIALS_SECRET'].split('/versions/')[0]} "
-                     "(roles/secretmanager.secretAccessor)")  # fmt: skip
-    if env.get("SECRETS_BUCKET"):
-        needs.append(f"storage.objects.get on gs://{env['SECRETS_BUCKET']} (roles/storage.objectViewer) and "
-                     f"decrypt on {env.get('KMS_CRYPTO_KEY_ID')} (roles/cloudkms.cryptoKeyDecrypter)")  # fmt: skip
-    needs.append("for connected repositories, cloudbuild.repositories.get (roles/cloudbuild.connectionViewer)")
-    return "Resync runs with your application default credentials and needs " + "; ".join(needs) + "."
-
-
-# --- Cloud Build's record ---------------------------------------------------------------
-
-
-def since_time(text: str, now: datetime) -> datetime:
-    """SINCE: an age (90m, 24h, 7d) or an RFC 3339 time (a date alone is its midnight, UTC)."""
-    if match := AGO_RE.fullmatch(text.strip()):
-        return now - timedelta(**{UNITS[match["unit"]]: int(match["count"])})
-    parsed = relay.decoding.parse_time(text)
-    if parsed is None:
-        raise UsageError(f"SINCE={text!r} is neither an age (90m, 24h, 7d) nor a time (2026-11-28T09:00:00Z)")
-    return parsed
-
-
-def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def builds_since(
-    cloud_build: relay.cloud_build.CloudBuild, project: str, locations: list[str], since: datetime
-) -> Iterator[dict[str, Any]]:
-    """Every build created at or after `since` in those locations, as the pages arrive, each once."""
-    seen: set[str] = set()
-    for location in locations:
-        for build in _listed(cloud_build, project, location, since):
-            if (build_id := relay.text.as_text(build.get("id"))) not in seen:
-                seen.add(build_id)
-                yield build
-
-
-def _listed(
-    cloud_build: relay.cloud_build.CloudBuild, project: str, location: str, since: datetime
-) -> Iterator[dict[str, Any]]:
-    session = cloud_build.authorized()
-    if session is None:
-        raise relay.errors.ConfigurationError(
-            "no Google credentials: run `gcloud auth application-default login` (resync uses them to list builds)"
-        )
-    where = f"projects/{project}/locations/{location}"
-    query = {"filter": f'create_time>="{rfc3339(since)}"', "pageSize": PAGE_SIZE}
-    tokens: set[str] = set()
-    for _ in range(PAGES_MAX):
-        response = cloud_build.get(session, f"{cloud_build.api_url}/v1/{where}/builds?{urlencode(query)}")
-        if response.status_code in (401, 403):
-            raise relay.errors.ConfigurationError(
-                f"Cloud Build's API answered {response.status_code} to listing the builds of {where}: "
-                "you need cloudbuild.builds.list (roles/cloudbuild.builds.viewer)"
-            )
-        if not response.ok:
-            raise relay.errors.TransientError(f"Cloud Build's API answered {response.status_code} to listing {where}")
-        page = relay.transport.json_body(response)
-        yield from (b for b in page.get("builds") or [] if isinstance(b, dict) and relay.text.as_text(b.get("id")))
-        token = relay.text.as_text(page.get("nextPageToken"))
-        if not token:
-            return
-        if token in tokens:
-            raise ListingError(
-                f"Cloud Build's listing of the builds of {where} gave a page token it had given before, so it would "
-                f"never end: stopped after {len(tokens) + 1} pages"
-            )
-        tokens.add(token)
-        query["pageToken"] = token
-    raise ListingError(
-        f"Cloud Build's listing of the builds of {where} had not ended after {PAGES_MAX:,} pages ({LISTED_MAX:,} "
-        "builds, the most a run lists of one location): stopped; resync a shorter period (a later SINCE)"
-    )
-
-
-# --- Each credential's share of its budget, and the client that keeps to it -------------
-
-_claims: contextvars.ContextVar[set[str] | None] = contextvars.ContextVar("claims", default=None)
-
-
-class Allowance(relay.budget.Budget):
-    """The function's budget rule, and this run's share of each credential's hourly budget: a build reserves
-    what it may cost before its first call with a credential; none is started once the share is spent or
-    Bitbucket says the budget is nearly spent."""
-
-    def __init__(self, share: float, hourly: int, cooldown: float) -> None:
-        super().__init__(cooldown)
-        self.share, self.hourly = share, hourly
-        self.spent: Counter[str] = Counter()  # credential secret → calls made this run
-        self.reserved: Counter[str] = Counter()
-        self.limits: dict[str, int] = {}  # credential secret → its X-RateLimit-Limit
-        self.stopped: dict[str, str] = {}  # credential secret → why no build is started with it any more
-        self.entries: dict[str, relay.credentials.Credential] = {}
-        self._guard = threading.Lock()
-
-    def note(self, entry: relay.credentials.Credential, headers: Mapping[str, str]) -> None:
-        limit = headers.get("X-RateLimit-Limit", "")
-        with self._guard:
-            self.spent[entry.secret] += 1
-            if limit.isdigit():
-                self.limits[entry.secret] = int(limit)
-            if headers.get("X-RateLimit-NearLimit", "").lower() == "true":
-                said = f"Bitbucket says the hourly budget of credential entry {entry.position} is nearly spent"
-                self.stopped.setdefault(entry.secret, said)
-        super().note(entry, headers)
-
-    def spare(self, entry: relay.credentials.Credential | None) -> bool:
-        """A call beyond a build's own (its report's annotations, a repository's visibility) only within the share."""
-        if entry is None or not super().spare(entry):
-            return entry is None
-        with self._guard:
-            spent = self.spent[entry.secret] + self.reserved[entry.secret]
-            return entry.secret not in self.stopped and spent + 1 <= self.allowed(entry)
-
-    def allowed(self, entry: relay.credentials.Credential) -> int:
-        return int(self.share * self.limits.get(entry.secret, self.hourly))
-
-    def claim(self, entry: relay.credentials.Credential) -> None:
-        """Before the current build's first call with `entry`: reserve its calls, or raise ShareSpent."""
-        claims = _claims.get()
-        if claims is None or entry.secret in claims:
-            return
-        with self._guard:
-            self.entries[entry.secret] = entry
-            if entry.secret in self.stopped:
-                raise ShareSpent(self.stopped[entry.secret])
-            if self.spent[entry.secret] + self.reserved[entry.secret] + CALLS_PER_BUILD > self.allowed(entry):
-                raise ShareSpent(f"this run's share of credential entry {entry.position}'s hourly budget is spent "
-                                 f"({self.allowed(entry)} calls)")  # fmt: skip
-            self.reserved[entry.secret] += CALLS_PER_BUILD
-        claims.add(entry.secret)
-
-    def refused(self, entry: relay.credentials.Credential) -> None:
-        """Bitbucket answered 429 to the credential: its hourly budget is spent."""
-        with self._guard:
-            self.stopped.setdefault(
-                entry.secret, f"Bitbucket answered 429 to credential entry {entry.position}: its hourly budget is spent"
-            )
-
-    @contextmanager
-    def build(self) -> Iterator[None]:
-        """One build's calls: what it reserved is given back when it ends (its calls were counted as made)."""
-        claims: set[str] = set()
-        token = _claims.set(claims)
-        try:
-            yield
-        finally:
-            _claims.reset(token)
-            with self._guard:
-                for secret in claims:
-                    self.reserved[secret] -= CALLS_PER_BUILD
-
-    def usage(self) -> list[str]:
-        with self._guard:
-            entries = sorted(self.entries.values(), key=lambda e: e.position)
-            return [f"credential entry {e.position}: {self.spent[e.secret]} of {self.allowed(e)} calls"
-                    for e in entries]  # fmt: skip
-
-
-@dataclass
-class ResyncClient(relay.bitbucket.Client):
-    """The function's client, keeping to the allowance, and trying a site that did not answer only once."""
-
-    unreached: set[str] = field(default_factory=set)
-
-    def send_as(
-        self, entry: relay.credentials.Credential, method: str, url: str, body: Any, params: Any, header: str
-    ) -> Any:
-        origin = relay.transport.origin_of(url)
-        if origin in self.unreached:
-            raise relay.errors.Unreachable(f"{origin} did not answer earlier in this run", origin)
-        assert isinstance(self.budget, Allowance)
-        self.budget.claim(entry)
-        try:
-            response = super().send_as(entry, method, url, body, params, header)
-        except relay.errors.Unreachable:
-            self.unreached.add(origin)
-            raise
-        if response.status_code == 429:
-            self.budget.refused(entry)
-        return response
-
-
-class DryRunClient(ResyncClient):
-    """Reads as a resync does, and writes nothing: a status or report it would write is only counted as such."""
-
-    def write(self, repository: relay.repository.Repository, method: str, url: str, body: Any) -> None:
-        return None
-
-    def delete(self, repository: relay.repository.Repository, url: str) -> None:
-        return None
-
-
-def warm_instance(env: Mapping[str, str], budget: Allowance, dry_run: bool) -> relay.warm.WarmInstance:
-    """The function's instance as a resync (or doctor) runs it: its budget and client, no report owed for a status
-    already shown. A dry run writes no report, so it reads nothing that only goes into one: no failed step's log
-    (Cloud Logging) and no repository's visibility (which decides whether that log may be shown)."""
-    client = DryRunClient if dry_run else ResyncClient
-    warm = relay.warm.WarmInstance.from_env(env, budget=budget, client_type=client, reports_for_shown=False)
-    if dry_run:
-        warm.reporter.logs = None
-    return warm
 
 
 # --- One build -----------------------------------------------------------------------------
@@ -399,6 +122,7 @@ class Verdict:
     said: str = ""
     change: str = ""  # "INPROGRESS → SUCCESSFUL"
     problem: str = ""  # a corrected status whose report was refused
+    told: Told | None = None  # its Jira side, when the function's path reached it
 
 
 @dataclass
@@ -464,12 +188,18 @@ def resync_build(listed: Listed, warm: relay.warm.WarmInstance, project: str, pu
     build = listed.build()
     fields = relay.event.log_fields(build)
     assert isinstance(warm.reporter.budget, Allowance)
+    told = Told()
 
     def verdict(kind: str, said: str, change: str = "", problem: str = "") -> Verdict:
-        return Verdict(listed.id, listed.created, kind, said, change, problem)
+        return Verdict(listed.id, listed.created, kind, said, change, problem, told)
 
+    token = current_told.set(told)
     try:
-        with warm.reporter.budget.build():
+        # Its calls: a read, the status, the report; and when Jira may be told, its commit's message; when it
+        # deploys, its deployment on a Data Center commit (relay.tracking), each reserved.
+        message = warm.tracking is not None and bool(warm.keyring.jira_entries())
+        deploys = warm.tracking is not None and relay.tracked.environment_of(build) is not None
+        with warm.reporter.budget.build(CALLS_PER_BUILD + message + deploys, message):
             result = relay.event.report_build(build, published, fields, project, warm)
     except (ShareSpent, relay.errors.RateLimited) as error:
         return verdict(LEFT, str(error))
@@ -477,6 +207,8 @@ def resync_build(listed: Listed, warm: relay.warm.WarmInstance, project: str, pu
         return verdict(NOT_REACHED, str(error))
     except relay.errors.TransientError as error:  # a ConfigurationError stops the run
         return verdict(FAILED, str(error))
+    finally:
+        current_told.reset(token)
     where = _where(fields)
     if result.kind == relay.event.REPORTED and result.outcome is not None:
         outcome = result.outcome
@@ -511,6 +243,9 @@ class Tally:
     changes: Counter[str] = field(default_factory=Counter)
     problems: int = 0
     first_not_done: Verdict | None = None  # the builds are done oldest first
+    told: int = 0  # builds Jira was told of, by every entry serving them
+    rejected: int = 0  # of which Jira rejected (it knows none of their issues)
+    jira: Counter[str] = field(default_factory=Counter)  # builds Jira was not told of: FAILED, LEFT, NOT_REACHED
 
     def add(self, verdict: Verdict) -> None:
         self.seen += 1
@@ -518,13 +253,19 @@ class Tally:
         if verdict.change:
             self.changes[verdict.change] += 1
         self.problems += bool(verdict.problem)
-        if verdict.kind in (LEFT, NOT_REACHED, FAILED) and self.first_not_done is None:
+        told = verdict.told or Told()
+        self.told += told.told and not told.problems
+        self.rejected += told.told and not told.problems and told.rejected
+        for kind in dict.fromkeys(kind for kind, _ in told.problems):
+            self.jira[kind] += 1
+        not_done = verdict.kind in (LEFT, NOT_REACHED, FAILED) or told.problems
+        if not_done and self.first_not_done is None:
             self.first_not_done = verdict
 
     def exit_status(self) -> int:
-        if self.kinds[FAILED] or self.problems:
+        if self.kinds[FAILED] or self.problems or self.jira[FAILED]:
             return 1
-        return 3 if self.kinds[LEFT] or self.kinds[NOT_REACHED] else 0
+        return 3 if self.kinds[LEFT] or self.kinds[NOT_REACHED] or self.jira[LEFT] or self.jira[NOT_REACHED] else 0
 
 
 class LogLines:
@@ -578,7 +319,7 @@ def run(argv: list[str], base_env: Mapping[str, str], out: TextIO = sys.stdout) 
 def _run(args: argparse.Namespace, base_env: Mapping[str, str], out: TextIO) -> int:
     project, locations = args.project, args.locations.split()
     function_project = args.function_project or project
-    projects_valid = all(relay.config.PROJECT_ID_RE.fullmatch(p) for p in (project, function_project))
+    projects_valid = all(re.fullmatch(relay.config.PROJECT_ID_RE, p) for p in (project, function_project))
     if not projects_valid or not all(LOCATION_RE.fullmatch(x) for x in locations):
         raise UsageError("PROJECT and FUNCTION_PROJECT must be project IDs, LOCATIONS Cloud Build regions (global …)")
     if not 0 < args.share <= 1 or args.hourly_budget < 1 or args.workers < 1:
@@ -594,7 +335,12 @@ def _run(args: argparse.Namespace, base_env: Mapping[str, str], out: TextIO) -> 
     for build_id, text in planned.created.items():  # a listed build's age is known before any status is compared
         if created := relay.decoding.parse_time(text):
             warm.reporter.memory.created.put((project, build_id), created)
-    mode = " (dry run: Bitbucket is read, nothing is written)" if args.dry_run else ""
+    told = (
+        "; Jira is told nothing, and no commit's message is read"
+        if args.dry_run and warm.keyring.jira_entries()
+        else ""
+    )
+    mode = f" (dry run: Bitbucket is read, nothing is written{told})" if args.dry_run else ""
     listed = len(planned.created)
     print(f"Resync of {project} since {rfc3339(since)} in {', '.join(locations)}: {listed} builds{mode}", file=out)
     todo, decided = planned.decided()
@@ -604,7 +350,8 @@ def _run(args: argparse.Namespace, base_env: Mapping[str, str], out: TextIO) -> 
         if verdict.kind == RUNNING:
             print(f"{RUNNING}: build {verdict.build_id}: {verdict.said}", file=out)
     _each(todo, tally, warm, project, rfc3339(now), args, out)
-    _summary(tally, budget, args, out)
+    jira = warm.tracking.jira if warm.tracking is not None else None
+    _summary(tally, budget, jira if isinstance(jira, ResyncJira) else None, args, out)
     return tally.exit_status()
 
 
@@ -639,6 +386,8 @@ def _each(
                     tqdm.write(f"{said}: build {verdict.build_id}: {verdict.said}", file=out)
                 if verdict.problem:
                     tqdm.write(f"failed: build {verdict.build_id}: {verdict.problem}", file=out)
+                for kind, said in verdict.told.problems if verdict.told else ():
+                    tqdm.write(f"{kind}: build {verdict.build_id}: {said}", file=out)
                 bar.update()
         except BaseException:
             pool.shutdown(cancel_futures=True)
@@ -647,7 +396,7 @@ def _each(
             bar.close()
 
 
-def _summary(tally: Tally, budget: Allowance, args: Any, out: TextIO) -> None:
+def _summary(tally: Tally, budget: Allowance, jira: ResyncJira | None, args: Any, out: TextIO) -> None:
     changes = "; ".join(f"{change}: {count}" for change, count in tally.changes.most_common())
     corrected = "would be corrected" if args.dry_run else "corrected"
     lines = [
@@ -659,11 +408,18 @@ def _summary(tally: Tally, budget: Allowance, args: Any, out: TextIO) -> None:
         f"  skipped: {tally.kinds[SKIPPED]}",
         f"  not reached: {tally.kinds[NOT_REACHED]}",
         f"  left for a later run: {tally.kinds[LEFT]}",
-        f"  failures: {tally.kinds[FAILED] + tally.problems}",
+        f"  failures: {tally.kinds[FAILED] + tally.problems + tally.jira[FAILED]}",
     ]
+    if jira is not None and (jira.calls or tally.told or tally.jira):
+        rejected = f" ({tally.rejected} of them rejected by Jira)" if tally.rejected else ""
+        kinds = [kind for kind in (FAILED, LEFT, NOT_REACHED) if tally.jira[kind]]
+        not_told = f"; not of {sum(tally.jira.values())} (" + ", ".join(f"{k}: {tally.jira[k]}" for k in kinds) + ")"
+        lines.append(f"Jira: told of {tally.told} builds{rejected}" + (not_told if kinds else ""))
     usage = budget.usage()
     if usage:
         lines.append(f"Bitbucket calls ({args.share:g} of each credential's hourly budget): " + "; ".join(usage))
+    if jira is not None and jira.calls:
+        lines.append("Jira calls: " + "; ".join(jira.usage()))
     if tally.first_not_done is not None:
         since = tally.first_not_done.created
         lines.append(f"To continue, run resync again with SINCE={since} (the first build not done)")

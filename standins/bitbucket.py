@@ -11,7 +11,8 @@ repository access token reaches only its repositories (403 elsewhere: an
 assumption, Atlassian does not document the answer); each credential has a
 budget of calls per window, answered with 429 beyond it, and access tokens get
 the X-RateLimit-* headers. It can inject 5xx answers, timeouts and dropped
-connections.
+connections. A commit's GET answers the message set in `commit_messages` (404 for
+a commit not set there).
 
 Run it alone with `python -m standins.bitbucket --port 8929`.
 """
@@ -57,6 +58,7 @@ REPORTS = re.compile(
     r"(?P<annotations>/annotations)?"
 )
 REPOSITORY = re.compile(r"/2\.0/repositories/(?P<workspace>[^/]+)/(?P<slug>[^/]+)")
+COMMIT = re.compile(r"/2\.0/repositories/(?P<workspace>[^/]+)/(?P<slug>[^/]+)/commit/(?P<commit>[^/]+)")
 SUMMARY_MAX = 450  # an annotation's summary: "summary: Ensure this value has at most 450 characters" (reviewdog #1285)
 REPORT_DATA_MAX = 10  # "An array of data fields to display information on the report. Maximum 10."
 TOKEN_PATH = "/site/oauth2/access_token"
@@ -124,6 +126,7 @@ class Bitbucket:
     public: set[str] = field(default_factory=set)  # "workspace/slug" of public repositories (others are private)
     report_answer: int | None = None  # what a report PUT is answered instead (400, 403, 500 ...)
     history: list[tuple[tuple[str, str, str], dict[str, Any]]] = field(default_factory=list)
+    commit_messages: dict[tuple[str, str], str] = field(default_factory=dict)  # ("workspace/slug", commit) → message
     calls: list[Call] = field(default_factory=list)
     scripted: deque[str] = field(default_factory=deque)  # faults for the next requests, in order
     peers: set[tuple[str, str]] = field(default_factory=set)  # client (address, port): one per connection
@@ -180,6 +183,10 @@ class Bitbucket:
     def report_calls(self) -> list[Call]:
         """The calls to the reports themselves (not their annotations)."""
         return [c for c in self.calls if REPORTS.fullmatch(c.path) and c.fault is None and "/annotations" not in c.path]
+
+    def commit_calls(self) -> list[Call]:
+        """The reads of a commit (its message)."""
+        return [c for c in self.calls if COMMIT.fullmatch(c.path)]
 
     # --- the WSGI application ---------------------------------------------------
 
@@ -281,6 +288,8 @@ class Bitbucket:
         match = STATUSES.fullmatch(request.path) or REPORTS.fullmatch(request.path)
         if not match and (found := REPOSITORY.fullmatch(request.path)) and request.method == "GET":
             return self._repository(f"{found['workspace']}/{found['slug']}", identity)
+        if not match and (found := COMMIT.fullmatch(request.path)) and request.method == "GET":
+            return self._commit(f"{found['workspace']}/{found['slug']}", found["commit"], identity)
         if not match:
             return error(404, "Resource not found")
         repository = f"{match['workspace']}/{match['slug']}"
@@ -354,6 +363,20 @@ class Bitbucket:
         workspace, slug = repository.split("/")
         return json_body({"type": "repository", "full_name": repository, "slug": slug, "name": slug,
                       "is_private": repository not in self.public, "workspace": {"slug": workspace}})  # fmt: skip
+
+    def _commit(self, repository: str, commit: str, identity: str) -> Response:
+        if self.repositories and repository not in self.repositories:
+            return error(404, f"Repository {repository} not found")
+        if identity in self._reach and repository not in self._reach[identity]:
+            return error(403, f"This access token does not grant access to {repository}")
+        message = self.commit_messages.get((repository, commit))
+        if message is None:
+            return error(404, f"Commit {commit} not found")
+        slug = repository.split("/")[1]
+        return json_body({"type": "commit", "hash": commit, "message": message, "date": "2026-01-05T08:00:00+00:00",
+                          "author": {"type": "author", "raw": "Dev <dev@acme.example>"},
+                          "summary": {"raw": message, "markup": "markdown", "html": ""}, "parents": [],
+                          "repository": {"type": "repository", "full_name": repository, "name": slug}})  # fmt: skip
 
     def _annotate(self, method: str, repository: str, commit: str, report: str, body: Any, identity: str) -> Response:
         """POST creates or updates a report's annotations (by external_id), at most 100 a request; GET lists them."""

@@ -4,8 +4,11 @@ Like the Cloud stand-in it behaves as the server does: every request is validate
 Atlassian's OpenAPI description of Data Center 9.2 (openapi-core), HTTP access tokens are accepted
 as Bearer and personal tokens or passwords as Basic, a status is identified by repository, commit
 and key, a POST answers 204, a GET ?key=K answers the status or 404, and errors come as
-{"errors": [{"message": ...}]}. It remembers every Authorization header it was sent, so a test can
-prove a credential never reached it. Serve it over TLS with a certificate of a private CA
+{"errors": [{"message": ...}]}. It also serves a commit (its message, from `commit_messages`; 404 for
+a commit not set there) and a commit's deployments (7.16+): a deployment is identified by repository,
+key, environment key and sequence number, and a POST of the same one replaces it (Data Center has no
+update sequence number: the last write wins). It remembers every Authorization header it was sent, so
+a test can prove a credential never reached it. Serve it over TLS with a certificate of a private CA
 (standins.tls), as enterprises do.
 """
 
@@ -37,12 +40,20 @@ BUILDS = "/api/latest/projects/{projectKey}/repos/{repositorySlug}/commits/{comm
 INSIGHTS = "/insights/latest/projects/{projectKey}/repos/{repositorySlug}/commits/{commitId}/reports/{key}"
 ANNOTATIONS = f"{INSIGHTS}/annotations"
 REPOSITORY = "/api/latest/projects/{projectKey}/repos/{repositorySlug}"
+COMMIT = f"{REPOSITORY}/commits/{{commitId}}"
+DEPLOYMENTS = f"{COMMIT}/deployments"
 CONTEXT = "/bitbucket"
 REPORT_PATH = re.compile(
     rf"{CONTEXT}/rest/insights/latest/projects/(?P<project>[^/]+)/repos/(?P<slug>[^/]+)/commits/(?P<commit>[^/]+)"
     r"/reports/(?P<key>[^/]+)(?P<annotations>/annotations)?"
 )
 REPOSITORY_PATH = re.compile(rf"{CONTEXT}/rest/api/latest/projects/(?P<project>[^/]+)/repos/(?P<slug>[^/]+)")
+COMMIT_PATH = re.compile(
+    rf"{CONTEXT}/rest/api/latest/projects/(?P<project>[^/]+)/repos/(?P<slug>[^/]+)/commits/(?P<commit>[^/]+)"
+    r"(?P<deployments>/deployments)?"
+)
+# A deployment environment's type: the description's pattern is unanchored, the server means one of these
+ENVIRONMENT_TYPES = ("DEVELOPMENT", "TESTING", "STAGING", "PRODUCTION")
 ANNOTATIONS_MAX = 1000  # a report's annotations: "A report cannot have more than 1000 annotations by default"
 DETAILS_MAX = 2000  # "Max length: 2000 characters" (the description's table; its schema gives none)
 PATH = re.compile(
@@ -52,13 +63,16 @@ PATH = re.compile(
 
 @functools.cache
 def openapi() -> OpenAPI:
-    """Atlassian's description of the one path the function uses, served under the context path.
-    Relaxed in one respect: it lists the request body as */*, which openapi-core cannot parse; the
-    server takes JSON."""
+    """Atlassian's description of the paths the function uses, served under the context path.
+    Relaxed in one respect: it lists the request bodies of statuses and deployments as */*, which
+    openapi-core cannot parse; the server takes JSON."""
     spec = json.loads(gzip.decompress(SPEC.read_bytes()))
-    spec["paths"] = {path: spec["paths"][path] for path in (BUILDS, INSIGHTS, ANNOTATIONS, REPOSITORY)}
-    content = spec["paths"][BUILDS]["post"]["requestBody"]["content"]
-    content["application/json"] = content.pop("*/*")
+    spec["paths"] = {
+        path: spec["paths"][path] for path in (BUILDS, INSIGHTS, ANNOTATIONS, REPOSITORY, COMMIT, DEPLOYMENTS)
+    }
+    for path in (BUILDS, DEPLOYMENTS):
+        content = spec["paths"][path]["post"]["requestBody"]["content"]
+        content["application/json"] = content.pop("*/*")
     # A data field's value is typed "object", yet its own example is 9: the value's type is left to `type`.
     del spec["components"]["schemas"]["RestInsightReportData"]["properties"]["value"]["type"]
     spec["servers"] = [{"url": f"{CONTEXT}/rest"}]
@@ -89,6 +103,9 @@ class DataCenter:
     public: set[str] = field(default_factory=set)  # "PROJECT/slug" of public repositories
     public_projects: set[str] = field(default_factory=set)
     history: list[tuple[tuple[str, str, str], dict[str, Any]]] = field(default_factory=list)
+    commit_messages: dict[tuple[str, str], str] = field(default_factory=dict)  # ("PROJECT/slug", commit) → message
+    # (repository, key, environment key, deploymentSequenceNumber) → the deployment, with the commit it deployed
+    deployments: dict[tuple[str, str, str, int], dict[str, Any]] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
     authorizations: list[str] = field(default_factory=list)  # every Authorization header received
     scripted: deque[str] = field(default_factory=deque)
@@ -141,6 +158,19 @@ class DataCenter:
     def went_backwards(self) -> list[dict[str, Any]]:
         return went_backwards(self.history)
 
+    def deployments_for(self, project: str, slug: str, commit: str) -> list[dict[str, Any]]:
+        """The deployments shown on the commit, in order of (key, environment key, sequence number)."""
+        with self._lock:
+            found = sorted((key, d) for key, d in self.deployments.items() if key[0] == f"{project}/{slug}")
+            return [dict(d) for _, d in found if d["toCommit"]["id"] == commit]
+
+    def commit_calls(self) -> list[Call]:
+        """The reads of a commit (its message)."""
+        return [c for c in self.calls if (found := COMMIT_PATH.fullmatch(c.path)) and not found["deployments"]]
+
+    def deployment_calls(self) -> list[Call]:
+        return [c for c in self.calls if (found := COMMIT_PATH.fullmatch(c.path)) and found["deployments"]]
+
     # --- the WSGI application ---------------------------------------------------
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
@@ -170,6 +200,8 @@ class DataCenter:
         identity = self._identity(request)
         if identity is None:
             return errors(401, "Authentication failed. Please check your credentials and try again.")
+        if found := COMMIT_PATH.fullmatch(request.path):
+            return self._commit(request, found)
         match = PATH.fullmatch(request.path) or REPORT_PATH.fullmatch(request.path)
         if not match and (found := REPOSITORY_PATH.fullmatch(request.path)) and request.method == "GET":
             project, slug = found["project"], found["slug"]
@@ -277,6 +309,62 @@ class DataCenter:
         self.history.append((identity, dict(status)))
         return Response(status=204)
 
+    def _commit(self, request: Request, found: re.Match[str]) -> Response:
+        """GET a commit (its message), POST or GET a deployment of it."""
+        if self.validate:
+            result = openapi().unmarshal_request(WerkzeugOpenAPIRequest(request))
+            if result.errors:
+                return errors(400, "; ".join(_explain(e) for e in result.errors))
+        repository, commit = f"{found['project']}/{found['slug']}", found["commit"]
+        if self.repositories and repository not in self.repositories:
+            return errors(404, f"Repository {found['slug']} of project {found['project']} does not exist.")
+        if not re.fullmatch(r"[0-9a-f]{40}", commit):
+            return errors(400, "The commit is not valid")
+        with self._lock:
+            if found["deployments"] and request.method == "POST":
+                return self._deploy(repository, commit, request.get_json(silent=True) or {})
+            if found["deployments"] and request.method == "GET":
+                args = request.args
+                key = (
+                    repository,
+                    args.get("key", ""),
+                    args.get("environmentKey", ""),
+                    args.get("deploymentSequenceNumber", ""),
+                )
+                shown = next((d for k, d in self.deployments.items() if tuple(map(str, k)) == key), None)
+                return json_body(shown) if shown else errors(404, "No such deployment")
+            if found["deployments"] or request.method != "GET":
+                return errors(405, "Method not allowed")
+            message = self.commit_messages.get((repository, commit))
+        if message is None:
+            return errors(404, f"Commit '{commit}' does not exist in repository '{found['slug']}'.")
+        person = {"name": "Dev", "emailAddress": "dev@acme.example"}
+        return json_body({"id": commit, "displayId": commit[:11], "message": message, "author": person,
+                          "authorTimestamp": 1_700_000_000_000, "committer": person,
+                          "committerTimestamp": 1_700_000_000_000, "parents": []})  # fmt: skip
+
+    def _deploy(self, repository: str, commit: str, body: dict[str, Any]) -> Response:
+        """Create or replace a deployment: the environment needs a key and a display name (the description's
+        RestDeployment requires both), and its type is one of ENVIRONMENT_TYPES when given."""
+        LOGS.append(json.dumps(body))  # scanned for credentials, like the tests' output
+        environment = body.get("environment") or {}
+        if not environment.get("key") or not environment.get("displayName"):
+            return errors(400, "environment: a key and a displayName are required")
+        if "type" in environment and environment["type"] not in ENVIRONMENT_TYPES:
+            return errors(400, f"environment.type must be one of {', '.join(ENVIRONMENT_TYPES)}")
+        project, slug = repository.split("/")
+        deployment = {**body, "lastUpdated": body.get("lastUpdated", int(time.time() * 1000)),
+                      "toCommit": {"id": commit, "displayId": commit[:11]},
+                      "repository": {"slug": slug, "name": slug, "project": {"key": project}}}  # fmt: skip
+        identity = (
+            repository,
+            str(body.get("key")),
+            str(environment["key"]),
+            int(body.get("deploymentSequenceNumber", 0)),
+        )
+        self.deployments[identity] = deployment
+        return json_body(deployment)
+
     def _identity(self, request: Request) -> str | None:
         scheme, _, value = request.headers.get("Authorization", "").partition(" ")
         with self._lock:
@@ -290,6 +378,10 @@ class DataCenter:
                 if user in self.basic and secrets.compare_digest(self.basic[user], password):
                     return f"user:{user}"
         return None
+
+
+def json_body(body: Any, status: int = 200) -> Response:
+    return Response(json.dumps(body), status, content_type="application/json")
 
 
 def _explain(problem: Exception) -> str:

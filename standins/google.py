@@ -433,13 +433,51 @@ class GoogleServer:
         shut_down(self._server)
 
 
+LISTED_PAGE_MAX = 1000  # objects.list answers at most this many entries a page (and that many when not told)
+
+
+def listed_in_pages(request: Any, response: Any, storage: Any, *args: Any, **kwargs: Any) -> None:
+    """objects.list as Cloud Storage answers it, where the emulator lists a bucket whole whatever it is asked: its
+    entries (objects and, with a delimiter, prefixes) in name order, a page of at most `maxResults` of them (at
+    most 1,000), and a `nextPageToken` that the next page starts after while any are left."""
+    from http import HTTPStatus
+
+    from gcp_storage_emulator.exceptions import BadRequest, NotFound  # type: ignore[import-untyped]  # no hints
+
+    query = {key: values[0] for key, values in request.query.items() if values}
+    try:
+        items, prefixes = storage.get_file_list(request.params["bucket_name"], query.get("prefix"),
+                                                query.get("delimiter"), query.get("matchGlob"))  # fmt: skip
+    except NotFound:
+        response.status = HTTPStatus.NOT_FOUND
+        return
+    except BadRequest:
+        response.status = HTTPStatus.BAD_REQUEST
+        return
+    entries = sorted([(item["name"], item) for item in items] + [(prefix, None) for prefix in prefixes],
+                     key=lambda entry: entry[0])  # fmt: skip
+    after = query.get("pageToken", "")
+    left = [entry for entry in entries if entry[0] > after] if after else entries
+    page = left[: min(int(query.get("maxResults", LISTED_PAGE_MAX)), LISTED_PAGE_MAX)]
+    answer: dict[str, Any] = {"kind": "storage#objects", "items": [item for _, item in page if item is not None],
+                              "prefixes": [name for name, item in page if item is None]}  # fmt: skip
+    if len(page) < len(left):
+        answer["nextPageToken"] = page[-1][0]
+    response.json(answer)
+
+
 class Storage:
-    """gcp-storage-emulator on a loopback port; counts object downloads."""
+    """gcp-storage-emulator on a loopback port, listing a bucket in pages as Cloud Storage does; counts object
+    downloads."""
 
     def __init__(self) -> None:
-        from gcp_storage_emulator.server import create_server  # type: ignore[import-untyped]  # it ships no hints
+        from gcp_storage_emulator import server  # type: ignore[import-untyped]  # it ships no hints
+        from gcp_storage_emulator.handlers import objects  # type: ignore[import-untyped]
 
-        self._server = create_server("127.0.0.1", 0, in_memory=True)
+        for _, handlers in server.HANDLERS:  # the emulator's routes: each method's handler
+            if handlers.get("GET") is objects.ls:
+                handlers["GET"] = listed_in_pages
+        self._server = server.create_server("127.0.0.1", 0, in_memory=True)
         self._server.start()
         self.host = f"http://127.0.0.1:{self._server._api._httpd.server_port}"
         self.downloads = 0

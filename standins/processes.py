@@ -65,11 +65,11 @@ def wait_until(check: Any, timeout: float, what: str, interval: float = 0.1) -> 
 class Process:
     """A child process in its own process group, output to a file."""
 
-    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path = ROOT) -> None:
         self.log = log
         self._out = log.open("wb")
         self.popen = subprocess.Popen(
-            args, stdout=self._out, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True
+            args, stdout=self._out, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True
         )
 
     def output(self) -> str:
@@ -171,22 +171,26 @@ class PubSubEmulator:
 
 
 class FunctionServer:
-    """`functions-framework` serving main.py, as the Cloud Functions runtime does."""
+    """`functions-framework` serving main.py, as the Cloud Functions runtime does: from `folder` (the repository
+    unless told), run in it as the runtime runs in the uploaded source, with no PYTHONPATH of the caller's, so
+    the function imports only what lies beside its main.py (and the installed requirements)."""
 
-    def __init__(self, target: str, signature: str, env: dict[str, str], log: Path) -> None:
+    def __init__(self, target: str, signature: str, env: dict[str, str], log: Path, folder: Path = ROOT) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         framework = Path(sys.executable).with_name("functions-framework")
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("BITBUCKET_", "SECRETS_", "KMS_"))}
+        withheld = ("BITBUCKET_", "SECRETS_", "KMS_", "PYTHONPATH")
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(withheld)}
         full_env.update(env)
         full_env["PYTHONUNBUFFERED"] = "1"
         self.process = Process(
             [
                 str(framework), f"--target={target}", f"--signature-type={signature}",
-                f"--source={ROOT / 'main.py'}", "--host=127.0.0.1", f"--port={self.port}",
+                f"--source={folder / 'main.py'}", "--host=127.0.0.1", f"--port={self.port}",
             ],
             log,
             full_env,
+            cwd=folder,
         )  # fmt: skip
         self.process.wait_until_ready(self._ready, 30, f"functions-framework ({target})")
 

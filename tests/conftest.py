@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from standins.bitbucket import Bitbucket, Server
 from standins.builds import COMMIT, build
 from standins.datacenter import DataCenter
 from standins.google import Google, GoogleServer, Storage
+from standins.jira import Jira
 from standins.tls import certificate_authority, signed_by
 
 CONFIG_VARIABLES = (
@@ -43,6 +45,7 @@ CONFIG_VARIABLES = (
     "LOG_EXCERPT_LINES",
     "LOG_VIEW",
     "LOG_WAIT_SECONDS",
+    "JIRA_API_URL",
 )
 TOKEN = "bb-access-token-66AK1XTUzJVxvDEzXwW9p7-B"  # the stand-in's only accepted credential unless a test adds more
 SECRET_FIELDS = ("password", "token", "client_secret")
@@ -375,3 +378,61 @@ def three_entries(bitbucket, monkeypatch):
 def creator(server, repo: str, commit: str = "c" * 40) -> str:
     [status] = server.app.shown(*repo.split("/"), commit)
     return status["_creator"]
+
+
+# --- Jira Software Cloud: Atlassian's API and one site, `acme` --------------------------------------
+
+JIRA_CLIENT_ID = "cloud-build-relay-jira-client"  # OAuth credentials' client id: not a secret
+JIRA_CLIENT_SECRET = "ATOA-AvNrHEx_METGuYV6oAY5g_A39FYG1QEn"
+JIRA_ISSUES = ("ABC-123", "ABC-124")  # the issues the site knows
+
+
+@dataclass
+class JiraSite:
+    """The Jira stand-in as the `jira` fixture serves it: one site, its issues, one OAuth client accepted."""
+
+    app: Jira
+    server: Server
+    url: str  # the site: http://127.0.0.1:PORT/acme
+    cloud_id: str
+    monkeypatch: pytest.MonkeyPatch
+    client_id: str = JIRA_CLIENT_ID
+    client_secret: str = field(default=JIRA_CLIENT_SECRET, repr=False)  # a failed test's report shows no secret
+
+    def entry(self, **fields: Any) -> dict[str, Any]:
+        """The site's entry of the credentials document, with `fields` (repositories, projects, cloud_id ...)
+        added or replaced; a field given None is left out."""
+        entry = {"jira": self.url, "client_id": self.client_id, "client_secret": self.client_secret, **fields}
+        return {name: value for name, value in entry.items() if value is not None}
+
+    def add_entry(self, **fields: Any) -> dict[str, Any]:
+        """Put entry(**fields) in BITBUCKET_CREDENTIALS, after the entries already there (those of the `bitbucket`
+        or `both` fixture), its secret remembered; returns the entry."""
+        entry = self.entry(**fields)
+        remember_stored(entry)
+        current = json.loads(os.environ.get("BITBUCKET_CREDENTIALS") or "[]")
+        document = [*(current if isinstance(current, list) else [current]), entry]
+        self.monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps(document))
+        return entry
+
+    def builds(self, issue_key: str) -> list[dict[str, Any]]:
+        """What the issue shows of builds (the site's `builds_for`)."""
+        return self.app.builds_for(self.cloud_id, issue_key)
+
+    def deployments(self, issue_key: str) -> list[dict[str, Any]]:
+        return self.app.deployments_for(self.cloud_id, issue_key)
+
+
+@pytest.fixture
+def jira(monkeypatch: pytest.MonkeyPatch) -> Iterator[JiraSite]:
+    """The Jira stand-in with the function pointed at it (JIRA_API_URL): the site `acme`, knowing JIRA_ISSUES, and
+    one OAuth client accepted with both permissions. The credentials document has no Jira entry until a test
+    calls add_entry()."""
+    app = Jira()
+    server = app.serve()
+    url, cloud_id = app.add_site("acme")
+    app.add_issues(cloud_id, *JIRA_ISSUES)
+    app.accept_client(JIRA_CLIENT_ID, JIRA_CLIENT_SECRET)
+    monkeypatch.setenv("JIRA_API_URL", server.root)
+    yield JiraSite(app, server, url, cloud_id, monkeypatch)
+    server.stop()

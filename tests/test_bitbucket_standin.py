@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import requests
+from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAPIResponse
 
-from standins.bitbucket import Bitbucket, Server
+from standins.bitbucket import Bitbucket, Server, openapi
 from standins.builds import COMMIT
 
 GOOD_TOKEN = "good-token-Z-mrYMtjjBcMQ79skXXPgIWZ"
@@ -16,6 +18,7 @@ CLIENT_SECRET = "client-secret-VeAJ0bflRwxk69ukyt7PlSIT"
 REPOSITORY_TOKEN = "repo-token-webapp-YWNJsm8v_srX66mazczfOdjW"
 REPORT_TOKEN = "standin-report-token-EXnjCKOEWgB7ycSr9_cD7e_S"
 ANNOTATION_TOKEN = "standin-annotation-token-U8WHC-dhDvZjwWuUVl_7gsLd"
+DEPLOYMENT_TOKEN = "standin-deployment-token-xyy5lqsvIUYGE-aufKVPneXK"
 BEARER = {"Authorization": f"Bearer {GOOD_TOKEN}"}
 
 
@@ -247,3 +250,77 @@ def test_annotations_are_accepted_only_as_atlassians_descriptions_allow_and_outl
     assert len(server.shown_annotations("PROJ", "repo", "a" * 40)) == 2
     assert Client(server).delete(on_server, headers=headers).status_code == 204
     assert server.shown_annotations("PROJ", "repo", "a" * 40) == []
+
+
+def test_a_commits_message_is_read_by_a_credential_that_reaches_its_repository(standin):
+    standin.app.commit_messages[("acme/webapp", COMMIT)] = "ABC-124: sign in with SSO"
+    url = f"{standin.api_url}/repositories/acme/webapp/commit/{COMMIT}"
+    answer = requests.get(url, headers=BEARER, timeout=5)
+    assert answer.status_code == 200
+    result = openapi().unmarshal_response(RequestsOpenAPIRequest(answer.request), RequestsOpenAPIResponse(answer))
+    assert result.errors == []  # the answer is a commit as Atlassian's description gives one
+    assert (answer.json()["hash"], answer.json()["message"]) == (COMMIT, "ABC-124: sign in with SSO")
+    assert requests.get(url.replace(COMMIT, "b" * 40), headers=BEARER, timeout=5).status_code == 404  # none set
+    assert requests.get(url, timeout=5).status_code == 401
+    standin.app.repositories.add("acme/other")
+    standin.app.accept_token(REPOSITORY_TOKEN, {"acme/other"})
+    assert requests.get(url, headers={"Authorization": f"Bearer {REPOSITORY_TOKEN}"}, timeout=5).status_code == 403
+    assert len(standin.app.commit_calls()) == 4
+
+
+def valid_on_server(answer: Any, body: Any = None) -> Any:
+    """A Data Center stand-in's answer, once Atlassian's description accepts it as its operation's answer."""
+    from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest, WerkzeugOpenAPIResponse
+    from werkzeug.test import EnvironBuilder
+    from werkzeug.wrappers import Request
+
+    from standins import datacenter
+
+    assert answer.status_code == 200
+    asked = Request(EnvironBuilder(method=answer.request.method, path=answer.request.path, json=body).get_environ())
+    result = datacenter.openapi().unmarshal_response(WerkzeugOpenAPIRequest(asked), WerkzeugOpenAPIResponse(answer))
+    assert result.errors == []
+    return answer.json
+
+
+def test_a_data_center_commit_and_its_deployments_are_served_as_atlassians_description_allows():
+    from werkzeug.test import Client
+
+    from standins.datacenter import DataCenter
+
+    headers = {"Authorization": f"Bearer {DEPLOYMENT_TOKEN}"}
+    server = DataCenter()
+    server.accept_token(DEPLOYMENT_TOKEN)
+    commit = f"/bitbucket/rest/api/latest/projects/PROJ/repos/repo/commits/{COMMIT}"
+    server.commit_messages[("PROJ/repo", COMMIT)] = "ABC-123 fix the login"
+    assert valid_on_server(Client(server).get(commit, headers=headers))["message"] == "ABC-123 fix the login"
+    assert Client(server).get(commit.replace(COMMIT, "b" * 40), headers=headers).status_code == 404
+    assert Client(server).get(commit).status_code == 401
+    good = {"key": "acme-webapp-deploy", "deploymentSequenceNumber": 1, "state": "IN_PROGRESS",
+            "environment": {"key": "production", "displayName": "production", "type": "PRODUCTION"},
+            "url": "https://console.cloud.google.com/cloud-build/builds/b-1", "displayName": "webapp",
+            "description": "Deploying"}  # fmt: skip
+    assert (
+        valid_on_server(Client(server).post(f"{commit}/deployments", json=good, headers=headers), good)["key"]
+        == good["key"]
+    )
+    done = {**good, "state": "SUCCESSFUL"}  # the same deployment: replaced
+    assert Client(server).post(f"{commit}/deployments", json=done, headers=headers).json["state"] == "SUCCESSFUL"
+    assert Client(server).post(f"{commit}/deployments", json={**good, "deploymentSequenceNumber": 2},
+                               headers=headers).status_code == 200  # fmt: skip
+    assert [(d["deploymentSequenceNumber"], d["state"]) for d in server.deployments_for("PROJ", "repo", COMMIT)] == [
+        (1, "SUCCESSFUL"), (2, "IN_PROGRESS")]  # fmt: skip
+    assert server.deployments_for("PROJ", "repo", "b" * 40) == []
+    one = f"{commit}/deployments?key=acme-webapp-deploy&environmentKey=production&deploymentSequenceNumber=1"
+    assert Client(server).get(one, headers=headers).json["state"] == "SUCCESSFUL"
+    assert Client(server).get(one.replace("production", "staging"), headers=headers).status_code == 404
+    environment = good["environment"]
+    for bad in ({**good, "state": "successful"}, {**good, "state": "DONE"}, {**good, "url": "u" * 1025},
+                {**good, "environment": {**environment, "type": "production"}},  # the server's types are upper case
+                {**good, "environment": {**environment, "type": "PRODUCTION-EU"}},  # the pattern is unanchored
+                {**good, "environment": {"displayName": "production"}},  # no key
+                {k: v for k, v in good.items() if k != "deploymentSequenceNumber"}):  # fmt: skip
+        assert Client(server).post(f"{commit}/deployments", json=bad, headers=headers).status_code == 400
+    assert len(server.deployments_for("PROJ", "repo", COMMIT)) == 2
+    assert len(server.deployment_calls()) == 12
+    assert len(server.commit_calls()) == 3

@@ -14,7 +14,7 @@ import relay.errors
 import relay.repository
 from standins.bitbucket import token_identity
 from standins.builds import build
-from tests.conftest import API, TOKEN, WEBAPP, creator, deliver, log_lines, shown
+from tests.conftest import API, JIRA_CLIENT_SECRET, TOKEN, WEBAPP, creator, deliver, log_lines, shown
 
 COMMIT = "c" * 40
 CATCH_ALL = "catch-all-token-RC1fGSB7yMgVshb5vrISN-zf"
@@ -188,3 +188,23 @@ def test_a_large_document_is_matched_without_falling_off_a_cliff(bitbucket, monk
         deliver(build("SUCCESS", f"b-{n}", repo=f"team{n}/service-19-api"))
         assert [s["state"] for s in shown(bitbucket, f"team{n}/service-19-api")] == ["SUCCESSFUL"]
     assert len(translated) == 100_000
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"jira": "http://acme.atlassian.net"}, '"jira" that is not an https:// URL'),
+        ({"jira": "https://acme.atlassian.net", "client_secret": None}, 'without its "client_id" and "client_secret"'),
+        ({"jira": "https://acme.atlassian.net", "cloud_id": "../other"}, '"cloud_id" that is not a cloud id'),
+        ({"jira": "https://acme.atlassian.net", "server": "http://bb.example"}, '"server" that is neither'),
+        ({"jira": "https://acme.atlassian.net", "token": FIRST}, "a Jira entry with a field it cannot hold: 'token'"),
+        ({"cloud_id": "abc-123", "token": FIRST}, 'has a "cloud_id" but no "jira"'),
+    ],
+)
+def test_a_bad_jira_entry_is_a_configuration_error_naming_its_position_never_its_secret(entry, message):
+    entry = {"client_id": "cloud-build", "client_secret": JIRA_CLIENT_SECRET, **entry}
+    entry = {name: value for name, value in entry.items() if value is not None}
+    with pytest.raises(relay.errors.ConfigurationError, match="entry 2 of test") as raised:
+        relay.credentials.parse_credentials(json.dumps([{"token": TOKEN}, entry]), "test")
+    assert message in str(raised.value)
+    assert JIRA_CLIENT_SECRET not in str(raised.value)

@@ -3,10 +3,12 @@
 Every command the dry run prints is run by the installed `gcloud` with an empty
 configuration: a command that parses stops for want of an account; one that
 does not parse stops earlier with a usage error. Nothing reaches the network.
+The files `gcloud` would upload, and only those, serve a build.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -15,6 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import requests
+
+from standins.builds import COMMIT, build, now, push_body
+from standins.processes import FunctionServer
+from tests.conftest import TOKEN, shown
 
 ROOT = Path(__file__).resolve().parents[1]
 SA = "serviceAccount:bitbucket-build-status@x.iam.gserviceaccount.com"
@@ -489,3 +496,115 @@ def test_alerts_open_an_incident_on_any_error_and_on_retries_for_30_minutes_and_
     assert not [c for c in commands["file"] if c[1:3] == ["beta", "monitoring"]]  # no channel unless asked
     off = dry_run("deploy", "file", "ALERTS=off")
     assert not [c for c in off if c[1:3] in (["logging", "metrics"], ["alpha", "monitoring"])]
+
+
+# --- what `gcloud functions deploy --source .` uploads, and that it runs alone --------------------------------------
+
+# What a developer's checkout holds beside the code, planted so that leaving it out is proved on every run.
+LEFTOVERS = ("relay/__pycache__/event.cpython-313.pyc", "relay/.event.py.swp", "tests/__pycache__/conftest.pyc",
+             ".venv/lib/python3.13/site-packages/relay/__init__.py", ".mypy_cache/3.13/relay/event.data.json",
+             ".pytest_cache/v/cache/lastfailed")  # fmt: skip
+NOT_DEPLOYED = ("tests", "standins", "resync", "doctor", "bench", "demo", "deploy", "docs", ".ci", ".venv",
+                ".mypy_cache", ".pytest_cache")  # fmt: skip
+
+
+def files_under(folder: Path) -> set[str]:
+    return {path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file()}
+
+
+def files_to_upload(folder: Path, config_dir: Path) -> set[str]:
+    """What `gcloud functions deploy --source FOLDER` uploads, as the installed gcloud lists it; without gcloud (never
+    under CI), the same rules read from .gcloudignore by pathspec (mypy's own dependency), which the test below
+    holds to gcloud's reading of this .gcloudignore."""
+    gcloud = shutil.which("gcloud")
+    if gcloud is None:
+        if os.environ.get("CI"):
+            pytest.fail(
+                "gcloud is not installed: CI must list the files a deployment uploads with the Google Cloud CLI"
+            )
+        return files_kept_by_pathspec(folder)
+    listed = subprocess.run(
+        [gcloud, "meta", "list-files-for-upload", str(folder)], capture_output=True, text=True, check=True,
+        env={"PATH": os.environ["PATH"], "HOME": str(config_dir), "CLOUDSDK_CONFIG": str(config_dir),
+             "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"},
+        stdin=subprocess.DEVNULL, timeout=120,
+    ).stdout  # fmt: skip
+    return {line for line in listed.splitlines() if line}
+
+
+def files_kept_by_pathspec(folder: Path) -> set[str]:
+    pathspec = pytest.importorskip("pathspec", reason="neither gcloud nor pathspec (which mypy brings) is installed")
+    rules = pathspec.GitIgnoreSpec.from_lines((folder / ".gcloudignore").read_text().splitlines())
+    return {path for path in files_under(folder) if not rules.match_file(path)}
+
+
+@pytest.fixture(scope="module")
+def checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The repository as a developer deploys it: every file of the working tree, and the leftovers of their work."""
+    folder = tmp_path_factory.mktemp("checkout") / "bitbucket-build-status"
+    shutil.copytree(
+        ROOT, folder, ignore=shutil.ignore_patterns(".git", ".venv", "__pycache__", ".*_cache", ".hypothesis")
+    )
+    for leftover in LEFTOVERS:
+        (folder / leftover).parent.mkdir(parents=True, exist_ok=True)
+        (folder / leftover).write_bytes(b"\x00 not deployed")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def uploaded(checkout: Path, tmp_path_factory: pytest.TempPathFactory) -> set[str]:
+    return files_to_upload(checkout, tmp_path_factory.mktemp("gcloud-config"))
+
+
+def test_a_deployment_uploads_only_main_py_requirements_txt_and_the_packages_modules(checkout, uploaded):
+    modules = {path.relative_to(ROOT).as_posix() for path in (ROOT / "relay").rglob("*.py")
+               if "__pycache__" not in path.parts}  # fmt: skip
+    assert uploaded == {"main.py", "requirements.txt", *modules}
+    beside = {
+        path
+        for path in files_under(checkout)
+        if path.split("/")[0] in NOT_DEPLOYED or "__pycache__" in path or path.endswith((".pyc", ".swp"))
+    }
+    assert {"tests/conftest.py", "standins/processes.py", "doctor/__main__.py", *LEFTOVERS} <= beside
+    assert uploaded.isdisjoint(beside)
+
+
+def test_without_gcloud_the_rules_of_gcloudignore_are_read_as_gcloud_reads_them(gcloud, checkout, uploaded):
+    """gcloud's `*` matches the top level only, git's every level: the fallback must agree on this file."""
+    assert files_kept_by_pathspec(checkout) == uploaded
+
+
+def test_the_uploaded_files_alone_serve_a_failed_build_to_bitbucket(checkout, uploaded, bitbucket, google, tmp_path):
+    """Copied alone into an empty folder, as Cloud Functions unpacks the upload, the files serve a build through
+    functions-framework: a module .gcloudignore left out is a ModuleNotFoundError at every cold start. A failed
+    step takes the longest path (Cloud Logging, the matchers, annotations, the report)."""
+    deployed = tmp_path / "workspace"
+    for path in uploaded:
+        (deployed / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(checkout / path, deployed / path)
+    credentials = tmp_path / "secrets" / "bitbucket-credentials.json"
+    credentials.parent.mkdir()
+    credentials.write_text(json.dumps({"token": TOKEN}))
+    env = {"BITBUCKET_API_URL": bitbucket.api_url, "BITBUCKET_CREDENTIALS_FILE": str(credentials)}
+    steps = [{"id": "typecheck", "name": "node:22", "args": ["npx", "tsc"], "dir": "web", "status": "FAILURE"}]
+    tsc = (ROOT / "tests" / "data" / "logs" / "tsc.txt").read_text().splitlines()
+    google.app.write_log("acme-ci", "b-0001", {'Step #0 - "typecheck"': tsc})
+    function = FunctionServer("build_status_cloudevent", "cloudevent", env, tmp_path / "function.log", deployed)
+    try:
+        headers = {
+            "ce-id": "upload-1",
+            "ce-specversion": "1.0",
+            "ce-type": "google.cloud.pubsub.topic.v1.messagePublished",
+            "ce-source": "//pubsub.googleapis.com/projects/acme-ci/topics/cloud-builds",
+            "ce-time": now(),
+        }
+        body = push_body(build("FAILURE", steps=steps))
+        response = requests.post(function.url, json=body, headers=headers, timeout=60)
+        assert response.status_code == 200, function.process.output()[-2000:]
+    finally:
+        function.stop()
+    assert [(s["state"], s["description"]) for s in shown(bitbucket)] == [("FAILED", "Failed after 3m 12s")]
+    [report] = bitbucket.app.shown_reports("acme", "webapp", COMMIT)
+    assert report["details"].endswith(tsc[-1])
+    annotations = bitbucket.app.shown_annotations("acme", "webapp", COMMIT)
+    assert [(a["path"], a["line"]) for a in annotations] == [("web/src/app.ts", 2), ("web/src/app.ts", 6)]

@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 
 import doctor
+import relay.transport
 from standins.bitbucket import REPOSITORY
 from standins.builds import build, listed_build
-from tests.conftest import DC_TOKEN, TOKEN, deliver, document, remember_stored
+from tests.conftest import DC_TOKEN, JIRA_CLIENT_SECRET, TOKEN, deliver, document, remember_stored
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "projects/acme-ci/secrets/bitbucket-build-status-credentials"
@@ -302,6 +303,28 @@ def test_doctors_dry_run_reads_no_failed_steps_log_and_no_visibility(deployment,
     assert reads == {"/2.0/repositories/acme/webapp": 1, "/2.0/repositories/acme/api": 1}
 
 
+def test_doctors_dry_run_downloads_no_junit_file(deployment, bitbucket, google, storage, monkeypatch):
+    """A build's JUnit files (up to 20 MB, seconds of processor time to parse) only end the description of a final
+    state: the statuses' check writes none, so it downloads none of them."""
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", storage.host)
+    created = ago(20)
+    failing = (b'<testsuite name="tests.test_app"><testcase classname="tests.test_app" name="test_login">'
+               b'<failure message="boom"/></testcase></testsuite>')  # fmt: skip
+    for n in range(3):
+        storage.put("acme-test-reports", f"doctor/w-2/junit-{n}.xml", failing)
+    deliver(build("WORKING", "w-2", repo="acme/webapp", commit="2" * 40, createTime=created))
+    failed = build("FAILURE", "w-2", repo="acme/webapp", commit="2" * 40, createTime=created)
+    failed["substitutions"]["_BITBUCKET_TEST_REPORTS"] = "gs://acme-test-reports/doctor/w-2/"
+    google.app.record(failed)
+    function = described(bitbucket)
+    function["serviceConfig"]["environmentVariables"]["TEST_REPORT_BUCKETS"] = "acme-test-reports"
+    downloads = storage.downloads
+    code, out = run_doctor(deployment, function)
+    assert code == 1, out
+    assert "acme/webapp@222222222222 (webapp-pr): INPROGRESS \u2192 FAILED (build w-2)" in out
+    assert storage.downloads == downloads
+
+
 # --- the function's settings and its deployment -------------------------------------------------------------
 
 
@@ -428,3 +451,254 @@ def test_only_a_push_to_the_teams_topic_path_brings_its_builds(deployment, bitbu
     code, out = run_doctor(deployment, function, *with_subscriptions(deployment, subscription, PUSHED))
     assert code == 0, out
     assert f"\u2713 team-a's builds are pushed to the function ({PUSHED['name']})" in out
+
+
+# --- what the function reads together: its settings, its one credential source ----------------------------------
+
+
+def wrong_lines(out: str) -> list[str]:
+    return [line for line in out.splitlines() if line.startswith("\u2717")]
+
+
+@pytest.mark.parametrize(
+    ("settings", "said"),
+    [
+        (
+            {"BUILD_PROJECTS": "acme-ci team-a", "TEST_REPORT_BUCKETS": "acme-test-reports"},
+            "TEST_REPORT_BUCKETS must name each bucket's project (PROJECT=bucket) when BUILD_PROJECTS lists several",
+        ),
+        (
+            {"BUILD_PROJECTS": "acme-ci", "TEST_REPORT_BUCKETS": "team-c=acme-c-reports"},
+            "TEST_REPORT_BUCKETS names project 'team-c', which is not in BUILD_PROJECTS",
+        ),
+    ],
+    ids=["a bucket of no project in a hub", "a bucket of a project not served"],
+)
+def test_settings_the_function_refuses_only_together_are_one_failed_check_naming_both(deployment, bitbucket,
+                                                                                       settings, said):  # fmt: skip
+    """Each is taken alone, but the function reads them together: every event would fail."""
+    function = hub(bitbucket, "ALLOW_INTERNAL_ONLY")
+    function["serviceConfig"]["environmentVariables"].update(settings)
+    code, out = run_doctor(deployment, function, *with_subscriptions(deployment, PUSHED))
+    assert code == 1, out
+    [wrong] = wrong_lines(out)
+    assert wrong.startswith(
+        "\u2717 the function refuses its setting TEST_REPORT_BUCKETS together with BUILD_PROJECTS, so every event "
+        f"fails: {said}"
+    )
+    assert "    \u2192 deploy it again: make deploy PROJECT=acme-ci REGION=... TEST_REPORT_BUCKETS=..." in out
+    assert "\u2713 acme/webapp: credential entry 1 reads it" in out  # the other checks go on, BUILD_PROJECTS kept
+    assert ("\u2713 team-a's builds are pushed" in out) == (settings["BUILD_PROJECTS"] == HUB["BUILD_PROJECTS"])
+
+
+SECRET_VARIABLE = {"key": "BITBUCKET_CREDENTIALS", "projectId": "acme-ci", "secret": SECRET.rsplit("/", 1)[-1],
+                   "version": "latest"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("where", "also", "found"),
+    [
+        ("environmentVariables", {"CREDENTIALS_SECRET": SECRET}, "BITBUCKET_CREDENTIALS_FILE, CREDENTIALS_SECRET"),
+        ("secretEnvironmentVariables", [SECRET_VARIABLE], "BITBUCKET_CREDENTIALS_FILE, BITBUCKET_CREDENTIALS"),
+    ],
+    ids=["a secret's name", "a secret set as a variable"],
+)
+def test_a_second_credential_source_beside_the_mounted_file_is_a_failed_check(deployment, bitbucket, where, also,
+                                                                               found):  # fmt: skip
+    """The function refuses two credential sources on every event, though doctor could read either of them."""
+    function = described(bitbucket)
+    service = function["serviceConfig"]
+    service[where] = {**service[where], **also} if isinstance(also, dict) else also
+    code, out = run_doctor(deployment, function)
+    assert code == 1, out
+    assert wrong_lines(out) == [
+        "\u2717 the function refuses its credential source, so every event fails: configure exactly one credential "
+        f"source, found {found}"
+    ]
+    assert "    \u2192 deploy it again, which configures one source: make deploy PROJECT=acme-ci REGION=..." in out
+    assert "\u2713 no ERROR line of the function since" in out  # the checks that need no credentials go on
+    assert "All checks hold." not in out
+
+
+def test_a_credentials_file_no_secret_mounts_is_a_failed_check(deployment, bitbucket):
+    function = described(bitbucket)
+    function["serviceConfig"]["secretVolumes"] = []
+    code, out = run_doctor(deployment, function)
+    assert code == 1, out
+    assert wrong_lines(out) == [
+        "\u2717 the function cannot read its credentials, so every event fails: the deployment reads "
+        "BITBUCKET_CREDENTIALS_FILE=/etc/secrets/bitbucket.json, which no secret mounts"
+    ]
+    assert "\u2713 no ERROR line of the function since" in out
+
+
+def test_credentials_in_a_secret_set_as_a_variable_hold_every_check(deployment, bitbucket):
+    function = described(bitbucket)
+    service = function["serviceConfig"]
+    del service["environmentVariables"]["BITBUCKET_CREDENTIALS_FILE"], service["secretVolumes"]
+    service["secretEnvironmentVariables"] = [SECRET_VARIABLE]
+    code, out = run_doctor(deployment, function)
+    assert code == 0, out
+    assert "\u2713 the credentials are readable: 2 entries" in out
+    assert "\u2713 acme/api: credential entry 2 reads it" in out
+
+
+# --- the Jira entries: a token, the site, the permissions; nothing written to Jira --------------------------------
+
+BRANCH = "feature/ABC-123-login"
+ENTRIES = [{"token": TOKEN, "repositories": ["acme/webapp"]}, {"token": API_TOKEN, "repositories": ["acme/api"]}]
+OTHER_JIRA_SECRET = "ATOA-d0vtQ9x3MXbKZr7WqJH2u5nNeLcPyF8g"  # credentials Atlassian never issued
+
+
+def store_jira(google: Any, site: Any, **fields: Any) -> None:
+    """The deployment's credentials, the Jira site `acme` their entry 3 (with `fields`)."""
+    entries = [*ENTRIES, site.entry(**fields)]
+    remember_stored(entries)
+    google.app.add_secret_version(SECRET, json.dumps(entries).encode())
+
+
+def jira_lines(out: str) -> list[str]:
+    return [line for line in out.split("\nJira: ", 1)[-1].split("\n\n")[0].splitlines()[1:] if line[:1] != " "]
+
+
+def test_each_jira_entry_holds_its_token_site_and_permission_checks_and_doctor_writes_nothing_to_jira(
+    deployment, bitbucket, google, jira
+):
+    """Its status disagreeing with Cloud Build, a build naming ABC-123 goes through doctor's dry run: Jira is told
+    nothing of it, and its commit's message is not read."""
+    created = ago(20)
+    deliver(build("WORKING", "w-2", repo="acme/webapp", commit="2" * 40, branch=BRANCH, createTime=created))
+    google.app.record(build("FAILURE", "w-2", repo="acme/webapp", commit="2" * 40, branch=BRANCH, createTime=created))
+    store_jira(google, jira)
+    reads = len(bitbucket.app.commit_calls())
+
+    code, out = run_doctor(deployment, described(bitbucket))
+
+    assert code == 1, out  # the status that disagrees
+    assert "acme/webapp@222222222222 (webapp-pr): INPROGRESS \u2192 FAILED (build w-2)" in out
+    assert jira_lines(out) == [
+        f"\u2713 Jira entry 3 ({jira.url}): Atlassian gives its OAuth credentials a token",
+        f"\u2713 Jira entry 3 ({jira.url}): its site's cloud id is {jira.cloud_id}",
+        f"\u2713 Jira entry 3 ({jira.url}): Jira takes builds and deployments from its OAuth credentials",
+    ]
+    assert [c.method for c in jira.app.calls if not c.path.endswith("/oauth/token")] == ["GET"] * 3  # site, 2 reads
+    assert jira.app.build_calls() == jira.app.deployment_calls() == []
+    assert (jira.app.builds, jira.app.deployments) == ({}, {})
+    assert len(bitbucket.app.commit_calls()) == reads
+    tokens = {a.partition(" ")[2] for a in jira.app.authorizations if a}
+    assert [s for s in (JIRA_CLIENT_SECRET, *tokens) if s in out] == []
+
+
+def test_jira_credentials_atlassian_refuses_are_to_be_created_anew(deployment, bitbucket, google, jira):
+    store_jira(google, jira, client_secret=OTHER_JIRA_SECRET)
+
+    code, out = run_doctor(deployment, described(bitbucket))
+
+    assert code == 1, out
+    assert jira_lines(out) == [
+        f"\u2717 Jira entry 3 ({jira.url}): Atlassian refuses its client id and secret",
+        f"\u2713 Jira entry 3 ({jira.url}): its site's cloud id is {jira.cloud_id}",
+    ]
+    assert (
+        "    \u2192 create new OAuth credentials in Jira settings \u2192 Apps \u2192 OAuth credentials, put their "
+        "client id and secret in the entry, then make credentials PROJECT=acme-ci < credentials.json"
+    ) in out
+    assert OTHER_JIRA_SECRET not in out
+
+
+@pytest.mark.parametrize(
+    ("fields", "said", "fix"),
+    [
+        (
+            {"jira": "SITE/../initech"},
+            "the site's cloud id cannot be found (the site gives no cloud id)",
+            'check the site\'s URL in "jira" (https://<your-site>.atlassian.net), or set "cloud_id" in the entry',
+        ),
+        (
+            {"cloud_id": "0f3c2b1a-7d6e-4f5a-9b8c-1d2e3f4a5b6c"},
+            'its "cloud_id" 0f3c2b1a-7d6e-4f5a-9b8c-1d2e3f4a5b6c is not its site\'s (CLOUD_ID, the site says)',
+            'set "cloud_id" to CLOUD_ID, or remove it',
+        ),
+    ],
+    ids=["a site that is not there", "a cloud id of another site"],
+)
+def test_a_jira_site_whose_cloud_id_cannot_be_found_or_differs_names_the_fix(deployment, bitbucket, google, jira,
+                                                                               fields, said, fix):  # fmt: skip
+    site = fields.get("jira", jira.url).replace("SITE/..", jira.server.root)
+    store_jira(google, jira, **{**fields, "jira": site})
+
+    code, out = run_doctor(deployment, described(bitbucket))
+
+    assert code == 1, out
+    assert f"\u2717 Jira entry 3 ({site}): {said.replace('CLOUD_ID', jira.cloud_id)}" in out
+    assert f"    \u2192 {fix.replace('CLOUD_ID', jira.cloud_id)}" in out
+    assert "takes builds" not in out  # not asked of Jira without the site's cloud id
+
+
+def test_a_cloud_id_the_entry_gives_stands_where_the_site_cannot_be_asked(deployment, bitbucket, google, jira):
+    """The function never asks the site when the entry names its cloud id: nor does doctor insist."""
+    store_jira(google, jira, jira=f"{jira.server.root}/initech", cloud_id=jira.cloud_id)
+    code, out = run_doctor(deployment, described(bitbucket))
+    assert code == 0, out
+    assert f"its site's cloud id is the entry's \"cloud_id\" {jira.cloud_id}" in out
+    assert "Jira takes builds and deployments from its OAuth credentials" in out
+
+
+def test_jira_credentials_without_the_builds_permission_are_told_to_get_it(deployment, bitbucket, google, jira):
+    jira.app.accept_client(jira.client_id, jira.client_secret, permissions=("deployments",))
+    store_jira(google, jira)
+
+    code, out = run_doctor(deployment, described(bitbucket))
+
+    assert code == 1, out
+    assert (
+        f"\u2717 Jira entry 3 ({jira.url}): its OAuth credentials may not send builds (Jira answered 403)\n"
+        "    \u2192 give them the permission Builds in Jira settings \u2192 Apps \u2192 OAuth credentials"
+    ) in out
+    assert jira.app.build_calls() == []
+
+
+@pytest.mark.parametrize("deploys", [False, True], ids=["no build deploys", "a build deploys"])
+def test_credentials_without_the_deployments_permission_fail_only_where_a_build_deploys(
+    deployment, bitbucket, google, jira, deploys
+):
+    jira.app.accept_client(jira.client_id, jira.client_secret, permissions=("builds",))
+    store_jira(google, jira)
+    if deploys:
+        subs = {"_DEPLOY_ENVIRONMENT": "production"}
+        google.app.record(build("SUCCESS", "w-3", repo="acme/webapp", commit="3" * 40, createTime=ago(10),
+                                substitutions=subs))  # fmt: skip
+        deliver(build("SUCCESS", "w-3", repo="acme/webapp", commit="3" * 40, createTime=ago(10), substitutions=subs))
+
+    code, out = run_doctor(deployment, described(bitbucket))
+
+    [said] = jira_lines(out)[2:]
+    if deploys:
+        assert code == 1, out
+        assert said.startswith(f"\u2717 Jira entry 3 ({jira.url}): its OAuth credentials may send builds, not "
+                               "deployments, and 1 build it is told of deploys since ")  # fmt: skip
+        assert "    \u2192 give them the permission Deployments in Jira settings" in out
+    else:
+        assert code == 0, out
+        assert said.startswith(f"\u2713 Jira entry 3 ({jira.url}): Jira takes builds from its OAuth credentials "
+                               "(not deployments, which no build it is told of since ")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("to", "said"),
+    [
+        ("token", "Atlassian gave no token (Jira answered 503 to a token of Jira entry 3 (SITE))"),
+        ("builds", "Jira answered 503 to reading a build"),
+    ],
+)
+def test_atlassian_not_answering_is_a_failed_check_to_run_again(deployment, bitbucket, google, jira, to, said):
+    jira.app.answer_next(*[503] * (relay.transport.HTTP_RETRIES + 1), to=to)
+    store_jira(google, jira)
+
+    code, out = run_doctor(deployment, described(bitbucket))
+
+    assert code == 1, out
+    assert (
+        f"\u2717 Jira entry 3 ({jira.url}): {said.replace('SITE', jira.url)}\n"
+        "    \u2192 run make doctor again; if it stays, see Atlassian's status (https://status.atlassian.com)"
+    ) in out

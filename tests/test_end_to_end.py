@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -145,12 +146,18 @@ def test_a_share_of_failing_calls_still_ends_in_the_right_states(deployed):
     assert deployed.bitbucket.app.went_backwards() == []
 
 
-def test_the_demo_runs_to_the_end_and_shows_every_kind_of_transition():
+@pytest.fixture(scope="module")
+def demo() -> str:
+    """`make demo`'s output, run once for the tests that read it."""
     result = subprocess.run(
         [sys.executable, "-m", "demo"], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    out = result.stdout
+    return result.stdout
+
+
+def test_the_demo_runs_to_the_end_and_shows_every_kind_of_transition(demo):
+    out = demo
     assert "Pub/Sub emulator" in out
     assert "INPROGRESS (Queued) → INPROGRESS (Running) → FAILED (Failed after 2m 6s" in out
     assert "INPROGRESS (Running) → SUCCESSFUL (Succeeded in 3m 12s)" in out
@@ -168,6 +175,49 @@ def test_the_demo_runs_to_the_end_and_shows_every_kind_of_transition():
     assert "Failed after 2m 6s: 1 of 3 tests failed" in out  # its JUnit file, copied before the step failed
     assert "testResults  {'successful': 11, 'failed': 0, 'skipped': 1}" in out  # a passing build's artifacts
     assert "annotation   HIGH   auth/login_test.go:42  github.com/acme/webapp/auth.TestLogin: " in out  # test and log
+
+
+def jira_shows(out: str) -> dict[str, list[dict[str, Any]]]:
+    """What the demo prints of each Jira issue: its builds and deployments, each a dict of its printed fields."""
+    section = out.split("\nWhat Jira ", 1)[1].split("\nThe function's log", 1)[0]
+    shown: dict[str, list[dict[str, Any]]] = {}
+    for line in section.splitlines():
+        if issue := re.fullmatch(r"  ([A-Z][A-Z0-9_]*-\d+)  .*", line):
+            entities = shown[issue[1]] = []
+        elif entity := re.fullmatch(r"    (build|deployment) +(\w+) +#(\d+)  (.*)", line):
+            entities.append({"kind": entity[1], "state": entity[2], "number": int(entity[3]), "name": entity[4]})
+        elif field := re.fullmatch(r"      (\w+) +(.*)", line):
+            entities[-1][field[1]] = field[2]
+    return shown
+
+
+def test_the_demo_shows_on_each_jira_issue_its_builds_once_with_their_final_state_and_the_deployment(demo):
+    shown = jira_shows(demo)
+    assert {key: [(e["kind"], e["state"], e["name"]) for e in entities] for key, entities in shown.items()} == {
+        "ABC-123": [  # its branch, feature/ABC-123-login: the failed build and the fix's
+            ("build", "failed", "webapp-pull-request 7d1c9a52"),
+            ("build", "successful", "webapp-pull-request 8e2f0b63"),
+        ],
+        "ABC-124": [("build", "successful", "webapp-pull-request 8e2f0b63")],  # the fix's commit message
+        "OPS-7": [("build", "successful", "infra-webhook wh-5150")],  # _JIRA_ISSUES
+        "PAY-42": [  # the Data Center commit's message; _DEPLOY_ENVIRONMENT=production
+            ("build", "successful", "payments-release 9a0b1c2d"),
+            ("deployment", "successful", "payments-release 9a0b1c2d to production (production)"),
+        ],
+    }
+    failed, fixed = shown["ABC-123"]
+    assert (fixed["pipeline"], fixed["number"] > failed["number"]) == (failed["pipeline"], True)
+    assert failed["tests"] == "2 passed, 1 failed, 0 skipped of 3"
+    assert shown["PAY-42"][0]["tests"] == "11 passed, 0 failed, 1 skipped of 12"
+    assert fixed["url"].endswith("/8e2f0b63-login-2?project=1234")
+    assert fixed["commit"] == "222222222222 (feature/ABC-123-login) of https://bitbucket.org/acme/webapp"
+    assert "deployment   SUCCESSFUL  to production (PRODUCTION)" in demo  # on the Data Center commit
+    # one call per state (the late WORKING sends nothing), one token and one site lookup for the instance
+    assert (
+        "Jira was sent 12 builds and 3 deployments (1 token, 1 site lookup), every body valid against Atlassian's "
+        "OpenAPI description" in demo
+    )
+    assert "Jira entry 4 took the build; it knows no issue OPS-8" in demo  # a key the site does not know
 
 
 def test_a_binary_mode_cloudevent_from_eventarc_lands_with_credentials_from_secret_manager(bitbucket, google, tmp_path):

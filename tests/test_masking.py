@@ -16,6 +16,7 @@ import relay.decoding
 import relay.masking
 import relay.repository
 import relay.step_log
+import relay.text
 import relay.warm
 from standins import remember_basic, remember_secret
 from standins.builds import COMMIT, build
@@ -243,3 +244,90 @@ def test_a_body_holding_the_functions_own_credential_is_masked_as_it_is_sent(bit
 
     [status] = bitbucket.app.shown("acme", "webapp", COMMIT)
     assert status["description"] == "a [masked] b"
+
+
+# --- no part of a secret: at a cut, across two lines, in base64, on a cold instance (an attack's findings) ---------
+
+
+def test_a_private_key_printed_with_a_prefix_on_each_line_is_removed_to_its_end():
+    body = "MIIEpAIBAAKCAQEA3Tz2mr7SZiAMfQyuvBjM9Oi6Z5bWp8Kd1mQhXb0OHcA1mE0r7X2o5Zl9"
+    lines = ["#7 [4/5] RUN cat /run/secrets/deploy_key", "#7 0.312 -----BEGIN RSA PRIVATE KEY-----",
+             f"#7 0.312 {body}", "#7 0.313 QyNTUxOQ==", "#7 0.313 -----END RSA PRIVATE KEY-----",
+             "#7 ERROR: process did not complete"]  # fmt: skip
+    assert relay.step_log.clean_lines(lines) == [lines[0], "[private key removed]", lines[-1]]
+    unterminated = [*lines[:4], "#7 ERROR: process did not complete"]
+    assert relay.step_log.clean_lines(unterminated) == [lines[0], "[private key removed]", lines[-1]]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "\x1b[0m" * 100 + "x" * 90 + OWN_TOKEN,  # the cut falls in the token; removing escape codes brings it near
+        "\x00" * 480 + "deploy " + OWN_TOKEN,
+        "y" * 4090 + OWN_TOKEN,  # the first cut, of the raw line
+    ],
+)
+def test_a_credential_cut_by_a_lines_window_shows_no_part_of_itself(line):
+    [cleaned] = relay.step_log.clean_lines([line], [OWN_TOKEN])
+    assert [p for p in parts([OWN_TOKEN]) if p in cleaned] == []
+
+
+def test_a_credential_cut_by_a_texts_window_shows_no_part_once_its_spaces_are_collapsed():
+    known = relay.masking.known_secrets([OWN_TOKEN])
+    for text in ("t" + " " * 500 + OWN_TOKEN, "ATATT" + " " * 497 + "ATATT3xFfGF0Zm9vYmFyYmF6cXV4cXV1eDEyMzQ1Njc4"):
+        shown = relay.text.plain(relay.masking.masked(text, known))
+        assert [p for p in parts([OWN_TOKEN, text.split()[-1]]) if p in shown] == []
+
+
+def test_a_credential_split_across_two_lines_is_masked_in_both():
+    cleaned = relay.step_log.clean_lines(["export TOKEN=" + OWN_TOKEN[:16], OWN_TOKEN[16:] + " done"], [OWN_TOKEN])
+    assert cleaned == ["export TOKEN=[masked]", "[masked] done"]
+
+
+def test_a_credential_in_base64_is_masked_at_any_alignment():
+    encoded = base64.b64encode(OWN_TOKEN.encode()).decode()
+    docker = base64.b64encode(f"x-token-auth:{OWN_TOKEN}".encode()).decode()
+    cleaned = relay.step_log.clean_lines([f"+ echo {encoded}", f'"auth": "{docker}"', f"in base64 {encoded}."],
+                                         [OWN_TOKEN])  # fmt: skip
+    assert cleaned == ["+ echo [masked]", '"auth": "[masked]"', "in base64 [masked]."]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "src/auth/token.c:12:5: error: expected ';' before '}' token",
+        "FAILED tests/test_tokens.py::test_split - AssertionError: assert 1 == 2",
+        "    tokenizer_test.go:123: expected 3 got 4",
+        "  at Object.<anonymous> (src/password.test.js:12:5)",
+    ],
+)
+def test_a_files_line_is_kept_though_the_files_name_holds_a_secret_word(line):
+    assert relay.step_log.clean_lines([line]) == [line]
+
+
+def test_a_builds_secret_substitutions_beyond_the_first_twenty_are_not_looked_for():
+    subs = {f"_TOKEN_{n}": f"{OWN_TOKEN}{n:05}" for n in range(50_000)}
+    assert len(relay.decoding.substituted_secrets(build("FAILURE", substitutions=subs))) == 20
+
+
+def test_a_cold_instance_logs_no_credential_of_its_own_that_a_skipped_build_names(bitbucket, monkeypatch, capsys):
+    """The first event of an instance reads the credentials (from the environment or a file: no client needed)
+    before anything is said of the build."""
+    bitbucket.app.accept_token(OWN_TOKEN)
+    remember_stored({"token": OWN_TOKEN})
+    monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps({"token": OWN_TOKEN}))
+    skipped = build("SUCCESS", "b-1", source="git")
+    skipped["source"]["gitSource"]["url"] = f"https://example.com/{OWN_TOKEN}/x.git"
+    deliver(skipped)
+    assert [p for p in parts([OWN_TOKEN]) if p in capsys.readouterr().out] == []
+
+
+def test_a_weak_password_of_the_function_never_rewrites_what_routes_a_status(bitbucket, monkeypatch):
+    """Only what a build shows is masked: a branch that holds the function's (weak) password is still the branch."""
+    bitbucket.app.revoke_all()
+    bitbucket.app.basic["ci-bot"] = "fish42"  # not remembered: a weak password is prose, which the guard cannot tell
+    monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps({"username": "ci-bot", "password": "fish42"}))
+    deliver(build("WORKING", "b-1", branch="feature/fish42-login"))
+    deliver(build("SUCCESS", "b-1", branch="feature/fish42-login"))
+    [status] = bitbucket.app.shown("acme", "webapp", COMMIT)
+    assert status["refname"] == "feature/fish42-login"

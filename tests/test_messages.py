@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -19,7 +20,7 @@ import relay.errors
 import relay.event
 import relay.warm
 from standins import remember_secret
-from standins.builds import SAMPLES, Context, background_event, build, encode, now, push_body
+from standins.builds import COMMIT, SAMPLES, Context, background_event, build, encode, now, push_body
 from tests.conftest import TOKEN, log_lines, shown
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,6 +142,54 @@ def test_importing_main_loads_no_google_client(tmp_path):
     assert [m for m in modules if m.startswith(GOOGLE_MODULES)] == []
 
 
+# What only some events need loads with the first that needs it: test results (their module and the XML parsers) with
+# a final state, the failed step's lines (their cleaning, matchers and annotations) with a failed build.
+TEST_RESULTS = ("relay.junit", "junitparser", "defusedxml", "xml.etree")
+XML_PARSERS = ("junitparser", "defusedxml", "xml.etree")
+STEP_LINES = ("relay.step_log", "relay.annotations")
+
+
+def _loaded_by_import_then_event(event: dict) -> tuple[list[str], list[str]]:
+    """The modules a fresh interpreter loads with `import main`, then with handling `event`, in the environment the
+    fixtures set (the stand-ins)."""
+    script = (
+        "import sys, json\nat_start = set(sys.modules)\nimport main\nimported = set(sys.modules)\n"
+        f"main.build_status({event!r}, None)\n"
+        "print(json.dumps([sorted(imported - at_start), sorted(set(sys.modules) - imported)]))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    by_import, by_event = json.loads(out.stdout.splitlines()[-1])
+    return by_import, by_event
+
+
+def test_importing_main_loads_neither_test_results_nor_the_failed_steps_lines():
+    modules = _loaded_by("import main", {"PATH": "/usr/bin:/bin"})
+    assert "relay.event" in modules
+    assert [m for m in modules if m.startswith(TEST_RESULTS + STEP_LINES)] == []
+
+
+def test_an_in_progress_event_loads_neither_test_results_nor_the_failed_steps_lines(bitbucket, monkeypatch):
+    monkeypatch.setenv("TEST_REPORT_BUCKETS", "acme-test-reports")  # a deployment that reads builds' test files
+    by_import, by_event = _loaded_by_import_then_event(background_event(build("WORKING")))
+    assert [s["state"] for s in shown(bitbucket)] == ["INPROGRESS"]
+    assert [m for m in by_import + by_event if m.startswith(TEST_RESULTS + STEP_LINES)] == []
+
+
+def test_a_failed_builds_final_event_loads_its_steps_lines_when_it_needs_them_and_no_xml_parser_without_test_files(
+    bitbucket, google, monkeypatch
+):
+    monkeypatch.setenv("TEST_REPORT_BUCKETS", "acme-test-reports")
+    steps = [{"id": "unit-tests", "name": "python:3.12", "args": ["pytest"], "status": "FAILURE", "exitCode": 1}]
+    lines = ["E       assert 1 == 2", "FAILED tests/test_sum.py::test_sum - assert 1 == 2", "1 failed in 0.01s"]
+    google.app.write_log("acme-ci", "b-1", {'Step #0 - "unit-tests"': lines})
+    by_import, by_event = _loaded_by_import_then_event(background_event(build("FAILURE", "b-1", steps=steps)))
+    [report] = bitbucket.app.shown_reports("acme", "webapp", COMMIT)
+    assert report["details"].endswith("Last lines of step 0 (unit-tests):\n" + "\n".join(lines))
+    assert {"relay.step_log", "relay.annotations", "relay.junit"} <= set(by_event)  # loaded by this event, not before
+    assert [m for m in by_import + by_event if m.startswith(XML_PARSERS)] == []
+
+
 def test_a_skipped_event_loads_no_google_client_even_with_the_bucket_source(tmp_path):
     skipped = encode({"id": "b-1", "status": "SUCCESS", "source": {"storageSource": {}}})
     code = f"import main\nmain.build_status({{'data': {skipped!r}}}, None)"
@@ -242,7 +291,7 @@ def test_an_error_line_carries_what_error_reporting_groups_it_by_and_a_warning_d
 
 
 def test_an_unexpected_exception_logs_its_stack_trace_once_and_not_the_events_data(bitbucket, capsys, monkeypatch):
-    def broken(build: dict, config: relay.config.Config) -> None:
+    def broken(build: dict, config: relay.config.Config, secrets: object = ()) -> None:
         raise KeyError(build["substitutions"]["TRIGGER_NAME"])
 
     monkeypatch.setattr(relay.event, "translate", broken)
@@ -381,3 +430,19 @@ def test_a_number_setting_that_is_infinite_is_a_configuration_error_not_an_unexp
     [line] = log_lines(capsys.readouterr().out)
     assert line["severity"] == "ERROR"
     assert line["message"].startswith("Configuration error: LOG_EXCERPT_LINES must be a whole number of lines from 0")
+
+
+def test_a_build_naming_a_repository_its_credential_may_not_write_pages_no_one(bitbucket, monkeypatch, capsys):
+    """A token of one repository and an entry serving any: a build naming another (_BITBUCKET_REPO) is refused 403,
+    a WARNING; the same refusal for a trigger's own repository would be the operator's to mend (an ERROR)."""
+    token = "webapp-only-Qm3ZtK9vR2pX8sLw4NyB7cJd"
+    bitbucket.app.revoke_all()
+    bitbucket.app.accept_token(token, {"acme/webapp"})
+    remember_secret(token)
+    monkeypatch.setenv("BITBUCKET_CREDENTIALS", json.dumps({"token": token}))
+    deliver_to = {"_BITBUCKET_REPO": "acme/api", "COMMIT_SHA": "a" * 40}
+    main.build_status(background_event(build("SUCCESS", "b-1", substitutions=deliver_to)), Context())
+    submitted = build("SUCCESS", "b-2", repo="acme/api", trigger_id=None, trigger_name=None)
+    main.build_status(background_event(submitted), Context())
+    lines = log_lines(capsys.readouterr().out)
+    assert [(line["severity"], "403" in line["message"]) for line in lines] == [("WARNING", True), ("WARNING", True)]

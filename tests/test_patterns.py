@@ -30,14 +30,20 @@ UNITS = ("a.", "a1-", "b-", "Zz9.", " ", "a:", "a/", "@", "=", "-", "\t", "1", "
 WORDS = ("", "token ", "password=", "secret: ", "api_key=", "passwd:", "access_key ", "Bearer ", "Authorization: ")
 
 
+def modules() -> list[Any]:
+    return [importlib.import_module(f"relay.{m.name}") for m in pkgutil.iter_modules(relay.__path__)]
+
+
 def module_patterns() -> dict[str, re.Pattern[str]]:
-    """Every pattern of the function's modules: compiled ones, the credential shapes kept as text, each matcher's."""
+    """Every pattern of the function's modules, each kept as text and compiled by `re` on first use: each `*_RE`,
+    the credential shapes, each matcher's (and any a module would compile at import)."""
     found: dict[str, re.Pattern[str]] = {}
-    modules = [importlib.import_module(f"relay.{m.name}") for m in pkgutil.iter_modules(relay.__path__)]
-    for name, value in (item for module in modules for item in vars(module).items()):
+    for name, value in (item for module in modules() for item in vars(module).items()):
         if isinstance(value, re.Pattern):
             found[name] = value
-        elif name.endswith(("_SHAPES", "_SHAPE", "_WORDS")):  # kept as text: compiled on first use
+        elif name.endswith("_RE") and isinstance(value, str):
+            found[name] = re.compile(value)
+        elif name.endswith(("_SHAPES", "_SHAPE", "_WORDS")):
             rows = (value,) if isinstance(value, str) else value
             texts = [text for row in rows for text in ((row,) if isinstance(row, str) else row)]
             found.update({f"{name}[{n}]": re.compile(text) for n, text in enumerate(texts)})
@@ -107,6 +113,13 @@ def test_every_pattern_of_the_function_is_found():
     assert {"TOKEN_SHAPE[0]", "VALUE_SHAPES[19]", "SHA_RE", "FAILURE_PLACE_RE", "pytest (pattern)", "KEY_RE"} <= set(
         PATTERNS
     )
+
+
+def test_no_module_compiles_a_pattern_when_it_is_imported():
+    """A cold start pays only for the patterns its event uses: each is kept as text (`*_RE`), and `re` compiles it on
+    first use and keeps it in its cache."""
+    compiled = [f"{m.__name__}.{name}" for m in modules() for name, v in vars(m).items() if isinstance(v, re.Pattern)]
+    assert compiled == []
 
 
 @pytest.mark.parametrize("name", sorted(PATTERNS))

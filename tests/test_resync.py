@@ -22,9 +22,11 @@ import relay.errors
 import relay.translate
 import relay.transport
 import resync
+import resync.deployment
+import resync.listing
 from standins.bitbucket import REPOSITORY, went_to_older
 from standins.builds import COMMIT, build
-from tests.conftest import DC_TOKEN, TOKEN, deliver, remember_stored, shown
+from tests.conftest import DC_TOKEN, TOKEN, dc_build, deliver, remember_stored, shown
 
 CREATED = {}  # build id → createTime, for went_to_older
 
@@ -150,7 +152,7 @@ def test_a_build_still_running_is_left_to_its_live_events_and_its_older_runs_res
 
 
 def test_builds_over_several_pages_are_all_resynced_and_none_from_before_since(bitbucket, google, monkeypatch):
-    monkeypatch.setattr(resync, "PAGE_SIZE", 2)
+    monkeypatch.setattr(resync.listing, "PAGE_SIZE", 2)
     google.app.record(*(made("SUCCESS", f"b-{n}", 100 - n, commit=commit(n)) for n in range(5)))
     google.app.record(made("SUCCESS", "b-before", 200, commit=commit(7)))
     listed = google.app.counts["cloudbuild.builds.list"]
@@ -309,6 +311,37 @@ def test_a_dry_run_reads_no_failed_steps_log_and_no_repositorys_visibility(bitbu
     assert "assert 1 == 2" in report["details"]
 
 
+REPORTS = "acme-test-reports"
+FAILED_JUNIT = (b'<testsuite name="tests.test_app"><testcase classname="tests.test_app" name="test_login">'
+                b'<failure message="boom"/></testcase></testsuite>')  # fmt: skip
+
+
+def test_a_dry_run_downloads_no_junit_file(bitbucket, google, storage, monkeypatch):
+    """A build's JUnit files (up to 20 MB, seconds of processor time to parse) only end the description of a final
+    state the dry run does not write: it downloads none; the same build resynced for real reads each file once."""
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", storage.host)
+    monkeypatch.setenv("TEST_REPORT_BUCKETS", REPORTS)
+    for n in range(3):
+        storage.put(REPORTS, f"resync/b-1/junit-{n}.xml", FAILED_JUNIT)
+    failed = made("FAILURE", "b-1", 20)
+    failed["substitutions"]["_BITBUCKET_TEST_REPORTS"] = f"gs://{REPORTS}/resync/b-1/"
+    deliver(made("WORKING", "b-1", 20))
+    google.app.record(failed)
+    downloads = storage.downloads
+
+    code, out = run_resync("--dry-run")
+
+    assert code == 0, out
+    assert "would correct: build b-1: acme/webapp@65ca6a99a257 (webapp-pr): INPROGRESS → FAILED" in out
+    assert storage.downloads == downloads
+
+    code, out = run_resync()  # the same build resynced for real: its status ends with the files' counts
+    assert code == 0, out
+    assert storage.downloads == downloads + 3
+    [status] = shown(bitbucket)
+    assert status["description"].endswith(": 3 of 3 tests failed")
+
+
 def test_a_corrected_status_keeps_the_test_counts_of_its_builds_artifacts(bitbucket, google, storage, monkeypatch):
     """A passing build's JUnit files listed in its artifact manifest (results.artifactManifest) count on the status
     resync corrects, as on the status its live event would have posted."""
@@ -443,6 +476,192 @@ def test_a_corrected_status_whose_report_was_refused_is_a_failure(bitbucket, goo
     assert "failures: 1" in out
 
 
+# --- Jira: told what it missed, through the function's path -------------------------------------------------
+
+BRANCH = "feature/ABC-123-login"  # the branch names ABC-123, each commit's message ABC-124
+
+
+def name_abc_124(bitbucket) -> None:
+    for n in range(8):
+        bitbucket.app.commit_messages[("acme/webapp", commit(n))] = "ABC-124: log in with SSO"
+
+
+@pytest.fixture
+def webapp(bitbucket, jira):
+    """acme/webapp's commits name ABC-124 in their messages; the Jira site `acme` is entry 2 of the credentials."""
+    name_abc_124(bitbucket)
+    jira.add_entry()
+    return jira
+
+
+def on_jira(jira, key: str) -> dict[str, str]:
+    """What the issue shows of builds: each build's commit → its state."""
+    return {b["references"][0]["commit"]["id"]: b["state"] for b in jira.builds(key)}
+
+
+def test_a_resync_puts_the_builds_jira_missed_on_their_issues_and_bitbucket_is_written_only_where_wrong(
+    bitbucket, jira, google
+):
+    """Jira set up after the builds ran: their statuses are on Bitbucket (one stuck), and only resync tells Jira."""
+    name_abc_124(bitbucket)
+    bitbucket.app.commit_messages[("acme/webapp", commit(2))] = "Tidy the form"  # names no issue
+    for n in range(2):
+        deliver(made("SUCCESS", f"b-{n}", 50 - n, commit=commit(n), branch=BRANCH))
+    deliver(made("WORKING", "b-2", 40, commit=commit(2), branch=BRANCH))
+    google.app.record(*(made("SUCCESS", f"b-{n}", 50 - n, commit=commit(n), branch=BRANCH) for n in range(2)))
+    google.app.record(made("FAILURE", "b-2", 40, commit=commit(2), branch=BRANCH))
+    jira.add_entry()  # the Jira site, set up now
+    before = len(bitbucket.app.calls)
+
+    code, out = run_resync("--workers", "1")
+
+    assert code == 0, out
+    assert on_jira(jira, "ABC-123") == {commit(0): "successful", commit(1): "successful", commit(2): "failed"}
+    assert on_jira(jira, "ABC-124") == {commit(0): "successful", commit(1): "successful"}
+    assert {c.path.split("/")[6] for c in writes(bitbucket, before)} == {commit(2)}  # its status and its report
+    assert "statuses corrected: 1" in out
+    assert "Jira: told of 3 builds" in out
+    assert len(jira.app.calls) == 1 + 1 + 3  # a token, the site's cloud id, a call a build
+    assert "Jira calls: Jira entry 2: 5 calls" in out
+    assert jira.app.invalid == []
+
+    code, out = run_resync("--workers", "1")  # again: Jira keeps what it has (the same updateSequenceNumber)
+    assert code == 0, out
+    assert on_jira(jira, "ABC-123") == {commit(0): "successful", commit(1): "successful", commit(2): "failed"}
+
+
+def test_a_dry_run_tells_jira_nothing_and_reads_no_commits_message(webapp, bitbucket, google):
+    deliver(made("WORKING", "b-1", 20, commit=commit(1), branch=BRANCH))
+    google.app.record(made("FAILURE", "b-1", 20, commit=commit(1), branch=BRANCH))
+    google.app.record(made("SUCCESS", "b-2", 10, commit=commit(2), branch=BRANCH))
+    webapp.app.calls.clear()
+    reads = len(bitbucket.app.commit_calls())
+
+    code, out = run_resync("--dry-run")
+
+    assert code == 0, out
+    assert "statuses would be corrected: 2" in out
+    assert webapp.app.calls == []  # no token, no site, no build
+    assert len(bitbucket.app.commit_calls()) == reads
+    assert "(dry run: Bitbucket is read, nothing is written; Jira is told nothing" in out
+    assert "Jira: told" not in out
+
+
+def test_jira_refusing_the_credentials_is_a_failure_of_the_resync_and_the_next_run_starts_there(
+    webapp, bitbucket, google
+):
+    webapp.app.accept_client(webapp.client_id, webapp.client_secret, permissions=("deployments",))  # no builds
+    builds = [made("SUCCESS", f"b-{n}", 50 - n, commit=commit(n), branch=BRANCH) for n in range(2)]
+    google.app.record(*builds)
+
+    code, out = run_resync("--workers", "1")
+
+    assert code == 1, out
+    assert [state(bitbucket, commit(n)) for n in range(2)] == [("SUCCESSFUL", "b-0"), ("SUCCESSFUL", "b-1")]
+    assert "statuses corrected: 2" in out
+    assert "failed: build b-0: Jira answered 403 to builds of Jira entry 2" in out
+    assert "failures: 2" in out
+    assert "Jira: told of 0 builds; not of 2 (failed: 2)" in out
+    assert f"SINCE={builds[0]['createTime']}" in out
+
+    webapp.app.accept_client(webapp.client_id, webapp.client_secret)  # the Jira admin gives the permission
+    code, out = run_resync("--workers", "1", since=builds[0]["createTime"])
+    assert code == 0, out
+    assert on_jira(webapp, "ABC-124") == {commit(0): "successful", commit(1): "successful"}
+
+
+def test_jira_not_answering_is_a_failure_of_that_build_whose_status_is_corrected_all_the_same(
+    webapp, bitbucket, google
+):
+    webapp.app.answer_next(*[503] * (relay.transport.HTTP_RETRIES + 1), to="builds")
+    builds = [made("SUCCESS", f"b-{n}", 50 - n, commit=commit(n), branch=BRANCH) for n in range(2)]
+    google.app.record(*builds)
+
+    code, out = run_resync("--workers", "1")
+
+    assert code == 1, out
+    assert "corrected: build b-0: acme/webapp@000000000000 (webapp-pr): nothing → SUCCESSFUL" in out
+    assert "failed: build b-0: Jira answered 503 to builds of Jira entry 2" in out
+    assert "statuses corrected: 2" in out
+    assert "failures: 1" in out
+    assert f"SINCE={builds[0]['createTime']}" in out
+    assert on_jira(webapp, "ABC-123") == {commit(1): "successful"}
+
+
+def test_jira_answering_429_stops_telling_that_entry_and_leaves_its_builds_for_a_later_run(webapp, bitbucket, google):
+    webapp.app.retry_after = 0
+    webapp.app.answer_next(*[429] * (relay.transport.HTTP_RETRIES + 1), to="builds")
+    builds = [made("SUCCESS", f"b-{n}", 50 - n, commit=commit(n), branch=BRANCH) for n in range(3)]
+    google.app.record(*builds)
+
+    code, out = run_resync("--workers", "1")
+
+    assert code == 3, out
+    assert all(shown(bitbucket, commit=commit(n)) for n in range(3))  # Bitbucket is healed all the same
+    assert len([c for c in webapp.app.calls if c.path.endswith("/bulk")]) == relay.transport.HTTP_RETRIES + 1
+    assert "left for a later run: build b-1: Jira answered 429 to Jira entry 2" in out
+    assert "Jira: told of 0 builds; not of 3 (left for a later run: 3)" in out
+    assert f"SINCE={builds[0]['createTime']}" in out
+
+    code, out = run_resync("--workers", "1", since=builds[0]["createTime"])  # later
+    assert code == 0, out
+    assert len(on_jira(webapp, "ABC-124")) == 3
+
+
+def test_a_jira_that_cannot_be_reached_is_tried_once_and_its_builds_are_not_reached(webapp, bitbucket, google,
+                                                                                     monkeypatch):  # fmt: skip
+    monkeypatch.setenv("JIRA_API_URL", f"http://127.0.0.1:{closed_port()}")
+    builds = [made("SUCCESS", f"b-{n}", 50 - n, commit=commit(n), branch=BRANCH) for n in range(2)]
+    google.app.record(*builds)
+
+    code, out = run_resync("--workers", "1")
+
+    assert code == 3, out
+    assert all(shown(bitbucket, commit=commit(n)) for n in range(2))
+    assert "not reached: build b-0: Jira entry 2" in out
+    assert "not reached: build b-1: Jira entry 2" in out
+    assert "Jira: told of 0 builds; not of 2 (not reached: 2)" in out
+    assert f"SINCE={builds[0]['createTime']}" in out
+
+
+def test_each_build_told_to_jira_carries_its_commits_issues_up_to_the_end_of_the_share(webapp, bitbucket, google):
+    """The read of a build's commit's message is reserved with its other calls: a build is never told to Jira
+    without the issues its commit names because the share ran out, which no later run could mend (Jira ignores the
+    same state sent again)."""
+    bitbucket.app.budget = 20  # half of it is 10 calls: a read, the status, the report and the commit's message each
+    builds = [made("SUCCESS", f"b-{n}", 50 - n, commit=commit(n), branch=BRANCH) for n in range(5)]
+    google.app.record(*builds)
+
+    code, out = run_resync("--workers", "1")
+
+    assert code == 3, out
+    assert len(bitbucket.app.calls) <= 10
+    told = on_jira(webapp, "ABC-123")
+    assert 0 < len(told) < 5
+    assert on_jira(webapp, "ABC-124") == told
+
+    bitbucket.app.budget = None  # an hour later
+    first = next(b for n, b in enumerate(builds) if commit(n) not in told)
+    code, out = run_resync("--workers", "1", since=first["createTime"])
+    assert code == 0, out
+    assert on_jira(webapp, "ABC-124") == on_jira(webapp, "ABC-123") == {commit(n): "successful" for n in range(5)}
+
+
+def test_a_data_center_deployment_is_reserved_with_its_builds_calls_so_the_share_is_never_exceeded(both, google):
+    """A build that deploys also writes its deployment on the Data Center commit: a fourth call, reserved."""
+    subs = {"_DEPLOY_ENVIRONMENT": "production"}
+    for n in range(3):
+        google.app.record(dc_build("SUCCESS", both, f"dc-{n}", commit=commit(n), createTime=ago(50 - n),
+                                   substitutions=subs))  # fmt: skip
+
+    code, out = run_resync("--workers", "1", "--hourly-budget", "7", "--share", "1")
+
+    assert code == 3, out
+    assert len([c for c in both.app.calls if c.path.startswith("/bitbucket/rest/")]) <= 7
+    assert "credential entry 2: 4 of 7 calls" in out
+    assert len(both.app.deployment_calls()) == 1
+
+
 # --- a Data Center server resync cannot reach --------------------------------------------------------------
 
 
@@ -562,7 +781,7 @@ DESCRIBED = {
 
 
 def test_a_secret_the_deployment_mounts_as_a_file_is_read_with_secret_managers_api():
-    env = resync.deployment_env(DESCRIBED, "acme-ci")
+    env = resync.deployment.deployment_env(DESCRIBED, "acme-ci")
     assert env["CREDENTIALS_SECRET"] == "projects/acme-ci/secrets/bitbucket-build-status-credentials/versions/latest"
     assert "BITBUCKET_CREDENTIALS_FILE" not in env
     assert env["BUILD_PROJECTS"] == "acme-ci team-a"
@@ -570,14 +789,14 @@ def test_a_secret_the_deployment_mounts_as_a_file_is_read_with_secret_managers_a
 
 def test_a_secret_the_deployment_sets_as_a_variable_is_read_with_secret_managers_api():
     service = {"secretEnvironmentVariables": [{"key": "BITBUCKET_CREDENTIALS", "secret": "bb", "version": "3"}]}
-    env = resync.deployment_env({"serviceConfig": service}, "acme-ci")
+    env = resync.deployment.deployment_env({"serviceConfig": service}, "acme-ci")
     assert env == {"CREDENTIALS_SECRET": "projects/acme-ci/secrets/bb/versions/3"}
 
 
 def test_a_secret_mounted_from_another_project_is_read_there():
     described = json.loads(json.dumps(DESCRIBED))
     described["serviceConfig"]["secretVolumes"][0]["projectId"] = "secrets-hub"
-    env = resync.deployment_env(described, "acme-ci")
+    env = resync.deployment.deployment_env(described, "acme-ci")
     assert env["CREDENTIALS_SECRET"] == (
         "projects/secrets-hub/secrets/bitbucket-build-status-credentials/versions/latest"
     )
@@ -588,7 +807,7 @@ def test_a_secret_volume_without_versions_mounts_the_latest_in_a_file_named_afte
         "environmentVariables": {"BITBUCKET_CREDENTIALS_FILE": "/etc/secrets/bb-credentials"},
         "secretVolumes": [{"mountPath": "/etc/secrets", "secret": "bb-credentials"}],
     }
-    env = resync.deployment_env({"serviceConfig": service}, "acme-ci")
+    env = resync.deployment.deployment_env({"serviceConfig": service}, "acme-ci")
     assert env == {"CREDENTIALS_SECRET": "projects/acme-ci/secrets/bb-credentials/versions/latest"}
 
 
@@ -596,7 +815,7 @@ def test_a_mounted_file_no_secret_volume_provides_is_a_configuration_error():
     described = json.loads(json.dumps(DESCRIBED))
     described["serviceConfig"]["secretVolumes"][0]["mountPath"] = "/var/secrets"
     with pytest.raises(relay.errors.ConfigurationError, match="no secret mounts"):
-        resync.deployment_env(described, "acme-ci")
+        resync.deployment.deployment_env(described, "acme-ci")
 
 
 def test_resync_reads_the_deployments_credentials_from_secret_manager_not_the_persons_own(

@@ -220,7 +220,7 @@ def test_a_test_files_name_reaches_the_log_without_its_query(reports_bucket, bit
 def test_a_file_past_the_bound_is_not_read_past_it_and_the_counts_say_they_are_partial(
     reports_bucket, bitbucket, monkeypatch, tmp_path
 ):
-    monkeypatch.setattr(relay.cloud_storage, "TEST_FILE_BYTES_MAX", 64 * 1024)
+    monkeypatch.setattr(relay.junit, "TEST_FILE_BYTES_MAX", 64 * 1024)
     huge = b"<testsuite>" + b"<testcase name='t'/>" * 20_000 + b"</testsuite>"  # 400 KB: past 64 KB
     reports_bucket.put(BUCKET, "huge/b-1/huge.xml", huge)
     reports_bucket.put(BUCKET, "huge/b-1/junit.xml", pytest_junit(tmp_path))
@@ -310,7 +310,7 @@ def test_an_unexpected_error_in_reading_test_results_leaves_the_status_posted_an
     def broken(data, directory="", secrets=()):
         raise TypeError("a message that may quote the file")
 
-    monkeypatch.setattr(relay.cloud_storage, "parse_junit", broken)
+    monkeypatch.setattr(relay.junit, "parse_junit", broken)
     delivered_with_tests(reports_bucket, "broken", {"junit.xml": junit(failing_case("test_a"))})
     [status] = bitbucket.app.shown("acme", "webapp", COMMIT)
     assert status["description"] == "Failed after 3m 12s"
@@ -588,6 +588,44 @@ def test_a_folder_of_xml_without_a_test_adds_nothing_to_the_status(reports_bucke
 # --- each bound and rule, at its edge --------------------------------------------------------------------------------
 
 
+def test_the_storage_stand_in_lists_as_cloud_storage_does_a_page_at_a_time(reports_bucket):
+    """Cloud Storage answers a listing a page of at most maxResults (1,000) names at a time, in name order; the
+    emulator answered every object at once, so a test could not see what a bound on the listing leaves out."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    for n in range(5):
+        reports_bucket.put(BUCKET, f"paged/{n}.html", b"<html/>")
+        reports_bucket.put(BUCKET, f"paged/sub/{n}.xml", b"<testsuite/>")
+    client = storage.Client(project="local-project", credentials=AnonymousCredentials(),
+                            client_options={"api_endpoint": reports_bucket.host})  # fmt: skip
+    listed = client.list_blobs(BUCKET, prefix="paged/", page_size=3)
+    assert [[b.name for b in page] for page in listed.pages] == [
+        ["paged/0.html", "paged/1.html", "paged/2.html"], ["paged/3.html", "paged/4.html", "paged/sub/0.xml"],
+        ["paged/sub/1.xml", "paged/sub/2.xml", "paged/sub/3.xml"], ["paged/sub/4.xml"]]  # fmt: skip
+    assert [b.name for b in client.list_blobs(BUCKET, prefix="paged/", max_results=2)] == ["paged/0.html",
+                                                                                          "paged/1.html"]  # fmt: skip
+    xml = client.list_blobs(BUCKET, prefix="paged/", match_glob="**.xml", max_results=2)
+    assert [b.name for b in xml] == ["paged/sub/0.xml", "paged/sub/1.xml"]
+
+
+def test_xml_files_behind_more_other_objects_than_a_listing_takes_are_read_and_a_bound_says_partial(
+    reports_bucket, bitbucket, monkeypatch
+):
+    """The listing asks Cloud Storage for XML files alone: an HTML coverage report of many files sorting before
+    them hides none (before, the first 10 x TEST_FILES_MAX objects were listed, whatever they were, and the XML among
+    them read: here TEST_FILES_MAX is 5, the coverage report 50 files), and one more XML file than the bound says
+    "(partial)"."""
+    monkeypatch.setattr(relay.junit, "TEST_FILES_MAX", 5)
+    files = {f"htmlcov/f{n:03}.html": b"<html/>" for n in range(50)}
+    files |= {f"t{n}.xml": junit(f'<testcase name="test_{n}"/>') for n in range(6)}
+    downloads = reports_bucket.downloads
+    delivered_with_tests(reports_bucket, "coverage", files, "SUCCESS")
+    assert reports_bucket.downloads - downloads == 5
+    [status] = bitbucket.app.shown("acme", "webapp", COMMIT)
+    assert status["description"] == "Succeeded in 3m 12s: 5 tests passed (partial)"
+
+
 def test_fifty_files_are_all_read_and_a_fifty_first_makes_the_counts_partial(reports_bucket, bitbucket):
     for count, build_id, commit in ((50, "b-50", COMMIT), (51, "b-51", "5" * 40)):
         files = {f"t{n:02}.xml": junit(f'<testcase name="test_{n}"/>') for n in range(count)}
@@ -607,26 +645,81 @@ def sized(size: int, name: str) -> bytes:
 
 def test_each_download_takes_only_what_is_left_of_the_total_bound(reports_bucket, bitbucket, monkeypatch):
     """Files of 1,500 and 1,800 bytes within 2,000 each but 3,000 in all: the second is not read past what is left."""
-    monkeypatch.setattr(relay.cloud_storage, "TEST_FILE_BYTES_MAX", 2000)
-    monkeypatch.setattr(relay.cloud_storage, "TEST_BYTES_MAX", 3000)
+    monkeypatch.setattr(relay.junit, "TEST_FILE_BYTES_MAX", 2000)
+    monkeypatch.setattr(relay.junit, "TEST_BYTES_MAX", 3000)
     delivered_with_tests(reports_bucket, "total", {"a.xml": sized(1500, "test_a"), "b.xml": sized(1800, "test_b")})
     [status] = bitbucket.app.shown("acme", "webapp", COMMIT)
     assert status["description"] == "Failed after 3m 12s: 1 tests passed (partial)"
 
 
-def test_partial_counts_are_not_kept_so_a_delivery_of_the_message_again_reads_the_files_again(
+def test_partial_counts_are_kept_for_the_build_so_a_delivery_of_the_message_again_reads_nothing(
     reports_bucket, bitbucket, monkeypatch, capsys
 ):
-    """A file that could not be read may be readable when Pub/Sub delivers the message again."""
-    monkeypatch.setattr(relay.cloud_storage, "TEST_FILE_BYTES_MAX", 2000)
+    """Reading a build's files to a bound costs the same each time, for the same counts (20 MB of them cost 10 s of
+    processor time, before, on every delivery of the final message while Bitbucket refused it): what they showed,
+    partial or not, is kept for the build."""
+    monkeypatch.setattr(relay.junit, "TEST_FILE_BYTES_MAX", 2000)
     delivered_with_tests(reports_bucket, "partial", {"a.xml": sized(1500, "test_a"), "b.xml": sized(2500, "test_b")})
-    reports_bucket.put(BUCKET, "partial/b-1/b.xml", sized(1500, "test_b"))
     downloads = reports_bucket.downloads
     deliver(build("FAILURE", "b-1", substitutions={"_BITBUCKET_TEST_REPORTS": f"gs://{BUCKET}/partial/b-1/",
                                                    "COMMIT_SHA": COMMIT}))  # fmt: skip
-    assert reports_bucket.downloads == downloads + 2
+    assert reports_bucket.downloads == downloads
     said = [line["message"] for line in log_lines(capsys.readouterr().out)]
-    assert said[-1].startswith("Did not post FAILED (Failed after 3m 12s: 2 tests passed): Bitbucket already shows")
+    assert said[-1].startswith("Did not post FAILED (Failed after 3m 12s: 1 tests passed (partial)): Bitbucket")
+
+
+def test_a_later_build_never_shows_an_earlier_builds_partial_counts(reports_bucket, bitbucket, monkeypatch):
+    """Partial counts are kept for their build alone: a later build naming the same folder reads it again."""
+    monkeypatch.setattr(relay.junit, "TEST_FILE_BYTES_MAX", 2000)
+    folder = f"gs://{BUCKET}/kept/b-1/b-2/"
+    reports_bucket.put(BUCKET, "kept/b-1/b-2/a.xml", sized(1500, "test_a"))
+    reports_bucket.put(BUCKET, "kept/b-1/b-2/b.xml", sized(2500, "test_b"))
+    deliver(build("FAILURE", "b-1", substitutions={"_BITBUCKET_TEST_REPORTS": folder, "COMMIT_SHA": COMMIT}))
+    reports_bucket.put(BUCKET, "kept/b-1/b-2/b.xml", sized(1500, "test_b"))
+    other = "2" * 40
+    deliver(build("FAILURE", "b-2", substitutions={"_BITBUCKET_TEST_REPORTS": folder, "COMMIT_SHA": other}))
+    [first] = bitbucket.app.shown("acme", "webapp", COMMIT)
+    [second] = bitbucket.app.shown("acme", "webapp", other)
+    assert first["description"] == "Failed after 3m 12s: 1 tests passed (partial)"
+    assert second["description"] == "Failed after 3m 12s: 2 tests passed"
+
+
+def passing_cases(count: int, tail: bytes = b"</testsuite>") -> bytes:
+    """A suite of `count` passing test cases: 1 + `count` elements, then `tail`."""
+    return b"<testsuite>" + b'<testcase name="t"/>' * count + tail
+
+
+def test_a_file_is_read_up_to_its_element_bound_and_not_past_it(monkeypatch):
+    """Each element costs processor time, holding the GIL (20 MB of <a/> took 10 s): a file is read up to
+    JUNIT_FILE_ELEMENTS_MAX elements, its counts partial, and the parser never reaches what follows (here, what
+    is not XML at all)."""
+    monkeypatch.setattr(relay.junit, "JUNIT_FILE_ELEMENTS_MAX", 1000, raising=False)
+    results = relay.junit.parse_junit(passing_cases(1500, b"<<< not XML"))
+    assert results.counts() == "999 tests passed (partial)"
+    within = relay.junit.parse_junit(passing_cases(999))
+    assert within.counts() == "999 tests passed"
+
+
+def test_namespace_declarations_count_as_elements_read(monkeypatch):
+    """A namespace declaration costs the parser as much as an element: counted alike."""
+    monkeypatch.setattr(relay.junit, "JUNIT_FILE_ELEMENTS_MAX", 1000, raising=False)
+    declared = b"<testsuite>" + b'<testcase name="t" xmlns:p="u"/>' * 600 + b"<<< not XML"
+    assert relay.junit.parse_junit(declared).counts() == "499 tests passed (partial)"
+
+
+def test_a_builds_files_are_read_up_to_its_element_bound_and_the_rest_not_downloaded(
+    reports_bucket, bitbucket, monkeypatch
+):
+    """Past JUNIT_BUILD_ELEMENTS_MAX elements of a build's files, the file being read is read no further and the
+    files after it are not downloaded: the counts say partial."""
+    monkeypatch.setattr(relay.junit, "JUNIT_FILE_ELEMENTS_MAX", 1000, raising=False)
+    monkeypatch.setattr(relay.junit, "JUNIT_BUILD_ELEMENTS_MAX", 1500, raising=False)
+    downloads = reports_bucket.downloads
+    files = {f"{name}.xml": passing_cases(800) for name in ("a", "b", "c")}  # 801 elements each
+    delivered_with_tests(reports_bucket, "elements", files, "SUCCESS")
+    assert reports_bucket.downloads - downloads == 2
+    [status] = bitbucket.app.shown("acme", "webapp", COMMIT)
+    assert status["description"] == f"Succeeded in 3m 12s: {800 + (1500 - 801 - 1)} tests passed (partial)"
 
 
 def test_a_running_build_reads_no_test_files(reports_bucket, bitbucket):
