@@ -64,7 +64,17 @@ BAD_DOCUMENTS = [
     ([{"token": FIRST, "username": "u", "password": "p"}], f"entry 1 {IN} does not hold Bitbucket credentials"),
     ([{"token": FIRST, "repositories": "acme/*"}], f'entry 1 {IN} has "repositories" that are not'),
     ([{"token": FIRST, "repositories": ["acme"]}], f'entry 1 {IN} has "repositories" that are not'),
-    ([], "BITBUCKET_CREDENTIALS does not hold Bitbucket credentials"),
+    (
+        [],
+        'BITBUCKET_CREDENTIALS does not hold Bitbucket credentials: expected JSON {"username": ..., "password": ...}, '
+        '{"token": ...} or {"client_id": ..., "client_secret": ...}, or a non-empty array of such objects',
+    ),
+    ([{"token": FIRST, "tokn": 1, "repo": 2}], f"entry 1 {IN} has an unknown field: 'repo', 'tokn'"),
+    ([{"token": None, "server": None}], f"entry 1 {IN} has a null 'server', 'token': leave a field out instead"),
+    ([{"username": "ci:bot", "password": "pw"}], f"entry 1 {IN} holds a username with a ':', which HTTP Basic cannot"),
+    ([{"client_id": "c:1", "client_secret": "s"}], f"entry 1 {IN} holds a client_id with a ':', which HTTP Basic"),
+    ([{"token": FIRST, "projects": ["Not An ID"]}], f'entry 1 {IN} has "projects" that are not a list of project ID'),
+    ([{"token": FIRST, "server": 5}], f'entry 1 {IN} has a "server" that is not an https:// URL'),
     ([{"token": FIRST, "repositories": []}], f'entry 1 {IN} has "repositories" that are not'),
     ([{"token": FIRST, "server": None}], f"entry 1 {IN} has a null 'server'"),
     ([{"token": FIRST, "repositories": None}], f"entry 1 {IN} has a null 'repositories'"),
@@ -153,6 +163,13 @@ def test_a_bad_server_entry_is_a_configuration_error(bitbucket, monkeypatch, ent
 
 def entries(*document: dict) -> tuple[relay.credentials.Credential, ...]:
     return relay.credentials.parse_credentials(json.dumps(list(document)), "test")
+
+
+def test_an_ssh_clone_urls_repository_is_served_only_by_the_entry_of_its_servers_host():
+    """An SSH clone URL names only a host: the entry whose server is on that host serves it, no other server's."""
+    a, b = entries({"token": FIRST, "server": "https://a.example"}, {"token": SECOND, "server": "https://b.example"})
+    on_b = relay.repository.Repository("PROJ", "repo", ssh_host="b.example")
+    assert (a.serves(on_b), b.serves(on_b)) == (False, True)
 
 
 def test_a_data_center_entrys_patterns_match_project_and_slug_without_case():

@@ -56,6 +56,7 @@ def test_access_token_signs_in_as_bearer(bitbucket):
         ({"BITBUCKET_CREDENTIALS": "{}", "CREDENTIALS_SECRET": "projects/p/secrets/s"},
          "found BITBUCKET_CREDENTIALS, CREDENTIALS_SECRET"),
         ({"SECRETS_BUCKET": "b", "SECRETS_OBJECT": "o"}, "the bucket credential source also needs KMS_CRYPTO_KEY_ID"),
+        ({"SECRETS_BUCKET": "b"}, "the bucket credential source also needs SECRETS_OBJECT, KMS_CRYPTO_KEY_ID"),
     ],
 )  # fmt: skip
 def test_none_two_or_half_a_credential_source_is_a_configuration_error_naming_the_variables(monkeypatch, env, message):
@@ -282,9 +283,8 @@ def test_a_pinned_secret_version_is_read_as_named(bitbucket, secret_credentials,
 @pytest.mark.parametrize("value", ["my-secret", "projects/p/secrets/s/extra", "projects/p/secrets/s/versions/1/x"])
 def test_a_malformed_secret_name_is_a_configuration_error(monkeypatch, value):
     monkeypatch.setenv("CREDENTIALS_SECRET", value)
-    with pytest.raises(
-        relay.errors.ConfigurationError, match="CREDENTIALS_SECRET must be projects/PROJECT/secrets/SECRET"
-    ):
+    said = "CREDENTIALS_SECRET must be projects/PROJECT/secrets/SECRET, optionally with /versions/VERSION"
+    with pytest.raises(relay.errors.ConfigurationError, match=f"^{re.escape(said)}$"):
         deliver(build("SUCCESS"))
 
 

@@ -24,7 +24,8 @@ from tests.conftest import TOKEN, dc_build, deliver, remember_stored
 
 # Each an unmistakable credential, never a word of prose.
 OWN_TOKEN = "Y3bHX02KdvhiYcNR0V-0QVDIfWjG_TH7"
-BASIC_USER, BASIC_PASSWORD = "ci-bot@acme.example", "dOUZ+unRV/O53qy7sYZoiv8Yhc=YEirewdZ"  # changes when URL-encoded
+# The password changes when URL-encoded, and holds a ':' (HTTP Basic splits at the first: the rest is the password)
+BASIC_USER, BASIC_PASSWORD = "ci-bot@acme.example", "dOUZ+unRV/O53qy7:sYZoiv8Yhc=YEirewdZ"
 CONSUMER_ID, CONSUMER_SECRET = "hryNPnyeZNVFEVBwhfmBjr", "iVzMBQLx3Ey6SBJz-5UrrI1MxNZZ-t68"
 SUBSTITUTED = "IECw8xUT3SELt0zM6voW5B455jHDFt03"  # a build's own _DEPLOY_TOKEN
 STEP = {"id": "deploy", "name": "gcr.io/cloud-builders/curl", "status": "FAILURE", "exitCode": 22}
