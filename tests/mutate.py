@@ -45,6 +45,7 @@ class Module:
     path: str  # relay/reporting.py
     function: str = ""  # Reporter._write_report, report_buckets, or "" for all of the module
     tests: list[str] = field(default_factory=list)  # tests/test_reporting.py, ...
+    source: str = ""  # the module as mutmut copied it: its lines, however the file changes during the run
 
     @property
     def name(self) -> str:
@@ -99,6 +100,7 @@ def prepare(module: Module) -> None:
     section to the project's own."""
     shutil.rmtree(module.folder, ignore_errors=True)
     module.folder.mkdir(parents=True)
+    module.source = (ROOT / module.path).read_text()
     linked = sorted(p.name for p in ROOT.iterdir() if p.name not in LEFT_OUT)
     for name in linked:
         (module.folder / name).symlink_to(ROOT / name)
@@ -155,7 +157,7 @@ def results(module: Module) -> list[Mutant]:
                 continue
             diff = [] if status in KILLED else get_diff_for_mutant(name, path=module.path).splitlines()[2:]
             changed = [line for line in diff if line[:1] in "-+"]
-            found.append(Mutant(name, status, _where(module.path, name, changed), changed))
+            found.append(Mutant(name, status, _where(module, name, changed), changed))
         return found
     finally:
         os.chdir(here)
@@ -166,11 +168,11 @@ def _number(name: str) -> tuple[str, int]:
     return function, int(number)
 
 
-def _where(path: str, name: str, changed: list[str]) -> str:
+def _where(module: Module, name: str, changed: list[str]) -> str:
     """file:line and the function: the line the mutant changed, found by its text within the function."""
     mangled = name.rpartition(".")[2].partition("__mutmut_")[0]
     owner, function = mangled[1:].split("ǁ")[1:] if mangled.startswith("xǁ") else ("", mangled[2:])
-    source = (ROOT / path).read_text()
+    path, source = module.path, module.source
     scope = ast.parse(source).body
     if owner:
         scope = next((c.body for c in scope if isinstance(c, ast.ClassDef) and c.name == owner), [])
