@@ -127,11 +127,11 @@ def mask_pieces(line: str, known: Sequence[str]) -> str:
     """A line with a part (PIECE_MIN characters or more) of a known secret masked where it begins or ends the line:
     a secret split across two lines."""
     for secret in known:
-        for size in range(min(len(secret), len(line)) - 1, PIECE_MIN - 1, -1):
+        for size in range(min(len(secret) - 1, len(line)), PIECE_MIN - 1, -1):  # a part: the whole line, at most
             if line.endswith(secret[:size]):
                 line = line[:-size] + MASKED
                 break
-        for size in range(min(len(secret), len(line)) - 1, PIECE_MIN - 1, -1):
+        for size in range(min(len(secret) - 1, len(line)), PIECE_MIN - 1, -1):
             if line.startswith(secret[-size:]):
                 line = MASKED + line[size:]
                 break

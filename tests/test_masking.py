@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import json
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus
 
 import pytest
 
@@ -283,6 +283,46 @@ def test_a_credential_cut_by_a_texts_window_shows_no_part_once_its_spaces_are_co
 def test_a_credential_split_across_two_lines_is_masked_in_both():
     cleaned = relay.step_log.clean_lines(["export TOKEN=" + OWN_TOKEN[:16], OWN_TOKEN[16:] + " done"], [OWN_TOKEN])
     assert cleaned == ["export TOKEN=[masked]", "[masked] done"]
+
+
+def test_a_credential_folded_onto_lines_of_its_own_is_masked_in_each():
+    """`fold -w 16`, or a terminal's width: each line holds nothing but a part of the secret."""
+    assert relay.step_log.clean_lines([OWN_TOKEN[:16], OWN_TOKEN[16:]], [OWN_TOKEN]) == ["[masked]", "[masked]"]
+
+
+def test_a_part_of_a_credential_at_a_lines_edge_is_masked_from_eight_characters_to_all_but_one():
+    ends = [f"part {OWN_TOKEN[:size]}" for size in (7, 8, len(OWN_TOKEN) - 1)]
+    begins = [f"{OWN_TOKEN[-size:]} part" for size in (7, 8, len(OWN_TOKEN) - 1)]
+    assert relay.step_log.clean_lines([*ends, *begins], [OWN_TOKEN]) == [
+        ends[0], "part [masked]", "part [masked]", begins[0], "[masked] part", "[masked] part"
+    ]  # fmt: skip
+
+
+def test_a_window_keeps_a_text_that_fits_and_drops_only_the_word_it_cuts():
+    window = relay.masking.MASK_WINDOW
+    fits = "ab " * ((window - 10) // 3) + "x" * (window - 3 * ((window - 10) // 3))
+    assert len(fits) == window
+    assert relay.masking.masked(fits) == fits  # nothing cut: its last word stays
+    between = "ab " * (window // 3) + "cd" * 10
+    assert relay.masking.masked(between)[: window - 3] == between[: window - 3]
+    cut = "ab " * (window // 3 - 1) + "abc " + "partOfAWordTheCutFallsIn"
+    assert relay.masking.masked(cut) == cut[: window - window % 3 + 1]  # up to the space before the cut word
+
+
+@pytest.mark.parametrize("prefix", [b"", b":", b"x:"], ids=["aligned", "one byte before", "two bytes before"])
+def test_a_credential_in_base64_is_masked_whatever_precedes_it_and_from_twelve_characters(prefix):
+    for secret in (OWN_TOKEN, OWN_TOKEN[:12]):
+        for suffix in (b"", b"\n"):
+            encoded = base64.b64encode(prefix + secret.encode() + suffix).decode()
+            shown = relay.masking.masked(f"auth {encoded}", relay.masking.known_secrets([secret]))
+            assert relay.masking.MASKED in shown, (secret, suffix)
+            assert len(shown) - len(relay.masking.MASKED) <= len("auth ") + 4 + 4, (secret, suffix)
+
+
+def test_a_credential_holding_a_space_and_a_slash_is_masked_url_encoded_either_way():
+    secret = "kT7 vQ2/xP9wL4mZ"  # a password may hold both
+    for encoded in (quote(secret, safe=""), quote_plus(secret)):
+        assert relay.masking.masked(f"sent {encoded}", relay.masking.known_secrets([secret])) == "sent [masked]"
 
 
 def test_a_credential_in_base64_is_masked_at_any_alignment():
