@@ -470,3 +470,52 @@ def test_reading_secret_manager_ends_by_the_events_deadline(bitbucket, secret_cr
         deliver(build("SUCCESS"))
     assert time.monotonic() - started < 2.5
     assert bitbucket.app.calls == []
+
+
+# --- what Secret Manager or KMS answers instead of the credentials: the operator's to mend, or worth another try ---
+
+
+def answering(request, google, monkeypatch, source: str, answer: int) -> str:
+    """The source (Secret Manager, or the bucket's object and KMS) set up, KMS or Secret Manager answering `answer`
+    from now on; returns how errors name the source."""
+    request.getfixturevalue(f"{source}_credentials")
+    monkeypatch.setattr(google.app, "kms_answer" if source == "bucket" else "secret_answer", answer)
+    if source == "bucket":
+        return "gs://acme-secrets/bitbucket-credentials.json.enc"
+    return f"{os.environ['CREDENTIALS_SECRET']}/versions/latest"
+
+
+@pytest.mark.parametrize("source", ["secret", "bucket"])
+@pytest.mark.parametrize(("answer", "named"), [(400, "BadRequest"), (403, "Forbidden"), (404, "NotFound")])
+def test_a_credential_source_refusing_the_function_is_an_error_the_operator_must_mend_naming_what_and_where(
+    request, google, monkeypatch, capsys, source, answer, named
+):
+    """Secret Manager or KMS refusing the function's service account (403: a role removed), or a request it cannot
+    serve: the operator's to mend, so one ERROR (not a WARNING of a retry) says what answered and where; the event
+    waits for the fix."""
+    where = answering(request, google, monkeypatch, source, answer)
+    with pytest.raises(relay.errors.ConfigurationError) as raised:
+        deliver(build("SUCCESS"))
+    assert str(raised.value).startswith(f"reading credentials from {where} failed: {named} {answer}: ")
+    [line] = log_lines(capsys.readouterr().out)
+    assert line["severity"] == "ERROR"
+
+
+@pytest.mark.parametrize(
+    ("source", "answer"), [("secret", 429), ("secret", 503), ("bucket", 429), ("bucket", 500), ("bucket", 503)]
+)
+def test_a_credential_source_failing_for_now_is_tried_until_the_events_deadline_then_redelivered_naming_where(
+    request, google, bitbucket, monkeypatch, capsys, source, answer
+):
+    """Secret Manager or KMS overloaded or failing: tried again while the event's deadline allows (Google's clients
+    would go on for 60 s whatever the deadline), then raised for Pub/Sub to deliver it again, with a WARNING
+    saying where and what last answered (no ERROR: nothing for the operator to mend)."""
+    monkeypatch.setenv("EVENT_DEADLINE_SECONDS", "1")
+    where = answering(request, google, monkeypatch, source, answer)
+    with pytest.raises(relay.errors.TransientError) as raised:
+        deliver(build("SUCCESS"))
+    said = rf"reading credentials from {re.escape(where)} failed: RetryError: Timeout of [01]\.\ds exceeded, "
+    assert re.match(rf"{said}last exception: {answer} ", str(raised.value))
+    [line] = log_lines(capsys.readouterr().out)
+    assert (line["severity"], re.match(f"Will retry: {said}", line["message"]) is not None) == ("WARNING", True)
+    assert bitbucket.app.calls == []
