@@ -519,3 +519,15 @@ def test_a_credential_source_failing_for_now_is_tried_until_the_events_deadline_
     [line] = log_lines(capsys.readouterr().out)
     assert (line["severity"], re.match(f"Will retry: {said}", line["message"]) is not None) == ("WARNING", True)
     assert bitbucket.app.calls == []
+
+
+def test_a_stalled_kms_ends_the_event_by_its_deadline_and_nothing_is_sent_late(
+    bucket_credentials, google, bitbucket, monkeypatch
+):
+    """KMS answering after the event's deadline: the event ends at the deadline and is redelivered; it does not
+    wait for the answer and write Bitbucket after the function's timeout would have killed it."""
+    monkeypatch.setattr(google.app, "kms_delay", 3)
+    monkeypatch.setenv("EVENT_DEADLINE_SECONDS", "1")
+    with pytest.raises(relay.errors.TransientError, match=r"^reading credentials from gs://acme-secrets/"):
+        deliver(build("SUCCESS"))
+    assert bitbucket.app.calls == []
