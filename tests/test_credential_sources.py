@@ -9,9 +9,11 @@ import time
 from typing import Any
 
 import pytest
+import requests
 
 import relay.credentials
 import relay.errors
+import relay.repository
 import relay.transport
 from standins.bitbucket import json_body
 from standins.builds import build
@@ -531,3 +533,63 @@ def test_a_stalled_kms_ends_the_event_by_its_deadline_and_nothing_is_sent_late(
     with pytest.raises(relay.errors.TransientError, match=r"^reading credentials from gs://acme-secrets/"):
         deliver(build("SUCCESS"))
     assert bitbucket.app.calls == []
+
+
+# --- 401s answered to a header already replaced: the document is read again once, not once per 401 ---------------
+
+WEBAPP_REPOSITORY = relay.repository.Repository("acme", "webapp")
+
+
+def keyring() -> relay.credentials.Keyring:
+    """The keyring a warm instance signs Bitbucket's requests with, reading the configured source."""
+    return relay.credentials.Keyring(relay.credentials.credential_source(os.environ), requests.Session(), "", 5)
+
+
+def test_concurrent_401s_to_a_rotated_credential_read_the_document_again_once(secret_credentials, google):
+    """Events in flight all got a 401 for the old token: the first reads the rotated document, the others sign with
+    what it read instead of reading it again each."""
+    keys = keyring()
+    _, old = keys.sign(WEBAPP_REPOSITORY)
+    secret_credentials({"token": ROTATED_API_TOKEN})
+    reads = google.app.counts["secretmanager.access"]
+    headers = [keys.sign(WEBAPP_REPOSITORY, refused=old)[1] for _ in range(3)]
+    assert headers == [f"Bearer {ROTATED_API_TOKEN}"] * 3
+    assert google.app.counts["secretmanager.access"] - reads == 1
+
+
+def test_a_401_after_jira_refused_an_entry_reads_the_document_again_once(secret_credentials, google):
+    """Jira's refusal already marked the document to be read again (it may be rotated): a Bitbucket 401 that follows
+    reads it once, not once for the 401 and once more."""
+    keys = keyring()
+    _, header = keys.sign(WEBAPP_REPOSITORY)
+    keys.read_again()
+    reads = google.app.counts["secretmanager.access"]
+    assert keys.sign(WEBAPP_REPOSITORY, refused=header)[1] == header
+    assert google.app.counts["secretmanager.access"] - reads == 1
+
+
+def test_events_in_flight_for_a_repository_whose_entry_was_removed_are_each_skipped(secret_credentials, google):
+    """The rotated document no longer serves acme/webapp: every event that got a 401 for its old token is skipped
+    (NotServed: an INFO line), the document read again once."""
+    keys = keyring()
+    _, old = keys.sign(WEBAPP_REPOSITORY)
+    secret_credentials({"token": ROTATED_API_TOKEN, "repositories": ["other/*"]})
+    reads = google.app.counts["secretmanager.access"]
+    for _ in range(2):
+        with pytest.raises(relay.errors.NotServed):
+            keys.sign(WEBAPP_REPOSITORY, refused=old)
+    assert google.app.counts["secretmanager.access"] - reads == 1
+
+
+@pytest.mark.parametrize("answer", [{}, {"access_token": 5}, {"access_token": ""}], ids=["none", "a number", "empty"])
+def test_a_token_endpoint_answering_200_without_a_token_is_refused_and_nothing_is_sent_unsigned(
+    bitbucket, environment_credentials, monkeypatch, answer
+):
+    """An answer of 200 with no usable access_token (a proxy's page, a broken endpoint) is the endpoint failing: the
+    event is redelivered, and no request goes to Bitbucket with "Bearer None" or "Bearer 5"."""
+    oauth(bitbucket, monkeypatch, environment_credentials)
+    monkeypatch.setattr(bitbucket.app, "_token", lambda request: json_body({**answer, "token_type": "bearer"}))
+    said = "Bitbucket refused the OAuth consumer of credential entry 1: 200 OK"
+    with pytest.raises(relay.errors.TransientError, match=f"^{said}$"):
+        deliver(build("SUCCESS"))
+    assert [call.path for call in bitbucket.app.calls] == ["/site/oauth2/access_token"]
