@@ -286,7 +286,9 @@ class SecretManagerCredentials:
             self._client = secretmanager.SecretManagerServiceClient(transport="rest", client_options=options)
         version = self.secret if "/versions/" in self.secret else f"{self.secret}/versions/latest"
         try:
-            payload = self._client.access_secret_version(name=version, timeout=google_timeout()).payload.data
+            timeout = google_timeout()
+            answer = self._client.access_secret_version(name=version, retry=_retry(timeout), timeout=timeout)
+            payload = answer.payload.data
         except Exception as error:  # google.api_core errors, imported lazily
             raise _google_error(error, version) from None
         return parse_credentials(payload, f"{version} (CREDENTIALS_SECRET)")
@@ -307,10 +309,12 @@ class BucketCredentials:
         storage_client, kms_client = self._get_clients()
         where = f"gs://{self.bucket}/{self.blob}"
         try:
-            blob = storage_client.bucket(self.bucket).blob(self.blob)
-            ciphertext = blob.download_as_bytes(timeout=google_timeout())
-            request = {"name": self.key_id, "ciphertext": ciphertext}
-            plaintext = kms_client.decrypt(request=request, timeout=google_timeout()).plaintext
+            from google.cloud.storage.retry import DEFAULT_RETRY  # type: ignore[import-untyped,unused-ignore]
+
+            blob, timeout = storage_client.bucket(self.bucket).blob(self.blob), google_timeout()
+            ciphertext = blob.download_as_bytes(retry=DEFAULT_RETRY.with_timeout(timeout), timeout=timeout)
+            request, timeout = {"name": self.key_id, "ciphertext": ciphertext}, google_timeout()
+            plaintext = kms_client.decrypt(request=request, retry=_retry(timeout), timeout=timeout).plaintext
         except Exception as error:  # google.api_core errors, imported lazily
             raise _google_error(error, where) from None
         return parse_credentials(plaintext, f"{where} (decrypted with KMS_CRYPTO_KEY_ID)")
@@ -325,6 +329,14 @@ class BucketCredentials:
                 kms.KeyManagementServiceClient(transport="rest", client_options=options),
             )
         return self._clients
+
+
+def _retry(timeout: float) -> Any:
+    """Google's clients retry a service that is overloaded or unavailable for 60 s whatever a call's timeout (Cloud
+    Storage's for 120 s): here only until the call's timeout, the event's deadline."""
+    from google.api_core import retry
+
+    return retry.Retry(predicate=retry.if_transient_error, timeout=timeout)
 
 
 def _google_error(error: Exception, where: str) -> Exception:

@@ -53,6 +53,9 @@ FILTER_FIELDS = {"logName", "resource.type", "resource.labels.build_id", "labels
                  "resource.labels.service_name", "severity", "timestamp"}  # fmt: skip
 SEVERITIES = ["DEFAULT", "DEBUG", "INFO", "NOTICE", "WARNING", "ERROR", "CRITICAL", "ALERT", "EMERGENCY"]
 VIEW_NAME = re.compile(r"projects/(?P<project>[^/]+)/locations/global/buckets/_Default/views/(?P<view>[^/]+)")
+# google.rpc.Code's name for each HTTP status a test has a stand-in answer instead
+ANSWER_REASONS = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED",
+                  500: "INTERNAL", 503: "UNAVAILABLE"}  # fmt: skip
 SECRET_ACCESS = re.compile(r"/v1/(?P<secret>projects/[^/]+/secrets/[^/]+)/versions/(?P<version>[^/:]+):access")
 
 
@@ -88,6 +91,9 @@ class Google:
     logging_answer: int | None = None  # what entries.list answers instead: 403, 429, 500 ...
     log_filters: list[str] = field(default_factory=list)  # every filter entries.list was sent
     secret_delay: float = 0.0  # seconds Secret Manager takes to answer
+    secret_answer: int | None = None  # what Secret Manager answers instead of the version: 403, 429, 500 ...
+    kms_answer: int | None = None  # what KMS answers instead of decrypting: 403, 429, 500 ...
+    kms_delay: float = 0.0  # seconds KMS takes to answer
     _tokens: set[str] = field(default_factory=set)
     _listed: tuple[Any, list[dict[str, Any]]] = ((), [])
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -154,8 +160,12 @@ class Google:
         return json_body({"access_token": token, "token_type": "Bearer", "expires_in": 3600})
 
     def _kms(self, name: str, action: str, body: dict[str, Any]) -> Response:
+        time.sleep(self.kms_delay)
         with self._lock:
             self.counts[f"kms.{action}"] += 1
+        if self.kms_answer is not None:
+            reason = ANSWER_REASONS.get(self.kms_answer, "UNKNOWN")
+            return _google_error(self.kms_answer, "KMS could not answer", reason)
         try:
             data = base64.b64decode(body.get("plaintext" if action == "encrypt" else "ciphertext", ""), validate=True)
         except ValueError:
@@ -175,6 +185,9 @@ class Google:
         time.sleep(self.secret_delay)
         with self._lock:
             self.counts["secretmanager.access"] += 1
+            if self.secret_answer is not None:
+                reason = ANSWER_REASONS.get(self.secret_answer, "UNKNOWN")
+                return _google_error(self.secret_answer, "Secret Manager could not answer", reason)
             versions = self.secrets.get(secret)
             if not versions:
                 return _google_error(404, f"Secret [{secret}] not found or has no versions.", "NOT_FOUND")

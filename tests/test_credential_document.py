@@ -212,6 +212,10 @@ def test_a_large_document_is_matched_without_falling_off_a_cliff(bitbucket, monk
     [
         ({"jira": "http://acme.atlassian.net"}, '"jira" that is not an https:// URL'),
         ({"jira": "https://acme.atlassian.net", "client_secret": None}, 'without its "client_id" and "client_secret"'),
+        ({"jira": "https://acme.atlassian.net", "client_id": None}, 'without its "client_id" and "client_secret"'),
+        ({"jira": 5}, '"jira" that is not an https:// URL of a Jira site'),
+        ({"jira": "https://acme.atlassian.net", "repositories": ["webapp"]}, '"repositories" that are not a list'),
+        ({"jira": "https://acme.atlassian.net", "projects": ["Team A"]}, '"projects" that are not a list'),
         ({"jira": "https://acme.atlassian.net", "cloud_id": "../other"}, '"cloud_id" that is not a cloud id'),
         ({"jira": "https://acme.atlassian.net", "server": "http://bb.example"}, '"server" that is neither'),
         ({"jira": "https://acme.atlassian.net", "token": FIRST}, "a Jira entry with a field it cannot hold: 'token'"),

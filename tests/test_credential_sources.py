@@ -9,9 +9,11 @@ import time
 from typing import Any
 
 import pytest
+import requests
 
 import relay.credentials
 import relay.errors
+import relay.repository
 import relay.transport
 from standins.bitbucket import json_body
 from standins.builds import build
@@ -470,3 +472,124 @@ def test_reading_secret_manager_ends_by_the_events_deadline(bitbucket, secret_cr
         deliver(build("SUCCESS"))
     assert time.monotonic() - started < 2.5
     assert bitbucket.app.calls == []
+
+
+# --- what Secret Manager or KMS answers instead of the credentials: the operator's to mend, or worth another try ---
+
+
+def answering(request, google, monkeypatch, source: str, answer: int) -> str:
+    """The source (Secret Manager, or the bucket's object and KMS) set up, KMS or Secret Manager answering `answer`
+    from now on; returns how errors name the source."""
+    request.getfixturevalue(f"{source}_credentials")
+    monkeypatch.setattr(google.app, "kms_answer" if source == "bucket" else "secret_answer", answer)
+    if source == "bucket":
+        return "gs://acme-secrets/bitbucket-credentials.json.enc"
+    return f"{os.environ['CREDENTIALS_SECRET']}/versions/latest"
+
+
+@pytest.mark.parametrize("source", ["secret", "bucket"])
+@pytest.mark.parametrize(("answer", "named"), [(400, "BadRequest"), (403, "Forbidden"), (404, "NotFound")])
+def test_a_credential_source_refusing_the_function_is_an_error_the_operator_must_mend_naming_what_and_where(
+    request, google, monkeypatch, capsys, source, answer, named
+):
+    """Secret Manager or KMS refusing the function's service account (403: a role removed), or a request it cannot
+    serve: the operator's to mend, so one ERROR (not a WARNING of a retry) says what answered and where; the event
+    waits for the fix."""
+    where = answering(request, google, monkeypatch, source, answer)
+    with pytest.raises(relay.errors.ConfigurationError) as raised:
+        deliver(build("SUCCESS"))
+    assert str(raised.value).startswith(f"reading credentials from {where} failed: {named} {answer}: ")
+    [line] = log_lines(capsys.readouterr().out)
+    assert line["severity"] == "ERROR"
+
+
+@pytest.mark.parametrize(
+    ("source", "answer"), [("secret", 429), ("secret", 503), ("bucket", 429), ("bucket", 500), ("bucket", 503)]
+)
+def test_a_credential_source_failing_for_now_is_tried_until_the_events_deadline_then_redelivered_naming_where(
+    request, google, bitbucket, monkeypatch, capsys, source, answer
+):
+    """Secret Manager or KMS overloaded or failing: tried again while the event's deadline allows (Google's clients
+    would go on for 60 s whatever the deadline), then raised for Pub/Sub to deliver it again, with a WARNING
+    saying where and what last answered (no ERROR: nothing for the operator to mend)."""
+    monkeypatch.setenv("EVENT_DEADLINE_SECONDS", "1")
+    where = answering(request, google, monkeypatch, source, answer)
+    with pytest.raises(relay.errors.TransientError) as raised:
+        deliver(build("SUCCESS"))
+    said = rf"reading credentials from {re.escape(where)} failed: RetryError: Timeout of [01]\.\ds exceeded, "
+    assert re.match(rf"{said}last exception: {answer} ", str(raised.value))
+    [line] = log_lines(capsys.readouterr().out)
+    assert (line["severity"], re.match(f"Will retry: {said}", line["message"]) is not None) == ("WARNING", True)
+    assert bitbucket.app.calls == []
+
+
+def test_a_stalled_kms_ends_the_event_by_its_deadline_and_nothing_is_sent_late(
+    bucket_credentials, google, bitbucket, monkeypatch
+):
+    """KMS answering after the event's deadline: the event ends at the deadline and is redelivered; it does not
+    wait for the answer and write Bitbucket after the function's timeout would have killed it."""
+    monkeypatch.setattr(google.app, "kms_delay", 3)
+    monkeypatch.setenv("EVENT_DEADLINE_SECONDS", "1")
+    with pytest.raises(relay.errors.TransientError, match=r"^reading credentials from gs://acme-secrets/"):
+        deliver(build("SUCCESS"))
+    assert bitbucket.app.calls == []
+
+
+# --- 401s answered to a header already replaced: the document is read again once, not once per 401 ---------------
+
+WEBAPP_REPOSITORY = relay.repository.Repository("acme", "webapp")
+
+
+def keyring() -> relay.credentials.Keyring:
+    """The keyring a warm instance signs Bitbucket's requests with, reading the configured source."""
+    return relay.credentials.Keyring(relay.credentials.credential_source(os.environ), requests.Session(), "", 5)
+
+
+def test_concurrent_401s_to_a_rotated_credential_read_the_document_again_once(secret_credentials, google):
+    """Events in flight all got a 401 for the old token: the first reads the rotated document, the others sign with
+    what it read instead of reading it again each."""
+    keys = keyring()
+    _, old = keys.sign(WEBAPP_REPOSITORY)
+    secret_credentials({"token": ROTATED_API_TOKEN})
+    reads = google.app.counts["secretmanager.access"]
+    headers = [keys.sign(WEBAPP_REPOSITORY, refused=old)[1] for _ in range(3)]
+    assert headers == [f"Bearer {ROTATED_API_TOKEN}"] * 3
+    assert google.app.counts["secretmanager.access"] - reads == 1
+
+
+def test_a_401_after_jira_refused_an_entry_reads_the_document_again_once(secret_credentials, google):
+    """Jira's refusal already marked the document to be read again (it may be rotated): a Bitbucket 401 that follows
+    reads it once, not once for the 401 and once more."""
+    keys = keyring()
+    _, header = keys.sign(WEBAPP_REPOSITORY)
+    keys.read_again()
+    reads = google.app.counts["secretmanager.access"]
+    assert keys.sign(WEBAPP_REPOSITORY, refused=header)[1] == header
+    assert google.app.counts["secretmanager.access"] - reads == 1
+
+
+def test_events_in_flight_for_a_repository_whose_entry_was_removed_are_each_skipped(secret_credentials, google):
+    """The rotated document no longer serves acme/webapp: every event that got a 401 for its old token is skipped
+    (NotServed: an INFO line), the document read again once."""
+    keys = keyring()
+    _, old = keys.sign(WEBAPP_REPOSITORY)
+    secret_credentials({"token": ROTATED_API_TOKEN, "repositories": ["other/*"]})
+    reads = google.app.counts["secretmanager.access"]
+    for _ in range(2):
+        with pytest.raises(relay.errors.NotServed):
+            keys.sign(WEBAPP_REPOSITORY, refused=old)
+    assert google.app.counts["secretmanager.access"] - reads == 1
+
+
+@pytest.mark.parametrize("answer", [{}, {"access_token": 5}, {"access_token": ""}], ids=["none", "a number", "empty"])
+def test_a_token_endpoint_answering_200_without_a_token_is_refused_and_nothing_is_sent_unsigned(
+    bitbucket, environment_credentials, monkeypatch, answer
+):
+    """An answer of 200 with no usable access_token (a proxy's page, a broken endpoint) is the endpoint failing: the
+    event is redelivered, and no request goes to Bitbucket with "Bearer None" or "Bearer 5"."""
+    oauth(bitbucket, monkeypatch, environment_credentials)
+    monkeypatch.setattr(bitbucket.app, "_token", lambda request: json_body({**answer, "token_type": "bearer"}))
+    said = "Bitbucket refused the OAuth consumer of credential entry 1: 200 OK"
+    with pytest.raises(relay.errors.TransientError, match=f"^{said}$"):
+        deliver(build("SUCCESS"))
+    assert [call.path for call in bitbucket.app.calls] == ["/site/oauth2/access_token"]

@@ -15,13 +15,14 @@ from typing import Any
 
 import pytest
 
+import main
 import relay.config
 import relay.errors
 import relay.issue_keys
 import relay.tracked
 import relay.translate
 from standins import remember_secret
-from standins.builds import COMMIT, build
+from standins.builds import COMMIT, Context, background_event, build
 from standins.jira import Raw
 from tests.conftest import TOKEN, dc_build, deliver, log_lines, shown
 
@@ -354,6 +355,33 @@ def test_a_jira_entry_of_other_projects_is_never_told(bitbucket, jira):
     jira.add_entry(projects=["team-b-ci"])
     deliver(build("SUCCESS", "b-1", branch=BRANCH))
     assert (jira.app.build_calls(), jira.app.token_requests) == ([], 0)
+
+
+def delivered_from(project: str, b: dict[str, Any]) -> None:
+    """As the runtime delivers a message published to `project`'s cloud-builds topic (the project it speaks for)."""
+    context = Context()
+    context.resource = {"service": "pubsub.googleapis.com", "name": f"projects/{project}/topics/cloud-builds"}
+    main.build_status(background_event(b), context)
+
+
+def test_a_jira_entry_of_one_teams_project_is_told_of_that_teams_builds_and_never_of_another_teams(bitbucket, jira):
+    """One relay for two teams' projects, one Jira site of team A's: team A's builds show on its issues, team B's
+    builds of the same repository never reach team A's Jira."""
+    jira.add_entry(projects=["team-a"])
+    for project in ("team-b", "team-a"):
+        b = build("SUCCESS", f"{project}-build", branch=BRANCH)
+        b["projectId"] = b["substitutions"]["PROJECT_ID"] = project
+        delivered_from(project, b)
+    assert [shown_build["url"].rpartition("/")[2].partition("?")[0] for shown_build in jira.builds("ABC-123")] == [
+        "team-a-build"
+    ]
+
+
+def test_a_jira_entry_naming_its_cloud_id_is_told_without_asking_the_site_for_it(bitbucket, jira):
+    jira.add_entry(cloud_id=jira.cloud_id)
+    lifecycle("b-1")
+    assert [shown_build["state"] for shown_build in jira.builds("ABC-123")] == ["successful"]
+    assert jira.app.tenant_info_requests == 0
 
 
 def test_an_older_builds_deployment_is_not_left_in_progress_on_the_commit(both):
