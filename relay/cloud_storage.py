@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import math
 import threading
 from typing import TYPE_CHECKING
 
 from relay.logs import log, loggable
 from relay.lru import Lru
-from relay.scope import WRITES_RESERVE, current_project, google_timeout, time_left
+from relay.scope import WRITES_RESERVE, current_project, time_left
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -116,13 +117,13 @@ class TestReports:
 
         storage = self._storage()
         blobs = storage.list_blobs(bucket, prefix=prefix, match_glob="**.xml", max_results=TEST_FILES_MAX + 1,
-                                   timeout=google_timeout())  # fmt: skip
+                                   **_within_deadline())  # fmt: skip
         return sorted((bucket, b.name, "") for b in blobs)
 
     def _download(self, bucket: str, name: str, generation: str, limit: int) -> bytes | None:
         """The object, or None when it is larger than `limit` (nothing past it is read)."""
         blob = self._storage().bucket(bucket).blob(name, generation=int(generation) if generation else None)
-        data: bytes = blob.download_as_bytes(start=0, end=limit, timeout=google_timeout())
+        data: bytes = blob.download_as_bytes(start=0, end=limit, **_within_deadline())
         return None if len(data) > limit else data
 
     def _storage(self) -> Any:
@@ -141,3 +142,13 @@ class TestReports:
         elif code != 404:
             said = f"{type(error).__name__}{f' {code}' if code else ''}"
             log("WARNING", f"Test results left out: {what} failed ({said})")
+
+
+def _within_deadline() -> dict[str, Any]:
+    """A read's timeout and retries: Cloud Storage's client retries a 429 or 5xx for 120 s whatever a call's timeout;
+    here only while the event keeps WRITES_RESERVE for the status and report (60 s outside an event)."""
+    from google.cloud.storage.retry import DEFAULT_RETRY  # type: ignore[import-untyped,unused-ignore]
+
+    left = time_left()
+    seconds = 60.0 if math.isinf(left) else max(left - WRITES_RESERVE, 1.0)
+    return {"timeout": seconds, "retry": DEFAULT_RETRY.with_timeout(seconds)}

@@ -23,6 +23,7 @@ import relay.config
 import relay.errors
 import relay.junit
 import relay.report
+import relay.scope
 import relay.translate
 import relay.warm
 from standins import remember_secret
@@ -766,3 +767,53 @@ def test_the_first_five_failed_tests_are_shown_in_the_report():
     shown = [line for line in tested.report.details.splitlines() if line.startswith("Failed test: ")]
     assert shown == [f"Failed test: tests.test_app.test_{n}: assert {n} == 7" for n in range(5)]
     assert len(tested.report.annotations) == 7
+
+
+@contextlib.contextmanager
+def storage_answering(status: int):
+    """A loopback Cloud Storage that answers every call with `status` (Google's JSON error), counting them."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    calls = []
+
+    class Unavailable(BaseHTTPRequestHandler):
+        def do_GET(self):
+            calls.append(self.path)
+            body = json.dumps({"error": {"code": status, "message": "Backend Error"}}).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Unavailable)
+    Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", calls
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_cloud_storage_failing_for_now_costs_the_status_no_more_than_the_events_deadline_allows(
+    bitbucket, monkeypatch, capsys, status
+):
+    """Cloud Storage's client retries a 429 or 5xx for 120 s whatever a call's timeout: the test files are tried only
+    while the event keeps its writes' reserve (2 s of reading here), then the status lands without them."""
+    monkeypatch.setenv("EVENT_DEADLINE_SECONDS", str(relay.scope.WRITES_RESERVE + 2))
+    monkeypatch.setenv("TEST_REPORT_BUCKETS", BUCKET)
+    with storage_answering(status) as (host, calls):
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", host)
+        subs = {"_BITBUCKET_TEST_REPORTS": f"gs://{BUCKET}/down/b-1/", "COMMIT_SHA": COMMIT}
+        deliver(build("FAILURE", "b-1", substitutions=subs))
+    [status_shown] = bitbucket.app.shown("acme", "webapp", COMMIT)
+    assert status_shown["state"] == "FAILED"
+    assert status_shown["description"] == "Failed after 3m 12s"
+    assert calls  # asked, and again within the 2 s (with random backoff): not for two minutes, past the deadline
+    [warning] = [line for line in log_lines(capsys.readouterr().out) if line["severity"] == "WARNING"]
+    assert warning["message"].startswith("Test results left out: listing the test report files failed (RetryError")
