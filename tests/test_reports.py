@@ -193,6 +193,39 @@ def test_a_failing_report_endpoint_redelivers_without_posting_the_status_again(s
     assert len([c for c in app.status_calls() if c.method == "POST"]) == 3  # Queued, Running, the result once
 
 
+@pytest.mark.parametrize("older", [False, True], ids=["no report yet", "an older builds report"])
+def test_a_report_whose_write_failed_is_written_by_the_redelivery_on_another_instance(site, new_instance, older):
+    """The status landed, its report did not: the redelivery reaches a new instance, which finds the status shown
+    and reads the report; none, or an older build's, is no report of this build's, so it writes this one."""
+    make, reports, (_, failed), app = site
+    if older:
+        deliver(make("SUCCESS", "b-1", createTime="2026-11-27T09:00:00Z"))
+    app.report_answer = 503
+    with pytest.raises(relay.errors.TransientError):
+        deliver(make("FAILURE", "b-2", createTime="2026-11-27T09:10:00Z"))
+    app.report_answer = None
+    new_instance()
+    deliver(make("FAILURE", "b-2", createTime="2026-11-27T09:10:00Z"))
+    [report] = reports()
+    assert (report["result"], "b-2" in report["link"]) == (failed, True)
+    assert len([c for c in app.status_calls() if c.method == "POST"]) == 1 + older
+
+
+def test_duplicates_of_a_written_report_cost_a_new_instance_one_read_and_then_nothing(site, new_instance):
+    """Pub/Sub delivers a message again, to another instance: it reads the status and the report (written, with
+    this build's link) and writes neither; a further duplicate reaching that instance costs no call at all."""
+    make, reports, (_, failed), app = site
+    deliver(make("FAILURE"))
+    new_instance()
+    deliver(make("FAILURE"))
+    calls = len(app.calls)
+    deliver(make("FAILURE"))
+    assert app.calls[calls:] == []
+    assert [r["result"] for r in reports()] == [failed]
+    assert [c.method for c in app.report_calls()] == ["PUT", "GET"]
+    assert len([c for c in app.status_calls() if c.method == "POST"]) == 1
+
+
 def test_code_insights_off_writes_no_report(bitbucket, monkeypatch):
     monkeypatch.setenv("CODE_INSIGHTS", "off")
     deliver(build("FAILURE", steps=STEPS_FAILING))
