@@ -140,7 +140,7 @@ def test_builds_from_elsewhere_are_skipped_with_the_reason(change, reason):
 def test_connected_github_repository_is_skipped():
     b = build("SUCCESS", source="connection")
     b["substitutions"]["_HEAD_REPO_URL"] = "https://github.com/acme/webapp"
-    assert "not on Bitbucket" in skip_for(b).reason
+    assert skip_for(b).reason == "the build's connected repository is not on Bitbucket"
 
 
 @pytest.mark.parametrize("commit", ["65ca6a9", "z" * 40, "", COMMIT + "0"])
@@ -170,6 +170,44 @@ def test_allowlist_narrows_the_mirror_splits():
     config = relay.config.Config(repositories=relay.config.Patterns(("my_team/*",)))
     update = relay.translate.translate(build("SUCCESS", source="mirror", repo="my_team/web_app"), config)
     assert update.target.candidates == (relay.repository.Repository("my_team", "web_app"),)
+
+
+def test_a_git_sources_resolved_url_names_the_repository_when_the_declared_one_says_otherwise():
+    b = build("SUCCESS", source="git", repo="acme/declared")
+    b["sourceProvenance"] = {"resolvedGitSource": {"url": "https://bitbucket.org/acme/webapp.git", "revision": COMMIT}}
+    assert update_for(b).target.candidates == (relay.repository.Repository("acme", "webapp"),)
+
+
+def test_a_git_source_whose_revision_is_a_branch_takes_its_commit_from_commit_sha():
+    b = build("SUCCESS", source="git")
+    b["source"]["gitSource"]["revision"] = "main"
+    assert update_for(b).target.commit == COMMIT
+
+
+def test_a_mirrors_resolved_name_names_the_repository_when_the_declared_one_says_otherwise():
+    b = build("SUCCESS", source="mirror", repo="acme/webapp")
+    b["source"]["repoSource"]["repoName"] = "bitbucket_acme_declared"
+    update = update_for(b)
+    assert update.target.candidates == (relay.repository.Repository("acme", "webapp"),)
+
+
+def test_a_mirror_build_without_a_resolved_commit_takes_commit_sha_and_without_a_branch_branch_name():
+    b = build("SUCCESS", source="mirror", branch=None)
+    del b["sourceProvenance"]["resolvedRepoSource"]["commitSha"]
+    b["substitutions"].update(COMMIT_SHA=COMMIT, BRANCH_NAME="feature/fish")
+    update = update_for(b)
+    assert (update.target.commit, update.status.refname) == (COMMIT, "feature/fish")
+
+
+@pytest.mark.parametrize(
+    ("source", "origin"), [("mirror", "Cloud Source Repositories mirror"), ("connection", "Cloud Build connection")]
+)
+def test_a_build_without_a_commit_is_logged_naming_where_its_repository_was_found(source, origin):
+    b = build("SUCCESS", source=source)
+    b["substitutions"].pop("COMMIT_SHA", None)
+    b.pop("sourceProvenance", None)
+    skip = skip_for(b)
+    assert (skip.severity, skip.reason) == ("WARNING", f"{origin} gives no full 40-hex commit SHA (got '')")
 
 
 # --- what is posted ---------------------------------------------------------------
@@ -548,6 +586,40 @@ def test_a_server_whose_context_path_has_a_segment_of_dots_is_not_a_server(path)
     b = build("SUCCESS", source="webhook", repo="PROJ/repo")
     b["substitutions"]["_BITBUCKET_SERVER"] = f"https://bb.example{path}"
     assert skip_for(b).severity == "WARNING"
+
+
+@pytest.mark.parametrize(
+    ("url", "normalized"),
+    [
+        ("https://[::1]:8443/", "https://[::1]:8443"),  # an IPv6 address keeps its brackets
+        ("http://127.0.0.1:7990/", "http://127.0.0.1:7990"),  # plain http to this machine only
+        ("https://BB.Example:443/Bitbucket-X/", "https://bb.example/Bitbucket-X"),  # only the trailing '/' goes
+    ],
+)
+def test_a_servers_url_is_normalized_as_entries_and_builds_compare_it(url, normalized):
+    assert relay.repository.normalized_server(url) == normalized
+    b = build("SUCCESS", source="webhook", repo="PROJ/repo")
+    b["substitutions"]["_BITBUCKET_SERVER"] = url
+    assert update_for(b).target.candidates == (relay.repository.Repository("PROJ", "repo", normalized),)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),  # shown in the log without its user info, query or fragment
+    [
+        ("https://", "https://"),  # no host
+        ("https://@bb.example", "https://bb.example"),  # user info without a user
+        ("https://:pw@bb.example", "https://bb.example"),
+        ("https://bb.example/?tab=1", "https://bb.example/"),
+        ("https://bb.example/#top", "https://bb.example/"),
+        ("http://bb.example", "http://bb.example"),  # plain http off this machine
+    ],
+)
+def test_a_server_url_with_no_host_user_info_a_query_or_a_fragment_is_refused_with_a_warning(url, shown):
+    assert relay.repository.normalized_server(url) is None
+    b = build("SUCCESS", source="webhook", repo="PROJ/repo")
+    b["substitutions"]["_BITBUCKET_SERVER"] = url
+    skip = skip_for(b)
+    assert (skip.severity, skip.reason) == ("WARNING", f"_BITBUCKET_SERVER {shown!r} is not an https:// URL")
 
 
 SEGMENT = st.text(alphabet="./-_aZ9%~", min_size=1, max_size=8)
