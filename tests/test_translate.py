@@ -184,6 +184,12 @@ def test_a_git_source_whose_revision_is_a_branch_takes_its_commit_from_commit_sh
     assert update_for(b).target.commit == COMMIT
 
 
+def test_a_git_source_built_without_commit_sha_or_a_resolved_revision_takes_the_declared_commit():
+    b = build("SUCCESS", source="git")  # its gitSource's revision is the commit
+    del b["substitutions"]["COMMIT_SHA"]
+    assert update_for(b).target.commit == COMMIT
+
+
 def test_a_mirrors_resolved_name_names_the_repository_when_the_declared_one_says_otherwise():
     b = build("SUCCESS", source="mirror", repo="acme/webapp")
     b["source"]["repoSource"]["repoName"] = "bitbucket_acme_declared"
@@ -200,12 +206,15 @@ def test_a_mirror_build_without_a_resolved_commit_takes_commit_sha_and_without_a
 
 
 @pytest.mark.parametrize(
-    ("source", "origin"), [("mirror", "Cloud Source Repositories mirror"), ("connection", "Cloud Build connection")]
+    ("source", "origin"),
+    [("git", "gitSource"), ("mirror", "Cloud Source Repositories mirror"), ("connection", "Cloud Build connection")],
 )
 def test_a_build_without_a_commit_is_logged_naming_where_its_repository_was_found(source, origin):
     b = build("SUCCESS", source=source)
     b["substitutions"].pop("COMMIT_SHA", None)
     b.pop("sourceProvenance", None)
+    for declared in b["source"].values():
+        declared.pop("revision", None)
     skip = skip_for(b)
     assert (skip.severity, skip.reason) == ("WARNING", f"{origin} gives no full 40-hex commit SHA (got '')")
 
