@@ -155,10 +155,10 @@ def test_a_failing_pytest_build_shows_how_many_tests_failed_and_annotates_each_f
 
 
 def test_a_passing_maven_builds_artifacts_put_test_results_on_its_data_center_status(reports_bucket, both):
-    reports_bucket.put(BUCKET, "target/surefire-reports/TEST-com.acme.payments.LedgerTest.xml",
-                       (JUNIT / "surefire-passing.xml").read_bytes())  # fmt: skip
-    manifest = [{"location": f"gs://{BUCKET}/target/surefire-reports/TEST-com.acme.payments.LedgerTest.xml#17",
-                 "file_hash": []}, {"location": f"gs://{BUCKET}/target/app.jar#18", "file_hash": []}]  # fmt: skip
+    ledger = "target/surefire-reports/TEST-com.acme.payments.LedgerTest.xml"
+    generation = reports_bucket.put(BUCKET, ledger, (JUNIT / "surefire-passing.xml").read_bytes())
+    manifest = [{"location": f"gs://{BUCKET}/{ledger}#{generation}", "file_hash": []},
+                {"location": f"gs://{BUCKET}/target/app.jar#18", "file_hash": []}]  # fmt: skip
     reports_bucket.put(BUCKET, "artifacts-b-1.json", "\n".join(json.dumps(m) for m in manifest).encode())
     results = {"artifactManifest": f"gs://{BUCKET}/artifacts-b-1.json", "numArtifacts": 2}
     deliver(dc_build("SUCCESS", both, "b-1", results=results))
@@ -482,11 +482,11 @@ def test_a_manifest_other_than_the_one_cloud_build_wrote_for_the_build_is_not_re
 
 def test_a_manifest_line_is_read_only_beside_the_manifest_and_at_the_generation_it_names(reports_bucket, bitbucket):
     """Cloud Build lists each object it uploaded into the manifest's folder, with its generation."""
-    reports_bucket.put(BUCKET, "gen/b-1/TEST-a.xml", junit('<testcase name="test_a"/>'))
+    generation = reports_bucket.put(BUCKET, "gen/b-1/TEST-a.xml", junit('<testcase name="test_a"/>'))
     reports_bucket.put(BUCKET, "gen/b-1/TEST-live.xml", junit(failing_case("test_live")))
-    reports_bucket.put(BUCKET, "elsewhere/TEST-x.xml", junit(failing_case("test_elsewhere")))
-    lines = [f"gs://{BUCKET}/gen/b-1/TEST-a.xml#7", f"gs://{BUCKET}/gen/b-1/TEST-live.xml",
-             f"gs://{BUCKET}/elsewhere/TEST-x.xml#8"]  # fmt: skip
+    elsewhere = reports_bucket.put(BUCKET, "elsewhere/TEST-x.xml", junit(failing_case("test_elsewhere")))
+    lines = [f"gs://{BUCKET}/gen/b-1/TEST-a.xml#{generation}", f"gs://{BUCKET}/gen/b-1/TEST-live.xml",
+             f"gs://{BUCKET}/elsewhere/TEST-x.xml#{elsewhere}"]  # fmt: skip
     reports_bucket.put(
         BUCKET, "gen/b-1/artifacts-b-1.json", "\n".join(json.dumps({"location": x}) for x in lines).encode()
     )
