@@ -214,8 +214,9 @@ def main() -> int:
         document = json.dumps(credentials(server_url, private_ca[0], jira_site)).encode()
         storage.put("demo-secrets", "bitbucket.json.enc", google.app.encrypt(KMS_KEY, document))
         storage.put(REPORTS_BUCKET, "7d1c9a52-login-1/auth.xml", LOGIN_JUNIT.encode())
-        storage.put(REPORTS_BUCKET, "surefire/TEST-com.acme.payments.LedgerTest.xml", PAYMENTS_JUNIT.encode())
-        manifest = json.dumps({"location": f"gs://{REPORTS_BUCKET}/surefire/TEST-com.acme.payments.LedgerTest.xml#1"})
+        ledger = "surefire/TEST-com.acme.payments.LedgerTest.xml"
+        generation = storage.put(REPORTS_BUCKET, ledger, PAYMENTS_JUNIT.encode())
+        manifest = json.dumps({"location": f"gs://{REPORTS_BUCKET}/{ledger}#{generation}"})
         storage.put(REPORTS_BUCKET, "artifacts-9a0b1c2d-payments-7.json", manifest.encode())
         env = {
             "BITBUCKET_API_URL": bitbucket.api_url,

@@ -458,6 +458,7 @@ def listed_in_pages(request: Any, response: Any, storage: Any, *args: Any, **kwa
     from gcp_storage_emulator.exceptions import BadRequest, NotFound  # type: ignore[import-untyped]  # no hints
 
     query = {key: values[0] for key, values in request.query.items() if values}
+    storage.listings = [*getattr(storage, "listings", []), query]
     try:
         items, prefixes = storage.get_file_list(request.params["bucket_name"], query.get("prefix"),
                                                 query.get("delimiter"), query.get("matchGlob"))  # fmt: skip
@@ -479,17 +480,46 @@ def listed_in_pages(request: Any, response: Any, storage: Any, *args: Any, **kwa
     response.json(answer)
 
 
+def downloaded_at_generation(request: Any, response: Any, storage: Any, *args: Any, **kwargs: Any) -> None:
+    """objects.get (alt=media) as Cloud Storage answers it, where the emulator serves the object whatever generation
+    is asked: a generation other than the object's live one is not found (a bucket without versioning keeps no
+    other); and the bytes it serves are counted."""
+    from http import HTTPStatus
+
+    from gcp_storage_emulator.exceptions import NotFound  # type: ignore[import-untyped,unused-ignore]
+    from gcp_storage_emulator.handlers import objects  # type: ignore[import-untyped,unused-ignore]
+
+    asked = request.query.get("generation", [""])[0]
+    try:
+        live = storage.get_file_obj(request.params["bucket_name"], request.params["object_id"])["generation"]
+    except NotFound:
+        live = ""
+    if asked and asked != live:
+        response.status = HTTPStatus.NOT_FOUND
+        return
+    write = response.write_file
+
+    def counted(content: bytes, *written: Any, **named: Any) -> None:
+        storage.served = getattr(storage, "served", 0) + len(content)
+        write(content, *written, **named)
+
+    response.write_file = counted
+    objects.download(request, response, storage, *args, **kwargs)
+
+
 class Storage:
-    """gcp-storage-emulator on a loopback port, listing a bucket in pages as Cloud Storage does; counts object
-    downloads."""
+    """gcp-storage-emulator on a loopback port, listing a bucket in pages and serving an object's generations as
+    Cloud Storage does; counts object downloads, the bytes they served, and what each listing asked."""
 
     def __init__(self) -> None:
         from gcp_storage_emulator import server  # type: ignore[import-untyped]  # it ships no hints
-        from gcp_storage_emulator.handlers import objects  # type: ignore[import-untyped]
+        from gcp_storage_emulator.handlers import objects  # type: ignore[import-untyped,unused-ignore]
 
         for _, handlers in server.HANDLERS:  # the emulator's routes: each method's handler
             if handlers.get("GET") is objects.ls:
                 handlers["GET"] = listed_in_pages
+            if handlers.get("GET") is objects.download:
+                handlers["GET"] = downloaded_at_generation
         self._server = server.create_server("127.0.0.1", 0, in_memory=True)
         self._server.start()
         self.host = f"http://127.0.0.1:{self._server._api._httpd.server_port}"
@@ -503,8 +533,18 @@ class Storage:
 
         storage.get_file = counted
 
-    def put(self, bucket: str, name: str, data: bytes) -> None:
-        """Upload with the real client library, as `gcloud storage cp` would."""
+    @property
+    def served(self) -> int:
+        """The bytes the object downloads served, in all."""
+        return int(getattr(self._server._storage, "served", 0))
+
+    @property
+    def listings(self) -> list[dict[str, str]]:
+        """The query of each listing asked, in order."""
+        return list(getattr(self._server._storage, "listings", []))
+
+    def put(self, bucket: str, name: str, data: bytes) -> int:
+        """Upload with the real client library, as `gcloud storage cp` would; the object's generation."""
         from google.auth.credentials import AnonymousCredentials
         from google.cloud import storage  # type: ignore[attr-defined,import-untyped,unused-ignore]  # no hints
 
@@ -515,7 +555,9 @@ class Storage:
         target = client.bucket(bucket)
         if not target.exists():
             client.create_bucket(bucket)
-        target.blob(name).upload_from_string(data)
+        blob = target.blob(name)
+        blob.upload_from_string(data)
+        return int(blob.generation)
 
     def stop(self) -> None:
         self._server.stop()

@@ -348,8 +348,9 @@ def test_a_corrected_status_keeps_the_test_counts_of_its_builds_artifacts(bitbuc
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", storage.host)
     monkeypatch.setenv("TEST_REPORT_BUCKETS", "acme-resync-reports")
     junit = Path(__file__).resolve().parent / "data" / "junit" / "surefire-passing.xml"
-    storage.put("acme-resync-reports", "target/surefire-reports/TEST-LedgerTest.xml", junit.read_bytes())
-    manifest = {"location": "gs://acme-resync-reports/target/surefire-reports/TEST-LedgerTest.xml#17", "file_hash": []}
+    generation = storage.put("acme-resync-reports", "target/surefire-reports/TEST-LedgerTest.xml", junit.read_bytes())
+    location = f"gs://acme-resync-reports/target/surefire-reports/TEST-LedgerTest.xml#{generation}"
+    manifest = {"location": location, "file_hash": []}
     storage.put("acme-resync-reports", "artifacts-b-1.json", json.dumps(manifest).encode())
     results = {"artifactManifest": "gs://acme-resync-reports/artifacts-b-1.json", "numArtifacts": 1,
                "images": [{"name": "i", "digest": "sha256:" + "ab" * 32}] * 20}  # fmt: skip

@@ -155,10 +155,10 @@ def test_a_failing_pytest_build_shows_how_many_tests_failed_and_annotates_each_f
 
 
 def test_a_passing_maven_builds_artifacts_put_test_results_on_its_data_center_status(reports_bucket, both):
-    reports_bucket.put(BUCKET, "target/surefire-reports/TEST-com.acme.payments.LedgerTest.xml",
-                       (JUNIT / "surefire-passing.xml").read_bytes())  # fmt: skip
-    manifest = [{"location": f"gs://{BUCKET}/target/surefire-reports/TEST-com.acme.payments.LedgerTest.xml#17",
-                 "file_hash": []}, {"location": f"gs://{BUCKET}/target/app.jar#18", "file_hash": []}]  # fmt: skip
+    ledger = "target/surefire-reports/TEST-com.acme.payments.LedgerTest.xml"
+    generation = reports_bucket.put(BUCKET, ledger, (JUNIT / "surefire-passing.xml").read_bytes())
+    manifest = [{"location": f"gs://{BUCKET}/{ledger}#{generation}", "file_hash": []},
+                {"location": f"gs://{BUCKET}/target/app.jar#18", "file_hash": []}]  # fmt: skip
     reports_bucket.put(BUCKET, "artifacts-b-1.json", "\n".join(json.dumps(m) for m in manifest).encode())
     results = {"artifactManifest": f"gs://{BUCKET}/artifacts-b-1.json", "numArtifacts": 2}
     deliver(dc_build("SUCCESS", both, "b-1", results=results))
@@ -482,11 +482,11 @@ def test_a_manifest_other_than_the_one_cloud_build_wrote_for_the_build_is_not_re
 
 def test_a_manifest_line_is_read_only_beside_the_manifest_and_at_the_generation_it_names(reports_bucket, bitbucket):
     """Cloud Build lists each object it uploaded into the manifest's folder, with its generation."""
-    reports_bucket.put(BUCKET, "gen/b-1/TEST-a.xml", junit('<testcase name="test_a"/>'))
+    generation = reports_bucket.put(BUCKET, "gen/b-1/TEST-a.xml", junit('<testcase name="test_a"/>'))
     reports_bucket.put(BUCKET, "gen/b-1/TEST-live.xml", junit(failing_case("test_live")))
-    reports_bucket.put(BUCKET, "elsewhere/TEST-x.xml", junit(failing_case("test_elsewhere")))
-    lines = [f"gs://{BUCKET}/gen/b-1/TEST-a.xml#7", f"gs://{BUCKET}/gen/b-1/TEST-live.xml",
-             f"gs://{BUCKET}/elsewhere/TEST-x.xml#8"]  # fmt: skip
+    elsewhere = reports_bucket.put(BUCKET, "elsewhere/TEST-x.xml", junit(failing_case("test_elsewhere")))
+    lines = [f"gs://{BUCKET}/gen/b-1/TEST-a.xml#{generation}", f"gs://{BUCKET}/gen/b-1/TEST-live.xml",
+             f"gs://{BUCKET}/elsewhere/TEST-x.xml#{elsewhere}"]  # fmt: skip
     reports_bucket.put(
         BUCKET, "gen/b-1/artifacts-b-1.json", "\n".join(json.dumps({"location": x}) for x in lines).encode()
     )
@@ -619,10 +619,12 @@ def test_xml_files_behind_more_other_objects_than_a_listing_takes_are_read_and_a
     "(partial)"."""
     monkeypatch.setattr(relay.junit, "TEST_FILES_MAX", 5)
     files = {f"htmlcov/f{n:03}.html": b"<html/>" for n in range(50)}
-    files |= {f"t{n}.xml": junit(f'<testcase name="test_{n}"/>') for n in range(6)}
-    downloads = reports_bucket.downloads
+    files |= {f"t{n}.xml": junit(f'<testcase name="test_{n}"/>') for n in range(8)}
+    downloads, listings = reports_bucket.downloads, len(reports_bucket.listings)
     delivered_with_tests(reports_bucket, "coverage", files, "SUCCESS")
     assert reports_bucket.downloads - downloads == 5
+    [listing] = [q for q in reports_bucket.listings[listings:] if q.get("prefix") == "coverage/b-1/"]
+    assert listing.get("maxResults") == "6"  # Cloud Storage lists one more than the bound, not all 8 XML files
     [status] = bitbucket.app.shown("acme", "webapp", COMMIT)
     assert status["description"] == "Succeeded in 3m 12s: 5 tests passed (partial)"
 
@@ -799,21 +801,86 @@ def storage_answering(status: int):
         server.server_close()
 
 
-@pytest.mark.parametrize("status", [429, 503])
+@pytest.mark.parametrize(("status", "named"), [(429, "folder"), (503, "folder"), (503, "manifest")])
 def test_cloud_storage_failing_for_now_costs_the_status_no_more_than_the_events_deadline_allows(
-    bitbucket, monkeypatch, capsys, status
+    bitbucket, monkeypatch, capsys, status, named
 ):
-    """Cloud Storage's client retries a 429 or 5xx for 120 s whatever a call's timeout: the test files are tried only
-    while the event keeps its writes' reserve (2 s of reading here), then the status lands without them."""
+    """Cloud Storage's client retries a 429 or 5xx for 120 s whatever a call's timeout: the test files (listed in a
+    folder, or downloaded from a manifest) are tried only while the event keeps its writes' reserve (2 s of reading
+    here), then the status lands without them."""
     monkeypatch.setenv("EVENT_DEADLINE_SECONDS", str(relay.scope.WRITES_RESERVE + 2))
     monkeypatch.setenv("TEST_REPORT_BUCKETS", BUCKET)
     with storage_answering(status) as (host, calls):
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", host)
-        subs = {"_BITBUCKET_TEST_REPORTS": f"gs://{BUCKET}/down/b-1/", "COMMIT_SHA": COMMIT}
-        deliver(build("FAILURE", "b-1", substitutions=subs))
+        if named == "folder":
+            subs = {"_BITBUCKET_TEST_REPORTS": f"gs://{BUCKET}/down/b-1/", "COMMIT_SHA": COMMIT}
+            deliver(build("FAILURE", "b-1", substitutions=subs))
+        else:
+            deliver(build("SUCCESS", "b-1", results={"artifactManifest": f"gs://{BUCKET}/down/artifacts-b-1.json"}))
     [status_shown] = bitbucket.app.shown("acme", "webapp", COMMIT)
-    assert status_shown["state"] == "FAILED"
-    assert status_shown["description"] == "Failed after 3m 12s"
+    assert status_shown["description"] == ("Failed after 3m 12s" if named == "folder" else "Succeeded in 3m 12s")
     assert calls  # asked, and again within the 2 s (with random backoff): not for two minutes, past the deadline
     [warning] = [line for line in log_lines(capsys.readouterr().out) if line["severity"] == "WARNING"]
-    assert warning["message"].startswith("Test results left out: listing the test report files failed (RetryError")
+    assert warning["message"] == "Test results left out: listing the test report files failed (RetryError)"
+
+
+@pytest.mark.parametrize(
+    ("status", "said"),
+    [
+        (403, ["Cloud Storage refused listing the test report files (403): give the function's service account "
+               "roles/storage.objectViewer on the bucket (make deploy TEST_REPORT_BUCKETS=...)"]),
+        (404, []),  # the build's folder or bucket is gone: nothing for an operator to do
+        (400, ["Test results left out: listing the test report files failed (BadRequest 400)"]),
+    ],
+)  # fmt: skip
+def test_cloud_storage_refusing_the_test_files_leaves_one_warning_saying_what_to_grant_and_the_status_lands(
+    bitbucket, monkeypatch, capsys, status, said
+):
+    monkeypatch.setenv("TEST_REPORT_BUCKETS", BUCKET)
+    with storage_answering(status) as (host, calls):
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", host)
+        subs = {"_BITBUCKET_TEST_REPORTS": f"gs://{BUCKET}/refused/b-1/", "COMMIT_SHA": COMMIT}
+        deliver(build("FAILURE", "b-1", substitutions=subs))
+    assert calls
+    [status_shown] = bitbucket.app.shown("acme", "webapp", COMMIT)
+    assert status_shown["description"] == "Failed after 3m 12s"
+    warnings = [line["message"] for line in log_lines(capsys.readouterr().out) if line["severity"] == "WARNING"]
+    assert warnings == said
+
+
+def test_a_manifest_line_whose_file_was_overwritten_since_shows_nothing_of_the_newer_file(
+    reports_bucket, bitbucket, capsys
+):
+    """The manifest names the generation Cloud Build uploaded: a later upload under the same name (another build
+    writing the same path) is not that build's file, and a bucket without versioning has no other to read."""
+    written = reports_bucket.put(BUCKET, "over/b-1/TEST-a.xml", junit('<testcase name="test_a"/>'))
+    reports_bucket.put(BUCKET, "over/b-1/TEST-a.xml", junit(failing_case("test_of_a_later_build")))
+    manifest = json.dumps({"location": f"gs://{BUCKET}/over/b-1/TEST-a.xml#{written}"}).encode()
+    reports_bucket.put(BUCKET, "over/b-1/artifacts-b-1.json", manifest)
+    deliver(build("SUCCESS", "b-1", results={"artifactManifest": f"gs://{BUCKET}/over/b-1/artifacts-b-1.json"}))
+    [status] = bitbucket.app.shown("acme", "webapp", COMMIT)
+    assert status["description"] == "Succeeded in 3m 12s"
+    assert [line for line in log_lines(capsys.readouterr().out) if line["severity"] == "WARNING"] == []
+
+
+def test_a_file_of_exactly_the_bound_is_read_and_of_one_past_it_no_more_than_the_bound_and_a_byte_is_served(
+    reports_bucket, bitbucket, monkeypatch, capsys
+):
+    """Past the bound a file only makes the counts partial, silently: Cloud Storage serves the bound and one byte
+    of it (which tells it is past), never the rest of its 400 KB."""
+    monkeypatch.setattr(relay.junit, "TEST_FILE_BYTES_MAX", 2000)
+    huge = b"<testsuite>" + b"<testcase name='t'/>" * 20_000 + b"</testsuite>"
+    served = reports_bucket.served
+    delivered_with_tests(reports_bucket, "exact", {"a.xml": sized(2000, "test_a"), "huge.xml": huge})
+    assert reports_bucket.served - served == 2000 + 2001
+    [status] = bitbucket.app.shown("acme", "webapp", COMMIT)
+    assert status["description"] == "Failed after 3m 12s: 1 tests passed (partial)"
+    assert [line for line in log_lines(capsys.readouterr().out) if line["severity"] == "WARNING"] == []
+
+
+def test_a_teams_build_reads_the_bucket_its_own_project_is_given(two_teams, bitbucket, monkeypatch):
+    monkeypatch.setenv("TEST_REPORT_BUCKETS", "team-a=acme-a-reports team-b=acme-b-reports")
+    two_teams.put("acme-a-reports", "a-3/junit.xml", junit(failing_case("test_a", "team A's text")))
+    delivered_in(team_build("team-a", "a-3", "gs://acme-a-reports/a-3/"), "team-a")
+    [status] = bitbucket.app.shown("acme", "a-web", COMMIT)
+    assert status["description"] == "Failed after 3m 12s: 1 of 1 tests failed"
