@@ -884,3 +884,17 @@ def test_a_teams_build_reads_the_bucket_its_own_project_is_given(two_teams, bitb
     delivered_in(team_build("team-a", "a-3", "gs://acme-a-reports/a-3/"), "team-a")
     [status] = bitbucket.app.shown("acme", "a-web", COMMIT)
     assert status["description"] == "Failed after 3m 12s: 1 of 1 tests failed"
+
+
+def test_a_file_that_is_not_junit_after_good_ones_costs_only_itself_with_one_warning(reports_bucket, bitbucket, capsys):
+    """Files are read in name order: one that is not JUnit drops none of the counts read before it, and says so."""
+    reports_bucket.put(BUCKET, "mixed/b-1/a.xml", (JUNIT / "gotestsum.xml").read_bytes())
+    reports_bucket.put(BUCKET, "mixed/b-1/z.xml", b"not xml")
+    deliver(build("FAILURE", "b-1", substitutions={"_BITBUCKET_TEST_REPORTS": f"gs://{BUCKET}/mixed/b-1/",
+                                                   "COMMIT_SHA": COMMIT}))  # fmt: skip
+    [status] = bitbucket.app.shown("acme", "webapp", COMMIT)
+    assert status["description"] == "Failed after 3m 12s: 1 of 4 tests failed (partial)"
+    warnings = [line for line in log_lines(capsys.readouterr().out) if line["severity"] == "WARNING"]
+    assert [w["message"].split(" (")[0] for w in warnings] == [
+        "Skipped the test report gs://acme-test-reports/mixed/b-1/z.xml: not a JUnit XML file"
+    ]
