@@ -898,3 +898,16 @@ def test_a_file_that_is_not_junit_after_good_ones_costs_only_itself_with_one_war
     assert [w["message"].split(" (")[0] for w in warnings] == [
         "Skipped the test report gs://acme-test-reports/mixed/b-1/z.xml: not a JUnit XML file"
     ]
+
+
+def test_files_after_the_total_bound_is_reached_are_not_downloaded_and_the_counts_say_partial(
+    reports_bucket, bitbucket, monkeypatch
+):
+    """A first file of exactly the build's bound spends it: the next is not downloaded, and the counts say partial."""
+    monkeypatch.setattr(relay.junit, "TEST_FILE_BYTES_MAX", 2000)
+    monkeypatch.setattr(relay.junit, "TEST_BYTES_MAX", len(sized(1500, "test_a")))
+    downloads = reports_bucket.downloads
+    delivered_with_tests(reports_bucket, "spent", {"a.xml": sized(1500, "test_a"), "b.xml": sized(1800, "test_b")})
+    [status] = bitbucket.app.shown("acme", "webapp", COMMIT)
+    assert status["description"] == "Failed after 3m 12s: 1 tests passed (partial)"
+    assert reports_bucket.downloads == downloads + 1  # a.xml alone
