@@ -14,6 +14,7 @@ import relay.config
 import relay.errors
 import relay.report
 import relay.reporting
+import relay.status
 import relay.translate
 from standins.bitbucket import Bitbucket
 from standins.builds import COMMIT, build
@@ -321,3 +322,18 @@ def test_every_control_character_within_the_report_becomes_a_space():
         for line in text.splitlines():
             assert line.isprintable(), line
     assert "a b [31mc d e f g" in report.title
+
+
+@pytest.mark.parametrize(
+    ("step", "status", "shown"),
+    [
+        ({"id": "deploy", "name": "gcr.io/cloud-builders/gcloud", "entrypoint": "bash", "args": ["-c", "make deploy"]},
+         "TIMEOUT", "deploy (gcr.io/cloud-builders/gcloud): bash -c make deploy, timed out"),
+        ({"args": ["make"]}, "FAILURE", "step 2: make, failed"),
+        ({"id": "lint", "exitCode": 2}, "FAILURE", "lint, exit code 2"),
+    ],
+)  # fmt: skip
+def test_the_failed_steps_line_names_its_id_image_entrypoint_and_args_and_how_it_ended(step, status, shown):
+    """The report's 'Failed step' line: a step without an image shows none, one without a command no colon, and a
+    step that ran out of time says so rather than an exit code."""
+    assert relay.status.step_text(step, 2, status) == shown
