@@ -772,19 +772,27 @@ def test_the_first_five_failed_tests_are_shown_in_the_report():
 
 
 @contextlib.contextmanager
-def storage_answering(status: int):
-    """A loopback Cloud Storage that answers every call with `status` (Google's JSON error), counting them."""
+def storage_answering(status: int, files: dict[str, bytes | None] | None = None):
+    """A loopback Cloud Storage that answers every call with `status` (Google's JSON error), counting them; with
+    `files`, it lists those objects and serves each, answering `status` to the download of one whose data is None."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
     from threading import Thread
+    from urllib.parse import unquote, urlsplit
 
     calls = []
 
-    class Unavailable(BaseHTTPRequestHandler):
+    class Answering(BaseHTTPRequestHandler):
         def do_GET(self):
             calls.append(self.path)
-            body = json.dumps({"error": {"code": status, "message": "Backend Error"}}).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            path = urlsplit(self.path).path
+            code, body, kind = status, json.dumps({"error": {"code": status, "message": "Backend Error"}}).encode(), ""
+            if files is not None and path.endswith("/o"):  # a listing
+                items = [{"name": n, "bucket": BUCKET, "generation": "1"} for n in sorted(files)]
+                code, body = 200, json.dumps({"kind": "storage#objects", "items": items}).encode()
+            elif files is not None and path.startswith("/download/") and files.get(unquote(path.split("/o/")[1])):
+                code, body, kind = 200, files[unquote(path.split("/o/")[1])], "application/octet-stream"
+            self.send_response(code)
+            self.send_header("Content-Type", kind or "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -792,7 +800,7 @@ def storage_answering(status: int):
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Unavailable)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answering)
     Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}", calls
@@ -911,3 +919,22 @@ def test_files_after_the_total_bound_is_reached_are_not_downloaded_and_the_count
     [status] = bitbucket.app.shown("acme", "webapp", COMMIT)
     assert status["description"] == "Failed after 3m 12s: 1 tests passed (partial)"
     assert reports_bucket.downloads == downloads + 1  # a.xml alone
+
+
+def test_a_test_file_cloud_storage_refuses_costs_only_itself_and_says_what_to_grant(bitbucket, monkeypatch, capsys):
+    """Of three files in name order, the middle one's download is refused (403): the other two are counted, the counts
+    say partial, and one WARNING names the file and the role to grant."""
+    monkeypatch.setenv("TEST_REPORT_BUCKETS", BUCKET)
+    go = (JUNIT / "gotestsum.xml").read_bytes()
+    files = {"refused/b-1/a.xml": go, "refused/b-1/b.xml": None, "refused/b-1/c.xml": go}
+    with storage_answering(403, files) as (host, _):
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", host)
+        subs = {"_BITBUCKET_TEST_REPORTS": f"gs://{BUCKET}/refused/b-1/", "COMMIT_SHA": COMMIT}
+        deliver(build("FAILURE", "b-1", substitutions=subs))
+    [status] = bitbucket.app.shown("acme", "webapp", COMMIT)
+    assert status["description"] == "Failed after 3m 12s: 2 of 8 tests failed (partial)"
+    warnings = [line["message"] for line in log_lines(capsys.readouterr().out) if line["severity"] == "WARNING"]
+    assert warnings == [
+        f"Cloud Storage refused reading gs://{BUCKET}/refused/b-1/b.xml (403): give the function's service account "
+        "roles/storage.objectViewer on the bucket (make deploy TEST_REPORT_BUCKETS=...)"
+    ]
