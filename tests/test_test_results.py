@@ -938,3 +938,18 @@ def test_a_test_file_cloud_storage_refuses_costs_only_itself_and_says_what_to_gr
         f"Cloud Storage refused reading gs://{BUCKET}/refused/b-1/b.xml (403): give the function's service account "
         "roles/storage.objectViewer on the bucket (make deploy TEST_REPORT_BUCKETS=...)"
     ]
+
+
+def test_a_builds_folder_and_its_artifacts_manifest_are_both_read(reports_bucket, bitbucket):
+    """A passing build naming a folder of JUnit files that also uploaded artifacts: the counts add both up."""
+    reports_bucket.put(BUCKET, "both/b-1/unit.xml", junit('<testcase name="test_a"/>'))
+    ledger = "target/surefire-reports/TEST-com.acme.payments.LedgerTest.xml"
+    generation = reports_bucket.put(BUCKET, ledger, (JUNIT / "surefire-passing.xml").read_bytes())
+    reports_bucket.put(BUCKET, "artifacts-b-1.json", json.dumps({"location": f"gs://{BUCKET}/{ledger}#{generation}"})
+                       .encode())  # fmt: skip
+    subs = {"_BITBUCKET_TEST_REPORTS": f"gs://{BUCKET}/both/b-1/", "COMMIT_SHA": COMMIT}
+    deliver(
+        build("SUCCESS", "b-1", substitutions=subs, results={"artifactManifest": f"gs://{BUCKET}/artifacts-b-1.json"})
+    )
+    [status] = bitbucket.app.shown("acme", "webapp", COMMIT)
+    assert status["description"] == "Succeeded in 3m 12s: 12 tests passed (1 skipped)"
