@@ -953,3 +953,27 @@ def test_a_builds_folder_and_its_artifacts_manifest_are_both_read(reports_bucket
     )
     [status] = bitbucket.app.shown("acme", "webapp", COMMIT)
     assert status["description"] == "Succeeded in 3m 12s: 12 tests passed (1 skipped)"
+
+
+def test_a_manifest_with_a_line_that_is_not_utf_8_still_gives_its_other_files(reports_bucket, bitbucket):
+    """Cloud Build writes the manifest, but its object names are the build's: one odd byte costs only its line."""
+    ledger = "target/surefire-reports/TEST-com.acme.payments.LedgerTest.xml"
+    generation = reports_bucket.put(BUCKET, ledger, (JUNIT / "surefire-passing.xml").read_bytes())
+    lines = [b'{"location": "gs://' + BUCKET.encode() + b'/target/caf\xe9.jar#3"}',
+             json.dumps({"location": f"gs://{BUCKET}/{ledger}#{generation}"}).encode()]  # fmt: skip
+    reports_bucket.put(BUCKET, "artifacts-b-1.json", b"\n".join(lines))
+    deliver(build("SUCCESS", "b-1", results={"artifactManifest": f"gs://{BUCKET}/artifacts-b-1.json"}))
+    [status] = bitbucket.app.shown("acme", "webapp", COMMIT)
+    assert status["description"] == "Succeeded in 3m 12s: 11 tests passed (1 skipped)"
+
+
+def test_three_files_add_up_to_the_total_bound_and_a_fourth_is_not_read(reports_bucket, bitbucket, monkeypatch):
+    """The bound is on the sum of what a build's files take, not on each file again."""
+    monkeypatch.setattr(relay.junit, "TEST_FILE_BYTES_MAX", 2000)
+    monkeypatch.setattr(relay.junit, "TEST_BYTES_MAX", 3 * len(sized(1000, "test_a")))
+    files = {f"{n}.xml": sized(1000, f"test_{n}") for n in "abcd"}
+    downloads = reports_bucket.downloads
+    delivered_with_tests(reports_bucket, "sum", files)
+    [status] = bitbucket.app.shown("acme", "webapp", COMMIT)
+    assert status["description"] == "Failed after 3m 12s: 3 tests passed (partial)"
+    assert reports_bucket.downloads == downloads + 3
