@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from relay.logs import log, loggable
 from relay.lru import Lru
-from relay.scope import WRITES_RESERVE, current_project, time_left
+from relay.scope import WRITES_RESERVE, current_project, storage_call, time_left
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -147,8 +147,5 @@ class TestReports:
 def _within_deadline() -> dict[str, Any]:
     """A read's timeout and retries: Cloud Storage's client retries a 429 or 5xx for 120 s whatever a call's timeout;
     here only while the event keeps WRITES_RESERVE for the status and report (60 s outside an event)."""
-    from google.cloud.storage.retry import DEFAULT_RETRY  # type: ignore[import-untyped,unused-ignore]
-
     left = time_left()
-    seconds = 60.0 if math.isinf(left) else max(left - WRITES_RESERVE, 1.0)
-    return {"timeout": seconds, "retry": DEFAULT_RETRY.with_timeout(seconds)}
+    return storage_call(60.0 if math.isinf(left) else max(left - WRITES_RESERVE, 1.0))

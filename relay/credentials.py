@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from relay.config import Patterns
 from relay.errors import ConfigurationError, ConsumerRefused, NotServed, TransientError
 from relay.repository import normalized_server
-from relay.scope import current_project, google_timeout
+from relay.scope import current_project, google_timeout, storage_call
 from relay.text import as_text, clip
 from relay.transport import json_body, send, token_lifetime
 
@@ -309,10 +309,8 @@ class BucketCredentials:
         storage_client, kms_client = self._get_clients()
         where = f"gs://{self.bucket}/{self.blob}"
         try:
-            from google.cloud.storage.retry import DEFAULT_RETRY  # type: ignore[import-untyped,unused-ignore]
-
-            blob, timeout = storage_client.bucket(self.bucket).blob(self.blob), google_timeout()
-            ciphertext = blob.download_as_bytes(retry=DEFAULT_RETRY.with_timeout(timeout), timeout=timeout)
+            blob = storage_client.bucket(self.bucket).blob(self.blob)
+            ciphertext = blob.download_as_bytes(**storage_call(google_timeout()))
             request, timeout = {"name": self.key_id, "ciphertext": ciphertext}, google_timeout()
             plaintext = kms_client.decrypt(request=request, retry=_retry(timeout), timeout=timeout).plaintext
         except Exception as error:  # google.api_core errors, imported lazily

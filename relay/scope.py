@@ -10,6 +10,7 @@ from relay.errors import TransientError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from typing import Any
 
 
 _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("deadline", default=None)
@@ -48,6 +49,14 @@ def google_timeout() -> float:
     if left <= 0:
         raise TransientError("the event's deadline (EVENT_DEADLINE_SECONDS) passed before reading the credentials")
     return 60.0 if math.isinf(left) else left
+
+
+def storage_call(seconds: float) -> dict[str, Any]:
+    """A Cloud Storage call's timeout and retries, both within `seconds`: its client alone retries a 429 or 5xx for
+    120 s whatever the call's timeout."""
+    from google.cloud.storage.retry import DEFAULT_RETRY  # type: ignore[import-untyped,unused-ignore]
+
+    return {"timeout": seconds, "retry": DEFAULT_RETRY.with_timeout(seconds)}
 
 
 WRITES_RESERVE = 30.0  # seconds of the event's deadline kept for the report's own writes after waiting for a log
